@@ -1,0 +1,51 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+/**
+ * Run work after the response has been sent: FastAPI's `BackgroundTasks`
+ * for `Deno.serve`.
+ *
+ * Wrap a handler with {@linkcode withBackgroundTasks}; it receives a
+ * {@linkcode BackgroundTasks} as its third argument. Add tasks with
+ * {@linkcode BackgroundTasks.prototype.addTask | addTask(fn, ...args)}, whose
+ * arguments are type-checked against `fn`, and return at once. Once the
+ * response has been sent, the request's tasks run one after another, in the
+ * order they were added, from a chain detached from the request. A task that
+ * throws or rejects is reported (to `console.error` by default, or to your
+ * `onError`) and the next one runs; nothing a task does can crash the server.
+ *
+ * ```ts ignore
+ * import { withBackgroundTasks } from "@afterward/background-tasks";
+ *
+ * function writeNotification(email: string, message = "") {
+ *   Deno.writeTextFileSync("log.txt", `notification for ${email}: ${message}`);
+ * }
+ *
+ * Deno.serve(withBackgroundTasks((_request, _info, tasks) => {
+ *   tasks.addTask(writeNotification, "a@example.com", "some notification");
+ *   return Response.json({ message: "Notification sent in the background" });
+ * }));
+ * ```
+ *
+ * What the wrapper guarantees:
+ *
+ * - Tasks start after `info.completed` has settled and one macrotask more, so
+ *   even a task that blocks the event loop cannot delay its own response; a
+ *   streamed body is sent in full first.
+ * - Pass the same `tasks` to any helper (FastAPI's dependencies): everything
+ *   it adds joins the one chain. Tasks added by a running task join the end.
+ * - If the handler throws or rejects, its tasks are discarded and the error
+ *   reaches `Deno.serve` unchanged. The `Response` is returned as the same
+ *   object; its body is never wrapped.
+ * - The request is closed once the response completes: give tasks copies of
+ *   what they need, not the `Request`.
+ * - `handler.drain()` waits for every chain scheduled so far (for tests and
+ *   shutdown); `handler.pending` counts tasks not yet finished.
+ *
+ * Tasks live in the process: a crash or a restart loses those not yet run.
+ *
+ * @module
+ */
+
+export * from "./src/background_tasks.ts";
+export * from "./src/log_task_error.ts";
+export * from "./src/with_background_tasks.ts";

@@ -1,0 +1,56 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+import type { TaskInfo } from "./background_tasks.ts";
+
+/**
+ * The default error reporter: writes one `console.error` entry that names the
+ * failed task, its index in the chain and the request as `METHOD /path`,
+ * followed by the error with its stack.
+ *
+ * It never prints the task's arguments or the URL's query string, since either
+ * may hold secrets. Call it from your own `onError` to keep the default output
+ * while also counting or forwarding failures.
+ *
+ * @example Keep the default output and count failures
+ * ```ts
+ * import { BackgroundTasks, logTaskError } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * let failures = 0;
+ * const tasks = new BackgroundTasks();
+ * tasks.addTask(function sendEmail() {
+ *   throw new Error("SMTP server unreachable");
+ * });
+ * await tasks.run({
+ *   onError(error, info) {
+ *     failures++;
+ *     logTaskError(error, info);
+ *   },
+ * });
+ * assert.equal(failures, 1);
+ * ```
+ *
+ * @param error The value the task threw or rejected with.
+ * @param info The task and the request it belongs to.
+ */
+export function logTaskError(error: unknown, info: TaskInfo): void {
+  console.error(`Background task ${describeTask(info)} failed:`, error);
+}
+
+/** Names a task for a log line: `"name" at index N of METHOD /path`. */
+export function describeTask(info: TaskInfo): string {
+  let text = `"${info.name}" at index ${info.index}`;
+  if (info.request !== undefined) {
+    text += ` of ${info.request.method} ${pathOf(info.request.url)}`;
+  }
+  if (info.delivered === false) text += " (response not delivered)";
+  return text;
+}
+
+function pathOf(url: string): string {
+  try {
+    return new URL(url).pathname;
+  } catch {
+    return url.replace(/[?#].*$/s, "");
+  }
+}

@@ -1,0 +1,61 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+import assert from "node:assert/strict";
+
+/** A `ServeHandlerInfo` whose `completed` the test controls, like a handler called by `Deno.serve`. */
+export function fakeInfo(completed?: Promise<void>): Deno.ServeHandlerInfo {
+  const info = {
+    remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 40000 },
+  };
+  return (completed === undefined
+    ? info
+    : { ...info, completed }) as Deno.ServeHandlerInfo;
+}
+
+/**
+ * Registers a test that fails if any promise rejection goes unhandled while it
+ * runs: the library promises that none ever escapes.
+ */
+export function guardedTest(
+  name: string,
+  fn: (t: Deno.TestContext) => void | Promise<void>,
+): void {
+  Deno.test(name, async (t) => {
+    const unhandled: unknown[] = [];
+    const listener = (event: PromiseRejectionEvent) => {
+      event.preventDefault();
+      unhandled.push(event.reason);
+    };
+    addEventListener("unhandledrejection", listener);
+    try {
+      await fn(t);
+      // Rejections are reported once the microtask queue is empty: give the
+      // runtime one macrotask to do so.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    } finally {
+      removeEventListener("unhandledrejection", listener);
+    }
+    assert.deepEqual(unhandled, [], "a promise rejection went unhandled");
+  });
+}
+
+/** Starts `Deno.serve` on a free port of 127.0.0.1. */
+export function listen(
+  handler: Deno.ServeHandler<Deno.NetAddr>,
+  options: { onError?: (error: unknown) => Response } = {},
+): { server: Deno.HttpServer<Deno.NetAddr>; url: string } {
+  const server = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    onListen() {},
+    ...options,
+  }, handler);
+  return { server, url: `http://127.0.0.1:${server.addr.port}` };
+}
+
+/** Resolves after `turns` macrotasks: enough for a timer-started chain not to have started. */
+export async function macrotasks(turns: number): Promise<void> {
+  for (let turn = 0; turn < turns; turn++) {
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+}
