@@ -1,0 +1,236 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+// Runs each example as a user would, with `deno run` in a directory of its
+// own, then stops it with SIGTERM so that it drains its tasks before exiting.
+
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+
+const examples = new URL("../examples/", import.meta.url);
+
+/** A running example, started with the permissions its header documents. */
+class Example {
+  readonly url: string;
+  readonly cwd: string;
+  #child: Deno.ChildProcess;
+  #stdout: AsyncIterator<string>;
+  #stderr: AsyncIterator<string>;
+
+  private constructor(
+    child: Deno.ChildProcess,
+    stdout: AsyncIterator<string>,
+    stderr: AsyncIterator<string>,
+    url: string,
+    cwd: string,
+  ) {
+    this.#child = child;
+    this.#stdout = stdout;
+    this.#stderr = stderr;
+    this.url = url;
+    this.cwd = cwd;
+  }
+
+  static async start(name: string, permissions: string[]): Promise<Example> {
+    const cwd = await Deno.makeTempDir({ prefix: "background_tasks_example_" });
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", ...permissions, fileURLToPath(new URL(name, examples))],
+      cwd,
+      env: { PORT: "0", NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const stdout = lines(child.stdout);
+    const stderr = lines(child.stderr);
+    const listening = await stdout.next();
+    const url = /^Listening on (http:\/\/127\.0\.0\.1:\d+)\/$/.exec(
+      listening.value ?? "",
+    )?.[1];
+    assert.ok(url, `unexpected first line: ${listening.value}`);
+    const tryIt = await stdout.next();
+    assert.match(tryIt.value ?? "", new RegExp(`^Try it: curl .*${url}/`));
+    return new Example(child, stdout, stderr, url, cwd);
+  }
+
+  /** The next line the example prints on stdout. */
+  async nextLine(): Promise<string> {
+    const { value, done } = await this.#stdout.next();
+    assert.ok(!done, "the example closed its output");
+    return value;
+  }
+
+  /**
+   * Sends SIGTERM and resolves once the example has drained and exited, with
+   * its exit code and what it still wrote to stderr.
+   */
+  async stop(): Promise<{ code: number; stderr: string[] }> {
+    this.#child.kill("SIGTERM");
+    const [stderr] = await Promise.all([
+      rest(this.#stderr),
+      rest(this.#stdout),
+    ]);
+    const { code } = await this.#child.status;
+    return { code, stderr };
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    try {
+      this.#child.kill("SIGKILL");
+    } catch {
+      // Already exited.
+    }
+    await this.#child.status;
+    await Promise.all([rest(this.#stderr), rest(this.#stdout)]);
+    await Deno.remove(this.cwd, { recursive: true });
+  }
+}
+
+function lines(stream: ReadableStream<Uint8Array>): AsyncIterator<string> {
+  return stream
+    .pipeThrough(new TextDecoderStream())
+    .pipeThrough(lineSplitter())[Symbol.asyncIterator]();
+}
+
+async function rest(iterator: AsyncIterator<string>): Promise<string[]> {
+  const collected: string[] = [];
+  for (let line = await iterator.next(); !line.done;) {
+    collected.push(line.value);
+    line = await iterator.next();
+  }
+  return collected;
+}
+
+function lineSplitter(): TransformStream<string, string> {
+  let buffer = "";
+  return new TransformStream({
+    transform(chunk, controller) {
+      buffer += chunk;
+      const lines = buffer.split("\n");
+      buffer = lines.pop()!;
+      for (const line of lines) controller.enqueue(line);
+    },
+    flush(controller) {
+      if (buffer) controller.enqueue(buffer);
+    },
+  });
+}
+
+const writeLog = [
+  "--allow-net=127.0.0.1",
+  "--allow-env=PORT",
+  "--allow-write=log.txt",
+];
+
+Deno.test("examples/send_notification.ts writes the notification after responding", async () => {
+  await using example = await Example.start("send_notification.ts", writeLog);
+  const response = await fetch(
+    `${example.url}/send-notification/johndoe@example.com`,
+    { method: "POST" },
+  );
+  assert.equal(response.status, 200);
+  assert.deepEqual(await response.json(), {
+    message: "Notification sent in the background",
+  });
+  const missing = await fetch(`${example.url}/send-notification/x`);
+  assert.equal(missing.status, 404);
+  await missing.body?.cancel();
+
+  assert.deepEqual(await example.stop(), { code: 0, stderr: [] });
+  assert.equal(
+    await Deno.readTextFile(`${example.cwd}/log.txt`),
+    "notification for johndoe@example.com: some notification",
+  );
+});
+
+Deno.test("examples/dependency_injection.ts logs the helper's task, then the handler's", async (t) => {
+  const table: [string, string][] = [
+    ["?q=hello", "found query: hello\nmessage to johndoe@example.com\n"],
+    ["", "message to johndoe@example.com\n"],
+  ];
+  for (const [query, logged] of table) {
+    await t.step(query || "no query", async () => {
+      await using example = await Example.start(
+        "dependency_injection.ts",
+        writeLog,
+      );
+      const response = await fetch(
+        `${example.url}/send-notification/johndoe@example.com${query}`,
+        { method: "POST" },
+      );
+      assert.deepEqual(await response.json(), { message: "Message sent" });
+      assert.deepEqual(await example.stop(), { code: 0, stderr: [] });
+      assert.equal(await Deno.readTextFile(`${example.cwd}/log.txt`), logged);
+    });
+  }
+});
+
+Deno.test("examples/accepted_processing.ts accepts a file at once and processes it afterwards", async () => {
+  await using example = await Example.start("accepted_processing.ts", [
+    "--allow-net=127.0.0.1",
+    "--allow-env=PORT",
+  ]);
+  const file = "one two three\nfour five\n";
+  const accepted = await fetch(`${example.url}/files`, {
+    method: "POST",
+    body: file,
+  });
+  assert.equal(accepted.status, 202);
+  const { id, status } = await accepted.json();
+  assert.equal(status, "processing");
+  assert.equal(accepted.headers.get("location"), `/files/${id}`);
+
+  assert.equal(await example.nextLine(), `processed ${id}: 3 lines, 5 words`);
+  const done = await fetch(`${example.url}/files/${id}`);
+  const digest = new Uint8Array(
+    await crypto.subtle.digest("SHA-256", new TextEncoder().encode(file)),
+  );
+  assert.deepEqual(await done.json(), {
+    id,
+    status: "done",
+    report: {
+      bytes: 24,
+      lines: 3,
+      words: 5,
+      sha256: Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join(
+        "",
+      ),
+    },
+  });
+  const unknown = await fetch(`${example.url}/files/nope`);
+  assert.equal(unknown.status, 404);
+  await unknown.body?.cancel();
+  assert.deepEqual(await example.stop(), { code: 0, stderr: [] });
+});
+
+Deno.test("examples/demo.ts prints the response before the tasks, then cleans up", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "background_tasks_demo_test_" });
+  try {
+    const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-net=127.0.0.1",
+        "--allow-read",
+        "--allow-write",
+        fileURLToPath(new URL("demo.ts", examples)),
+      ],
+      env: { TMPDIR: tmp, NO_COLOR: "1" },
+    }).output();
+    assert.equal(new TextDecoder().decode(stderr), "");
+    assert.equal(code, 0);
+    const output = new TextDecoder().decode(stdout);
+    const events = [...output.matchAll(/^ *[\d.]+ ms {2}(.*?)(?::| \(|$)/gm)]
+      .map((match) => match[1]!.trim());
+    assert.deepEqual(events, [
+      "request sent",
+      "response received",
+      "task writeNotification finished",
+      "task sendWelcomeEmail finished",
+    ]);
+    assert.match(
+      output,
+      /^log\.txt: notification for johndoe@example\.com: some notification$/m,
+    );
+    assert.deepEqual(await Array.fromAsync(Deno.readDir(tmp)), []);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
