@@ -41,11 +41,36 @@
  * - `handler.drain()` waits for every chain scheduled so far (for tests and
  *   shutdown); `handler.pending` counts tasks not yet finished.
  *
- * Tasks live in the process: a crash or a restart loses those not yet run.
+ * For production, {@linkcode serve} wraps `Deno.serve` with the same handler
+ * and shuts down gracefully on SIGINT and SIGTERM: it finishes the responses
+ * in flight, drains the tasks within `shutdownTimeout`, aborts and names what
+ * is left, and exits 0 or 1. The options bound the work (`concurrency`,
+ * `maxPending`, whose overflow throws a {@linkcode QueueFullError} to answer
+ * with a 503), time it out (`timeout`), and observe it (`onTaskStart`,
+ * `onTaskEnd`, `handler.stats`). {@linkcode defineTask} gives a task a name, a
+ * timeout, a retry policy and an `AbortSignal`.
+ *
+ * ```ts ignore
+ * import { defineTask, serve } from "@afterward/background-tasks";
+ *
+ * const sendReceipt = defineTask(async ({ signal }, orderId: string) => {
+ *   await fetch(`https://mail.internal/receipts/${orderId}`, { method: "POST", signal });
+ * }, { name: "sendReceipt", timeout: 10_000, retry: { maxAttempts: 5 } });
+ *
+ * serve({ port: 8000, concurrency: 16, maxPending: 10_000 }, (_request, _info, tasks) => {
+ *   tasks.addTask(sendReceipt, "order-42");
+ *   return new Response("Accepted", { status: 202 });
+ * });
+ * ```
+ *
+ * Tasks live in the process: a crash or a `SIGKILL` loses those not yet run.
  *
  * @module
  */
 
 export * from "./src/background_tasks.ts";
+export * from "./src/define_task.ts";
 export * from "./src/log_task_error.ts";
+export * from "./src/queue_full_error.ts";
+export * from "./src/serve.ts";
 export * from "./src/with_background_tasks.ts";

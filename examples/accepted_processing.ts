@@ -17,7 +17,7 @@
  * @module
  */
 
-import { withBackgroundTasks } from "../mod.ts";
+import { serve } from "../mod.ts";
 
 /** What processing found out about a file. */
 interface FileReport {
@@ -54,8 +54,16 @@ async function processFile(
 const upload = new URLPattern({ pathname: "/files" });
 const status = new URLPattern({ pathname: "/files/:id" });
 
-/** The app: a `Deno.serve` handler with `drain()` for a graceful stop. */
-export const handler = withBackgroundTasks(async (request, _info, tasks) => {
+serve({
+  hostname: "127.0.0.1",
+  port: Number(Deno.env.get("PORT") ?? 8000),
+  onListen({ hostname, port }) {
+    console.log(`Listening on http://${hostname}:${port}/`);
+    console.log(
+      `Try it: curl -i --data-binary @README.md http://${hostname}:${port}/files`,
+    );
+  },
+}, async (request, _info, tasks) => {
   if (request.method === "POST" && upload.test(request.url)) {
     const content = await request.bytes();
     const id = crypto.randomUUID();
@@ -71,23 +79,3 @@ export const handler = withBackgroundTasks(async (request, _info, tasks) => {
   if (!file) return new Response("Not Found", { status: 404 });
   return Response.json({ id: match.pathname.groups.id, ...file });
 });
-
-if (import.meta.main) {
-  const port = Number(Deno.env.get("PORT") ?? 8000);
-  const server = Deno.serve({
-    hostname: "127.0.0.1",
-    port,
-    onListen({ hostname, port }) {
-      console.log(`Listening on http://${hostname}:${port}/`);
-      console.log(
-        `Try it: curl -i --data-binary @README.md http://${hostname}:${port}/files`,
-      );
-    },
-  }, handler);
-  const stop = async () => {
-    await server.shutdown();
-    await handler.drain();
-  };
-  Deno.addSignalListener("SIGINT", stop);
-  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", stop);
-}

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { type BackgroundTasks, withBackgroundTasks } from "../mod.ts";
+import { type BackgroundTasks, serve } from "../mod.ts";
 
 function writeLog(message: string): void {
   Deno.writeTextFileSync("log.txt", message, { append: true });
@@ -31,8 +31,16 @@ const sendNotification = new URLPattern({
   pathname: "/send-notification/:email",
 });
 
-/** The app: a `Deno.serve` handler with `drain()` for a graceful stop. */
-export const handler = withBackgroundTasks((request, _info, tasks) => {
+serve({
+  hostname: "127.0.0.1",
+  port: Number(Deno.env.get("PORT") ?? 8000),
+  onListen({ hostname, port }) {
+    console.log(`Listening on http://${hostname}:${port}/`);
+    console.log(
+      `Try it: curl -X POST "http://${hostname}:${port}/send-notification/johndoe@example.com?q=hello"`,
+    );
+  },
+}, (request, _info, tasks) => {
   const match = sendNotification.exec(request.url);
   if (request.method !== "POST" || match === null) {
     return new Response("Not Found", { status: 404 });
@@ -42,23 +50,3 @@ export const handler = withBackgroundTasks((request, _info, tasks) => {
   tasks.addTask(writeLog, `message to ${email}\n`);
   return Response.json({ message: "Message sent" });
 });
-
-if (import.meta.main) {
-  const port = Number(Deno.env.get("PORT") ?? 8000);
-  const server = Deno.serve({
-    hostname: "127.0.0.1",
-    port,
-    onListen({ hostname, port }) {
-      console.log(`Listening on http://${hostname}:${port}/`);
-      console.log(
-        `Try it: curl -X POST "http://${hostname}:${port}/send-notification/johndoe@example.com?q=hello"`,
-      );
-    },
-  }, handler);
-  const stop = async () => {
-    await server.shutdown();
-    await handler.drain();
-  };
-  Deno.addSignalListener("SIGINT", stop);
-  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", stop);
-}

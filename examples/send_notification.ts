@@ -9,13 +9,13 @@
  *   deno run --allow-net=127.0.0.1 --allow-env=PORT --allow-write=log.txt examples/send_notification.ts
  *   curl -X POST http://127.0.0.1:8000/send-notification/johndoe@example.com
  *
- * Set `PORT` to listen elsewhere than 8000 (0 picks a free port). SIGINT or
+ * Set `PORT` to listen elsewhere than 8000 (0 picks a free port). Ctrl-C or
  * SIGTERM stops accepting requests and lets pending tasks finish first.
  *
  * @module
  */
 
-import { withBackgroundTasks } from "../mod.ts";
+import { serve } from "../mod.ts";
 
 function writeNotification(email: string, message = ""): void {
   Deno.writeTextFileSync("log.txt", `notification for ${email}: ${message}`);
@@ -25,8 +25,16 @@ const sendNotification = new URLPattern({
   pathname: "/send-notification/:email",
 });
 
-/** The app: a `Deno.serve` handler with `drain()` for a graceful stop. */
-export const handler = withBackgroundTasks((request, _info, tasks) => {
+serve({
+  hostname: "127.0.0.1",
+  port: Number(Deno.env.get("PORT") ?? 8000),
+  onListen({ hostname, port }) {
+    console.log(`Listening on http://${hostname}:${port}/`);
+    console.log(
+      `Try it: curl -X POST http://${hostname}:${port}/send-notification/johndoe@example.com`,
+    );
+  },
+}, (request, _info, tasks) => {
   const match = sendNotification.exec(request.url);
   if (request.method !== "POST" || match === null) {
     return new Response("Not Found", { status: 404 });
@@ -35,23 +43,3 @@ export const handler = withBackgroundTasks((request, _info, tasks) => {
   tasks.addTask(writeNotification, email, "some notification");
   return Response.json({ message: "Notification sent in the background" });
 });
-
-if (import.meta.main) {
-  const port = Number(Deno.env.get("PORT") ?? 8000);
-  const server = Deno.serve({
-    hostname: "127.0.0.1",
-    port,
-    onListen({ hostname, port }) {
-      console.log(`Listening on http://${hostname}:${port}/`);
-      console.log(
-        `Try it: curl -X POST http://${hostname}:${port}/send-notification/johndoe@example.com`,
-      );
-    },
-  }, handler);
-  const stop = async () => {
-    await server.shutdown();
-    await handler.drain();
-  };
-  Deno.addSignalListener("SIGINT", stop);
-  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", stop);
-}

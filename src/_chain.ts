@@ -5,24 +5,31 @@ import type {
   RequestSummary,
   TaskResult,
 } from "./background_tasks.ts";
+import type { DefinedTask } from "./define_task.ts";
 
 /** One added task: the function, its arguments and the name it is reported by. */
 export interface Task {
   fn: (...args: unknown[]) => unknown;
   args: unknown[];
   name: string;
+  /** Set for a task made by `defineTask`: `fn` then takes a context first. */
+  defined: DefinedTask | undefined;
 }
 
 /**
- * The runner that will execute a chain. It hears about every task as it is
- * added, so that it can count (and later refuse) pending work.
+ * The runner that owns a chain, told about every step so that it can count,
+ * refuse and report work.
  */
 export interface ChainOwner {
   /** Called before a task is added; throwing refuses the task. */
-  accept(chain: Chain): void;
-  /** Called when `count` accepted tasks have finished or will never run. */
-  release(count: number): void;
-  /** Called once when a chain that was handed to the owner has finished. */
+  accept(chain: Chain, task: Task): void;
+  /** A task's first attempt starts. */
+  taskStarted(chain: Chain): void;
+  /** A failed attempt will be retried. */
+  retried(chain: Chain): void;
+  /** A task is over, after its last attempt. */
+  taskSettled(chain: Chain, result: TaskResult, timedOut: boolean): void;
+  /** The chain has run its last task. */
   finished(chain: Chain): void;
 }
 
@@ -31,7 +38,8 @@ export type ClosedBecause =
   | "the request's tasks have already run"
   | "the handler returned its response without adding any"
   | "the handler failed and its tasks were discarded"
-  | "the response was not delivered and its tasks were skipped";
+  | "the response was not delivered and its tasks were skipped"
+  | "its tasks were abandoned at a shutdown deadline";
 
 /**
  * The runner's view of one request's tasks: the queue, where it is in its life,
@@ -43,16 +51,23 @@ export class Chain {
   readonly tasks: (Task | undefined)[] = [];
   /** Set by a wrapper right after creating the tasks, before its handler runs. */
   owner: ChainOwner | undefined = undefined;
-  /** Set once the chain starts running (or was run by hand): the settled results. */
+  /** Set once the chain starts running: the settled results. */
   results: Promise<TaskResult[]> | undefined;
-  /** Whether its tasks have started running: from then on each task is released as it finishes. */
+  /** Whether its tasks have started running. */
   started = false;
+  /** The index of the task running now, or about to. */
+  position = 0;
+  /** The running task's attempt, from 1, and when it started (`performance.now()`). */
+  attempt = 0;
+  attemptStartedAt = 0;
+  /** Whether the runner gave up on it at a deadline; the loop stops at its next step. */
+  abandoned = false;
+  /** Aborts the running attempt and ends any wait (timeout, retry delay) at once. */
+  interrupt: ((reason: unknown) => void) | undefined;
   /** Method and URL of the request, captured while its handler ran. */
   request: RequestSummary | undefined;
   /** Whether the response reached the client; `undefined` when nobody said. */
   delivered: boolean | undefined;
-  /** Scheduling order, used by `drain()` to tell earlier chains from later ones. */
-  sequence = 0;
   #closedBecause: ClosedBecause | undefined;
 
   /** Whether tasks can still be added. */
@@ -69,20 +84,22 @@ export class Chain {
     if (this.#closedBecause !== undefined) {
       throw new Error(`Cannot add task as ${this.#closedBecause}`);
     }
-    this.owner?.accept(this);
+    this.owner?.accept(this, task);
     this.tasks.push(task);
   }
 
-  /**
-   * Stops accepting tasks. An idle chain's tasks will never run, so they are
-   * released from the owner's count.
-   */
+  /** Stops accepting tasks. */
   close(because: ClosedBecause): void {
-    if (this.#closedBecause !== undefined) return;
-    this.#closedBecause = because;
-    if (!this.started && this.tasks.length > 0) {
-      this.owner?.release(this.tasks.length);
+    this.#closedBecause ??= because;
+  }
+
+  /** The names of the tasks that have not finished, the running one included. */
+  unfinished(): string[] {
+    const names: string[] = [];
+    for (let index = this.position; index < this.tasks.length; index++) {
+      names.push(this.tasks[index]!.name);
     }
+    return names;
   }
 }
 

@@ -1,156 +1,176 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import type { Chain, ChainOwner } from "./_chain.ts";
-import type {
-  TaskErrorHandler,
-  TaskInfo,
-  TaskResult,
-} from "./background_tasks.ts";
-import { describeTask, logTaskError } from "./log_task_error.ts";
-import { isThenable } from "./_util.ts";
+import type { Chain, ChainOwner, Task } from "./_chain.ts";
+import { abandonChain, type ExecutionConfig, runChain } from "./_execute.ts";
+import type { TaskResult } from "./background_tasks.ts";
+import { QueueFullError } from "./queue_full_error.ts";
+import { isThenable, MAX_TIMER_DELAY } from "./_util.ts";
 
-/**
- * Runs a chain's tasks one after another, each isolated, and resolves with one
- * settled result per task. Tasks added while it runs join the end of the
- * chain. Running the same chain twice returns the first run's promise.
- *
- * The returned promise never rejects: every call into user code (tasks and
- * `onError`) is caught.
- */
-export function runChain(
-  chain: Chain,
-  onError: TaskErrorHandler,
-): Promise<TaskResult[]> {
-  return chain.results ??= execute(chain, onError);
+/** A runner's options, validated and with defaults applied. */
+export interface RunnerConfig extends ExecutionConfig {
+  readonly skipUndelivered: boolean;
+  /** How many chains may run at once; `Infinity` for no limit. */
+  readonly concurrency: number;
+  /** How many tasks may be pending; `Infinity` for no limit. */
+  readonly maxPending: number;
 }
 
-async function execute(
-  chain: Chain,
-  onError: TaskErrorHandler,
-): Promise<TaskResult[]> {
-  chain.started = true;
-  const results: TaskResult[] = [];
-  const { tasks, owner } = chain;
-  // The length is read on every turn so that tasks added by running tasks
-  // join this chain; the chain closes in the same synchronous step as the
-  // last check, so no task can slip in between.
-  for (let index = 0; index < tasks.length; index++) {
-    const { fn, args, name } = tasks[index]!;
-    // Let the arguments be collected as soon as the task has run.
-    tasks[index] = undefined;
-    try {
-      // Called as a plain function, as FastAPI does: `this` is undefined.
-      let value = fn(...args);
-      if (isThenable(value)) value = await value;
-      results.push({ status: "fulfilled", name, index, value });
-    } catch (reason) {
-      const info: TaskInfo = {
-        name,
-        index,
-        request: chain.request,
-        delivered: chain.delivered,
-      };
-      const reporting = report(onError, reason, info);
-      if (reporting !== undefined) await reporting;
-      results.push({ status: "rejected", name, index, reason });
-    }
-    owner?.release(1);
-  }
-  chain.close("the request's tasks have already run");
-  owner?.finished(chain);
-  return results;
+/** A snapshot of a runner's work, from {@linkcode DrainableHandler.stats}. */
+export interface TaskStats {
+  /** Tasks accepted and not finished: `queued + running`. */
+  readonly pending: number;
+  /** Tasks waiting: for their response, for a free slot, or behind earlier tasks of their chain. */
+  readonly queued: number;
+  /** Tasks running now, a retry delay included. */
+  readonly running: number;
+  /** Tasks that succeeded, at their first attempt or a later one. */
+  readonly succeeded: number;
+  /** Tasks that failed at their last attempt, timeouts included. */
+  readonly failed: number;
+  /** Tasks among `failed` whose last attempt timed out. */
+  readonly timedOut: number;
+  /** Attempts that were retries, over all tasks. */
+  readonly retried: number;
+  /** Tasks refused by `addTask()` because `maxPending` was reached. */
+  readonly rejected: number;
+  /** Tasks dropped because their handler threw, rejected or returned no `Response`. */
+  readonly discarded: number;
+  /** Tasks dropped with `skipUndelivered` because their response was not delivered. */
+  readonly skipped: number;
+  /** Tasks given up on at a drain deadline. */
+  readonly abandoned: number;
 }
 
-/**
- * Calls `onError` without letting it disturb the chain: a throw or rejection
- * from it is written by the default reporter, next to the original error.
- * Returns a promise only when `onError` returned one; that promise never
- * rejects.
- */
-function report(
-  onError: TaskErrorHandler,
-  error: unknown,
-  info: TaskInfo,
-): Promise<void> | undefined {
-  let result: unknown;
-  try {
-    result = onError(error, info);
-  } catch (hookError) {
-    reportHookFailure(error, info, hookError);
-    return;
-  }
-  if (isThenable(result)) {
-    return Promise.resolve(result).then(
-      () => {},
-      (hookError) => reportHookFailure(error, info, hookError),
-    );
-  }
+/** Options for {@linkcode DrainableHandler.drain}. */
+export interface DrainOptions {
+  /**
+   * Milliseconds to wait before giving up on the tasks still pending: their
+   * signals are aborted and they are counted as abandoned.
+   *
+   * @default {Infinity}
+   */
+  timeout?: number;
+  /** Gives up on the tasks still pending as soon as it is aborted. */
+  signal?: AbortSignal;
 }
 
-function reportHookFailure(
-  error: unknown,
-  info: TaskInfo,
-  hookError: unknown,
-): void {
-  try {
-    logTaskError(error, info);
-    console.error(
-      `The 'onError' handler threw while reporting background task ${
-        describeTask(info)
-      }:`,
-      hookError,
-    );
-  } catch {
-    // Even console.error was replaced by something that throws; there is no
-    // one left to tell, and the chain must go on.
-  }
-}
-
-/** Options of a {@linkcode Runner}, validated and with defaults applied. */
-export interface RunnerOptions {
-  onError: TaskErrorHandler;
-  skipUndelivered: boolean;
+/** What a drain waited for, and how it ended. */
+export interface DrainResult {
+  /** Tasks of the drained chains that succeeded while it waited. */
+  readonly completed: number;
+  /** Tasks of the drained chains that failed (after their last attempt) while it waited. */
+  readonly failed: number;
+  /** Tasks still pending at the deadline, running or not yet started. */
+  readonly abandoned: number;
+  /** The abandoned tasks by name, with how many of each. */
+  readonly abandonedTasks: Readonly<Record<string, number>>;
 }
 
 interface DrainWaiter {
-  /** Chains up to this sequence number are waited for. */
-  last: number;
-  /** How many of them are still running. */
-  remaining: number;
-  resolve: () => void;
+  chains: Set<Chain>;
+  completed: number;
+  failed: number;
+  abandoned: number;
+  abandonedTasks: Record<string, number>;
+  resolve: (result: DrainResult) => void;
+  cleanup: () => void;
 }
 
 /**
  * Executes the chains of one wrapped handler: it waits until each response
  * has been sent, starts the chains on a timer shared by every request of the
- * same event-loop turn, and keeps the counts that `pending` and `drain()` read.
+ * same event-loop turn, runs at most `concurrency` of them at once (the rest
+ * in order of arrival), refuses tasks beyond `maxPending`, and keeps the
+ * statistics and the drains.
  */
 export class Runner implements ChainOwner {
-  readonly #onError: TaskErrorHandler;
-  readonly #skipUndelivered: boolean;
-  #pending = 0;
-  #scheduled = 0;
-  #live = 0;
-  #waiters: DrainWaiter[] = [];
+  readonly #config: RunnerConfig;
+  /** Chains handed over and not yet finished, skipped or abandoned. */
+  readonly #live = new Set<Chain>();
+  /** Chains whose response has been sent, waiting for the shared timer. */
   #ready: Chain[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** Chains past the timer, waiting for a free slot. */
+  #queue: (Chain | undefined)[] = [];
+  #queueHead = 0;
+  #startingQueued = false;
+  #active = 0;
+  readonly #waiters = new Set<DrainWaiter>();
+  #pending = 0;
+  #running = 0;
+  #succeeded = 0;
+  #failed = 0;
+  #timedOut = 0;
+  #retried = 0;
+  #rejected = 0;
+  #discarded = 0;
+  #skipped = 0;
+  #abandoned = 0;
 
-  constructor(options: RunnerOptions) {
-    this.#onError = options.onError;
-    this.#skipUndelivered = options.skipUndelivered;
+  constructor(config: RunnerConfig) {
+    this.#config = config;
   }
 
-  /** Tasks accepted and not yet finished, including those still waiting for their response. */
   get pending(): number {
     return this.#pending;
   }
 
-  accept(): void {
+  get stats(): TaskStats {
+    return {
+      pending: this.#pending,
+      queued: this.#pending - this.#running,
+      running: this.#running,
+      succeeded: this.#succeeded,
+      failed: this.#failed,
+      timedOut: this.#timedOut,
+      retried: this.#retried,
+      rejected: this.#rejected,
+      discarded: this.#discarded,
+      skipped: this.#skipped,
+      abandoned: this.#abandoned,
+    };
+  }
+
+  accept(_chain: Chain, task: Task): void {
+    if (this.#pending >= this.#config.maxPending) {
+      this.#rejected++;
+      throw new QueueFullError(task.name, this.#config.maxPending);
+    }
     this.#pending++;
   }
 
-  release(count: number): void {
-    this.#pending -= count;
+  taskStarted(): void {
+    this.#running++;
+  }
+
+  retried(): void {
+    this.#retried++;
+  }
+
+  taskSettled(chain: Chain, result: TaskResult, timedOut: boolean): void {
+    this.#running--;
+    this.#pending--;
+    const succeeded = result.status === "fulfilled";
+    if (succeeded) this.#succeeded++;
+    else this.#failed++;
+    if (timedOut) this.#timedOut++;
+    for (const waiter of this.#waiters) {
+      if (!waiter.chains.has(chain)) continue;
+      if (succeeded) waiter.completed++;
+      else waiter.failed++;
+    }
+  }
+
+  finished(chain: Chain): void {
+    this.#end(chain);
+    this.#startQueued();
+  }
+
+  /** Drops the tasks of a handler that failed: none of them will run. */
+  discard(chain: Chain): void {
+    chain.close("the handler failed and its tasks were discarded");
+    this.#pending -= chain.tasks.length;
+    this.#discarded += chain.tasks.length;
   }
 
   /**
@@ -163,14 +183,12 @@ export class Runner implements ChainOwner {
     request: Request,
     info: Deno.ServeHandlerInfo | undefined,
   ): void {
-    if (!chain.idle) return;
     if (chain.tasks.length === 0) {
       chain.close("the handler returned its response without adding any");
       return;
     }
     chain.request = { method: request.method, url: request.url };
-    chain.sequence = ++this.#scheduled;
-    this.#live++;
+    this.#live.add(chain);
     // `completed` is created lazily by Deno, so it is only touched for
     // requests that have tasks. Both handlers are attached at once: a
     // rejection (HTTP/2 client gone) left unhandled would end the process.
@@ -186,10 +204,13 @@ export class Runner implements ChainOwner {
   }
 
   #sent(chain: Chain, delivered: boolean | undefined): void {
+    if (chain.abandoned) return;
     chain.delivered = delivered;
-    if (delivered === false && this.#skipUndelivered) {
+    if (delivered === false && this.#config.skipUndelivered) {
       chain.close("the response was not delivered and its tasks were skipped");
-      this.finished(chain);
+      this.#pending -= chain.tasks.length;
+      this.#skipped += chain.tasks.length;
+      this.#end(chain);
       return;
     }
     this.#ready.push(chain);
@@ -203,30 +224,129 @@ export class Runner implements ChainOwner {
     this.#timer = undefined;
     const ready = this.#ready;
     this.#ready = [];
-    for (const chain of ready) runChain(chain, this.#onError);
+    if (this.#queueHead === this.#queue.length) {
+      // Nothing is waiting for a slot: skip the queue while slots are free.
+      let index = 0;
+      while (index < ready.length && this.#active < this.#config.concurrency) {
+        this.#start(ready[index++]!);
+      }
+      for (; index < ready.length; index++) this.#queue.push(ready[index]!);
+    } else {
+      for (const chain of ready) this.#queue.push(chain);
+      this.#startQueued();
+    }
   };
 
-  finished(chain: Chain): void {
-    // A chain its handler ran by hand, before returning, was never scheduled.
-    if (chain.sequence === 0) return;
-    this.#live--;
-    if (this.#waiters.length === 0) return;
-    this.#waiters = this.#waiters.filter((waiter) => {
-      if (chain.sequence > waiter.last || --waiter.remaining > 0) return true;
-      waiter.resolve();
-      return false;
+  #startQueued(): void {
+    // A chain whose tasks are all synchronous finishes inside #start() and
+    // calls back here; the loop below picks up the slot it freed, instead of
+    // recursing once per queued chain.
+    if (this.#startingQueued) return;
+    this.#startingQueued = true;
+    try {
+      while (
+        this.#queueHead < this.#queue.length &&
+        this.#active < this.#config.concurrency
+      ) {
+        const chain = this.#queue[this.#queueHead]!;
+        this.#queue[this.#queueHead++] = undefined;
+        this.#start(chain);
+      }
+    } finally {
+      this.#startingQueued = false;
+    }
+    if (this.#queueHead === this.#queue.length) {
+      this.#queue = [];
+      this.#queueHead = 0;
+    } else if (
+      this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length
+    ) {
+      this.#queue = this.#queue.slice(this.#queueHead);
+      this.#queueHead = 0;
+    }
+  }
+
+  #start(chain: Chain): void {
+    if (chain.abandoned) return;
+    this.#active++;
+    runChain(chain, this.#config);
+  }
+
+  /** Forgets a chain that has finished, was skipped or was abandoned. */
+  #end(chain: Chain): void {
+    if (!this.#live.delete(chain)) return;
+    if (chain.started) this.#active--;
+    for (const waiter of this.#waiters) {
+      if (waiter.chains.delete(chain) && waiter.chains.size === 0) {
+        this.#settle(waiter);
+      }
+    }
+  }
+
+  /**
+   * Resolves once every chain scheduled so far has finished, or at the
+   * deadline, when the chains left are abandoned.
+   */
+  drain(options: DrainOptions = {}): Promise<DrainResult> {
+    const { timeout = Infinity, signal } = options;
+    const chains = new Set(this.#live);
+    return new Promise((resolve) => {
+      const waiter: DrainWaiter = {
+        chains,
+        completed: 0,
+        failed: 0,
+        abandoned: 0,
+        abandonedTasks: {},
+        resolve,
+        cleanup: () => {},
+      };
+      if (chains.size === 0) return this.#settle(waiter);
+      this.#waiters.add(waiter);
+      const giveUp = () => this.#abandon(waiter, signal?.reason);
+      if (signal?.aborted) return giveUp();
+      const timer = timeout <= MAX_TIMER_DELAY
+        ? setTimeout(giveUp, timeout)
+        : undefined;
+      signal?.addEventListener("abort", giveUp, { once: true });
+      waiter.cleanup = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", giveUp);
+      };
     });
   }
 
-  /** Resolves once every chain scheduled so far has finished. */
-  drain(): Promise<void> {
-    if (this.#live === 0) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.#waiters.push({
-        last: this.#scheduled,
-        remaining: this.#live,
-        resolve,
-      });
+  #settle(waiter: DrainWaiter): void {
+    this.#waiters.delete(waiter);
+    waiter.cleanup();
+    waiter.resolve({
+      completed: waiter.completed,
+      failed: waiter.failed,
+      abandoned: waiter.abandoned,
+      abandonedTasks: waiter.abandonedTasks,
     });
+  }
+
+  /** Gives up on the chains a drain still waits for. */
+  #abandon(waiter: DrainWaiter, signalReason: unknown): void {
+    const reason = signalReason ?? new DOMException(
+      "Background task abandoned at a shutdown deadline",
+      "AbortError",
+    );
+    for (const chain of [...waiter.chains]) {
+      const names = abandonChain(chain, this.#config, reason);
+      // A started chain's task at its position has started too.
+      if (chain.started && names.length > 0) this.#running--;
+      this.#pending -= names.length;
+      this.#abandoned += names.length;
+      for (const other of this.#waiters) {
+        if (!other.chains.has(chain)) continue;
+        other.abandoned += names.length;
+        for (const name of names) {
+          other.abandonedTasks[name] = (other.abandonedTasks[name] ?? 0) + 1;
+        }
+      }
+      this.#end(chain);
+    }
+    this.#startQueued();
   }
 }

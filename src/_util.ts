@@ -14,3 +14,104 @@ export function describe(value: unknown): string {
   if (value === null || typeof value !== "object") return String(value);
   return Array.isArray(value) ? "an array" : "an object";
 }
+
+/** The longest delay `setTimeout` honours; a longer one fires at once. */
+export const MAX_TIMER_DELAY = 2 ** 31 - 1;
+
+/** Throws a `TypeError` unless `value` is a function. */
+export function assertFunction(
+  value: unknown,
+  name: string,
+  action: string,
+): asserts value is (...args: never[]) => unknown {
+  if (typeof value !== "function") {
+    throw new TypeError(
+      `${action} as '${name}' must be a function: current value is ${
+        describe(value)
+      }`,
+    );
+  }
+}
+
+/** Throws unless `value` is a finite number of at least `min`. */
+export function assertNumber(
+  value: unknown,
+  name: string,
+  action: string,
+  min: number,
+): asserts value is number {
+  if (typeof value !== "number") {
+    throw new TypeError(
+      `${action} as '${name}' must be a number: current value is ${
+        describe(value)
+      }`,
+    );
+  }
+  if (!Number.isFinite(value) || value < min) {
+    throw new RangeError(
+      `${action} as '${name}' must be a finite number >= ${min}: current value is ${value}`,
+    );
+  }
+}
+
+/** Throws unless `value` is an integer of at least `min`, or `Infinity` when `infinite` is set. */
+export function assertInteger(
+  value: unknown,
+  name: string,
+  action: string,
+  min: number,
+  infinite = false,
+): asserts value is number {
+  if (typeof value !== "number") {
+    throw new TypeError(
+      `${action} as '${name}' must be a number: current value is ${
+        describe(value)
+      }`,
+    );
+  }
+  const allowed = Number.isInteger(value) ? value >= min : (
+    infinite && value === Infinity
+  );
+  if (!allowed) {
+    throw new RangeError(
+      `${action} as '${name}' must be an integer >= ${min}${
+        infinite ? " or Infinity" : ""
+      }: current value is ${value}`,
+    );
+  }
+}
+
+/** Throws unless `value` is a positive number of milliseconds, `Infinity` included. */
+export function assertTimeout(
+  value: unknown,
+  name: string,
+  action: string,
+): asserts value is number {
+  if (typeof value !== "number") {
+    throw new TypeError(
+      `${action} as '${name}' must be a number: current value is ${
+        describe(value)
+      }`,
+    );
+  }
+  if (!(value > 0)) {
+    throw new RangeError(
+      `${action} as '${name}' must be a positive number of milliseconds: current value is ${value}`,
+    );
+  }
+}
+
+/** Throws a `TypeError` unless `value` is a boolean. */
+export function assertBoolean(
+  value: unknown,
+  name: string,
+  action: string,
+): asserts value is boolean {
+  if (typeof value !== "boolean") {
+    throw new TypeError(
+      `${action} as '${name}' must be a boolean: current value is ${
+        describe(value)
+      }`,
+    );
+  }
+}

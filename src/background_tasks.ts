@@ -1,9 +1,10 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 import { Chain, internals } from "./_chain.ts";
-import { runChain } from "./_runner.ts";
+import { runChain } from "./_execute.ts";
+import { executionConfig } from "./_options.ts";
 import { describe } from "./_util.ts";
-import { logTaskError } from "./log_task_error.ts";
+import { DefinedTask } from "./define_task.ts";
 
 /** The request whose handler added a task, captured while the handler ran. */
 export interface RequestSummary {
@@ -19,6 +20,11 @@ export interface TaskInfo {
   readonly name: string;
   /** The task's position in its chain, from 0. */
   readonly index: number;
+  /**
+   * The attempt, from 1: above 1 only for a task defined with a `retry`
+   * policy. For `onError`, the last attempt made.
+   */
+  readonly attempt: number;
   /**
    * The request whose handler added the task, or `undefined` when the tasks
    * were run with {@linkcode BackgroundTasks.prototype.run} outside a server.
@@ -41,6 +47,21 @@ export type TaskErrorHandler = (
   error: unknown,
   info: TaskInfo,
 ) => void | Promise<void>;
+
+/** What `onTaskEnd` is told when an attempt is over. */
+export interface TaskEndEvent extends TaskInfo {
+  /** Milliseconds the attempt took. */
+  readonly duration: number;
+  /**
+   * How the attempt ended: `"abandoned"` when a drain deadline gave up on the
+   * task while it ran or waited to retry.
+   */
+  readonly outcome: "succeeded" | "failed" | "timedOut" | "abandoned";
+  /** What the attempt threw or rejected with; `undefined` when it succeeded. */
+  readonly error: unknown;
+  /** Whether another attempt follows: only the last failure reaches `onError`. */
+  readonly willRetry: boolean;
+}
 
 /** The outcome of a task that returned or resolved. */
 export interface TaskFulfilledResult {
@@ -69,14 +90,36 @@ export interface TaskRejectedResult {
 /** The settled outcome of one task, in the manner of `Promise.allSettled`. */
 export type TaskResult = TaskFulfilledResult | TaskRejectedResult;
 
-/** Options for {@linkcode BackgroundTasks.prototype.run}. */
+/** Options for {@linkcode BackgroundTasks.prototype.run}, and the task options of {@linkcode withBackgroundTasks}. */
 export interface RunOptions {
   /**
-   * Called once for each task that throws or rejects.
+   * Called once for each task that fails, after its last attempt, with the
+   * task's name, index and request.
    *
    * @default {logTaskError}
    */
   onError?: TaskErrorHandler;
+  /**
+   * Milliseconds an attempt may take before it is given up and reported as a
+   * `TaskTimeoutError`; the chain goes on with the next task. A task made by
+   * `defineTask` can set its own. JavaScript cannot stop a function, so a task
+   * that ignores its signal keeps running unobserved: the limit bounds how long
+   * the chain waits for it.
+   *
+   * @default {Infinity}
+   */
+  timeout?: number;
+  /**
+   * Called when an attempt starts. Not awaited; a throw or rejection is
+   * written by the default reporter and changes nothing else.
+   */
+  onTaskStart?: (event: TaskInfo) => void | Promise<void>;
+  /**
+   * Called when an attempt ends, with its duration and outcome, including the
+   * failures that will be retried. Not awaited; a throw or rejection is
+   * written by the default reporter and changes nothing else.
+   */
+  onTaskEnd?: (event: TaskEndEvent) => void | Promise<void>;
 }
 
 /**
@@ -152,24 +195,76 @@ export class BackgroundTasks {
    * @param fn The function to call.
    * @param args The arguments to call it with.
    * @throws {TypeError} If `fn` is not a function.
+   * @throws {QueueFullError} If the handler's runner already holds
+   * `maxPending` tasks.
    * @throws {Error} If the tasks can no longer change: they have already run,
    * or the handler failed or returned without adding any.
    */
   addTask<A extends unknown[]>(
     fn: (...args: A) => unknown,
     ...args: NoInfer<A>
+  ): void;
+  /**
+   * Adds a task made by {@linkcode defineTask}: its function will be called
+   * with a {@linkcode TaskContext} and then `args`, with the task's timeout
+   * and retry policy. `args` are checked against the parameters after the
+   * context.
+   *
+   * @example Add a defined task
+   * ```ts
+   * import { BackgroundTasks, defineTask } from "@afterward/background-tasks";
+   * import assert from "node:assert/strict";
+   *
+   * const greet = defineTask(({ attempt }, name: string) => `${attempt}: hi ${name}`);
+   * const tasks = new BackgroundTasks();
+   * tasks.addTask(greet, "Ada");
+   * // @ts-expect-error: the context is passed by the runner, not by you
+   * tasks.addTask(greet, { attempt: 1 }, "Ada");
+   * const [result] = await tasks.run();
+   * assert.deepEqual(result, {
+   *   status: "fulfilled",
+   *   name: "anonymous",
+   *   index: 0,
+   *   value: "1: hi Ada",
+   * });
+   * ```
+   *
+   * @typeParam A The task's parameters after its context.
+   * @param task The task to run.
+   * @param args The arguments to call it with.
+   * @throws {QueueFullError} If the handler's runner already holds
+   * `maxPending` tasks.
+   * @throws {Error} If the tasks can no longer change.
+   */
+  addTask<A extends unknown[]>(
+    task: DefinedTask<A>,
+    ...args: NoInfer<A>
+  ): void;
+  addTask(
+    fn: ((...args: unknown[]) => unknown) | DefinedTask,
+    ...args: unknown[]
   ): void {
+    if (fn instanceof DefinedTask) {
+      this.#chain.add({
+        fn: fn.fn as (...args: unknown[]) => unknown,
+        args,
+        name: fn.name,
+        defined: fn,
+      });
+      return;
+    }
     if (typeof fn !== "function") {
       throw new TypeError(
-        `Cannot add task as 'fn' must be a function: current value is ${
+        `Cannot add task as 'fn' must be a function or a defined task: current value is ${
           describe(fn)
         }`,
       );
     }
     this.#chain.add({
-      fn: fn as (...args: unknown[]) => unknown,
+      fn,
       args,
       name: fn.name || "anonymous",
+      defined: undefined,
     });
   }
 
@@ -221,20 +316,21 @@ export class BackgroundTasks {
    * assert.equal(results[1]?.status, "fulfilled");
    * ```
    *
-   * @param options How to report failures.
+   * @param options How to report failures, time out attempts and observe them.
    * @returns The settled results, one per task, in order.
-   * @throws {TypeError} If `onError` is given but is not a function.
+   * @throws {TypeError} If an option has the wrong type.
+   * @throws {RangeError} If `timeout` is not a positive number.
+   * @throws {Error} If the tasks belong to a handler made by
+   * `withBackgroundTasks`, which runs them after its response.
    */
   run(options: RunOptions = {}): Promise<TaskResult[]> {
-    const { onError = logTaskError } = options;
-    if (typeof onError !== "function") {
-      throw new TypeError(
-        `Cannot run tasks as 'onError' must be a function: current value is ${
-          describe(onError)
-        }`,
+    const config = executionConfig(options, "Cannot run tasks");
+    if (this.#chain.owner !== undefined) {
+      throw new Error(
+        "Cannot run tasks as they belong to a handler, which runs them after its response",
       );
     }
-    return runChain(this.#chain, onError);
+    return runChain(this.#chain, config);
   }
 
   /**

@@ -4,8 +4,9 @@ import type { TaskInfo } from "./background_tasks.ts";
 
 /**
  * The default error reporter: writes one `console.error` entry that names the
- * failed task, its index in the chain and the request as `METHOD /path`,
- * followed by the error with its stack.
+ * failed task, its index in the chain, the request as `METHOD /path` and the
+ * number of attempts when there were several, followed by the error with its
+ * stack.
  *
  * It never prints the task's arguments or the URL's query string, since either
  * may hold secrets. Call it from your own `onError` to keep the default output
@@ -34,7 +35,11 @@ import type { TaskInfo } from "./background_tasks.ts";
  * @param info The task and the request it belongs to.
  */
 export function logTaskError(error: unknown, info: TaskInfo): void {
-  console.error(`Background task ${describeTask(info)} failed:`, error);
+  const attempts = info.attempt > 1 ? ` after ${info.attempt} attempts` : "";
+  console.error(
+    `Background task ${describeTask(info)} failed${attempts}:`,
+    error,
+  );
 }
 
 /** Names a task for a log line: `"name" at index N of METHOD /path`. */

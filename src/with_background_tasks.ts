@@ -1,10 +1,17 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 import { type Chain, internals } from "./_chain.ts";
-import { Runner } from "./_runner.ts";
-import { describe, isThenable } from "./_util.ts";
-import { BackgroundTasks, type TaskErrorHandler } from "./background_tasks.ts";
-import { logTaskError } from "./log_task_error.ts";
+import { runnerConfig } from "./_options.ts";
+import {
+  type DrainOptions,
+  type DrainResult,
+  Runner,
+  type TaskStats,
+} from "./_runner.ts";
+import { assertFunction, assertNumber, isThenable } from "./_util.ts";
+import { BackgroundTasks, type RunOptions } from "./background_tasks.ts";
+
+export type { DrainOptions, DrainResult, TaskStats };
 
 /**
  * A `Deno.serve` handler that also receives the request's
@@ -37,30 +44,31 @@ export interface DrainableHandler {
    */
   (request: Request, info: Deno.ServeHandlerInfo): Response | Promise<Response>;
   /**
-   * Resolves once every chain scheduled so far has finished: call it after
-   * `server.shutdown()`, or in a test after the response has been read.
-   * Chains scheduled after the call are not waited for.
+   * Resolves once every chain scheduled so far has finished, with what
+   * happened to their tasks meanwhile. Chains scheduled after the call are not
+   * waited for. Call it after `server.shutdown()`, or in a test after the
+   * response has been read.
    *
-   * @returns A promise that resolves when those chains are done; it never
-   * rejects.
+   * With a `timeout` (or a `signal` that aborts), it gives up on the tasks
+   * still pending at the deadline: a running task's signal is aborted, no
+   * further task of those chains starts, and they are counted as abandoned.
+   *
+   * @param options How long to wait before abandoning what is left.
+   * @returns The summary; the promise never rejects.
+   * @throws {RangeError} If `timeout` is negative or not a number.
    */
-  drain(): Promise<void>;
+  drain(options?: DrainOptions): Promise<DrainResult>;
   /**
    * Tasks accepted and not yet finished: those of requests still being
    * handled, waiting for their response to be sent, or running.
    */
   readonly pending: number;
+  /** A snapshot of the counts of queued, running and finished tasks. */
+  readonly stats: TaskStats;
 }
 
 /** Options for {@linkcode withBackgroundTasks}. */
-export interface WithBackgroundTasksOptions {
-  /**
-   * Called once for each task that throws or rejects, with the task's name,
-   * index and request.
-   *
-   * @default {logTaskError}
-   */
-  onError?: TaskErrorHandler;
+export interface WithBackgroundTasksOptions extends RunOptions {
   /**
    * Skip a request's tasks when its response was not delivered, which Deno
    * signals by rejecting `info.completed` (an HTTP/2 client that went away).
@@ -70,9 +78,22 @@ export interface WithBackgroundTasksOptions {
    * @default {false}
    */
   skipUndelivered?: boolean;
+  /**
+   * How many requests' chains may run at the same time. The others wait, in
+   * the order their responses were sent, and count as `queued`.
+   *
+   * @default {Infinity}
+   */
+  concurrency?: number;
+  /**
+   * How many tasks may be pending (queued or running) at once. Beyond it,
+   * `addTask()` throws a {@linkcode QueueFullError}: catch it and answer `503`.
+   * Tasks added by running tasks count too.
+   *
+   * @default {Infinity}
+   */
+  maxPending?: number;
 }
-
-const DISCARDED = "the handler failed and its tasks were discarded";
 
 /**
  * Wraps a `Deno.serve` handler so that it receives a {@linkcode BackgroundTasks}
@@ -133,29 +154,9 @@ export function withBackgroundTasks(
   handler: BackgroundTasksHandler,
   options: WithBackgroundTasksOptions = {},
 ): DrainableHandler {
-  if (typeof handler !== "function") {
-    throw new TypeError(
-      `Cannot wrap handler as 'handler' must be a function: current value is ${
-        describe(handler)
-      }`,
-    );
-  }
-  const { onError = logTaskError, skipUndelivered = false } = options;
-  if (typeof onError !== "function") {
-    throw new TypeError(
-      `Cannot wrap handler as 'onError' must be a function: current value is ${
-        describe(onError)
-      }`,
-    );
-  }
-  if (typeof skipUndelivered !== "boolean") {
-    throw new TypeError(
-      `Cannot wrap handler as 'skipUndelivered' must be a boolean: current value is ${
-        describe(skipUndelivered)
-      }`,
-    );
-  }
-  const runner = new Runner({ onError, skipUndelivered });
+  const action = "Cannot wrap handler";
+  assertFunction(handler, "handler", action);
+  const runner = new Runner(runnerConfig(options, action));
 
   function settle(
     chain: Chain,
@@ -164,7 +165,7 @@ export function withBackgroundTasks(
     info: Deno.ServeHandlerInfo,
   ): void {
     if (response instanceof Response) runner.schedule(chain, request, info);
-    else chain.close(DISCARDED);
+    else runner.discard(chain);
   }
 
   function backgroundTasksHandler(
@@ -178,7 +179,7 @@ export function withBackgroundTasks(
     try {
       response = handler(request, info, tasks);
     } catch (error) {
-      chain.close(DISCARDED);
+      runner.discard(chain);
       throw error;
     }
     if (isThenable(response)) {
@@ -186,7 +187,7 @@ export function withBackgroundTasks(
         settle(chain, resolved, request, info);
         return resolved;
       }, (error) => {
-        chain.close(DISCARDED);
+        runner.discard(chain);
         throw error;
       });
     }
@@ -194,12 +195,16 @@ export function withBackgroundTasks(
     return response;
   }
 
+  function drain(options: DrainOptions = {}): Promise<DrainResult> {
+    if (options.timeout !== undefined) {
+      assertNumber(options.timeout, "timeout", "Cannot drain", 0);
+    }
+    return runner.drain(options);
+  }
+
   return Object.defineProperties(backgroundTasksHandler, {
-    drain: {
-      value: function drain() {
-        return runner.drain();
-      },
-    },
+    drain: { value: drain },
     pending: { get: () => runner.pending, enumerable: true },
+    stats: { get: () => runner.stats, enumerable: true },
   }) as DrainableHandler;
 }

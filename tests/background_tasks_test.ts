@@ -71,7 +71,7 @@ Deno.test("addTask() rejects a value that is not a function", async (t) => {
         {
           name: "TypeError",
           message:
-            `Cannot add task as 'fn' must be a function: current value is ${shown}`,
+            `Cannot add task as 'fn' must be a function or a defined task: current value is ${shown}`,
         },
       );
       assert.equal(tasks.size, 0);
@@ -163,6 +163,7 @@ guardedTest(
       ].map((name, index) => ({
         name,
         index,
+        attempt: 1,
         request: undefined,
         delivered: undefined,
       })),

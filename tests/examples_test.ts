@@ -30,19 +30,23 @@ class Example {
     this.cwd = cwd;
   }
 
-  static async start(name: string, permissions: string[]): Promise<Example> {
+  static async start(
+    name: string,
+    permissions: string[],
+    env: Record<string, string> = {},
+  ): Promise<Example> {
     const cwd = await Deno.makeTempDir({ prefix: "background_tasks_example_" });
     const child = new Deno.Command(Deno.execPath(), {
       args: ["run", ...permissions, fileURLToPath(new URL(name, examples))],
       cwd,
-      env: { PORT: "0", NO_COLOR: "1" },
+      env: { PORT: "0", NO_COLOR: "1", ...env },
       stdout: "piped",
       stderr: "piped",
     }).spawn();
     const stdout = lines(child.stdout);
     const stderr = lines(child.stderr);
     const listening = await stdout.next();
-    const url = /^Listening on (http:\/\/127\.0\.0\.1:\d+)\/$/.exec(
+    const url = /^Listening on (http:\/\/127\.0\.0\.1:\d+)\//.exec(
       listening.value ?? "",
     )?.[1];
     assert.ok(url, `unexpected first line: ${listening.value}`);
@@ -114,6 +118,29 @@ function lineSplitter(): TransformStream<string, string> {
   });
 }
 
+/** What an example prints and returns once SIGTERM has drained `completed` tasks. */
+function drained(completed: number): { code: number; stderr: string[] } {
+  return {
+    code: 0,
+    stderr: [
+      `Shutdown drained every background task: ${completed} completed and 0 failed while draining`,
+    ],
+  };
+}
+
+/**
+ * Asserts a clean exit after SIGTERM. Fast tasks may finish before the signal
+ * arrives or while draining, so only failures and abandonment are counted.
+ */
+function assertDrained(stopped: { code: number; stderr: string[] }): void {
+  assert.equal(stopped.code, 0);
+  assert.equal(stopped.stderr.length, 1);
+  assert.match(
+    stopped.stderr[0]!,
+    /^Shutdown drained every background task: \d+ completed and 0 failed while draining$/,
+  );
+}
+
 const writeLog = [
   "--allow-net=127.0.0.1",
   "--allow-env=PORT",
@@ -134,7 +161,7 @@ Deno.test("examples/send_notification.ts writes the notification after respondin
   assert.equal(missing.status, 404);
   await missing.body?.cancel();
 
-  assert.deepEqual(await example.stop(), { code: 0, stderr: [] });
+  assertDrained(await example.stop());
   assert.equal(
     await Deno.readTextFile(`${example.cwd}/log.txt`),
     "notification for johndoe@example.com: some notification",
@@ -157,7 +184,7 @@ Deno.test("examples/dependency_injection.ts logs the helper's task, then the han
         { method: "POST" },
       );
       assert.deepEqual(await response.json(), { message: "Message sent" });
-      assert.deepEqual(await example.stop(), { code: 0, stderr: [] });
+      assertDrained(await example.stop());
       assert.equal(await Deno.readTextFile(`${example.cwd}/log.txt`), logged);
     });
   }
@@ -198,7 +225,7 @@ Deno.test("examples/accepted_processing.ts accepts a file at once and processes 
   const unknown = await fetch(`${example.url}/files/nope`);
   assert.equal(unknown.status, 404);
   await unknown.body?.cancel();
-  assert.deepEqual(await example.stop(), { code: 0, stderr: [] });
+  assertDrained(await example.stop());
 });
 
 Deno.test("examples/demo.ts prints the response before the tasks, then cleans up", async () => {
@@ -233,4 +260,106 @@ Deno.test("examples/demo.ts prints the response before the tasks, then cleans up
   } finally {
     await Deno.remove(tmp, { recursive: true });
   }
+});
+
+const jobs = [
+  "--allow-net=127.0.0.1",
+  "--allow-env=PORT,SHUTDOWN_TIMEOUT",
+  "--allow-write=jobs.log",
+];
+
+async function postJobs(example: Example, count: number): Promise<void> {
+  const statuses = await Promise.all(
+    Array.from({ length: count }, async (_, id) => {
+      const response = await fetch(`${example.url}/jobs/${id}`, {
+        method: "POST",
+      });
+      await response.body?.cancel();
+      return response.status;
+    }),
+  );
+  assert.deepEqual(statuses, Array(count).fill(202));
+}
+
+Deno.test("examples/graceful_shutdown.ts finishes every job on SIGTERM and exits 0", async () => {
+  await using example = await Example.start("graceful_shutdown.ts", jobs);
+  await postJobs(example, 5);
+  assert.deepEqual(await example.stop(), drained(5));
+  const done = (await Deno.readTextFile(`${example.cwd}/jobs.log`))
+    .trim().split("\n").sort();
+  assert.deepEqual(done, [0, 1, 2, 3, 4].map((id) => `job ${id} done`));
+});
+
+Deno.test("examples/graceful_shutdown.ts names the jobs it abandons at the deadline and exits 1", async () => {
+  await using example = await Example.start("graceful_shutdown.ts", jobs, {
+    SHUTDOWN_TIMEOUT: "50",
+  });
+  await postJobs(example, 3);
+  assert.deepEqual(await example.stop(), {
+    code: 1,
+    stderr: [
+      "Shutdown abandoned 3 background tasks (processJob: 3); 0 completed and 0 failed while draining",
+    ],
+  });
+  const log = await Deno.readTextFile(`${example.cwd}/jobs.log`).catch(() =>
+    ""
+  );
+  assert.equal(log, "");
+});
+
+Deno.test("examples/backpressure.ts answers 503 with Retry-After beyond maxPending", async () => {
+  await using example = await Example.start("backpressure.ts", [
+    "--allow-net=127.0.0.1",
+    "--allow-env=PORT",
+  ]);
+  const responses = await Promise.all(
+    Array.from({ length: 6 }, async () => {
+      const response = await fetch(`${example.url}/reports`, {
+        method: "POST",
+      });
+      await response.body?.cancel();
+      return [response.status, response.headers.get("retry-after")];
+    }),
+  );
+  assert.deepEqual(
+    responses.map(String).sort(),
+    ["202,", "202,", "202,", "202,", "503,2", "503,2"],
+  );
+  assert.deepEqual(await example.stop(), drained(4));
+});
+
+Deno.test("examples/observability.ts logs one line per attempt and serves the stats", async () => {
+  await using example = await Example.start("observability.ts", [
+    "--allow-net=127.0.0.1",
+    "--allow-env=PORT",
+  ]);
+  const created = await fetch(`${example.url}/orders`, { method: "POST" });
+  assert.deepEqual(await created.json(), { order: 1 });
+  const lines = [];
+  for (let i = 0; i < 4; i++) lines.push(await example.nextLine());
+  assert.deepEqual(
+    lines.map((line) => line.replace(/ in [\d.]+ ms/, " in N ms")),
+    [
+      "task sendConfirmation attempt 1: succeeded in N ms",
+      "task chargeCard attempt 1: failed in N ms (card network busy for order 1), will retry",
+      "task chargeCard attempt 2: succeeded in N ms",
+      "task updateAnalytics attempt 1: timedOut in N ms " +
+      '(Background task "updateAnalytics" timed out after 100 ms)',
+    ],
+  );
+  const stats = await fetch(`${example.url}/stats`);
+  assert.deepEqual(await stats.json(), {
+    pending: 0,
+    queued: 0,
+    running: 0,
+    succeeded: 2,
+    failed: 1,
+    timedOut: 1,
+    retried: 1,
+    rejected: 0,
+    discarded: 0,
+    skipped: 0,
+    abandoned: 0,
+  });
+  assert.equal((await example.stop()).code, 0);
 });

@@ -33,6 +33,11 @@ Deno.test("logTaskError() writes one entry naming the task, its index and METHOD
       'Background task "sendEmail" at index 2 of GET / (response not delivered) failed:',
     ],
     [
+      "after several attempts",
+      { attempt: 3 },
+      'Background task "sendEmail" at index 2 failed after 3 attempts:',
+    ],
+    [
       "with a URL that does not parse",
       { request: { method: "GET", url: "/relative?token=x" } },
       'Background task "sendEmail" at index 2 of GET /relative failed:',
@@ -43,6 +48,7 @@ Deno.test("logTaskError() writes one entry naming the task, its index and METHOD
       const info: TaskInfo = {
         name: "sendEmail",
         index: 2,
+        attempt: 1,
         request: undefined,
         delivered: undefined,
         ...fields,
@@ -56,6 +62,7 @@ Deno.test("logTaskError() passes values that are not errors through unchanged", 
   const info: TaskInfo = {
     name: "anonymous",
     index: 0,
+    attempt: 1,
     request: undefined,
     delivered: undefined,
   };

@@ -1,167 +1,241 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-// Integration tests against a real `Deno.serve` on 127.0.0.1.
-
 import assert from "node:assert/strict";
-import { withBackgroundTasks } from "../mod.ts";
-import { guardedTest, listen, macrotasks } from "./_helpers.ts";
+import { mock } from "node:test";
+import {
+  defineTask,
+  type DrainResult,
+  logShutdown,
+  serve,
+  type ServeOptions,
+} from "../mod.ts";
+import { guardedTest } from "./_helpers.ts";
 
-/** Epoch milliseconds with sub-millisecond precision, comparable across processes. */
-function now(): number {
-  return performance.timeOrigin + performance.now();
-}
-
-guardedTest(
-  "a task that blocks the event loop does not delay its own response",
-  async () => {
-    const blockFor = 300;
-    let taskStartedAt = 0;
-    const handler = withBackgroundTasks((_request, _info, tasks) => {
-      tasks.addTask(function blockEventLoop() {
-        taskStartedAt = now();
-        const until = performance.now() + blockFor;
-        while (performance.now() < until) {
-          // Busy: nothing else in this process runs meanwhile.
-        }
-      });
-      return new Response("sent before the task");
-    });
-    const { server, url } = listen(handler);
-    try {
-      // The client runs in a process of its own, so the blocked event loop
-      // cannot delay the moment it records.
-      const client = await new Deno.Command(Deno.execPath(), {
-        args: [
-          "eval",
-          `const sentAt = performance.timeOrigin + performance.now();
-         const response = await fetch(${JSON.stringify(url)});
-         const body = await response.text();
-         const receivedAt = performance.timeOrigin + performance.now();
-         console.log(JSON.stringify({ body, sentAt, receivedAt }));`,
-        ],
-        stdout: "piped",
-        stderr: "inherit",
-      }).output();
-      assert.equal(client.code, 0);
-      const { body, sentAt, receivedAt } = JSON.parse(
-        new TextDecoder().decode(client.stdout),
-      );
-      assert.equal(body, "sent before the task");
-      await handler.drain();
-      assert.ok(taskStartedAt > 0, "the task did not run");
-      // Had the task run before the response was written, the client would
-      // have waited for the whole block. The client's clock reading happens
-      // in another process, so the comparison allows it a little scheduling
-      // slack, far below the block's length.
-      assert.ok(
-        receivedAt < taskStartedAt + blockFor / 3,
-        `received ${
-          (receivedAt - taskStartedAt).toFixed(1)
-        } ms after the task started`,
-      );
-      assert.ok(
-        receivedAt - sentAt < blockFor,
-        `the response took ${(receivedAt - sentAt).toFixed(1)} ms`,
-      );
-    } finally {
-      await server.shutdown();
-    }
-  },
-);
+const local = {
+  hostname: "127.0.0.1",
+  port: 0,
+  signals: [],
+  onListen() {},
+} satisfies ServeOptions;
 
 guardedTest(
-  "tasks start after a streamed body has been sent in full",
+  "serve() passes the tasks to the handler and shutdown() drains them",
   async () => {
-    const encoder = new TextEncoder();
     const log: string[] = [];
-    let stream: ReadableStreamDefaultController<Uint8Array> | undefined;
-    const handler = withBackgroundTasks((_request, _info, tasks) => {
-      tasks.addTask(() => log.push("task"));
-      return new Response(
-        new ReadableStream<Uint8Array>({
-          start(controller) {
-            stream = controller;
-          },
-        }),
-      );
-    });
-    const { server, url } = listen(handler);
-    try {
-      const response = await fetch(url);
-      const reader = response.body!.getReader();
-      stream!.enqueue(encoder.encode("first chunk"));
-      const first = await reader.read();
-      assert.equal(new TextDecoder().decode(first.value), "first chunk");
-
-      // The body is still open: a wrapper that started tasks when the handler
-      // returned would have run them by now.
-      await macrotasks(10);
-      assert.equal(log.length, 0, "a task ran while the body was open");
-
-      stream!.enqueue(encoder.encode("last chunk"));
-      log.push("body closed");
-      stream!.close();
-      while (!(await reader.read()).done) {
-        // Read to the end.
-      }
-      await handler.drain();
-      assert.deepEqual(log, ["body closed", "task"]);
-    } finally {
-      // On a failed assertion the body is still open, and shutdown() would
-      // wait for it forever.
-      try {
-        stream?.close();
-      } catch {
-        // Already closed.
-      }
-      await server.shutdown();
+    const reports: DrainResult[] = [];
+    const server = serve(
+      { ...local, onShutdown: (result) => void reports.push(result) },
+      (request, info, tasks) => {
+        assert.ok(info.remoteAddr);
+        tasks.addTask(async (path: string) => {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+          log.push(path);
+        }, new URL(request.url).pathname);
+        return new Response("ok");
+      },
+    );
+    const url = `http://127.0.0.1:${server.addr.port}`;
+    for (const path of ["/a", "/b"]) {
+      const response = await fetch(url + path);
+      assert.equal(await response.text(), "ok");
     }
+    assert.equal(server.handler.pending > 0, true);
+
+    const result = await server.shutdown();
+
+    assert.deepEqual(log.sort(), ["/a", "/b"]);
+    const drained = {
+      completed: 2,
+      failed: 0,
+      abandoned: 0,
+      abandonedTasks: {},
+    };
+    assert.deepEqual(result, drained);
+    assert.deepEqual(reports, [drained]);
+    assert.equal(
+      await server.shutdown(),
+      result,
+      "a second call shuts down again",
+    );
+    await server.finished;
   },
 );
 
 guardedTest(
-  "concurrent requests each run their own tasks once, in order",
+  "serve() waits for a response in flight, then drains the tasks it adds",
   async () => {
-    const requests = 200;
-    const runs = new Map<number, number[]>();
-    const handler = withBackgroundTasks(async (request, _info, tasks) => {
-      const id = Number(new URL(request.url).searchParams.get("id"));
-      const record = async (step: number) => {
-        await Promise.resolve();
-        runs.set(id, [...runs.get(id) ?? [], step]);
-      };
-      tasks.addTask(record, 1);
-      await Promise.resolve();
-      tasks.addTask(record, 2);
-      tasks.addTask((step: number) => void record(step), 3);
-      return new Response(String(id));
-    });
-    const { server, url } = listen(handler);
-    try {
-      const bodies = await Promise.all(
-        Array.from({ length: requests }, async (_, id) => {
-          const response = await fetch(`${url}/?id=${id}`);
-          return await response.text();
-        }),
-      );
-      assert.deepEqual(
-        bodies,
-        Array.from({ length: requests }, (_, id) => `${id}`),
-      );
-    } finally {
-      await server.shutdown();
-    }
-    await handler.drain();
-    // The third task's inner promise is not awaited by the chain; let it land.
-    await Promise.resolve();
-    assert.equal(runs.size, requests);
-    for (const [id, steps] of runs) {
-      assert.deepEqual(
-        steps,
-        [1, 2, 3],
-        `request ${id}`,
-      );
-    }
-    assert.equal(handler.pending, 0);
+    const handlerGate = Promise.withResolvers<void>();
+    const inHandler = Promise.withResolvers<void>();
+    const log: string[] = [];
+    const server = serve(
+      { ...local, onShutdown() {} },
+      async (_request, _info, tasks) => {
+        inHandler.resolve();
+        await handlerGate.promise;
+        tasks.addTask(() => log.push("task of the last response"));
+        return new Response("late");
+      },
+    );
+    const response = fetch(`http://127.0.0.1:${server.addr.port}/`);
+    await inHandler.promise;
+    const shutdown = server.shutdown();
+    handlerGate.resolve();
+    assert.equal(await (await response).text(), "late");
+    assert.equal((await shutdown).completed, 1);
+    assert.deepEqual(log, ["task of the last response"]);
   },
 );
+
+guardedTest(
+  "serve() abandons the tasks still running at shutdownTimeout and reports them by name",
+  async () => {
+    const reports: DrainResult[] = [];
+    let signal: AbortSignal | undefined;
+    const server = serve({
+      ...local,
+      shutdownTimeout: 50,
+      onShutdown: (result) => void reports.push(result),
+    }, (_request, _info, tasks) => {
+      tasks.addTask(() => {});
+      tasks.addTask(
+        defineTask(({ signal: taskSignal }) => {
+          signal = taskSignal;
+          return new Promise((_resolve, reject) => {
+            taskSignal.addEventListener(
+              "abort",
+              () => reject(taskSignal.reason),
+            );
+          });
+        }, { name: "sendNewsletter" }),
+      );
+      tasks.addTask(function archive() {});
+      return new Response("ok");
+    });
+    const response = await fetch(`http://127.0.0.1:${server.addr.port}/`);
+    await response.text();
+    const result = await server.shutdown();
+    assert.deepEqual(result, {
+      completed: 1,
+      failed: 0,
+      abandoned: 2,
+      abandonedTasks: { sendNewsletter: 1, archive: 1 },
+    });
+    assert.deepEqual(reports, [result]);
+    assert.equal(signal?.aborted, true);
+    assert.match(
+      (signal?.reason as DOMException).message,
+      /abandoned at the shutdown deadline \(50 ms\)/,
+    );
+    assert.equal(server.handler.stats.abandoned, 2);
+  },
+);
+
+guardedTest("serve() shuts down when its signal aborts", async () => {
+  const controller = new AbortController();
+  const reports: DrainResult[] = [];
+  const server = serve({
+    ...local,
+    signal: controller.signal,
+    onShutdown: (result) => void reports.push(result),
+  }, () => new Response("ok"));
+  controller.abort();
+  await server.finished;
+  assert.equal(reports.length, 1);
+});
+
+guardedTest(
+  "serve() reports with the default reporter when onShutdown throws",
+  async () => {
+    const consoleError = mock.method(console, "error", () => {});
+    try {
+      const server = serve({
+        ...local,
+        onShutdown() {
+          throw new Error("reporter broken");
+        },
+      }, () => new Response("ok"));
+      await server.shutdown();
+      assert.deepEqual(
+        consoleError.mock.calls.map((call) => call.arguments[0]),
+        [
+          "Shutdown drained every background task: 0 completed and 0 failed while draining",
+          "The 'onShutdown' handler threw:",
+        ],
+      );
+    } finally {
+      consoleError.mock.restore();
+    }
+  },
+);
+
+Deno.test("serve() rejects options of the wrong type before it listens", async (t) => {
+  const table: [string, ServeOptions, string, string][] = [
+    [
+      "shutdownTimeout",
+      { shutdownTimeout: -1 },
+      "RangeError",
+      "Cannot serve as 'shutdownTimeout' must be a number >= 0: current value is -1",
+    ],
+    [
+      "signals",
+      { signals: "SIGTERM" as unknown as Deno.Signal[] },
+      "TypeError",
+      `Cannot serve as 'signals' must be an array: current value is "SIGTERM"`,
+    ],
+    [
+      "onShutdown",
+      { onShutdown: 1 as unknown as () => void },
+      "TypeError",
+      "Cannot serve as 'onShutdown' must be a function: current value is 1",
+    ],
+    [
+      "signal",
+      { signal: {} as AbortSignal },
+      "TypeError",
+      "Cannot serve as 'signal' must be an AbortSignal: current value is an object",
+    ],
+    [
+      "a task option",
+      { concurrency: 0 },
+      "RangeError",
+      "Cannot wrap handler as 'concurrency' must be an integer >= 1 or Infinity: current value is 0",
+    ],
+    [
+      "an unknown signal",
+      { signals: ["SIGNOPE" as Deno.Signal] },
+      "TypeError",
+      "Invalid signal: SIGNOPE",
+    ],
+  ];
+  for (const [name, options, errorName, message] of table) {
+    await t.step(name, () => {
+      assert.throws(
+        () => serve({ ...local, ...options }, () => new Response()),
+        { name: errorName, message },
+      );
+    });
+  }
+});
+
+Deno.test("logShutdown() writes one line, naming the abandoned tasks when there are some", () => {
+  const consoleError = mock.method(console, "error", () => {});
+  try {
+    logShutdown({ completed: 3, failed: 1, abandoned: 0, abandonedTasks: {} });
+    logShutdown({
+      completed: 0,
+      failed: 0,
+      abandoned: 3,
+      abandonedTasks: { sendEmail: 2, resize: 1 },
+    });
+    assert.deepEqual(consoleError.mock.calls.map((call) => call.arguments), [
+      [
+        "Shutdown drained every background task: 3 completed and 1 failed while draining",
+      ],
+      [
+        "Shutdown abandoned 3 background tasks (sendEmail: 2, resize: 1); 0 completed and 0 failed while draining",
+      ],
+    ]);
+  } finally {
+    consoleError.mock.restore();
+  }
+});

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { mock } from "node:test";
 import {
   type BackgroundTasks,
+  defineTask,
   type TaskInfo,
   withBackgroundTasks,
   type WithBackgroundTasksOptions,
@@ -273,6 +274,7 @@ guardedTest(
     assert.deepEqual(log, ["second"]);
     assert.deepEqual(reported, [{
       name: "sendReceipt",
+      attempt: 1,
       index: 0,
       request: { method: "GET", url: "http://localhost/orders?token=secret" },
       delivered: false,
@@ -461,7 +463,12 @@ guardedTest(
       return new Response("ok");
     });
 
-    assert.equal(await Promise.race([handler.drain(), "pending"]), undefined);
+    assert.deepEqual(await Promise.race([handler.drain(), "pending"]), {
+      completed: 0,
+      failed: 0,
+      abandoned: 0,
+      abandonedTasks: {},
+    });
 
     handler(new Request("http://localhost/?id=0"), fakeInfo(Promise.resolve()));
     const firstDrain = handler.drain();
@@ -479,19 +486,21 @@ guardedTest(
 );
 
 guardedTest(
-  "withBackgroundTasks() leaves tasks run by the handler itself to that run",
+  "withBackgroundTasks() refuses to let the handler run its tasks itself",
   async () => {
-    const log: string[] = [];
-    const handler = withBackgroundTasks(async (_request, _info, tasks) => {
-      tasks.addTask(() => log.push("task"));
-      await tasks.run();
-      log.push("response");
+    let ran = 0;
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(() => ran++);
+      assert.throws(() => tasks.run(), {
+        name: "Error",
+        message:
+          "Cannot run tasks as they belong to a handler, which runs them after its response",
+      });
       return new Response("ok");
     });
     await handler(request(), fakeInfo(Promise.resolve()));
     await handler.drain();
-    await macrotasks(2);
-    assert.deepEqual(log, ["task", "response"]);
+    assert.equal(ran, 1);
     assert.equal(handler.pending, 0);
   },
 );
@@ -520,6 +529,7 @@ guardedTest(
     }
     assert.deepEqual(reported, [{
       name: "chargeCard",
+      attempt: 1,
       index: 0,
       request: { method: "POST", url: `${url}/checkout?token=secret` },
       delivered: true,
@@ -627,4 +637,462 @@ Deno.test("withBackgroundTasks() rejects a handler or options of the wrong type"
       assert.throws(call, { name: "TypeError", message });
     });
   }
+});
+
+guardedTest(
+  "concurrency runs at most that many chains at once, the others in arrival order",
+  async () => {
+    const ids = [0, 1, 2, 3, 4];
+    const begun = ids.map(() => Promise.withResolvers<void>());
+    const gates = ids.map(() => Promise.withResolvers<void>());
+    const started: number[] = [];
+    const handler = withBackgroundTasks((request, _info, tasks) => {
+      const id = Number(new URL(request.url).searchParams.get("id"));
+      tasks.addTask(async () => {
+        started.push(id);
+        begun[id]!.resolve();
+        await gates[id]!.promise;
+      });
+      tasks.addTask(() => {});
+      return new Response("ok");
+    }, { concurrency: 2 });
+
+    for (const id of ids) {
+      handler(
+        new Request(`http://localhost/?id=${id}`),
+        fakeInfo(Promise.resolve()),
+      );
+    }
+    // All five become ready on the same timer, which starts two and queues
+    // three: once both have begun, the rest are known to wait.
+    await Promise.all([begun[0]!.promise, begun[1]!.promise]);
+    assert.deepEqual(started, [0, 1]);
+    assert.deepEqual(
+      [handler.stats.running, handler.stats.queued, handler.pending],
+      [2, 8, 10],
+    );
+
+    gates[1]!.resolve();
+    await begun[2]!.promise;
+    assert.deepEqual(started, [0, 1, 2]);
+    gates[0]!.resolve();
+    await begun[3]!.promise;
+    assert.deepEqual(started, [0, 1, 2, 3]);
+    for (const gate of gates) gate.resolve();
+    await handler.drain();
+    assert.deepEqual(started, [0, 1, 2, 3, 4]);
+    assert.equal(handler.stats.succeeded, 10);
+  },
+);
+
+guardedTest("stats counts what happened to every task", async () => {
+  const consoleError = mock.method(console, "error", () => {});
+  try {
+    const completed = Promise.withResolvers<void>();
+    const handler = withBackgroundTasks((request, _info, tasks) => {
+      const kind = new URL(request.url).pathname;
+      if (kind === "/ok") tasks.addTask(() => {});
+      if (kind === "/fail") tasks.addTask(() => Promise.reject(new Error("x")));
+      if (kind === "/slow") tasks.addTask(() => new Promise(() => {}));
+      if (kind === "/retry") {
+        tasks.addTask(
+          defineTask(({ attempt }) => {
+            if (attempt === 1) throw new Error("once");
+          }, { retry: { minDelay: 1, maxDelay: 1 } }),
+        );
+      }
+      if (kind === "/throw") {
+        tasks.addTask(() => {});
+        throw new Error("handler failed");
+      }
+      if (kind === "/full") {
+        for (let i = 0; i < 10; i++) {
+          try {
+            tasks.addTask(() => {});
+          } catch {
+            // Refused: counted.
+          }
+        }
+      }
+      if (kind === "/gone") tasks.addTask(() => {});
+      return new Response("ok");
+    }, { timeout: 20, maxPending: 6, skipUndelivered: true });
+    const call = (path: string, info = fakeInfo(Promise.resolve())) => {
+      try {
+        handler(new Request(`http://localhost${path}`), info);
+      } catch {
+        // The handler's own error.
+      }
+    };
+    for (const path of ["/ok", "/fail", "/slow", "/retry", "/throw"]) {
+      call(path);
+    }
+    call("/gone", fakeInfo(completed.promise));
+    call("/full");
+    completed.reject(new Deno.errors.Interrupted("gone"));
+    await handler.drain();
+    assert.deepEqual(handler.stats, {
+      pending: 0,
+      queued: 0,
+      running: 0,
+      succeeded: 3,
+      failed: 2,
+      timedOut: 1,
+      retried: 1,
+      rejected: 9,
+      discarded: 1,
+      skipped: 1,
+      abandoned: 0,
+    });
+  } finally {
+    consoleError.mock.restore();
+  }
+});
+
+guardedTest(
+  "onTaskStart and onTaskEnd see every attempt with its duration and outcome",
+  async () => {
+    const events: string[] = [];
+    let duration = -1;
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(function first() {});
+      tasks.addTask(async function second() {
+        await new Promise((resolve) => setTimeout(resolve, 15));
+        throw new Error("second failed");
+      });
+      return new Response("ok");
+    }, {
+      onTaskStart: ({ name, attempt }) =>
+        void events.push(`start ${name} ${attempt}`),
+      onTaskEnd: (event) => {
+        events.push(`end ${event.name} ${event.outcome}`);
+        if (event.name === "second") duration = event.duration;
+      },
+      onError: (_error, info) => void events.push(`error ${info.name}`),
+    });
+    handler(request(), fakeInfo(Promise.resolve()));
+    await handler.drain();
+    assert.deepEqual(events, [
+      "start first 1",
+      "end first succeeded",
+      "start second 1",
+      "end second failed",
+      "error second",
+    ]);
+    assert.ok(duration >= 10, `duration ${duration}`);
+  },
+);
+
+guardedTest(
+  "hooks that throw or reject are reported and change nothing else",
+  async () => {
+    const consoleError = mock.method(console, "error", () => {});
+    try {
+      const log: string[] = [];
+      const handler = withBackgroundTasks((_request, _info, tasks) => {
+        tasks.addTask(function work() {
+          log.push("work");
+        });
+        return new Response("ok");
+      }, {
+        onTaskStart: () => {
+          throw new Error("start hook");
+        },
+        onTaskEnd: () => Promise.reject(new Error("end hook")),
+      });
+      handler(request(), fakeInfo(Promise.resolve()));
+      await handler.drain();
+      await macrotasks(1);
+      assert.deepEqual(log, ["work"]);
+      assert.deepEqual(handler.stats.succeeded, 1);
+      assert.deepEqual(
+        consoleError.mock.calls.map((call) => call.arguments[0]),
+        [
+          `The 'onTaskStart' handler threw while reporting background task "work" at index 0 of GET /orders:`,
+          `The 'onTaskEnd' handler threw while reporting background task "work" at index 0 of GET /orders:`,
+        ],
+      );
+    } finally {
+      consoleError.mock.restore();
+    }
+  },
+);
+
+guardedTest(
+  "drain() with a timeout abandons what is still pending, aborting the running task's signal",
+  async () => {
+    let signal: AbortSignal | undefined;
+    const log: string[] = [];
+    const ends: string[] = [];
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(() => log.push("before"));
+      tasks.addTask(
+        defineTask(({ signal: taskSignal }) => {
+          signal = taskSignal;
+          return new Promise(() => {});
+        }, { name: "hang" }),
+      );
+      tasks.addTask(function never() {
+        log.push("never");
+      });
+      return new Response("ok");
+    }, {
+      onTaskEnd: (event) => void ends.push(`${event.name} ${event.outcome}`),
+    });
+    handler(request(), fakeInfo(Promise.resolve()));
+    handler(request(), fakeInfo(Promise.resolve()));
+
+    const result = await handler.drain({ timeout: 30 });
+
+    assert.deepEqual(result, {
+      completed: 2,
+      failed: 0,
+      abandoned: 4,
+      abandonedTasks: { hang: 2, never: 2 },
+    });
+    assert.equal(signal?.aborted, true);
+    assert.equal((signal?.reason as DOMException).name, "AbortError");
+    assert.deepEqual(log, ["before", "before"]);
+    assert.deepEqual(ends.filter((end) => end.startsWith("hang")), [
+      "hang abandoned",
+      "hang abandoned",
+    ]);
+    assert.equal(handler.pending, 0);
+    assert.deepEqual(
+      [handler.stats.abandoned, handler.stats.running, handler.stats.queued],
+      [4, 0, 0],
+    );
+  },
+);
+
+guardedTest(
+  "drain() gives up at once when its signal aborts, even on chains not started",
+  async () => {
+    const completed = Promise.withResolvers<void>();
+    let ran = 0;
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(() => ran++);
+      return new Response("ok");
+    });
+    handler(request(), fakeInfo(completed.promise));
+    const controller = new AbortController();
+    const draining = handler.drain({ signal: controller.signal });
+    controller.abort(new Error("now"));
+    assert.deepEqual(await draining, {
+      completed: 0,
+      failed: 0,
+      abandoned: 1,
+      abandonedTasks: { anonymous: 1 },
+    });
+    completed.resolve();
+    await macrotasks(2);
+    assert.equal(ran, 0, "an abandoned chain started after all");
+    assert.equal(handler.pending, 0);
+  },
+);
+
+guardedTest(
+  "drain() wakes a task waiting to retry when it abandons it",
+  async () => {
+    let attempts = 0;
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(
+        defineTask(() => {
+          attempts++;
+          throw new Error("fails");
+        }, { name: "flaky", retry: { maxAttempts: 5, minDelay: 60_000 } }),
+      );
+      return new Response("ok");
+    }, { onError: () => {} });
+    handler(request(), fakeInfo(Promise.resolve()));
+    const result = await handler.drain({ timeout: 20 });
+    assert.equal(attempts, 1);
+    assert.deepEqual(result.abandonedTasks, { flaky: 1 });
+    // The sanitizer fails the test if the 60-second retry timer is left behind.
+  },
+);
+
+Deno.test("drain() rejects a negative timeout", () => {
+  const handler = withBackgroundTasks(() => new Response());
+  assert.throws(() => handler.drain({ timeout: -1 }), {
+    name: "RangeError",
+    message:
+      "Cannot drain as 'timeout' must be a finite number >= 0: current value is -1",
+  });
+});
+
+Deno.test("withBackgroundTasks() rejects runner options out of range", async (t) => {
+  const table: [string, WithBackgroundTasksOptions, string, string][] = [
+    [
+      "concurrency",
+      { concurrency: 0 },
+      "RangeError",
+      "Cannot wrap handler as 'concurrency' must be an integer >= 1 or Infinity: current value is 0",
+    ],
+    [
+      "maxPending",
+      { maxPending: 1.5 },
+      "RangeError",
+      "Cannot wrap handler as 'maxPending' must be an integer >= 1 or Infinity: current value is 1.5",
+    ],
+    [
+      "timeout",
+      { timeout: -5 },
+      "RangeError",
+      "Cannot wrap handler as 'timeout' must be a positive number of milliseconds: current value is -5",
+    ],
+    [
+      "onTaskStart",
+      { onTaskStart: "log" as unknown as () => void },
+      "TypeError",
+      `Cannot wrap handler as 'onTaskStart' must be a function: current value is "log"`,
+    ],
+    [
+      "onTaskEnd",
+      { onTaskEnd: {} as unknown as () => void },
+      "TypeError",
+      "Cannot wrap handler as 'onTaskEnd' must be a function: current value is an object",
+    ],
+  ];
+  for (const [name, options, errorName, message] of table) {
+    await t.step(name, () => {
+      assert.throws(() => withBackgroundTasks(() => new Response(), options), {
+        name: errorName,
+        message,
+      });
+    });
+  }
+});
+
+guardedTest(
+  "concurrency keeps arrival order across batches and thousands of queued chains",
+  async () => {
+    const order: number[] = [];
+    const gate = Promise.withResolvers<void>();
+    const handler = withBackgroundTasks((request, _info, tasks) => {
+      const id = Number(new URL(request.url).searchParams.get("id"));
+      tasks.addTask(() => (id === 0 ? gate.promise : order.push(id)));
+      return new Response("ok");
+    }, { concurrency: 1 });
+    const send = (id: number) =>
+      handler(
+        new Request(`http://localhost/?id=${id}`),
+        fakeInfo(Promise.resolve()),
+      );
+    for (let id = 0; id < 1_500; id++) send(id);
+    await macrotasks(1);
+    // A second batch arrives while the first still waits for the slot.
+    for (let id = 1_500; id < 3_000; id++) send(id);
+    gate.resolve();
+    await handler.drain();
+    assert.deepEqual(order, Array.from({ length: 2_999 }, (_, i) => i + 1));
+  },
+);
+
+guardedTest(
+  "drain() abandons chains still waiting for a slot, which then never start",
+  async () => {
+    let ran = 0;
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(() => {
+        ran++;
+        return new Promise(() => {});
+      });
+      return new Response("ok");
+    }, { concurrency: 1 });
+    for (let i = 0; i < 3; i++) handler(request(), fakeInfo(Promise.resolve()));
+    const result = await handler.drain({ timeout: 20 });
+    assert.equal(result.abandoned, 3);
+    await macrotasks(2);
+    assert.equal(ran, 1);
+    assert.deepEqual([handler.stats.running, handler.stats.pending], [0, 0]);
+  },
+);
+
+guardedTest(
+  "drain() clears the timeout of a task it abandons mid-attempt",
+  async () => {
+    let signal: AbortSignal | undefined;
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(
+        defineTask(({ signal: taskSignal }) => {
+          signal = taskSignal;
+          return new Promise(() => {});
+        }, { name: "slow", timeout: 60_000 }),
+      );
+      return new Response("ok");
+    });
+    handler(request(), fakeInfo(Promise.resolve()));
+    const result = await handler.drain({ timeout: 20 });
+    assert.deepEqual(result.abandonedTasks, { slow: 1 });
+    assert.equal(signal?.aborted, true);
+    // The sanitizer fails the test if the 60-second timeout timer is left behind.
+  },
+);
+
+guardedTest(
+  "drain() with a signal already aborted gives up at once",
+  async () => {
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(() => new Promise(() => {}));
+      return new Response("ok");
+    });
+    handler(request(), fakeInfo(Promise.resolve()));
+    const reason = new Error("stop now");
+    const result = await handler.drain({ signal: AbortSignal.abort(reason) });
+    assert.equal(result.abandoned, 1);
+  },
+);
+
+guardedTest(
+  "overlapping drains each count only the chains they wait for",
+  async () => {
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(function hang() {
+        return new Promise(() => {});
+      });
+      return new Response("ok");
+    });
+    handler(request(), fakeInfo(Promise.resolve()));
+    const first = handler.drain();
+    handler(request(), fakeInfo(Promise.resolve()));
+    const second = await handler.drain({ timeout: 20 });
+    assert.deepEqual(second, {
+      completed: 0,
+      failed: 0,
+      abandoned: 2,
+      abandonedTasks: { hang: 2 },
+    });
+    assert.deepEqual(await first, {
+      completed: 0,
+      failed: 0,
+      abandoned: 1,
+      abandonedTasks: { hang: 1 },
+    });
+  },
+);
+
+Deno.test("withBackgroundTasks() and drain() reject numbers that are not numbers", () => {
+  assert.throws(
+    () =>
+      withBackgroundTasks(() => new Response(), {
+        concurrency: "2" as unknown as number,
+      }),
+    {
+      name: "TypeError",
+      message:
+        `Cannot wrap handler as 'concurrency' must be a number: current value is "2"`,
+    },
+  );
+  assert.throws(
+    () =>
+      withBackgroundTasks(() => new Response()).drain({
+        timeout: "1s" as unknown as number,
+      }),
+    {
+      name: "TypeError",
+      message:
+        `Cannot drain as 'timeout' must be a number: current value is "1s"`,
+    },
+  );
 });

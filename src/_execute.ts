@@ -1,0 +1,418 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+import type { Chain, Task } from "./_chain.ts";
+import type {
+  TaskEndEvent,
+  TaskErrorHandler,
+  TaskInfo,
+  TaskResult,
+} from "./background_tasks.ts";
+import {
+  type RetryPolicy,
+  type TaskContext,
+  TaskTimeoutError,
+} from "./define_task.ts";
+import { describeTask, logTaskError } from "./log_task_error.ts";
+import { isThenable, MAX_TIMER_DELAY } from "./_util.ts";
+
+/** How tasks are executed and reported: the same for a runner and for `run()`. */
+export interface ExecutionConfig {
+  readonly onError: TaskErrorHandler;
+  readonly onTaskStart: ((event: TaskInfo) => unknown) | undefined;
+  readonly onTaskEnd: ((event: TaskEndEvent) => unknown) | undefined;
+  /** Milliseconds an attempt may take when its task sets no timeout of its own. */
+  readonly timeout: number | undefined;
+}
+
+/**
+ * Runs a chain's tasks one after another, each isolated, and resolves with one
+ * settled result per task. Tasks added while it runs join the end of the
+ * chain. Running the same chain twice returns the first run's promise.
+ *
+ * The returned promise never rejects: every call into user code (tasks,
+ * `onError`, hooks) is caught.
+ */
+export function runChain(
+  chain: Chain,
+  config: ExecutionConfig,
+): Promise<TaskResult[]> {
+  return chain.results ??= execute(chain, config);
+}
+
+async function execute(
+  chain: Chain,
+  config: ExecutionConfig,
+): Promise<TaskResult[]> {
+  chain.started = true;
+  const results: TaskResult[] = [];
+  const { tasks, owner } = chain;
+  // Plain functions with no timeout and no hooks take a path with no timer,
+  // no clock reading and no await when they return synchronously.
+  const plain = config.timeout === undefined &&
+    config.onTaskStart === undefined && config.onTaskEnd === undefined;
+  try {
+    // The length is read on every turn so that tasks added by running tasks
+    // join this chain; the chain closes in the same synchronous step as the
+    // last check, so no task can slip in between.
+    for (let index = 0; index < tasks.length; index++) {
+      chain.position = index;
+      const task = tasks[index]!;
+      owner?.taskStarted(chain);
+      let result: TaskResult;
+      let timedOut = false;
+      let attempt = 1;
+      if (plain && task.defined === undefined) {
+        try {
+          // Called as a plain function, as FastAPI does: `this` is undefined.
+          const { fn, args } = task;
+          let value = fn(...args);
+          if (isThenable(value)) value = await value;
+          result = { status: "fulfilled", name: task.name, index, value };
+        } catch (reason) {
+          result = { status: "rejected", name: task.name, index, reason };
+        }
+      } else {
+        ({ result, timedOut, attempt } = await attempts(
+          chain,
+          task,
+          index,
+          config,
+        ));
+      }
+      // Abandoned at a deadline while it ran: the runner has counted and
+      // reported what was left, and nothing more may run.
+      if (chain.abandoned) return results;
+      if (result.status === "rejected") {
+        const reporting = report(
+          config.onError,
+          result.reason,
+          info(chain, task, index, attempt),
+        );
+        if (reporting !== undefined) await reporting;
+        if (chain.abandoned) return results;
+      }
+      // Let the arguments be collected as soon as the task is over.
+      tasks[index] = undefined;
+      chain.position = index + 1;
+      results.push(result);
+      owner?.taskSettled(chain, result, timedOut);
+    }
+    chain.close("the request's tasks have already run");
+    owner?.finished(chain);
+  } catch (error) {
+    // Every call into user code is caught above, so only a bug of ours can
+    // land here. The runner drops this promise: it must not reject, and the
+    // chain must still count as finished.
+    try {
+      console.error(
+        "Internal error in @afterward/background-tasks, please report it:",
+        error,
+      );
+      chain.close("the request's tasks have already run");
+      owner?.finished(chain);
+    } catch {
+      // Nobody is left to tell.
+    }
+  }
+  return results;
+}
+
+function info(
+  chain: Chain,
+  task: Task,
+  index: number,
+  attempt: number,
+): TaskInfo {
+  return {
+    name: task.name,
+    index,
+    attempt,
+    request: chain.request,
+    delivered: chain.delivered,
+  };
+}
+
+interface Outcome {
+  result: TaskResult;
+  timedOut: boolean;
+  attempt: number;
+}
+
+/** Runs a task's attempts, with its timeout, retries and hooks. */
+async function attempts(
+  chain: Chain,
+  task: Task,
+  index: number,
+  config: ExecutionConfig,
+): Promise<Outcome> {
+  try {
+    return await attemptsUntilSettled(chain, task, index, config);
+  } finally {
+    chain.attempt = 0;
+  }
+}
+
+async function attemptsUntilSettled(
+  chain: Chain,
+  task: Task,
+  index: number,
+  config: ExecutionConfig,
+): Promise<Outcome> {
+  const timeout = task.defined?.timeout ?? config.timeout;
+  const retry = task.defined?.retry;
+  for (let attempt = 1;; attempt++) {
+    const started = info(chain, task, index, attempt);
+    hook("onTaskStart", config.onTaskStart, started);
+    const startedAt = performance.now();
+    chain.attempt = attempt;
+    chain.attemptStartedAt = startedAt;
+    let value: unknown;
+    let error: unknown;
+    let failed = false;
+    try {
+      value = await once(chain, task, attempt, timeout);
+    } catch (reason) {
+      error = reason;
+      failed = true;
+    }
+    chain.interrupt = undefined;
+    if (chain.abandoned) {
+      return { result: rejected(task, index, error), timedOut: false, attempt };
+    }
+    const timedOut = failed && error instanceof TaskTimeoutError;
+    const willRetry = failed && retry !== undefined &&
+      attempt < retry.maxAttempts && isRetriable(retry, error, started);
+    hook("onTaskEnd", config.onTaskEnd, {
+      ...started,
+      duration: performance.now() - startedAt,
+      outcome: failed ? (timedOut ? "timedOut" : "failed") : "succeeded",
+      error,
+      willRetry,
+    });
+    if (!failed) {
+      return {
+        result: { status: "fulfilled", name: task.name, index, value },
+        timedOut,
+        attempt,
+      };
+    }
+    if (!willRetry) {
+      return { result: rejected(task, index, error), timedOut, attempt };
+    }
+    chain.owner?.retried(chain);
+    await sleep(chain, backoff(retry, attempt));
+    if (chain.abandoned) {
+      return { result: rejected(task, index, error), timedOut: false, attempt };
+    }
+  }
+}
+
+function rejected(task: Task, index: number, reason: unknown): TaskResult {
+  return { status: "rejected", name: task.name, index, reason };
+}
+
+/**
+ * One attempt: calls the task (with a context when it was defined) and, when
+ * it returns a promise and has a timeout, races it against a timer. The race
+ * and the attempt's signal are what a deadline interrupts.
+ */
+function once(
+  chain: Chain,
+  task: Task,
+  attempt: number,
+  timeout: number | undefined,
+): unknown {
+  const startedAt = performance.now();
+  const { fn, args, name } = task;
+  let controller: AbortController | undefined;
+  let value: unknown;
+  if (task.defined === undefined) {
+    value = fn(...args);
+  } else {
+    controller = new AbortController();
+    const context: TaskContext = { signal: controller.signal, attempt, name };
+    chain.interrupt = (reason) => controller!.abort(reason);
+    value = fn(context, ...args);
+  }
+  if (!isThenable(value)) return value;
+  if (timeout === undefined || timeout > MAX_TIMER_DELAY) return value;
+  return new Promise((resolve, reject) => {
+    const expire = () => {
+      const error = new TaskTimeoutError(name, timeout);
+      controller?.abort(error);
+      reject(error);
+    };
+    const timer = setTimeout(
+      expire,
+      Math.max(0, timeout - (performance.now() - startedAt)),
+    );
+    chain.interrupt = (reason) => {
+      clearTimeout(timer);
+      controller?.abort(reason);
+      reject(reason);
+    };
+    // Handles the task's promise even when the timer wins, so a late
+    // rejection is never unhandled.
+    Promise.resolve(value).then((settled) => {
+      clearTimeout(timer);
+      resolve(settled);
+    }, (reason) => {
+      clearTimeout(timer);
+      reject(reason);
+    });
+  });
+}
+
+function sleep(chain: Chain, ms: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    chain.interrupt = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+  }).finally(() => {
+    chain.interrupt = undefined;
+  });
+}
+
+/**
+ * Milliseconds to wait before retry number `retry` (from 1): the full delay
+ * grows by `multiplier` per retry up to `maxDelay`, less a random share of up
+ * to `jitter` of itself.
+ */
+export function backoff(
+  policy: RetryPolicy,
+  retry: number,
+  random: number = Math.random(),
+): number {
+  const full = Math.min(
+    policy.maxDelay,
+    policy.minDelay * policy.multiplier ** (retry - 1),
+  );
+  return full * (1 - policy.jitter * random);
+}
+
+function isRetriable(
+  policy: RetryPolicy,
+  error: unknown,
+  info: TaskInfo,
+): boolean {
+  try {
+    return policy.isRetriable(error) === true;
+  } catch (hookError) {
+    reportHookFailure("isRetriable", info, hookError);
+    return false;
+  }
+}
+
+/**
+ * Calls an observer hook without letting it disturb the chain: it is not
+ * awaited, and a throw or rejection from it is written by the default
+ * reporter.
+ */
+function hook<E extends TaskInfo>(
+  name: string,
+  fn: ((event: E) => unknown) | undefined,
+  event: E,
+): void {
+  if (fn === undefined) return;
+  try {
+    const result = fn(event);
+    if (isThenable(result)) {
+      Promise.resolve(result).then(
+        undefined,
+        (hookError) => reportHookFailure(name, event, hookError),
+      );
+    }
+  } catch (hookError) {
+    reportHookFailure(name, event, hookError);
+  }
+}
+
+/**
+ * Calls `onError` without letting it disturb the chain: a throw or rejection
+ * from it is written by the default reporter, after the original error.
+ * Returns a promise only when `onError` returned one; that promise never
+ * rejects.
+ */
+function report(
+  onError: TaskErrorHandler,
+  error: unknown,
+  info: TaskInfo,
+): Promise<void> | undefined {
+  let result: unknown;
+  try {
+    result = onError(error, info);
+  } catch (hookError) {
+    reportErrorHandlerFailure(error, info, hookError);
+    return;
+  }
+  if (isThenable(result)) {
+    return Promise.resolve(result).then(
+      () => {},
+      (hookError) => reportErrorHandlerFailure(error, info, hookError),
+    );
+  }
+}
+
+function reportErrorHandlerFailure(
+  error: unknown,
+  info: TaskInfo,
+  hookError: unknown,
+): void {
+  try {
+    logTaskError(error, info);
+  } catch {
+    // console.error itself throws; see reportHookFailure.
+  }
+  reportHookFailure("onError", info, hookError);
+}
+
+/** Writes a failing hook's error, naming the hook and the task. */
+export function reportHookFailure(
+  name: string,
+  info: TaskInfo,
+  hookError: unknown,
+): void {
+  try {
+    console.error(
+      `The '${name}' handler threw while reporting background task ${
+        describeTask(info)
+      }:`,
+      hookError,
+    );
+  } catch {
+    // Even console.error was replaced by something that throws; there is no
+    // one left to tell, and the chain must go on.
+  }
+}
+
+/**
+ * Gives up on a chain at a deadline: aborts its running attempt, ends any
+ * wait, tells `onTaskEnd` that the running task was abandoned, and returns
+ * the names of every task it will not finish. Its loop stops at its next step.
+ */
+export function abandonChain(
+  chain: Chain,
+  config: ExecutionConfig,
+  reason: unknown,
+): string[] {
+  const names = chain.unfinished();
+  chain.abandoned = true;
+  chain.close("its tasks were abandoned at a shutdown deadline");
+  chain.interrupt?.(reason);
+  chain.interrupt = undefined;
+  // The running task's last end event is still owed, unless it already
+  // said it would not be retried and only `onError` is left.
+  if (chain.attempt > 0) {
+    const task = chain.tasks[chain.position]!;
+    hook("onTaskEnd", config.onTaskEnd, {
+      ...info(chain, task, chain.position, chain.attempt),
+      duration: performance.now() - chain.attemptStartedAt,
+      outcome: "abandoned",
+      error: reason,
+      willRetry: false,
+    });
+  }
+  return names;
+}

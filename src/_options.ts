@@ -1,0 +1,59 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+import type { ExecutionConfig } from "./_execute.ts";
+import type { RunnerConfig } from "./_runner.ts";
+import type { RunOptions } from "./background_tasks.ts";
+import { logTaskError } from "./log_task_error.ts";
+import {
+  assertBoolean,
+  assertFunction,
+  assertInteger,
+  assertTimeout,
+  MAX_TIMER_DELAY,
+} from "./_util.ts";
+import type { WithBackgroundTasksOptions } from "./with_background_tasks.ts";
+
+/** Validates the options that say how tasks run, and applies their defaults. */
+export function executionConfig(
+  options: RunOptions,
+  action: string,
+): ExecutionConfig {
+  const { onError = logTaskError, timeout, onTaskStart, onTaskEnd } = options;
+  assertFunction(onError, "onError", action);
+  if (timeout !== undefined) assertTimeout(timeout, "timeout", action);
+  if (onTaskStart !== undefined) {
+    assertFunction(onTaskStart, "onTaskStart", action);
+  }
+  if (onTaskEnd !== undefined) assertFunction(onTaskEnd, "onTaskEnd", action);
+  return {
+    onError,
+    // A limit no timer can express is no limit; leaving it out keeps plain
+    // tasks on the path without timers.
+    timeout: timeout === undefined || timeout > MAX_TIMER_DELAY
+      ? undefined
+      : timeout,
+    onTaskStart,
+    onTaskEnd,
+  };
+}
+
+/** Validates the options of a wrapped handler, and applies their defaults. */
+export function runnerConfig(
+  options: WithBackgroundTasksOptions,
+  action: string,
+): RunnerConfig {
+  const {
+    skipUndelivered = false,
+    concurrency = Infinity,
+    maxPending = Infinity,
+  } = options;
+  assertBoolean(skipUndelivered, "skipUndelivered", action);
+  assertInteger(concurrency, "concurrency", action, 1, true);
+  assertInteger(maxPending, "maxPending", action, 1, true);
+  return {
+    ...executionConfig(options, action),
+    skipUndelivered,
+    concurrency,
+    maxPending,
+  };
+}

@@ -1,0 +1,272 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+import {
+  assertFunction,
+  assertInteger,
+  assertNumber,
+  assertTimeout,
+  describe,
+} from "./_util.ts";
+
+/** What a task made with {@linkcode defineTask} receives as its first argument. */
+export interface TaskContext {
+  /**
+   * Aborted when the attempt times out (its reason is then a
+   * {@linkcode TaskTimeoutError}) or when the task is abandoned at a shutdown
+   * deadline. Pass it to `fetch` and other cancellable calls.
+   */
+  readonly signal: AbortSignal;
+  /** Which attempt this is, from 1. */
+  readonly attempt: number;
+  /** The task's name. */
+  readonly name: string;
+}
+
+/**
+ * When and how often to try a failed task again. The delay before retry `n`
+ * (from 1) is `minDelay * multiplier ** (n - 1)`, capped at `maxDelay`, then
+ * reduced by a random share of up to `jitter` of itself.
+ */
+export interface RetryOptions {
+  /**
+   * How many attempts in all, the first included.
+   *
+   * @default {3}
+   */
+  maxAttempts?: number;
+  /**
+   * Milliseconds before the first retry.
+   *
+   * @default {1000}
+   */
+  minDelay?: number;
+  /**
+   * The longest wait between two attempts, in milliseconds.
+   *
+   * @default {60000}
+   */
+  maxDelay?: number;
+  /**
+   * How much each wait grows over the previous one.
+   *
+   * @default {2}
+   */
+  multiplier?: number;
+  /**
+   * The share of each wait that is randomised, from 0 (none) to 1 (anywhere
+   * between 0 and the full wait), so that failing tasks do not retry in step.
+   *
+   * @default {1}
+   */
+  jitter?: number;
+  /**
+   * Whether a failure is worth another attempt. Timeouts are passed in as a
+   * {@linkcode TaskTimeoutError}.
+   *
+   * @default {() => true}
+   */
+  isRetriable?: (error: unknown) => boolean;
+}
+
+/** Options for {@linkcode defineTask}. */
+export interface TaskOptions {
+  /**
+   * The name reports, hooks and statistics use for the task.
+   *
+   * @default {fn.name, else "anonymous"}
+   */
+  name?: string;
+  /**
+   * Milliseconds an attempt may take before it is abandoned and reported as a
+   * {@linkcode TaskTimeoutError}. Overrides the runner's default `timeout`.
+   *
+   * @default {the runner's `timeout`, which defaults to none}
+   */
+  timeout?: number;
+  /**
+   * Retry the task when it fails; the failures before the last are passed to
+   * `onTaskEnd` only, the last one to `onError` too.
+   *
+   * @default {no retry}
+   */
+  retry?: RetryOptions;
+}
+
+/** {@linkcode RetryOptions} with their defaults applied. */
+export type RetryPolicy = Readonly<Required<RetryOptions>>;
+
+/**
+ * A task with a name, a timeout or a retry policy, made by
+ * {@linkcode defineTask}. Add it like a function:
+ * `tasks.addTask(definedTask, ...args)`.
+ *
+ * @typeParam A The task's parameters after its {@linkcode TaskContext}.
+ */
+export class DefinedTask<A extends unknown[] = unknown[]> {
+  /** The task's name. */
+  readonly name: string;
+  /** Milliseconds an attempt may take, or `undefined` for the runner's default. */
+  readonly timeout: number | undefined;
+  /** The retry policy, or `undefined` for a single attempt. */
+  readonly retry: RetryPolicy | undefined;
+  /** The function, which receives a {@linkcode TaskContext} before its arguments. */
+  readonly fn: (context: TaskContext, ...args: A) => unknown;
+
+  /**
+   * Same as {@linkcode defineTask}.
+   *
+   * @param fn The function to run; it may return a promise.
+   * @param options The task's name, timeout and retry policy.
+   */
+  constructor(
+    fn: (context: TaskContext, ...args: A) => unknown,
+    options: TaskOptions = {},
+  ) {
+    const action = "Cannot define task";
+    assertFunction(fn, "fn", action);
+    const { name = fn.name || "anonymous", timeout, retry } = options;
+    if (typeof name !== "string" || name === "") {
+      throw new TypeError(
+        `${action} as 'name' must be a non-empty string: current value is ${
+          describe(name)
+        }`,
+      );
+    }
+    if (timeout !== undefined) assertTimeout(timeout, "timeout", action);
+    this.fn = fn;
+    this.name = name;
+    this.timeout = timeout;
+    this.retry = retry === undefined ? undefined : retryPolicy(retry, action);
+  }
+}
+
+/**
+ * Defines a task that receives a {@linkcode TaskContext} (its abort `signal`,
+ * `attempt` and `name`) before its own arguments, with an optional name,
+ * timeout and retry policy. `addTask(definedTask, ...args)` checks `args`
+ * against the parameters after the context.
+ *
+ * Plain functions stay the simplest way to add work, with FastAPI's call
+ * shape; define a task when it should be cancellable, bounded in time or
+ * retried.
+ *
+ * @example A cancellable, retried task
+ * ```ts
+ * import { BackgroundTasks, defineTask } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * let calls = 0;
+ * const sendEmail = defineTask(async ({ signal, attempt }, to: string) => {
+ *   calls++;
+ *   if (attempt < 2) throw new Error("mail server busy");
+ *   signal.throwIfAborted();
+ *   return `sent to ${to}`;
+ * }, { name: "sendEmail", timeout: 5_000, retry: { maxAttempts: 3, minDelay: 1 } });
+ *
+ * const tasks = new BackgroundTasks();
+ * tasks.addTask(sendEmail, "a@example.com");
+ * const [result] = await tasks.run();
+ * assert.equal(calls, 2);
+ * assert.deepEqual(result?.status, "fulfilled");
+ * ```
+ *
+ * @typeParam A The task's parameters after its context.
+ * @param fn The function to run; it may return a promise.
+ * @param options The task's name, timeout and retry policy.
+ * @returns A task to pass to `addTask`.
+ * @throws {TypeError} If `fn` is not a function or an option has the wrong
+ * type.
+ * @throws {RangeError} If a number is out of range.
+ */
+export function defineTask<A extends unknown[]>(
+  fn: (context: TaskContext, ...args: A) => unknown,
+  options: TaskOptions = {},
+): DefinedTask<A> {
+  return new DefinedTask(fn, options);
+}
+
+function retryPolicy(options: RetryOptions, action: string): RetryPolicy {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(
+      `${action} as 'retry' must be an object: current value is ${
+        describe(options)
+      }`,
+    );
+  }
+  const {
+    maxAttempts = 3,
+    minDelay = 1000,
+    maxDelay = 60_000,
+    multiplier = 2,
+    jitter = 1,
+    isRetriable = () => true,
+  } = options;
+  assertInteger(maxAttempts, "retry.maxAttempts", action, 1);
+  assertNumber(minDelay, "retry.minDelay", action, 0);
+  assertNumber(maxDelay, "retry.maxDelay", action, 0);
+  if (minDelay > maxDelay) {
+    throw new RangeError(
+      `${action} as 'retry.minDelay' must be <= 'retry.maxDelay': current values are ${minDelay} and ${maxDelay}`,
+    );
+  }
+  assertNumber(multiplier, "retry.multiplier", action, 1);
+  if (typeof jitter !== "number" || !(jitter >= 0 && jitter <= 1)) {
+    throw new RangeError(
+      `${action} as 'retry.jitter' must be between 0 and 1: current value is ${
+        describe(jitter)
+      }`,
+    );
+  }
+  assertFunction(isRetriable, "retry.isRetriable", action);
+  return { maxAttempts, minDelay, maxDelay, multiplier, jitter, isRetriable };
+}
+
+/**
+ * The reason a task attempt failed when it ran longer than its timeout. The
+ * attempt's `signal` is aborted with it, and it reaches `onError` (and
+ * `isRetriable`) like any other failure.
+ *
+ * @example Recognise a timeout in onError
+ * ```ts
+ * import {
+ *   BackgroundTasks,
+ *   defineTask,
+ *   TaskTimeoutError,
+ * } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const hang = defineTask(({ signal }) =>
+ *   new Promise((_resolve, reject) => {
+ *     signal.addEventListener("abort", () => reject(signal.reason));
+ *   }), { name: "hang", timeout: 10 });
+ *
+ * const tasks = new BackgroundTasks();
+ * tasks.addTask(hang);
+ * const timeouts: number[] = [];
+ * await tasks.run({
+ *   onError(error) {
+ *     if (error instanceof TaskTimeoutError) timeouts.push(error.timeout);
+ *   },
+ * });
+ * assert.deepEqual(timeouts, [10]);
+ * ```
+ */
+export class TaskTimeoutError extends Error {
+  /** The name of the task that timed out. */
+  readonly task: string;
+  /** The limit it exceeded, in milliseconds. */
+  readonly timeout: number;
+
+  /**
+   * Constructs a new {@linkcode TaskTimeoutError}.
+   *
+   * @param task The task's name.
+   * @param timeout The limit in milliseconds.
+   */
+  constructor(task: string, timeout: number) {
+    super(`Background task "${task}" timed out after ${timeout} ms`);
+    this.name = "TaskTimeoutError";
+    this.task = task;
+    this.timeout = timeout;
+  }
+}
