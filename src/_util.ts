@@ -33,12 +33,10 @@ export function assertFunction(
   }
 }
 
-/** Throws unless `value` is a finite number of at least `min`. */
-export function assertNumber(
+function assertTypeNumber(
   value: unknown,
   name: string,
   action: string,
-  min: number,
 ): asserts value is number {
   if (typeof value !== "number") {
     throw new TypeError(
@@ -47,6 +45,16 @@ export function assertNumber(
       }`,
     );
   }
+}
+
+/** Throws unless `value` is a finite number of at least `min`. */
+export function assertNumber(
+  value: unknown,
+  name: string,
+  action: string,
+  min: number,
+): asserts value is number {
+  assertTypeNumber(value, name, action);
   if (!Number.isFinite(value) || value < min) {
     throw new RangeError(
       `${action} as '${name}' must be a finite number >= ${min}: current value is ${value}`,
@@ -62,13 +70,7 @@ export function assertInteger(
   min: number,
   infinite = false,
 ): asserts value is number {
-  if (typeof value !== "number") {
-    throw new TypeError(
-      `${action} as '${name}' must be a number: current value is ${
-        describe(value)
-      }`,
-    );
-  }
+  assertTypeNumber(value, name, action);
   const allowed = Number.isInteger(value) ? value >= min : (
     infinite && value === Infinity
   );
@@ -87,13 +89,7 @@ export function assertTimeout(
   name: string,
   action: string,
 ): asserts value is number {
-  if (typeof value !== "number") {
-    throw new TypeError(
-      `${action} as '${name}' must be a number: current value is ${
-        describe(value)
-      }`,
-    );
-  }
+  assertTypeNumber(value, name, action);
   if (!(value > 0)) {
     throw new RangeError(
       `${action} as '${name}' must be a positive number of milliseconds: current value is ${value}`,
