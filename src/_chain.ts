@@ -11,9 +11,20 @@ import type { DefinedTask } from "./define_task.ts";
 export interface Task {
   fn: (...args: unknown[]) => unknown;
   args: unknown[];
-  name: string;
+  /** Read from `fn` when first needed, by {@linkcode nameOf}. */
+  name: string | undefined;
   /** Set for a task made by `defineTask`: `fn` then takes a context first. */
   defined: DefinedTask | undefined;
+  /** The task added after this one. */
+  next: Task | undefined;
+}
+
+/**
+ * The name a task is reported by: its function's `name`, else `"anonymous"`.
+ * Read on first use, since most tasks are never reported by name.
+ */
+export function nameOf(task: Task): string {
+  return task.name ??= task.fn.name || "anonymous";
 }
 
 /**
@@ -28,7 +39,7 @@ export interface ChainOwner {
   /** A failed attempt will be retried. */
   retried(chain: Chain): void;
   /** A task is over, after its last attempt. */
-  taskSettled(chain: Chain, result: TaskResult, timedOut: boolean): void;
+  taskSettled(chain: Chain, succeeded: boolean, timedOut: boolean): void;
   /** The chain has run its last task. */
   finished(chain: Chain): void;
 }
@@ -47,27 +58,46 @@ export type ClosedBecause =
  * is its public face.
  */
 export class Chain {
-  /** Every task added so far, in order; a slot is cleared once its task has run. */
-  readonly tasks: (Task | undefined)[] = [];
+  /**
+   * The first task not yet over: the one running, or the next to run. Tasks
+   * form a linked list, so a chain of one task costs no array, and a task is
+   * released as soon as it is over.
+   */
+  head: Task | undefined = undefined;
+  #tail: Task | undefined = undefined;
+  /** How many tasks have been added. */
+  size = 0;
+  /** How many are over: the index of `head`. */
+  position = 0;
   /** Set by a wrapper right after creating the tasks, before its handler runs. */
   owner: ChainOwner | undefined = undefined;
-  /** Set once the chain starts running: the settled results. */
-  results: Promise<TaskResult[]> | undefined;
+  /** Set once the chain starts running. */
+  results: Promise<TaskResult[]> | undefined = undefined;
+  /**
+   * Whether to keep each task's result for whoever awaits `results`: always
+   * for `run()`; a runner's chains skip the allocation unless asked.
+   */
+  collect = false;
   /** Whether its tasks have started running. */
   started = false;
-  /** The index of the task running now, or about to. */
-  position = 0;
   /** The running task's attempt, from 1, and when it started (`performance.now()`). */
   attempt = 0;
   attemptStartedAt = 0;
   /** Whether the runner gave up on it at a deadline; the loop stops at its next step. */
   abandoned = false;
   /** Aborts the running attempt and ends any wait (timeout, retry delay) at once. */
-  interrupt: ((reason: unknown) => void) | undefined;
+  interrupt: ((reason: unknown) => void) | undefined = undefined;
   /** Method and URL of the request, captured while its handler ran. */
-  request: RequestSummary | undefined;
+  method: string | undefined = undefined;
+  url: string | undefined = undefined;
   /** Whether the response reached the client; `undefined` when nobody said. */
-  delivered: boolean | undefined;
+  delivered: boolean | undefined = undefined;
+  /** The order in which the runner took it over, from 1; `drain()` compares it. */
+  sequence = 0;
+  /** Neighbours in the runner's list of live chains, in `sequence` order. */
+  previousLive: Chain | undefined = undefined;
+  nextLive: Chain | undefined = undefined;
+  #request: RequestSummary | undefined;
   #closedBecause: ClosedBecause | undefined;
 
   /** Whether tasks can still be added. */
@@ -80,12 +110,28 @@ export class Chain {
     return this.#closedBecause === undefined && !this.started;
   }
 
+  /** The request as reports show it, built on first use. */
+  get request(): RequestSummary | undefined {
+    if (this.url === undefined) return undefined;
+    return this.#request ??= { method: this.method!, url: this.url };
+  }
+
   add(task: Task): void {
     if (this.#closedBecause !== undefined) {
       throw new Error(`Cannot add task as ${this.#closedBecause}`);
     }
     this.owner?.accept(this, task);
-    this.tasks.push(task);
+    if (this.#tail === undefined) this.head = task;
+    else this.#tail.next = task;
+    this.#tail = task;
+    this.size++;
+  }
+
+  /** Lets go of the head once its task is over; the next task becomes the head. */
+  advance(): void {
+    this.head = this.head!.next;
+    if (this.head === undefined) this.#tail = undefined;
+    this.position++;
   }
 
   /** Stops accepting tasks. */
@@ -93,11 +139,16 @@ export class Chain {
     this.#closedBecause ??= because;
   }
 
-  /** The names of the tasks that have not finished, the running one included. */
+  /** How many tasks are not over, the running one included. */
+  get remaining(): number {
+    return this.size - this.position;
+  }
+
+  /** The names of the tasks that are not over, the running one included. */
   unfinished(): string[] {
     const names: string[] = [];
-    for (let index = this.position; index < this.tasks.length; index++) {
-      names.push(this.tasks[index]!.name);
+    for (let task = this.head; task !== undefined; task = task.next) {
+      names.push(nameOf(task));
     }
     return names;
   }

@@ -1,6 +1,6 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import type { Chain, Task } from "./_chain.ts";
+import { type Chain, nameOf, type Task } from "./_chain.ts";
 import type {
   TaskEndEvent,
   TaskErrorHandler,
@@ -36,43 +36,112 @@ export function runChain(
   chain: Chain,
   config: ExecutionConfig,
 ): Promise<TaskResult[]> {
-  return chain.results ??= execute(chain, config);
+  return chain.results ??= execute(chain, config, undefined);
+}
+
+/** How the head task's first call went, when `startChain` began it. */
+interface Begun {
+  failed: boolean;
+  value: unknown;
+}
+
+/**
+ * Starts a runner's chain: runs it synchronously as long as its tasks are
+ * plain functions that return without a promise, and hands over to the
+ * asynchronous loop at the first that returns one or throws. Most chains
+ * never need a promise of their own. Never throws.
+ */
+export function startChain(chain: Chain, config: ExecutionConfig): void {
+  if (
+    chain.collect || config.timeout !== undefined ||
+    config.onTaskStart !== undefined || config.onTaskEnd !== undefined
+  ) {
+    runChain(chain, config);
+    return;
+  }
+  chain.started = true;
+  const { owner } = chain;
+  try {
+    for (let task = chain.head; task !== undefined; task = chain.head) {
+      if (task.defined !== undefined) {
+        chain.results = execute(chain, config, undefined);
+        return;
+      }
+      owner?.taskStarted(chain);
+      let value: unknown;
+      try {
+        // Called as a plain function, as FastAPI does: `this` is undefined.
+        const { fn, args } = task;
+        value = fn(...args);
+      } catch (reason) {
+        chain.results = execute(chain, config, { failed: true, value: reason });
+        return;
+      }
+      if (isThenable(value)) {
+        chain.results = execute(chain, config, { failed: false, value });
+        return;
+      }
+      chain.advance();
+      owner?.taskSettled(chain, true, false);
+    }
+    chain.close("the request's tasks have already run");
+    owner?.finished(chain);
+  } catch (error) {
+    internalError(chain, error);
+  }
 }
 
 async function execute(
   chain: Chain,
   config: ExecutionConfig,
+  begun: Begun | undefined,
 ): Promise<TaskResult[]> {
   chain.started = true;
-  const results: TaskResult[] = [];
-  const { tasks, owner } = chain;
+  const { owner } = chain;
+  // Nobody reads the results of a runner's chain unless it asked for them.
+  const results: TaskResult[] | undefined = chain.collect || owner === undefined
+    ? []
+    : undefined;
   // Plain functions with no timeout and no hooks take a path with no timer,
   // no clock reading and no await when they return synchronously.
   const plain = config.timeout === undefined &&
     config.onTaskStart === undefined && config.onTaskEnd === undefined;
   try {
-    // The length is read on every turn so that tasks added by running tasks
+    // The head is read on every turn so that tasks added by running tasks
     // join this chain; the chain closes in the same synchronous step as the
     // last check, so no task can slip in between.
-    for (let index = 0; index < tasks.length; index++) {
-      chain.position = index;
-      const task = tasks[index]!;
-      owner?.taskStarted(chain);
-      let result: TaskResult;
+    for (let task = chain.head; task !== undefined; task = chain.head) {
+      const index = chain.position;
+      let failed = false;
+      let value: unknown;
       let timedOut = false;
       let attempt = 1;
-      if (plain && task.defined === undefined) {
+      if (begun !== undefined) {
+        // startChain already called it: finish what it began.
+        ({ failed, value } = begun);
+        begun = undefined;
+        if (!failed) {
+          try {
+            value = await value;
+          } catch (reason) {
+            failed = true;
+            value = reason;
+          }
+        }
+      } else if (plain && task.defined === undefined) {
+        owner?.taskStarted(chain);
         try {
           // Called as a plain function, as FastAPI does: `this` is undefined.
           const { fn, args } = task;
-          let value = fn(...args);
+          value = fn(...args);
           if (isThenable(value)) value = await value;
-          result = { status: "fulfilled", name: task.name, index, value };
         } catch (reason) {
-          result = { status: "rejected", name: task.name, index, reason };
+          failed = true;
+          value = reason;
         }
       } else {
-        ({ result, timedOut, attempt } = await attempts(
+        owner?.taskStarted(chain);
+        ({ failed, value, timedOut, attempt } = await attempts(
           chain,
           task,
           index,
@@ -81,40 +150,50 @@ async function execute(
       }
       // Abandoned at a deadline while it ran: the runner has counted and
       // reported what was left, and nothing more may run.
-      if (chain.abandoned) return results;
-      if (result.status === "rejected") {
+      if (chain.abandoned) return results ?? [];
+      if (failed) {
         const reporting = report(
           config.onError,
-          result.reason,
+          value,
           info(chain, task, index, attempt),
         );
         if (reporting !== undefined) await reporting;
-        if (chain.abandoned) return results;
+        if (chain.abandoned) return results ?? [];
       }
-      // Let the arguments be collected as soon as the task is over.
-      tasks[index] = undefined;
-      chain.position = index + 1;
-      results.push(result);
-      owner?.taskSettled(chain, result, timedOut);
+      chain.advance();
+      if (results !== undefined) {
+        results.push(
+          failed
+            ? { status: "rejected", name: nameOf(task), index, reason: value }
+            : { status: "fulfilled", name: nameOf(task), index, value },
+        );
+      }
+      owner?.taskSettled(chain, !failed, timedOut);
     }
     chain.close("the request's tasks have already run");
     owner?.finished(chain);
   } catch (error) {
-    // Every call into user code is caught above, so only a bug of ours can
-    // land here. The runner drops this promise: it must not reject, and the
-    // chain must still count as finished.
-    try {
-      console.error(
-        "Internal error in @afterward/background-tasks, please report it:",
-        error,
-      );
-      chain.close("the request's tasks have already run");
-      owner?.finished(chain);
-    } catch {
-      // Nobody is left to tell.
-    }
+    internalError(chain, error);
   }
-  return results;
+  return results ?? [];
+}
+
+/**
+ * Every call into user code is caught where it is made, so only a bug of
+ * ours can land here. The runner drops the chain's promise: it must not
+ * reject, and the chain must still count as finished.
+ */
+function internalError(chain: Chain, error: unknown): void {
+  try {
+    console.error(
+      "Internal error in @afterward/background-tasks, please report it:",
+      error,
+    );
+    chain.close("the request's tasks have already run");
+    chain.owner?.finished(chain);
+  } catch {
+    // Nobody is left to tell.
+  }
 }
 
 function info(
@@ -124,7 +203,7 @@ function info(
   attempt: number,
 ): TaskInfo {
   return {
-    name: task.name,
+    name: nameOf(task),
     index,
     attempt,
     request: chain.request,
@@ -133,7 +212,9 @@ function info(
 }
 
 interface Outcome {
-  result: TaskResult;
+  /** Whether the last attempt failed; `value` is then its reason. */
+  failed: boolean;
+  value: unknown;
   timedOut: boolean;
   attempt: number;
 }
@@ -177,7 +258,7 @@ async function attemptsUntilSettled(
     }
     chain.interrupt = undefined;
     if (chain.abandoned) {
-      return { result: rejected(task, index, error), timedOut: false, attempt };
+      return { failed: true, value: error, timedOut: false, attempt };
     }
     const timedOut = failed && error instanceof TaskTimeoutError;
     const willRetry = failed && retry !== undefined &&
@@ -189,26 +270,14 @@ async function attemptsUntilSettled(
       error,
       willRetry,
     });
-    if (!failed) {
-      return {
-        result: { status: "fulfilled", name: task.name, index, value },
-        timedOut,
-        attempt,
-      };
-    }
-    if (!willRetry) {
-      return { result: rejected(task, index, error), timedOut, attempt };
-    }
+    if (!failed) return { failed, value, timedOut, attempt };
+    if (!willRetry) return { failed, value: error, timedOut, attempt };
     chain.owner?.retried(chain);
     await sleep(chain, backoff(retry, attempt));
     if (chain.abandoned) {
-      return { result: rejected(task, index, error), timedOut: false, attempt };
+      return { failed: true, value: error, timedOut: false, attempt };
     }
   }
-}
-
-function rejected(task: Task, index: number, reason: unknown): TaskResult {
-  return { status: "rejected", name: task.name, index, reason };
 }
 
 /**
@@ -223,7 +292,8 @@ function once(
   timeout: number | undefined,
 ): unknown {
   const startedAt = performance.now();
-  const { fn, args, name } = task;
+  const { fn, args } = task;
+  const name = nameOf(task);
   let controller: AbortController | undefined;
   let value: unknown;
   if (task.defined === undefined) {
@@ -405,7 +475,7 @@ export function abandonChain(
   // The running task's last end event is still owed, unless it already
   // said it would not be retried and only `onError` is left.
   if (chain.attempt > 0) {
-    const task = chain.tasks[chain.position]!;
+    const task = chain.head!;
     hook("onTaskEnd", config.onTaskEnd, {
       ...info(chain, task, chain.position, chain.attempt),
       duration: performance.now() - chain.attemptStartedAt,

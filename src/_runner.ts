@@ -1,8 +1,7 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import type { Chain, ChainOwner, Task } from "./_chain.ts";
-import { abandonChain, type ExecutionConfig, runChain } from "./_execute.ts";
-import type { TaskResult } from "./background_tasks.ts";
+import { type Chain, type ChainOwner, nameOf, type Task } from "./_chain.ts";
+import { abandonChain, type ExecutionConfig, startChain } from "./_execute.ts";
 import { QueueFullError } from "./queue_full_error.ts";
 import { isThenable, MAX_TIMER_DELAY } from "./_util.ts";
 
@@ -67,7 +66,10 @@ export interface DrainResult {
 }
 
 interface DrainWaiter {
-  chains: Set<Chain>;
+  /** The chains it waits for: those taken over up to this sequence number. */
+  last: number;
+  /** How many of them are still live. */
+  remaining: number;
   completed: number;
   failed: number;
   abandoned: number;
@@ -85,8 +87,15 @@ interface DrainWaiter {
  */
 export class Runner implements ChainOwner {
   readonly #config: RunnerConfig;
-  /** Chains handed over and not yet finished, skipped or abandoned. */
-  readonly #live = new Set<Chain>();
+  /**
+   * Chains handed over and not yet finished, skipped or abandoned: a list
+   * linked through the chains, oldest first, so that taking one over or
+   * forgetting it allocates nothing.
+   */
+  #oldest: Chain | undefined;
+  #newest: Chain | undefined;
+  #liveCount = 0;
+  #sequence = 0;
   /** Chains whose response has been sent, waiting for the shared timer. */
   #ready: Chain[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -134,7 +143,7 @@ export class Runner implements ChainOwner {
   accept(_chain: Chain, task: Task): void {
     if (this.#pending >= this.#config.maxPending) {
       this.#rejected++;
-      throw new QueueFullError(task.name, this.#config.maxPending);
+      throw new QueueFullError(nameOf(task), this.#config.maxPending);
     }
     this.#pending++;
   }
@@ -147,15 +156,15 @@ export class Runner implements ChainOwner {
     this.#retried++;
   }
 
-  taskSettled(chain: Chain, result: TaskResult, timedOut: boolean): void {
+  taskSettled(chain: Chain, succeeded: boolean, timedOut: boolean): void {
     this.#running--;
     this.#pending--;
-    const succeeded = result.status === "fulfilled";
     if (succeeded) this.#succeeded++;
     else this.#failed++;
     if (timedOut) this.#timedOut++;
+    if (this.#waiters.size === 0) return;
     for (const waiter of this.#waiters) {
-      if (!waiter.chains.has(chain)) continue;
+      if (chain.sequence > waiter.last) continue;
       if (succeeded) waiter.completed++;
       else waiter.failed++;
     }
@@ -169,8 +178,8 @@ export class Runner implements ChainOwner {
   /** Drops the tasks of a handler that failed: none of them will run. */
   discard(chain: Chain): void {
     chain.close("the handler failed and its tasks were discarded");
-    this.#pending -= chain.tasks.length;
-    this.#discarded += chain.tasks.length;
+    this.#pending -= chain.size;
+    this.#discarded += chain.size;
   }
 
   /**
@@ -183,21 +192,29 @@ export class Runner implements ChainOwner {
     request: Request,
     info: Deno.ServeHandlerInfo | undefined,
   ): void {
-    if (chain.tasks.length === 0) {
+    if (chain.size === 0) {
       chain.close("the handler returned its response without adding any");
       return;
     }
-    chain.request = { method: request.method, url: request.url };
-    this.#live.add(chain);
+    chain.method = request.method;
+    chain.url = request.url;
+    chain.sequence = ++this.#sequence;
+    this.#liveCount++;
+    if (this.#newest === undefined) this.#oldest = chain;
+    else {
+      this.#newest.nextLive = chain;
+      chain.previousLive = this.#newest;
+    }
+    this.#newest = chain;
     // `completed` is created lazily by Deno, so it is only touched for
-    // requests that have tasks. Both handlers are attached at once: a
+    // requests that have tasks. Both outcomes are handled at once: a
     // rejection (HTTP/2 client gone) left unhandled would end the process.
+    // It resolves with nothing and rejects with an error, so one closure can
+    // tell them apart.
     const completed: unknown = info?.completed;
     if (isThenable(completed)) {
-      completed.then(
-        () => this.#sent(chain, true),
-        () => this.#sent(chain, false),
-      );
+      const sent = (reason: unknown) => this.#sent(chain, reason === undefined);
+      completed.then(sent, sent);
     } else {
       this.#sent(chain, undefined);
     }
@@ -208,8 +225,8 @@ export class Runner implements ChainOwner {
     chain.delivered = delivered;
     if (delivered === false && this.#config.skipUndelivered) {
       chain.close("the response was not delivered and its tasks were skipped");
-      this.#pending -= chain.tasks.length;
-      this.#skipped += chain.tasks.length;
+      this.#pending -= chain.size;
+      this.#skipped += chain.size;
       this.#end(chain);
       return;
     }
@@ -269,17 +286,25 @@ export class Runner implements ChainOwner {
   #start(chain: Chain): void {
     if (chain.abandoned) return;
     this.#active++;
-    runChain(chain, this.#config);
+    startChain(chain, this.#config);
   }
 
   /** Forgets a chain that has finished, was skipped or was abandoned. */
   #end(chain: Chain): void {
-    if (!this.#live.delete(chain)) return;
+    const { sequence, previousLive, nextLive } = chain;
+    if (sequence === 0) return;
+    if (previousLive === undefined) this.#oldest = nextLive;
+    else previousLive.nextLive = nextLive;
+    if (nextLive === undefined) this.#newest = previousLive;
+    else nextLive.previousLive = previousLive;
+    chain.previousLive = chain.nextLive = undefined;
+    chain.sequence = 0;
+    this.#liveCount--;
     if (chain.started) this.#active--;
+    if (this.#waiters.size === 0) return;
     for (const waiter of this.#waiters) {
-      if (waiter.chains.delete(chain) && waiter.chains.size === 0) {
-        this.#settle(waiter);
-      }
+      if (sequence > waiter.last) continue;
+      if (--waiter.remaining === 0) this.#settle(waiter);
     }
   }
 
@@ -289,10 +314,10 @@ export class Runner implements ChainOwner {
    */
   drain(options: DrainOptions = {}): Promise<DrainResult> {
     const { timeout = Infinity, signal } = options;
-    const chains = new Set(this.#live);
     return new Promise((resolve) => {
       const waiter: DrainWaiter = {
-        chains,
+        last: this.#sequence,
+        remaining: this.#liveCount,
         completed: 0,
         failed: 0,
         abandoned: 0,
@@ -300,7 +325,7 @@ export class Runner implements ChainOwner {
         resolve,
         cleanup: () => {},
       };
-      if (chains.size === 0) return this.#settle(waiter);
+      if (waiter.remaining === 0) return this.#settle(waiter);
       this.#waiters.add(waiter);
       const giveUp = () => this.#abandon(waiter, signal?.reason);
       if (signal?.aborted) return giveUp();
@@ -332,20 +357,27 @@ export class Runner implements ChainOwner {
       "Background task abandoned at a shutdown deadline",
       "AbortError",
     );
-    for (const chain of [...waiter.chains]) {
+    // Live chains are listed in sequence order: those the drain waits for
+    // come first.
+    for (
+      let chain = this.#oldest;
+      chain !== undefined && chain.sequence <= waiter.last;
+    ) {
+      const next = chain.nextLive;
       const names = abandonChain(chain, this.#config, reason);
-      // A started chain's task at its position has started too.
+      // A started chain's task at its head has started too.
       if (chain.started && names.length > 0) this.#running--;
       this.#pending -= names.length;
       this.#abandoned += names.length;
       for (const other of this.#waiters) {
-        if (!other.chains.has(chain)) continue;
+        if (chain.sequence > other.last) continue;
         other.abandoned += names.length;
         for (const name of names) {
           other.abandonedTasks[name] = (other.abandonedTasks[name] ?? 0) + 1;
         }
       }
       this.#end(chain);
+      chain = next;
     }
     this.#startQueued();
   }

@@ -250,6 +250,7 @@ export class BackgroundTasks {
         args,
         name: fn.name,
         defined: fn,
+        next: undefined,
       });
       return;
     }
@@ -263,8 +264,9 @@ export class BackgroundTasks {
     this.#chain.add({
       fn,
       args,
-      name: fn.name || "anonymous",
+      name: undefined,
       defined: undefined,
+      next: undefined,
     });
   }
 
@@ -284,7 +286,7 @@ export class BackgroundTasks {
    * @returns The number of tasks added.
    */
   get size(): number {
-    return this.#chain.tasks.length;
+    return this.#chain.size;
   }
 
   /**

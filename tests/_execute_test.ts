@@ -28,7 +28,14 @@ guardedTest(
       };
       const chain = new Chain();
       chain.owner = owner;
-      chain.add({ fn: () => "done", args: [], name: "t", defined: undefined });
+      chain.collect = true;
+      chain.add({
+        fn: () => "done",
+        args: [],
+        name: "t",
+        defined: undefined,
+        next: undefined,
+      });
       const results = await runChain(chain, {
         onError: logTaskError,
         onTaskStart: undefined,
