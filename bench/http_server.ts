@@ -1,0 +1,168 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+/**
+ * One variant of the HTTP benchmark, served on 127.0.0.1 until killed. Every
+ * variant answers `GET /` with the same small text body; they differ only in
+ * what happens to background work. Prints `listening <port>` once ready.
+ *
+ *   deno run --allow-net=127.0.0.1 bench/http_server.ts <variant> [port]
+ *
+ * @module
+ */
+
+import {
+  withBackgroundTasks,
+  type WithBackgroundTasksOptions,
+} from "../mod.ts";
+
+let sink = 0;
+/** The trivial task: enough work that it cannot be optimised away. */
+function trivialTask(n: number): void {
+  sink += n;
+}
+
+async function sleepTask(ms: number): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+const bare = (): Response => new Response("ok");
+
+const options: WithBackgroundTasksOptions = {
+  concurrency: 1_000,
+  maxPending: 1_000_000,
+  timeout: 10_000,
+  onTaskStart() {},
+  onTaskEnd() {},
+};
+
+/** The variants, by name; each is a `Deno.serve` handler. */
+export const variants: Record<string, Deno.ServeHandler> = {
+  "bare": bare,
+  "wrapped, no task": withBackgroundTasks(bare),
+  "wrapped, 1 task": withBackgroundTasks((_request, _info, tasks) => {
+    tasks.addTask(trivialTask, 1);
+    return bare();
+  }),
+  "wrapped, 3 tasks": withBackgroundTasks((_request, _info, tasks) => {
+    tasks.addTask(trivialTask, 1);
+    tasks.addTask(trivialTask, 2);
+    tasks.addTask(trivialTask, 3);
+    return bare();
+  }),
+  "wrapped, 1 task, hooks and limits": withBackgroundTasks(
+    (_request, _info, tasks) => {
+      tasks.addTask(trivialTask, 1);
+      return bare();
+    },
+    options,
+  ),
+  "naive queueMicrotask, 1 task": () => {
+    queueMicrotask(() => trivialTask(1));
+    return bare();
+  },
+  "wrapped, 1 task of 100 ms": withBackgroundTasks((_request, _info, tasks) => {
+    tasks.addTask(sleepTask, 100);
+    return bare();
+  }),
+  "naive queueMicrotask, 1 task of 100 ms": () => {
+    queueMicrotask(() => void sleepTask(100));
+    return bare();
+  },
+  // Diagnostics: what each ingredient of the wrapper costs on its own.
+  "diag: read url": (request) => {
+    void request.url;
+    return bare();
+  },
+  "diag: completed.then": (_request, info) => {
+    info.completed.then(() => trivialTask(1), () => {});
+    return bare();
+  },
+  "diag: setTimeout per request": () => {
+    setTimeout(() => trivialTask(1), 0);
+    return bare();
+  },
+  "diag: completed + shared timer": (_request, info) => {
+    info.completed.then(() => {
+      ready.push(1);
+      timer ??= setTimeout(flush, 0);
+    }, () => {});
+    return bare();
+  },
+  "diag: completed + shared timer of 1 ms": (_request, info) => {
+    info.completed.then(() => {
+      ready.push(1);
+      timer ??= setTimeout(flush, 1);
+    }, () => {});
+    return bare();
+  },
+  "diag: completed + shared timer of 5 ms": (_request, info) => {
+    info.completed.then(() => {
+      ready.push(1);
+      timer ??= setTimeout(flush, 5);
+    }, () => {});
+    return bare();
+  },
+  "diag: completed, task run at once": (_request, info) => {
+    info.completed.then(() => trivialTask(1), () => {});
+    return bare();
+  },
+  "diag: completed + shared setImmediate": (_request, info) => {
+    info.completed.then(() => {
+      ready.push(1);
+      if (!immediate) {
+        immediate = true;
+        setImmediate(flushImmediate);
+      }
+    }, () => {});
+    return bare();
+  },
+  "diag: completed + shared MessageChannel": (_request, info) => {
+    info.completed.then(() => {
+      ready.push(1);
+      if (!posted) {
+        posted = true;
+        channel.port2.postMessage(null);
+      }
+    }, () => {});
+    return bare();
+  },
+};
+
+let immediate = false;
+function flushImmediate(): void {
+  immediate = false;
+  flush();
+}
+let posted = false;
+const channel = new MessageChannel();
+channel.port1.onmessage = () => {
+  posted = false;
+  flush();
+};
+
+let ready: number[] = [];
+let timer: ReturnType<typeof setTimeout> | undefined;
+function flush(): void {
+  timer = undefined;
+  const batch = ready;
+  ready = [];
+  for (const n of batch) trivialTask(n);
+}
+
+if (import.meta.main) {
+  const [name = "bare", port = "0"] = Deno.args;
+  const handler = variants[name];
+  if (handler === undefined) {
+    console.error(
+      `Unknown variant "${name}": ${Object.keys(variants).join(", ")}`,
+    );
+    Deno.exit(2);
+  }
+  Deno.serve({
+    hostname: "127.0.0.1",
+    port: Number(port),
+    onListen: ({ port }) => console.log(`listening ${port}`),
+  }, handler);
+  // Keeps the sink observable so the task's work is not dead code.
+  globalThis.addEventListener("unload", () => void sink);
+}

@@ -1,0 +1,85 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+/**
+ * Memory held by pending work: 10,000 requests whose responses are still
+ * being sent (their `info.completed` has not settled), first with one task
+ * each, then with ten (100,000 tasks). Bytes per pending request is the heap
+ * delta of the first over 10,000; bytes per pending task is the extra heap of
+ * the second over its 90,000 extra tasks. Counted: everything the wrapper
+ * keeps for a request, including the `completed` promise Deno creates only
+ * because the wrapper asks for it.
+ *
+ *   deno task bench:memory
+ *   deno run --v8-flags=--expose-gc bench/memory.ts --json
+ *
+ * @module
+ */
+
+import { withBackgroundTasks } from "../mod.ts";
+
+const requests = 10_000;
+const gc = (globalThis as { gc?: () => void }).gc;
+if (gc === undefined) {
+  console.error("Run with --v8-flags=--expose-gc for exact figures");
+  Deno.exit(2);
+}
+
+function heapUsed(): number {
+  for (let i = 0; i < 3; i++) gc!();
+  return Deno.memoryUsage().heapUsed;
+}
+
+let sink = 0;
+function trivialTask(n: number): void {
+  sink += n;
+}
+
+/** Heap held by `requests` pending requests with `tasksPerRequest` tasks each. */
+function pendingHeap(tasksPerRequest: number): number {
+  const release = Promise.withResolvers<void>();
+  const handler = withBackgroundTasks((_request, _info, tasks) => {
+    for (let i = 0; i < tasksPerRequest; i++) tasks.addTask(trivialTask, i);
+    return new Response(null);
+  });
+  // The requests and their infos are made up front and kept in both
+  // measurements alike, so the delta is what the wrapper holds.
+  const calls = Array.from({ length: requests }, (_, i) => ({
+    request: new Request(`http://localhost/orders/${i}?page=1`),
+    info: {
+      remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 40_000 },
+      // Deno creates this promise lazily, for the wrapper: counted as its own.
+      get completed() {
+        return release.promise.then(() => {});
+      },
+    } as unknown as Deno.ServeHandlerInfo,
+  }));
+  const before = heapUsed();
+  for (const { request, info } of calls) handler(request, info);
+  const held = heapUsed() - before;
+  if (handler.pending !== requests * tasksPerRequest) {
+    throw new Error(`expected every task pending, found ${handler.pending}`);
+  }
+  release.resolve();
+  return held;
+}
+
+// Warm up, so that compiled code and inline caches are not counted.
+pendingHeap(1);
+pendingHeap(10);
+
+const oneTask = pendingHeap(1);
+const tenTasks = pendingHeap(10);
+const result = {
+  requests,
+  bytesPerPendingRequest: Math.round(oneTask / requests),
+  bytesPerPendingTask: Math.round((tenTasks - oneTask) / (requests * 9)),
+};
+if (Deno.args.includes("--json")) {
+  console.log(JSON.stringify(result));
+} else {
+  console.log(
+    `${result.bytesPerPendingRequest} bytes per pending request (with its first task)`,
+  );
+  console.log(`${result.bytesPerPendingTask} bytes per further pending task`);
+}
+globalThis.addEventListener("unload", () => void sink);
