@@ -14,6 +14,7 @@ import {
   withBackgroundTasks,
   type WithBackgroundTasksOptions,
 } from "../mod.ts";
+import { getBackgroundTasks } from "../ambient.ts";
 
 let sink = 0;
 /** The trivial task: enough work that it cannot be optimised away. */
@@ -56,6 +57,10 @@ export const variants: Record<string, Deno.ServeHandler> = {
     },
     options,
   ),
+  "wrapped, 1 task, ambient": withBackgroundTasks(() => {
+    getBackgroundTasks().addTask(trivialTask, 1);
+    return bare();
+  }, { ambient: true }),
   "naive queueMicrotask, 1 task": () => {
     queueMicrotask(() => trivialTask(1));
     return bare();
@@ -116,16 +121,6 @@ export const variants: Record<string, Deno.ServeHandler> = {
     }, () => {});
     return bare();
   },
-  "diag: completed + shared MessageChannel": (_request, info) => {
-    info.completed.then(() => {
-      ready.push(1);
-      if (!posted) {
-        posted = true;
-        channel.port2.postMessage(null);
-      }
-    }, () => {});
-    return bare();
-  },
 };
 
 let immediate = false;
@@ -133,13 +128,6 @@ function flushImmediate(): void {
   immediate = false;
   flush();
 }
-let posted = false;
-const channel = new MessageChannel();
-channel.port1.onmessage = () => {
-  posted = false;
-  flush();
-};
-
 let ready: number[] = [];
 let timer: ReturnType<typeof setTimeout> | undefined;
 function flush(): void {

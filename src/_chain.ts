@@ -71,6 +71,8 @@ export class Chain {
   position = 0;
   /** Set by a wrapper right after creating the tasks, before its handler runs. */
   owner: ChainOwner | undefined = undefined;
+  /** The public face a wrapper handed out, for ambient access while the chain runs. */
+  facade: BackgroundTasks | undefined = undefined;
   /** Set once the chain starts running. */
   results: Promise<TaskResult[]> | undefined = undefined;
   /**
@@ -161,4 +163,9 @@ export class Chain {
  */
 export const internals = {} as {
   chainOf(tasks: BackgroundTasks): Chain;
+  /**
+   * Told about each chain a wrapper creates, while set: how the testing
+   * helper finds the chain of the request it makes.
+   */
+  created?: ((chain: Chain) => void) | undefined;
 };

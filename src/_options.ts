@@ -1,5 +1,6 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
+import { ambientStorage } from "./_ambient.ts";
 import type { ExecutionConfig } from "./_execute.ts";
 import type { RunnerConfig } from "./_runner.ts";
 import type { RunOptions } from "./background_tasks.ts";
@@ -46,8 +47,10 @@ export function runnerConfig(
     skipUndelivered = false,
     concurrency = Infinity,
     maxPending = Infinity,
+    ambient = false,
   } = options;
   assertBoolean(skipUndelivered, "skipUndelivered", action);
+  assertBoolean(ambient, "ambient", action);
   assertInteger(concurrency, "concurrency", action, 1, true);
   assertInteger(maxPending, "maxPending", action, 1, true);
   return {
@@ -55,5 +58,6 @@ export function runnerConfig(
     skipUndelivered,
     concurrency,
     maxPending,
+    storage: ambient ? ambientStorage(action) : undefined,
   };
 }

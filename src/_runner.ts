@@ -1,5 +1,6 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
+import type { TaskStorage } from "./_ambient.ts";
 import { type Chain, type ChainOwner, nameOf, type Task } from "./_chain.ts";
 import { abandonChain, type ExecutionConfig, startChain } from "./_execute.ts";
 import { QueueFullError } from "./queue_full_error.ts";
@@ -12,6 +13,8 @@ export interface RunnerConfig extends ExecutionConfig {
   readonly concurrency: number;
   /** How many tasks may be pending; `Infinity` for no limit. */
   readonly maxPending: number;
+  /** Set with `ambient: true`: chains run in their request's context. */
+  readonly storage: TaskStorage | undefined;
 }
 
 /** A snapshot of a runner's work, from {@linkcode DrainableHandler.stats}. */
@@ -286,7 +289,9 @@ export class Runner implements ChainOwner {
   #start(chain: Chain): void {
     if (chain.abandoned) return;
     this.#active++;
-    startChain(chain, this.#config);
+    const { storage } = this.#config;
+    if (storage === undefined) startChain(chain, this.#config);
+    else storage.run(chain.facade!, () => startChain(chain, this.#config));
   }
 
   /** Forgets a chain that has finished, was skipped or was abandoned. */

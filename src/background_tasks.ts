@@ -3,7 +3,7 @@
 import { Chain, internals } from "./_chain.ts";
 import { runChain } from "./_execute.ts";
 import { executionConfig } from "./_options.ts";
-import { describe } from "./_util.ts";
+import { describe, isThenable } from "./_util.ts";
 import { DefinedTask } from "./define_task.ts";
 
 /** The request whose handler added a task, captured while the handler ran. */
@@ -120,6 +120,15 @@ export interface RunOptions {
    * written by the default reporter and changes nothing else.
    */
   onTaskEnd?: (event: TaskEndEvent) => void | Promise<void>;
+}
+
+const NO_PROPS: Readonly<Record<string, never>> = Object.freeze({});
+
+function ignore(): void {}
+
+/** The task `waitUntil()` adds: it settles as the tracked promise does. */
+function waitUntil(promise: Promise<unknown>): Promise<unknown> {
+  return promise;
 }
 
 /**
@@ -268,6 +277,83 @@ export class BackgroundTasks {
       defined: undefined,
       next: undefined,
     });
+  }
+
+  /**
+   * Keeps a promise that has already started in this request's chain, the
+   * way Workers' `ctx.waitUntil()` does: the chain (and `drain()`) waits for
+   * it in turn, and a rejection is reported like a failed task, named
+   * `"waitUntil"`. It is handled at once, so an early rejection never goes
+   * unhandled. With this method and {@linkcode passThroughOnException},
+   * `tasks` is an `ExecutionContext` for Hono and other Workers-style code.
+   *
+   * @example Track work that already started
+   * ```ts
+   * import { BackgroundTasks } from "@afterward/background-tasks";
+   * import assert from "node:assert/strict";
+   *
+   * const tasks = new BackgroundTasks();
+   * const saved: string[] = [];
+   * const write = Promise.resolve().then(() => saved.push("cache entry"));
+   * tasks.waitUntil(write);
+   * tasks.waitUntil(Promise.reject(new Error("cache is down")));
+   *
+   * const reported: string[] = [];
+   * await tasks.run({ onError: (_error, info) => void reported.push(info.name) });
+   * assert.deepEqual(saved, ["cache entry"]);
+   * assert.deepEqual(reported, ["waitUntil"]);
+   * ```
+   *
+   * @param promise The promise to wait for.
+   * @throws {TypeError} If `promise` is not a promise or other thenable.
+   * @throws {Error} If the tasks can no longer change.
+   */
+  waitUntil(promise: Promise<unknown>): void {
+    if (!isThenable(promise)) {
+      throw new TypeError(
+        `Cannot wait until as 'promise' must be a promise: current value is ${
+          describe(promise)
+        }`,
+      );
+    }
+    const tracked = Promise.resolve(promise);
+    tracked.then(undefined, ignore);
+    this.addTask(waitUntil, tracked);
+  }
+
+  /**
+   * Does nothing: Workers use it to fall through to the origin on an
+   * exception, which has no meaning here. It exists so that `tasks` has the
+   * shape of an `ExecutionContext`.
+   *
+   * @example Usage
+   * ```ts
+   * import { BackgroundTasks } from "@afterward/background-tasks";
+   * import assert from "node:assert/strict";
+   *
+   * const tasks = new BackgroundTasks();
+   * tasks.passThroughOnException();
+   * assert.equal(tasks.size, 0);
+   * ```
+   */
+  passThroughOnException(): void {}
+
+  /**
+   * Workers' `ctx.props`, for the shape of an `ExecutionContext`: always an
+   * empty, frozen object.
+   *
+   * @example Usage
+   * ```ts
+   * import { BackgroundTasks } from "@afterward/background-tasks";
+   * import assert from "node:assert/strict";
+   *
+   * assert.deepEqual(new BackgroundTasks().props, {});
+   * ```
+   *
+   * @returns An empty, frozen object.
+   */
+  get props(): Readonly<Record<string, never>> {
+    return NO_PROPS;
   }
 
   /**

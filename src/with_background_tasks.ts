@@ -1,6 +1,6 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import { type Chain, internals } from "./_chain.ts";
+import type { Chain } from "./_chain.ts";
 import { runnerConfig } from "./_options.ts";
 import {
   type DrainOptions,
@@ -8,8 +8,9 @@ import {
   Runner,
   type TaskStats,
 } from "./_runner.ts";
-import { assertFunction, assertNumber, isThenable } from "./_util.ts";
-import { BackgroundTasks, type RunOptions } from "./background_tasks.ts";
+import { assertFunction, isThenable } from "./_util.ts";
+import { tasksFor, withControls } from "./_wrap.ts";
+import type { BackgroundTasks, RunOptions } from "./background_tasks.ts";
 
 export type { DrainOptions, DrainResult, TaskStats };
 
@@ -29,20 +30,10 @@ export type BackgroundTasksHandler = (
 ) => Response | Promise<Response>;
 
 /**
- * What {@linkcode withBackgroundTasks} returns: a handler for `Deno.serve` (or
- * the `fetch` of a `deno serve` default export) that can also report and wait
- * for the work it has scheduled.
+ * The runner's controls, on a wrapped handler and on the Hono middleware:
+ * wait for the work, and see how much there is.
  */
-export interface DrainableHandler {
-  /**
-   * Handles a request like the wrapped handler, then runs its tasks once the
-   * response has been sent.
-   *
-   * @param request The incoming request.
-   * @param info Deno's information about the connection and the response.
-   * @returns The wrapped handler's response, as the same object.
-   */
-  (request: Request, info: Deno.ServeHandlerInfo): Response | Promise<Response>;
+export interface TaskControls {
   /**
    * Resolves once every chain scheduled so far has finished, with what
    * happened to their tasks meanwhile. Chains scheduled after the call are not
@@ -67,6 +58,23 @@ export interface DrainableHandler {
   readonly stats: TaskStats;
 }
 
+/**
+ * What {@linkcode withBackgroundTasks} returns: a handler for `Deno.serve` (or
+ * the `fetch` of a `deno serve` default export) that can also report and wait
+ * for the work it has scheduled.
+ */
+export interface DrainableHandler extends TaskControls {
+  /**
+   * Handles a request like the wrapped handler, then runs its tasks once the
+   * response has been sent.
+   *
+   * @param request The incoming request.
+   * @param info Deno's information about the connection and the response.
+   * @returns The wrapped handler's response, as the same object.
+   */
+  (request: Request, info: Deno.ServeHandlerInfo): Response | Promise<Response>;
+}
+
 /** Options for {@linkcode withBackgroundTasks}. */
 export interface WithBackgroundTasksOptions extends RunOptions {
   /**
@@ -85,6 +93,16 @@ export interface WithBackgroundTasksOptions extends RunOptions {
    * @default {Infinity}
    */
   concurrency?: number;
+  /**
+   * Make the request's tasks available to {@linkcode getBackgroundTasks}
+   * anywhere in the handler's asynchronous call tree, and in its running
+   * tasks. Needs `@afterward/background-tasks/ambient` to be imported; costs
+   * about a fifth more server CPU per request (`AsyncLocalStorage`; see
+   * `getBackgroundTasks` for the measurement).
+   *
+   * @default {false}
+   */
+  ambient?: boolean;
   /**
    * How many tasks may be pending (queued or running) at once. Beyond it,
    * `addTask()` throws a {@linkcode QueueFullError}: catch it and answer `503`.
@@ -156,7 +174,9 @@ export function withBackgroundTasks(
 ): DrainableHandler {
   const action = "Cannot wrap handler";
   assertFunction(handler, "handler", action);
-  const runner = new Runner(runnerConfig(options, action));
+  const config = runnerConfig(options, action);
+  const runner = new Runner(config);
+  const { storage } = config;
 
   function settle(
     chain: Chain,
@@ -172,12 +192,12 @@ export function withBackgroundTasks(
     request: Request,
     info: Deno.ServeHandlerInfo,
   ): Response | Promise<Response> {
-    const tasks = new BackgroundTasks();
-    const chain = internals.chainOf(tasks);
-    chain.owner = runner;
+    const { tasks, chain } = tasksFor(runner);
     let response: Response | Promise<Response>;
     try {
-      response = handler(request, info, tasks);
+      response = storage === undefined
+        ? handler(request, info, tasks)
+        : storage.run(tasks, () => handler(request, info, tasks));
     } catch (error) {
       runner.discard(chain);
       throw error;
@@ -195,16 +215,5 @@ export function withBackgroundTasks(
     return response;
   }
 
-  function drain(options: DrainOptions = {}): Promise<DrainResult> {
-    if (options.timeout !== undefined) {
-      assertNumber(options.timeout, "timeout", "Cannot drain", 0);
-    }
-    return runner.drain(options);
-  }
-
-  return Object.defineProperties(backgroundTasksHandler, {
-    drain: { value: drain },
-    pending: { get: () => runner.pending, enumerable: true },
-    stats: { get: () => runner.stats, enumerable: true },
-  }) as DrainableHandler;
+  return withControls(backgroundTasksHandler, runner);
 }

@@ -404,3 +404,49 @@ Deno.test("BackgroundTasks inspects as its size and state, never its arguments",
     'BackgroundTasks { size: 1, state: "closed" }',
   );
 });
+
+guardedTest(
+  "waitUntil() keeps a started promise in the chain and reports its rejection",
+  async () => {
+    const order: string[] = [];
+    const gate = Promise.withResolvers<void>();
+    const tasks = new BackgroundTasks();
+    tasks.addTask(() => order.push("task before"));
+    tasks.waitUntil(gate.promise.then(() => order.push("tracked")));
+    tasks.addTask(() => order.push("task after"));
+    const early = Promise.reject(new Error("rejected before its turn"));
+    tasks.waitUntil(early);
+
+    const reported: [string, number][] = [];
+    const running = tasks.run({
+      onError: (_error, info) => void reported.push([info.name, info.index]),
+    });
+    // Let the rejection be noticed before the chain reaches it.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    gate.resolve();
+    const results = await running;
+    assert.deepEqual(order, ["task before", "tracked", "task after"]);
+    assert.deepEqual(reported, [["waitUntil", 3]]);
+    assert.equal(results.length, 4);
+  },
+);
+
+Deno.test("waitUntil() rejects a value that is not a promise", () => {
+  const tasks = new BackgroundTasks();
+  assert.throws(
+    () => tasks.waitUntil("later" as unknown as Promise<unknown>),
+    {
+      name: "TypeError",
+      message:
+        `Cannot wait until as 'promise' must be a promise: current value is "later"`,
+    },
+  );
+});
+
+Deno.test("BackgroundTasks has the shape of Hono's and Workers' ExecutionContext", () => {
+  const tasks = new BackgroundTasks();
+  tasks.passThroughOnException();
+  assert.deepEqual(tasks.props, {});
+  assert.ok(Object.isFrozen(tasks.props));
+  assert.equal(tasks.props, new BackgroundTasks().props);
+});

@@ -1,0 +1,37 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+import { type Chain, internals } from "./_chain.ts";
+import type { DrainOptions, DrainResult, Runner } from "./_runner.ts";
+import { assertNumber } from "./_util.ts";
+import { BackgroundTasks } from "./background_tasks.ts";
+import type { TaskControls } from "./with_background_tasks.ts";
+
+/** Creates a request's tasks, owned by `runner`. */
+export function tasksFor(
+  runner: Runner,
+): { tasks: BackgroundTasks; chain: Chain } {
+  const tasks = new BackgroundTasks();
+  const chain = internals.chainOf(tasks);
+  chain.owner = runner;
+  chain.facade = tasks;
+  internals.created?.(chain);
+  return { tasks, chain };
+}
+
+/** Gives a handler or middleware the runner's `drain()`, `pending` and `stats`. */
+export function withControls<F extends object>(
+  target: F,
+  runner: Runner,
+): F & TaskControls {
+  function drain(options: DrainOptions = {}): Promise<DrainResult> {
+    if (options.timeout !== undefined) {
+      assertNumber(options.timeout, "timeout", "Cannot drain", 0);
+    }
+    return runner.drain(options);
+  }
+  return Object.defineProperties(target, {
+    drain: { value: drain },
+    pending: { get: () => runner.pending, enumerable: true },
+    stats: { get: () => runner.stats, enumerable: true },
+  }) as F & TaskControls;
+}

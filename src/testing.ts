@@ -1,0 +1,168 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+import { type Chain, internals } from "./_chain.ts";
+import type { TaskResult } from "./background_tasks.ts";
+import type { DrainableHandler } from "./with_background_tasks.ts";
+
+/**
+ * A `Deno.ServeHandlerInfo` for tests, whose `completed` promise the test
+ * settles: call {@linkcode FakeServeHandlerInfo.complete} when the response
+ * counts as sent, or {@linkcode FakeServeHandlerInfo.interrupt} to play an
+ * HTTP/2 client that went away.
+ */
+export interface FakeServeHandlerInfo extends Deno.ServeHandlerInfo {
+  /** Resolves `completed`: the response has been sent. */
+  complete(): void;
+  /**
+   * Rejects `completed` with a `Deno.errors.Interrupted`, as Deno does when
+   * a response could not be delivered.
+   */
+  interrupt(): void;
+}
+
+/** Options for {@linkcode fakeServeHandlerInfo}. */
+export interface FakeServeHandlerInfoOptions {
+  /**
+   * The client's address.
+   *
+   * @default {{ transport: "tcp", hostname: "127.0.0.1", port: 54321 }}
+   */
+  remoteAddr?: Deno.NetAddr;
+}
+
+/**
+ * Makes a `Deno.ServeHandlerInfo` whose `completed` stays pending until the
+ * test calls `complete()` or `interrupt()`, so that it decides when a
+ * wrapped handler's tasks may start.
+ *
+ * @example Tasks wait for the response to be sent
+ * ```ts
+ * import { withBackgroundTasks } from "@afterward/background-tasks";
+ * import { fakeServeHandlerInfo } from "@afterward/background-tasks/testing";
+ * import assert from "node:assert/strict";
+ *
+ * const log: string[] = [];
+ * const handler = withBackgroundTasks((_request, _info, tasks) => {
+ *   tasks.addTask(() => log.push("task"));
+ *   return new Response("ok");
+ * });
+ * const info = fakeServeHandlerInfo();
+ * await handler(new Request("http://localhost/"), info);
+ * assert.equal(handler.pending, 1);
+ *
+ * info.complete();
+ * await handler.drain();
+ * assert.deepEqual(log, ["task"]);
+ * ```
+ *
+ * @param options The client's address.
+ * @returns The info, with `complete()` and `interrupt()`.
+ */
+export function fakeServeHandlerInfo(
+  options: FakeServeHandlerInfoOptions = {},
+): FakeServeHandlerInfo {
+  const {
+    remoteAddr = { transport: "tcp", hostname: "127.0.0.1", port: 54321 },
+  } = options;
+  const { promise, resolve, reject } = Promise.withResolvers<void>();
+  // A test that never reads `completed` must not see an unhandled rejection.
+  promise.catch(() => {});
+  return {
+    remoteAddr,
+    completed: promise,
+    complete: () => resolve(),
+    interrupt: () =>
+      reject(new Deno.errors.Interrupted("HTTP response was not sent")),
+  };
+}
+
+/** Options for {@linkcode callHandler}. */
+export interface CallHandlerOptions {
+  /**
+   * The handler's second argument.
+   *
+   * @default {a fake info whose response counts as sent at once}
+   */
+  info?: Deno.ServeHandlerInfo;
+}
+
+/** What {@linkcode callHandler} returns. */
+export interface HandlerCall {
+  /** The handler's response. */
+  response: Response;
+  /**
+   * Resolves with one settled result per task of this request, once they have
+   * all run; with none when it added no task. It never rejects.
+   */
+  tasks: Promise<TaskResult[]>;
+}
+
+/**
+ * Calls a wrapped handler with a request and returns its response together
+ * with a promise of the request's task results, the way Starlette's
+ * `TestClient` waits for tasks and Cloudflare's `waitOnExecutionContext()`
+ * waits for `waitUntil()`.
+ *
+ * @example Test a handler and its tasks
+ * ```ts
+ * import { withBackgroundTasks } from "@afterward/background-tasks";
+ * import { callHandler } from "@afterward/background-tasks/testing";
+ * import assert from "node:assert/strict";
+ *
+ * const handler = withBackgroundTasks((request, _info, tasks) => {
+ *   const email = new URL(request.url).searchParams.get("email")!;
+ *   tasks.addTask((to: string) => `welcome mail for ${to}`, email);
+ *   return new Response("Signed up", { status: 201 });
+ * });
+ *
+ * const { response, tasks } = await callHandler(handler, "/signup?email=a@example.com");
+ * assert.equal(response.status, 201);
+ * assert.equal(await response.text(), "Signed up");
+ * assert.deepEqual(await tasks, [{
+ *   status: "fulfilled",
+ *   name: "anonymous",
+ *   index: 0,
+ *   value: "welcome mail for a@example.com",
+ * }]);
+ * ```
+ *
+ * @param handler A handler made by `withBackgroundTasks`.
+ * @param request The request, or a URL; a path is resolved against
+ * `http://localhost`.
+ * @param options The info to pass; by default the response counts as sent
+ * as soon as it is returned.
+ * @returns The response and the tasks' results to come.
+ * @throws Whatever the handler throws.
+ */
+export async function callHandler(
+  handler: DrainableHandler,
+  request: Request | URL | string,
+  options: CallHandlerOptions = {},
+): Promise<HandlerCall> {
+  const input = request instanceof Request
+    ? request
+    : new Request(new URL(request, "http://localhost"));
+  let info = options.info;
+  if (info === undefined) {
+    const fake = fakeServeHandlerInfo();
+    fake.complete();
+    info = fake;
+  }
+  let chain: Chain | undefined;
+  const previous = internals.created;
+  // The handler creates its chain synchronously, before its first await.
+  internals.created = (created) => {
+    chain ??= created;
+    created.collect = true;
+  };
+  let returned: Response | Promise<Response>;
+  try {
+    returned = handler(input, info);
+  } finally {
+    internals.created = previous;
+  }
+  const response = await returned;
+  // Returning scheduled the chain, so a drain started now covers it.
+  const tasks = handler.drain().then(() => chain?.results ?? []);
+  return { response, tasks };
+}
