@@ -63,6 +63,11 @@
  * });
  * ```
  *
+ * More entry points: `@afterward/background-tasks/hono` (a Hono middleware,
+ * and `waitUntil()` for Hono's `c.executionCtx`), `/testing` (call a handler
+ * and wait for its tasks) and `/ambient` (`getBackgroundTasks()` from any
+ * depth of a request).
+ *
  * Tasks live in the process: a crash or a `SIGKILL` loses those not yet run.
  *
  * @module

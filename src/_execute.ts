@@ -12,7 +12,8 @@ import {
   type TaskContext,
   TaskTimeoutError,
 } from "./define_task.ts";
-import { describeTask, logTaskError } from "./log_task_error.ts";
+import { describeTask } from "./_describe_task.ts";
+import { logTaskError } from "./log_task_error.ts";
 import { isThenable, MAX_TIMER_DELAY } from "./_util.ts";
 
 /** How tasks are executed and reported: the same for a runner and for `run()`. */

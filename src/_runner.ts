@@ -17,7 +17,25 @@ export interface RunnerConfig extends ExecutionConfig {
   readonly storage: TaskStorage | undefined;
 }
 
-/** A snapshot of a runner's work, from {@linkcode DrainableHandler.stats}. */
+/**
+ * A snapshot of a runner's work, from {@linkcode DrainableHandler.stats}.
+ *
+ * @example Expose the stats as metrics
+ * ```ts
+ * import { withBackgroundTasks } from "@afterward/background-tasks";
+ * import { callHandler } from "@afterward/background-tasks/testing";
+ * import assert from "node:assert/strict";
+ *
+ * const handler = withBackgroundTasks((_request, _info, tasks) => {
+ *   tasks.addTask(() => {});
+ *   return new Response("ok");
+ * });
+ * const { tasks } = await callHandler(handler, "/");
+ * await tasks;
+ * const { pending, succeeded, failed } = handler.stats;
+ * assert.deepEqual({ pending, succeeded, failed }, { pending: 0, succeeded: 1, failed: 0 });
+ * ```
+ */
 export interface TaskStats {
   /** Tasks accepted and not finished: `queued + running`. */
   readonly pending: number;
@@ -43,7 +61,26 @@ export interface TaskStats {
   readonly abandoned: number;
 }
 
-/** Options for {@linkcode DrainableHandler.drain}. */
+/**
+ * Options for {@linkcode DrainableHandler.drain}.
+ *
+ * @example Give up after a deadline
+ * ```ts
+ * import { withBackgroundTasks } from "@afterward/background-tasks";
+ * import { callHandler } from "@afterward/background-tasks/testing";
+ * import assert from "node:assert/strict";
+ *
+ * const handler = withBackgroundTasks((_request, _info, tasks) => {
+ *   tasks.addTask(function forever() {
+ *     return new Promise(() => {});
+ *   });
+ *   return new Response("ok");
+ * });
+ * await callHandler(handler, "/");
+ * const result = await handler.drain({ timeout: 10 });
+ * assert.deepEqual(result.abandonedTasks, { forever: 1 });
+ * ```
+ */
 export interface DrainOptions {
   /**
    * Milliseconds to wait before giving up on the tasks still pending: their
@@ -56,7 +93,20 @@ export interface DrainOptions {
   signal?: AbortSignal;
 }
 
-/** What a drain waited for, and how it ended. */
+/**
+ * What a drain waited for, and how it ended.
+ *
+ * @example Decide an exit code
+ * ```ts
+ * import { withBackgroundTasks } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const handler = withBackgroundTasks(() => new Response("ok"));
+ * const result = await handler.drain({ timeout: 1_000 });
+ * const exitCode = result.abandoned === 0 ? 0 : 1;
+ * assert.equal(exitCode, 0);
+ * ```
+ */
 export interface DrainResult {
   /** Tasks of the drained chains that succeeded while it waited. */
   readonly completed: number;

@@ -6,7 +6,27 @@ import { executionConfig } from "./_options.ts";
 import { describe, isThenable } from "./_util.ts";
 import { DefinedTask } from "./define_task.ts";
 
-/** The request whose handler added a task, captured while the handler ran. */
+/**
+ * The request whose handler added a task, captured while the handler ran.
+ *
+ * @example Read it in onError
+ * ```ts
+ * import { withBackgroundTasks } from "@afterward/background-tasks";
+ * import { callHandler } from "@afterward/background-tasks/testing";
+ * import assert from "node:assert/strict";
+ *
+ * const seen: string[] = [];
+ * const handler = withBackgroundTasks((_request, _info, tasks) => {
+ *   tasks.addTask(() => Promise.reject(new Error("smtp down")));
+ *   return new Response("ok");
+ * }, {
+ *   onError: (_error, info) => void seen.push(`${info.request?.method} ${info.request?.url}`),
+ * });
+ * const { tasks } = await callHandler(handler, new Request("http://localhost/signup?ref=ad", { method: "POST" }));
+ * await tasks;
+ * assert.deepEqual(seen, ["POST http://localhost/signup?ref=ad"]);
+ * ```
+ */
 export interface RequestSummary {
   /** The request's method, such as `"POST"`. */
   readonly method: string;
@@ -14,7 +34,27 @@ export interface RequestSummary {
   readonly url: string;
 }
 
-/** What a report or hook is told about one task. */
+/**
+ * What a report or hook is told about one task.
+ *
+ * @example Route failures by task name
+ * ```ts
+ * import { BackgroundTasks } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const tasks = new BackgroundTasks();
+ * tasks.addTask(function sendEmail() {
+ *   throw new Error("smtp down");
+ * });
+ * const pages: string[] = [];
+ * await tasks.run({
+ *   onError(_error, info) {
+ *     if (info.name === "sendEmail") pages.push(`mail task #${info.index}, attempt ${info.attempt}`);
+ *   },
+ * });
+ * assert.deepEqual(pages, ["mail task #0, attempt 1"]);
+ * ```
+ */
 export interface TaskInfo {
   /** The task's name: its function's `name`, else `"anonymous"`. */
   readonly name: string;
@@ -42,13 +82,49 @@ export interface TaskInfo {
  * Called once for each task that throws or rejects. It may return a promise;
  * the chain waits for it before the next task. If it throws or rejects, the
  * default reporter writes both errors and the chain goes on.
+ *
+ * @example Forward failures to an error tracker
+ * ```ts
+ * import { BackgroundTasks, type TaskErrorHandler } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const tracked: string[] = [];
+ * const forward: TaskErrorHandler = async (error, info) => {
+ *   await Promise.resolve(); // an HTTP call to the tracker, say
+ *   tracked.push(`${info.name}: ${error instanceof Error ? error.message : String(error)}`);
+ * };
+ *
+ * const tasks = new BackgroundTasks();
+ * tasks.addTask(function resize() {
+ *   throw new Error("image too large");
+ * });
+ * await tasks.run({ onError: forward });
+ * assert.deepEqual(tracked, ["resize: image too large"]);
+ * ```
  */
 export type TaskErrorHandler = (
   error: unknown,
   info: TaskInfo,
-) => void | Promise<void>;
+) => unknown;
 
-/** What `onTaskEnd` is told when an attempt is over. */
+/**
+ * What `onTaskEnd` is told when an attempt is over.
+ *
+ * @example Log each attempt with its duration
+ * ```ts
+ * import { BackgroundTasks, type TaskEndEvent } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const lines: string[] = [];
+ * const log = (event: TaskEndEvent) =>
+ *   lines.push(`${event.name} ${event.outcome}${event.willRetry ? ", will retry" : ""}`);
+ *
+ * const tasks = new BackgroundTasks();
+ * tasks.addTask(function thumbnail() {});
+ * await tasks.run({ onTaskEnd: log });
+ * assert.deepEqual(lines, ["thumbnail succeeded"]);
+ * ```
+ */
 export interface TaskEndEvent extends TaskInfo {
   /** Milliseconds the attempt took. */
   readonly duration: number;
@@ -63,7 +139,23 @@ export interface TaskEndEvent extends TaskInfo {
   readonly willRetry: boolean;
 }
 
-/** The outcome of a task that returned or resolved. */
+/**
+ * The outcome of a task that returned or resolved.
+ *
+ * @example Read a task's value
+ * ```ts
+ * import { BackgroundTasks } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const tasks = new BackgroundTasks();
+ * tasks.addTask(function total(a: number, b: number) {
+ *   return a + b;
+ * }, 2, 3);
+ * const [result] = await tasks.run();
+ * assert.ok(result?.status === "fulfilled");
+ * assert.equal(result.value, 5);
+ * ```
+ */
 export interface TaskFulfilledResult {
   /** Always `"fulfilled"`. */
   readonly status: "fulfilled";
@@ -75,7 +167,21 @@ export interface TaskFulfilledResult {
   readonly value: unknown;
 }
 
-/** The outcome of a task that threw or rejected. */
+/**
+ * The outcome of a task that threw or rejected.
+ *
+ * @example Read a task's failure
+ * ```ts
+ * import { BackgroundTasks } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const tasks = new BackgroundTasks();
+ * tasks.addTask(() => Promise.reject("not an Error"));
+ * const [result] = await tasks.run({ onError: () => {} });
+ * assert.ok(result?.status === "rejected");
+ * assert.equal(result.reason, "not an Error");
+ * ```
+ */
 export interface TaskRejectedResult {
   /** Always `"rejected"`. */
   readonly status: "rejected";
@@ -87,10 +193,48 @@ export interface TaskRejectedResult {
   readonly reason: unknown;
 }
 
-/** The settled outcome of one task, in the manner of `Promise.allSettled`. */
+/**
+ * The settled outcome of one task, in the manner of `Promise.allSettled`.
+ *
+ * @example Count outcomes
+ * ```ts
+ * import { BackgroundTasks } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const tasks = new BackgroundTasks();
+ * tasks.addTask(() => "ok");
+ * tasks.addTask(() => {
+ *   throw new Error("no");
+ * });
+ * const results = await tasks.run({ onError: () => {} });
+ * const failed = results.filter((result) => result.status === "rejected");
+ * assert.equal(failed.length, 1);
+ * assert.equal(failed[0]?.index, 1);
+ * ```
+ */
 export type TaskResult = TaskFulfilledResult | TaskRejectedResult;
 
-/** Options for {@linkcode BackgroundTasks.prototype.run}, and the task options of {@linkcode withBackgroundTasks}. */
+/**
+ * Options for {@linkcode BackgroundTasks.prototype.run}, and the task options of {@linkcode withBackgroundTasks}.
+ *
+ * @example Bound every attempt and observe it
+ * ```ts
+ * import { BackgroundTasks } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const ends: string[] = [];
+ * const tasks = new BackgroundTasks();
+ * tasks.addTask(function hang() {
+ *   return new Promise(() => {});
+ * });
+ * await tasks.run({
+ *   timeout: 10,
+ *   onTaskEnd: (event) => void ends.push(`${event.name}: ${event.outcome}`),
+ *   onError: () => {},
+ * });
+ * assert.deepEqual(ends, ["hang: timedOut"]);
+ * ```
+ */
 export interface RunOptions {
   /**
    * Called once for each task that fails, after its last attempt, with the
@@ -113,13 +257,13 @@ export interface RunOptions {
    * Called when an attempt starts. Not awaited; a throw or rejection is
    * written by the default reporter and changes nothing else.
    */
-  onTaskStart?: (event: TaskInfo) => void | Promise<void>;
+  onTaskStart?: (event: TaskInfo) => unknown;
   /**
    * Called when an attempt ends, with its duration and outcome, including the
    * failures that will be retried. Not awaited; a throw or rejection is
    * written by the default reporter and changes nothing else.
    */
-  onTaskEnd?: (event: TaskEndEvent) => void | Promise<void>;
+  onTaskEnd?: (event: TaskEndEvent) => unknown;
 }
 
 const NO_PROPS: Readonly<Record<string, never>> = Object.freeze({});

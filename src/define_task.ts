@@ -8,7 +8,28 @@ import {
   describe,
 } from "./_util.ts";
 
-/** What a task made with {@linkcode defineTask} receives as its first argument. */
+/**
+ * What a task made with {@linkcode defineTask} receives as its first argument.
+ *
+ * @example Honour the signal
+ * ```ts
+ * import { BackgroundTasks, defineTask } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const seen: string[] = [];
+ * const wait = defineTask(({ signal, attempt, name }) =>
+ *   new Promise<void>((resolve, reject) => {
+ *     seen.push(`${name} attempt ${attempt}`);
+ *     signal.addEventListener("abort", () => reject(signal.reason));
+ *   }), { name: "wait", timeout: 10 });
+ *
+ * const tasks = new BackgroundTasks();
+ * tasks.addTask(wait);
+ * const [result] = await tasks.run({ onError: () => {} });
+ * assert.deepEqual(seen, ["wait attempt 1"]);
+ * assert.equal(result?.status, "rejected");
+ * ```
+ */
 export interface TaskContext {
   /**
    * Aborted when the attempt times out (its reason is then a
@@ -26,6 +47,29 @@ export interface TaskContext {
  * When and how often to try a failed task again. The delay before retry `n`
  * (from 1) is `minDelay * multiplier ** (n - 1)`, capped at `maxDelay`, then
  * reduced by a random share of up to `jitter` of itself.
+ *
+ * @example Retry only server errors
+ * ```ts
+ * import { BackgroundTasks, defineTask } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * class HttpError extends Error {
+ *   constructor(readonly status: number) {
+ *     super(`HTTP ${status}`);
+ *   }
+ * }
+ * let calls = 0;
+ * const notify = defineTask(() => {
+ *   calls++;
+ *   throw new HttpError(calls === 1 ? 503 : 400);
+ * }, {
+ *   retry: { maxAttempts: 5, minDelay: 1, isRetriable: (error) => error instanceof HttpError && error.status >= 500 },
+ * });
+ * const tasks = new BackgroundTasks();
+ * tasks.addTask(notify);
+ * await tasks.run({ onError: () => {} });
+ * assert.equal(calls, 2);
+ * ```
  */
 export interface RetryOptions {
   /**
@@ -68,7 +112,24 @@ export interface RetryOptions {
   isRetriable?: (error: unknown) => boolean;
 }
 
-/** Options for {@linkcode defineTask}. */
+/**
+ * Options for {@linkcode defineTask}.
+ *
+ * @example Name, bound and retry a task
+ * ```ts
+ * import { defineTask } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const task = defineTask(async () => {}, {
+ *   name: "syncCrm",
+ *   timeout: 30_000,
+ *   retry: { maxAttempts: 4, minDelay: 500 },
+ * });
+ * assert.equal(task.name, "syncCrm");
+ * assert.equal(task.timeout, 30_000);
+ * assert.equal(task.retry?.maxAttempts, 4);
+ * ```
+ */
 export interface TaskOptions {
   /**
    * The name reports, hooks and statistics use for the task.
@@ -92,7 +153,21 @@ export interface TaskOptions {
   retry?: RetryOptions;
 }
 
-/** {@linkcode RetryOptions} with their defaults applied. */
+/**
+ * {@linkcode RetryOptions} with their defaults applied.
+ *
+ * @example The defaults
+ * ```ts
+ * import { defineTask } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const { retry } = defineTask(() => {}, { retry: {} });
+ * assert.deepEqual(
+ *   [retry?.maxAttempts, retry?.minDelay, retry?.maxDelay, retry?.multiplier, retry?.jitter],
+ *   [3, 1000, 60000, 2, 1],
+ * );
+ * ```
+ */
 export type RetryPolicy = Readonly<Required<RetryOptions>>;
 
 /**
@@ -101,6 +176,19 @@ export type RetryPolicy = Readonly<Required<RetryOptions>>;
  * `tasks.addTask(definedTask, ...args)`.
  *
  * @typeParam A The task's parameters after its {@linkcode TaskContext}.
+ *
+ * @example Construct one directly
+ * ```ts
+ * import { BackgroundTasks, DefinedTask } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const greet = new DefinedTask(({ name }, who: string) => `${name} greets ${who}`, { name: "greet" });
+ * const tasks = new BackgroundTasks();
+ * tasks.addTask(greet, "Ada");
+ * const [result] = await tasks.run();
+ * assert.ok(result?.status === "fulfilled");
+ * assert.equal(result.value, "greet greets Ada");
+ * ```
  */
 export class DefinedTask<A extends unknown[] = unknown[]> {
   /** The task's name. */

@@ -54,6 +54,21 @@ export interface BackgroundTasksEnv {
  * satisfies it when the app's environment declares
  * {@linkcode BackgroundTasksVariables}; the middleware depends on Hono's
  * types only through this shape.
+ *
+ * @example Hono's context satisfies it
+ * ```ts
+ * import type { HonoContext } from "@afterward/background-tasks/hono";
+ * import type { BackgroundTasksEnv } from "@afterward/background-tasks/hono";
+ * import { Hono } from "hono";
+ * import assert from "node:assert/strict";
+ *
+ * const app = new Hono<BackgroundTasksEnv>();
+ * app.get("/", (c) => {
+ *   const shape: HonoContext = c;
+ *   return c.text(shape.req.raw.method);
+ * });
+ * assert.equal(await (await app.request("/")).text(), "GET");
+ * ```
  */
 export interface HonoContext {
   /** The request, as Hono received it in `req.raw`. */
@@ -76,6 +91,26 @@ export interface HonoContext {
 /**
  * What {@linkcode backgroundTasks} returns: a Hono middleware with the
  * runner's `drain()`, `pending` and `stats`.
+ *
+ * @example Drain the middleware's tasks on shutdown
+ * ```ts
+ * import { backgroundTasks, type BackgroundTasksEnv } from "@afterward/background-tasks/hono";
+ * import { Hono } from "hono";
+ * import assert from "node:assert/strict";
+ *
+ * const middleware = backgroundTasks();
+ * const app = new Hono<BackgroundTasksEnv>().use(middleware);
+ * app.get("/", (c) => {
+ *   c.var.backgroundTasks.addTask(() => {});
+ *   return c.text("ok");
+ * });
+ * const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
+ * await (await fetch(`http://127.0.0.1:${server.addr.port}/`)).text();
+ * await server.shutdown();
+ * const result = await middleware.drain({ timeout: 5_000 });
+ * assert.equal(result.abandoned, 0);
+ * assert.equal(middleware.stats.succeeded, 1);
+ * ```
  */
 export interface BackgroundTasksMiddleware extends TaskControls {
   /**

@@ -1,5 +1,6 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
+import { describeTask } from "./_describe_task.ts";
 import type { TaskInfo } from "./background_tasks.ts";
 
 /**
@@ -40,22 +41,4 @@ export function logTaskError(error: unknown, info: TaskInfo): void {
     `Background task ${describeTask(info)} failed${attempts}:`,
     error,
   );
-}
-
-/** Names a task for a log line: `"name" at index N of METHOD /path`. */
-export function describeTask(info: TaskInfo): string {
-  let text = `"${info.name}" at index ${info.index}`;
-  if (info.request !== undefined) {
-    text += ` of ${info.request.method} ${pathOf(info.request.url)}`;
-  }
-  if (info.delivered === false) text += " (response not delivered)";
-  return text;
-}
-
-function pathOf(url: string): string {
-  try {
-    return new URL(url).pathname;
-  } catch {
-    return url.replace(/[?#].*$/s, "");
-  }
 }

@@ -9,7 +9,29 @@ import {
   type WithBackgroundTasksOptions,
 } from "./with_background_tasks.ts";
 
-/** Options for {@linkcode serve}: `Deno.serve`'s, the task options, and how to shut down. */
+/**
+ * Options for {@linkcode serve}: `Deno.serve`'s, the task options, and how to shut down.
+ *
+ * @example Everything a production server sets
+ * ```ts
+ * import { serve, type ServeOptions } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const options: ServeOptions = {
+ *   hostname: "127.0.0.1",
+ *   port: 0,
+ *   onListen() {},
+ *   shutdownTimeout: 5_000,
+ *   signals: [],
+ *   concurrency: 8,
+ *   maxPending: 10_000,
+ *   timeout: 30_000,
+ *   onShutdown: (result) => assert.equal(result.abandoned, 0),
+ * };
+ * const server = serve(options, () => new Response("ok"));
+ * await server.shutdown();
+ * ```
+ */
 export interface ServeOptions extends WithBackgroundTasksOptions {
   /**
    * The port to listen on; `0` picks a free one.
@@ -59,12 +81,31 @@ export interface ServeOptions extends WithBackgroundTasksOptions {
    *
    * @default {logShutdown}
    */
-  onShutdown?: (result: DrainResult) => void;
+  onShutdown?: (result: DrainResult) => unknown;
 }
 
 /**
  * What {@linkcode serve} returns: the `Deno.HttpServer`, whose `shutdown()`
  * also drains the background tasks.
+ *
+ * @example Read the stats, then shut down
+ * ```ts
+ * import { serve } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const server = serve(
+ *   { hostname: "127.0.0.1", port: 0, signals: [], onListen() {}, onShutdown() {} },
+ *   (_request, _info, tasks) => {
+ *     tasks.addTask(() => {});
+ *     return new Response("ok");
+ *   },
+ * );
+ * await (await fetch(`http://127.0.0.1:${server.addr.port}/`)).text();
+ * const result = await server.shutdown();
+ * await server.finished;
+ * assert.equal(server.handler.stats.succeeded, 1);
+ * assert.equal(result.abandoned, 0);
+ * ```
  */
 export interface BackgroundTasksServer
   extends Omit<Deno.HttpServer<Deno.NetAddr>, "shutdown" | "finished"> {
@@ -296,7 +337,7 @@ function untilAborted(
 }
 
 function report(
-  onShutdown: (result: DrainResult) => void,
+  onShutdown: (result: DrainResult) => unknown,
   result: DrainResult,
 ): void {
   try {

@@ -9,6 +9,23 @@ import type { DrainableHandler } from "./with_background_tasks.ts";
  * settles: call {@linkcode FakeServeHandlerInfo.complete} when the response
  * counts as sent, or {@linkcode FakeServeHandlerInfo.interrupt} to play an
  * HTTP/2 client that went away.
+ *
+ * @example Play a client that went away
+ * ```ts
+ * import { withBackgroundTasks } from "@afterward/background-tasks";
+ * import { fakeServeHandlerInfo } from "@afterward/background-tasks/testing";
+ * import assert from "node:assert/strict";
+ *
+ * const handler = withBackgroundTasks((_request, _info, tasks) => {
+ *   tasks.addTask(() => {});
+ *   return new Response("ok");
+ * }, { skipUndelivered: true });
+ * const info = fakeServeHandlerInfo();
+ * await (await handler(new Request("http://localhost/"), info)).text();
+ * info.interrupt();
+ * await handler.drain();
+ * assert.equal(handler.stats.skipped, 1);
+ * ```
  */
 export interface FakeServeHandlerInfo extends Deno.ServeHandlerInfo {
   /** Resolves `completed`: the response has been sent. */
@@ -20,7 +37,20 @@ export interface FakeServeHandlerInfo extends Deno.ServeHandlerInfo {
   interrupt(): void;
 }
 
-/** Options for {@linkcode fakeServeHandlerInfo}. */
+/**
+ * Options for {@linkcode fakeServeHandlerInfo}.
+ *
+ * @example Pretend the client has another address
+ * ```ts
+ * import { fakeServeHandlerInfo } from "@afterward/background-tasks/testing";
+ * import assert from "node:assert/strict";
+ *
+ * const info = fakeServeHandlerInfo({
+ *   remoteAddr: { transport: "tcp", hostname: "203.0.113.9", port: 51000 },
+ * });
+ * assert.equal((info.remoteAddr as Deno.NetAddr).hostname, "203.0.113.9");
+ * ```
+ */
 export interface FakeServeHandlerInfoOptions {
   /**
    * The client's address.
@@ -76,7 +106,28 @@ export function fakeServeHandlerInfo(
   };
 }
 
-/** Options for {@linkcode callHandler}. */
+/**
+ * Options for {@linkcode callHandler}.
+ *
+ * @example Hold the tasks until the test says so
+ * ```ts
+ * import { withBackgroundTasks } from "@afterward/background-tasks";
+ * import { callHandler, fakeServeHandlerInfo } from "@afterward/background-tasks/testing";
+ * import assert from "node:assert/strict";
+ *
+ * const log: string[] = [];
+ * const handler = withBackgroundTasks((_request, _info, tasks) => {
+ *   tasks.addTask(() => log.push("task"));
+ *   return new Response("ok");
+ * });
+ * const info = fakeServeHandlerInfo();
+ * const { response, tasks } = await callHandler(handler, "/", { info });
+ * log.push(await response.text());
+ * info.complete();
+ * await tasks;
+ * assert.deepEqual(log, ["ok", "task"]);
+ * ```
+ */
 export interface CallHandlerOptions {
   /**
    * The handler's second argument.
@@ -86,7 +137,26 @@ export interface CallHandlerOptions {
   info?: Deno.ServeHandlerInfo;
 }
 
-/** What {@linkcode callHandler} returns. */
+/**
+ * What {@linkcode callHandler} returns.
+ *
+ * @example Inspect the response, then the tasks
+ * ```ts
+ * import { withBackgroundTasks } from "@afterward/background-tasks";
+ * import { callHandler, type HandlerCall } from "@afterward/background-tasks/testing";
+ * import assert from "node:assert/strict";
+ *
+ * const handler = withBackgroundTasks((_request, _info, tasks) => {
+ *   tasks.addTask(() => 42);
+ *   return new Response("ok");
+ * });
+ * const call: HandlerCall = await callHandler(handler, "/");
+ * assert.equal(call.response.status, 200);
+ * await call.response.body?.cancel();
+ * const [result] = await call.tasks;
+ * assert.ok(result?.status === "fulfilled" && result.value === 42);
+ * ```
+ */
 export interface HandlerCall {
   /** The handler's response. */
   response: Response;

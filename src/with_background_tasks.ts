@@ -22,6 +22,22 @@ export type { DrainOptions, DrainResult, TaskStats };
  * @param info Deno's information about the connection and the response.
  * @param tasks The request's tasks, to run after its response has been sent.
  * @returns The response, or a promise of it.
+ *
+ * @example Declare a handler apart from the wrapper
+ * ```ts
+ * import {
+ *   type BackgroundTasksHandler,
+ *   withBackgroundTasks,
+ * } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const app: BackgroundTasksHandler = (_request, _info, tasks) => {
+ *   tasks.addTask(() => {});
+ *   return new Response("ok");
+ * };
+ * const handler = withBackgroundTasks(app);
+ * assert.equal(typeof handler, "function");
+ * ```
  */
 export type BackgroundTasksHandler = (
   request: Request,
@@ -32,6 +48,19 @@ export type BackgroundTasksHandler = (
 /**
  * The runner's controls, on a wrapped handler and on the Hono middleware:
  * wait for the work, and see how much there is.
+ *
+ * @example Wait in a test
+ * ```ts
+ * import { type TaskControls, withBackgroundTasks } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * async function settle(controls: TaskControls): Promise<void> {
+ *   const result = await controls.drain();
+ *   assert.equal(result.abandoned, 0);
+ *   assert.equal(controls.pending, 0);
+ * }
+ * await settle(withBackgroundTasks(() => new Response("ok")));
+ * ```
  */
 export interface TaskControls {
   /**
@@ -62,6 +91,17 @@ export interface TaskControls {
  * What {@linkcode withBackgroundTasks} returns: a handler for `Deno.serve` (or
  * the `fetch` of a `deno serve` default export) that can also report and wait
  * for the work it has scheduled.
+ *
+ * @example Use it with Deno.serve and deno serve
+ * ```ts
+ * import { type DrainableHandler, withBackgroundTasks } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const handler: DrainableHandler = withBackgroundTasks(() => new Response("ok"));
+ * const serveHandler: Deno.ServeHandler = handler;
+ * const defaultExport = { fetch: handler } satisfies Deno.ServeDefaultExport;
+ * assert.equal(serveHandler, defaultExport.fetch);
+ * ```
  */
 export interface DrainableHandler extends TaskControls {
   /**
@@ -75,7 +115,38 @@ export interface DrainableHandler extends TaskControls {
   (request: Request, info: Deno.ServeHandlerInfo): Response | Promise<Response>;
 }
 
-/** Options for {@linkcode withBackgroundTasks}. */
+/**
+ * Options for {@linkcode withBackgroundTasks}.
+ *
+ * @example Options for a busy service
+ * ```ts
+ * import {
+ *   QueueFullError,
+ *   withBackgroundTasks,
+ *   type WithBackgroundTasksOptions,
+ * } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const options: WithBackgroundTasksOptions = {
+ *   concurrency: 16,
+ *   maxPending: 1,
+ *   timeout: 30_000,
+ *   skipUndelivered: true,
+ *   onTaskEnd: ({ name, duration }) => void [name, duration],
+ * };
+ * const handler = withBackgroundTasks((_request, _info, tasks) => {
+ *   tasks.addTask(() => new Promise((resolve) => setTimeout(resolve, 5)));
+ *   return new Response("ok");
+ * }, options);
+ * const info = {} as Deno.ServeHandlerInfo;
+ * await (await handler(new Request("http://localhost/"), info)).text();
+ * await assert.rejects(
+ *   async () => await handler(new Request("http://localhost/"), info),
+ *   QueueFullError,
+ * );
+ * await handler.drain();
+ * ```
+ */
 export interface WithBackgroundTasksOptions extends RunOptions {
   /**
    * Skip a request's tasks when its response was not delivered, which Deno

@@ -363,3 +363,83 @@ Deno.test("examples/observability.ts logs one line per attempt and serves the st
   });
   assert.equal((await example.stop()).code, 0);
 });
+
+const config = `--config=${
+  fileURLToPath(new URL("../deno.json", import.meta.url))
+}`;
+
+Deno.test("examples/hono.ts runs c.var tasks and c.executionCtx.waitUntil, and drains both", async () => {
+  await using example = await Example.start("hono.ts", [
+    config,
+    "--allow-net=127.0.0.1",
+    "--allow-env=PORT",
+    "--allow-write=log.txt",
+  ]);
+  const response = await fetch(
+    `${example.url}/send-notification/johndoe@example.com`,
+    { method: "POST" },
+  );
+  assert.deepEqual(await response.json(), {
+    message: "Notification sent in the background",
+  });
+  assertDrained(await example.stop());
+  // waitUntil() tracks work that has already started: no order between them.
+  const log = await Deno.readTextFile(`${example.cwd}/log.txt`);
+  assert.deepEqual(log.trim().split("\n").sort(), [
+    "cache warmed for johndoe@example.com",
+    "notification for johndoe@example.com: some notification",
+  ]);
+});
+
+Deno.test("examples/deno_serve.ts under deno serve finishes its tasks after SIGTERM", async () => {
+  const cwd = await Deno.makeTempDir({ prefix: "background_tasks_serve_" });
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "serve",
+      "--host=127.0.0.1",
+      "--port=0",
+      "--allow-write=log.txt",
+      fileURLToPath(new URL("deno_serve.ts", examples)),
+    ],
+    cwd,
+    env: { NO_COLOR: "1" },
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const stderr = lines(child.stderr);
+  try {
+    const listening = await stderr.next();
+    const url = /Listening on (http:\/\/127\.0\.0\.1:\d+)\//.exec(
+      listening.value ?? "",
+    )?.[1];
+    assert.ok(url, `unexpected first line: ${listening.value}`);
+    const statuses = await Promise.all(["a", "b"].map(async (who) => {
+      const response = await fetch(
+        `${url}/send-notification/${who}@example.com`,
+        { method: "POST" },
+      );
+      await response.body?.cancel();
+      return response.status;
+    }));
+    assert.deepEqual(statuses, [200, 200]);
+    // The tasks take 200 ms; the signal arrives while they wait.
+    child.kill("SIGTERM");
+    const { code } = await child.status;
+    assert.deepEqual(await rest(stderr), []);
+    assert.equal(code, 0);
+    const log = (await Deno.readTextFile(`${cwd}/log.txt`)).trim().split("\n");
+    assert.deepEqual(log.sort(), [
+      "notification for a@example.com: some notification",
+      "notification for b@example.com: some notification",
+    ]);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already exited.
+    }
+    await child.status;
+    await rest(stderr);
+    await Deno.remove(cwd, { recursive: true });
+  }
+});
