@@ -1,15 +1,20 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 import assert from "node:assert/strict";
+import { fakeServeHandlerInfo } from "../testing.ts";
 
-/** A `ServeHandlerInfo` whose `completed` the test controls, like a handler called by `Deno.serve`. */
-export function fakeInfo(completed?: Promise<void>): Deno.ServeHandlerInfo {
-  const info = {
-    remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 40000 },
-  };
-  return (completed === undefined
-    ? info
-    : { ...info, completed }) as Deno.ServeHandlerInfo;
+/** An info whose response counts as sent: tasks start one macrotask later. */
+export function sentInfo(): Deno.ServeHandlerInfo {
+  const info = fakeServeHandlerInfo();
+  info.complete();
+  return info;
+}
+
+/** An info without `completed`, as a framework that passes none would give. */
+export function infoWithoutCompleted(): Deno.ServeHandlerInfo {
+  return {
+    remoteAddr: fakeServeHandlerInfo().remoteAddr,
+  } as Deno.ServeHandlerInfo;
 }
 
 /**

@@ -19,7 +19,8 @@ import {
   withBackgroundTasks,
   type WithBackgroundTasksOptions,
 } from "../mod.ts";
-import { fakeInfo, guardedTest } from "./_helpers.ts";
+import { fakeServeHandlerInfo } from "../testing.ts";
+import { guardedTest, sentInfo } from "./_helpers.ts";
 
 interface Observed {
   /** What reached `onError`, with the task's info. */
@@ -34,7 +35,7 @@ interface Observed {
 async function observe(
   addTasks: (tasks: BackgroundTasks) => void,
   options: WithBackgroundTasksOptions = {},
-  info: Deno.ServeHandlerInfo = fakeInfo(Promise.resolve()),
+  info: Deno.ServeHandlerInfo = sentInfo(),
 ): Promise<Observed> {
   const consoleError = mock.method(console, "error", () => {});
   try {
@@ -192,7 +193,7 @@ guardedTest("fault: a handler that throws", async () => {
 });
 
 guardedTest("fault: info.completed rejects", async () => {
-  const completed = Promise.withResolvers<void>();
+  const connection = fakeServeHandlerInfo();
   const observing = observe(
     (tasks) => {
       tasks.addTask(() => {
@@ -200,9 +201,9 @@ guardedTest("fault: info.completed rejects", async () => {
       });
     },
     {},
-    fakeInfo(completed.promise),
+    connection,
   );
-  completed.reject(new Deno.errors.Interrupted("client gone"));
+  connection.interrupt();
   const observed = await observing;
   assert.equal(observed.errors[0]![1].delivered, false);
 });

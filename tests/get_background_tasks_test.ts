@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import { type BackgroundTasks, withBackgroundTasks } from "../mod.ts";
 import { getBackgroundTasks } from "../ambient.ts";
 import { backgroundTasks, type BackgroundTasksEnv } from "../hono.ts";
-import { fakeInfo, guardedTest } from "./_helpers.ts";
+import { guardedTest, sentInfo } from "./_helpers.ts";
 
 const mod = fileURLToPath(new URL("../mod.ts", import.meta.url));
 const ambientModule = fileURLToPath(new URL("../ambient.ts", import.meta.url));
@@ -41,7 +41,7 @@ guardedTest(
     await Promise.all(["ada", "grace", "linus"].map((user) =>
       handler(
         new Request(`http://localhost/?user=${user}`),
-        fakeInfo(Promise.resolve()),
+        sentInfo(),
       )
     ));
     await handler.drain();
@@ -67,8 +67,8 @@ guardedTest(
       return new Response("ok");
     }, { ambient: true });
     // Both chains start on the same timer, each in its own context.
-    handler(new Request("http://localhost/?id=a"), fakeInfo(Promise.resolve()));
-    handler(new Request("http://localhost/?id=b"), fakeInfo(Promise.resolve()));
+    handler(new Request("http://localhost/?id=a"), sentInfo());
+    handler(new Request("http://localhost/?id=b"), sentInfo());
     await handler.drain();
     assert.deepEqual(log.sort(), ["a added", "a first", "b added", "b first"]);
     assert.equal(handler.stats.succeeded, 4);

@@ -6,7 +6,7 @@ import {
   QueueFullError,
   withBackgroundTasks,
 } from "../mod.ts";
-import { fakeInfo, guardedTest } from "./_helpers.ts";
+import { guardedTest, sentInfo } from "./_helpers.ts";
 
 Deno.test("QueueFullError names the refused task and the limit", () => {
   const error = new QueueFullError("sendEmail", 100);
@@ -50,7 +50,7 @@ guardedTest(
     for (const id of ["1", "2", "3"]) {
       const response = await handler(
         new Request(`http://localhost/?id=${id}`),
-        fakeInfo(Promise.resolve()),
+        sentInfo(),
       );
       statuses.push(response.status);
       await response.body?.cancel();
@@ -68,7 +68,7 @@ guardedTest(
     // Room again once the tasks have run.
     const response = await handler(
       new Request("http://localhost/?id=4"),
-      fakeInfo(Promise.resolve()),
+      sentInfo(),
     );
     assert.equal(response.status, 202);
     await response.body?.cancel();
@@ -87,7 +87,7 @@ guardedTest("maxPending also bounds tasks added by running tasks", async () => {
     });
     return new Response("ok");
   }, { maxPending: 2, onError: (error) => void refused.push(error) });
-  handler(new Request("http://localhost/"), fakeInfo(Promise.resolve()));
+  handler(new Request("http://localhost/"), sentInfo());
   await handler.drain();
   assert.equal(refused.length, 1);
   assert.ok(refused[0] instanceof QueueFullError);

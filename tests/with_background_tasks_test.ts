@@ -9,7 +9,14 @@ import {
   withBackgroundTasks,
   type WithBackgroundTasksOptions,
 } from "../mod.ts";
-import { fakeInfo, guardedTest, listen, macrotasks } from "./_helpers.ts";
+import { fakeServeHandlerInfo } from "../testing.ts";
+import {
+  guardedTest,
+  infoWithoutCompleted,
+  listen,
+  macrotasks,
+  sentInfo,
+} from "./_helpers.ts";
 
 const request = () => new Request("http://localhost/orders?token=secret");
 
@@ -24,18 +31,18 @@ guardedTest(
     mock.timers.enable({ apis: ["setTimeout"] });
     try {
       const log: string[] = [];
-      const completed = Promise.withResolvers<void>();
+      const connection = fakeServeHandlerInfo();
       const handler = withBackgroundTasks((_request, _info, tasks) => {
         tasks.addTask(() => log.push("task"));
         return new Response("ok");
       });
 
-      await handler(request(), fakeInfo(completed.promise));
+      await handler(request(), connection);
       await microtasks();
       mock.timers.tick(0);
       assert.deepEqual(log, [], "started before the response was sent");
 
-      completed.resolve();
+      connection.complete();
       await microtasks();
       assert.deepEqual(log, [], "started in the same macrotask as completed");
 
@@ -54,22 +61,22 @@ guardedTest(
     const setTimeoutSpy = mock.method(globalThis, "setTimeout");
     try {
       let ran = 0;
-      const completed = Promise.withResolvers<void>();
+      const connection = fakeServeHandlerInfo();
       const handler = withBackgroundTasks((_request, _info, tasks) => {
         tasks.addTask(() => ran++);
         return new Response("ok");
       });
       for (let i = 0; i < 50; i++) {
-        handler(request(), fakeInfo(completed.promise));
+        handler(request(), connection);
       }
-      completed.resolve();
+      connection.complete();
       await microtasks();
       assert.equal(setTimeoutSpy.mock.callCount(), 1);
       await handler.drain();
       assert.equal(ran, 50);
 
       // A later turn gets a timer of its own.
-      handler(request(), fakeInfo(Promise.resolve()));
+      handler(request(), sentInfo());
       await microtasks();
       assert.equal(setTimeoutSpy.mock.callCount(), 2);
       await handler.drain();
@@ -85,7 +92,7 @@ guardedTest(
   async (t) => {
     const infos: [string, Deno.ServeHandlerInfo][] = [
       ["no info", undefined as unknown as Deno.ServeHandlerInfo],
-      ["info without completed", fakeInfo()],
+      ["info without completed", infoWithoutCompleted()],
       [
         "completed that is not a promise",
         { completed: true } as unknown as Deno.ServeHandlerInfo,
@@ -140,11 +147,11 @@ guardedTest(
 
     await handler(
       new Request("http://localhost/a"),
-      fakeInfo(Promise.resolve()),
+      sentInfo(),
     );
     await handler(
       new Request("http://localhost/b"),
-      fakeInfo(Promise.resolve()),
+      sentInfo(),
     );
     await bDone.promise;
     assert.deepEqual(log, ["b1", "b2"], "b waited for a");
@@ -184,7 +191,7 @@ guardedTest(
         });
         let thrown: unknown;
         try {
-          await handler(request(), fakeInfo(Promise.resolve()));
+          await handler(request(), sentInfo());
         } catch (caught) {
           thrown = caught;
         }
@@ -212,7 +219,7 @@ guardedTest(
       tasks.addTask(() => ran++);
       return notAResponse as unknown as Response;
     });
-    assert.equal(handler(request(), fakeInfo(Promise.resolve())), notAResponse);
+    assert.equal(handler(request(), sentInfo()), notAResponse);
     assert.equal(handler.pending, 0);
     await macrotasks(2);
     assert.equal(ran, 0);
@@ -256,7 +263,7 @@ guardedTest(
 guardedTest(
   "withBackgroundTasks() still runs the tasks when info.completed rejects, and says so",
   async () => {
-    const completed = Promise.withResolvers<void>();
+    const connection = fakeServeHandlerInfo();
     const log: string[] = [];
     const reported: TaskInfo[] = [];
     const handler = withBackgroundTasks((_request, _info, tasks) => {
@@ -267,8 +274,8 @@ guardedTest(
       return new Response("ok");
     }, { onError: (_error, info) => void reported.push(info) });
 
-    handler(request(), fakeInfo(completed.promise));
-    completed.reject(new Deno.errors.Interrupted("client went away"));
+    handler(request(), connection);
+    connection.interrupt();
     await handler.drain();
 
     assert.deepEqual(log, ["second"]);
@@ -285,7 +292,7 @@ guardedTest(
 guardedTest(
   "withBackgroundTasks() skips the tasks of an undelivered response with skipUndelivered",
   async () => {
-    const completed = Promise.withResolvers<void>();
+    const connection = fakeServeHandlerInfo();
     let ran = 0;
     let captured: BackgroundTasks | undefined;
     const handler = withBackgroundTasks((_request, _info, tasks) => {
@@ -295,9 +302,9 @@ guardedTest(
       return new Response("ok");
     }, { skipUndelivered: true });
 
-    handler(request(), fakeInfo(completed.promise));
+    handler(request(), connection);
     assert.equal(handler.pending, 2);
-    completed.reject(new Deno.errors.Interrupted("client went away"));
+    connection.interrupt();
     await handler.drain();
 
     assert.equal(ran, 0);
@@ -326,7 +333,7 @@ guardedTest(
       return new Response("ok");
     });
 
-    handler(request(), fakeInfo(Promise.resolve()));
+    handler(request(), sentInfo());
     await handler.drain();
 
     assert.deepEqual(log, ["first", "second", "added by first"]);
@@ -342,17 +349,17 @@ guardedTest(
   "withBackgroundTasks() accepts tasks added after the handler returned, until they run",
   async () => {
     const log: string[] = [];
-    const completed = Promise.withResolvers<void>();
+    const connection = fakeServeHandlerInfo();
     let captured: BackgroundTasks | undefined;
     const handler = withBackgroundTasks((_request, _info, tasks) => {
       captured = tasks;
       tasks.addTask(() => log.push("first"));
       return new Response("ok");
     });
-    handler(request(), fakeInfo(completed.promise));
+    handler(request(), connection);
     captured!.addTask(() => log.push("late"));
     assert.equal(handler.pending, 2);
-    completed.resolve();
+    connection.complete();
     await handler.drain();
     assert.deepEqual(log, ["first", "late"]);
   },
@@ -366,7 +373,7 @@ guardedTest(
       captured = tasks;
       return new Response("ok");
     });
-    handler(request(), fakeInfo(Promise.resolve()));
+    handler(request(), sentInfo());
     assert.throws(() => captured!.addTask(() => {}), {
       name: "Error",
       message:
@@ -392,7 +399,7 @@ guardedTest(
         tasks.addTask(() => {});
         return response;
       });
-      const returned = handler(request(), fakeInfo(Promise.resolve()));
+      const returned = handler(request(), sentInfo());
       assert.equal(returned, response);
       assert.equal(response.body, body);
       assert.equal(await response.text(), "streamed");
@@ -406,7 +413,7 @@ guardedTest(
         return response;
       });
       assert.equal(
-        await handler(request(), fakeInfo(Promise.resolve())),
+        await handler(request(), sentInfo()),
         response,
       );
       await response.body?.cancel();
@@ -420,7 +427,7 @@ guardedTest(
   async () => {
     const started = Promise.withResolvers<void>();
     const gate = Promise.withResolvers<void>();
-    const completed = Promise.withResolvers<void>();
+    const connection = fakeServeHandlerInfo();
     const seenInHandler: number[] = [];
     const handler = withBackgroundTasks((_request, _info, tasks) => {
       tasks.addTask(() => {
@@ -432,11 +439,11 @@ guardedTest(
       return new Response("ok");
     });
     assert.equal(handler.pending, 0);
-    handler(request(), fakeInfo(completed.promise));
+    handler(request(), connection);
     assert.deepEqual(seenInHandler, [2]);
     assert.equal(handler.pending, 2, "waiting for the response");
 
-    completed.resolve();
+    connection.complete();
     await started.promise;
     assert.equal(handler.pending, 2, "the first task is running");
 
@@ -470,9 +477,9 @@ guardedTest(
       abandonedTasks: {},
     });
 
-    handler(new Request("http://localhost/?id=0"), fakeInfo(Promise.resolve()));
+    handler(new Request("http://localhost/?id=0"), sentInfo());
     const firstDrain = handler.drain();
-    handler(new Request("http://localhost/?id=1"), fakeInfo(Promise.resolve()));
+    handler(new Request("http://localhost/?id=1"), sentInfo());
 
     gates[0]!.resolve();
     await firstDrain;
@@ -498,7 +505,7 @@ guardedTest(
       });
       return new Response("ok");
     });
-    await handler(request(), fakeInfo(Promise.resolve()));
+    await handler(request(), sentInfo());
     await handler.drain();
     assert.equal(ran, 1);
     assert.equal(handler.pending, 0);
@@ -554,7 +561,7 @@ guardedTest(
         new Request("http://localhost/checkout/42?token=secret#frag", {
           method: "POST",
         }),
-        fakeInfo(Promise.resolve()),
+        sentInfo(),
       );
       await handler.drain();
       assert.deepEqual(consoleError.mock.calls.map((call) => call.arguments), [[
@@ -588,7 +595,7 @@ guardedTest(
           throw hookError;
         },
       });
-      handler(request(), fakeInfo(Promise.resolve()));
+      handler(request(), sentInfo());
       await handler.drain();
       assert.equal(ran, 1);
       assert.equal(consoleError.mock.callCount(), 2);
@@ -660,7 +667,7 @@ guardedTest(
     for (const id of ids) {
       handler(
         new Request(`http://localhost/?id=${id}`),
-        fakeInfo(Promise.resolve()),
+        sentInfo(),
       );
     }
     // All five become ready on the same timer, which starts two and queues
@@ -688,7 +695,7 @@ guardedTest(
 guardedTest("stats counts what happened to every task", async () => {
   const consoleError = mock.method(console, "error", () => {});
   try {
-    const completed = Promise.withResolvers<void>();
+    const connection = fakeServeHandlerInfo();
     const handler = withBackgroundTasks((request, _info, tasks) => {
       const kind = new URL(request.url).pathname;
       if (kind === "/ok") tasks.addTask(() => {});
@@ -717,7 +724,7 @@ guardedTest("stats counts what happened to every task", async () => {
       if (kind === "/gone") tasks.addTask(() => {});
       return new Response("ok");
     }, { timeout: 20, maxPending: 6, skipUndelivered: true });
-    const call = (path: string, info = fakeInfo(Promise.resolve())) => {
+    const call = (path: string, info = sentInfo()) => {
       try {
         handler(new Request(`http://localhost${path}`), info);
       } catch {
@@ -727,9 +734,9 @@ guardedTest("stats counts what happened to every task", async () => {
     for (const path of ["/ok", "/fail", "/slow", "/retry", "/throw"]) {
       call(path);
     }
-    call("/gone", fakeInfo(completed.promise));
+    call("/gone", connection);
     call("/full");
-    completed.reject(new Deno.errors.Interrupted("gone"));
+    connection.interrupt();
     await handler.drain();
     assert.deepEqual(handler.stats, {
       pending: 0,
@@ -770,7 +777,7 @@ guardedTest(
       },
       onError: (_error, info) => void events.push(`error ${info.name}`),
     });
-    handler(request(), fakeInfo(Promise.resolve()));
+    handler(request(), sentInfo());
     await handler.drain();
     assert.deepEqual(events, [
       "start first 1",
@@ -800,7 +807,7 @@ guardedTest(
         },
         onTaskEnd: () => Promise.reject(new Error("end hook")),
       });
-      handler(request(), fakeInfo(Promise.resolve()));
+      handler(request(), sentInfo());
       await handler.drain();
       await macrotasks(1);
       assert.deepEqual(log, ["work"]);
@@ -839,8 +846,8 @@ guardedTest(
     }, {
       onTaskEnd: (event) => void ends.push(`${event.name} ${event.outcome}`),
     });
-    handler(request(), fakeInfo(Promise.resolve()));
-    handler(request(), fakeInfo(Promise.resolve()));
+    handler(request(), sentInfo());
+    handler(request(), sentInfo());
 
     const result = await handler.drain({ timeout: 30 });
 
@@ -868,13 +875,13 @@ guardedTest(
 guardedTest(
   "drain() gives up at once when its signal aborts, even on chains not started",
   async () => {
-    const completed = Promise.withResolvers<void>();
+    const connection = fakeServeHandlerInfo();
     let ran = 0;
     const handler = withBackgroundTasks((_request, _info, tasks) => {
       tasks.addTask(() => ran++);
       return new Response("ok");
     });
-    handler(request(), fakeInfo(completed.promise));
+    handler(request(), connection);
     const controller = new AbortController();
     const draining = handler.drain({ signal: controller.signal });
     controller.abort(new Error("now"));
@@ -884,7 +891,7 @@ guardedTest(
       abandoned: 1,
       abandonedTasks: { anonymous: 1 },
     });
-    completed.resolve();
+    connection.complete();
     await macrotasks(2);
     assert.equal(ran, 0, "an abandoned chain started after all");
     assert.equal(handler.pending, 0);
@@ -904,7 +911,7 @@ guardedTest(
       );
       return new Response("ok");
     }, { onError: () => {} });
-    handler(request(), fakeInfo(Promise.resolve()));
+    handler(request(), sentInfo());
     const result = await handler.drain({ timeout: 20 });
     assert.equal(attempts, 1);
     assert.deepEqual(result.abandonedTasks, { flaky: 1 });
@@ -977,7 +984,7 @@ guardedTest(
     const send = (id: number) =>
       handler(
         new Request(`http://localhost/?id=${id}`),
-        fakeInfo(Promise.resolve()),
+        sentInfo(),
       );
     for (let id = 0; id < 1_500; id++) send(id);
     await macrotasks(1);
@@ -1000,7 +1007,7 @@ guardedTest(
       });
       return new Response("ok");
     }, { concurrency: 1 });
-    for (let i = 0; i < 3; i++) handler(request(), fakeInfo(Promise.resolve()));
+    for (let i = 0; i < 3; i++) handler(request(), sentInfo());
     const result = await handler.drain({ timeout: 20 });
     assert.equal(result.abandoned, 3);
     await macrotasks(2);
@@ -1022,7 +1029,7 @@ guardedTest(
       );
       return new Response("ok");
     });
-    handler(request(), fakeInfo(Promise.resolve()));
+    handler(request(), sentInfo());
     const result = await handler.drain({ timeout: 20 });
     assert.deepEqual(result.abandonedTasks, { slow: 1 });
     assert.equal(signal?.aborted, true);
@@ -1037,7 +1044,7 @@ guardedTest(
       tasks.addTask(() => new Promise(() => {}));
       return new Response("ok");
     });
-    handler(request(), fakeInfo(Promise.resolve()));
+    handler(request(), sentInfo());
     const reason = new Error("stop now");
     const result = await handler.drain({ signal: AbortSignal.abort(reason) });
     assert.equal(result.abandoned, 1);
@@ -1053,9 +1060,9 @@ guardedTest(
       });
       return new Response("ok");
     });
-    handler(request(), fakeInfo(Promise.resolve()));
+    handler(request(), sentInfo());
     const first = handler.drain();
-    handler(request(), fakeInfo(Promise.resolve()));
+    handler(request(), sentInfo());
     const second = await handler.drain({ timeout: 20 });
     assert.deepEqual(second, {
       completed: 0,
