@@ -78,4 +78,5 @@ export * from "./src/define_task.ts";
 export * from "./src/log_task_error.ts";
 export * from "./src/queue_full_error.ts";
 export * from "./src/serve.ts";
+export * from "./src/task_backend.ts";
 export * from "./src/with_background_tasks.ts";

@@ -89,6 +89,8 @@ export class Chain {
   abandoned = false;
   /** Aborts the running attempt and ends any wait (timeout, retry delay) at once. */
   interrupt: ((reason: unknown) => void) | undefined = undefined;
+  /** Made on first use: with a task's index, the task's stable id. */
+  id: string | undefined = undefined;
   /** Method and URL of the request, captured while its handler ran. */
   method: string | undefined = undefined;
   url: string | undefined = undefined;

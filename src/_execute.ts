@@ -301,7 +301,13 @@ function once(
     value = fn(...args);
   } else {
     controller = new AbortController();
-    const context: TaskContext = { signal: controller.signal, attempt, name };
+    const id = `${chain.id ??= crypto.randomUUID()}:${chain.position}`;
+    const context: TaskContext = {
+      signal: controller.signal,
+      attempt,
+      name,
+      id,
+    };
     chain.interrupt = (reason) => controller!.abort(reason);
     value = fn(context, ...args);
   }
@@ -406,6 +412,8 @@ function hook<E extends TaskInfo>(
  * Returns a promise only when `onError` returned one; that promise never
  * rejects.
  */
+export { hook as callHook, isRetriable, report as reportFailure };
+
 function report(
   onError: TaskErrorHandler,
   error: unknown,

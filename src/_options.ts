@@ -5,11 +5,13 @@ import type { ExecutionConfig } from "./_execute.ts";
 import type { RunnerConfig } from "./_runner.ts";
 import type { RunOptions } from "./background_tasks.ts";
 import { logTaskError } from "./log_task_error.ts";
+import type { TaskBackend } from "./task_backend.ts";
 import {
   assertBoolean,
   assertFunction,
   assertInteger,
   assertTimeout,
+  describe,
   MAX_TIMER_DELAY,
 } from "./_util.ts";
 import type { WithBackgroundTasksOptions } from "./with_background_tasks.ts";
@@ -59,5 +61,25 @@ export function runnerConfig(
     concurrency,
     maxPending,
     storage: ambient ? ambientStorage(action) : undefined,
+    backend: backendOption(options.backend, action),
   };
+}
+
+function backendOption(
+  backend: TaskBackend | undefined,
+  action: string,
+): TaskBackend | undefined {
+  if (backend === undefined) return undefined;
+  if (
+    typeof backend !== "object" || backend === null ||
+    typeof backend.accept !== "function" ||
+    typeof backend.enqueue !== "function"
+  ) {
+    throw new TypeError(
+      `${action} as 'backend' must have accept() and enqueue() methods: current value is ${
+        describe(backend)
+      }`,
+    );
+  }
+  return backend;
 }

@@ -1,8 +1,15 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 import type { TaskStorage } from "./_ambient.ts";
+import type { HandedTask, TaskBackend } from "./task_backend.ts";
+import type { DefinedTask } from "./define_task.ts";
 import { type Chain, type ChainOwner, nameOf, type Task } from "./_chain.ts";
-import { abandonChain, type ExecutionConfig, startChain } from "./_execute.ts";
+import {
+  abandonChain,
+  type ExecutionConfig,
+  reportFailure,
+  startChain,
+} from "./_execute.ts";
 import { QueueFullError } from "./queue_full_error.ts";
 import { isThenable, MAX_TIMER_DELAY } from "./_util.ts";
 
@@ -15,6 +22,8 @@ export interface RunnerConfig extends ExecutionConfig {
   readonly maxPending: number;
   /** Set with `ambient: true`: chains run in their request's context. */
   readonly storage: TaskStorage | undefined;
+  /** Where chains go instead of running here, if anywhere. */
+  readonly backend: TaskBackend | undefined;
 }
 
 /**
@@ -59,6 +68,8 @@ export interface TaskStats {
   readonly skipped: number;
   /** Tasks given up on at a drain deadline. */
   readonly abandoned: number;
+  /** Tasks handed over to a backend, to run elsewhere. */
+  readonly enqueued: number;
 }
 
 /**
@@ -108,7 +119,10 @@ export interface DrainOptions {
  * ```
  */
 export interface DrainResult {
-  /** Tasks of the drained chains that succeeded while it waited. */
+  /**
+   * Tasks of the drained chains that succeeded while it waited; with a
+   * backend, that it took over.
+   */
   readonly completed: number;
   /** Tasks of the drained chains that failed (after their last attempt) while it waited. */
   readonly failed: number;
@@ -168,6 +182,7 @@ export class Runner implements ChainOwner {
   #discarded = 0;
   #skipped = 0;
   #abandoned = 0;
+  #enqueued = 0;
 
   constructor(config: RunnerConfig) {
     this.#config = config;
@@ -190,13 +205,25 @@ export class Runner implements ChainOwner {
       discarded: this.#discarded,
       skipped: this.#skipped,
       abandoned: this.#abandoned,
+      enqueued: this.#enqueued,
     };
   }
 
-  accept(_chain: Chain, task: Task): void {
+  accept(chain: Chain, task: Task): void {
     if (this.#pending >= this.#config.maxPending) {
       this.#rejected++;
       throw new QueueFullError(nameOf(task), this.#config.maxPending);
+    }
+    const { backend } = this.#config;
+    if (backend !== undefined) {
+      if (task.defined === undefined) {
+        throw new TypeError(
+          `Cannot add task "${
+            nameOf(task)
+          }" as the handler's backend runs only tasks made by defineTask`,
+        );
+      }
+      backend.accept(handed(task, task.defined), chain);
     }
     this.#pending++;
   }
@@ -339,9 +366,66 @@ export class Runner implements ChainOwner {
   #start(chain: Chain): void {
     if (chain.abandoned) return;
     this.#active++;
+    if (this.#config.backend !== undefined) {
+      this.#handOver(chain, this.#config.backend);
+      return;
+    }
     const { storage } = this.#config;
     if (storage === undefined) startChain(chain, this.#config);
     else storage.run(chain.facade!, () => startChain(chain, this.#config));
+  }
+
+  /**
+   * Gives a chain to the backend. Its tasks stay pending until the backend
+   * has taken it over; if it cannot, they are reported as failed.
+   */
+  #handOver(chain: Chain, backend: TaskBackend): void {
+    chain.started = true;
+    const tasks: HandedTask[] = [];
+    for (let task = chain.head; task !== undefined; task = task.next) {
+      tasks.push(handed(task, task.defined!));
+    }
+    const count = tasks.length;
+    const settle = (error: unknown, failed: boolean) => {
+      if (chain.abandoned) return;
+      chain.position = count;
+      chain.head = undefined;
+      chain.close("the request's tasks have already run");
+      this.#pending -= count;
+      if (failed) {
+        this.#failed += count;
+        tasks.forEach((task, index) =>
+          reportFailure(this.#config.onError, error, {
+            name: task.name,
+            index,
+            attempt: 0,
+            request: chain.request,
+            delivered: chain.delivered,
+          })
+        );
+      } else this.#enqueued += count;
+      for (const waiter of this.#waiters) {
+        if (chain.sequence > waiter.last) continue;
+        if (failed) waiter.failed += count;
+        else waiter.completed += count;
+      }
+      this.finished(chain);
+    };
+    let enqueued: Promise<void>;
+    try {
+      enqueued = backend.enqueue({
+        id: crypto.randomUUID(),
+        tasks,
+        request: chain.request,
+        delivered: chain.delivered,
+      });
+    } catch (error) {
+      enqueued = Promise.reject(error);
+    }
+    Promise.resolve(enqueued).then(
+      () => settle(undefined, false),
+      (error) => settle(error, true),
+    );
   }
 
   /** Forgets a chain that has finished, was skipped or was abandoned. */
@@ -436,4 +520,14 @@ export class Runner implements ChainOwner {
     }
     this.#startQueued();
   }
+}
+
+function handed(task: Task, defined: DefinedTask): HandedTask {
+  return {
+    name: defined.name,
+    args: task.args,
+    timeout: defined.timeout,
+    retry: defined.retry,
+    task: defined,
+  };
 }

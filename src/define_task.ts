@@ -39,6 +39,12 @@ export interface TaskContext {
   readonly signal: AbortSignal;
   /** Which attempt this is, from 1. */
   readonly attempt: number;
+  /**
+   * A stable id for this task of this request: the same on every attempt,
+   * and on every delivery when a backend delivers it again after a crash.
+   * Tasks run at least once; use it to make their effects happen once.
+   */
+  readonly id: string;
   /** The task's name. */
   readonly name: string;
 }

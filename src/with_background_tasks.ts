@@ -11,6 +11,7 @@ import {
 import { assertFunction, isThenable } from "./_util.ts";
 import { tasksFor, withControls } from "./_wrap.ts";
 import type { BackgroundTasks, RunOptions } from "./background_tasks.ts";
+import type { TaskBackend } from "./task_backend.ts";
 
 export type { DrainOptions, DrainResult, TaskStats };
 
@@ -174,6 +175,15 @@ export interface WithBackgroundTasksOptions extends RunOptions {
    * @default {false}
    */
   ambient?: boolean;
+  /**
+   * Where to send each request's chain once its response has been sent,
+   * instead of running it in this process: a durable queue or workers
+   * elsewhere. Tasks must then be made by `defineTask`, and the backend
+   * checks their arguments as they are added.
+   *
+   * @default {undefined, to run tasks in this process}
+   */
+  backend?: TaskBackend;
   /**
    * How many tasks may be pending (queued or running) at once. Beyond it,
    * `addTask()` throws a {@linkcode QueueFullError}: catch it and answer `503`.

@@ -238,6 +238,7 @@ guardedTest("fault: a request with zero tasks", async () => {
     discarded: 0,
     skipped: 0,
     abandoned: 0,
+    enqueued: 0,
   });
 });
 

@@ -750,6 +750,7 @@ guardedTest("stats counts what happened to every task", async () => {
       discarded: 1,
       skipped: 1,
       abandoned: 0,
+      enqueued: 0,
     });
   } finally {
     consoleError.mock.restore();

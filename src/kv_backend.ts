@@ -1,0 +1,439 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+import { serialize } from "node:v8";
+import { assertSerializable } from "./_serializable.ts";
+import { assertInteger, describe } from "./_util.ts";
+import { runAttempt, type WorkerConfig, workerConfig } from "./_worker.ts";
+import type { RequestSummary } from "./background_tasks.ts";
+import type {
+  HandedChain,
+  HandedTask,
+  TaskBackend,
+  WorkerOptions,
+} from "./task_backend.ts";
+
+/** The most a Deno KV queue message may weigh. */
+export const KV_MAX_PAYLOAD = 64 * 1024;
+/** What a message holds besides the tasks, with room to spare. */
+const ENVELOPE_BYTES = 512;
+
+/** Options for {@linkcode kvBackend}. */
+export interface KvBackendOptions extends WorkerOptions {
+  /** The database, from `Deno.openKv(path)`; needs `--unstable-kv`. */
+  kv: Deno.Kv;
+  /**
+   * Whether this process runs the queued tasks: it calls `kv.listenQueue()`.
+   * Set it to `false` when the program listens to the queue itself, and pass
+   * each message to {@linkcode KvBackend.handle}.
+   *
+   * @default {true}
+   */
+  listen?: boolean;
+  /**
+   * The first part of every key the backend writes.
+   *
+   * @default {["background-tasks"]}
+   */
+  prefix?: Deno.KvKey;
+  /**
+   * Milliseconds between deliveries of a message whose handler did not
+   * finish, because the process crashed or was killed; Deno KV allows at most
+   * five. After the last, the message becomes a dead letter.
+   *
+   * @default {[1000, 5000, 10000, 30000, 60000]}
+   */
+  redelivery?: number[];
+}
+
+/** A task that will not run again unless it is requeued. */
+export interface DeadLetter {
+  /** The task's stable id. */
+  readonly id: string;
+  /** Why: it failed at its last attempt, or Deno KV gave up delivering it. */
+  readonly reason: "failed" | "undelivered";
+  /** The task's name. */
+  readonly name: string;
+  /** Its arguments. */
+  readonly args: readonly unknown[];
+  /** Its index in its chain. */
+  readonly index: number;
+  /** The attempts made. */
+  readonly attempts: number;
+  /** The last error, as text (its stack when it had one). */
+  readonly error: string;
+  /** The request whose handler added it. */
+  readonly request: RequestSummary | undefined;
+  /** When it became a dead letter. */
+  readonly at: Date;
+}
+
+/** What {@linkcode kvBackend} returns. */
+export interface KvBackend extends TaskBackend {
+  /**
+   * Runs one queue message, for a program that listens to the queue itself
+   * (`listen: false`).
+   *
+   * @param message A value from `kv.listenQueue()`.
+   * @returns Whether the message was one of this backend's.
+   */
+  handle(message: unknown): Promise<boolean>;
+  /**
+   * The dead letters, oldest chain first.
+   *
+   * @returns Every dead letter in the database.
+   */
+  deadLetters(): Promise<DeadLetter[]>;
+  /**
+   * Puts a dead letter's task back on the queue, as a chain of its own with
+   * a fresh attempt count, and removes the dead letter.
+   *
+   * @param id The dead letter's id.
+   * @returns Whether there was such a dead letter.
+   */
+  requeue(id: string): Promise<boolean>;
+  /**
+   * Stops running tasks: aborts the signals of those running. Their messages
+   * are delivered again once a process listens. Close the database after.
+   */
+  close(): void;
+}
+
+/** A queue message: one step of a chain. */
+interface Step {
+  afterwardStep: 1;
+  chain: string;
+  index: number;
+  attempt: number;
+  tasks: { name: string; args: unknown[] }[];
+  request?: RequestSummary;
+  delivered?: boolean;
+}
+
+/** Where a chain stands: the task and attempt its next message carries. */
+interface Progress {
+  index: number;
+  attempt: number;
+}
+
+/**
+ * A durable backend on Deno KV, the embedded database of Deno (a local file,
+ * no server): each request's chain is enqueued atomically once its response
+ * has been sent, and its tasks run in order, one queue message per attempt,
+ * in this process (or whichever listens to the same database). A crash loses
+ * nothing: a message whose handler did not finish is delivered again (after
+ * about a minute), and the chain goes on where it stood.
+ *
+ * Delivery is at least once: a task that finished just before a crash may run
+ * again. Its context's `id` is the same on every delivery; use it to make the
+ * task's effect happen once. Retries are messages delayed by the task's
+ * backoff, so they survive restarts too. A task that fails at its last
+ * attempt becomes a dead letter (see {@linkcode KvBackend.deadLetters}) and
+ * the chain goes on.
+ *
+ * Only tasks made by `defineTask` and listed in `tasks` can be added, with
+ * arguments Deno KV can store (structured clone) and at most 64 KiB per
+ * chain: anything else fails at `addTask()` with a `TypeError`.
+ *
+ * Needs `--unstable-kv`.
+ *
+ * @example Queue a chain and run it
+ * ```ts
+ * import { defineTask, withBackgroundTasks } from "@afterward/background-tasks";
+ * import { kvBackend } from "@afterward/background-tasks/kv";
+ * import { callHandler } from "@afterward/background-tasks/testing";
+ * import assert from "node:assert/strict";
+ *
+ * const sent = Promise.withResolvers<string>();
+ * const sendEmail = defineTask(({ id }, to: string) => sent.resolve(`${id} to ${to}`), {
+ *   name: "sendEmail",
+ * });
+ *
+ * const kv = await Deno.openKv(":memory:");
+ * const backend = kvBackend({ kv, tasks: [sendEmail] });
+ * const handler = withBackgroundTasks((_request, _info, tasks) => {
+ *   tasks.addTask(sendEmail, "a@example.com");
+ *   return new Response("ok");
+ * }, { backend });
+ *
+ * await (await callHandler(handler, "/")).tasks; // enqueued
+ * assert.match(await sent.promise, /^[\w-]+:0 to a@example\.com$/);
+ * backend.close();
+ * kv.close();
+ * ```
+ *
+ * @param options The database and the tasks this process can run.
+ * @returns The backend, for the `backend` option of a wrapped handler.
+ * @throws {TypeError} If an option has the wrong type.
+ * @throws {RangeError} If `redelivery` has more than five steps.
+ */
+export function kvBackend(options: KvBackendOptions): KvBackend {
+  const action = "Cannot create KV backend";
+  const {
+    kv,
+    listen = true,
+    prefix = ["background-tasks"],
+    redelivery = [1000, 5000, 10_000, 30_000, 60_000],
+  } = options;
+  if (typeof kv?.listenQueue !== "function") {
+    throw new TypeError(
+      `${action} as 'kv' must be a Deno.Kv: current value is ${describe(kv)}`,
+    );
+  }
+  if (!Array.isArray(redelivery) || redelivery.length > 5) {
+    throw new RangeError(
+      `${action} as 'redelivery' must have at most 5 steps, Deno KV's limit: current value is ${
+        describe(redelivery)
+      }`,
+    );
+  }
+  redelivery.forEach((delay, index) =>
+    assertInteger(delay, `redelivery[${index}]`, action, 0)
+  );
+  const config = workerConfig(options, action);
+  const keys = {
+    progress: (chain: string) => [...prefix, "chains", chain],
+    dead: (chain: string, index: number) => [...prefix, "dead", chain, index],
+    undelivered: (step: Step) => [
+      ...prefix,
+      "undelivered",
+      step.chain,
+      step.index,
+      step.attempt,
+    ],
+  };
+  const sizes = new WeakMap<object, number>();
+  const shutdown = new AbortController();
+
+  function enqueueStep(
+    operation: Deno.AtomicOperation,
+    step: Step,
+    delay = 0,
+  ): Deno.AtomicOperation {
+    return operation
+      .set(
+        keys.progress(step.chain),
+        {
+          index: step.index,
+          attempt: step.attempt,
+        } satisfies Progress,
+      )
+      .enqueue(step, {
+        delay,
+        keysIfUndelivered: [keys.undelivered(step)],
+        backoffSchedule: redelivery,
+      });
+  }
+
+  const backend: KvBackend = {
+    accept(task: HandedTask, chain: object): void {
+      const addAction = `Cannot add task "${task.name}"`;
+      if (config.registry.get(task.name) !== task.task) {
+        throw new TypeError(
+          `${addAction} as it is not among the KV backend's tasks: list it in 'tasks'`,
+        );
+      }
+      task.args.forEach((arg, index) =>
+        assertSerializable(arg, `args[${index}]`, "structured", addAction)
+      );
+      const bytes = (sizes.get(chain) ?? ENVELOPE_BYTES) +
+        serialize({ name: task.name, args: task.args }).byteLength;
+      if (bytes > KV_MAX_PAYLOAD) {
+        throw new TypeError(
+          `${addAction} as the chain would weigh ${bytes} bytes, more than the ${KV_MAX_PAYLOAD} a Deno KV message may hold`,
+        );
+      }
+      sizes.set(chain, bytes);
+    },
+
+    async enqueue(chain: HandedChain): Promise<void> {
+      const step: Step = {
+        afterwardStep: 1,
+        chain: chain.id,
+        index: 0,
+        attempt: 1,
+        tasks: chain.tasks.map(({ name, args }) => ({ name, args: [...args] })),
+        ...(chain.request === undefined ? {} : { request: chain.request }),
+        ...(chain.delivered === undefined
+          ? {}
+          : { delivered: chain.delivered }),
+      };
+      const committed = await enqueueStep(
+        kv.atomic().check({
+          key: keys.progress(chain.id),
+          versionstamp: null,
+        }),
+        step,
+      ).commit();
+      if (!committed.ok) {
+        throw new Error(`Chain ${chain.id} is already queued`);
+      }
+    },
+
+    async handle(message: unknown): Promise<boolean> {
+      if (!isStep(message)) return false;
+      await runStep(message, config);
+      return true;
+    },
+
+    async deadLetters(): Promise<DeadLetter[]> {
+      const letters: DeadLetter[] = [];
+      for await (
+        const entry of kv.list<DeadLetter>({ prefix: [...prefix, "dead"] })
+      ) {
+        letters.push(entry.value);
+      }
+      for await (
+        const entry of kv.list<Step>({ prefix: [...prefix, "undelivered"] })
+      ) {
+        const step = entry.value;
+        const task = step.tasks[step.index]!;
+        letters.push({
+          id: `${step.chain}:${step.index}`,
+          reason: "undelivered",
+          name: task.name,
+          args: task.args,
+          index: step.index,
+          attempts: step.attempt,
+          error: "Deno KV gave up delivering the task",
+          request: step.request,
+          at: new Date(Number(BigInt("0x" + entry.versionstamp) / 1_000_000n)),
+        });
+      }
+      return letters;
+    },
+
+    async requeue(id: string): Promise<boolean> {
+      const letter = (await backend.deadLetters()).find((dead) =>
+        dead.id === id
+      );
+      if (letter === undefined) return false;
+      const [chain, index] = [id.slice(0, id.lastIndexOf(":")), letter.index];
+      const step: Step = {
+        afterwardStep: 1,
+        chain: crypto.randomUUID(),
+        index: 0,
+        attempt: 1,
+        tasks: [{ name: letter.name, args: [...letter.args] }],
+        ...(letter.request === undefined ? {} : { request: letter.request }),
+      };
+      const operation = enqueueStep(kv.atomic(), step).delete(
+        keys.dead(chain, index),
+      );
+      for await (
+        const entry of kv.list({
+          prefix: [...prefix, "undelivered", chain, index],
+        })
+      ) operation.delete(entry.key);
+      return (await operation.commit()).ok;
+    },
+
+    close(): void {
+      shutdown.abort(new DOMException("The KV backend closed", "AbortError"));
+    },
+  };
+
+  async function runStep(step: Step, config: WorkerConfig): Promise<void> {
+    const progressKey = keys.progress(step.chain);
+    const progress = await kv.get<Progress>(progressKey);
+    // A message already acted on, delivered again: nothing to do.
+    if (
+      progress.value?.index !== step.index ||
+      progress.value.attempt !== step.attempt
+    ) return;
+    const queued = step.tasks[step.index]!;
+    const task = config.registry.get(queued.name);
+    const id = `${step.chain}:${step.index}`;
+    let operation = kv.atomic().check(progress);
+    let retryDelay: number | undefined;
+    if (task === undefined) {
+      operation = operation.set(
+        keys.dead(step.chain, step.index),
+        deadLetter(
+          step,
+          id,
+          `No task named "${queued.name}" in this process's 'tasks'`,
+        ),
+      );
+    } else {
+      const result = await runAttempt({
+        task,
+        args: queued.args,
+        id,
+        index: step.index,
+        attempt: step.attempt,
+        request: step.request,
+        delivered: step.delivered,
+        signal: shutdown.signal,
+      }, config);
+      if (shutdown.signal.aborted) return;
+      if (result.retry) retryDelay = result.delay;
+      else if (!result.ok) {
+        operation = operation.set(
+          keys.dead(step.chain, step.index),
+          deadLetter(step, id, errorText(result.value)),
+        );
+      }
+    }
+    if (retryDelay !== undefined) {
+      operation = enqueueStep(
+        operation,
+        { ...step, attempt: step.attempt + 1 },
+        Math.round(retryDelay),
+      );
+    } else if (step.index + 1 < step.tasks.length) {
+      operation = enqueueStep(operation, {
+        ...step,
+        index: step.index + 1,
+        attempt: 1,
+      });
+    } else {
+      operation = operation.delete(progressKey);
+    }
+    // A failed check means another delivery of this message got there first.
+    await operation.commit();
+  }
+
+  if (listen) {
+    kv.listenQueue(async (message) => {
+      if (!await backend.handle(message)) {
+        console.error(
+          "The KV backend received a message that is not one of its own; pass listen: false and route messages yourself",
+        );
+      }
+    }).catch((error) => {
+      if (!shutdown.signal.aborted) {
+        console.error("The KV backend stopped listening:", error);
+      }
+    });
+  }
+  return backend;
+}
+
+function isStep(value: unknown): value is Step {
+  return typeof value === "object" && value !== null &&
+    (value as Step).afterwardStep === 1;
+}
+
+function deadLetter(step: Step, id: string, error: string): DeadLetter {
+  const task = step.tasks[step.index]!;
+  return {
+    id,
+    reason: "failed",
+    name: task.name,
+    args: task.args,
+    index: step.index,
+    attempts: step.attempt,
+    error,
+    request: step.request,
+    at: new Date(),
+  };
+}
+
+function errorText(error: unknown): string {
+  if (error instanceof Error) return error.stack ?? String(error);
+  try {
+    return typeof error === "string" ? error : JSON.stringify(error) ?? "";
+  } catch {
+    return String(error);
+  }
+}

@@ -1,0 +1,421 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+import assert from "node:assert/strict";
+import { mock } from "node:test";
+import {
+  type BackgroundTasks,
+  type DefinedTask,
+  defineTask,
+  type TaskEndEvent,
+  type TaskInfo,
+  withBackgroundTasks,
+} from "../mod.ts";
+import { KV_MAX_PAYLOAD, kvBackend, type KvBackendOptions } from "../kv.ts";
+import { callHandler } from "../testing.ts";
+import { guardedTest } from "./_helpers.ts";
+
+/** A backend on an in-memory database, closed with the test. */
+async function openBackend(
+  options: Omit<KvBackendOptions, "kv">,
+): Promise<
+  {
+    kv: Deno.Kv;
+    backend: ReturnType<typeof kvBackend>;
+    [Symbol.asyncDispose](): Promise<void>;
+  }
+> {
+  const kv = await Deno.openKv(":memory:");
+  const backend = kvBackend({ kv, ...options });
+  return {
+    kv,
+    backend,
+    [Symbol.asyncDispose]() {
+      backend.close();
+      kv.close();
+      return Promise.resolve();
+    },
+  };
+}
+
+/** Resolves once `count` calls have been made to the returned function. */
+function counter(count: number): { tick(): void; done: Promise<void> } {
+  const { promise, resolve } = Promise.withResolvers<void>();
+  let seen = 0;
+  return {
+    tick: () => {
+      if (++seen === count) resolve();
+    },
+    done: promise,
+  };
+}
+
+guardedTest(
+  "kvBackend() runs a chain's tasks in order, each with a stable id",
+  async () => {
+    const ran: string[] = [];
+    const finished = counter(3);
+    const step = defineTask(async ({ id }, label: string) => {
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      ran.push(`${label} ${id.slice(id.lastIndexOf(":"))}`);
+      finished.tick();
+    }, { name: "step" });
+    await using db = await openBackend({ tasks: [step] });
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(step, "first");
+      tasks.addTask(step, "second");
+      tasks.addTask(step, "third");
+      return new Response("ok");
+    }, { backend: db.backend });
+
+    const { tasks } = await callHandler(handler, "/");
+    assert.deepEqual(await tasks, []);
+    assert.equal(handler.stats.enqueued, 3);
+    assert.equal(handler.pending, 0);
+    await finished.done;
+    assert.deepEqual(ran, ["first :0", "second :1", "third :2"]);
+  },
+);
+
+guardedTest(
+  "kvBackend() retries a failed task after its backoff, as new messages",
+  async () => {
+    const ends: Partial<TaskEndEvent>[] = [];
+    const errors: unknown[] = [];
+    const finished = counter(1);
+    const flaky = defineTask(({ attempt }) => {
+      if (attempt < 3) throw new Error(`attempt ${attempt}`);
+    }, {
+      name: "flaky",
+      retry: { maxAttempts: 3, minDelay: 5, maxDelay: 5, jitter: 0 },
+    });
+    await using db = await openBackend({
+      tasks: [flaky],
+      onTaskEnd: ({ attempt, outcome, willRetry }) => {
+        ends.push({ attempt, outcome, willRetry });
+        if (outcome === "succeeded") finished.tick();
+      },
+      onError: (error) => void errors.push(error),
+    });
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(flaky);
+      return new Response("ok");
+    }, { backend: db.backend });
+    await (await callHandler(handler, "/")).tasks;
+    await finished.done;
+    assert.deepEqual(ends, [
+      { attempt: 1, outcome: "failed", willRetry: true },
+      { attempt: 2, outcome: "failed", willRetry: true },
+      { attempt: 3, outcome: "succeeded", willRetry: false },
+    ]);
+    assert.deepEqual(errors, []);
+  },
+);
+
+guardedTest(
+  "kvBackend() turns a task that fails its last attempt into a dead letter and goes on",
+  async () => {
+    const reported: TaskInfo[] = [];
+    const finished = counter(1);
+    let healthy = false;
+    const charge = defineTask((_context, order: string) => {
+      if (!healthy) throw new Error(`card declined for ${order}`);
+      finished.tick();
+    }, { name: "charge", retry: { maxAttempts: 2, minDelay: 1, maxDelay: 1 } });
+    const after = defineTask(() => finished.tick(), { name: "after" });
+    await using db = await openBackend({
+      tasks: [charge, after],
+      onError: (_error, info) => void reported.push(info),
+    });
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(charge, "order-7");
+      tasks.addTask(after);
+      return new Response("ok");
+    }, { backend: db.backend });
+    await (await callHandler(handler, "/checkout?token=x")).tasks;
+    await finished.done;
+
+    assert.deepEqual(reported.map((info) => [info.name, info.attempt]), [
+      ["charge", 2],
+    ]);
+    const [letter, ...others] = await db.backend.deadLetters();
+    assert.deepEqual(others, []);
+    assert.equal(letter?.reason, "failed");
+    assert.equal(letter?.name, "charge");
+    assert.deepEqual(letter?.args, ["order-7"]);
+    assert.equal(letter?.attempts, 2);
+    assert.match(letter!.error, /^Error: card declined for order-7\n/);
+    assert.deepEqual(letter?.request, {
+      method: "GET",
+      url: "http://localhost/checkout?token=x",
+    });
+
+    // Requeued once the cause is fixed, it runs and leaves the dead letters.
+    const rerun = counter(1);
+    finished.tick = rerun.tick;
+    healthy = true;
+    assert.equal(await db.backend.requeue(letter!.id), true);
+    await rerun.done;
+    assert.deepEqual(await db.backend.deadLetters(), []);
+    assert.equal(await db.backend.requeue(letter!.id), false);
+  },
+);
+
+guardedTest(
+  "kvBackend() acts on each message once, even when it is delivered again",
+  async () => {
+    let runs = 0;
+    const finished = counter(2);
+    const once = defineTask(() => {
+      runs++;
+      finished.tick();
+    }, { name: "once" });
+    const kv = await Deno.openKv(":memory:");
+    const backend = kvBackend({ kv, tasks: [once], listen: false });
+    const messages: unknown[] = [];
+    kv.listenQueue(async (message) => {
+      messages.push(message);
+      await backend.handle(message);
+    });
+    try {
+      const handler = withBackgroundTasks((_request, _info, tasks) => {
+        tasks.addTask(once);
+        tasks.addTask(once);
+        return new Response("ok");
+      }, { backend });
+      await (await callHandler(handler, "/")).tasks;
+      await finished.done;
+      assert.equal(runs, 2);
+      // Redelivered after the chain moved on: ignored.
+      for (const message of messages) {
+        assert.equal(await backend.handle(message), true);
+      }
+      assert.equal(runs, 2);
+      assert.equal(await backend.handle({ other: "message" }), false);
+    } finally {
+      backend.close();
+      kv.close();
+    }
+  },
+);
+
+guardedTest(
+  "kvBackend() makes a dead letter of a message Deno KV gave up delivering",
+  async () => {
+    const consoleError = mock.method(console, "error", () => {});
+    const task = defineTask((_context, _n: number) => {}, { name: "task" });
+    const kv = await Deno.openKv(":memory:");
+    const backend = kvBackend({
+      kv,
+      tasks: [task],
+      listen: false,
+      redelivery: [1],
+    });
+    const delivered = Promise.withResolvers<void>();
+    // A process that crashes on every delivery, as far as the queue can tell.
+    kv.listenQueue(() => {
+      delivered.resolve();
+      throw new Error("crashed");
+    });
+    try {
+      const handler = withBackgroundTasks((_request, _info, tasks) => {
+        tasks.addTask(task, 42);
+        return new Response("ok");
+      }, { backend });
+      await (await callHandler(handler, "/")).tasks;
+      await delivered.promise;
+      // Deno KV writes the message as a dead letter after its last delivery,
+      // on its own schedule: kv.watch() does not report that write, so the test
+      // looks again, for at most five seconds.
+      let letters = await backend.deadLetters();
+      for (let tries = 0; letters.length === 0 && tries < 500; tries++) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+        letters = await backend.deadLetters();
+      }
+      assert.equal(letters[0]?.reason, "undelivered");
+      assert.equal(letters[0]?.name, "task");
+      assert.deepEqual(letters[0]?.args, [42]);
+    } finally {
+      backend.close();
+      kv.close();
+      consoleError.mock.restore();
+    }
+  },
+);
+
+guardedTest(
+  "kvBackend() refuses at addTask what it could not run later",
+  async (t) => {
+    const registered = defineTask((_context, _value: unknown) => {}, {
+      name: "registered",
+    });
+    const stranger = defineTask((_context, _value: unknown) => {}, {
+      name: "stranger",
+    });
+    await using db = await openBackend({ tasks: [registered] });
+    class Money {
+      constructor(readonly cents: number) {}
+    }
+    const table: [string, (tasks: BackgroundTasks) => void, string][] = [
+      [
+        "a plain function",
+        (tasks) => tasks.addTask(function sendEmail() {}),
+        `Cannot add task "sendEmail" as the handler's backend runs only tasks made by defineTask`,
+      ],
+      [
+        "an unregistered task",
+        (tasks) => tasks.addTask(stranger, 1),
+        `Cannot add task "stranger" as it is not among the KV backend's tasks: list it in 'tasks'`,
+      ],
+      [
+        "a function argument",
+        (tasks) => tasks.addTask(registered, { callback: () => {} }),
+        `Cannot add task "registered" as args[0].callback is a function, which Deno KV cannot store: current value is a function`,
+      ],
+      [
+        "a class instance",
+        (tasks) => tasks.addTask(registered, [new Money(5)]),
+        `Cannot add task "registered" as args[0][0] is an instance of Money, which Deno KV cannot store: current value is an object`,
+      ],
+      [
+        "a symbol",
+        (tasks) => tasks.addTask(registered, Symbol("s")),
+        `Cannot add task "registered" as args[0] is a symbol, which Deno KV cannot store: current value is Symbol(s)`,
+      ],
+      [
+        "a chain over 64 KiB",
+        (tasks) => {
+          tasks.addTask(registered, "x".repeat(40_000));
+          tasks.addTask(registered, "y".repeat(40_000));
+        },
+        `Cannot add task "registered" as the chain would weigh`,
+      ],
+    ];
+    for (const [name, add, message] of table) {
+      await t.step(name, async () => {
+        let thrown: unknown;
+        const handler = withBackgroundTasks((_request, _info, tasks) => {
+          try {
+            add(tasks);
+          } catch (error) {
+            thrown = error;
+          }
+          return new Response("ok");
+        }, { backend: db.backend });
+        await (await callHandler(handler, "/")).tasks;
+        assert.ok(thrown instanceof TypeError, String(thrown));
+        assert.ok(
+          thrown.message.startsWith(message),
+          `${thrown.message}\ndoes not start with\n${message}`,
+        );
+      });
+    }
+    assert.equal(KV_MAX_PAYLOAD, 65_536);
+  },
+);
+
+guardedTest("kvBackend() accepts what Deno KV stores", async () => {
+  const received = Promise.withResolvers<unknown[]>();
+  const keep = defineTask((_context, ...values: unknown[]) => {
+    received.resolve(values);
+  }, { name: "keep" });
+  await using db = await openBackend({ tasks: [keep] });
+  const values = [
+    new Date(0),
+    new Map([["a", 1]]),
+    new Set([1n]),
+    new Uint8Array([1, 2]),
+    /x/g,
+    { nested: [undefined, null, NaN] },
+  ];
+  const handler = withBackgroundTasks((_request, _info, tasks) => {
+    tasks.addTask(keep, ...values);
+    return new Response("ok");
+  }, { backend: db.backend });
+  await (await callHandler(handler, "/")).tasks;
+  assert.deepEqual(await received.promise, values);
+});
+
+guardedTest(
+  "a chain the backend cannot take is reported as failed",
+  async () => {
+    const task = defineTask(() => {}, { name: "task" });
+    const kv = await Deno.openKv(":memory:");
+    const backend = kvBackend({ kv, tasks: [task], listen: false });
+    kv.close();
+    const reported: [string, number][] = [];
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(task);
+      tasks.addTask(task);
+      return new Response("ok");
+    }, {
+      backend,
+      onError: (_error, info) => void reported.push([info.name, info.index]),
+    });
+    await (await callHandler(handler, "/")).tasks;
+    assert.deepEqual(reported, [["task", 0], ["task", 1]]);
+    assert.deepEqual(
+      [handler.stats.failed, handler.stats.enqueued, handler.pending],
+      [2, 0, 0],
+    );
+  },
+);
+
+Deno.test("kvBackend() rejects options of the wrong type", async (t) => {
+  const task = defineTask(() => {}, { name: "task" });
+  const kv = await Deno.openKv(":memory:");
+  try {
+    const table: [string, () => unknown, string, string][] = [
+      [
+        "kv",
+        () => kvBackend({ kv: {} as Deno.Kv, tasks: [task] }),
+        "TypeError",
+        "Cannot create KV backend as 'kv' must be a Deno.Kv: current value is an object",
+      ],
+      [
+        "redelivery",
+        () =>
+          kvBackend({
+            kv,
+            tasks: [task],
+            listen: false,
+            redelivery: [1, 2, 3, 4, 5, 6],
+          }),
+        "RangeError",
+        "Cannot create KV backend as 'redelivery' must have at most 5 steps, Deno KV's limit: current value is an array",
+      ],
+      [
+        "tasks",
+        () =>
+          kvBackend({
+            kv,
+            tasks: [() => {}] as unknown as DefinedTask<never[]>[],
+            listen: false,
+          }),
+        "TypeError",
+        "Cannot create KV backend as 'tasks[0]' must be made by defineTask: current value is a function",
+      ],
+      [
+        "duplicate names",
+        () => kvBackend({ kv, tasks: [task, task], listen: false }),
+        "TypeError",
+        `Cannot create KV backend as two tasks are named "task": names must be unique`,
+      ],
+      [
+        "backend",
+        () =>
+          withBackgroundTasks(() => new Response(), {
+            backend: {} as ReturnType<typeof kvBackend>,
+          }),
+        "TypeError",
+        "Cannot wrap handler as 'backend' must have accept() and enqueue() methods: current value is an object",
+      ],
+    ];
+    for (const [name, call, errorName, message] of table) {
+      await t.step(name, () => {
+        assert.throws(call, { name: errorName, message });
+      });
+    }
+  } finally {
+    kv.close();
+  }
+});
