@@ -92,6 +92,7 @@ export async function runAttempt(
     name: task.name,
     index,
     attempt,
+    id,
     request,
     delivered,
   };

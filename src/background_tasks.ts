@@ -66,6 +66,11 @@ export interface TaskInfo {
    */
   readonly attempt: number;
   /**
+   * The task's stable id, the same as its context's, when a backend's worker
+   * runs it: to match reports with deliveries, which may repeat.
+   */
+  readonly id?: string;
+  /**
    * The request whose handler added the task, or `undefined` when the tasks
    * were run with {@linkcode BackgroundTasks.prototype.run} outside a server.
    */

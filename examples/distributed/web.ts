@@ -1,0 +1,58 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+/**
+ * The web process of a distributed setup: `POST /signup/{email}` answers
+ * `202` and enqueues three tasks on Redis; worker processes
+ * (`deno task worker`, see worker.ts) run them, in order, on this machine or
+ * others.
+ *
+ *   apt-get install redis-server   # or your system's package manager
+ *   deno run --allow-net --allow-env --allow-read --allow-sys examples/distributed/web.ts
+ *   deno task worker               # in one or more other terminals
+ *   curl -X POST http://127.0.0.1:8000/signup/ada@example.com
+ *
+ * `REDIS_HOST` and `REDIS_PORT` say where Redis listens (127.0.0.1:6379),
+ * `QUEUE` names the queue (`background-tasks`).
+ *
+ * @module
+ */
+
+import { serve } from "../../mod.ts";
+import { bullmqBackend } from "../../bullmq.ts";
+import { createAvatar, notifyTeam, sendWelcomeEmail, tasks } from "./tasks.ts";
+
+const connection = {
+  host: Deno.env.get("REDIS_HOST") ?? "127.0.0.1",
+  port: Number(Deno.env.get("REDIS_PORT") ?? 6379),
+};
+const backend = bullmqBackend({
+  connection,
+  tasks,
+  queue: Deno.env.get("QUEUE") ?? "background-tasks",
+});
+const signup = new URLPattern({ pathname: "/signup/:email" });
+
+const server = serve({
+  hostname: "127.0.0.1",
+  port: Number(Deno.env.get("PORT") ?? 8000),
+  backend,
+  onListen({ hostname, port }) {
+    console.log(`Listening on http://${hostname}:${port}/`);
+    console.log(
+      `Try it: curl -X POST http://${hostname}:${port}/signup/ada@example.com`,
+    );
+  },
+}, (request, _info, tasks) => {
+  const match = signup.exec(request.url);
+  if (request.method !== "POST" || match === null) {
+    return new Response("Not Found", { status: 404 });
+  }
+  const email = decodeURIComponent(match.pathname.groups.email!);
+  tasks.addTask(sendWelcomeEmail, email);
+  tasks.addTask(createAvatar, email);
+  tasks.addTask(notifyTeam, email);
+  return Response.json({ email, status: "accepted" }, { status: 202 });
+});
+
+// Close Redis once the server has drained its chains into it.
+server.finished.then(() => backend.close());

@@ -1,0 +1,371 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+import {
+  type FlowJob,
+  FlowProducer,
+  Queue,
+  UnrecoverableError,
+  Worker,
+} from "bullmq";
+import { backoff } from "./_execute.ts";
+import { assertSerializable } from "./_serializable.ts";
+import { assertInteger, describe } from "./_util.ts";
+import { runAttempt, workerConfig } from "./_worker.ts";
+import type { RequestSummary } from "./background_tasks.ts";
+import type {
+  HandedChain,
+  HandedTask,
+  TaskBackend,
+  WorkerOptions,
+} from "./task_backend.ts";
+
+/** Where Redis listens, passed on to BullMQ (ioredis). */
+export interface RedisConnection {
+  /**
+   * The host.
+   *
+   * @default {"127.0.0.1"}
+   */
+  host?: string;
+  /**
+   * The port.
+   *
+   * @default {6379}
+   */
+  port?: number;
+  /** The user, with Redis ACLs. */
+  username?: string;
+  /** The password. */
+  password?: string;
+  /**
+   * The database number.
+   *
+   * @default {0}
+   */
+  db?: number;
+}
+
+/** Options for {@linkcode bullmqBackend}. */
+export interface BullmqBackendOptions {
+  /** Where Redis listens. */
+  connection: RedisConnection;
+  /** The tasks the workers can run, so that others are refused at `addTask()`. */
+  tasks: WorkerOptions["tasks"];
+  /**
+   * The BullMQ queue's name, the same for the web processes and the workers.
+   *
+   * @default {"background-tasks"}
+   */
+  queue?: string;
+}
+
+/** A task that failed at its last attempt, kept by BullMQ for inspection. */
+export interface FailedTask {
+  /** The task's stable id, `chain:index`, as its context showed it. */
+  readonly id: string;
+  /** The BullMQ job's id. */
+  readonly jobId: string;
+  /** The task's name. */
+  readonly name: string;
+  /** Its arguments. */
+  readonly args: readonly unknown[];
+  /** The attempts made. */
+  readonly attempts: number;
+  /** BullMQ's `failedReason`: the last error's message. */
+  readonly error: string;
+  /** The request whose handler added it. */
+  readonly request: RequestSummary | undefined;
+}
+
+/** What {@linkcode bullmqBackend} returns. */
+export interface BullmqBackend extends TaskBackend {
+  /**
+   * The tasks that failed at their last attempt, newest first.
+   *
+   * @returns Every failed task the queue keeps.
+   */
+  failed(): Promise<FailedTask[]>;
+  /**
+   * Runs a failed task again, with a fresh attempt count.
+   *
+   * @param jobId The failed job's id.
+   * @returns Whether there was such a failed job.
+   */
+  retry(jobId: string): Promise<boolean>;
+  /** Closes the connections to Redis. */
+  close(): Promise<void>;
+}
+
+/** Options for {@linkcode bullmqWorker}. */
+export interface BullmqWorkerOptions extends WorkerOptions {
+  /** Where Redis listens. */
+  connection: RedisConnection;
+  /**
+   * The BullMQ queue's name.
+   *
+   * @default {"background-tasks"}
+   */
+  queue?: string;
+  /**
+   * How many tasks this worker runs at once.
+   *
+   * @default {1}
+   */
+  concurrency?: number;
+  /**
+   * Milliseconds a worker holds a task before others may take it back: a
+   * worker that died is noticed after at most this long, plus
+   * `stalledInterval`.
+   *
+   * @default {30000}
+   */
+  lockDuration?: number;
+  /**
+   * Milliseconds between checks for tasks whose worker died.
+   *
+   * @default {30000}
+   */
+  stalledInterval?: number;
+}
+
+/** What {@linkcode bullmqWorker} returns. */
+export interface BullmqWorker {
+  /**
+   * Stops taking tasks, lets the running ones finish, and closes the
+   * connection: call it on SIGTERM.
+   *
+   * @returns A promise that resolves once the worker has stopped.
+   */
+  close(): Promise<void>;
+}
+
+/** What a job carries. */
+interface JobData {
+  chain: string;
+  index: number;
+  args: unknown[];
+  request?: RequestSummary;
+  delivered?: boolean;
+}
+
+const BACKOFF = "background-tasks";
+
+/**
+ * A backend on Redis through BullMQ, for work that should outgrow one
+ * process: web processes enqueue each request's chain once its response has
+ * been sent, and worker processes started with {@linkcode bullmqWorker}, on
+ * this machine or others, run the tasks.
+ *
+ * A chain becomes a BullMQ flow, added atomically, whose jobs depend on one
+ * another so that they run in order; a task that fails at its last attempt
+ * leaves the next one running. Retries and backoff are BullMQ's, computed as
+ * the task's retry policy says. If a worker dies mid-task, BullMQ gives the
+ * task to another once its lock expires (stalled-job recovery): delivery is
+ * at least once, and the context's `id` is the same on every delivery.
+ *
+ * Only tasks made by `defineTask` and listed in `tasks` can be added, with
+ * arguments that survive JSON: anything else fails at `addTask()` with a
+ * `TypeError`.
+ *
+ * @example Web process and worker
+ * ```ts ignore
+ * import { defineTask, serve } from "@afterward/background-tasks";
+ * import { bullmqBackend, bullmqWorker } from "@afterward/background-tasks/bullmq";
+ *
+ * const sendEmail = defineTask(async ({ id }, to: string) => {
+ *   await mailer.send({ to, idempotencyKey: id });
+ * }, { name: "sendEmail", retry: { maxAttempts: 5 } });
+ * const connection = { host: "127.0.0.1", port: 6379 };
+ *
+ * // In the web process:
+ * serve({ backend: bullmqBackend({ connection, tasks: [sendEmail] }) }, (_request, _info, tasks) => {
+ *   tasks.addTask(sendEmail, "a@example.com");
+ *   return new Response("Accepted", { status: 202 });
+ * });
+ *
+ * // In each worker process:
+ * const worker = bullmqWorker({ connection, tasks: [sendEmail], concurrency: 8 });
+ * Deno.addSignalListener("SIGTERM", () => worker.close());
+ * ```
+ *
+ * @param options Where Redis listens, and the tasks the workers know.
+ * @returns The backend, for the `backend` option of a wrapped handler.
+ * @throws {TypeError} If an option has the wrong type.
+ */
+export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
+  const action = "Cannot create BullMQ backend";
+  const { connection, queue: queueName = "background-tasks" } = options;
+  assertConnection(connection, action);
+  const { registry } = workerConfig({ tasks: options.tasks }, action);
+  const flows = new FlowProducer({ connection });
+  const queue = new Queue(queueName, { connection });
+  // Errors on the connections reach the caller through enqueue(); without a
+  // listener, ioredis would print each one.
+  flows.on("error", () => {});
+  queue.on("error", () => {});
+
+  return {
+    accept(task: HandedTask): void {
+      const addAction = `Cannot add task "${task.name}"`;
+      if (registry.get(task.name) !== task.task) {
+        throw new TypeError(
+          `${addAction} as it is not among the BullMQ backend's tasks: list it in 'tasks'`,
+        );
+      }
+      task.args.forEach((arg, index) =>
+        assertSerializable(arg, `args[${index}]`, "json", addAction)
+      );
+    },
+
+    async enqueue(chain: HandedChain): Promise<void> {
+      let flow: FlowJob | undefined;
+      chain.tasks.forEach((task, index) => {
+        const data: JobData = {
+          chain: chain.id,
+          index,
+          args: [...task.args],
+          ...(chain.request === undefined ? {} : { request: chain.request }),
+          ...(chain.delivered === undefined
+            ? {}
+            : { delivered: chain.delivered }),
+        };
+        flow = {
+          name: task.name,
+          queueName,
+          data,
+          opts: {
+            jobId: `${chain.id}.${index}`,
+            attempts: task.retry?.maxAttempts ?? 1,
+            backoff: { type: BACKOFF },
+            removeOnComplete: true,
+            removeOnFail: false,
+            // The next task runs even when this one failed.
+            ignoreDependencyOnFailure: true,
+          },
+          // The task added before this one runs first.
+          ...(flow === undefined ? {} : { children: [flow] }),
+        };
+      });
+      if (flow !== undefined) await flows.add(flow);
+    },
+
+    async failed(): Promise<FailedTask[]> {
+      const jobs = await queue.getFailed();
+      return jobs.map((job) => {
+        const data = job.data as JobData;
+        return {
+          id: `${data.chain}:${data.index}`,
+          jobId: job.id!,
+          name: job.name,
+          args: data.args,
+          attempts: job.attemptsMade,
+          error: job.failedReason,
+          request: data.request,
+        };
+      });
+    },
+
+    async retry(jobId: string): Promise<boolean> {
+      const job = await queue.getJob(jobId);
+      if (job === undefined || !(await job.isFailed())) return false;
+      await job.retry("failed", { resetAttemptsMade: true });
+      return true;
+    },
+
+    async close(): Promise<void> {
+      await Promise.all([flows.close(), queue.close()]);
+    },
+  };
+}
+
+/**
+ * Starts a worker: a process that runs the tasks web processes enqueue
+ * through {@linkcode bullmqBackend}, `concurrency` at a time, with the
+ * tasks' timeouts and the hooks of its options. Start one or many, on one
+ * or many machines, all with the same tasks.
+ *
+ * @example Run tasks until SIGTERM
+ * ```ts ignore
+ * import { bullmqWorker } from "@afterward/background-tasks/bullmq";
+ * import { resizeImage, sendEmail } from "./tasks.ts";
+ *
+ * const worker = bullmqWorker({
+ *   connection: { host: "127.0.0.1", port: 6379 },
+ *   tasks: [sendEmail, resizeImage],
+ *   concurrency: 8,
+ *   onTaskEnd: ({ name, outcome, duration }) => console.log(name, outcome, duration),
+ * });
+ * Deno.addSignalListener("SIGTERM", () => worker.close());
+ * ```
+ *
+ * @param options Where Redis listens, the tasks, and how to run them.
+ * @returns The worker; `close()` stops it gracefully.
+ * @throws {TypeError} If an option has the wrong type.
+ * @throws {RangeError} If a number is out of range.
+ */
+export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
+  const action = "Cannot start BullMQ worker";
+  const {
+    connection,
+    queue: queueName = "background-tasks",
+    concurrency = 1,
+    lockDuration = 30_000,
+    stalledInterval = 30_000,
+  } = options;
+  assertConnection(connection, action);
+  assertInteger(concurrency, "concurrency", action, 1);
+  assertInteger(lockDuration, "lockDuration", action, 1);
+  assertInteger(stalledInterval, "stalledInterval", action, 1);
+  const config = workerConfig(options, action);
+  const worker = new Worker(queueName, async (job) => {
+    const task = config.registry.get(job.name);
+    if (task === undefined) {
+      throw new UnrecoverableError(
+        `No task named "${job.name}" in this worker's 'tasks'`,
+      );
+    }
+    const data = job.data as JobData;
+    const result = await runAttempt({
+      task,
+      args: data.args,
+      id: `${data.chain}:${data.index}`,
+      index: data.index,
+      attempt: job.attemptsMade + 1,
+      request: data.request,
+      delivered: data.delivered,
+    }, config);
+    if (result.ok) return null;
+    const error = result.value instanceof Error
+      ? result.value
+      : new Error(describe(result.value));
+    // Retry only what the task's policy would: BullMQ counts the attempts.
+    throw result.retry ? error : new UnrecoverableError(error.message);
+  }, {
+    connection,
+    concurrency,
+    lockDuration,
+    stalledInterval,
+    settings: {
+      backoffStrategy(attemptsMade, type, _error, job) {
+        const policy = job && config.registry.get(job.name)?.retry;
+        return type === BACKOFF && policy ? backoff(policy, attemptsMade) : 0;
+      },
+    },
+  });
+  worker.on("error", (error) => {
+    console.error("The BullMQ worker lost its connection:", error);
+  });
+  return {
+    close: () => worker.close(),
+  };
+}
+
+function assertConnection(connection: unknown, action: string): void {
+  if (typeof connection !== "object" || connection === null) {
+    throw new TypeError(
+      `${action} as 'connection' must be an object: current value is ${
+        describe(connection)
+      }`,
+    );
+  }
+}

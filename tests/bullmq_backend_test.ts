@@ -1,0 +1,403 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import {
+  type BackgroundTasks,
+  type DefinedTask,
+  defineTask,
+  type TaskInfo,
+  withBackgroundTasks,
+} from "../mod.ts";
+import { bullmqBackend, bullmqWorker } from "../bullmq.ts";
+import { callHandler } from "../testing.ts";
+import { redisAvailable, startRedis } from "./_redis.ts";
+import {
+  createAvatar,
+  notifyTeam,
+  sendWelcomeEmail,
+  tasks as exampleTasks,
+} from "../examples/distributed/tasks.ts";
+
+// BullMQ keeps timers and connections that outlive a test by a moment.
+const redisTest = {
+  ignore: !redisAvailable,
+  sanitizeOps: false,
+  sanitizeResources: false,
+};
+
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqBackend() runs a chain in order on a worker, retries, and keeps failed tasks",
+}, async () => {
+  await using redis = await startRedis();
+  const connection = { host: "127.0.0.1", port: redis.port };
+  const queue = `test-${crypto.randomUUID()}`;
+  const ran: string[] = [];
+  const finished = Promise.withResolvers<void>();
+  let healthy = false;
+  const rerun = Promise.withResolvers<void>();
+  const record = defineTask(({ id }, label: string) => {
+    ran.push(`${label} ${id.slice(id.lastIndexOf(":"))}`);
+    if (label === "last") finished.resolve();
+  }, { name: "record" });
+  const flaky = defineTask(({ attempt }) => {
+    ran.push(`flaky attempt ${attempt}`);
+    if (attempt === 1) throw new Error("once");
+  }, { name: "flaky", retry: { maxAttempts: 2, minDelay: 10, maxDelay: 10 } });
+  const failing = defineTask(({ attempt }, order: string) => {
+    ran.push(`failing attempt ${attempt}`);
+    if (!healthy) throw new Error(`declined ${order}`);
+    rerun.resolve();
+  }, {
+    name: "failing",
+    retry: { maxAttempts: 2, minDelay: 10, maxDelay: 10 },
+  });
+  const tasks = [record, flaky, failing];
+  const reported: TaskInfo[] = [];
+  const worker = bullmqWorker({
+    connection,
+    queue,
+    tasks,
+    onError: (_error, info) => void reported.push(info),
+  });
+  const backend = bullmqBackend({ connection, queue, tasks });
+  try {
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(record, "first");
+      tasks.addTask(flaky);
+      tasks.addTask(failing, "order-9");
+      tasks.addTask(record, "last");
+      return new Response("ok");
+    }, { backend });
+    await (await callHandler(handler, "/pay?token=x")).tasks;
+    assert.equal(handler.stats.enqueued, 4);
+    await finished.promise;
+    assert.deepEqual(ran, [
+      "first :0",
+      "flaky attempt 1",
+      "flaky attempt 2",
+      "failing attempt 1",
+      "failing attempt 2",
+      "last :3",
+    ]);
+    assert.deepEqual(reported.map((info) => [info.name, info.attempt]), [
+      ["failing", 2],
+    ]);
+    const [failed, ...others] = await backend.failed();
+    assert.deepEqual(others, []);
+    assert.equal(failed?.name, "failing");
+    assert.deepEqual(failed?.args, ["order-9"]);
+    assert.equal(failed?.attempts, 2);
+    assert.equal(failed?.error, "declined order-9");
+    assert.equal(failed?.id, reported[0]?.id);
+    assert.deepEqual(failed?.request, {
+      method: "GET",
+      url: "http://localhost/pay?token=x",
+    });
+
+    healthy = true;
+    assert.equal(await backend.retry(failed!.jobId), true);
+    await rerun.promise;
+    assert.equal(ran.at(-1), "failing attempt 1");
+    assert.equal(await backend.retry("no-such-job"), false);
+  } finally {
+    await worker.close();
+    await backend.close();
+  }
+});
+
+Deno.test({
+  ...redisTest,
+  name: "bullmqBackend() refuses at addTask what a worker could not run",
+}, async (t) => {
+  await using redis = await startRedis();
+  const known = defineTask((_context, _value: unknown) => {}, {
+    name: "known",
+  });
+  const stranger = defineTask((_context, _value: unknown) => {}, {
+    name: "stranger",
+  });
+  const backend = bullmqBackend({
+    connection: { port: redis.port },
+    queue: `test-${crypto.randomUUID()}`,
+    tasks: [known],
+  });
+  try {
+    const table: [string, (tasks: BackgroundTasks) => void, string][] = [
+      [
+        "an unregistered task",
+        (tasks) => tasks.addTask(stranger, 1),
+        `Cannot add task "stranger" as it is not among the BullMQ backend's tasks: list it in 'tasks'`,
+      ],
+      [
+        "a date",
+        (tasks) => tasks.addTask(known, { at: new Date(0) }),
+        `Cannot add task "known" as args[0].at is an instance of Date, which JSON cannot store: current value is an object`,
+      ],
+      [
+        "undefined",
+        (tasks) => tasks.addTask(known, [1, undefined]),
+        `Cannot add task "known" as args[0][1] is undefined, which JSON cannot store: current value is undefined`,
+      ],
+      [
+        "NaN",
+        (tasks) => tasks.addTask(known, NaN),
+        `Cannot add task "known" as args[0] is not finite, which JSON cannot store: current value is NaN`,
+      ],
+      [
+        "a bigint",
+        (tasks) => tasks.addTask(known, 1n),
+        `Cannot add task "known" as args[0] is a bigint, which JSON cannot store: current value is 1`,
+      ],
+      [
+        "a cycle",
+        (tasks) => {
+          const node: Record<string, unknown> = {};
+          node.self = node;
+          tasks.addTask(known, node);
+        },
+        `Cannot add task "known" as args[0].self is a cycle, which JSON cannot store: current value is an object`,
+      ],
+    ];
+    for (const [name, add, message] of table) {
+      await t.step(name, async () => {
+        let thrown: unknown;
+        const handler = withBackgroundTasks((_request, _info, tasks) => {
+          try {
+            add(tasks);
+          } catch (error) {
+            thrown = error;
+          }
+          return new Response("ok");
+        }, { backend });
+        await (await callHandler(handler, "/")).tasks;
+        assert.ok(thrown instanceof TypeError, String(thrown));
+        assert.equal(thrown.message, message);
+      });
+    }
+  } finally {
+    await backend.close();
+  }
+});
+
+Deno.test("bullmqBackend() and bullmqWorker() reject options of the wrong type", async (t) => {
+  const task = defineTask(() => {}, { name: "task" });
+  const table: [string, () => unknown, string, string][] = [
+    [
+      "connection",
+      () =>
+        bullmqBackend({
+          connection: "redis://localhost" as unknown as { port: number },
+          tasks: [task],
+        }),
+      "TypeError",
+      `Cannot create BullMQ backend as 'connection' must be an object: current value is "redis://localhost"`,
+    ],
+    [
+      "tasks",
+      () =>
+        bullmqBackend({
+          connection: {},
+          tasks: "all" as unknown as DefinedTask<never[]>[],
+        }),
+      "TypeError",
+      `Cannot create BullMQ backend as 'tasks' must be an array of defined tasks: current value is "all"`,
+    ],
+    [
+      "concurrency",
+      () => bullmqWorker({ connection: {}, tasks: [task], concurrency: 0 }),
+      "RangeError",
+      "Cannot start BullMQ worker as 'concurrency' must be an integer >= 1: current value is 0",
+    ],
+  ];
+  for (const [name, call, errorName, message] of table) {
+    await t.step(name, () => {
+      assert.throws(call, { name: errorName, message });
+    });
+  }
+});
+
+/** A worker process from examples/distributed, and the lines it prints. */
+function spawnWorker(port: number, queue: string) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-env",
+      "--allow-read",
+      "--allow-sys",
+      fileURLToPath(
+        new URL("../examples/distributed/worker.ts", import.meta.url),
+      ),
+    ],
+    env: {
+      REDIS_PORT: String(port),
+      QUEUE: queue,
+      WORK_MS: "5",
+      CONCURRENCY: "8",
+      LOCK_MS: "2000",
+      STALLED_MS: "1000",
+      NO_COLOR: "1",
+    },
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const lines: string[] = [];
+  const waiters: { count: number; resolve: () => void }[] = [];
+  const reading = (async () => {
+    let buffer = "";
+    for await (
+      const chunk of child.stdout.pipeThrough(new TextDecoderStream())
+    ) {
+      buffer += chunk;
+      const parts = buffer.split("\n");
+      buffer = parts.pop()!;
+      lines.push(...parts);
+      for (const waiter of waiters.splice(0)) {
+        if (lines.length >= waiter.count) waiter.resolve();
+        else waiters.push(waiter);
+      }
+    }
+  })();
+  return {
+    child,
+    lines,
+    /** Resolves once the worker has printed `count` lines. */
+    printed(count: number): Promise<void> {
+      if (lines.length >= count) return Promise.resolve();
+      return new Promise((resolve) => waiters.push({ count, resolve }));
+    },
+    reading,
+  };
+}
+
+Deno.test({
+  ...redisTest,
+  name:
+    "2 workers run 2,000 chains; one killed mid-run, every chain completes in order",
+}, async () => {
+  await using redis = await startRedis();
+  const queue = `test-${crypto.randomUUID()}`;
+  const chains = 2_000;
+  const workers = [
+    spawnWorker(redis.port, queue),
+    spawnWorker(redis.port, queue),
+  ];
+  const backend = bullmqBackend({
+    connection: { port: redis.port },
+    queue,
+    tasks: exampleTasks,
+  });
+  try {
+    await Promise.all(workers.map((worker) => worker.printed(1)));
+    const handler = withBackgroundTasks((request, _info, tasks) => {
+      const email = new URL(request.url).searchParams.get("email")!;
+      tasks.addTask(sendWelcomeEmail, email);
+      tasks.addTask(createAvatar, email);
+      tasks.addTask(notifyTeam, email);
+      return new Response("ok", { status: 202 });
+    }, { backend });
+    for (let i = 0; i < chains; i++) {
+      await callHandler(handler, `/signup?email=user${i}@example.com`);
+    }
+    await handler.drain();
+    assert.equal(handler.stats.enqueued, chains * 3);
+
+    // Kill one worker once it is well into the run, tasks in hand.
+    const [doomed, survivor] = workers as [
+      ReturnType<typeof spawnWorker>,
+      ReturnType<typeof spawnWorker>,
+    ];
+    await doomed.printed(1_000);
+    doomed.child.kill("SIGKILL");
+    await doomed.child.status;
+    await doomed.reading;
+    const ended = new Set(
+      doomed.lines.filter((line) => !line.startsWith("started ")).map((line) =>
+        line.split(" ")[2]
+      ),
+    );
+    const inHand = doomed.lines
+      .filter((line) => line.startsWith("started "))
+      .map((line) => line.split(" ")[2]!)
+      .filter((id) => !ended.has(id));
+    assert.ok(inHand.length > 0, "the worker was killed with no task in hand");
+
+    // The survivor finishes the rest, the dead worker's stalled tasks too.
+    const finished = () =>
+      new Set(
+        [...doomed.lines, ...survivor.lines]
+          .filter((line) => line.startsWith("succeeded "))
+          .map((line) => line.split(" ")[2]),
+      ).size;
+    while (finished() < chains * 3) {
+      await survivor.printed(survivor.lines.length + 1);
+    }
+    survivor.child.kill("SIGTERM");
+    assert.equal((await survivor.child.status).code, 0);
+    await survivor.reading;
+
+    // The tasks the killed worker had in hand were taken over.
+    const survived = new Set(
+      survivor.lines
+        .filter((line) => line.startsWith("succeeded "))
+        .map((line) => line.split(" ")[2]),
+    );
+    assert.deepEqual(inHand.filter((id) => !survived.has(id)), []);
+
+    // Every chain: three tasks, each started after the one before finished.
+    const attempts = new Map<
+      string,
+      { start: number; end: number; ok: boolean }[]
+    >();
+    for (const line of [...doomed.lines, ...survivor.lines]) {
+      const [outcome, , id, , , start, end] = line.split(" ");
+      if (outcome === "started" || !id?.includes(":")) continue;
+      attempts.set(id, [
+        ...attempts.get(id) ?? [],
+        { start: Number(start), end: Number(end), ok: outcome === "succeeded" },
+      ]);
+    }
+    const chainIds = new Set(
+      [...attempts.keys()].map((id) => id.split(":")[0]),
+    );
+    assert.equal(chainIds.size, chains);
+    let duplicates = 0;
+    for (const chain of chainIds) {
+      for (let index = 0; index < 3; index++) {
+        const own = attempts.get(`${chain}:${index}`) ?? [];
+        const succeeded = own.filter((attempt) => attempt.ok);
+        assert.ok(succeeded.length >= 1, `${chain}:${index} never succeeded`);
+        duplicates += succeeded.length - 1;
+        if (index > 0) {
+          const before = attempts.get(`${chain}:${index - 1}`)!
+            .filter((attempt) => attempt.ok);
+          assert.ok(
+            Math.min(...own.map((attempt) => attempt.start)) >=
+              Math.min(...before.map((attempt) => attempt.end)),
+            `${chain}:${index} started before ${chain}:${index - 1} finished`,
+          );
+        }
+      }
+    }
+    // At least once: only tasks the killed worker had in hand may run twice.
+    assert.ok(duplicates <= 8, `${duplicates} tasks ran twice`);
+    console.log(
+      `${
+        chains * 3
+      } tasks; ${inHand.length} in the killed worker's hands, taken over; ${duplicates} ran twice`,
+    );
+  } finally {
+    for (const worker of workers) {
+      try {
+        worker.child.kill("SIGKILL");
+      } catch {
+        // Already exited.
+      }
+      await worker.child.status;
+    }
+    await backend.close();
+  }
+});
