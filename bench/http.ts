@@ -24,7 +24,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { variants as serverVariants } from "./http_server.ts";
+import { backendVariants, variants as serverVariants } from "./http_server.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -35,6 +35,7 @@ const { values } = parseArgs({
     connections: { type: "string", default: "64" },
     variants: { type: "string" },
     fastapi: { type: "boolean", default: true },
+    backends: { type: "boolean", default: false },
     out: { type: "string", default: "bench/results/latest.json" },
   },
   allowNegative: true,
@@ -58,13 +59,22 @@ const deno = (name: string): Variant => ({
   command: [
     Deno.execPath(),
     "run",
+    "--unstable-kv",
     "--allow-net=127.0.0.1",
+    "--allow-read",
+    "--allow-write",
+    "--allow-env",
+    "--allow-sys",
     serverScript,
     name,
   ],
 });
-// The diagnostic variants run only when named in --variants.
-const denoVariants = Object.keys(serverVariants);
+// The diagnostic variants run only when named in --variants, the backend
+// ones with --backends.
+const denoVariants = [
+  ...Object.keys(serverVariants),
+  ...(values.backends ? Object.keys(backendVariants) : []),
+];
 async function run(
   command: string[],
 ): Promise<{ code: number; stdout: string }> {
@@ -265,6 +275,32 @@ async function withDeadline<T>(
 }
 
 await ensureWrk();
+let redis: Deno.ChildProcess | undefined;
+if (values.backends && Deno.env.get("REDIS_PORT") === undefined) {
+  // A private Redis for the BullMQ variant; the server processes inherit
+  // REDIS_PORT.
+  const port = freePort();
+  redis = new Deno.Command("redis-server", {
+    args: ["--port", String(port), "--bind", "127.0.0.1", "--save", ""],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  Deno.env.set("REDIS_PORT", String(port));
+  await withDeadline(
+    (async () => {
+      while (true) {
+        try {
+          (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+          return;
+        } catch {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      }
+    })(),
+    5_000,
+    "redis-server did not start",
+  );
+}
 console.error(
   `${variants.length} variants, ${rounds} rounds of ${duration} s with ${connections} connections; ${
     pinned ? "server on core 0, wrk on core 1" : "not pinned"
@@ -404,3 +440,7 @@ await Deno.writeTextFile(
   ) + "\n",
 );
 console.error(`\nWrote ${values.out}`);
+if (redis !== undefined) {
+  redis.kill("SIGKILL");
+  await redis.status;
+}

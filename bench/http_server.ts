@@ -11,6 +11,7 @@
  */
 
 import {
+  defineTask,
   withBackgroundTasks,
   type WithBackgroundTasksOptions,
 } from "../mod.ts";
@@ -137,12 +138,57 @@ function flush(): void {
   for (const n of batch) trivialTask(n);
 }
 
+/**
+ * Variants that hand the task to a backend, made only when asked for: the
+ * KV one opens a database in a temporary file, the BullMQ one connects to
+ * the Redis at `REDIS_PORT`. Nothing consumes their queues during the run,
+ * so what they measure is the enqueueing.
+ */
+export const backendVariants: Record<
+  string,
+  () => Promise<Deno.ServeHandler>
+> = {
+  "kv backend, 1 task": async () => {
+    const { kvBackend } = await import("../kv.ts");
+    const path = await Deno.makeTempFile({ suffix: ".sqlite3" });
+    const kv = await Deno.openKv(path);
+    const backend = kvBackend({ kv, tasks: [trivialDefined], listen: false });
+    return withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(trivialDefined, 1);
+      return bare();
+    }, { backend });
+  },
+  "bullmq backend, 1 task": async () => {
+    const { bullmqBackend } = await import("../bullmq.ts");
+    const backend = bullmqBackend({
+      connection: { port: Number(Deno.env.get("REDIS_PORT")) },
+      queue: `bench-${crypto.randomUUID()}`,
+      tasks: [trivialDefined],
+    });
+    return withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(trivialDefined, 1);
+      return bare();
+    }, { backend });
+  },
+  "wrapped, 1 defined task": () =>
+    Promise.resolve(withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(trivialDefined, 1);
+      return bare();
+    })),
+};
+
+const trivialDefined = defineTask((_context, n: number) => trivialTask(n), {
+  name: "trivial",
+});
+
 if (import.meta.main) {
   const [name = "bare", port = "0"] = Deno.args;
-  const handler = variants[name];
+  const handler = variants[name] ?? await backendVariants[name]?.();
   if (handler === undefined) {
     console.error(
-      `Unknown variant "${name}": ${Object.keys(variants).join(", ")}`,
+      `Unknown variant "${name}": ${
+        [...Object.keys(variants), ...Object.keys(backendVariants)].join(", ")
+      }`,
     );
     Deno.exit(2);
   }

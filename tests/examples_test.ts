@@ -444,3 +444,27 @@ Deno.test("examples/deno_serve.ts under deno serve finishes its tasks after SIGT
     await Deno.remove(cwd, { recursive: true });
   }
 });
+
+Deno.test("examples/durable_kv.ts queues an order's chain in Deno KV and runs it in order", async () => {
+  await using example = await Example.start("durable_kv.ts", [
+    "--unstable-kv",
+    "--allow-net=127.0.0.1",
+    "--allow-env=PORT,KV_PATH,STEP_MS",
+    "--allow-read=.",
+    "--allow-write=.",
+  ], { STEP_MS: "10" });
+  const response = await fetch(`${example.url}/orders/42`, { method: "POST" });
+  assert.equal(response.status, 202);
+  assert.deepEqual(await response.json(), { order: "42", status: "accepted" });
+  const lines = [];
+  for (let i = 0; i < 4; i++) lines.push(await example.nextLine());
+  const chain = lines[0]!.split(" ")[2]!.split(":")[0];
+  assert.deepEqual(lines, [
+    `finished reserveStock ${chain}:0`,
+    `started chargeCard ${chain}:1`,
+    `finished chargeCard ${chain}:1`,
+    `finished shipOrder ${chain}:2`,
+  ]);
+  assertDrained(await example.stop());
+  assert.ok((await Deno.stat(`${example.cwd}/tasks.sqlite3`)).isFile);
+});
