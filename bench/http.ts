@@ -182,12 +182,16 @@ async function startServer(
       stderr: "null",
     },
   ).spawn();
-  // Ready once it accepts a connection.
+  await connectable(port);
+  return { child, port };
+}
+
+/** Resolves once `port` accepts connections; throws after six seconds. */
+async function connectable(port: number): Promise<void> {
   for (let attempt = 0;; attempt++) {
     try {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      conn.close();
-      return { child, port };
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return;
     } catch (error) {
       if (attempt > 300) throw error;
       await new Promise((resolve) => setTimeout(resolve, 20));
@@ -286,20 +290,7 @@ if (values.backends && Deno.env.get("REDIS_PORT") === undefined) {
     stderr: "null",
   }).spawn();
   Deno.env.set("REDIS_PORT", String(port));
-  await withDeadline(
-    (async () => {
-      while (true) {
-        try {
-          (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-          return;
-        } catch {
-          await new Promise((resolve) => setTimeout(resolve, 20));
-        }
-      }
-    })(),
-    5_000,
-    "redis-server did not start",
-  );
+  await connectable(port);
 }
 console.error(
   `${variants.length} variants, ${rounds} rounds of ${duration} s with ${connections} connections; ${

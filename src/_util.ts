@@ -18,33 +18,35 @@ export function describe(value: unknown): string {
 /** The longest delay `setTimeout` honours; a longer one fires at once. */
 export const MAX_TIMER_DELAY = 2 ** 31 - 1;
 
-/** Throws a `TypeError` unless `value` is a function. */
-export function assertFunction(
+interface TypeOf {
+  function: (...args: never[]) => unknown;
+  boolean: boolean;
+  number: number;
+}
+
+/** Throws a `TypeError` unless `typeof value` is `type`. */
+function assertTypeOf<T extends keyof TypeOf>(
   value: unknown,
+  type: T,
   name: string,
   action: string,
-): asserts value is (...args: never[]) => unknown {
-  if (typeof value !== "function") {
+): asserts value is TypeOf[T] {
+  if (typeof value !== type) {
     throw new TypeError(
-      `${action} as '${name}' must be a function: current value is ${
+      `${action} as '${name}' must be a ${type}: current value is ${
         describe(value)
       }`,
     );
   }
 }
 
-function assertTypeNumber(
+/** Throws a `TypeError` unless `value` is a function. */
+export function assertFunction(
   value: unknown,
   name: string,
   action: string,
-): asserts value is number {
-  if (typeof value !== "number") {
-    throw new TypeError(
-      `${action} as '${name}' must be a number: current value is ${
-        describe(value)
-      }`,
-    );
-  }
+): asserts value is (...args: never[]) => unknown {
+  assertTypeOf(value, "function", name, action);
 }
 
 /** Throws unless `value` is a finite number of at least `min`. */
@@ -54,7 +56,7 @@ export function assertNumber(
   action: string,
   min: number,
 ): asserts value is number {
-  assertTypeNumber(value, name, action);
+  assertTypeOf(value, "number", name, action);
   if (!Number.isFinite(value) || value < min) {
     throw new RangeError(
       `${action} as '${name}' must be a finite number >= ${min}: current value is ${value}`,
@@ -70,7 +72,7 @@ export function assertInteger(
   min: number,
   infinite = false,
 ): asserts value is number {
-  assertTypeNumber(value, name, action);
+  assertTypeOf(value, "number", name, action);
   const allowed = Number.isInteger(value) ? value >= min : (
     infinite && value === Infinity
   );
@@ -89,7 +91,7 @@ export function assertTimeout(
   name: string,
   action: string,
 ): asserts value is number {
-  assertTypeNumber(value, name, action);
+  assertTypeOf(value, "number", name, action);
   if (!(value > 0)) {
     throw new RangeError(
       `${action} as '${name}' must be a positive number of milliseconds: current value is ${value}`,
@@ -103,11 +105,5 @@ export function assertBoolean(
   name: string,
   action: string,
 ): asserts value is boolean {
-  if (typeof value !== "boolean") {
-    throw new TypeError(
-      `${action} as '${name}' must be a boolean: current value is ${
-        describe(value)
-      }`,
-    );
-  }
+  assertTypeOf(value, "boolean", name, action);
 }
