@@ -19,7 +19,20 @@ import type {
   WorkerOptions,
 } from "./task_backend.ts";
 
-/** Where Redis listens, passed on to BullMQ (ioredis). */
+/**
+ * Where Redis listens, passed on to BullMQ (ioredis).
+ *
+ * @example From the environment
+ * ```ts
+ * import type { RedisConnection } from "@afterward/background-tasks/bullmq";
+ * import assert from "node:assert/strict";
+ *
+ * function connectionFrom(env: Record<string, string | undefined>): RedisConnection {
+ *   return { host: env.REDIS_HOST ?? "127.0.0.1", port: Number(env.REDIS_PORT ?? 6379) };
+ * }
+ * assert.deepEqual(connectionFrom({ REDIS_PORT: "6380" }), { host: "127.0.0.1", port: 6380 });
+ * ```
+ */
 export interface RedisConnection {
   /**
    * The host.
@@ -45,7 +58,39 @@ export interface RedisConnection {
   db?: number;
 }
 
-/** Options for {@linkcode bullmqBackend}. */
+/**
+ * Options for {@linkcode bullmqBackend}.
+ *
+ * @example The web side's options
+ * ```ts
+ * import { defineTask } from "@afterward/background-tasks";
+ * import type { BullmqBackendOptions } from "@afterward/background-tasks/bullmq";
+ * import assert from "node:assert/strict";
+ *
+ * const sendEmail = defineTask(async () => {}, { name: "sendEmail" });
+ * const options: BullmqBackendOptions = {
+ *   connection: { host: "127.0.0.1", port: 6379 },
+ *   tasks: [sendEmail],
+ *   queue: "emails",
+ * };
+ * assert.equal(options.queue, "emails");
+ * ```
+ *
+ * @example Retry every failed task
+ * ```ts
+ * import type { BullmqBackend } from "@afterward/background-tasks/bullmq";
+ * import assert from "node:assert/strict";
+ *
+ * async function retryAll(backend: BullmqBackend): Promise<number> {
+ *   let retried = 0;
+ *   for (const task of await backend.failed()) {
+ *     if (await backend.retry(task.jobId)) retried++;
+ *   }
+ *   return retried;
+ * }
+ * assert.equal(typeof retryAll, "function");
+ * ```
+ */
 export interface BullmqBackendOptions {
   /** Where Redis listens. */
   connection: RedisConnection;
@@ -59,7 +104,21 @@ export interface BullmqBackendOptions {
   queue?: string;
 }
 
-/** A task that failed at its last attempt, kept by BullMQ for inspection. */
+/**
+ * A task that failed at its last attempt, kept by BullMQ for inspection.
+ *
+ * @example A line per failed task
+ * ```ts
+ * import type { FailedTask } from "@afterward/background-tasks/bullmq";
+ * import assert from "node:assert/strict";
+ *
+ * const line = (task: FailedTask) => `${task.name} (${task.id}): ${task.error}`;
+ * assert.equal(
+ *   line({ id: "c1:1", jobId: "c1.1", name: "charge", args: [], attempts: 5, error: "declined", request: undefined }),
+ *   "charge (c1:1): declined",
+ * );
+ * ```
+ */
 export interface FailedTask {
   /** The task's stable id, `chain:index`, as its context showed it. */
   readonly id: string;
@@ -96,7 +155,47 @@ export interface BullmqBackend extends TaskBackend {
   close(): Promise<void>;
 }
 
-/** Options for {@linkcode bullmqWorker}. */
+/**
+ * Options for {@linkcode bullmqWorker}.
+ *
+ * @example A worker for slow tasks
+ * ```ts
+ * import { defineTask } from "@afterward/background-tasks";
+ * import type { BullmqWorkerOptions } from "@afterward/background-tasks/bullmq";
+ * import assert from "node:assert/strict";
+ *
+ * const render = defineTask(async () => {}, { name: "render", timeout: 120_000 });
+ * const options: BullmqWorkerOptions = {
+ *   connection: { port: 6379 },
+ *   tasks: [render],
+ *   concurrency: 2,
+ *   lockDuration: 180_000,
+ *   onTaskEnd: ({ name, duration }) => console.log(name, duration),
+ * };
+ * assert.equal(options.concurrency, 2);
+ * ```
+ *
+ * @example Stop on SIGTERM
+ * ```ts
+ * import type { BullmqWorker } from "@afterward/background-tasks/bullmq";
+ * import assert from "node:assert/strict";
+ *
+ * function stopOnSigterm(worker: BullmqWorker): () => Promise<void> {
+ *   const stop = async () => {
+ *     await worker.close();
+ *   };
+ *   Deno.addSignalListener("SIGTERM", stop);
+ *   return async () => {
+ *     Deno.removeSignalListener("SIGTERM", stop);
+ *     await worker.close();
+ *   };
+ * }
+ * const closed: string[] = [];
+ * const stop = stopOnSigterm({ close: async () => void closed.push("closed") });
+ * await stop();
+ * assert.deepEqual(closed, ["closed"]);
+ * ```
+ */
 export interface BullmqWorkerOptions extends WorkerOptions {
   /** Where Redis listens. */
   connection: RedisConnection;

@@ -12,12 +12,61 @@ import type {
   WorkerOptions,
 } from "./task_backend.ts";
 
-/** The most a Deno KV queue message may weigh. */
+/**
+ * The most a Deno KV queue message may weigh.
+ *
+ * @example The limit
+ * ```ts
+ * import { KV_MAX_PAYLOAD } from "@afterward/background-tasks/kv";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(KV_MAX_PAYLOAD, 64 * 1024);
+ * ```
+ */
 export const KV_MAX_PAYLOAD = 64 * 1024;
 /** What a message holds besides the tasks, with room to spare. */
 const ENVELOPE_BYTES = 512;
 
-/** Options for {@linkcode kvBackend}. */
+/**
+ * Options for {@linkcode kvBackend}.
+ *
+ * @example A process that only enqueues
+ * ```ts
+ * import { defineTask } from "@afterward/background-tasks";
+ * import { kvBackend, type KvBackendOptions } from "@afterward/background-tasks/kv";
+ * import assert from "node:assert/strict";
+ *
+ * const sendEmail = defineTask(async () => {}, { name: "sendEmail" });
+ * const kv = await Deno.openKv(":memory:");
+ * const options: KvBackendOptions = {
+ *   kv,
+ *   tasks: [sendEmail],
+ *   listen: false,
+ *   prefix: ["app", "tasks"],
+ *   redelivery: [1_000, 10_000],
+ * };
+ * const backend = kvBackend(options);
+ * assert.deepEqual(await backend.deadLetters(), []);
+ * kv.close();
+ * ```
+ *
+ * @example Route your own queue messages
+ * ```ts
+ * import { defineTask } from "@afterward/background-tasks";
+ * import { kvBackend } from "@afterward/background-tasks/kv";
+ * import assert from "node:assert/strict";
+ *
+ * const kv = await Deno.openKv(":memory:");
+ * const backend = kvBackend({ kv, tasks: [defineTask(() => {}, { name: "noop" })], listen: false });
+ * kv.listenQueue(async (message) => {
+ *   if (await backend.handle(message)) return;
+ *   // The program's own messages go on here.
+ * });
+ * assert.equal(await backend.handle({ kind: "mine" }), false);
+ * backend.close();
+ * kv.close();
+ * ```
+ */
 export interface KvBackendOptions extends WorkerOptions {
   /** The database, from `Deno.openKv(path)`; needs `--unstable-kv`. */
   kv: Deno.Kv;
@@ -45,7 +94,26 @@ export interface KvBackendOptions extends WorkerOptions {
   redelivery?: number[];
 }
 
-/** A task that will not run again unless it is requeued. */
+/**
+ * A task that will not run again unless it is requeued.
+ *
+ * @example Alert on dead letters
+ * ```ts
+ * import type { DeadLetter } from "@afterward/background-tasks/kv";
+ * import assert from "node:assert/strict";
+ *
+ * function alert(letter: DeadLetter): string {
+ *   return `${letter.name} ${letter.id} ${letter.reason} after ${letter.attempts} attempts`;
+ * }
+ * assert.equal(
+ *   alert({
+ *     id: "c1:0", reason: "failed", name: "charge", args: [], index: 0, attempts: 3,
+ *     error: "Error: declined", request: undefined, at: new Date(0),
+ *   }),
+ *   "charge c1:0 failed after 3 attempts",
+ * );
+ * ```
+ */
 export interface DeadLetter {
   /** The task's stable id. */
   readonly id: string;

@@ -3,7 +3,26 @@
 import type { RequestSummary, RunOptions } from "./background_tasks.ts";
 import type { DefinedTask, RetryPolicy } from "./define_task.ts";
 
-/** One task of a chain, as a backend receives it. */
+/**
+ * One task of a chain, as a backend receives it.
+ *
+ * @example What a backend sees of a task
+ * ```ts
+ * import { defineTask, type HandedTask, type TaskBackend } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const names: string[] = [];
+ * const backend: TaskBackend = {
+ *   accept(task: HandedTask) {
+ *     names.push(`${task.name}(${task.args.length}) retry=${task.retry?.maxAttempts ?? 1}`);
+ *   },
+ *   enqueue: () => Promise.resolve(),
+ * };
+ * const resize = defineTask((_context, _path: string) => {}, { name: "resize", retry: {} });
+ * backend.accept({ name: resize.name, args: ["a.png"], timeout: undefined, retry: resize.retry, task: resize as never }, {});
+ * assert.deepEqual(names, ["resize(1) retry=3"]);
+ * ```
+ */
 export interface HandedTask {
   /** The task's name, under which the workers find its function. */
   readonly name: string;
@@ -17,7 +36,24 @@ export interface HandedTask {
   readonly task: DefinedTask;
 }
 
-/** One request's chain, as a backend receives it once the response has been sent. */
+/**
+ * One request's chain, as a backend receives it once the response has been sent.
+ *
+ * @example Log each chain a backend takes over
+ * ```ts
+ * import type { HandedChain } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * function describeChain(chain: HandedChain): string {
+ *   const from = chain.request ? ` from ${chain.request.method} ${chain.request.url}` : "";
+ *   return `${chain.id}: ${chain.tasks.map((task) => task.name).join(" → ")}${from}`;
+ * }
+ * assert.equal(
+ *   describeChain({ id: "c1", tasks: [], request: { method: "POST", url: "http://localhost/x" }, delivered: true }),
+ *   "c1:  from POST http://localhost/x",
+ * );
+ * ```
+ */
 export interface HandedChain {
   /** A unique id: with a task's index, it makes the task's stable id. */
   readonly id: string;
