@@ -31,7 +31,8 @@ function assertTypeOf<T extends keyof TypeOf>(
   name: string,
   action: string,
 ): asserts value is TypeOf[T] {
-  if (typeof value !== type) {
+  const actual: string = typeof value;
+  if (actual !== type) {
     throw new TypeError(
       `${action} as '${name}' must be a ${type}: current value is ${
         describe(value)

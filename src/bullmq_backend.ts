@@ -75,21 +75,6 @@ export interface RedisConnection {
  * };
  * assert.equal(options.queue, "emails");
  * ```
- *
- * @example Retry every failed task
- * ```ts
- * import type { BullmqBackend } from "@afterward/background-tasks/bullmq";
- * import assert from "node:assert/strict";
- *
- * async function retryAll(backend: BullmqBackend): Promise<number> {
- *   let retried = 0;
- *   for (const task of await backend.failed()) {
- *     if (await backend.retry(task.jobId)) retried++;
- *   }
- *   return retried;
- * }
- * assert.equal(typeof retryAll, "function");
- * ```
  */
 export interface BullmqBackendOptions {
   /** Where Redis listens. */
@@ -136,7 +121,24 @@ export interface FailedTask {
   readonly request: RequestSummary | undefined;
 }
 
-/** What {@linkcode bullmqBackend} returns. */
+/**
+ * What {@linkcode bullmqBackend} returns.
+ *
+ * @example Retry every failed task
+ * ```ts
+ * import type { BullmqBackend } from "@afterward/background-tasks/bullmq";
+ * import assert from "node:assert/strict";
+ *
+ * async function retryAll(backend: BullmqBackend): Promise<number> {
+ *   let retried = 0;
+ *   for (const task of await backend.failed()) {
+ *     if (await backend.retry(task.jobId)) retried++;
+ *   }
+ *   return retried;
+ * }
+ * assert.equal(typeof retryAll, "function");
+ * ```
+ */
 export interface BullmqBackend extends TaskBackend {
   /**
    * The tasks that failed at their last attempt, newest first.
@@ -174,27 +176,6 @@ export interface BullmqBackend extends TaskBackend {
  * };
  * assert.equal(options.concurrency, 2);
  * ```
- *
- * @example Stop on SIGTERM
- * ```ts
- * import type { BullmqWorker } from "@afterward/background-tasks/bullmq";
- * import assert from "node:assert/strict";
- *
- * function stopOnSigterm(worker: BullmqWorker): () => Promise<void> {
- *   const stop = async () => {
- *     await worker.close();
- *   };
- *   Deno.addSignalListener("SIGTERM", stop);
- *   return async () => {
- *     Deno.removeSignalListener("SIGTERM", stop);
- *     await worker.close();
- *   };
- * }
- * const closed: string[] = [];
- * const stop = stopOnSigterm({ close: async () => void closed.push("closed") });
- * await stop();
- * assert.deepEqual(closed, ["closed"]);
- * ```
  */
 export interface BullmqWorkerOptions extends WorkerOptions {
   /** Where Redis listens. */
@@ -227,7 +208,30 @@ export interface BullmqWorkerOptions extends WorkerOptions {
   stalledInterval?: number;
 }
 
-/** What {@linkcode bullmqWorker} returns. */
+/**
+ * What {@linkcode bullmqWorker} returns.
+ *
+ * @example Stop on SIGTERM
+ * ```ts
+ * import type { BullmqWorker } from "@afterward/background-tasks/bullmq";
+ * import assert from "node:assert/strict";
+ *
+ * function stopOnSigterm(worker: BullmqWorker): () => Promise<void> {
+ *   const stop = async () => {
+ *     await worker.close();
+ *   };
+ *   Deno.addSignalListener("SIGTERM", stop);
+ *   return async () => {
+ *     Deno.removeSignalListener("SIGTERM", stop);
+ *     await worker.close();
+ *   };
+ * }
+ * const closed: string[] = [];
+ * const stop = stopOnSigterm({ close: async () => void closed.push("closed") });
+ * await stop();
+ * assert.deepEqual(closed, ["closed"]);
+ * ```
+ */
 export interface BullmqWorker {
   /**
    * Stops taking tasks, lets the running ones finish, and closes the

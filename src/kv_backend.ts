@@ -49,23 +49,6 @@ const ENVELOPE_BYTES = 512;
  * assert.deepEqual(await backend.deadLetters(), []);
  * kv.close();
  * ```
- *
- * @example Route your own queue messages
- * ```ts
- * import { defineTask } from "@afterward/background-tasks";
- * import { kvBackend } from "@afterward/background-tasks/kv";
- * import assert from "node:assert/strict";
- *
- * const kv = await Deno.openKv(":memory:");
- * const backend = kvBackend({ kv, tasks: [defineTask(() => {}, { name: "noop" })], listen: false });
- * kv.listenQueue(async (message) => {
- *   if (await backend.handle(message)) return;
- *   // The program's own messages go on here.
- * });
- * assert.equal(await backend.handle({ kind: "mine" }), false);
- * backend.close();
- * kv.close();
- * ```
  */
 export interface KvBackendOptions extends WorkerOptions {
   /** The database, from `Deno.openKv(path)`; needs `--unstable-kv`. */
@@ -135,7 +118,26 @@ export interface DeadLetter {
   readonly at: Date;
 }
 
-/** What {@linkcode kvBackend} returns. */
+/**
+ * What {@linkcode kvBackend} returns.
+ *
+ * @example Route your own queue messages
+ * ```ts
+ * import { defineTask } from "@afterward/background-tasks";
+ * import { kvBackend } from "@afterward/background-tasks/kv";
+ * import assert from "node:assert/strict";
+ *
+ * const kv = await Deno.openKv(":memory:");
+ * const backend = kvBackend({ kv, tasks: [defineTask(() => {}, { name: "noop" })], listen: false });
+ * kv.listenQueue(async (message) => {
+ *   if (await backend.handle(message)) return;
+ *   // The program's own messages go on here.
+ * });
+ * assert.equal(await backend.handle({ kind: "mine" }), false);
+ * backend.close();
+ * kv.close();
+ * ```
+ */
 export interface KvBackend extends TaskBackend {
   /**
    * Runs one queue message, for a program that listens to the queue itself
