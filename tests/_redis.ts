@@ -17,9 +17,12 @@ async function hasRedisServer(): Promise<boolean> {
   }
 }
 
+/** The port of the Redis .ci/run started, if any (an empty value is none). */
+const sharedPort = Deno.env.get("REDIS_PORT") || undefined;
+
 /** Whether the tests can have a Redis. */
-export const redisAvailable: boolean =
-  Deno.env.get("REDIS_PORT") !== undefined || await hasRedisServer();
+export const redisAvailable: boolean = sharedPort !== undefined ||
+  await hasRedisServer();
 
 if (!redisAvailable && Deno.env.get("REQUIRE_REDIS") === "1") {
   throw new Error("REQUIRE_REDIS=1 but there is no redis-server");
@@ -49,9 +52,13 @@ async function ping(port: number): Promise<boolean> {
 
 /** Connects to the shared Redis, or starts a private one. */
 export async function startRedis(): Promise<TestRedis> {
-  const shared = Deno.env.get("REDIS_PORT");
-  if (shared !== undefined) {
-    return { port: Number(shared), [Symbol.asyncDispose]: async () => {} };
+  if (sharedPort !== undefined) {
+    const port = Number(sharedPort);
+    // A shared Redis that does not answer would leave BullMQ retrying forever.
+    if (!(await ping(port))) {
+      throw new Error(`No Redis answers on REDIS_PORT=${sharedPort}`);
+    }
+    return { port, [Symbol.asyncDispose]: async () => {} };
   }
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = listener.addr;
