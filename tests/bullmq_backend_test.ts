@@ -219,8 +219,16 @@ Deno.test("bullmqBackend() and bullmqWorker() reject options of the wrong type",
   }
 });
 
-/** A worker process from examples/distributed, and the lines it prints. */
-function spawnWorker(port: number, queue: string) {
+/**
+ * A worker process, by default the one from examples/distributed, and the
+ * lines it prints.
+ */
+function spawnWorker(
+  port: number,
+  queue: string,
+  script = "../examples/distributed/worker.ts",
+  env: Record<string, string> = {},
+) {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -228,9 +236,7 @@ function spawnWorker(port: number, queue: string) {
       "--allow-env",
       "--allow-read",
       "--allow-sys",
-      fileURLToPath(
-        new URL("../examples/distributed/worker.ts", import.meta.url),
-      ),
+      fileURLToPath(new URL(script, import.meta.url)),
     ],
     env: {
       REDIS_PORT: String(port),
@@ -240,6 +246,7 @@ function spawnWorker(port: number, queue: string) {
       LOCK_MS: "2000",
       STALLED_MS: "1000",
       NO_COLOR: "1",
+      ...env,
     },
     stdout: "piped",
     stderr: "inherit",
@@ -281,8 +288,12 @@ Deno.test({
   await using redis = await startRedis();
   const queue = `test-${crypto.randomUUID()}`;
   const chains = 2_000;
+  // The first worker hangs after 300 attempts, so it dies with tasks in hand.
+  const stallAfter = 300;
   const workers = [
-    spawnWorker(redis.port, queue),
+    spawnWorker(redis.port, queue, "./_stalling_worker.ts", {
+      STALL_AFTER: String(stallAfter),
+    }),
     spawnWorker(redis.port, queue),
   ];
   const backend = bullmqBackend({
@@ -305,12 +316,16 @@ Deno.test({
     await handler.drain();
     assert.equal(handler.stats.enqueued, chains * 3);
 
-    // Kill one worker once it is well into the run, tasks in hand.
+    // Kill the first worker once it hangs with tasks in hand.
     const [doomed, survivor] = workers as [
       ReturnType<typeof spawnWorker>,
       ReturnType<typeof spawnWorker>,
     ];
-    await doomed.printed(1_000);
+    const startedLines = () =>
+      doomed.lines.filter((line) => line.startsWith("started ")).length;
+    while (startedLines() <= stallAfter) {
+      await doomed.printed(doomed.lines.length + 1);
+    }
     doomed.child.kill("SIGKILL");
     await doomed.child.status;
     await doomed.reading;
@@ -332,8 +347,26 @@ Deno.test({
           .filter((line) => line.startsWith("succeeded "))
           .map((line) => line.split(" ")[2]),
       ).size;
+    // A generous bound, so that a takeover that never happens fails the
+    // test instead of hanging it (the run takes a few seconds).
+    const deadline = Date.now() + 120_000;
     while (finished() < chains * 3) {
-      await survivor.printed(survivor.lines.length + 1);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const line = survivor.printed(survivor.lines.length + 1);
+      await Promise.race([
+        line,
+        new Promise((_, reject) => {
+          timer = setTimeout(
+            () =>
+              reject(
+                new Error(
+                  `${chains * 3 - finished()} tasks never finished`,
+                ),
+              ),
+            Math.max(0, deadline - Date.now()),
+          );
+        }),
+      ]).finally(() => clearTimeout(timer));
     }
     survivor.child.kill("SIGTERM");
     assert.equal((await survivor.child.status).code, 0);
