@@ -40,7 +40,13 @@ const server = new Deno.Command("taskset", {
     Deno.execPath(),
     "run",
     `--inspect=127.0.0.1:${inspectorPort}`,
+    // What the backend variants need, as in bench/http.ts.
+    "--unstable-kv",
     "--allow-net=127.0.0.1",
+    "--allow-read",
+    "--allow-write",
+    "--allow-env",
+    "--allow-sys",
     new URL("./http_server.ts", import.meta.url).pathname,
     variant,
     String(port),

@@ -419,3 +419,90 @@ Deno.test("kvBackend() rejects options of the wrong type", async (t) => {
     kv.close();
   }
 });
+
+/** A chain of one `keep` task, as the runner hands it over. */
+function handedChain(task: DefinedTask<[string]>, arg: string, id?: string) {
+  return {
+    id: id ?? crypto.randomUUID(),
+    tasks: [{
+      name: task.name,
+      args: [arg],
+      timeout: undefined,
+      retry: undefined,
+      task: task as DefinedTask,
+    }],
+    request: undefined,
+    delivered: undefined,
+  };
+}
+
+guardedTest(
+  "kvBackend() stores the chains handed over together in few commits",
+  async () => {
+    const keep = defineTask((_context, _value: string) => {}, {
+      name: "keep",
+    });
+    await using db = await openBackend({ tasks: [keep], listen: false });
+    const atomic = mock.method(db.kv, "atomic");
+    await Promise.all(
+      Array.from(
+        { length: 250 },
+        (_, index) => db.backend.enqueue(handedChain(keep, `${index}`)),
+      ),
+    );
+    // Deno KV allows 100 checks per atomic operation: 100 + 100 + 50.
+    assert.equal(atomic.mock.callCount(), 3);
+    let stored = 0;
+    for await (
+      const _ of db.kv.list({ prefix: ["background-tasks", "chains"] })
+    ) stored++;
+    assert.equal(stored, 250);
+  },
+);
+
+guardedTest(
+  "kvBackend() fails only the chain at fault in a group",
+  async () => {
+    const keep = defineTask((_context, _value: string) => {}, {
+      name: "keep",
+    });
+    await using db = await openBackend({ tasks: [keep], listen: false });
+    const first = handedChain(keep, "first");
+    await db.backend.enqueue(first);
+    const outcomes = await Promise.allSettled([
+      db.backend.enqueue(handedChain(keep, "before")),
+      db.backend.enqueue(handedChain(keep, "again", first.id)),
+      db.backend.enqueue(handedChain(keep, "after")),
+    ]);
+    assert.deepEqual(outcomes.map((outcome) => outcome.status), [
+      "fulfilled",
+      "rejected",
+      "fulfilled",
+    ]);
+    assert.equal(
+      (outcomes[1] as PromiseRejectedResult).reason.message,
+      `Chain ${first.id} is already queued`,
+    );
+  },
+);
+
+guardedTest(
+  "kvBackend() splits a group over Deno KV's size per commit",
+  async () => {
+    const keep = defineTask((_context, _value: string) => {}, {
+      name: "keep",
+    });
+    await using db = await openBackend({ tasks: [keep], listen: false });
+    const atomic = mock.method(db.kv, "atomic");
+    // 20 chains of 60 KB: 1.2 MB, more than the 800 KiB one commit may write.
+    const big = "x".repeat(60_000);
+    await Promise.all(
+      Array.from(
+        { length: 20 },
+        () => db.backend.enqueue(handedChain(keep, big)),
+      ),
+    );
+    // The group, then its halves of 600 KB each.
+    assert.equal(atomic.mock.callCount(), 3);
+  },
+);
