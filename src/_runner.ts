@@ -209,6 +209,17 @@ export class Runner implements ChainOwner {
     };
   }
 
+  /**
+   * Reads a new chain's request at once when a backend will weigh it as
+   * tasks are added (the message carries the URL); otherwise only chains
+   * with tasks pay for reading it, in `schedule()`.
+   */
+  opened(chain: Chain, request: Request): void {
+    if (this.#config.backend === undefined) return;
+    chain.method = request.method;
+    chain.url = request.url;
+  }
+
   accept(chain: Chain, task: Task): void {
     if (this.#pending >= this.#config.maxPending) {
       this.#rejected++;
@@ -276,8 +287,10 @@ export class Runner implements ChainOwner {
       chain.close("the handler returned its response without adding any");
       return;
     }
-    chain.method = request.method;
-    chain.url = request.url;
+    if (chain.url === undefined) {
+      chain.method = request.method;
+      chain.url = request.url;
+    }
     chain.sequence = ++this.#sequence;
     this.#liveCount++;
     if (this.#newest === undefined) this.#oldest = chain;

@@ -91,3 +91,76 @@ export function assertSerializable(
     fail(`is an instance of ${object.constructor?.name ?? "a class"}`);
   }
 }
+
+/** The most bytes a length or an id takes as a varint. */
+const VARINT = 5;
+
+/**
+ * An upper bound of the bytes V8's serializer (Deno KV's, and `node:v8`'s)
+ * writes for `value`, without serializing it: a string counts two bytes per
+ * code unit, a number nine, a view its whole buffer, a repeated object a
+ * back-reference. `Infinity` for what it does not bound (errors, boxed
+ * primitives, arrays with extra properties): the caller measures those.
+ */
+export function structuredSizeBound(
+  value: unknown,
+  seen: Set<object> = new Set(),
+): number {
+  switch (typeof value) {
+    case "string":
+      // Tag, length, an alignment byte, UTF-16 at worst.
+      return 2 + VARINT + 2 * value.length;
+    case "number":
+      return 1 + 8;
+    case "bigint":
+      // Tag, bitfield, 64-bit digits.
+      return 1 + VARINT + 8 * Math.ceil(value.toString(16).length / 16);
+    case "boolean":
+    case "undefined":
+      return 1;
+    case "function":
+    case "symbol":
+      return Infinity;
+  }
+  if (value === null) return 1;
+  const object = value as object;
+  if (seen.has(object)) return 1 + VARINT;
+  seen.add(object);
+  const prototype = Object.getPrototypeOf(object);
+  let bytes = 1 + 3 * VARINT;
+  if (Array.isArray(object)) {
+    let items = 0;
+    object.forEach((item) => {
+      items++;
+      // An index, in case V8 writes the array sparse.
+      bytes += 1 + 8 + structuredSizeBound(item, seen);
+    });
+    return Object.keys(object).length === items ? bytes : Infinity;
+  }
+  if (prototype === Object.prototype || prototype === null) {
+    for (const [key, item] of Object.entries(object)) {
+      bytes += Math.max(structuredSizeBound(key), 1 + 8) +
+        structuredSizeBound(item, seen);
+    }
+    return bytes;
+  }
+  if (object instanceof ArrayBuffer) return bytes + object.byteLength;
+  if (ArrayBuffer.isView(object)) {
+    // The view and, once, its whole buffer.
+    return object.buffer instanceof ArrayBuffer
+      ? bytes + structuredSizeBound(object.buffer, seen)
+      : Infinity;
+  }
+  if (prototype === Date.prototype) return 1 + 8;
+  if (prototype === RegExp.prototype) {
+    return bytes + structuredSizeBound((object as RegExp).source);
+  }
+  if (prototype === Map.prototype || prototype === Set.prototype) {
+    for (const item of (object as Map<unknown, unknown>).entries()) {
+      bytes += structuredSizeBound(item[0], seen) +
+        structuredSizeBound(item[1], seen);
+    }
+    return bytes;
+  }
+  return Infinity;
+}

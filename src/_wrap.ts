@@ -9,11 +9,13 @@ import type { TaskControls } from "./with_background_tasks.ts";
 /** Creates a request's tasks, owned by `runner`. */
 export function tasksFor(
   runner: Runner,
+  request: Request,
 ): { tasks: BackgroundTasks; chain: Chain } {
   const tasks = new BackgroundTasks();
   const chain = internals.chainOf(tasks);
   chain.owner = runner;
   chain.facade = tasks;
+  runner.opened(chain, request);
   internals.created?.(chain);
   return { tasks, chain };
 }

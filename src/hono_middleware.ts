@@ -200,7 +200,7 @@ export function backgroundTasks(
       await next();
       return;
     }
-    const { tasks, chain } = tasksFor(runner);
+    const { tasks, chain } = tasksFor(runner, c.req.raw);
     c.set("backgroundTasks", tasks);
     try {
       await (storage === undefined ? next() : storage.run(tasks, next));

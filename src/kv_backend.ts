@@ -1,7 +1,7 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 import { serialize } from "node:v8";
-import { assertSerializable } from "./_serializable.ts";
+import { assertSerializable, structuredSizeBound } from "./_serializable.ts";
 import { assertInteger, describe } from "./_util.ts";
 import { runAttempt, type WorkerConfig, workerConfig } from "./_worker.ts";
 import type { RequestSummary } from "./background_tasks.ts";
@@ -24,10 +24,29 @@ import type {
  * ```
  */
 export const KV_MAX_PAYLOAD = 64 * 1024;
-/** What a message holds besides the tasks, with room to spare. */
+/** What a message holds besides the tasks and the request, with room to spare. */
 const ENVELOPE_BYTES = 512;
 /** Chains per commit: Deno KV allows 100 checks in an atomic operation. */
 const GROUP_SIZE = 100;
+
+/** A task as its chain's message holds it. */
+interface QueuedTask {
+  name: string;
+  args: unknown[];
+}
+
+/**
+ * What a chain's message weighs so far: most tasks are bounded cheaply, and
+ * measured exactly only when the bounds come near the limit.
+ */
+interface Weight {
+  /** Bytes measured exactly, the envelope included. */
+  exact: number;
+  /** Upper bounds of the tasks not measured yet. */
+  bounded: number;
+  /** Those tasks. */
+  unmeasured: Readonly<Pick<HandedTask, "name" | "args">>[];
+}
 
 /** A chain waiting for the commit that stores it. */
 interface Storing {
@@ -183,7 +202,7 @@ interface Step {
   chain: string;
   index: number;
   attempt: number;
-  tasks: { name: string; args: unknown[] }[];
+  tasks: QueuedTask[];
   request?: RequestSummary;
   delivered?: boolean;
 }
@@ -282,7 +301,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
       step.attempt,
     ],
   };
-  const sizes = new WeakMap<object, number>();
+  const weights = new WeakMap<object, Weight>();
   const shutdown = new AbortController();
 
   function enqueueStep(
@@ -355,7 +374,10 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
   }
 
   const backend: KvBackend = {
-    accept(task: HandedTask, chain: object): void {
+    accept(
+      task: HandedTask,
+      chain: { readonly request?: RequestSummary | undefined },
+    ): void {
       const addAction = `Cannot add task "${task.name}"`;
       if (config.registry.get(task.name) !== task.task) {
         throw new TypeError(
@@ -365,14 +387,33 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
       task.args.forEach((arg, index) =>
         assertSerializable(arg, `args[${index}]`, "structured", addAction)
       );
-      const bytes = (sizes.get(chain) ?? ENVELOPE_BYTES) +
-        serialize({ name: task.name, args: task.args }).byteLength;
-      if (bytes > KV_MAX_PAYLOAD) {
-        throw new TypeError(
-          `${addAction} as the chain would weigh ${bytes} bytes, more than the ${KV_MAX_PAYLOAD} a Deno KV message may hold`,
-        );
+      const queued = { name: task.name, args: task.args };
+      const weight = weights.get(chain) ?? {
+        exact: ENVELOPE_BYTES + structuredSizeBound(chain.request),
+        bounded: 0,
+        unmeasured: [],
+      };
+      const bound = structuredSizeBound(queued);
+      if (weight.exact + weight.bounded + bound <= KV_MAX_PAYLOAD) {
+        weight.bounded += bound;
+        weight.unmeasured.push(queued);
+      } else {
+        // Near the limit: measure what was only bounded (node:v8's serialize
+        // costs microseconds, so most chains never get here).
+        let bytes = weight.exact;
+        for (const each of [...weight.unmeasured, queued]) {
+          bytes += serialize(each).byteLength;
+        }
+        if (bytes > KV_MAX_PAYLOAD) {
+          throw new TypeError(
+            `${addAction} as the chain would weigh ${bytes} bytes, more than the ${KV_MAX_PAYLOAD} a Deno KV message may hold`,
+          );
+        }
+        weight.exact = bytes;
+        weight.bounded = 0;
+        weight.unmeasured = [];
       }
-      sizes.set(chain, bytes);
+      weights.set(chain, weight);
     },
 
     enqueue(chain: HandedChain): Promise<void> {

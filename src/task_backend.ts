@@ -114,10 +114,14 @@ export interface TaskBackend {
    * itself when a backend is set.
    *
    * @param task The task being added.
-   * @param chain Identifies the chain it joins, the same object for every
-   * task of one request: a key for state kept per chain, such as its size.
+   * @param chain The chain it joins: the same object for every task of one
+   * request, a key for state kept per chain (such as its size), with the
+   * `request` the chain will carry.
    */
-  accept(task: HandedTask, chain: object): void;
+  accept(
+    task: HandedTask,
+    chain: { readonly request?: RequestSummary | undefined },
+  ): void;
   /**
    * Takes over a chain whose response has been sent. The promise resolves
    * once the chain is safe (stored, or running), and rejects if it could not

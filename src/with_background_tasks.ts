@@ -273,7 +273,7 @@ export function withBackgroundTasks(
     request: Request,
     info: Deno.ServeHandlerInfo,
   ): Response | Promise<Response> {
-    const { tasks, chain } = tasksFor(runner);
+    const { tasks, chain } = tasksFor(runner, request);
     let response: Response | Promise<Response>;
     try {
       response = storage === undefined

@@ -506,3 +506,63 @@ guardedTest(
     assert.equal(atomic.mock.callCount(), 3);
   },
 );
+
+guardedTest(
+  "kvBackend() measures a chain exactly once its bounds near the limit",
+  async () => {
+    const keep = defineTask((_context, _value: string) => {}, {
+      name: "keep",
+    });
+    await using db = await openBackend({ tasks: [keep], listen: false });
+    // Each 20,000-character ASCII string weighs about 20 KB but is bounded
+    // at 40 KB: three fit in a message, a fourth does not.
+    const text = "x".repeat(20_000);
+    const refused: string[] = [];
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      for (let i = 0; i < 4; i++) {
+        try {
+          tasks.addTask(keep, text);
+        } catch (error) {
+          refused.push(`${i}: ${(error as Error).message}`);
+        }
+      }
+      return new Response("ok");
+    }, { backend: db.backend });
+    await (await callHandler(handler, "/")).tasks;
+    assert.equal(refused.length, 1);
+    assert.match(
+      refused[0]!,
+      /^3: Cannot add task "keep" as the chain would weigh 8\d{4} bytes, more than the 65536 a Deno KV message may hold$/,
+    );
+    assert.equal(handler.stats.enqueued, 3);
+  },
+);
+
+guardedTest(
+  "kvBackend() counts the request's URL in the chain's weight",
+  async () => {
+    const keep = defineTask((_context, _value: string) => {}, {
+      name: "keep",
+    });
+    await using db = await openBackend({ tasks: [keep], listen: false });
+    const text = "x".repeat(63_000);
+    const errors: unknown[] = [];
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      try {
+        tasks.addTask(keep, text);
+      } catch (error) {
+        errors.push(error);
+      }
+      return new Response("ok");
+    }, { backend: db.backend });
+    // With a short URL the message fits, and is stored.
+    await (await callHandler(handler, "/")).tasks;
+    assert.deepEqual([errors.length, handler.stats.enqueued], [0, 1]);
+    // A long query string would take it over the limit at commit time:
+    // refused in the handler instead.
+    await (await callHandler(handler, `/?q=${"q".repeat(2_000)}`)).tasks;
+    assert.equal(errors.length, 1);
+    assert.ok(errors[0] instanceof TypeError);
+    assert.deepEqual([handler.stats.enqueued, handler.stats.failed], [1, 0]);
+  },
+);
