@@ -7,9 +7,13 @@
  * round alike. With two cores or more, the server runs on core 0 and `wrk`
  * on core 1. Each measurement records requests per second, p50 and p99
  * latency, and the server's CPU time per request (from `/proc/<pid>/stat`),
- * each also as a ratio to the bare handler of the same round. It prints the
- * medians as a Markdown table, checks them against the targets, and writes
- * every measurement to `bench/results/latest.json`.
+ * each also as a ratio to the bare handler of the same round. After each run
+ * it asks the server (on a control port of its own) to drain: the CPU time
+ * includes the background work finished then, and "done/s" counts requests
+ * per second of run and drain, which is what a server sustains when its
+ * tasks must keep up (a durable backend may answer faster than it stores).
+ * It prints the medians as a Markdown table, checks them against the
+ * targets, and writes every measurement to `bench/results/latest.json`.
  *
  * When Debian's `python3-fastapi` and `python3-uvicorn` are installed, the
  * seed's FastAPI route runs under the same load in the same rounds, with no
@@ -50,6 +54,8 @@ interface Variant {
   /** The variant whose measurement of the same round it is compared with. */
   baseline: string;
   command: string[];
+  /** Whether the server answers on a control port when its tasks are done. */
+  control: boolean;
 }
 
 const serverScript = new URL("./http_server.ts", import.meta.url).pathname;
@@ -68,6 +74,7 @@ const deno = (name: string): Variant => ({
     serverScript,
     name,
   ],
+  control: true,
 });
 // The diagnostic variants run only when named in --variants, the backend
 // ones with --backends.
@@ -137,6 +144,7 @@ if (values.fastapi) {
           "--no-access-log",
           "--port",
         ],
+        control: false,
       });
     }
   }
@@ -172,18 +180,24 @@ function freePort(): number {
 
 async function startServer(
   variant: Variant,
-): Promise<{ child: Deno.ChildProcess; port: number }> {
+): Promise<
+  { child: Deno.ChildProcess; port: number; controlPort: number | undefined }
+> {
   const port = freePort();
-  const child = new Deno.Command(
-    pin(0, [...variant.command, String(port)])[0]!,
-    {
-      args: pin(0, [...variant.command, String(port)]).slice(1),
-      stdout: "null",
-      stderr: "null",
-    },
-  ).spawn();
+  const controlPort = variant.control ? freePort() : undefined;
+  const command = pin(0, [
+    ...variant.command,
+    String(port),
+    ...(controlPort === undefined ? [] : [String(controlPort)]),
+  ]);
+  const child = new Deno.Command(command[0]!, {
+    args: command.slice(1),
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
   await connectable(port);
-  return { child, port };
+  if (controlPort !== undefined) await connectable(controlPort);
+  return { child, port, controlPort };
 }
 
 /** Resolves once `port` accepts connections; throws after six seconds. */
@@ -205,7 +219,12 @@ interface Sample {
   requestsPerSecond: number;
   p50Ms: number;
   p99Ms: number;
+  /** CPU time per request, the background work finished after the run included. */
   cpuMicrosPerRequest: number;
+  /** How long the background work accepted during the run took to finish after it. */
+  drainMs: number;
+  /** Requests whose background work was done, per second of run and drain. */
+  donePerSecond: number;
 }
 
 function milliseconds(text: string): number {
@@ -220,7 +239,7 @@ function milliseconds(text: string): number {
 }
 
 async function measure(variant: Variant, round: number): Promise<Sample> {
-  const { child, port } = await startServer(variant);
+  const { child, port, controlPort } = await startServer(variant);
   try {
     const url = `http://127.0.0.1:${port}/`;
     const wrk = (seconds: number, latency: boolean) =>
@@ -235,8 +254,12 @@ async function measure(variant: Variant, round: number): Promise<Sample> {
     await wrk(warmup, false);
     const cpuBefore = await cpuSeconds(child.pid);
     const { stdout } = await wrk(duration, true);
+    const drainMs = controlPort === undefined ? 0 : Number(
+      await (await fetch(`http://127.0.0.1:${controlPort}/`)).text(),
+    );
     const cpu = await cpuSeconds(child.pid) - cpuBefore;
     const requests = Number(/(\d+) requests in/.exec(stdout)?.[1]);
+    const runSeconds = Number(/requests in ([\d.]+)s/.exec(stdout)?.[1]);
     return {
       round,
       variant: variant.name,
@@ -244,6 +267,8 @@ async function measure(variant: Variant, round: number): Promise<Sample> {
       p50Ms: milliseconds(/ 50%\s+(\S+)/.exec(stdout)?.[1] ?? ""),
       p99Ms: milliseconds(/ 99%\s+(\S+)/.exec(stdout)?.[1] ?? ""),
       cpuMicrosPerRequest: cpu * 1e6 / requests,
+      drainMs,
+      donePerSecond: requests / (runSeconds + drainMs / 1000),
     };
   } finally {
     child.kill("SIGKILL");
@@ -341,6 +366,8 @@ const summary = variants.map((variant) => {
     p50Ms: median(own.map((s) => s.p50Ms)),
     p99Ms: median(own.map((s) => s.p99Ms)),
     cpuMicrosPerRequest: median(own.map((s) => s.cpuMicrosPerRequest)),
+    drainMs: median(own.map((s) => s.drainMs)),
+    donePerSecond: median(own.map((s) => s.donePerSecond)),
     throughputRatio: ratios("requestsPerSecond"),
     throughputRatioRange: [
       Math.min(...throughputRatios),
@@ -390,9 +417,11 @@ const targets = [
 const fixed = (value: number, digits: number) =>
   Number.isNaN(value) ? "" : value.toFixed(digits);
 console.log(
-  `\n| Variant | req/s | × baseline | rounds' range | p50 ms | p99 ms | CPU µs/req | CPU × baseline |`,
+  `\n| Variant | req/s | × baseline | rounds' range | p50 ms | p99 ms | CPU µs/req | CPU × baseline | drain ms | done/s |`,
 );
-console.log(`| --- | ---: | ---: | :---: | ---: | ---: | ---: | ---: |`);
+console.log(
+  `| --- | ---: | ---: | :---: | ---: | ---: | ---: | ---: | ---: | ---: |`,
+);
 for (const s of summary) {
   const [low, high] = s.throughputRatioRange;
   console.log(
@@ -400,7 +429,9 @@ for (const s of summary) {
       fixed(s.throughputRatio, 3)
     } | ${fixed(low!, 2)}–${fixed(high!, 2)} | ${fixed(s.p50Ms, 2)} | ${
       fixed(s.p99Ms, 2)
-    } | ${fixed(s.cpuMicrosPerRequest, 2)} | ${fixed(s.cpuRatio, 3)} |`,
+    } | ${fixed(s.cpuMicrosPerRequest, 2)} | ${fixed(s.cpuRatio, 3)} | ${
+      fixed(s.drainMs, 0)
+    } | ${fixed(s.donePerSecond, 0)} |`,
   );
 }
 console.log(`\nTargets (medians of per-round ratios):`);

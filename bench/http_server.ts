@@ -182,7 +182,7 @@ const trivialDefined = defineTask((_context, n: number) => trivialTask(n), {
 });
 
 if (import.meta.main) {
-  const [name = "bare", port = "0"] = Deno.args;
+  const [name = "bare", port = "0", controlPort] = Deno.args;
   const handler = variants[name] ?? await backendVariants[name]?.();
   if (handler === undefined) {
     console.error(
@@ -197,6 +197,20 @@ if (import.meta.main) {
     port: Number(port),
     onListen: ({ port }) => console.log(`listening ${port}`),
   }, handler);
+  if (controlPort !== undefined) {
+    // On a port of its own, so the measured handler stays as it is: waits
+    // for the background work accepted so far and answers how long it took.
+    const drain = (handler as { drain?: () => Promise<unknown> }).drain;
+    Deno.serve({
+      hostname: "127.0.0.1",
+      port: Number(controlPort),
+      onListen: () => {},
+    }, async () => {
+      const startedAt = performance.now();
+      await drain?.();
+      return new Response(String(performance.now() - startedAt));
+    });
+  }
   // Keeps the sink observable so the task's work is not dead code.
   globalThis.addEventListener("unload", () => void sink);
 }
