@@ -8,6 +8,7 @@ import {
   Worker,
 } from "bullmq";
 import { backoff } from "./_execute.ts";
+import { groupCommit } from "./_group_commit.ts";
 import { assertSerializable } from "./_serializable.ts";
 import { assertInteger, describe } from "./_util.ts";
 import { runAttempt, workerConfig } from "./_worker.ts";
@@ -252,6 +253,8 @@ interface JobData {
 }
 
 const BACKOFF = "background-tasks";
+/** Chains per transaction. */
+const GROUP_SIZE = 100;
 
 /**
  * A backend on Redis through BullMQ, for work that should outgrow one
@@ -259,8 +262,9 @@ const BACKOFF = "background-tasks";
  * been sent, and worker processes started with {@linkcode bullmqWorker}, on
  * this machine or others, run the tasks.
  *
- * A chain becomes a BullMQ flow, added atomically, whose jobs depend on one
- * another so that they run in order; a task that fails at its last attempt
+ * A chain becomes a BullMQ flow, added atomically (the chains handed over
+ * together share one transaction), whose jobs depend on one another so that
+ * they run in order; a task that fails at its last attempt
  * leaves the next one running. Retries and backoff are BullMQ's, computed as
  * the task's retry policy says. If a worker dies mid-task, BullMQ gives the
  * task to another once its lock expires (stalled-job recovery): delivery is
@@ -306,6 +310,11 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
   // listener, ioredis would print each one.
   flows.on("error", () => {});
   queue.on("error", () => {});
+  // Chains handed over together go in one transaction: ioredis builds a
+  // pipeline per call, which cost more than the chain itself.
+  const store = groupCommit<FlowJob>(async (group) => {
+    await flows.addBulk(group);
+  }, GROUP_SIZE);
 
   return {
     accept(task: HandedTask): void {
@@ -320,7 +329,7 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
       );
     },
 
-    async enqueue(chain: HandedChain): Promise<void> {
+    enqueue(chain: HandedChain): Promise<void> {
       let flow: FlowJob | undefined;
       chain.tasks.forEach((task, index) => {
         const data: JobData = {
@@ -349,7 +358,7 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
           ...(flow === undefined ? {} : { children: [flow] }),
         };
       });
-      if (flow !== undefined) await flows.add(flow);
+      return flow === undefined ? Promise.resolve() : store(flow);
     },
 
     async failed(): Promise<FailedTask[]> {

@@ -2,6 +2,7 @@
 
 import { serialize } from "node:v8";
 import { assertSerializable, structuredSizeBound } from "./_serializable.ts";
+import { groupCommit } from "./_group_commit.ts";
 import { assertInteger, describe } from "./_util.ts";
 import { runAttempt, type WorkerConfig, workerConfig } from "./_worker.ts";
 import type { RequestSummary } from "./background_tasks.ts";
@@ -46,13 +47,6 @@ interface Weight {
   bounded: number;
   /** Those tasks. */
   unmeasured: Readonly<Pick<HandedTask, "name" | "args">>[];
-}
-
-/** A chain waiting for the commit that stores it. */
-interface Storing {
-  step: Step;
-  resolve: () => void;
-  reject: (error: unknown) => void;
 }
 
 /**
@@ -324,54 +318,26 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
       });
   }
 
-  // Group commit: the chains handed over while a commit is in flight wait,
-  // and the next commit stores up to GROUP_SIZE of them at once. One commit
-  // costs about as much as one chain; a hundred chains in one cost a few.
-  const waiting: Storing[] = [];
-  let committing = false;
-
-  async function commitWaiting(): Promise<void> {
-    while (waiting.length > 0) {
-      await commitGroup(waiting.splice(0, GROUP_SIZE));
+  // Chains handed over together share a commit: one costs about as much as
+  // one chain, a hundred in one cost a few. A group fails as a whole when a
+  // chain is already queued, or when it is over Deno KV's 800 KiB per
+  // operation; it is then split down to the chain at fault.
+  const store = groupCommit<Step>(async (steps) => {
+    let operation = kv.atomic();
+    for (const step of steps) {
+      operation = enqueueStep(
+        operation.check({ key: keys.progress(step.chain), versionstamp: null }),
+        step,
+      );
     }
-    committing = false;
-  }
-
-  /**
-   * Stores the group's chains in one atomic operation. If it fails (a chain
-   * already queued, or a group over Deno KV's 800 KiB per operation), each
-   * half is tried on its own, down to the chain at fault: one bad chain
-   * never fails the others. Never rejects.
-   */
-  async function commitGroup(group: Storing[]): Promise<void> {
-    let failure: unknown;
-    try {
-      let operation = kv.atomic();
-      for (const { step } of group) {
-        operation = enqueueStep(
-          operation.check({
-            key: keys.progress(step.chain),
-            versionstamp: null,
-          }),
-          step,
-        );
-      }
-      if ((await operation.commit()).ok) {
-        for (const storing of group) storing.resolve();
-        return;
-      }
-    } catch (error) {
-      failure = error;
+    if (!(await operation.commit()).ok) {
+      throw new Error(
+        steps.length === 1
+          ? `Chain ${steps[0]!.chain} is already queued`
+          : "A chain of the group is already queued",
+      );
     }
-    if (group.length === 1) {
-      const [{ step, reject }] = group as [Storing];
-      reject(failure ?? new Error(`Chain ${step.chain} is already queued`));
-      return;
-    }
-    const half = Math.ceil(group.length / 2);
-    await commitGroup(group.slice(0, half));
-    await commitGroup(group.slice(half));
-  }
+  }, GROUP_SIZE);
 
   const backend: KvBackend = {
     accept(
@@ -428,15 +394,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
           ? {}
           : { delivered: chain.delivered }),
       };
-      const stored = Promise.withResolvers<void>();
-      waiting.push({ step, ...stored });
-      if (!committing) {
-        committing = true;
-        // A microtask later, so that the chains handed over together (the
-        // runner starts them in one timer callback) share the first commit.
-        queueMicrotask(commitWaiting);
-      }
-      return stored.promise;
+      return store(step);
     },
 
     async handle(message: unknown): Promise<boolean> {

@@ -1,7 +1,9 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 import assert from "node:assert/strict";
+import { mock } from "node:test";
 import { fileURLToPath } from "node:url";
+import { FlowProducer, Queue } from "bullmq";
 import {
   type BackgroundTasks,
   type DefinedTask,
@@ -216,6 +218,52 @@ Deno.test("bullmqBackend() and bullmqWorker() reject options of the wrong type",
     await t.step(name, () => {
       assert.throws(call, { name: errorName, message });
     });
+  }
+});
+
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqBackend() adds the chains handed over together in few transactions",
+}, async () => {
+  await using redis = await startRedis();
+  const connection = { host: "127.0.0.1", port: redis.port };
+  const queueName = `test-${crypto.randomUUID()}`;
+  const addBulk = mock.method(FlowProducer.prototype, "addBulk");
+  const add = mock.method(FlowProducer.prototype, "add");
+  const backend = bullmqBackend({
+    connection,
+    queue: queueName,
+    tasks: exampleTasks,
+  });
+  const queue = new Queue(queueName, { connection });
+  try {
+    await Promise.all(
+      Array.from({ length: 250 }, (_, index) =>
+        backend.enqueue({
+          id: `chain${index}`,
+          tasks: [sendWelcomeEmail, createAvatar].map((task) => ({
+            name: task.name,
+            args: [`user${index}@example.com`],
+            timeout: task.timeout,
+            retry: task.retry,
+            task: task as DefinedTask,
+          })),
+          request: undefined,
+          delivered: undefined,
+        })),
+    );
+    // 100 + 100 + 50 chains, two jobs each, the first waiting for a worker.
+    assert.equal(addBulk.mock.callCount(), 3);
+    assert.equal(add.mock.callCount(), 0);
+    const counts = await queue.getJobCounts("wait", "waiting-children");
+    assert.deepEqual(counts, { wait: 250, "waiting-children": 250 });
+  } finally {
+    addBulk.mock.restore();
+    add.mock.restore();
+    await queue.obliterate({ force: true });
+    await queue.close();
+    await backend.close();
   }
 });
 
