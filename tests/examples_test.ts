@@ -5,8 +5,22 @@
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import denoJson from "../deno.json" with { type: "json" };
 
 const examples = new URL("../examples/", import.meta.url);
+
+/**
+ * The permission flags of a `deno task` that runs an example, so that the
+ * tests run it exactly as the task does.
+ */
+function taskFlags(
+  task: keyof typeof denoJson.tasks,
+  script: string,
+): string[] {
+  const [deno, run, ...rest] = denoJson.tasks[task].split(" ");
+  assert.deepEqual([deno, run, rest.at(-1)], ["deno", "run", script]);
+  return rest.slice(0, -1);
+}
 
 /** A running example, started with the permissions its header documents. */
 class Example {
@@ -147,8 +161,11 @@ const writeLog = [
   "--allow-write=log.txt",
 ];
 
-Deno.test("examples/send_notification.ts writes the notification after responding", async () => {
-  await using example = await Example.start("send_notification.ts", writeLog);
+Deno.test("examples/send_notification.ts writes the notification after responding, under `deno task example`", async () => {
+  await using example = await Example.start(
+    "send_notification.ts",
+    taskFlags("example", "examples/send_notification.ts"),
+  );
   const response = await fetch(
     `${example.url}/send-notification/johndoe@example.com`,
     { method: "POST" },
@@ -228,15 +245,13 @@ Deno.test("examples/accepted_processing.ts accepts a file at once and processes 
   assertDrained(await example.stop());
 });
 
-Deno.test("examples/demo.ts prints the response before the tasks, then cleans up", async () => {
+Deno.test("examples/demo.ts prints the response before the tasks, then cleans up, under `deno task demo`", async () => {
   const tmp = await Deno.makeTempDir({ prefix: "background_tasks_demo_test_" });
   try {
     const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
       args: [
         "run",
-        "--allow-net=127.0.0.1",
-        "--allow-read",
-        "--allow-write",
+        ...taskFlags("demo", "examples/demo.ts"),
         fileURLToPath(new URL("demo.ts", examples)),
       ],
       env: { TMPDIR: tmp, NO_COLOR: "1" },
