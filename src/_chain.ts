@@ -47,6 +47,7 @@ export interface ChainOwner {
 /** Why a chain stopped accepting tasks; it completes the message of a late `addTask`. */
 export type ClosedBecause =
   | "the request's tasks have already run"
+  | "the request's tasks have been handed to the backend"
   | "the handler returned its response without adding any"
   | "the handler failed and its tasks were discarded"
   | "the response was not delivered and its tasks were skipped"

@@ -394,6 +394,9 @@ export class Runner implements ChainOwner {
    */
   #handOver(chain: Chain, backend: TaskBackend): void {
     chain.started = true;
+    // What is handed over is the whole chain: a task added while the
+    // backend stores it would never reach it.
+    chain.close("the request's tasks have been handed to the backend");
     const tasks: HandedTask[] = [];
     for (let task = chain.head; task !== undefined; task = task.next) {
       tasks.push(handed(task, task.defined!));
@@ -403,7 +406,6 @@ export class Runner implements ChainOwner {
       if (chain.abandoned) return;
       chain.position = count;
       chain.head = undefined;
-      chain.close("the request's tasks have already run");
       this.#pending -= count;
       if (failed) {
         this.#failed += count;
