@@ -1,7 +1,10 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import { serialize } from "node:v8";
-import { assertSerializable, structuredSizeBound } from "./_serializable.ts";
+import {
+  assertSerializable,
+  structuredSize,
+  structuredSizeBound,
+} from "./_serializable.ts";
 import { groupCommit } from "./_group_commit.ts";
 import { assertInteger, describe } from "./_util.ts";
 import { runAttempt, type WorkerConfig, workerConfig } from "./_worker.ts";
@@ -38,15 +41,15 @@ interface QueuedTask {
 
 /**
  * What a chain's message weighs so far: most tasks are bounded cheaply, and
- * measured exactly only when the bounds come near the limit.
+ * the chain is measured exactly only when the bounds come near the limit.
  */
 interface Weight {
-  /** Bytes measured exactly, the envelope included. */
-  exact: number;
-  /** Upper bounds of the tasks not measured yet. */
+  /** The chain's tasks so far. */
+  tasks: Readonly<Pick<HandedTask, "name" | "args">>[];
+  /** Bytes of the tasks measured at the last exact measure, the envelope included. */
+  measured: number;
+  /** Upper bounds of the tasks added since. */
   bounded: number;
-  /** Those tasks. */
-  unmeasured: Readonly<Pick<HandedTask, "name" | "args">>[];
 }
 
 /**
@@ -355,29 +358,28 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
       );
       const queued = { name: task.name, args: task.args };
       const weight = weights.get(chain) ?? {
-        exact: ENVELOPE_BYTES + structuredSizeBound(chain.request),
+        tasks: [],
+        measured: ENVELOPE_BYTES + structuredSizeBound(chain.request),
         bounded: 0,
-        unmeasured: [],
       };
       const bound = structuredSizeBound(queued);
-      if (weight.exact + weight.bounded + bound <= KV_MAX_PAYLOAD) {
+      weight.tasks.push(queued);
+      if (weight.measured + weight.bounded + bound <= KV_MAX_PAYLOAD) {
         weight.bounded += bound;
-        weight.unmeasured.push(queued);
       } else {
-        // Near the limit: measure what was only bounded (node:v8's serialize
-        // costs microseconds, so most chains never get here).
-        let bytes = weight.exact;
-        for (const each of [...weight.unmeasured, queued]) {
-          bytes += serialize(each).byteLength;
-        }
+        // Near the limit: measure the whole message as Deno KV will write
+        // it (back-references number across all its tasks). Serializing
+        // costs microseconds, so most chains never get here.
+        const bytes = ENVELOPE_BYTES +
+          structuredSize({ tasks: weight.tasks, request: chain.request });
         if (bytes > KV_MAX_PAYLOAD) {
+          weight.tasks.pop();
           throw new TypeError(
             `${addAction} as the chain would weigh ${bytes} bytes, more than the ${KV_MAX_PAYLOAD} a Deno KV message may hold`,
           );
         }
-        weight.exact = bytes;
+        weight.measured = bytes;
         weight.bounded = 0;
-        weight.unmeasured = [];
       }
       weights.set(chain, weight);
     },
@@ -542,9 +544,17 @@ function isStep(value: unknown): value is Step {
     (value as Step).afterwardStep === 1;
 }
 
+/** What a cut error text ends with. */
+const CUT = " [cut to fit in Deno KV]";
+
+/**
+ * A dead letter that fits in a Deno KV value (64 KiB, like a message): the
+ * error text (a stack, say) gives way first; arguments too large to keep
+ * with the rest are dropped, and the error says so.
+ */
 function deadLetter(step: Step, id: string, error: string): DeadLetter {
   const task = step.tasks[step.index]!;
-  return {
+  let letter: DeadLetter = {
     id,
     reason: "failed",
     name: task.name,
@@ -555,6 +565,23 @@ function deadLetter(step: Step, id: string, error: string): DeadLetter {
     request: step.request,
     at: new Date(),
   };
+  for (
+    let excess = structuredSize(letter) - KV_MAX_PAYLOAD;
+    excess > 0;
+    excess = structuredSize(letter) - KV_MAX_PAYLOAD
+  ) {
+    const keep = letter.error.length - excess - CUT.length;
+    letter = keep > 0
+      ? { ...letter, error: letter.error.slice(0, keep) + CUT }
+      : {
+        ...letter,
+        args: [],
+        error: `${
+          error.slice(0, 4096)
+        }${CUT}; its arguments were too large to keep`,
+      };
+  }
+  return letter;
 }
 
 function errorText(error: unknown): string {

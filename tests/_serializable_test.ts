@@ -1,17 +1,22 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 import assert from "node:assert/strict";
-import { serialize } from "node:v8";
-import { structuredSizeBound } from "../src/_serializable.ts";
+import { Buffer } from "node:buffer";
+import {
+  assertSerializable,
+  structuredSize,
+  structuredSizeBound,
+} from "../src/_serializable.ts";
 
-Deno.test("structuredSizeBound() is never below what V8 writes", () => {
+/** Values a task may carry, the awkward ones included. */
+function corpus(): unknown[] {
   const shared = { id: "shared" };
   const cycle: Record<string, unknown> = { name: "cycle" };
   cycle.self = cycle;
   const sparse: unknown[] = [1, , 3];
   sparse[1_000] = "far";
   const buffer = new ArrayBuffer(64);
-  const values: unknown[] = [
+  return [
     "",
     "ascii",
     "é".repeat(100),
@@ -46,22 +51,81 @@ Deno.test("structuredSizeBound() is never below what V8 writes", () => {
     new Float64Array([1.5, -2.5]),
     new DataView(new ArrayBuffer(8)),
     [new Uint8Array(buffer), new Int32Array(buffer)],
+    // Views over more than they show: Deno KV writes the whole buffer.
+    new Uint8Array(30_000).subarray(0, 16),
+    Buffer.from("pooled"),
+    // Built-ins that hide what they are, or lie about their contents.
+    Object.setPrototypeOf(new Map([["k", "v".repeat(3_000)]]), null),
+    Object.setPrototypeOf(new Set(["s".repeat(3_000)]), Object.prototype),
+    Object.setPrototypeOf(new Uint8Array(3_000).buffer, null),
+    Object.setPrototypeOf(new Date(0), null),
+    Object.assign(new Map([["k", "v".repeat(3_000)]]), { entries: null }),
+    Object.defineProperty(new Uint8Array(4_000).subarray(0, 1), "buffer", {
+      value: new ArrayBuffer(0),
+    }),
+    Object.defineProperty(new RegExp("x".repeat(3_000)), "source", {
+      value: "",
+    }),
+    Object.assign(["a"], { extra: "x".repeat(3_000) }),
+    Object.assign(
+      Object.defineProperty(["a", "b"], "1", { enumerable: false }),
+      { extra: "x".repeat(3_000) },
+    ),
   ];
-  for (const value of values) {
-    // V8 writes a 2-byte header once per message, outside any value.
-    const written = serialize(value).byteLength - 2;
-    const bound = structuredSizeBound(value);
-    assert.ok(
-      bound >= written,
-      `${Deno.inspect(value).slice(0, 60)}: bound ${bound} < ${written}`,
-    );
+}
+
+/** A Deno KV database for one test. */
+async function openKv(): Promise<Deno.Kv & AsyncDisposable> {
+  const kv = await Deno.openKv(":memory:");
+  return Object.assign(kv, {
+    [Symbol.asyncDispose]() {
+      kv.close();
+      return Promise.resolve();
+    },
+  });
+}
+
+/** Deno KV's limit on a message, its header included. */
+const LIMIT = 65_536;
+
+/**
+ * Pads each value of the corpus with as many `char`s as `measure` says fit
+ * in a message, and enqueues it: Deno KV refuses it if `measure` was below
+ * what it writes.
+ */
+async function assertFits(
+  measure: (value: unknown) => number,
+  char: string,
+): Promise<void> {
+  await using kv = await openKv();
+  for (const value of corpus()) {
+    let length = LIMIT - measure([value, ""]);
+    if (length < 0) continue;
+    while (measure([value, char.repeat(length)]) > LIMIT) length--;
+    try {
+      await kv.enqueue([value, char.repeat(length)], { delay: 3_600_000 });
+    } catch (error) {
+      throw new Error(`Measured too small: ${Deno.inspect(value)}`, {
+        cause: error,
+      });
+    }
   }
+}
+
+Deno.test("structuredSizeBound() is never below what Deno KV writes", async () => {
+  // A two-byte padding, so that the bound of the padding is its exact size.
+  // The 2-byte header comes once per message, outside any value.
+  await assertFits((value) => structuredSizeBound(value) + 2, "\u0100");
+});
+
+Deno.test("structuredSize() is never below what Deno KV writes", async () => {
+  await assertFits(structuredSize, "p");
 });
 
 Deno.test("structuredSizeBound() stays close for common arguments", () => {
   const values = ["ada@example.com", 42, { id: "u_1", plan: "pro" }];
   for (const value of values) {
-    const written = serialize(value).byteLength - 2;
+    const written = structuredSize(value) - 2;
     assert.ok(structuredSizeBound(value) <= 4 * written + 32);
   }
 });
@@ -70,5 +134,41 @@ Deno.test("structuredSizeBound() leaves what it cannot bound to a measure", () =
   const withProperty = Object.assign([1], { extra: true });
   for (const value of [new Error("boom"), new String("boxed"), withProperty]) {
     assert.equal(structuredSizeBound(value), Infinity);
+  }
+});
+
+Deno.test("assertSerializable() refuses what Deno KV cannot store", async (t) => {
+  const view = new Uint8Array(8);
+  const detached = view.buffer;
+  structuredClone(detached, { transfer: [detached] });
+  const table: [string, unknown, string][] = [
+    ["a proxy", new Proxy({}, {}), "is a proxy"],
+    [
+      "an arguments object",
+      (function () {
+        return arguments;
+      })(),
+      "is an arguments object",
+    ],
+    [
+      "a view of a SharedArrayBuffer",
+      new Uint8Array(new SharedArrayBuffer(8)),
+      "is a view of a SharedArrayBuffer",
+    ],
+    ["a detached buffer", detached, "is detached"],
+    ["a view of a detached buffer", view, "is detached"],
+  ];
+  for (const [name, value, what] of table) {
+    await t.step(name, () => {
+      assert.throws(
+        () => assertSerializable(value, "args[0]", "structured", "Cannot add"),
+        {
+          name: "TypeError",
+          message: new RegExp(
+            `^Cannot add as args\\[0\\] ${what}, which Deno KV cannot store: current value is `,
+          ),
+        },
+      );
+    });
   }
 });

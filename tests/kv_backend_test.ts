@@ -566,3 +566,62 @@ guardedTest(
     assert.deepEqual([handler.stats.enqueued, handler.stats.failed], [1, 0]);
   },
 );
+
+guardedTest(
+  "kvBackend() counts a view's whole buffer, as Deno KV stores it",
+  async () => {
+    const store = defineTask((_context, _bytes: Uint8Array) => {}, {
+      name: "store",
+    });
+    await using db = await openBackend({ tasks: [store], listen: false });
+    const file = new Uint8Array(100_000);
+    let refused: unknown;
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      try {
+        tasks.addTask(store, file.subarray(0, 16));
+      } catch (error) {
+        refused = error;
+      }
+      tasks.addTask(store, file.slice(0, 16));
+      return new Response("ok");
+    }, { backend: db.backend });
+    await (await callHandler(handler, "/")).tasks;
+    assert.ok(refused instanceof TypeError);
+    assert.match(
+      refused.message,
+      /^Cannot add task "store" as the chain would weigh 100\d{3} bytes, more than the 65536 a Deno KV message may hold$/,
+    );
+    // The copy of the 16 bytes fits, and was stored.
+    assert.deepEqual([handler.stats.enqueued, handler.stats.failed], [1, 0]);
+  },
+);
+
+guardedTest(
+  "kvBackend() keeps a dead letter within Deno KV's limits, and goes on",
+  async () => {
+    const finished = counter(1);
+    const big = defineTask((_context, _text: string) => {
+      throw new Error(`declined ${"y".repeat(4_000)}`);
+    }, { name: "big" });
+    const after = defineTask(() => finished.tick(), { name: "after" });
+    await using db = await openBackend({
+      tasks: [big, after],
+      onError: () => {},
+    });
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(big, "x".repeat(64_000));
+      tasks.addTask(after);
+      return new Response("ok");
+    }, { backend: db.backend });
+    await (await callHandler(handler, "/")).tasks;
+    await finished.done;
+    const [letter, ...others] = await db.backend.deadLetters();
+    assert.deepEqual(others, []);
+    assert.equal(letter?.reason, "failed");
+    assert.deepEqual(letter?.args, ["x".repeat(64_000)]);
+    assert.match(
+      letter!.error,
+      /^Error: declined y+ \[cut to fit in Deno KV\]$/,
+    );
+  },
+);
