@@ -88,6 +88,8 @@ export class Chain {
   attemptStartedAt = 0;
   /** Whether the runner gave up on it at a deadline; the loop stops at its next step. */
   abandoned = false;
+  /** Whether its head task counts as running in the runner's stats. */
+  running = false;
   /** Aborts the running attempt and ends any wait (timeout, retry delay) at once. */
   interrupt: ((reason: unknown) => void) | undefined = undefined;
   /** Made on first use: with a task's index, the task's stable id. */

@@ -82,6 +82,8 @@ export function startChain(chain: Chain, config: ExecutionConfig): void {
         chain.results = execute(chain, config, { failed: false, value });
         return;
       }
+      // The task may have abandoned its own chain (a drain it ended).
+      if (chain.abandoned) return;
       chain.advance();
       owner?.taskSettled(chain, true, false);
     }
@@ -244,10 +246,15 @@ async function attemptsUntilSettled(
   const retry = task.defined?.retry;
   for (let attempt = 1;; attempt++) {
     const started = info(chain, task, index, attempt);
-    hook("onTaskStart", config.onTaskStart, started);
     const startedAt = performance.now();
     chain.attempt = attempt;
     chain.attemptStartedAt = startedAt;
+    hook("onTaskStart", config.onTaskStart, started);
+    // The hook may have abandoned the chain (a drain it ended), which told
+    // onTaskEnd so.
+    if (chain.abandoned) {
+      return { failed: true, value: undefined, timedOut: false, attempt };
+    }
     let value: unknown;
     let error: unknown;
     let failed = false;

@@ -239,7 +239,10 @@ export class Runner implements ChainOwner {
     this.#pending++;
   }
 
-  taskStarted(): void {
+  taskStarted(chain: Chain): void {
+    // An abandoned chain was counted off already; it must not count again.
+    if (chain.abandoned) return;
+    chain.running = true;
     this.#running++;
   }
 
@@ -248,6 +251,8 @@ export class Runner implements ChainOwner {
   }
 
   taskSettled(chain: Chain, succeeded: boolean, timedOut: boolean): void {
+    if (chain.abandoned) return;
+    chain.running = false;
     this.#running--;
     this.#pending--;
     if (succeeded) this.#succeeded++;
@@ -518,9 +523,15 @@ export class Runner implements ChainOwner {
       chain !== undefined && chain.sequence <= waiter.last;
     ) {
       const next = chain.nextLive;
+      // Abandoned already, by a drain its abort listeners ended: counted.
+      if (chain.abandoned) {
+        chain = next;
+        continue;
+      }
+      const running = chain.running;
+      chain.running = false;
       const names = abandonChain(chain, this.#config, reason);
-      // A started chain's task at its head has started too.
-      if (chain.started && names.length > 0) this.#running--;
+      if (running) this.#running--;
       this.#pending -= names.length;
       this.#abandoned += names.length;
       for (const other of this.#waiters) {

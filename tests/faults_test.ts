@@ -338,3 +338,111 @@ guardedTest("fault: shutdown past the deadline", async () => {
   assert.deepEqual(reports, [result]);
   assert.equal(server.handler.pending, 0);
 });
+
+guardedTest(
+  "a drain ended from inside a task, a hook or an abort listener abandons each task once",
+  async (t) => {
+    await t.step(
+      "by a synchronous task: the rest of its chain does not run",
+      async () => {
+        const ran: string[] = [];
+        const stop = new AbortController();
+        const handler = withBackgroundTasks((_request, _info, tasks) => {
+          tasks.addTask(function first() {
+            ran.push("first");
+            stop.abort();
+          });
+          tasks.addTask(function second() {
+            ran.push("second");
+          });
+          return new Response("ok");
+        });
+        await (await handler(new Request("http://localhost/"), sentInfo()))
+          .body?.cancel();
+        const result = await handler.drain({ signal: stop.signal });
+        assert.deepEqual(ran, ["first"]);
+        assert.deepEqual(result.abandonedTasks, { first: 1, second: 1 });
+        const { pending, running, abandoned } = handler.stats;
+        assert.deepEqual({ pending, running, abandoned }, {
+          pending: 0,
+          running: 0,
+          abandoned: 2,
+        });
+      },
+    );
+
+    await t.step(
+      "by onTaskStart: the task does not run, and its end is told",
+      async () => {
+        const events: string[] = [];
+        const stop = new AbortController();
+        const charge = defineTask(() => void events.push("ran"), {
+          name: "charge",
+        });
+        const handler = withBackgroundTasks((_request, _info, tasks) => {
+          tasks.addTask(charge);
+          return new Response("ok");
+        }, {
+          onTaskStart: () => stop.abort(),
+          onTaskEnd: ({ outcome }) => void events.push(outcome),
+        });
+        await (await handler(new Request("http://localhost/"), sentInfo()))
+          .body?.cancel();
+        const result = await handler.drain({ signal: stop.signal });
+        assert.deepEqual(events, ["abandoned"]);
+        assert.equal(result.abandoned, 1);
+        assert.deepEqual([handler.pending, handler.stats.running], [0, 0]);
+      },
+    );
+
+    await t.step(
+      "by an abort listener, for another drain: counted once",
+      async () => {
+        const inner = new AbortController();
+        const started = [
+          Promise.withResolvers<void>(),
+          Promise.withResolvers<void>(),
+        ];
+        const hang = defineTask(
+          ({ signal }) =>
+            new Promise<void>((resolve) => {
+              started[0]!.resolve();
+              signal.addEventListener("abort", () => {
+                inner.abort();
+                resolve();
+              });
+            }),
+          { name: "hang" },
+        );
+        const stuck = Promise.withResolvers<void>();
+        const other = defineTask(() => {
+          started[1]!.resolve();
+          return stuck.promise;
+        }, { name: "other" });
+        let requests = 0;
+        const handler = withBackgroundTasks((_request, _info, tasks) => {
+          tasks.addTask(requests++ === 0 ? hang : other);
+          return new Response("ok");
+        });
+        for (let i = 0; i < 2; i++) {
+          await (await handler(new Request("http://localhost/"), sentInfo()))
+            .body?.cancel();
+        }
+        const innerDrain = handler.drain({ signal: inner.signal });
+        const outer = new AbortController();
+        const outerDrain = handler.drain({ signal: outer.signal });
+        await Promise.all(started.map((each) => each.promise));
+        outer.abort();
+        assert.equal((await outerDrain).abandoned, 2);
+        assert.equal((await innerDrain).abandoned, 2);
+        stuck.resolve();
+        const { pending, running, abandoned } = handler.stats;
+        assert.deepEqual({ pending, running, abandoned }, {
+          pending: 0,
+          running: 0,
+          abandoned: 2,
+        });
+      },
+    );
+  },
+);

@@ -45,3 +45,38 @@ guardedTest(
     assert.deepEqual([handler.pending, handler.stats.enqueued], [0, 1]);
   },
 );
+
+guardedTest(
+  "a chain abandoned while a backend stores it leaves exact counters",
+  async () => {
+    const job = defineTask(() => {}, { name: "job" });
+    const never = Promise.withResolvers<void>();
+    const handing = Promise.withResolvers<void>();
+    const backend: TaskBackend = {
+      accept() {},
+      enqueue() {
+        handing.resolve();
+        return never.promise;
+      },
+    };
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(job);
+      tasks.addTask(job);
+      return new Response("ok");
+    }, { backend });
+    await callHandler(handler, "/");
+    await handing.promise;
+    const stop = new AbortController();
+    const drained = handler.drain({ signal: stop.signal });
+    stop.abort();
+    assert.deepEqual((await drained).abandonedTasks, { job: 2 });
+    const { pending, queued, running, abandoned } = handler.stats;
+    assert.deepEqual({ pending, queued, running, abandoned }, {
+      pending: 0,
+      queued: 0,
+      running: 0,
+      abandoned: 2,
+    });
+    never.resolve();
+  },
+);
