@@ -162,6 +162,8 @@ export class Runner implements ChainOwner {
   #oldest: Chain | undefined;
   #newest: Chain | undefined;
   #liveCount = 0;
+  /** Chains with tasks whose handler has not returned yet. */
+  readonly #open = new Set<Chain>();
   #sequence = 0;
   /** Chains whose response has been sent, waiting for the shared timer. */
   #ready: Chain[] = [];
@@ -237,6 +239,29 @@ export class Runner implements ChainOwner {
       backend.accept(handed(task, task.defined), chain);
     }
     this.#pending++;
+    // Its first task: the chain is open until its handler returns.
+    if (chain.size === 0) this.#open.add(chain);
+  }
+
+  /**
+   * Abandons the tasks of handlers still running (at a shutdown deadline,
+   * their responses unsent): they will not be scheduled.
+   *
+   * @returns The abandoned tasks by name.
+   */
+  abandonOpen(): Record<string, number> {
+    const names: Record<string, number> = {};
+    for (const chain of this.#open) {
+      chain.abandoned = true;
+      chain.close("its tasks were abandoned at a shutdown deadline");
+      for (const name of chain.unfinished()) {
+        names[name] = (names[name] ?? 0) + 1;
+      }
+      this.#pending -= chain.size;
+      this.#abandoned += chain.size;
+    }
+    this.#open.clear();
+    return names;
   }
 
   taskStarted(chain: Chain): void {
@@ -273,6 +298,8 @@ export class Runner implements ChainOwner {
 
   /** Drops the tasks of a handler that failed: none of them will run. */
   discard(chain: Chain): void {
+    this.#open.delete(chain);
+    if (chain.abandoned) return;
     chain.close("the handler failed and its tasks were discarded");
     this.#pending -= chain.size;
     this.#discarded += chain.size;
@@ -292,6 +319,8 @@ export class Runner implements ChainOwner {
       chain.close("the handler returned its response without adding any");
       return;
     }
+    this.#open.delete(chain);
+    if (chain.abandoned) return;
     if (chain.url === undefined) {
       chain.method = request.method;
       chain.url = request.url;

@@ -20,6 +20,9 @@ export function tasksFor(
   return { tasks, chain };
 }
 
+/** The runner behind each handler or middleware given controls. */
+export const runnerOf: WeakMap<object, Runner> = new WeakMap();
+
 /** Gives a handler or middleware the runner's `drain()`, `pending` and `stats`. */
 export function withControls<F extends object>(
   target: F,
@@ -31,6 +34,7 @@ export function withControls<F extends object>(
     }
     return runner.drain(options);
   }
+  runnerOf.set(target, runner);
   return Object.defineProperties(target, {
     drain: { value: drain },
     pending: { get: () => runner.pending, enumerable: true },

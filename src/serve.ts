@@ -1,6 +1,7 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 import { assertFunction, describe, MAX_TIMER_DELAY } from "./_util.ts";
+import { runnerOf } from "./_wrap.ts";
 import {
   type BackgroundTasksHandler,
   type DrainableHandler,
@@ -271,7 +272,18 @@ export function serve(
       // Responses in flight schedule their tasks as they complete, so the
       // drain starts once they are done, or once time is up.
       await untilAborted(server.shutdown(), giveUp.signal);
-      return await drainable.drain({ signal: giveUp.signal });
+      const result = await drainable.drain({ signal: giveUp.signal });
+      if (!giveUp.signal.aborted) return result;
+      // Handlers still running at the deadline added tasks that no drain
+      // waits for: they are abandoned too.
+      const open = runnerOf.get(drainable)!.abandonOpen();
+      const abandonedTasks = { ...result.abandonedTasks };
+      let abandoned = result.abandoned;
+      for (const [name, count] of Object.entries(open)) {
+        abandonedTasks[name] = (abandonedTasks[name] ?? 0) + count;
+        abandoned += count;
+      }
+      return { ...result, abandoned, abandonedTasks };
     } finally {
       clearTimeout(deadline);
       stopListening();

@@ -91,6 +91,7 @@ guardedTest(
   async () => {
     const reports: DrainResult[] = [];
     let signal: AbortSignal | undefined;
+    const started = Promise.withResolvers<void>();
     const server = serve({
       ...local,
       shutdownTimeout: 50,
@@ -100,6 +101,7 @@ guardedTest(
       tasks.addTask(
         defineTask(({ signal: taskSignal }) => {
           signal = taskSignal;
+          started.resolve();
           return new Promise((_resolve, reject) => {
             taskSignal.addEventListener(
               "abort",
@@ -113,9 +115,11 @@ guardedTest(
     });
     const response = await fetch(`http://127.0.0.1:${server.addr.port}/`);
     await response.text();
+    // The first task has run, the second is running, the third waits.
+    await started.promise;
     const result = await server.shutdown();
     assert.deepEqual(result, {
-      completed: 1,
+      completed: 0,
       failed: 0,
       abandoned: 2,
       abandonedTasks: { sendNewsletter: 1, archive: 1 },
@@ -239,3 +243,43 @@ Deno.test("logShutdown() writes one line, naming the abandoned tasks when there 
     consoleError.mock.restore();
   }
 });
+
+guardedTest(
+  "serve() abandons at the deadline the tasks of a handler still running",
+  async () => {
+    const ran: string[] = [];
+    const entered = Promise.withResolvers<void>();
+    const release = Promise.withResolvers<void>();
+    const server = serve(
+      { ...local, shutdownTimeout: 10, onShutdown: () => {} },
+      async (_request, _info, tasks) => {
+        tasks.addTask(function sendInvoice() {
+          ran.push("sendInvoice");
+        });
+        entered.resolve();
+        await release.promise;
+        return new Response("ok");
+      },
+    );
+    const response = fetch(`http://127.0.0.1:${server.addr.port}/`)
+      .then((answer) => answer.text(), () => "no answer");
+    await entered.promise;
+    const result = await server.shutdown();
+    assert.deepEqual(result, {
+      completed: 0,
+      failed: 0,
+      abandoned: 1,
+      abandonedTasks: { sendInvoice: 1 },
+    });
+    assert.equal(server.handler.pending, 0);
+    // The handler returns after the deadline: its tasks are not run.
+    release.resolve();
+    await response;
+    await server.finished;
+    assert.deepEqual(ran, []);
+    assert.deepEqual(
+      [server.handler.pending, server.handler.stats.abandoned],
+      [0, 1],
+    );
+  },
+);
