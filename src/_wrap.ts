@@ -29,7 +29,8 @@ export function withControls<F extends object>(
   runner: Runner,
 ): F & TaskControls {
   function drain(options: DrainOptions = {}): Promise<DrainResult> {
-    if (options.timeout !== undefined) {
+    // Infinity, the default, waits as long as it takes.
+    if (options.timeout !== undefined && options.timeout !== Infinity) {
       assertNumber(options.timeout, "timeout", "Cannot drain", 0);
     }
     return runner.drain(options);

@@ -6,6 +6,7 @@ import {
   assertNumber,
   assertTimeout,
   describe,
+  MAX_TIMER_DELAY,
 } from "./_util.ts";
 
 /**
@@ -91,7 +92,8 @@ export interface RetryOptions {
    */
   minDelay?: number;
   /**
-   * The longest wait between two attempts, in milliseconds.
+   * The longest wait between two attempts, in milliseconds: at most
+   * 2147483647, the longest timer.
    *
    * @default {60000}
    */
@@ -298,6 +300,11 @@ function retryPolicy(options: RetryOptions, action: string): RetryPolicy {
   assertInteger(maxAttempts, "retry.maxAttempts", action, 1);
   assertNumber(minDelay, "retry.minDelay", action, 0);
   assertNumber(maxDelay, "retry.maxDelay", action, 0);
+  if (maxDelay > MAX_TIMER_DELAY) {
+    throw new RangeError(
+      `${action} as 'retry.maxDelay' must be <= ${MAX_TIMER_DELAY}, the longest timer: current value is ${maxDelay}`,
+    );
+  }
   if (minDelay > maxDelay) {
     throw new RangeError(
       `${action} as 'retry.minDelay' must be <= 'retry.maxDelay': current values are ${minDelay} and ${maxDelay}`,

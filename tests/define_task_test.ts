@@ -112,6 +112,12 @@ Deno.test("defineTask() rejects options of the wrong type or out of range", asyn
       "Cannot define task as 'retry.minDelay' must be <= 'retry.maxDelay': current values are 100 and 10",
     ],
     [
+      "maxDelay beyond the longest timer",
+      () => defineTask(fn, { retry: { maxDelay: 3e9 } }),
+      "RangeError",
+      "Cannot define task as 'retry.maxDelay' must be <= 2147483647, the longest timer: current value is 3000000000",
+    ],
+    [
       "multiplier",
       () => defineTask(fn, { retry: { multiplier: 0.5 } }),
       "RangeError",

@@ -920,6 +920,20 @@ guardedTest(
   },
 );
 
+Deno.test("drain() takes an Infinity timeout, its default", async () => {
+  const handler = withBackgroundTasks((_request, _info, tasks) => {
+    tasks.addTask(() => {});
+    return new Response();
+  });
+  await (await handler(request(), sentInfo())).body?.cancel();
+  assert.deepEqual(await handler.drain({ timeout: Infinity }), {
+    completed: 1,
+    failed: 0,
+    abandoned: 0,
+    abandonedTasks: {},
+  });
+});
+
 Deno.test("drain() rejects a negative timeout", () => {
   const handler = withBackgroundTasks(() => new Response());
   assert.throws(() => handler.drain({ timeout: -1 }), {
