@@ -1,10 +1,22 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-/** Whether `value` has a callable `then`, as `await` would treat it. */
+/**
+ * Whether `value` has a callable `then`, as `await` would treat it. A `then`
+ * that throws when read (a getter, a revoked proxy) counts: awaiting the
+ * value then rejects with what it threw, and the caller's rejection path
+ * reports it.
+ */
 export function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return value !== null &&
-    (typeof value === "object" || typeof value === "function") &&
-    typeof (value as PromiseLike<unknown>).then === "function";
+  if (
+    value === null || (typeof value !== "object" && typeof value !== "function")
+  ) {
+    return false;
+  }
+  try {
+    return typeof (value as PromiseLike<unknown>).then === "function";
+  } catch {
+    return true;
+  }
 }
 
 /** Formats a rejected value for an error message: strings quoted, objects by their type. */

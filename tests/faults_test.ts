@@ -446,3 +446,45 @@ guardedTest(
     );
   },
 );
+
+guardedTest(
+  "a value whose then cannot be read fails the task, and the chain goes on",
+  async () => {
+    const revoked = () => {
+      const { proxy, revoke } = Proxy.revocable({}, {});
+      revoke();
+      return proxy;
+    };
+    const ran: string[] = [];
+    const reported: string[] = [];
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(function returnsRevokedProxy() {
+        return revoked();
+      });
+      tasks.addTask(function next() {
+        ran.push("next");
+      });
+      return new Response("ok");
+    }, {
+      onError: (error, info) => {
+        reported.push(`${info.name}: ${(error as Error).name}`);
+        // An onError whose result cannot be awaited is survived too.
+        return revoked();
+      },
+    });
+    const logged = mock.method(console, "error", () => {});
+    try {
+      await (await handler(new Request("http://localhost/"), sentInfo())).body
+        ?.cancel();
+      await handler.drain();
+    } finally {
+      logged.mock.restore();
+    }
+    // The onError that failed is reported by the default reporter.
+    assert.equal(logged.mock.callCount(), 2);
+    assert.deepEqual(handler.stats.failed, 1);
+    assert.deepEqual(ran, ["next"]);
+    assert.deepEqual(reported, ["returnsRevokedProxy: TypeError"]);
+    assert.equal(handler.pending, 0);
+  },
+);
