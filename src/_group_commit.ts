@@ -7,6 +7,12 @@ interface Waiting<T> {
   reject: (error: unknown) => void;
 }
 
+/** Stores one item; `idle()` resolves once nothing waits or is being stored. */
+export interface GroupCommit<T> {
+  (item: T): Promise<void>;
+  idle(): Promise<void>;
+}
+
 /**
  * Group commit: returns a function that stores one item, resolving once it is
  * stored. Items handed in while a commit is in flight wait, and the next
@@ -14,17 +20,22 @@ interface Waiting<T> {
  * so that the items handed in together (the runner hands chains over in one
  * timer callback) share it. A commit stores all of its group or none: if it
  * throws, each half is tried on its own, down to the item at fault, which
- * alone is rejected with what its own commit threw.
+ * alone is rejected with what its own commit threw. An error that `split`
+ * says is not an item's fault (a lost connection) rejects the whole group at
+ * once: splitting would only repeat it.
  *
  * @param commit Stores a group of items; throws to store none of them.
  * @param limit The most items one commit takes.
+ * @param split Whether an error may be one item's fault.
  */
 export function groupCommit<T>(
   commit: (group: T[]) => Promise<void>,
   limit: number,
-): (item: T) => Promise<void> {
+  split: (error: unknown) => boolean = () => true,
+): GroupCommit<T> {
   const waiting: Waiting<T>[] = [];
   let committing = false;
+  const idle: (() => void)[] = [];
 
   /** Commits `group`, split down to the item at fault. Never rejects. */
   async function commitGroup(group: Waiting<T>[]): Promise<void> {
@@ -34,6 +45,10 @@ export function groupCommit<T>(
       return;
     } catch (error) {
       if (group.length === 1) return group[0]!.reject(error);
+      if (!split(error)) {
+        for (const waiter of group) waiter.reject(error);
+        return;
+      }
     }
     const half = Math.ceil(group.length / 2);
     await commitGroup(group.slice(0, half));
@@ -45,9 +60,10 @@ export function groupCommit<T>(
       await commitGroup(waiting.splice(0, limit));
     }
     committing = false;
+    for (const resolve of idle.splice(0)) resolve();
   }
 
-  return (item: T) => {
+  function store(item: T): Promise<void> {
     const stored = Promise.withResolvers<void>();
     waiting.push({ item, ...stored });
     if (!committing) {
@@ -55,5 +71,10 @@ export function groupCommit<T>(
       queueMicrotask(commitWaiting);
     }
     return stored.promise;
-  };
+  }
+  store.idle = (): Promise<void> =>
+    committing
+      ? new Promise<void>((resolve) => void idle.push(resolve))
+      : Promise.resolve();
+  return store;
 }

@@ -46,6 +46,7 @@ export function assertSerializable(
       return;
     case "number":
       if (format === "json" && !Number.isFinite(value)) fail("is not finite");
+      if (format === "json" && Object.is(value, -0)) fail("is -0");
       return;
     case "undefined":
       if (format === "json") fail("is undefined");
@@ -85,11 +86,22 @@ export function assertSerializable(
   }
   seen.add(object);
   const prototype = Object.getPrototypeOf(object);
+  const plain = prototype === Object.prototype || prototype === null;
+  if (
+    (plain || Array.isArray(object)) &&
+    Object.getOwnPropertySymbols(object).length > 0
+  ) {
+    fail("has symbol keys, which would be dropped");
+  }
   if (Array.isArray(object)) {
+    // JSON turns a hole into null and drops other properties.
+    if (format === "json" && Object.keys(object).length !== object.length) {
+      fail("has holes or properties besides its items");
+    }
     object.forEach((item, index) =>
       assertSerializable(item, `${path}[${index}]`, format, action, seen)
     );
-  } else if (prototype === Object.prototype || prototype === null) {
+  } else if (plain) {
     for (const [key, item] of Object.entries(object)) {
       assertSerializable(item, `${path}.${key}`, format, action, seen);
     }
@@ -111,6 +123,8 @@ export function assertSerializable(
   ) {
     fail(`is an instance of ${object.constructor?.name ?? "a class"}`);
   }
+  // JSON repeats an object reached twice; only one inside itself is a cycle.
+  if (format === "json") seen.delete(object);
 }
 
 /** The most bytes a length or an id takes as a varint. */

@@ -154,7 +154,10 @@ export interface BullmqBackend extends TaskBackend {
    * @returns Whether there was such a failed job.
    */
   retry(jobId: string): Promise<boolean>;
-  /** Closes the connections to Redis. */
+  /**
+   * Stores the chains handed over so far, then closes the connections to
+   * Redis. Chains handed over after it fail, reported through `onError`.
+   */
   close(): Promise<void>;
 }
 
@@ -312,9 +315,20 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
   queue.on("error", () => {});
   // Chains handed over together go in one transaction: ioredis builds a
   // pipeline per call, which cost more than the chain itself.
-  const store = groupCommit<FlowJob>(async (group) => {
-    await flows.addBulk(group);
-  }, GROUP_SIZE);
+  // A group is split only for what one chain's data can cause (JSON.stringify
+  // throws a TypeError or a RangeError): a lost connection fails them all.
+  const store = groupCommit<FlowJob>(
+    async (group) => {
+      const added = await flows.addBulk(group);
+      // A closing FlowProducer returns without storing anything.
+      if (added?.length !== group.length) {
+        throw new Error("BullMQ stored no chain: its connection is closing");
+      }
+    },
+    GROUP_SIZE,
+    (error) => error instanceof TypeError || error instanceof RangeError,
+  );
+  let closed = false;
 
   return {
     accept(task: HandedTask): void {
@@ -330,6 +344,11 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
     },
 
     enqueue(chain: HandedChain): Promise<void> {
+      if (closed) {
+        return Promise.reject(
+          new Error("Cannot enqueue chain as the BullMQ backend is closed"),
+        );
+      }
       let flow: FlowJob | undefined;
       chain.tasks.forEach((task, index) => {
         const data: JobData = {
@@ -385,6 +404,9 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
     },
 
     async close(): Promise<void> {
+      // The chains handed over so far are stored first; later ones fail.
+      closed = true;
+      await store.idle();
       await Promise.all([flows.close(), queue.close()]);
     },
   };

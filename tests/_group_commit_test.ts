@@ -67,3 +67,38 @@ Deno.test("groupCommit() goes on after a failed group", async () => {
   healthy = true;
   await store(3);
 });
+
+Deno.test("groupCommit() rejects a whole group for an error that is nobody's fault", async () => {
+  const commits: number[][] = [];
+  const store = groupCommit<number>(
+    (group) => {
+      commits.push(group);
+      return Promise.reject(new Error("connection lost"));
+    },
+    10,
+    (error) => error instanceof TypeError,
+  );
+  const outcomes = await Promise.allSettled([1, 2, 3].map(store));
+  assert.deepEqual(
+    outcomes.map((outcome) =>
+      outcome.status === "rejected" ? outcome.reason.message : "stored"
+    ),
+    ["connection lost", "connection lost", "connection lost"],
+  );
+  assert.deepEqual(commits, [[1, 2, 3]]);
+});
+
+Deno.test("groupCommit() idle() waits for what is being stored", async () => {
+  const gate = Promise.withResolvers<void>();
+  const stored: number[] = [];
+  const store = groupCommit<number>(async (group) => {
+    await gate.promise;
+    stored.push(...group);
+  }, 10);
+  await store.idle();
+  const pending = [store(1), store(2)];
+  const idle = store.idle().then(() => [...stored]);
+  gate.resolve();
+  assert.deepEqual(await idle, [1, 2]);
+  await Promise.all(pending);
+});

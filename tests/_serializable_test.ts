@@ -172,3 +172,47 @@ Deno.test("assertSerializable() refuses what Deno KV cannot store", async (t) =>
     });
   }
 });
+
+Deno.test("assertSerializable() refuses what JSON would change silently", async (t) => {
+  const table: [string, unknown, string][] = [
+    ["-0", -0, "args[0] is -0"],
+    ["a hole", [1, , 3], "args[0] has holes or properties besides its items"],
+    [
+      "an array's own property",
+      Object.assign([1, 2], { extra: "x" }),
+      "args[0] has holes or properties besides its items",
+    ],
+    [
+      "a symbol key",
+      { [Symbol("id")]: 1 },
+      "args[0] has symbol keys, which would be dropped",
+    ],
+  ];
+  for (const [name, value, what] of table) {
+    await t.step(name, () => {
+      assert.throws(
+        () => assertSerializable(value, "args[0]", "json", "Cannot add"),
+        {
+          name: "TypeError",
+          message: new RegExp(
+            `^Cannot add as ${
+              what.replace(/[[\]]/g, "\\$&")
+            }, which JSON cannot store: current value is `,
+          ),
+        },
+      );
+    });
+  }
+});
+
+Deno.test("assertSerializable() takes an object reached twice for JSON, not for a cycle", () => {
+  const shared = { id: 1 };
+  assertSerializable([shared, { again: shared }], "args[0]", "json", "Add");
+  const node: Record<string, unknown> = {};
+  node.self = { node };
+  assert.throws(() => assertSerializable(node, "args[0]", "json", "Add"), {
+    name: "TypeError",
+    message:
+      "Add as args[0].self.node is a cycle, which JSON cannot store: current value is an object",
+  });
+});

@@ -267,6 +267,50 @@ Deno.test({
   }
 });
 
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqBackend().close() stores the chains handed over, and refuses later ones",
+}, async () => {
+  await using redis = await startRedis();
+  const connection = { host: "127.0.0.1", port: redis.port };
+  const queueName = `test-${crypto.randomUUID()}`;
+  const backend = bullmqBackend({
+    connection,
+    queue: queueName,
+    tasks: exampleTasks,
+  });
+  const errors: unknown[] = [];
+  const handler = withBackgroundTasks((request, _info, tasks) => {
+    tasks.addTask(sendWelcomeEmail, new URL(request.url).pathname);
+    return new Response("ok");
+  }, { backend, onError: (error) => void errors.push(error) });
+  const queue = new Queue(queueName, { connection });
+  try {
+    const calls = await Promise.all(
+      Array.from({ length: 150 }, (_, i) => callHandler(handler, `/${i}`)),
+    );
+    // Handed over (one macrotask after the responses), not yet stored.
+    await Promise.race(calls.map((call) => call.tasks));
+    await backend.close();
+    await handler.drain();
+    assert.deepEqual(
+      [handler.stats.enqueued, errors.length, await queue.count()],
+      [150, 0, 150],
+    );
+    await (await callHandler(handler, "/late")).tasks;
+    assert.equal(errors.length, 1);
+    assert.equal(
+      (errors[0] as Error).message,
+      "Cannot enqueue chain as the BullMQ backend is closed",
+    );
+    assert.deepEqual([handler.stats.failed, await queue.count()], [1, 150]);
+  } finally {
+    await queue.obliterate({ force: true });
+    await queue.close();
+  }
+});
+
 /**
  * A worker process, by default the one from examples/distributed, and the
  * lines it prints.
