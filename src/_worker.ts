@@ -66,6 +66,12 @@ export interface Delivery {
   delivered: boolean | undefined;
   /** Aborted when the worker shuts down. */
   signal?: AbortSignal | undefined;
+  /**
+   * The attempts the queue will make, when it fixed them at enqueue time
+   * (BullMQ): they win over this process's policy, which a deploy may
+   * have changed since.
+   */
+  maxAttempts?: number | undefined;
 }
 
 /** How a delivery went, and what should happen next. */
@@ -123,8 +129,9 @@ export async function runAttempt(
     signal?.removeEventListener("abort", stop);
   }
   const policy = task.retry;
-  const retry = !ok && policy !== undefined &&
-    attempt < policy.maxAttempts && isRetriable(policy, value, info);
+  const maxAttempts = delivery.maxAttempts ?? policy?.maxAttempts ?? 1;
+  const retry = !ok && attempt < maxAttempts &&
+    (policy === undefined || isRetriable(policy, value, info));
   callHook("onTaskEnd", config.onTaskEnd, {
     ...info,
     duration: performance.now() - startedAt,
@@ -144,7 +151,7 @@ export async function runAttempt(
     ok,
     value,
     retry,
-    delay: retry ? backoff(policy!, attempt) : 0,
+    delay: retry && policy !== undefined ? backoff(policy, attempt) : 0,
   };
 }
 

@@ -467,6 +467,7 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
       attempt: job.attemptsMade + 1,
       request: data.request,
       delivered: data.delivered,
+      maxAttempts: job.opts.attempts ?? 1,
     }, config);
     if (result.ok) return null;
     const error = result.value instanceof Error

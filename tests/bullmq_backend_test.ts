@@ -311,6 +311,44 @@ Deno.test({
   }
 });
 
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqWorker() retries as the job was enqueued, not as its own definition says",
+}, async () => {
+  await using redis = await startRedis();
+  const connection = { host: "127.0.0.1", port: redis.port };
+  const queue = `test-${crypto.randomUUID()}`;
+  // Enqueued before a deploy gave the task a retry policy.
+  const before = defineTask((_context) => {}, { name: "charge" });
+  const after = defineTask(() => {
+    throw new Error("gateway down");
+  }, { name: "charge", retry: { maxAttempts: 3, minDelay: 10 } });
+  const backend = bullmqBackend({ connection, queue, tasks: [before] });
+  const reported = Promise.withResolvers<unknown>();
+  const ends: string[] = [];
+  const worker = bullmqWorker({
+    connection,
+    queue,
+    tasks: [after],
+    onTaskEnd: ({ attempt, willRetry }) =>
+      void ends.push(`${attempt} willRetry=${willRetry}`),
+    onError: (error) => reported.resolve(error),
+  });
+  try {
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(before);
+      return new Response("ok");
+    }, { backend });
+    await (await callHandler(handler, "/")).tasks;
+    assert.equal(((await reported.promise) as Error).message, "gateway down");
+    assert.deepEqual(ends, ["1 willRetry=false"]);
+  } finally {
+    await worker.close();
+    await backend.close();
+  }
+});
+
 /**
  * A worker process, by default the one from examples/distributed, and the
  * lines it prints.
