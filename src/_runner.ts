@@ -162,8 +162,11 @@ export class Runner implements ChainOwner {
   #oldest: Chain | undefined;
   #newest: Chain | undefined;
   #liveCount = 0;
-  /** Chains with tasks whose handler has not returned yet. */
-  readonly #open = new Set<Chain>();
+  /**
+   * Chains with tasks whose handler has not returned yet, linked through
+   * their live-list fields (unused until they are scheduled).
+   */
+  #openHead: Chain | undefined = undefined;
   #sequence = 0;
   /** Chains whose response has been sent, waiting for the shared timer. */
   #ready: Chain[] = [];
@@ -240,7 +243,22 @@ export class Runner implements ChainOwner {
     }
     this.#pending++;
     // Its first task: the chain is open until its handler returns.
-    if (chain.size === 0) this.#open.add(chain);
+    if (chain.size === 0) {
+      chain.awaitingHandler = true;
+      chain.nextLive = this.#openHead;
+      if (this.#openHead !== undefined) this.#openHead.previousLive = chain;
+      this.#openHead = chain;
+    }
+  }
+
+  /** Unlinks a chain whose handler has returned from the open list. */
+  #closeOpen(chain: Chain): void {
+    chain.awaitingHandler = false;
+    const { previousLive, nextLive } = chain;
+    if (previousLive === undefined) this.#openHead = nextLive;
+    else previousLive.nextLive = nextLive;
+    if (nextLive !== undefined) nextLive.previousLive = previousLive;
+    chain.previousLive = chain.nextLive = undefined;
   }
 
   /**
@@ -251,7 +269,10 @@ export class Runner implements ChainOwner {
    */
   abandonOpen(): Record<string, number> {
     const names: Record<string, number> = {};
-    for (const chain of this.#open) {
+    for (let chain = this.#openHead; chain !== undefined;) {
+      const next = chain.nextLive;
+      chain.awaitingHandler = false;
+      chain.previousLive = chain.nextLive = undefined;
       chain.abandoned = true;
       chain.close("its tasks were abandoned at a shutdown deadline");
       for (const name of chain.unfinished()) {
@@ -259,8 +280,9 @@ export class Runner implements ChainOwner {
       }
       this.#pending -= chain.size;
       this.#abandoned += chain.size;
+      chain = next;
     }
-    this.#open.clear();
+    this.#openHead = undefined;
     return names;
   }
 
@@ -298,7 +320,7 @@ export class Runner implements ChainOwner {
 
   /** Drops the tasks of a handler that failed: none of them will run. */
   discard(chain: Chain): void {
-    this.#open.delete(chain);
+    if (chain.awaitingHandler) this.#closeOpen(chain);
     if (chain.abandoned) return;
     chain.close("the handler failed and its tasks were discarded");
     this.#pending -= chain.size;
@@ -319,7 +341,7 @@ export class Runner implements ChainOwner {
       chain.close("the handler returned its response without adding any");
       return;
     }
-    this.#open.delete(chain);
+    if (chain.awaitingHandler) this.#closeOpen(chain);
     if (chain.abandoned) return;
     if (chain.url === undefined) {
       chain.method = request.method;
