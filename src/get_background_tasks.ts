@@ -17,9 +17,9 @@ ambient.storage = storage;
  * It works only for handlers wrapped with `ambient: true` (by
  * `withBackgroundTasks`, `serve` or the Hono middleware). Tracking the context
  * uses `AsyncLocalStorage`, which costs: in the run of `deno task bench:http`
- * shown in the README (10 rounds, one trivial task), the server used 1.36×
- * the CPU per request of a bare handler with `ambient`, 1.10× without, and
- * served 0.76× the bare throughput at saturation against 0.98×. Pass `tasks`
+ * shown in the README (10 rounds, one trivial task), the server used 1.28×
+ * the CPU per request of a bare handler with `ambient`, 1.08× without, and
+ * served 0.80× the bare throughput at saturation against 0.96×. Pass `tasks`
  * explicitly on hot paths.
  *
  * @example A helper that adds a task on its own

@@ -169,7 +169,7 @@ export interface WithBackgroundTasksOptions extends RunOptions {
    * Make the request's tasks available to {@linkcode getBackgroundTasks}
    * anywhere in the handler's asynchronous call tree, and in its running
    * tasks. Needs `@afterward/background-tasks/ambient` to be imported; costs
-   * about a quarter more server CPU per request (`AsyncLocalStorage`; see
+   * about a fifth more server CPU per request (`AsyncLocalStorage`; see
    * `getBackgroundTasks` for the measurement).
    *
    * @default {false}
