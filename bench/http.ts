@@ -28,7 +28,11 @@
  */
 
 import { parseArgs } from "node:util";
-import { backendVariants, variants as serverVariants } from "./http_server.ts";
+import {
+  backendVariants,
+  serverFlags,
+  variants as serverVariants,
+} from "./http_server.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -65,12 +69,7 @@ const deno = (name: string): Variant => ({
   command: [
     Deno.execPath(),
     "run",
-    "--unstable-kv",
-    "--allow-net=127.0.0.1",
-    "--allow-read",
-    "--allow-write",
-    "--allow-env",
-    "--allow-sys",
+    ...serverFlags,
     serverScript,
     name,
   ],

@@ -17,6 +17,19 @@ import {
 } from "../mod.ts";
 import { getBackgroundTasks } from "../ambient.ts";
 
+/**
+ * The permissions a variant's server runs with: the backend ones open a
+ * Deno KV file and read `REDIS_PORT`.
+ */
+export const serverFlags: readonly string[] = [
+  "--unstable-kv",
+  "--allow-net=127.0.0.1",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-sys",
+];
+
 let sink = 0;
 /** The trivial task: enough work that it cannot be optimised away. */
 function trivialTask(n: number): void {

@@ -12,6 +12,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { serverFlags } from "./http_server.ts";
 
 const { values, positionals } = parseArgs({
   args: Deno.args,
@@ -40,13 +41,7 @@ const server = new Deno.Command("taskset", {
     Deno.execPath(),
     "run",
     `--inspect=127.0.0.1:${inspectorPort}`,
-    // What the backend variants need, as in bench/http.ts.
-    "--unstable-kv",
-    "--allow-net=127.0.0.1",
-    "--allow-read",
-    "--allow-write",
-    "--allow-env",
-    "--allow-sys",
+    ...serverFlags,
     new URL("./http_server.ts", import.meta.url).pathname,
     variant,
     String(port),

@@ -90,8 +90,6 @@ export class Chain {
   abandoned = false;
   /** Whether its head task counts as running in the runner's stats. */
   running = false;
-  /** Whether it has tasks and its handler has not returned yet. */
-  awaitingHandler = false;
   /** Aborts the running attempt and ends any wait (timeout, retry delay) at once. */
   interrupt: ((reason: unknown) => void) | undefined = undefined;
   /** Made on first use: with a task's index, the task's stable id. */

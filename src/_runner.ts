@@ -244,7 +244,6 @@ export class Runner implements ChainOwner {
     this.#pending++;
     // Its first task: the chain is open until its handler returns.
     if (chain.size === 0) {
-      chain.awaitingHandler = true;
       chain.nextLive = this.#openHead;
       if (this.#openHead !== undefined) this.#openHead.previousLive = chain;
       this.#openHead = chain;
@@ -253,7 +252,6 @@ export class Runner implements ChainOwner {
 
   /** Unlinks a chain whose handler has returned from the open list. */
   #closeOpen(chain: Chain): void {
-    chain.awaitingHandler = false;
     const { previousLive, nextLive } = chain;
     if (previousLive === undefined) this.#openHead = nextLive;
     else previousLive.nextLive = nextLive;
@@ -271,7 +269,6 @@ export class Runner implements ChainOwner {
     const names: Record<string, number> = {};
     for (let chain = this.#openHead; chain !== undefined;) {
       const next = chain.nextLive;
-      chain.awaitingHandler = false;
       chain.previousLive = chain.nextLive = undefined;
       chain.abandoned = true;
       chain.close("its tasks were abandoned at a shutdown deadline");
@@ -320,8 +317,9 @@ export class Runner implements ChainOwner {
 
   /** Drops the tasks of a handler that failed: none of them will run. */
   discard(chain: Chain): void {
-    if (chain.awaitingHandler) this.#closeOpen(chain);
+    // Abandoned at a deadline: counted, and out of the open list already.
     if (chain.abandoned) return;
+    if (chain.size > 0) this.#closeOpen(chain);
     chain.close("the handler failed and its tasks were discarded");
     this.#pending -= chain.size;
     this.#discarded += chain.size;
@@ -341,8 +339,8 @@ export class Runner implements ChainOwner {
       chain.close("the handler returned its response without adding any");
       return;
     }
-    if (chain.awaitingHandler) this.#closeOpen(chain);
     if (chain.abandoned) return;
+    this.#closeOpen(chain);
     if (chain.url === undefined) {
       chain.method = request.method;
       chain.url = request.url;

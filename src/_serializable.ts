@@ -206,15 +206,15 @@ export function structuredSizeBound(
   if (types.isRegExp(object)) {
     return bytes + structuredSizeBound(regExpSource.call(object));
   }
-  if (types.isMap(object) || types.isSet(object)) {
-    const entries = types.isMap(object)
-      ? mapEntries.call(object)
-      : setValues.call(object);
-    for (const entry of entries) {
-      bytes += types.isMap(object)
-        ? structuredSizeBound(entry[0], seen) +
-          structuredSizeBound(entry[1], seen)
-        : structuredSizeBound(entry, seen);
+  if (types.isMap(object)) {
+    for (const [key, item] of mapEntries.call(object)) {
+      bytes += structuredSizeBound(key, seen) + structuredSizeBound(item, seen);
+    }
+    return bytes;
+  }
+  if (types.isSet(object)) {
+    for (const item of setValues.call(object)) {
+      bytes += structuredSizeBound(item, seen);
     }
     return bytes;
   }

@@ -1,7 +1,12 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 import assert from "node:assert/strict";
-import { fakeServeHandlerInfo } from "../testing.ts";
+import {
+  type BackgroundTasks,
+  type TaskBackend,
+  withBackgroundTasks,
+} from "../mod.ts";
+import { callHandler, fakeServeHandlerInfo } from "../testing.ts";
 
 /** An info whose response counts as sent: tasks start one macrotask later. */
 export function sentInfo(): Deno.ServeHandlerInfo {
@@ -63,4 +68,25 @@ export async function macrotasks(turns: number): Promise<void> {
   for (let turn = 0; turn < turns; turn++) {
     await new Promise((resolve) => setTimeout(resolve, 0));
   }
+}
+
+/**
+ * What `addTask` threw when `add` ran inside a handler wrapped with
+ * `backend`, once its response has been sent; `undefined` if nothing.
+ */
+export async function addTaskError(
+  backend: TaskBackend,
+  add: (tasks: BackgroundTasks) => void,
+): Promise<unknown> {
+  let thrown: unknown;
+  const handler = withBackgroundTasks((_request, _info, tasks) => {
+    try {
+      add(tasks);
+    } catch (error) {
+      thrown = error;
+    }
+    return new Response("ok");
+  }, { backend });
+  await (await callHandler(handler, "/")).tasks;
+  return thrown;
 }

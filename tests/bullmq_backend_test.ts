@@ -14,6 +14,7 @@ import {
 import { bullmqBackend, bullmqWorker } from "../bullmq.ts";
 import { callHandler } from "../testing.ts";
 import { redisAvailable, startRedis } from "./_redis.ts";
+import { addTaskError } from "./_helpers.ts";
 import {
   createAvatar,
   notifyTeam,
@@ -165,16 +166,7 @@ Deno.test({
     ];
     for (const [name, add, message] of table) {
       await t.step(name, async () => {
-        let thrown: unknown;
-        const handler = withBackgroundTasks((_request, _info, tasks) => {
-          try {
-            add(tasks);
-          } catch (error) {
-            thrown = error;
-          }
-          return new Response("ok");
-        }, { backend });
-        await (await callHandler(handler, "/")).tasks;
+        const thrown = await addTaskError(backend, add);
         assert.ok(thrown instanceof TypeError, String(thrown));
         assert.equal(thrown.message, message);
       });

@@ -12,7 +12,7 @@ import {
 } from "../mod.ts";
 import { KV_MAX_PAYLOAD, kvBackend, type KvBackendOptions } from "../kv.ts";
 import { callHandler } from "../testing.ts";
-import { guardedTest } from "./_helpers.ts";
+import { addTaskError, guardedTest } from "./_helpers.ts";
 
 /** A backend on an in-memory database, closed with the test. */
 async function openBackend(
@@ -292,16 +292,7 @@ guardedTest(
     ];
     for (const [name, add, message] of table) {
       await t.step(name, async () => {
-        let thrown: unknown;
-        const handler = withBackgroundTasks((_request, _info, tasks) => {
-          try {
-            add(tasks);
-          } catch (error) {
-            thrown = error;
-          }
-          return new Response("ok");
-        }, { backend: db.backend });
-        await (await callHandler(handler, "/")).tasks;
+        const thrown = await addTaskError(db.backend, add);
         assert.ok(thrown instanceof TypeError, String(thrown));
         assert.ok(
           thrown.message.startsWith(message),
