@@ -6,6 +6,7 @@ import type {
   TaskResult,
 } from "./background_tasks.ts";
 import type { DefinedTask } from "./define_task.ts";
+import { functionName } from "./_util.ts";
 
 /** One added task: the function, its arguments and the name it is reported by. */
 export interface Task {
@@ -24,7 +25,7 @@ export interface Task {
  * Read on first use, since most tasks are never reported by name.
  */
 export function nameOf(task: Task): string {
-  return task.name ??= task.fn.name || "anonymous";
+  return task.name ??= functionName(task.fn);
 }
 
 /**
@@ -42,13 +43,22 @@ export interface ChainOwner {
   taskSettled(chain: Chain, succeeded: boolean, timedOut: boolean): void;
   /** The chain has run its last task. */
   finished(chain: Chain): void;
+  /**
+   * Schedules a chain whose handler had returned when its first task was
+   * added, once that task is in it.
+   */
+  scheduleReturned(chain: Chain): void;
+  /**
+   * Makes the chain that a task added to `closed` starts: a chain of its own
+   * for the same request, which runs as soon as it can.
+   */
+  successor(closed: Chain): Chain;
 }
 
 /** Why a chain stopped accepting tasks; it completes the message of a late `addTask`. */
 export type ClosedBecause =
   | "the request's tasks have already run"
   | "the request's tasks have been handed to the backend"
-  | "the handler returned its response without adding any"
   | "the handler failed and its tasks were discarded"
   | "the response was not delivered and its tasks were skipped"
   | "its tasks were abandoned at a shutdown deadline";
@@ -99,6 +109,15 @@ export class Chain {
   url: string | undefined = undefined;
   /** Whether the response reached the client; `undefined` when nobody said. */
   delivered: boolean | undefined = undefined;
+  /**
+   * Set once the handler has returned its response without adding a task:
+   * a task added later (while the response is sent, or after) schedules the
+   * chain then, with what is kept here.
+   */
+  returned = false;
+  /** The request and the info of a chain that returned empty, until its first task. */
+  source: Request | undefined = undefined;
+  serveInfo: Deno.ServeHandlerInfo | undefined = undefined;
   /** The order in which the runner took it over, from 1; `drain()` compares it. */
   sequence = 0;
   /** Neighbours in the runner's list of live chains, in `sequence` order. */
@@ -132,6 +151,7 @@ export class Chain {
     else this.#tail.next = task;
     this.#tail = task;
     this.size++;
+    if (this.returned) this.owner!.scheduleReturned(this);
   }
 
   /** Lets go of the head once its task is over; the next task becomes the head. */

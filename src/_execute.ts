@@ -14,7 +14,26 @@ import {
 } from "./define_task.ts";
 import { describeTask } from "./_describe_task.ts";
 import { logTaskError } from "./log_task_error.ts";
-import { isThenable, MAX_TIMER_DELAY } from "./_util.ts";
+import {
+  abortIsolated,
+  isInstance,
+  isThenable,
+  MAX_TIMER_DELAY,
+  toPromise,
+} from "./_util.ts";
+
+/**
+ * How many tasks a chain runs in a row before it lets the event loop turn:
+ * tasks that return at once, or settle on microtasks only, would otherwise
+ * hold it for as long as they keep adding tasks, and no request, timer or
+ * drain could run meanwhile.
+ */
+const TASKS_PER_TURN = 64;
+
+/** Resolves on a later turn of the event loop. */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
 
 /** How tasks are executed and reported: the same for a runner and for `run()`. */
 export interface ExecutionConfig {
@@ -62,9 +81,10 @@ export function startChain(chain: Chain, config: ExecutionConfig): void {
   }
   chain.started = true;
   const { owner } = chain;
+  let run = 0;
   try {
     for (let task = chain.head; task !== undefined; task = chain.head) {
-      if (task.defined !== undefined) {
+      if (task.defined !== undefined || ++run > TASKS_PER_TURN) {
         chain.results = execute(chain, config, undefined);
         return;
       }
@@ -109,11 +129,18 @@ async function execute(
   // no clock reading and no await when they return synchronously.
   const plain = config.timeout === undefined &&
     config.onTaskStart === undefined && config.onTaskEnd === undefined;
+  // A chain that startChain began has run tasks in this turn already.
+  let run = begun === undefined ? 0 : 1;
   try {
     // The head is read on every turn so that tasks added by running tasks
     // join this chain; the chain closes in the same synchronous step as the
     // last check, so no task can slip in between.
     for (let task = chain.head; task !== undefined; task = chain.head) {
+      if (++run > TASKS_PER_TURN) {
+        run = 1;
+        await nextTurn();
+        if (chain.abandoned) return results ?? [];
+      }
       const index = chain.position;
       let failed = false;
       let value: unknown;
@@ -268,7 +295,7 @@ async function attemptsUntilSettled(
     if (chain.abandoned) {
       return { failed: true, value: error, timedOut: false, attempt };
     }
-    const timedOut = failed && error instanceof TaskTimeoutError;
+    const timedOut = failed && isInstance(error, TaskTimeoutError);
     const willRetry = failed && retry !== undefined &&
       attempt < retry.maxAttempts && isRetriable(retry, error, started);
     hook("onTaskEnd", config.onTaskEnd, {
@@ -315,7 +342,7 @@ function once(
       name,
       id,
     };
-    chain.interrupt = (reason) => controller!.abort(reason);
+    chain.interrupt = (reason) => abort(controller!, reason, chain, task);
     value = fn(context, ...args);
   }
   if (!isThenable(value)) return value;
@@ -323,7 +350,7 @@ function once(
   return new Promise((resolve, reject) => {
     const expire = () => {
       const error = new TaskTimeoutError(name, timeout);
-      controller?.abort(error);
+      if (controller !== undefined) abort(controller, error, chain, task);
       reject(error);
     };
     const timer = setTimeout(
@@ -332,18 +359,42 @@ function once(
     );
     chain.interrupt = (reason) => {
       clearTimeout(timer);
-      controller?.abort(reason);
+      if (controller !== undefined) abort(controller, reason, chain, task);
       reject(reason);
     };
     // Handles the task's promise even when the timer wins, so a late
     // rejection is never unhandled.
-    Promise.resolve(value).then((settled) => {
+    toPromise(value).then((settled) => {
       clearTimeout(timer);
       resolve(settled);
     }, (reason) => {
       clearTimeout(timer);
       reject(reason);
     });
+  });
+}
+
+/**
+ * Aborts a task's signal; a listener of the task's that throws is written by
+ * the default reporter instead of ending the process.
+ */
+function abort(
+  controller: AbortController,
+  reason: unknown,
+  chain: Chain,
+  task: Task,
+): void {
+  abortIsolated(controller, reason, (error) => {
+    try {
+      console.error(
+        `An abort listener of background task ${
+          describeTask(info(chain, task, chain.position, chain.attempt))
+        } threw:`,
+        error,
+      );
+    } catch {
+      // console.error itself throws: nobody is left to tell.
+    }
   });
 }
 
@@ -434,7 +485,7 @@ function report(
     return;
   }
   if (isThenable(result)) {
-    return Promise.resolve(result).then(
+    return toPromise(result).then(
       () => {},
       (hookError) => reportErrorHandlerFailure(error, info, hookError),
     );

@@ -3,7 +3,7 @@
 import type { TaskStorage } from "./_ambient.ts";
 import type { HandedTask, TaskBackend } from "./task_backend.ts";
 import type { DefinedTask } from "./define_task.ts";
-import { type Chain, type ChainOwner, nameOf, type Task } from "./_chain.ts";
+import { Chain, type ChainOwner, nameOf, type Task } from "./_chain.ts";
 import {
   abandonChain,
   type ExecutionConfig,
@@ -11,7 +11,7 @@ import {
   startChain,
 } from "./_execute.ts";
 import { QueueFullError } from "./queue_full_error.ts";
-import { isThenable, MAX_TIMER_DELAY } from "./_util.ts";
+import { isThenable, MAX_TIMER_DELAY, toPromise } from "./_util.ts";
 
 /** A runner's options, validated and with defaults applied. */
 export interface RunnerConfig extends ExecutionConfig {
@@ -242,12 +242,26 @@ export class Runner implements ChainOwner {
       backend.accept(handed(task, task.defined), chain);
     }
     this.#pending++;
-    // Its first task: the chain is open until its handler returns.
-    if (chain.size === 0) {
-      chain.nextLive = this.#openHead;
-      if (this.#openHead !== undefined) this.#openHead.previousLive = chain;
-      this.#openHead = chain;
-    }
+    // Its first task, while its handler runs: the chain waits in the open
+    // list until the handler returns. (A chain whose handler has returned is
+    // scheduled once the task is in it, by scheduleReturned().)
+    if (chain.remaining !== 0 || chain.returned) return;
+    chain.nextLive = this.#openHead;
+    if (this.#openHead !== undefined) this.#openHead.previousLive = chain;
+    this.#openHead = chain;
+  }
+
+  successor(closed: Chain): Chain {
+    const chain = new Chain();
+    chain.owner = this;
+    chain.facade = closed.facade;
+    chain.method = closed.method;
+    chain.url = closed.url;
+    chain.delivered = closed.delivered;
+    // Its tasks are numbered after the request's earlier ones.
+    chain.size = chain.position = closed.size;
+    chain.returned = true;
+    return chain;
   }
 
   /** Unlinks a chain whose handler has returned from the open list. */
@@ -275,8 +289,8 @@ export class Runner implements ChainOwner {
       for (const name of chain.unfinished()) {
         names[name] = (names[name] ?? 0) + 1;
       }
-      this.#pending -= chain.size;
-      this.#abandoned += chain.size;
+      this.#pending -= chain.remaining;
+      this.#abandoned += chain.remaining;
       chain = next;
     }
     this.#openHead = undefined;
@@ -319,10 +333,10 @@ export class Runner implements ChainOwner {
   discard(chain: Chain): void {
     // Abandoned at a deadline: counted, and out of the open list already.
     if (chain.abandoned) return;
-    if (chain.size > 0) this.#closeOpen(chain);
+    if (chain.remaining > 0) this.#closeOpen(chain);
     chain.close("the handler failed and its tasks were discarded");
-    this.#pending -= chain.size;
-    this.#discarded += chain.size;
+    this.#pending -= chain.remaining;
+    this.#discarded += chain.remaining;
   }
 
   /**
@@ -335,8 +349,12 @@ export class Runner implements ChainOwner {
     request: Request,
     info: Deno.ServeHandlerInfo | undefined,
   ): void {
-    if (chain.size === 0) {
-      chain.close("the handler returned its response without adding any");
+    if (chain.remaining === 0) {
+      // No task yet: one added while the response is sent, or after, will
+      // schedule the chain then.
+      chain.returned = true;
+      chain.source = request;
+      chain.serveInfo = info;
       return;
     }
     if (chain.abandoned) return;
@@ -345,6 +363,26 @@ export class Runner implements ChainOwner {
       chain.method = request.method;
       chain.url = request.url;
     }
+    this.#takeOver(chain, info);
+  }
+
+  scheduleReturned(chain: Chain): void {
+    const { source, serveInfo } = chain;
+    chain.returned = false;
+    chain.source = chain.serveInfo = undefined;
+    if (chain.url === undefined && source !== undefined) {
+      try {
+        chain.method = source.method;
+        chain.url = source.url;
+      } catch {
+        // Closed: its response has completed. Reports go without the request.
+      }
+    }
+    this.#takeOver(chain, serveInfo);
+  }
+
+  /** Makes a chain live, and ready once its response has been sent. */
+  #takeOver(chain: Chain, info: Deno.ServeHandlerInfo | undefined): void {
     chain.sequence = ++this.#sequence;
     this.#liveCount++;
     if (this.#newest === undefined) this.#oldest = chain;
@@ -356,14 +394,14 @@ export class Runner implements ChainOwner {
     // `completed` is created lazily by Deno, so it is only touched for
     // requests that have tasks. Both outcomes are handled at once: a
     // rejection (HTTP/2 client gone) left unhandled would end the process.
-    // It resolves with nothing and rejects with an error, so one closure can
-    // tell them apart.
     const completed: unknown = info?.completed;
     if (isThenable(completed)) {
-      const sent = (reason: unknown) => this.#sent(chain, reason === undefined);
-      completed.then(sent, sent);
+      completed.then(
+        () => this.#sent(chain, true),
+        () => this.#sent(chain, false),
+      );
     } else {
-      this.#sent(chain, undefined);
+      this.#sent(chain, chain.delivered);
     }
   }
 
@@ -372,8 +410,8 @@ export class Runner implements ChainOwner {
     chain.delivered = delivered;
     if (delivered === false && this.#config.skipUndelivered) {
       chain.close("the response was not delivered and its tasks were skipped");
-      this.#pending -= chain.size;
-      this.#skipped += chain.size;
+      this.#pending -= chain.remaining;
+      this.#skipped += chain.remaining;
       this.#end(chain);
       return;
     }
@@ -491,7 +529,7 @@ export class Runner implements ChainOwner {
     } catch (error) {
       enqueued = Promise.reject(error);
     }
-    Promise.resolve(enqueued).then(
+    toPromise(enqueued).then(
       () => settle(undefined, false),
       (error) => settle(error, true),
     );

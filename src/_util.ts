@@ -19,6 +19,69 @@ export function isThenable(value: unknown): value is PromiseLike<unknown> {
   }
 }
 
+/**
+ * `Promise.resolve(value)` that never throws: reading a native promise's
+ * `constructor` may (a getter, a proxy), and the caller gets a rejection
+ * instead.
+ */
+export function toPromise(value: unknown): Promise<unknown> {
+  try {
+    return Promise.resolve(value);
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
+/**
+ * `value instanceof type` that never throws: a revoked proxy, or a proxy
+ * whose `getPrototypeOf` throws, is an instance of nothing.
+ */
+export function isInstance<T>(
+  value: unknown,
+  type: abstract new (...args: never[]) => T,
+): value is T {
+  try {
+    return value instanceof type;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A function's `name` when it is a non-empty string, else `"anonymous"`: a
+ * name may be a getter that throws, or a symbol.
+ */
+export function functionName(fn: unknown): string {
+  try {
+    const name: unknown = (fn as { name?: unknown }).name;
+    return typeof name === "string" && name !== "" ? name : "anonymous";
+  } catch {
+    return "anonymous";
+  }
+}
+
+/**
+ * Aborts `controller` without letting its listeners end the process: Deno
+ * reports a listener's throw as an uncaught error, which exits; here each is
+ * handed to `onListenerError` instead, and the other listeners still run.
+ */
+export function abortIsolated(
+  controller: AbortController,
+  reason: unknown,
+  onListenerError: (error: unknown) => void,
+): void {
+  const caught = (event: ErrorEvent) => {
+    event.preventDefault();
+    onListenerError(event.error);
+  };
+  globalThis.addEventListener("error", caught);
+  try {
+    controller.abort(reason);
+  } finally {
+    globalThis.removeEventListener("error", caught);
+  }
+}
+
 /** Formats a rejected value for an error message: strings quoted, objects by their type. */
 export function describe(value: unknown): string {
   if (typeof value === "string") return JSON.stringify(value);

@@ -1,9 +1,9 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import { Chain, internals } from "./_chain.ts";
+import { Chain, internals, type Task } from "./_chain.ts";
 import { runChain } from "./_execute.ts";
 import { executionConfig } from "./_options.ts";
-import { describe, isThenable } from "./_util.ts";
+import { describe, isThenable, toPromise } from "./_util.ts";
 import { DefinedTask } from "./define_task.ts";
 
 /**
@@ -330,8 +330,10 @@ export class BackgroundTasks {
    * synchronous or return a promise; `args` are checked against its
    * parameters at compile time.
    *
-   * Methods lose their `this` when passed on their own: add
-   * `mailer.send.bind(mailer)` or `(to) => mailer.send(to)`.
+   * Tasks are called with `this` undefined, as FastAPI calls them, so a
+   * method loses its object when passed on its own: add
+   * `mailer.send.bind(mailer)` or `(to) => mailer.send(to)`. A method that
+   * declares its `this` type is refused at compile time.
    *
    * @example Arguments are type-checked
    * ```ts
@@ -355,11 +357,13 @@ export class BackgroundTasks {
    * @throws {TypeError} If `fn` is not a function.
    * @throws {QueueFullError} If the handler's runner already holds
    * `maxPending` tasks.
-   * @throws {Error} If the tasks can no longer change: they have already run,
-   * or the handler failed or returned without adding any.
+   * @throws {Error} If the tasks were made with `new BackgroundTasks()` and
+   * `run()` has finished them. (A handler's tasks never refuse a late task:
+   * once the request's chain has finished, the task runs as a chain of its
+   * own.)
    */
   addTask<A extends unknown[]>(
-    fn: (...args: A) => unknown,
+    fn: (this: void, ...args: A) => unknown,
     ...args: NoInfer<A>
   ): void;
   /**
@@ -392,7 +396,8 @@ export class BackgroundTasks {
    * @param args The arguments to call it with.
    * @throws {QueueFullError} If the handler's runner already holds
    * `maxPending` tasks.
-   * @throws {Error} If the tasks can no longer change.
+   * @throws {Error} If the tasks were made with `new BackgroundTasks()` and
+   * `run()` has finished them.
    */
   addTask<A extends unknown[]>(
     task: DefinedTask<A>,
@@ -403,7 +408,7 @@ export class BackgroundTasks {
     ...args: unknown[]
   ): void {
     if (fn instanceof DefinedTask) {
-      this.#chain.add({
+      this.#add({
         fn: fn.fn as (...args: unknown[]) => unknown,
         args,
         name: fn.name,
@@ -419,13 +424,24 @@ export class BackgroundTasks {
         }`,
       );
     }
-    this.#chain.add({
+    this.#add({
       fn,
       args,
       name: undefined,
       defined: undefined,
       next: undefined,
     });
+  }
+
+  #add(task: Task): void {
+    let chain = this.#chain;
+    // A handler's chain that has closed (run, handed over, discarded):
+    // the task starts a chain of its own rather than throwing where nobody
+    // may catch it (a timer the handler left behind).
+    if (!chain.open && chain.owner !== undefined) {
+      chain = this.#chain = chain.owner.successor(chain);
+    }
+    chain.add(task);
   }
 
   /**
@@ -455,7 +471,8 @@ export class BackgroundTasks {
    *
    * @param promise The promise to wait for.
    * @throws {TypeError} If `promise` is not a promise or other thenable.
-   * @throws {Error} If the tasks can no longer change.
+   * @throws {Error} If the tasks were made with `new BackgroundTasks()` and
+   * `run()` has finished them.
    */
   waitUntil(promise: Promise<unknown>): void {
     if (!isThenable(promise)) {
@@ -465,7 +482,7 @@ export class BackgroundTasks {
         }`,
       );
     }
-    const tracked = Promise.resolve(promise);
+    const tracked = toPromise(promise);
     tracked.then(undefined, ignore);
     this.addTask(waitUntil, tracked);
   }

@@ -6,6 +6,7 @@ import {
   assertNumber,
   assertTimeout,
   describe,
+  functionName,
   MAX_TIMER_DELAY,
 } from "./_util.ts";
 
@@ -206,7 +207,7 @@ export class DefinedTask<A extends unknown[] = unknown[]> {
   /** The retry policy, or `undefined` for a single attempt. */
   readonly retry: RetryPolicy | undefined;
   /** The function, which receives a {@linkcode TaskContext} before its arguments. */
-  readonly fn: (context: TaskContext, ...args: A) => unknown;
+  readonly fn: (this: void, context: TaskContext, ...args: A) => unknown;
 
   /**
    * Same as {@linkcode defineTask}.
@@ -215,12 +216,12 @@ export class DefinedTask<A extends unknown[] = unknown[]> {
    * @param options The task's name, timeout and retry policy.
    */
   constructor(
-    fn: (context: TaskContext, ...args: A) => unknown,
+    fn: (this: void, context: TaskContext, ...args: A) => unknown,
     options: TaskOptions = {},
   ) {
     const action = "Cannot define task";
     assertFunction(fn, "fn", action);
-    const { name = fn.name || "anonymous", timeout, retry } = options;
+    const { name = functionName(fn), timeout, retry } = options;
     if (typeof name !== "string" || name === "") {
       throw new TypeError(
         `${action} as 'name' must be a non-empty string: current value is ${
@@ -275,7 +276,7 @@ export class DefinedTask<A extends unknown[] = unknown[]> {
  * @throws {RangeError} If a number is out of range.
  */
 export function defineTask<A extends unknown[]>(
-  fn: (context: TaskContext, ...args: A) => unknown,
+  fn: (this: void, context: TaskContext, ...args: A) => unknown,
   options: TaskOptions = {},
 ): DefinedTask<A> {
   return new DefinedTask(fn, options);

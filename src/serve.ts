@@ -69,8 +69,9 @@ export interface ServeOptions extends WithBackgroundTasksOptions {
   shutdownTimeout?: number;
   /**
    * The signals that start a graceful shutdown and then end the process: with
-   * exit code 0 when every task finished, 1 when some were abandoned. A second
-   * signal abandons the remaining tasks at once. `[]` handles none.
+   * exit code 0 when every task finished, 1 when some were abandoned. One
+   * received during a shutdown, however it started, abandons the remaining
+   * tasks at once and ends the process. `[]` handles none.
    *
    * @default {["SIGINT", "SIGTERM"], only "SIGINT" on Windows}
    */
@@ -240,7 +241,7 @@ export function serve(
     ...(onHandlerError === undefined ? {} : { onError: onHandlerError }),
   }, drainable);
 
-  // Aborted at the deadline, or by a second signal: whatever is still
+  // Aborted at the deadline, or by a signal during the shutdown: whatever is still
   // pending is abandoned.
   const giveUp = new AbortController();
   let closing: Promise<DrainResult> | undefined;
@@ -290,16 +291,21 @@ export function serve(
     }
   }
 
+  let exiting = false;
   function onSignal(): void {
+    // A signal during a shutdown, however it started (a first signal, the
+    // `signal` option, a call), ends it at once: whatever is left is
+    // abandoned, and the process exits when the report is written.
     if (closing !== undefined) {
       giveUp.abort(
         new DOMException(
-          "Background task abandoned at a second shutdown signal",
+          "Background task abandoned at a shutdown signal during a shutdown",
           "AbortError",
         ),
       );
-      return;
     }
+    if (exiting) return;
+    exiting = true;
     shutdown().then(
       (result) => Deno.exit(result.abandoned === 0 ? 0 : 1),
       () => Deno.exit(1),

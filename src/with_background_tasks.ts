@@ -8,7 +8,7 @@ import {
   Runner,
   type TaskStats,
 } from "./_runner.ts";
-import { assertFunction, isThenable } from "./_util.ts";
+import { assertFunction, isThenable, toPromise } from "./_util.ts";
 import { tasksFor, withControls } from "./_wrap.ts";
 import type { BackgroundTasks, RunOptions } from "./background_tasks.ts";
 import type { TaskBackend } from "./task_backend.ts";
@@ -284,9 +284,9 @@ export function withBackgroundTasks(
       throw error;
     }
     if (isThenable(response)) {
-      return Promise.resolve(response).then((resolved) => {
+      return toPromise(response).then((resolved) => {
         settle(chain, resolved, request, info);
-        return resolved;
+        return resolved as Response;
       }, (error) => {
         runner.discard(chain);
         throw error;

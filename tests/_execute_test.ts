@@ -25,6 +25,8 @@ guardedTest(
           throw bug;
         },
         finished: (chain) => void finished.push(chain),
+        scheduleReturned() {},
+        successor: () => new Chain(),
       };
       const chain = new Chain();
       chain.owner = owner;

@@ -488,3 +488,165 @@ guardedTest(
     assert.equal(handler.pending, 0);
   },
 );
+
+/** A function whose `name` getter throws, as a hostile or proxied function's may. */
+function withThrowingName<F extends (...args: never[]) => unknown>(fn: F): F {
+  Object.defineProperty(fn, "name", {
+    get() {
+      throw new Error("no name");
+    },
+  });
+  return fn;
+}
+
+guardedTest(
+  "fault: tasks whose name throws or is a symbol are reported as anonymous and the chain goes on",
+  async () => {
+    const symbolNamed = () => {
+      throw new Error("symbol");
+    };
+    Object.defineProperty(symbolNamed, "name", { value: Symbol("task") });
+    const observed = await observe((tasks) => {
+      tasks.addTask(withThrowingName(() => {
+        throw new Error("getter");
+      }));
+      tasks.addTask(symbolNamed);
+      tasks.addTask(() => {});
+    }, { onTaskEnd: () => {} });
+    assert.deepEqual(
+      observed.errors.map(([error, info]) => [
+        (error as Error).message,
+        info.name,
+      ]),
+      [["getter", "anonymous"], ["symbol", "anonymous"]],
+    );
+    assert.deepEqual(
+      [observed.stats.failed, observed.stats.succeeded, observed.stats.pending],
+      [2, 1, 0],
+    );
+  },
+);
+
+guardedTest(
+  "fault: a task whose name throws, refused by maxPending, gets a QueueFullError",
+  async () => {
+    const observed = await observe((tasks) => {
+      tasks.addTask(() => {});
+      tasks.addTask(withThrowingName(() => {}));
+    }, { maxPending: 1 });
+    assert.ok(observed.thrown instanceof QueueFullError);
+    assert.equal(observed.thrown.task, "anonymous");
+  },
+);
+
+/** Values whose type cannot be asked without a throw. */
+function hostileValues(): [string, unknown][] {
+  const revoked = Proxy.revocable({}, {});
+  revoked.revoke();
+  const prototypeThrows = new Proxy({}, {
+    getPrototypeOf() {
+      throw new Error("no prototype");
+    },
+  });
+  const cycle = Object.create(null);
+  cycle.self = cycle;
+  return [
+    ["a revoked proxy", revoked.proxy],
+    ["a proxy whose getPrototypeOf throws", prototypeThrows],
+    ["a null-prototype object with a cycle", cycle],
+  ];
+}
+
+guardedTest(
+  "fault: a task rejecting with a value whose type cannot be read, with a timeout and hooks, is reported and the chain goes on",
+  async (t) => {
+    for (const [name, value] of hostileValues()) {
+      await t.step(name, async () => {
+        const ends: string[] = [];
+        const observed = await observe((tasks) => {
+          tasks.addTask(() => Promise.reject(value));
+          tasks.addTask(() => {});
+        }, {
+          timeout: 1_000,
+          onTaskStart: () => {},
+          onTaskEnd: (event) => void ends.push(event.outcome),
+        });
+        assert.equal(observed.errors.length, 1);
+        assert.equal(observed.errors[0]![0], value);
+        assert.deepEqual(ends, ["failed", "succeeded"]);
+        assert.deepEqual(
+          [
+            observed.stats.failed,
+            observed.stats.timedOut,
+            observed.stats.succeeded,
+            observed.stats.pending,
+          ],
+          [1, 0, 1, 0],
+        );
+      });
+    }
+  },
+);
+
+guardedTest(
+  "fault: an onError returning a promise whose constructor getter throws does not stop the chain",
+  async () => {
+    const ran: string[] = [];
+    const consoleError = mock.method(console, "error", () => {});
+    try {
+      const handler = withBackgroundTasks((_request, _info, tasks) => {
+        tasks.addTask(() => Promise.reject(new Error("first")));
+        tasks.addTask(() => void ran.push("second"));
+        return new Response("ok");
+      }, {
+        onError() {
+          const promise = Promise.resolve();
+          Object.defineProperty(promise, "constructor", {
+            get() {
+              throw new Error("no constructor");
+            },
+          });
+          return promise;
+        },
+      });
+      await (await handler(new Request("http://localhost/"), sentInfo()))
+        .text();
+      await handler.drain();
+      assert.deepEqual(ran, ["second"]);
+      assert.equal(handler.stats.pending, 0);
+      assert.match(
+        String(consoleError.mock.calls.at(-1)?.arguments[0]),
+        /'onError' handler threw/,
+      );
+    } finally {
+      consoleError.mock.restore();
+    }
+  },
+);
+
+guardedTest(
+  "fault: info.completed rejecting with undefined counts as not delivered",
+  async () => {
+    const delivered: (boolean | undefined)[] = [];
+    const info = fakeServeHandlerInfo();
+    const completed = Promise.reject(undefined);
+    completed.catch(() => {});
+    const observed = await observe((tasks) => {
+      tasks.addTask(() => {
+        throw new Error("fails");
+      });
+    }, {
+      onTaskStart: (event) => void delivered.push(event.delivered),
+    }, { ...info, completed });
+    assert.deepEqual(delivered, [false]);
+    assert.equal(observed.errors[0]?.[1].delivered, false);
+    const skipped = await observe(
+      (tasks) => {
+        tasks.addTask(() => {});
+      },
+      { skipUndelivered: true },
+      { ...info, completed },
+    );
+    assert.equal(skipped.stats.skipped, 1);
+  },
+);

@@ -80,3 +80,22 @@ Deno.test("withBackgroundTasks() returns a handler that Deno.serve and deno serv
   // @ts-expect-error: the handler must return a Response
   withBackgroundTasks(() => "not a response");
 });
+
+Deno.test("addTask() refuses a method that needs its this, which a task is called without", () => {
+  class Mailer {
+    sent: string[] = [];
+    send(this: Mailer, to: string): void {
+      this.sent.push(to);
+    }
+  }
+  const mailer = new Mailer();
+  const tasks = new BackgroundTasks();
+  const rejected = () => {
+    // @ts-expect-error: the method would run with `this` undefined
+    tasks.addTask(mailer.send, "a@example.com");
+  };
+  tasks.addTask((to: string) => mailer.send(to), "a@example.com");
+  tasks.addTask(mailer.send.bind(mailer), "b@example.com");
+  assert.equal(typeof rejected, "function");
+  assert.equal(tasks.size, 2);
+});

@@ -200,11 +200,10 @@ guardedTest(
         await handler.drain();
         await macrotasks(2);
         assert.equal(ran, 0);
-        assert.throws(() => captured!.addTask(() => ran++), {
-          name: "Error",
-          message:
-            "Cannot add task as the handler failed and its tasks were discarded",
-        });
+        // A task added later starts a chain of its own.
+        captured!.addTask(() => ran++);
+        await handler.drain();
+        assert.equal(ran, 1);
       });
     }
   },
@@ -309,11 +308,13 @@ guardedTest(
 
     assert.equal(ran, 0);
     assert.equal(handler.pending, 0);
-    assert.throws(() => captured!.addTask(() => ran++), {
-      name: "Error",
-      message:
-        "Cannot add task as the response was not delivered and its tasks were skipped",
-    });
+    assert.equal(handler.stats.skipped, 2);
+    // A task added later starts a chain of its own, which knows the response
+    // was not delivered and is skipped too.
+    captured!.addTask(() => ran++);
+    await handler.drain();
+    assert.equal(ran, 0);
+    assert.equal(handler.stats.skipped, 3);
   },
 );
 
@@ -338,10 +339,9 @@ guardedTest(
 
     assert.deepEqual(log, ["first", "second", "added by first"]);
     assert.equal(handler.pending, 0);
-    assert.throws(() => captured!.addTask(() => {}), {
-      name: "Error",
-      message: "Cannot add task as the request's tasks have already run",
-    });
+    captured!.addTask(() => log.push("after the chain ran"));
+    await handler.drain();
+    assert.deepEqual(log.at(-1), "after the chain ran");
   },
 );
 
@@ -366,21 +366,60 @@ guardedTest(
 );
 
 guardedTest(
-  "withBackgroundTasks() closes the tasks of a response returned without any",
+  "withBackgroundTasks() runs a task added while the response is sent in the request's chain, though the handler added none",
   async () => {
+    const log: string[] = [];
+    const connection = fakeServeHandlerInfo();
     let captured: BackgroundTasks | undefined;
     const handler = withBackgroundTasks((_request, _info, tasks) => {
       captured = tasks;
       return new Response("ok");
-    });
-    handler(request(), sentInfo());
-    assert.throws(() => captured!.addTask(() => {}), {
-      name: "Error",
-      message:
-        "Cannot add task as the handler returned its response without adding any",
-    });
-    await handler.drain();
+    }, { onTaskStart: (event) => void log.push(`start ${event.index}`) });
+    handler(
+      new Request("http://localhost/stream?token=1", { method: "POST" }),
+      connection,
+    );
     assert.equal(handler.pending, 0);
+    captured!.waitUntil(Promise.resolve("flushed"));
+    captured!.addTask(() => log.push("late"));
+    assert.equal(handler.pending, 2);
+    // They wait for the response, like the tasks the handler adds.
+    assert.equal(handler.stats.queued, 2);
+    connection.complete();
+    await handler.drain();
+    assert.deepEqual(log, ["start 0", "start 1", "late"]);
+    assert.equal(handler.stats.succeeded, 2);
+  },
+);
+
+guardedTest(
+  "withBackgroundTasks() runs a task added after the request's chain ran as a chain of its own, counted and drained",
+  async () => {
+    const reports: [string, number, string | undefined][] = [];
+    const ran: string[] = [];
+    let captured: BackgroundTasks | undefined;
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      captured = tasks;
+      tasks.addTask(() => ran.push("first"));
+      return new Response("ok");
+    }, {
+      onError: (_error, info) =>
+        void reports.push([info.name, info.index, info.request?.url]),
+    });
+    await (await handler(new Request("http://localhost/a"), sentInfo())).text();
+    await handler.drain();
+    assert.deepEqual(ran, ["first"]);
+
+    captured!.addTask(() => ran.push("late"));
+    captured!.addTask(function failing() {
+      throw new Error("late failure");
+    });
+    assert.equal(handler.pending, 2);
+    const result = await handler.drain();
+    assert.deepEqual(ran, ["first", "late"]);
+    assert.deepEqual([result.completed, result.failed], [1, 1]);
+    assert.deepEqual(reports, [["failing", 2, "http://localhost/a"]]);
+    assert.equal(captured!.size, 3);
   },
 );
 

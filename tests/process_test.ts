@@ -1,0 +1,185 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+// Claims only a process of its own can show: nothing a task or a leaked
+// `tasks` does ends the process or freezes its server, and a shutdown signal
+// always ends it. Each program prints what happened; the test reads it.
+
+import assert from "node:assert/strict";
+import { startScript } from "./_process.ts";
+
+const local =
+  `{ hostname: "127.0.0.1", port: 0, signals: [], onListen() {}, onShutdown() {} }`;
+
+Deno.test("a late addTask() or waitUntil() on a leaked tasks never ends the process", async () => {
+  await using script = await startScript(
+    `
+    import { serve } from "@afterward/background-tasks";
+    let leaked;
+    const server = serve(${local}, (_request, _info, tasks) => {
+      leaked = tasks;
+      tasks.addTask(() => {});
+      return new Response("ok");
+    });
+    await (await fetch("http://127.0.0.1:" + server.addr.port)).text();
+    await server.handler.drain();
+    const added = Promise.withResolvers();
+    setTimeout(() => {
+      leaked.addTask((line) => console.log(line), "late task ran");
+      leaked.waitUntil(Promise.resolve().then(() => console.log("late promise ran")));
+      added.resolve();
+    }, 0);
+    await added.promise;
+    const result = await server.shutdown();
+    console.log(JSON.stringify(result.abandoned));
+    `,
+    ["--allow-net=127.0.0.1"],
+  );
+  const { code, stdout, stderr } = await script.exit();
+  assert.equal(code, 0, stderr);
+  assert.deepEqual(stdout, ["late promise ran", "late task ran", "0"]);
+});
+
+Deno.test("an abort listener that throws when the library aborts a task's signal never ends the process", async () => {
+  await using script = await startScript(
+    `
+    import { BackgroundTasks, defineTask } from "@afterward/background-tasks";
+    const hostile = defineTask(({ signal }) => {
+      signal.addEventListener("abort", () => {
+        throw new Error("listener failed");
+      });
+      return new Promise(() => {});
+    }, { name: "hostile", timeout: 10 });
+    const tasks = new BackgroundTasks();
+    tasks.addTask(hostile);
+    tasks.addTask(() => console.log("next task ran"));
+    const results = await tasks.run({ onError: (error) => console.log(error.name) });
+    console.log(results.map((result) => result.status).join(" "));
+    `,
+  );
+  const { code, stdout, stderr } = await script.exit();
+  assert.equal(code, 0, stderr);
+  assert.deepEqual(stdout, [
+    "TaskTimeoutError",
+    "next task ran",
+    "rejected fulfilled",
+  ]);
+  assert.match(stderr, /abort listener .*"hostile".*threw/s);
+  assert.match(stderr, /listener failed/);
+});
+
+Deno.test("an abort listener that throws at a drain deadline never ends the process", async () => {
+  await using script = await startScript(
+    `
+    import { defineTask, withBackgroundTasks } from "@afterward/background-tasks";
+    const hostile = defineTask(({ signal }) => {
+      signal.addEventListener("abort", () => {
+        throw new Error("listener failed");
+      });
+      return new Promise(() => {});
+    }, { name: "hostile" });
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(hostile);
+      return new Response("ok");
+    });
+    await (await handler(new Request("http://localhost/"), {})).text();
+    const result = await handler.drain({ timeout: 10 });
+    console.log(JSON.stringify(result.abandonedTasks));
+    `,
+  );
+  const { code, stdout, stderr } = await script.exit();
+  assert.equal(code, 0, stderr);
+  assert.deepEqual(stdout, ['{"hostile":1}']);
+  assert.match(stderr, /listener failed/);
+});
+
+Deno.test("a task whose name cannot be read never ends the process at a drain deadline", async () => {
+  await using script = await startScript(
+    `
+    import { withBackgroundTasks } from "@afterward/background-tasks";
+    const throwing = () => new Promise(() => {});
+    Object.defineProperty(throwing, "name", { get() { throw new Error("no name"); } });
+    const symbol = () => new Promise(() => {});
+    Object.defineProperty(symbol, "name", { value: Symbol("task") });
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(throwing);
+      tasks.addTask(symbol);
+      return new Response("ok");
+    });
+    await (await handler(new Request("http://localhost/"), {})).text();
+    const result = await handler.drain({ timeout: 10 });
+    console.log(JSON.stringify(result.abandonedTasks));
+    `,
+  );
+  const { code, stdout, stderr } = await script.exit();
+  assert.equal(code, 0, stderr);
+  assert.deepEqual(stdout, ['{"anonymous":2}']);
+});
+
+for (
+  const [kind, body] of [
+    ["synchronously", "tasks.addTask(again);"],
+    ["after microtasks only", "await null; await null; tasks.addTask(again);"],
+  ]
+) {
+  Deno.test(`a chain whose task re-adds itself ${kind} never freezes the server`, async () => {
+    await using script = await startScript(
+      `
+      import { serve } from "@afterward/background-tasks";
+      let runs = 0;
+      const server = serve({
+        hostname: "127.0.0.1", port: 0, onListen() {}, shutdownTimeout: 50,
+        onShutdown: (result) => console.log("abandoned", JSON.stringify(result.abandonedTasks)),
+      }, (request, _info, tasks) => {
+        if (new URL(request.url).pathname === "/runaway") {
+          tasks.addTask(async function again() {
+            if (++runs === 1) console.log("runaway started");
+            ${body}
+          });
+        }
+        return new Response(String(runs));
+      });
+      console.log(server.addr.port);
+      `,
+      ["--allow-net=127.0.0.1"],
+    );
+    const url = `http://127.0.0.1:${await script.nextLine()}`;
+    const signal = AbortSignal.timeout(20_000);
+    await (await fetch(`${url}/runaway`, { signal })).text();
+    assert.equal(await script.nextLine(), "runaway started");
+    // Before the runaway chain yielded, this request was never answered.
+    const runs = Number(await (await fetch(`${url}/ping`, { signal })).text());
+    assert.ok(runs > 0, "the runaway task ran before the next request");
+    script.child.kill("SIGTERM");
+    const { code, stdout } = await script.exit();
+    assert.deepEqual(stdout, ['abandoned {"again":1}']);
+    assert.equal(code, 1);
+  });
+}
+
+Deno.test("a shutdown signal ends the process during a shutdown started by serve()'s own signal", async () => {
+  await using script = await startScript(
+    `
+    import { serve } from "@afterward/background-tasks";
+    const controller = new AbortController();
+    const server = serve({
+      hostname: "127.0.0.1", port: 0, onListen() {}, signal: controller.signal,
+      shutdownTimeout: 60_000,
+      onShutdown: (result) => console.log("abandoned", result.abandoned),
+    }, (_request, _info, tasks) => {
+      tasks.addTask(function forever() { return new Promise(() => {}); });
+      return new Response("ok");
+    });
+    // A timer of the program's own, which keeps the event loop alive.
+    setInterval(() => {}, 1_000);
+    await (await fetch("http://127.0.0.1:" + server.addr.port)).text();
+    controller.abort();
+    console.log("shutting down");
+    `,
+    ["--allow-net=127.0.0.1"],
+  );
+  assert.equal(await script.nextLine(), "shutting down");
+  script.child.kill("SIGTERM");
+  const { code, stdout } = await script.exit();
+  assert.deepEqual(stdout, ["abandoned 1"]);
+  assert.equal(code, 1);
+});
