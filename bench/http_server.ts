@@ -161,34 +161,45 @@ export const backendVariants: Record<
   string,
   () => Promise<Deno.ServeHandler>
 > = {
-  "kv backend, 1 task": async () => {
-    const { kvBackend } = await import("../kv.ts");
-    const path = await Deno.makeTempFile({ suffix: ".sqlite3" });
-    const kv = await Deno.openKv(path);
-    const backend = kvBackend({ kv, tasks: [trivialDefined], listen: false });
-    return withBackgroundTasks((_request, _info, tasks) => {
-      tasks.addTask(trivialDefined, 1);
-      return bare();
-    }, { backend });
-  },
-  "bullmq backend, 1 task": async () => {
-    const { bullmqBackend } = await import("../bullmq.ts");
-    const backend = bullmqBackend({
-      connection: { port: Number(Deno.env.get("REDIS_PORT")) },
-      queue: `bench-${crypto.randomUUID()}`,
-      tasks: [trivialDefined],
-    });
-    return withBackgroundTasks((_request, _info, tasks) => {
-      tasks.addTask(trivialDefined, 1);
-      return bare();
-    }, { backend });
-  },
+  "kv backend, 1 task": () => kvVariant("before-response"),
+  "kv backend, 1 task, after response": () => kvVariant("after-response"),
+  "bullmq backend, 1 task": () => bullmqVariant("before-response"),
+  "bullmq backend, 1 task, after response": () =>
+    bullmqVariant("after-response"),
   "wrapped, 1 defined task": () =>
     Promise.resolve(withBackgroundTasks((_request, _info, tasks) => {
       tasks.addTask(trivialDefined, 1);
       return bare();
     })),
 };
+
+async function kvVariant(
+  handOver: "before-response" | "after-response",
+): Promise<Deno.ServeHandler> {
+  const { kvBackend } = await import("../kv.ts");
+  const path = await Deno.makeTempFile({ suffix: ".sqlite3" });
+  const kv = await Deno.openKv(path);
+  const backend = kvBackend({ kv, tasks: [trivialDefined], listen: false });
+  return withBackgroundTasks((_request, _info, tasks) => {
+    tasks.addTask(trivialDefined, 1);
+    return bare();
+  }, { backend, handOver });
+}
+
+async function bullmqVariant(
+  handOver: "before-response" | "after-response",
+): Promise<Deno.ServeHandler> {
+  const { bullmqBackend } = await import("../bullmq.ts");
+  const backend = bullmqBackend({
+    connection: { port: Number(Deno.env.get("REDIS_PORT")) },
+    queue: `bench-${crypto.randomUUID()}`,
+    tasks: [trivialDefined],
+  });
+  return withBackgroundTasks((_request, _info, tasks) => {
+    tasks.addTask(trivialDefined, 1);
+    return bare();
+  }, { backend, handOver });
+}
 
 const trivialDefined = defineTask((_context, n: number) => trivialTask(n), {
   name: "trivial",

@@ -55,13 +55,34 @@ export function runnerConfig(
   assertBoolean(ambient, "ambient", action);
   assertInteger(concurrency, "concurrency", action, 1, true);
   assertInteger(maxPending, "maxPending", action, 1, true);
+  const backend = backendOption(options.backend, action);
+  const { handOver = "before-response" } = options;
+  if (handOver !== "before-response" && handOver !== "after-response") {
+    throw new TypeError(
+      `${action} as 'handOver' must be "before-response" or "after-response": current value is ${
+        describe(handOver)
+      }`,
+    );
+  }
+  if (backend === undefined && options.handOver !== undefined) {
+    throw new TypeError(
+      `${action} as 'handOver' needs a 'backend': without one, tasks run in this process`,
+    );
+  }
+  const storeFirst = backend !== undefined && handOver === "before-response";
+  if (storeFirst && skipUndelivered) {
+    throw new TypeError(
+      `${action} as 'skipUndelivered' needs 'handOver: "after-response"' with a backend: chains are stored before their response is sent`,
+    );
+  }
   return {
     ...executionConfig(options, action),
     skipUndelivered,
     concurrency,
     maxPending,
     storage: ambient ? ambientStorage(action) : undefined,
-    backend: backendOption(options.backend, action),
+    backend,
+    storeFirst,
   };
 }
 

@@ -24,6 +24,8 @@ export interface RunnerConfig extends ExecutionConfig {
   readonly storage: TaskStorage | undefined;
   /** Where chains go instead of running here, if anywhere. */
   readonly backend: TaskBackend | undefined;
+  /** Whether the backend stores a chain before its response goes out. */
+  readonly storeFirst: boolean;
 }
 
 /**
@@ -381,8 +383,8 @@ export class Runner implements ChainOwner {
     this.#takeOver(chain, serveInfo);
   }
 
-  /** Makes a chain live, and ready once its response has been sent. */
-  #takeOver(chain: Chain, info: Deno.ServeHandlerInfo | undefined): void {
+  /** Adds a chain to the live ones, which drains wait for. */
+  #makeLive(chain: Chain): void {
     chain.sequence = ++this.#sequence;
     this.#liveCount++;
     if (this.#newest === undefined) this.#oldest = chain;
@@ -391,6 +393,11 @@ export class Runner implements ChainOwner {
       chain.previousLive = this.#newest;
     }
     this.#newest = chain;
+  }
+
+  /** Makes a chain live, and ready once its response has been sent. */
+  #takeOver(chain: Chain, info: Deno.ServeHandlerInfo | undefined): void {
+    this.#makeLive(chain);
     // `completed` is created lazily by Deno, so it is only touched for
     // requests that have tasks. Both outcomes are handled at once: a
     // rejection (HTTP/2 client gone) left unhandled would end the process.
@@ -472,7 +479,7 @@ export class Runner implements ChainOwner {
     if (chain.abandoned) return;
     this.#active++;
     if (this.#config.backend !== undefined) {
-      this.#handOver(chain, this.#config.backend);
+      this.#handOver(chain, this.#config.backend, false);
       return;
     }
     const { storage } = this.#config;
@@ -481,41 +488,90 @@ export class Runner implements ChainOwner {
   }
 
   /**
-   * Gives a chain to the backend. Its tasks stay pending until the backend
-   * has taken it over; if it cannot, they are reported as failed.
+   * Hands a chain to the backend before its response goes out, so that the
+   * response promises only what is stored. Resolves once the backend has
+   * stored it; rejects with why it could not, its tasks then counted as
+   * discarded (the handler fails with it), or with the deadline's reason
+   * when a drain gave up on it.
    */
-  #handOver(chain: Chain, backend: TaskBackend): void {
+  store(chain: Chain, request: Request): Promise<void> {
+    if (chain.abandoned) {
+      return Promise.reject(
+        new DOMException(
+          "Background task abandoned at a shutdown deadline",
+          "AbortError",
+        ),
+      );
+    }
+    this.#closeOpen(chain);
+    if (chain.url === undefined) {
+      chain.method = request.method;
+      chain.url = request.url;
+    }
+    this.#makeLive(chain);
+    this.#active++;
+    return this.#handOver(chain, this.#config.backend!, true);
+  }
+
+  /**
+   * Gives a chain to the backend. Its tasks stay pending until the backend
+   * has stored it. If it cannot, they count as failed and are reported,
+   * or, handed over before the response, as discarded, and the returned
+   * promise rejects; a drain that gives up on the chain aborts the
+   * backend's attempts and rejects it too.
+   */
+  #handOver(
+    chain: Chain,
+    backend: TaskBackend,
+    beforeResponse: boolean,
+  ): Promise<void> {
     chain.started = true;
     // What is handed over is the whole chain: a task added while the
-    // backend stores it would never reach it.
+    // backend stores it starts a chain of its own.
     chain.close("the request's tasks have been handed to the backend");
     const tasks: HandedTask[] = [];
     for (let task = chain.head; task !== undefined; task = task.next) {
       tasks.push(handed(task, task.defined!));
     }
+    const first = chain.position;
     const count = tasks.length;
+    const controller = new AbortController();
+    const stored = Promise.withResolvers<void>();
+    // Nobody awaits it when the response has been sent already.
+    stored.promise.catch(() => {});
+    chain.interrupt = (reason) => {
+      controller.abort(reason);
+      stored.reject(reason);
+    };
     const settle = (error: unknown, failed: boolean) => {
+      chain.interrupt = undefined;
       if (chain.abandoned) return;
-      chain.position = count;
+      chain.position += count;
       chain.head = undefined;
       this.#pending -= count;
-      if (failed) {
+      if (!failed) this.#enqueued += count;
+      else if (beforeResponse) this.#discarded += count;
+      else {
         this.#failed += count;
         tasks.forEach((task, index) =>
           reportFailure(this.#config.onError, error, {
             name: task.name,
-            index,
+            index: first + index,
             attempt: 0,
             request: chain.request,
             delivered: chain.delivered,
           })
         );
-      } else this.#enqueued += count;
-      for (const waiter of this.#waiters) {
-        if (chain.sequence > waiter.last) continue;
-        if (failed) waiter.failed += count;
-        else waiter.completed += count;
       }
+      if (!failed || !beforeResponse) {
+        for (const waiter of this.#waiters) {
+          if (chain.sequence > waiter.last) continue;
+          if (failed) waiter.failed += count;
+          else waiter.completed += count;
+        }
+      }
+      if (failed) stored.reject(error);
+      else stored.resolve();
       this.finished(chain);
     };
     let enqueued: Promise<void>;
@@ -525,7 +581,7 @@ export class Runner implements ChainOwner {
         tasks,
         request: chain.request,
         delivered: chain.delivered,
-      });
+      }, { signal: controller.signal });
     } catch (error) {
       enqueued = Promise.reject(error);
     }
@@ -533,6 +589,7 @@ export class Runner implements ChainOwner {
       () => settle(undefined, false),
       (error) => settle(error, true),
     );
+    return stored.promise;
   }
 
   /** Forgets a chain that has finished, was skipped or was abandoned. */

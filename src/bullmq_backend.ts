@@ -261,8 +261,8 @@ const GROUP_SIZE = 100;
 
 /**
  * A backend on Redis through BullMQ, for work that should outgrow one
- * process: web processes enqueue each request's chain once its response has
- * been sent, and worker processes started with {@linkcode bullmqWorker}, on
+ * process: web processes enqueue each request's chain before its response is
+ * sent (see the wrapper's `handOver`), and worker processes started with {@linkcode bullmqWorker}, on
  * this machine or others, run the tasks.
  *
  * A chain becomes a BullMQ flow, added atomically (the chains handed over

@@ -188,7 +188,7 @@ export function backgroundTasks(
 ): BackgroundTasksMiddleware {
   const config = runnerConfig(options, "Cannot create middleware");
   const runner = new Runner(config);
-  const { storage } = config;
+  const { storage, storeFirst } = config;
 
   async function backgroundTasksMiddleware(
     c: HonoContext,
@@ -211,6 +211,17 @@ export function backgroundTasks(
     // Hono turns a handler's error into a response and records it here.
     if (c.error !== undefined) {
       runner.discard(chain);
+      return;
+    }
+    if (storeFirst && chain.remaining > 0) {
+      try {
+        await runner.store(chain, c.req.raw);
+      } catch (error) {
+        throw new Error(
+          "Cannot respond as the backend could not store the request's tasks",
+          { cause: error },
+        );
+      }
       return;
     }
     runner.schedule(chain, c.req.raw, c.env as Deno.ServeHandlerInfo);

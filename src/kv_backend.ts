@@ -212,8 +212,8 @@ interface Progress {
 
 /**
  * A durable backend on Deno KV, the embedded database of Deno (a local file,
- * no server): each request's chain is enqueued atomically once its response
- * has been sent, and its tasks run in order, one queue message per attempt,
+ * no server): each request's chain is enqueued atomically before its response
+ * is sent (see the wrapper's `handOver`), and its tasks run in order, one queue message per attempt,
  * in this process (or whichever listens to the same database). A crash loses
  * nothing: a message whose handler did not finish is delivered again (after
  * about a minute), and the chain goes on where it stood. Chains handed over

@@ -37,7 +37,7 @@ export interface HandedTask {
 }
 
 /**
- * One request's chain, as a backend receives it once the response has been sent.
+ * One request's chain, as a backend receives it.
  *
  * @example Log each chain a backend takes over
  * ```ts
@@ -61,8 +61,41 @@ export interface HandedChain {
   readonly tasks: readonly HandedTask[];
   /** The request whose handler added them. */
   readonly request: RequestSummary | undefined;
-  /** Whether its response reached the client. */
+  /**
+   * Whether its response reached the client; `undefined` when the chain is
+   * handed over before the response is sent.
+   */
   readonly delivered: boolean | undefined;
+}
+
+/**
+ * Options for {@linkcode TaskBackend.enqueue}.
+ *
+ * @example Stop retrying when the wrapper gives up
+ * ```ts
+ * import type { EnqueueOptions } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * async function storeWithRetries(store: () => Promise<void>, options: EnqueueOptions = {}) {
+ *   for (;;) {
+ *     options.signal?.throwIfAborted();
+ *     try {
+ *       return await store();
+ *     } catch {
+ *       await new Promise((resolve) => setTimeout(resolve, 1));
+ *     }
+ *   }
+ * }
+ * let calls = 0;
+ * await storeWithRetries(async () => {
+ *   if (++calls < 3) throw new Error("connection lost");
+ * });
+ * assert.equal(calls, 3);
+ * ```
+ */
+export interface EnqueueOptions {
+  /** Aborted when the wrapper gives up on the chain: stop trying, and reject. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -70,7 +103,8 @@ export interface HandedChain {
  * process: a durable queue (`@afterward/background-tasks/kv`) or workers in
  * other processes (`@afterward/background-tasks/bullmq`). A backend checks
  * each task when it is added, so that a task it could not run fails in the
- * handler, and takes over each chain once its response has been sent.
+ * handler, and takes over each chain when its handler returns (before the
+ * response goes out, by default).
  *
  * @example A backend that records what it receives
  * ```ts
@@ -123,14 +157,18 @@ export interface TaskBackend {
     chain: { readonly request?: RequestSummary | undefined },
   ): void;
   /**
-   * Takes over a chain whose response has been sent. The promise resolves
-   * once the chain is safe (stored, or running), and rejects if it could not
-   * be taken over: its tasks are then reported as failed.
+   * Takes over a chain: before its response is sent, or after with
+   * `handOver: "after-response"`. The promise resolves once the chain is
+   * safe (stored, or running), and rejects if it could not be taken over.
+   * A backend should keep trying through passing faults (a lost
+   * connection) until the chain is stored or `options.signal` aborts, when
+   * the wrapper has given up on the chain (a shutdown deadline).
    *
    * @param chain The request's tasks.
+   * @param options The signal that says when to stop trying.
    * @returns A promise that settles once the chain is safe or lost.
    */
-  enqueue(chain: HandedChain): Promise<void>;
+  enqueue(chain: HandedChain, options?: EnqueueOptions): Promise<void>;
 }
 
 /**

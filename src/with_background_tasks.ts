@@ -185,6 +185,19 @@ export interface WithBackgroundTasksOptions extends RunOptions {
    */
   backend?: TaskBackend;
   /**
+   * When a backend takes a request's chain. `"before-response"`: the
+   * response goes out only once the backend has stored the chain, so a
+   * client that got it knows its tasks survive a crash; concurrent requests
+   * still share the backend's commits. If the chain cannot be stored, the
+   * handler fails (Deno.serve's `onError`, a 500 by default) and its tasks
+   * are discarded. `"after-response"`: the chain is handed over once the
+   * response has been sent, which answers sooner but loses the chains of a
+   * process killed in between.
+   *
+   * @default {"before-response"}
+   */
+  handOver?: "before-response" | "after-response";
+  /**
    * How many tasks may be pending (queued or running) at once. Beyond it,
    * `addTask()` throws a {@linkcode QueueFullError}: catch it and answer `503`.
    * Tasks added by running tasks count too.
@@ -257,16 +270,33 @@ export function withBackgroundTasks(
   assertFunction(handler, "handler", action);
   const config = runnerConfig(options, action);
   const runner = new Runner(config);
-  const { storage } = config;
+  const { storage, storeFirst } = config;
 
-  function settle(
+  /** What the wrapper answers once the handler has answered `response`. */
+  function respond(
     chain: Chain,
     response: unknown,
     request: Request,
     info: Deno.ServeHandlerInfo,
-  ): void {
-    if (response instanceof Response) runner.schedule(chain, request, info);
-    else runner.discard(chain);
+  ): Response | Promise<Response> {
+    if (!(response instanceof Response)) {
+      runner.discard(chain);
+      return response as Response;
+    }
+    if (storeFirst && chain.remaining > 0) {
+      return runner.store(chain, request).then(
+        () => response,
+        (error) => {
+          response.body?.cancel().catch(() => {});
+          throw new Error(
+            "Cannot respond as the backend could not store the request's tasks",
+            { cause: error },
+          );
+        },
+      );
+    }
+    runner.schedule(chain, request, info);
+    return response;
   }
 
   function backgroundTasksHandler(
@@ -284,16 +314,15 @@ export function withBackgroundTasks(
       throw error;
     }
     if (isThenable(response)) {
-      return toPromise(response).then((resolved) => {
-        settle(chain, resolved, request, info);
-        return resolved as Response;
-      }, (error) => {
-        runner.discard(chain);
-        throw error;
-      });
+      return toPromise(response).then(
+        (resolved) => respond(chain, resolved, request, info),
+        (error) => {
+          runner.discard(chain);
+          throw error;
+        },
+      );
     }
-    settle(chain, response, request, info);
-    return response;
+    return respond(chain, response, request, info);
   }
 
   return withControls(backgroundTasksHandler, runner);

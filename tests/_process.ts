@@ -2,9 +2,10 @@
 
 // Runs a small program in a process of its own, for the claims a test can
 // only make from outside: that nothing ends the process, or that a signal
-// does. The program imports the package as `@afterward/background-tasks`.
+// does. The program imports the package as `@afterward/background-tasks`
+// (and its entry points as `@afterward/background-tasks/kv`, say).
 
-const modUrl = new URL("../mod.ts", import.meta.url).href;
+const root = new URL("../", import.meta.url);
 
 /** A running program, its output read line by line. */
 export interface Script extends AsyncDisposable {
@@ -31,10 +32,22 @@ export async function startScript(
   const path = `${dir}/main.ts`;
   await Deno.writeTextFile(
     path,
-    source.replaceAll('"@afterward/background-tasks"', JSON.stringify(modUrl)),
+    source.replaceAll(
+      /"@afterward\/background-tasks(?:\/(\w+))?"/g,
+      (_match, entry = "mod") =>
+        JSON.stringify(new URL(`${entry}.ts`, root).href),
+    ),
   );
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--no-lock", "--allow-read", ...flags, path],
+    args: [
+      "run",
+      // The package's own import map, for the entry points that use npm.
+      `--config=${new URL("deno.json", root).pathname}`,
+      "--no-lock",
+      "--allow-read",
+      ...flags,
+      path,
+    ],
     env: { NO_COLOR: "1" },
     stdout: "piped",
     stderr: "piped",

@@ -276,7 +276,11 @@ Deno.test({
   const handler = withBackgroundTasks((request, _info, tasks) => {
     tasks.addTask(sendWelcomeEmail, new URL(request.url).pathname);
     return new Response("ok");
-  }, { backend, onError: (error) => void errors.push(error) });
+  }, {
+    backend,
+    handOver: "after-response",
+    onError: (error) => void errors.push(error),
+  });
   const queue = new Queue(queueName, { connection });
   try {
     const calls = await Promise.all(

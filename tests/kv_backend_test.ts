@@ -327,7 +327,7 @@ guardedTest("kvBackend() accepts what Deno KV stores", async () => {
 });
 
 guardedTest(
-  "a chain the backend cannot take is reported as failed",
+  "a chain the backend cannot take after the response is reported as failed",
   async () => {
     const task = defineTask(() => {}, { name: "task" });
     const kv = await Deno.openKv(":memory:");
@@ -340,6 +340,7 @@ guardedTest(
       return new Response("ok");
     }, {
       backend,
+      handOver: "after-response",
       onError: (_error, info) => void reported.push([info.name, info.index]),
     });
     await (await callHandler(handler, "/")).tasks;

@@ -7,9 +7,10 @@ import {
   type HandedChain,
   type TaskBackend,
   withBackgroundTasks,
+  type WithBackgroundTasksOptions,
 } from "../mod.ts";
-import { callHandler } from "../testing.ts";
-import { guardedTest } from "./_helpers.ts";
+import { callHandler, fakeServeHandlerInfo } from "../testing.ts";
+import { guardedTest, sentInfo } from "./_helpers.ts";
 
 guardedTest(
   "a task added while a chain is being handed to a backend is handed over as a chain of its own",
@@ -31,7 +32,7 @@ guardedTest(
       tasks = given;
       given.addTask(step, 1);
       return new Response("ok");
-    }, { backend });
+    }, { backend, handOver: "after-response" });
     const { tasks: settled } = await callHandler(handler, "/");
     await handing.promise;
     tasks!.addTask(step, 2);
@@ -64,7 +65,7 @@ guardedTest(
       tasks.addTask(job);
       tasks.addTask(job);
       return new Response("ok");
-    }, { backend });
+    }, { backend, handOver: "after-response" });
     await callHandler(handler, "/");
     await handing.promise;
     const stop = new AbortController();
@@ -81,3 +82,135 @@ guardedTest(
     never.resolve();
   },
 );
+
+/** A backend whose enqueue() the test settles, recording what it is given. */
+function gatedBackend() {
+  const calls: {
+    chain: HandedChain;
+    signal: AbortSignal | undefined;
+    settle: PromiseWithResolvers<void>;
+  }[] = [];
+  const called = Promise.withResolvers<void>();
+  const backend: TaskBackend = {
+    accept() {},
+    enqueue(chain, options) {
+      const settle = Promise.withResolvers<void>();
+      calls.push({ chain, signal: options?.signal, settle });
+      called.resolve();
+      return settle.promise;
+    },
+  };
+  return { backend, calls, called: called.promise };
+}
+
+const job = defineTask((_context, _n: number) => {}, { name: "job" });
+
+guardedTest(
+  "with a backend, the response goes out only once the chain is stored",
+  async () => {
+    const { backend, calls, called } = gatedBackend();
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(job, 1);
+      return new Response("accepted", { status: 202 });
+    }, { backend });
+    let answered = false;
+    const response = Promise.resolve(
+      handler(new Request("http://localhost/"), fakeServeHandlerInfo()),
+    ).then((response) => {
+      answered = true;
+      return response;
+    });
+    await called;
+    // The response waits for the store, not for info.completed.
+    assert.equal(answered, false);
+    assert.equal(calls[0]?.chain.delivered, undefined);
+    calls[0]!.settle.resolve();
+    assert.equal(await (await response).text(), "accepted");
+    await handler.drain();
+    assert.deepEqual([handler.stats.enqueued, handler.pending], [1, 0]);
+  },
+);
+
+guardedTest(
+  "with a backend, a chain that cannot be stored fails the handler and its tasks are discarded",
+  async () => {
+    const { backend, calls, called } = gatedBackend();
+    const reported: unknown[] = [];
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(job, 1);
+      tasks.addTask(job, 2);
+      return new Response("accepted", { status: 202 });
+    }, { backend, onError: (error) => void reported.push(error) });
+    const response = handler(new Request("http://localhost/"), sentInfo());
+    await called;
+    const refusal = new Error("already queued");
+    calls[0]!.settle.reject(refusal);
+    await assert.rejects(async () => await response, (error: Error) => {
+      assert.equal(error.name, "Error");
+      assert.equal(
+        error.message,
+        "Cannot respond as the backend could not store the request's tasks",
+      );
+      assert.equal(error.cause, refusal);
+      return true;
+    });
+    await handler.drain();
+    assert.deepEqual(reported, []);
+    const { discarded, failed, pending } = handler.stats;
+    assert.deepEqual({ discarded, failed, pending }, {
+      discarded: 2,
+      failed: 0,
+      pending: 0,
+    });
+  },
+);
+
+guardedTest(
+  "with a backend, a drain that gives up on a chain being stored aborts the store and fails the handler",
+  async () => {
+    const { backend, calls, called } = gatedBackend();
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(job, 1);
+      return new Response("accepted", { status: 202 });
+    }, { backend });
+    const response = handler(new Request("http://localhost/"), sentInfo());
+    await called;
+    const result = await handler.drain({ timeout: 0 });
+    assert.deepEqual(result.abandonedTasks, { job: 1 });
+    assert.equal(calls[0]?.signal?.aborted, true);
+    await assert.rejects(async () => await response, {
+      message:
+        "Cannot respond as the backend could not store the request's tasks",
+    });
+    assert.deepEqual([handler.stats.abandoned, handler.pending], [1, 0]);
+  },
+);
+
+Deno.test("withBackgroundTasks() refuses a handOver that cannot apply", async (t) => {
+  const backend = gatedBackend().backend;
+  const cases: [string, WithBackgroundTasksOptions, string][] = [
+    [
+      "an unknown value",
+      { backend, handOver: "later" as "after-response" },
+      `Cannot wrap handler as 'handOver' must be "before-response" or "after-response": current value is "later"`,
+    ],
+    [
+      "no backend",
+      { handOver: "after-response" },
+      "Cannot wrap handler as 'handOver' needs a 'backend': without one, tasks run in this process",
+    ],
+    [
+      "skipUndelivered before the response",
+      { backend, skipUndelivered: true },
+      `Cannot wrap handler as 'skipUndelivered' needs 'handOver: "after-response"' with a backend: chains are stored before their response is sent`,
+    ],
+  ];
+  for (const [name, options, message] of cases) {
+    await t.step(name, () => {
+      assert.throws(
+        () => withBackgroundTasks(() => new Response("ok"), options),
+        { name: "TypeError", message },
+      );
+    });
+  }
+});
