@@ -2,6 +2,7 @@
 
 import {
   assertSerializable,
+  messageSize,
   structuredSize,
   structuredSizeBound,
 } from "./_serializable.ts";
@@ -368,10 +369,12 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
         weight.bounded += bound;
       } else {
         // Near the limit: measure the whole message as Deno KV will write
-        // it (back-references number across all its tasks). Serializing
-        // costs microseconds, so most chains never get here.
+        // it (back-references number across all its tasks), at its first
+        // step and at the next ones, which are enqueued from a delivered
+        // copy that weighs more. Serializing costs microseconds per
+        // kilobyte, so most chains never get here.
         const bytes = ENVELOPE_BYTES +
-          structuredSize({ tasks: weight.tasks, request: chain.request });
+          messageSize({ tasks: weight.tasks, request: chain.request });
         if (bytes > KV_MAX_PAYLOAD) {
           weight.tasks.pop();
           throw new TypeError(
@@ -504,6 +507,9 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
         );
       }
     }
+    // The next message is the delivered one, changed in two numbers: it
+    // weighs more than the first (its arrays came back holey), and accept()
+    // measured that weight (see messageSize()), so it fits.
     if (retryDelay !== undefined) {
       operation = enqueueStep(
         operation,
