@@ -7,6 +7,7 @@ import {
   isRetriable,
   reportFailure,
 } from "./_execute.ts";
+import { isInstance } from "./_error_text.ts";
 import { executionConfig } from "./_options.ts";
 import { describe, isThenable, MAX_TIMER_DELAY } from "./_util.ts";
 import type { RequestSummary, TaskInfo } from "./background_tasks.ts";
@@ -135,9 +136,10 @@ export async function runAttempt(
   callHook("onTaskEnd", config.onTaskEnd, {
     ...info,
     duration: performance.now() - startedAt,
+    // A task may reject with a revoked proxy, which `instanceof` throws on.
     outcome: ok
       ? "succeeded"
-      : value instanceof TaskTimeoutError
+      : isInstance(value, TaskTimeoutError)
       ? "timedOut"
       : "failed",
     error: ok ? undefined : value,

@@ -1,5 +1,6 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
+import { errorText } from "./_error_text.ts";
 import {
   assertSerializable,
   messageSize,
@@ -588,13 +589,4 @@ function deadLetter(step: Step, id: string, error: string): DeadLetter {
       };
   }
   return letter;
-}
-
-function errorText(error: unknown): string {
-  if (error instanceof Error) return error.stack ?? String(error);
-  try {
-    return typeof error === "string" ? error : JSON.stringify(error) ?? "";
-  } catch {
-    return String(error);
-  }
 }

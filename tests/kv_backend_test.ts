@@ -17,7 +17,7 @@ import {
   type KvBackendOptions,
 } from "../kv.ts";
 import { callHandler } from "../testing.ts";
-import { addTaskError, guardedTest } from "./_helpers.ts";
+import { addTaskError, guardedTest, hostileValues } from "./_helpers.ts";
 
 /** A backend on an in-memory database, closed with the test. */
 async function openBackend(
@@ -727,5 +727,52 @@ guardedTest(
       letter!.error,
       /^Error: declined e+ \[cut to fit in Deno KV\]$/,
     );
+  },
+);
+
+guardedTest(
+  "kvBackend() makes a failed dead letter of a task that rejects with a value that resists description",
+  async (t) => {
+    for (const { label, value, text } of hostileValues()) {
+      await t.step(label, async () => {
+        let runs = 0;
+        const over = Promise.withResolvers<void>();
+        const hostile = defineTask(() => {
+          // A second run means the message was delivered again.
+          if (++runs > 1) over.resolve();
+          return Promise.reject(value);
+        }, { name: "hostile" });
+        const after = defineTask(() => {}, { name: "after" });
+        const reported: unknown[] = [];
+        const outcomes: string[] = [];
+        // A message whose handler throws comes back after a millisecond.
+        await using db = await openBackend({
+          tasks: [hostile, after],
+          redelivery: [1],
+          onError: (error) => void reported.push(error),
+          onTaskEnd: ({ name, outcome }) => {
+            outcomes.push(`${name} ${outcome}`);
+            if (name === "after") over.resolve();
+          },
+        });
+        const handler = withBackgroundTasks((_request, _info, tasks) => {
+          tasks.addTask(hostile);
+          tasks.addTask(after);
+          return new Response("ok");
+        }, { backend: db.backend });
+        await (await callHandler(handler, "/")).tasks;
+        await over.promise;
+        assert.equal(runs, 1);
+        assert.deepEqual(outcomes, ["hostile failed", "after succeeded"]);
+        assert.equal(reported.length, 1);
+        assert.ok(reported[0] === value);
+        const letters = await db.backend.deadLetters();
+        assert.deepEqual(
+          letters.map(({ reason, name, attempts }) => [reason, name, attempts]),
+          [["failed", "hostile", 1]],
+        );
+        assert.equal(letters[0]!.error, text);
+      });
+    }
   },
 );
