@@ -8,7 +8,15 @@ import {
   reportFailure,
 } from "./_execute.ts";
 import { executionConfig } from "./_options.ts";
-import { describe, isThenable, MAX_TIMER_DELAY } from "./_util.ts";
+import {
+  abortIsolated,
+  describe,
+  isInstance,
+  isThenable,
+  MAX_TIMER_DELAY,
+  toPromise,
+} from "./_util.ts";
+import { describeTask } from "./_describe_task.ts";
 import type { RequestSummary, TaskInfo } from "./background_tasks.ts";
 import type { WorkerOptions } from "./task_backend.ts";
 import {
@@ -105,7 +113,18 @@ export async function runAttempt(
   callHook("onTaskStart", config.onTaskStart, info);
   const startedAt = performance.now();
   const controller = new AbortController();
-  const stop = () => controller.abort(signal?.reason);
+  const abort = (reason: unknown) =>
+    abortIsolated(controller, reason, (error) => {
+      try {
+        console.error(
+          `An abort listener of background task ${describeTask(info)} threw:`,
+          error,
+        );
+      } catch {
+        // console.error itself throws: nobody is left to tell.
+      }
+    });
+  const stop = () => abort(signal?.reason);
   signal?.addEventListener("abort", stop, { once: true });
   const context: TaskContext = {
     signal: controller.signal,
@@ -120,7 +139,7 @@ export async function runAttempt(
       () => task.fn(context, ...args),
       task.timeout ?? config.timeout,
       task.name,
-      controller,
+      abort,
     );
   } catch (error) {
     ok = false;
@@ -135,9 +154,10 @@ export async function runAttempt(
   callHook("onTaskEnd", config.onTaskEnd, {
     ...info,
     duration: performance.now() - startedAt,
+    // A task may reject with a revoked proxy, which `instanceof` throws on.
     outcome: ok
       ? "succeeded"
-      : value instanceof TaskTimeoutError
+      : isInstance(value, TaskTimeoutError)
       ? "timedOut"
       : "failed",
     error: ok ? undefined : value,
@@ -159,7 +179,7 @@ function withTimeout(
   call: () => unknown,
   timeout: number | undefined,
   name: string,
-  controller: AbortController,
+  abort: (reason: unknown) => void,
 ): Promise<unknown> {
   return new Promise((resolve, reject) => {
     let value: unknown;
@@ -173,10 +193,10 @@ function withTimeout(
       ? undefined
       : setTimeout(() => {
         const error = new TaskTimeoutError(name, timeout);
-        controller.abort(error);
+        abort(error);
         reject(error);
       }, timeout);
-    Promise.resolve(value).then((settled) => {
+    toPromise(value).then((settled) => {
       clearTimeout(timer);
       resolve(settled);
     }, (error) => {

@@ -7,6 +7,7 @@ import {
   UnrecoverableError,
   Worker,
 } from "bullmq";
+import { errorText } from "./_error_text.ts";
 import { backoff } from "./_execute.ts";
 import { groupCommit } from "./_group_commit.ts";
 import { assertSerializable } from "./_serializable.ts";
@@ -470,11 +471,15 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
       maxAttempts: job.opts.attempts ?? 1,
     }, config);
     if (result.ok) return null;
-    const error = result.value instanceof Error
-      ? result.value
-      : new Error(describe(result.value));
-    // Retry only what the task's policy would: BullMQ counts the attempts.
-    throw result.retry ? error : new UnrecoverableError(error.message);
+    // BullMQ reads the message and stack of what it is given, and a task
+    // may throw anything (a revoked proxy, getters that throw): it gets an
+    // error of ours, made of text that was read without throwing. Retry
+    // only what the task's policy would: BullMQ counts the attempts.
+    const error = result.retry
+      ? new Error(errorText(result.value, "message"))
+      : new UnrecoverableError(errorText(result.value, "message"));
+    error.stack = errorText(result.value);
+    throw error;
   }, {
     connection,
     concurrency,

@@ -1,7 +1,9 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
+import { errorText } from "./_error_text.ts";
 import {
   assertSerializable,
+  messageSize,
   structuredSize,
   structuredSizeBound,
 } from "./_serializable.ts";
@@ -368,10 +370,12 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
         weight.bounded += bound;
       } else {
         // Near the limit: measure the whole message as Deno KV will write
-        // it (back-references number across all its tasks). Serializing
-        // costs microseconds, so most chains never get here.
+        // it (back-references number across all its tasks), at its first
+        // step and at the next ones, which are enqueued from a delivered
+        // copy that weighs more. Serializing costs microseconds per
+        // kilobyte, so most chains never get here.
         const bytes = ENVELOPE_BYTES +
-          structuredSize({ tasks: weight.tasks, request: chain.request });
+          messageSize({ tasks: weight.tasks, request: chain.request });
         if (bytes > KV_MAX_PAYLOAD) {
           weight.tasks.pop();
           throw new TypeError(
@@ -504,6 +508,9 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
         );
       }
     }
+    // The next message is the delivered one, changed in two numbers: it
+    // weighs more than the first (its arrays came back holey), and accept()
+    // measured that weight (see messageSize()), so it fits.
     if (retryDelay !== undefined) {
       operation = enqueueStep(
         operation,
@@ -582,13 +589,4 @@ function deadLetter(step: Step, id: string, error: string): DeadLetter {
       };
   }
   return letter;
-}
-
-function errorText(error: unknown): string {
-  if (error instanceof Error) return error.stack ?? String(error);
-  try {
-    return typeof error === "string" ? error : JSON.stringify(error) ?? "";
-  } catch {
-    return String(error);
-  }
 }

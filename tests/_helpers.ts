@@ -90,3 +90,54 @@ export async function addTaskError(
   await (await callHandler(handler, "/")).tasks;
   return thrown;
 }
+
+/**
+ * Failure values that resist being described: `instanceof`, `String()`,
+ * `JSON.stringify()` or a property read throws on each. Fresh ones per call,
+ * each with the text the library gives it (its stack or message alike).
+ */
+export function hostileValues(): {
+  label: string;
+  value: unknown;
+  text: string;
+}[] {
+  const cycle = Object.create(null);
+  cycle.self = cycle;
+  const { proxy, revoke } = Proxy.revocable({}, {});
+  revoke();
+  const prototypeThrows = new Proxy({}, {
+    getPrototypeOf() {
+      throw new Error("no prototype");
+    },
+  });
+  const error = new Error("hidden");
+  for (const key of ["message", "stack", "name"]) {
+    Object.defineProperty(error, key, {
+      get() {
+        throw new Error(`no ${key}`);
+      },
+    });
+  }
+  return [
+    {
+      label: "a null-prototype object with a cycle",
+      value: cycle,
+      text: "<ref *1> [Object: null prototype] { self: [Circular *1] }",
+    },
+    {
+      label: "a revoked proxy",
+      value: proxy,
+      text: "[object that cannot be described]",
+    },
+    {
+      label: "an error whose getters throw",
+      value: error,
+      text: "[object Error]",
+    },
+    {
+      label: "a proxy whose getPrototypeOf throws",
+      value: prototypeThrows,
+      text: "{}",
+    },
+  ];
+}

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import {
   assertSerializable,
+  messageSize,
   structuredSize,
   structuredSizeBound,
 } from "../src/_serializable.ts";
@@ -120,6 +121,42 @@ Deno.test("structuredSizeBound() is never below what Deno KV writes", async () =
 
 Deno.test("structuredSize() is never below what Deno KV writes", async () => {
   await assertFits(structuredSize, "p");
+});
+
+Deno.test("messageSize() is never below what Deno KV writes for a delivered copy", async () => {
+  await using kv = await openKv();
+  // A packed array of doubles weighs more as given than once delivered.
+  const values = [...corpus(), Array.from(new Float64Array([1, 2, 3]))];
+  const padded = values.map((value) => {
+    let length = LIMIT - messageSize([value, ""]);
+    while (length > 0 && messageSize([value, "p".repeat(length)]) > LIMIT) {
+      length--;
+    }
+    return length < 0 ? undefined : [value, "p".repeat(length)];
+  }).filter((message) => message !== undefined);
+  const failures: string[] = [];
+  let left = padded.length;
+  const done = Promise.withResolvers<void>();
+  // Each delivered copy is enqueued again, as a chain's next step is.
+  kv.listenQueue(async (message: [unknown, string]) => {
+    try {
+      await kv.enqueue(message, { delay: 3_600_000 });
+    } catch (error) {
+      failures.push(`${Deno.inspect(message[0])}: ${error}`);
+    }
+    if (--left === 0) done.resolve();
+  });
+  for (const message of padded) {
+    try {
+      await kv.enqueue(message);
+    } catch (error) {
+      failures.push(`first: ${Deno.inspect(message[0])}: ${error}`);
+      left--;
+    }
+  }
+  if (left === 0) done.resolve();
+  await done.promise;
+  assert.deepEqual(failures, []);
 });
 
 Deno.test("structuredSizeBound() stays close for common arguments", () => {

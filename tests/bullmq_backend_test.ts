@@ -14,7 +14,7 @@ import {
 import { bullmqBackend, bullmqWorker } from "../bullmq.ts";
 import { callHandler } from "../testing.ts";
 import { redisAvailable, startRedis } from "./_redis.ts";
-import { addTaskError } from "./_helpers.ts";
+import { addTaskError, hostileValues } from "./_helpers.ts";
 import {
   createAvatar,
   notifyTeam,
@@ -558,5 +558,69 @@ Deno.test({
       await worker.child.status;
     }
     await backend.close();
+  }
+});
+
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqWorker() fails the job of a task that rejects with a value that resists description, retrying only as its policy says",
+}, async (t) => {
+  await using redis = await startRedis();
+  const connection = { host: "127.0.0.1", port: redis.port };
+  for (const { label, value, text } of hostileValues()) {
+    await t.step(label, async () => {
+      const queue = `test-${crypto.randomUUID()}`;
+      const runs: string[] = [];
+      const over = Promise.withResolvers<void>();
+      const retry = { maxAttempts: 3, minDelay: 1, maxDelay: 1 };
+      // Its policy retries nothing it threw: one attempt.
+      const once = defineTask(({ attempt }) => {
+        runs.push(`once ${attempt}`);
+        return Promise.reject(value);
+      }, { name: "once", retry: { ...retry, isRetriable: () => false } });
+      // Its policy retries anything: three attempts.
+      const thrice = defineTask(({ attempt }) => {
+        runs.push(`thrice ${attempt}`);
+        return Promise.reject(value);
+      }, { name: "thrice", retry });
+      const after = defineTask(() => over.resolve(), { name: "after" });
+      const tasks = [once, thrice, after];
+      const reported: [unknown, string, number][] = [];
+      const worker = bullmqWorker({
+        connection,
+        queue,
+        tasks,
+        onError: (error, info) =>
+          void reported.push([error, info.name, info.attempt]),
+      });
+      const backend = bullmqBackend({ connection, queue, tasks });
+      try {
+        const handler = withBackgroundTasks((_request, _info, tasks) => {
+          tasks.addTask(once);
+          tasks.addTask(thrice);
+          tasks.addTask(after);
+          return new Response("ok");
+        }, { backend });
+        await (await callHandler(handler, "/")).tasks;
+        await over.promise;
+        assert.deepEqual(runs, ["once 1", "thrice 1", "thrice 2", "thrice 3"]);
+        assert.equal(reported.length, 2);
+        assert.ok(reported.every(([error]) => error === value));
+        assert.deepEqual(reported.map(([, name, attempt]) => [name, attempt]), [
+          ["once", 1],
+          ["thrice", 3],
+        ]);
+        const failed = await backend.failed();
+        assert.deepEqual(
+          failed.map(({ name, attempts }) => [name, attempts]).sort(),
+          [["once", 1], ["thrice", 3]],
+        );
+        assert.deepEqual(failed.map(({ error }) => error), [text, text]);
+      } finally {
+        await worker.close();
+        await backend.close();
+      }
+    });
   }
 });

@@ -20,7 +20,7 @@ import {
   type WithBackgroundTasksOptions,
 } from "../mod.ts";
 import { fakeServeHandlerInfo } from "../testing.ts";
-import { guardedTest, sentInfo } from "./_helpers.ts";
+import { guardedTest, hostileValues, sentInfo } from "./_helpers.ts";
 
 interface Observed {
   /** What reached `onError`, with the task's info. */
@@ -539,29 +539,11 @@ guardedTest(
   },
 );
 
-/** Values whose type cannot be asked without a throw. */
-function hostileValues(): [string, unknown][] {
-  const revoked = Proxy.revocable({}, {});
-  revoked.revoke();
-  const prototypeThrows = new Proxy({}, {
-    getPrototypeOf() {
-      throw new Error("no prototype");
-    },
-  });
-  const cycle = Object.create(null);
-  cycle.self = cycle;
-  return [
-    ["a revoked proxy", revoked.proxy],
-    ["a proxy whose getPrototypeOf throws", prototypeThrows],
-    ["a null-prototype object with a cycle", cycle],
-  ];
-}
-
 guardedTest(
   "fault: a task rejecting with a value whose type cannot be read, with a timeout and hooks, is reported and the chain goes on",
   async (t) => {
-    for (const [name, value] of hostileValues()) {
-      await t.step(name, async () => {
+    for (const { label, value } of hostileValues()) {
+      await t.step(label, async () => {
         const ends: string[] = [];
         const observed = await observe((tasks) => {
           tasks.addTask(() => Promise.reject(value));
