@@ -777,3 +777,41 @@ guardedTest(
     }
   },
 );
+
+guardedTest(
+  "kvBackend() reports an abort listener that throws at a task's timeout, and the chain goes on",
+  async () => {
+    const over = Promise.withResolvers<void>();
+    const hostile = defineTask(({ signal }) => {
+      signal.addEventListener("abort", () => {
+        throw new Error("listener failed");
+      });
+      return new Promise(() => {});
+    }, { name: "hostile", timeout: 10 });
+    const after = defineTask(() => over.resolve(), { name: "after" });
+    const outcomes: string[] = [];
+    const consoleError = mock.method(console, "error", () => {});
+    try {
+      await using db = await openBackend({
+        tasks: [hostile, after],
+        onError: () => {},
+        onTaskEnd: ({ name, outcome }) =>
+          void outcomes.push(`${name} ${outcome}`),
+      });
+      const handler = withBackgroundTasks((_request, _info, tasks) => {
+        tasks.addTask(hostile);
+        tasks.addTask(after);
+        return new Response("ok");
+      }, { backend: db.backend });
+      await (await callHandler(handler, "/")).tasks;
+      await over.promise;
+      assert.deepEqual(outcomes.slice(0, 1), ["hostile timedOut"]);
+      assert.match(
+        String(consoleError.mock.calls[0]?.arguments[0]),
+        /^An abort listener of background task "hostile" at index 0 .*threw:$/,
+      );
+    } finally {
+      consoleError.mock.restore();
+    }
+  },
+);
