@@ -116,8 +116,8 @@ async function bullmq(workers: number, port: number): Promise<number> {
   const queue = new Queue(queueName, { connection });
   for (;;) {
     const counts = await queue.getJobCounts("wait", "active", "delayed");
-    const left = (counts.wait ?? 0) + (counts.active ?? 0) +
-      (counts.delayed ?? 0);
+    const left = (counts["wait"] ?? 0) + (counts["active"] ?? 0) +
+      (counts["delayed"] ?? 0);
     if (left === 0) break;
     await new Promise((resolve) => setTimeout(resolve, 25));
   }

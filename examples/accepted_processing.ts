@@ -75,7 +75,7 @@ serve({
     });
   }
   const match = request.method === "GET" ? status.exec(request.url) : null;
-  const file = match && files.get(match.pathname.groups.id!);
+  const file = match && files.get(match.pathname.groups["id"]!);
   if (!file) return new Response("Not Found", { status: 404 });
-  return Response.json({ id: match.pathname.groups.id, ...file });
+  return Response.json({ id: match.pathname.groups["id"], ...file });
 });

@@ -36,7 +36,7 @@ const handler = withBackgroundTasks((request, _info, tasks) => {
   if (request.method !== "POST" || match === null) {
     return new Response("Not Found", { status: 404 });
   }
-  const email = decodeURIComponent(match.pathname.groups.email!);
+  const email = decodeURIComponent(match.pathname.groups["email"]!);
   tasks.addTask(writeNotification, email, "some notification");
   tasks.addTask(sendWelcomeEmail, email);
   return Response.json({ message: "Notification sent in the background" });

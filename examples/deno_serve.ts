@@ -37,7 +37,7 @@ export default {
     if (request.method !== "POST" || match === null) {
       return new Response("Not Found", { status: 404 });
     }
-    const email = decodeURIComponent(match.pathname.groups.email!);
+    const email = decodeURIComponent(match.pathname.groups["email"]!);
     tasks.addTask(writeNotification, email, "some notification");
     return Response.json({ message: "Notification sent in the background" });
   }),

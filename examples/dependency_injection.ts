@@ -46,7 +46,7 @@ serve({
     return new Response("Not Found", { status: 404 });
   }
   getQuery(request, tasks);
-  const email = decodeURIComponent(match.pathname.groups.email!);
+  const email = decodeURIComponent(match.pathname.groups["email"]!);
   tasks.addTask(writeLog, `message to ${email}\n`);
   return Response.json({ message: "Message sent" });
 });

@@ -62,7 +62,7 @@ serve({
   if (request.method !== "POST" || match === null) {
     return new Response("Not Found", { status: 404 });
   }
-  const id = match.pathname.groups.id!;
+  const id = match.pathname.groups["id"]!;
   tasks.addTask(reserveStock, id);
   tasks.addTask(chargeCard, id);
   tasks.addTask(shipOrder, id);

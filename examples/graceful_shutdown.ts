@@ -46,6 +46,6 @@ serve({
   if (request.method !== "POST" || match === null) {
     return new Response("Not Found", { status: 404 });
   }
-  tasks.addTask(processJob, match.pathname.groups.id!);
+  tasks.addTask(processJob, match.pathname.groups["id"]!);
   return new Response("Accepted", { status: 202 });
 });

@@ -490,6 +490,7 @@ function report(
       (hookError) => reportErrorHandlerFailure(error, info, hookError),
     );
   }
+  return undefined;
 }
 
 function reportErrorHandlerFailure(

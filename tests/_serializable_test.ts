@@ -13,7 +13,7 @@ import {
 function corpus(): unknown[] {
   const shared = { id: "shared" };
   const cycle: Record<string, unknown> = { name: "cycle" };
-  cycle.self = cycle;
+  cycle["self"] = cycle;
   const sparse: unknown[] = [1, , 3];
   sparse[1_000] = "far";
   const buffer = new ArrayBuffer(64);
@@ -246,7 +246,7 @@ Deno.test("assertSerializable() takes an object reached twice for JSON, not for 
   const shared = { id: 1 };
   assertSerializable([shared, { again: shared }], "args[0]", "json", "Add");
   const node: Record<string, unknown> = {};
-  node.self = { node };
+  node["self"] = { node };
   assert.throws(() => assertSerializable(node, "args[0]", "json", "Add"), {
     name: "TypeError",
     message:

@@ -158,7 +158,7 @@ Deno.test({
         "a cycle",
         (tasks) => {
           const node: Record<string, unknown> = {};
-          node.self = node;
+          node["self"] = node;
           tasks.addTask(known, node);
         },
         `Cannot add task "known" as args[0].self is a cycle, which JSON cannot store: current value is an object`,

@@ -47,7 +47,7 @@ const server = serve({
   if (request.method !== "POST" || match === null) {
     return new Response("Not Found", { status: 404 });
   }
-  const email = decodeURIComponent(match.pathname.groups.email!);
+  const email = decodeURIComponent(match.pathname.groups["email"]!);
   tasks.addTask(sendWelcomeEmail, email);
   tasks.addTask(createAvatar, email);
   tasks.addTask(notifyTeam, email);
