@@ -15,10 +15,10 @@
  *
  * ```ts ignore
  * import { serve } from "@afterward/background-tasks";
- * import { backgroundTasks, type BackgroundTasksEnv } from "@afterward/background-tasks/hono";
- * import { Hono } from "hono";
+ * import { backgroundTasks, type BackgroundTasksVariables } from "@afterward/background-tasks/hono";
+ * import { Hono } from "npm:hono@^4";
  *
- * const app = new Hono<BackgroundTasksEnv>();
+ * const app = new Hono<{ Variables: BackgroundTasksVariables }>();
  * app.use(backgroundTasks());
  * app.post("/orders", (c) => {
  *   c.var.backgroundTasks.addTask(sendReceipt, "order-42");

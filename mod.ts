@@ -11,7 +11,7 @@
  * response has been sent, the request's tasks run one after another, in the
  * order they were added, from a chain detached from the request. A task that
  * throws or rejects is reported (to `console.error` by default, or to your
- * `onError`) and the next one runs; nothing a task does can crash the server.
+ * `onTaskError`) and the next one runs; nothing a task does can crash the server.
  *
  * ```ts ignore
  * import { withBackgroundTasks } from "@afterward/background-tasks";
@@ -39,7 +39,7 @@
  * - The request is closed once the response completes: give tasks copies of
  *   what they need, not the `Request`.
  * - `handler.drain()` waits for every chain scheduled so far (for tests and
- *   shutdown); `handler.pending` counts tasks not yet finished.
+ *   shutdown); `handler.stats.pending` counts tasks not yet finished.
  *
  * For production, {@linkcode serve} wraps `Deno.serve` with the same handler
  * and shuts down gracefully on SIGINT and SIGTERM: it finishes the responses

@@ -56,8 +56,10 @@ function pendingHeap(tasksPerRequest: number): number {
   const before = heapUsed();
   for (const { request, info } of calls) handler(request, info);
   const held = heapUsed() - before;
-  if (handler.pending !== requests * tasksPerRequest) {
-    throw new Error(`expected every task pending, found ${handler.pending}`);
+  if (handler.stats.pending !== requests * tasksPerRequest) {
+    throw new Error(
+      `expected every task pending, found ${handler.stats.pending}`,
+    );
   }
   release.resolve();
   return held;

@@ -102,7 +102,7 @@ await Promise.all(Array.from({ length: clients }, () => load(rest)));
 const respondedAt = performance.now();
 await handler.drain();
 const drainedAt = performance.now();
-const pendingAfter = handler.pending;
+const pendingAfter = handler.stats.pending;
 const heapAfter = heapUsed();
 await server.shutdown();
 

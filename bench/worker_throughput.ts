@@ -16,7 +16,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { Queue } from "bullmq";
+import { Queue } from "npm:bullmq@^5";
 import { defineTask } from "../mod.ts";
 import { bullmqBackend } from "../bullmq.ts";
 import { kvBackend } from "../kv.ts";

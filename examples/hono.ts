@@ -15,9 +15,9 @@
  * @module
  */
 
-import { Hono } from "hono";
+import { Hono } from "npm:hono@^4";
 import { serve } from "../mod.ts";
-import { backgroundTasks, type BackgroundTasksEnv } from "../hono.ts";
+import { backgroundTasks, type BackgroundTasksVariables } from "../hono.ts";
 
 function writeNotification(email: string, message = ""): void {
   Deno.writeTextFileSync("log.txt", `notification for ${email}: ${message}\n`, {
@@ -32,7 +32,7 @@ async function warmCache(email: string): Promise<void> {
   });
 }
 
-const app = new Hono<BackgroundTasksEnv>();
+const app = new Hono<{ Variables: BackgroundTasksVariables }>();
 app.use(backgroundTasks());
 app.post("/send-notification/:email", (c) => {
   const email = c.req.param("email");

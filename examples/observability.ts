@@ -12,7 +12,7 @@
  * @module
  */
 
-import { defineTask, serve } from "../mod.ts";
+import { type BackgroundTasksServer, defineTask, serve } from "../mod.ts";
 
 async function sendConfirmation(order: number): Promise<void> {
   // Stands in for a call to a mail service.
@@ -33,7 +33,7 @@ const updateAnalytics = defineTask(
 
 let nextOrder = 1;
 
-const server = serve({
+const server: BackgroundTasksServer = serve({
   hostname: "127.0.0.1",
   port: Number(Deno.env.get("PORT") ?? 8000),
   onListen({ hostname, port }) {
@@ -50,7 +50,7 @@ const server = serve({
     );
   },
   // Each failure is already on its log line.
-  onError() {},
+  onTaskError() {},
 }, (request, _info, tasks) => {
   const { pathname } = new URL(request.url);
   if (request.method === "GET" && pathname === "/stats") {

@@ -37,7 +37,7 @@ function nextTurn(): Promise<void> {
 
 /** How tasks are executed and reported: the same for a runner and for `run()`. */
 export interface ExecutionConfig {
-  readonly onError: TaskErrorHandler;
+  readonly onTaskError: TaskErrorHandler;
   readonly onTaskStart: ((event: TaskInfo) => unknown) | undefined;
   readonly onTaskEnd: ((event: TaskEndEvent) => unknown) | undefined;
   /** Milliseconds an attempt may take when its task sets no timeout of its own. */
@@ -50,7 +50,7 @@ export interface ExecutionConfig {
  * chain. Running the same chain twice returns the first run's promise.
  *
  * The returned promise never rejects: every call into user code (tasks,
- * `onError`, hooks) is caught.
+ * `onTaskError`, hooks) is caught.
  */
 export function runChain(
   chain: Chain,
@@ -183,7 +183,7 @@ async function execute(
       if (chain.abandoned) return results ?? [];
       if (failed) {
         const reporting = report(
-          config.onError,
+          config.onTaskError,
           value,
           info(chain, task, index, attempt),
         );
@@ -465,21 +465,21 @@ function hook<E extends TaskInfo>(
 }
 
 /**
- * Calls `onError` without letting it disturb the chain: a throw or rejection
+ * Calls `onTaskError` without letting it disturb the chain: a throw or rejection
  * from it is written by the default reporter, after the original error.
- * Returns a promise only when `onError` returned one; that promise never
+ * Returns a promise only when `onTaskError` returned one; that promise never
  * rejects.
  */
 export { hook as callHook, isRetriable, report as reportFailure };
 
 function report(
-  onError: TaskErrorHandler,
+  onTaskError: TaskErrorHandler,
   error: unknown,
   info: TaskInfo,
 ): Promise<void> | undefined {
   let result: unknown;
   try {
-    result = onError(error, info);
+    result = onTaskError(error, info);
   } catch (hookError) {
     reportErrorHandlerFailure(error, info, hookError);
     return;
@@ -503,7 +503,7 @@ function reportErrorHandlerFailure(
   } catch {
     // console.error itself throws; see reportHookFailure.
   }
-  reportHookFailure("onError", info, hookError);
+  reportHookFailure("onTaskError", info, hookError);
 }
 
 /** Writes a failing hook's error, naming the hook and the task. */
@@ -541,7 +541,7 @@ export function abandonChain(
   chain.interrupt?.(reason);
   chain.interrupt = undefined;
   // The running task's last end event is still owed, unless it already
-  // said it would not be retried and only `onError` is left.
+  // said it would not be retried and only `onTaskError` is left.
   if (chain.attempt > 0) {
     const task = chain.head!;
     hook("onTaskEnd", config.onTaskEnd, {

@@ -10,26 +10,47 @@ import {
   assertBoolean,
   assertFunction,
   assertInteger,
+  assertOptions,
   assertTimeout,
   describe,
   MAX_TIMER_DELAY,
 } from "./_util.ts";
 import type { WithBackgroundTasksOptions } from "./with_background_tasks.ts";
 
+/** The keys of `RunOptions`. */
+export const RUN_OPTIONS: readonly string[] = [
+  "onTaskError",
+  "timeout",
+  "onTaskStart",
+  "onTaskEnd",
+];
+
+/** The keys of `WithBackgroundTasksOptions`. */
+export const WITH_BACKGROUND_TASKS_OPTIONS: readonly string[] = [
+  ...RUN_OPTIONS,
+  "skipUndelivered",
+  "concurrency",
+  "maxPending",
+  "ambient",
+  "backend",
+  "handOver",
+];
+
 /** Validates the options that say how tasks run, and applies their defaults. */
 export function executionConfig(
   options: RunOptions,
   action: string,
 ): ExecutionConfig {
-  const { onError = logTaskError, timeout, onTaskStart, onTaskEnd } = options;
-  assertFunction(onError, "onError", action);
+  const { onTaskError = logTaskError, timeout, onTaskStart, onTaskEnd } =
+    options;
+  assertFunction(onTaskError, "onTaskError", action);
   if (timeout !== undefined) assertTimeout(timeout, "timeout", action);
   if (onTaskStart !== undefined) {
     assertFunction(onTaskStart, "onTaskStart", action);
   }
   if (onTaskEnd !== undefined) assertFunction(onTaskEnd, "onTaskEnd", action);
   return {
-    onError,
+    onTaskError,
     // A limit no timer can express is no limit; leaving it out keeps plain
     // tasks on the path without timers.
     timeout: timeout === undefined || timeout > MAX_TIMER_DELAY
@@ -45,6 +66,7 @@ export function runnerConfig(
   options: WithBackgroundTasksOptions,
   action: string,
 ): RunnerConfig {
+  assertOptions(options, WITH_BACKGROUND_TASKS_OPTIONS, action);
   const {
     skipUndelivered = false,
     concurrency = Infinity,

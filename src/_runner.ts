@@ -56,14 +56,14 @@ export interface TaskStats {
   readonly running: number;
   /** Tasks that succeeded, at their first attempt or a later one. */
   readonly succeeded: number;
-  /** Tasks that failed at their last attempt, timeouts included. */
+  /** Tasks that failed at their last attempt, those that timed out included. */
   readonly failed: number;
   /** Tasks among `failed` whose last attempt timed out. */
   readonly timedOut: number;
   /** Attempts that were retries, over all tasks. */
   readonly retried: number;
   /** Tasks refused by `addTask()` because `maxPending` was reached. */
-  readonly rejected: number;
+  readonly refused: number;
   /** Tasks dropped because their handler threw, rejected or returned no `Response`. */
   readonly discarded: number;
   /** Tasks dropped with `skipUndelivered` because their response was not delivered. */
@@ -121,13 +121,15 @@ export interface DrainOptions {
  * ```
  */
 export interface DrainResult {
+  /** Tasks of the drained chains that succeeded while it waited. */
+  readonly succeeded: number;
   /**
-   * Tasks of the drained chains that succeeded while it waited; with a
-   * backend, that it took over.
+   * Tasks of the drained chains that failed (after their last attempt, a
+   * timeout included) while it waited.
    */
-  readonly completed: number;
-  /** Tasks of the drained chains that failed (after their last attempt) while it waited. */
   readonly failed: number;
+  /** Tasks of the drained chains that a backend took over while it waited. */
+  readonly enqueued: number;
   /** Tasks still pending at the deadline, running or not yet started. */
   readonly abandoned: number;
   /** The abandoned tasks by name, with how many of each. */
@@ -139,8 +141,9 @@ interface DrainWaiter {
   last: number;
   /** How many of them are still live. */
   remaining: number;
-  completed: number;
+  succeeded: number;
   failed: number;
+  enqueued: number;
   abandoned: number;
   abandonedTasks: Record<string, number>;
   resolve: (result: DrainResult) => void;
@@ -185,7 +188,7 @@ export class Runner implements ChainOwner {
   #failed = 0;
   #timedOut = 0;
   #retried = 0;
-  #rejected = 0;
+  #refused = 0;
   #discarded = 0;
   #skipped = 0;
   #abandoned = 0;
@@ -208,7 +211,7 @@ export class Runner implements ChainOwner {
       failed: this.#failed,
       timedOut: this.#timedOut,
       retried: this.#retried,
-      rejected: this.#rejected,
+      refused: this.#refused,
       discarded: this.#discarded,
       skipped: this.#skipped,
       abandoned: this.#abandoned,
@@ -229,7 +232,7 @@ export class Runner implements ChainOwner {
 
   accept(chain: Chain, task: Task): void {
     if (this.#pending >= this.#config.maxPending) {
-      this.#rejected++;
+      this.#refused++;
       throw new QueueFullError(nameOf(task), this.#config.maxPending);
     }
     const { backend } = this.#config;
@@ -321,7 +324,7 @@ export class Runner implements ChainOwner {
     if (this.#waiters.size === 0) return;
     for (const waiter of this.#waiters) {
       if (chain.sequence > waiter.last) continue;
-      if (succeeded) waiter.completed++;
+      if (succeeded) waiter.succeeded++;
       else waiter.failed++;
     }
   }
@@ -554,7 +557,7 @@ export class Runner implements ChainOwner {
       else {
         this.#failed += count;
         tasks.forEach((task, index) =>
-          reportFailure(this.#config.onError, error, {
+          reportFailure(this.#config.onTaskError, error, {
             name: task.name,
             index: first + index,
             attempt: 0,
@@ -567,7 +570,7 @@ export class Runner implements ChainOwner {
         for (const waiter of this.#waiters) {
           if (chain.sequence > waiter.last) continue;
           if (failed) waiter.failed += count;
-          else waiter.completed += count;
+          else waiter.enqueued += count;
         }
       }
       if (failed) stored.reject(error);
@@ -621,8 +624,9 @@ export class Runner implements ChainOwner {
       const waiter: DrainWaiter = {
         last: this.#sequence,
         remaining: this.#liveCount,
-        completed: 0,
+        succeeded: 0,
         failed: 0,
+        enqueued: 0,
         abandoned: 0,
         abandonedTasks: {},
         resolve,
@@ -647,8 +651,9 @@ export class Runner implements ChainOwner {
     this.#waiters.delete(waiter);
     waiter.cleanup();
     waiter.resolve({
-      completed: waiter.completed,
+      succeeded: waiter.succeeded,
       failed: waiter.failed,
+      enqueued: waiter.enqueued,
       abandoned: waiter.abandoned,
       abandonedTasks: waiter.abandonedTasks,
     });

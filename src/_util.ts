@@ -125,17 +125,23 @@ export function assertFunction(
   assertTypeOf(value, "function", name, action);
 }
 
-/** Throws unless `value` is a finite number of at least `min`. */
+/** Throws unless `value` is a finite number of at least `min`, or `Infinity` when `infinite` is set. */
 export function assertNumber(
   value: unknown,
   name: string,
   action: string,
   min: number,
+  infinite = false,
 ): asserts value is number {
   assertTypeOf(value, "number", name, action);
-  if (!Number.isFinite(value) || value < min) {
+  const allowed = Number.isFinite(value)
+    ? value >= min
+    : infinite && value === Infinity;
+  if (!allowed) {
     throw new RangeError(
-      `${action} as '${name}' must be a finite number >= ${min}: current value is ${value}`,
+      `${action} as '${name}' must be a ${
+        infinite ? "number" : "finite number"
+      } >= ${min}${infinite ? " or Infinity" : ""}: current value is ${value}`,
     );
   }
 }
@@ -182,4 +188,70 @@ export function assertBoolean(
   action: string,
 ): asserts value is boolean {
   assertTypeOf(value, "boolean", name, action);
+}
+
+/**
+ * Throws a `TypeError` unless `options` is a plain options object whose
+ * keys are all among `known`: a misspelt option would otherwise be ignored
+ * without a word. The message names the closest known key.
+ */
+export function assertOptions(
+  options: unknown,
+  known: readonly string[],
+  action: string,
+  name = "options",
+): asserts options is object {
+  if (
+    typeof options !== "object" || options === null || Array.isArray(options)
+  ) {
+    throw new TypeError(
+      `${action} as '${name}' must be an object: current value is ${
+        describe(options)
+      }`,
+    );
+  }
+  for (const key of Object.keys(options)) {
+    if (known.includes(key)) continue;
+    const closest = closestOf(key, known);
+    throw new TypeError(
+      `${action} as '${key}' is not one of its options: ${
+        closest === undefined
+          ? `they are ${known.map((option) => `'${option}'`).join(", ")}`
+          : `did you mean '${closest}'?`
+      }`,
+    );
+  }
+}
+
+/** The option closest in spelling to `key`, if one is close enough to be meant. */
+function closestOf(key: string, known: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const option of known) {
+    const distance = editDistance(key.toLowerCase(), option.toLowerCase());
+    if (distance < bestDistance) {
+      best = option;
+      bestDistance = distance;
+    }
+  }
+  return bestDistance <= Math.max(2, Math.floor(key.length / 3))
+    ? best
+    : undefined;
+}
+
+/** Levenshtein distance: insertions, deletions and substitutions. */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, index) => index);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(
+        previous[j]! + 1,
+        current[j - 1]! + 1,
+        previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+    }
+    previous = current;
+  }
+  return previous[b.length]!;
 }

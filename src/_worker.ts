@@ -94,7 +94,7 @@ export interface AttemptResult {
 /**
  * Runs one attempt of a task, isolated like the in-process runner does: the
  * hooks see it, a timeout aborts its signal, and a failure that will not be
- * retried reaches `onError`. Never rejects.
+ * retried reaches `onTaskError`. Never rejects.
  */
 export async function runAttempt(
   delivery: Delivery,
@@ -164,7 +164,7 @@ export async function runAttempt(
     willRetry: retry,
   });
   if (!ok && !retry) {
-    const reporting = reportFailure(config.onError, value, info);
+    const reporting = reportFailure(config.onTaskError, value, info);
     if (reporting !== undefined) await reporting;
   }
   return {

@@ -1,10 +1,23 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 import { type Chain, internals } from "./_chain.ts";
-import type { DrainOptions, DrainResult, Runner } from "./_runner.ts";
-import { assertNumber } from "./_util.ts";
+import { runnerConfig } from "./_options.ts";
+import { type DrainOptions, type DrainResult, Runner } from "./_runner.ts";
+import {
+  assertFunction,
+  assertNumber,
+  assertOptions,
+  describe,
+  isThenable,
+  toPromise,
+} from "./_util.ts";
 import { BackgroundTasks } from "./background_tasks.ts";
-import type { TaskControls } from "./with_background_tasks.ts";
+import type {
+  BackgroundTasksHandler,
+  DrainableHandler,
+  TaskControls,
+  WithBackgroundTasksOptions,
+} from "./with_background_tasks.ts";
 
 /** Creates a request's tasks, owned by `runner`. */
 export function tasksFor(
@@ -23,22 +36,102 @@ export function tasksFor(
 /** The runner behind each handler or middleware given controls. */
 export const runnerOf: WeakMap<object, Runner> = new WeakMap();
 
-/** Gives a handler or middleware the runner's `drain()`, `pending` and `stats`. */
+/** Gives a handler or middleware the runner's `drain()` and `stats`. */
 export function withControls<F extends object>(
   target: F,
   runner: Runner,
 ): F & TaskControls {
   function drain(options: DrainOptions = {}): Promise<DrainResult> {
+    const action = "Cannot drain";
+    assertOptions(options, ["timeout", "signal"], action);
     // Infinity, the default, waits as long as it takes.
-    if (options.timeout !== undefined && options.timeout !== Infinity) {
-      assertNumber(options.timeout, "timeout", "Cannot drain", 0);
+    if (options.timeout !== undefined) {
+      assertNumber(options.timeout, "timeout", action, 0, true);
+    }
+    if (
+      options.signal !== undefined && !(options.signal instanceof AbortSignal)
+    ) {
+      throw new TypeError(
+        `${action} as 'signal' must be an AbortSignal: current value is ${
+          describe(options.signal)
+        }`,
+      );
     }
     return runner.drain(options);
   }
   runnerOf.set(target, runner);
   return Object.defineProperties(target, {
     drain: { value: drain },
-    pending: { get: () => runner.pending, enumerable: true },
     stats: { get: () => runner.stats, enumerable: true },
   }) as F & TaskControls;
+}
+
+/**
+ * What withBackgroundTasks() does, with the `action` its errors start with:
+ * serve() wraps its handler with its own.
+ */
+export function wrapHandler(
+  handler: BackgroundTasksHandler,
+  options: WithBackgroundTasksOptions,
+  action: string,
+): DrainableHandler {
+  assertFunction(handler, "handler", action);
+  const config = runnerConfig(options, action);
+  const runner = new Runner(config);
+  const { storage, storeFirst } = config;
+
+  /** What the wrapper answers once the handler has answered `response`. */
+  function respond(
+    chain: Chain,
+    response: unknown,
+    request: Request,
+    info: Deno.ServeHandlerInfo,
+  ): Response | Promise<Response> {
+    if (!(response instanceof Response)) {
+      runner.discard(chain);
+      return response as Response;
+    }
+    if (storeFirst && chain.remaining > 0) {
+      return runner.store(chain, request).then(
+        () => response,
+        (error) => {
+          response.body?.cancel().catch(() => {});
+          throw new Error(
+            "Cannot respond as the backend could not store the request's tasks",
+            { cause: error },
+          );
+        },
+      );
+    }
+    runner.schedule(chain, request, info);
+    return response;
+  }
+
+  function backgroundTasksHandler(
+    request: Request,
+    info: Deno.ServeHandlerInfo,
+  ): Response | Promise<Response> {
+    const { tasks, chain } = tasksFor(runner, request);
+    let response: Response | Promise<Response>;
+    try {
+      response = storage === undefined
+        ? handler(request, info, tasks)
+        : storage.run(tasks, () => handler(request, info, tasks));
+    } catch (error) {
+      runner.discard(chain);
+      throw error;
+    }
+    if (isThenable(response)) {
+      return toPromise(response).then(
+        (resolved) => respond(chain, resolved, request, info),
+        (error) => {
+          runner.discard(chain);
+          throw error;
+        },
+      );
+    }
+    return respond(chain, response, request, info);
+  }
+
+  return withControls(backgroundTasksHandler, runner);
 }

@@ -2,14 +2,14 @@
 
 import { Chain, internals, type Task } from "./_chain.ts";
 import { runChain } from "./_execute.ts";
-import { executionConfig } from "./_options.ts";
-import { describe, isThenable, toPromise } from "./_util.ts";
+import { executionConfig, RUN_OPTIONS } from "./_options.ts";
+import { assertOptions, describe, isThenable, toPromise } from "./_util.ts";
 import { DefinedTask } from "./define_task.ts";
 
 /**
  * The request whose handler added a task, captured while the handler ran.
  *
- * @example Read it in onError
+ * @example Read it in onTaskError
  * ```ts
  * import { withBackgroundTasks } from "@afterward/background-tasks";
  * import { callHandler } from "@afterward/background-tasks/testing";
@@ -20,7 +20,7 @@ import { DefinedTask } from "./define_task.ts";
  *   tasks.addTask(() => Promise.reject(new Error("smtp down")));
  *   return new Response("ok");
  * }, {
- *   onError: (_error, info) => void seen.push(`${info.request?.method} ${info.request?.url}`),
+ *   onTaskError: (_error, info) => void seen.push(`${info.request?.method} ${info.request?.url}`),
  * });
  * const { tasks } = await callHandler(handler, new Request("http://localhost/signup?ref=ad", { method: "POST" }));
  * await tasks;
@@ -48,7 +48,7 @@ export interface RequestSummary {
  * });
  * const pages: string[] = [];
  * await tasks.run({
- *   onError(_error, info) {
+ *   onTaskError(_error, info) {
  *     if (info.name === "sendEmail") pages.push(`mail task #${info.index}, attempt ${info.attempt}`);
  *   },
  * });
@@ -62,7 +62,7 @@ export interface TaskInfo {
   readonly index: number;
   /**
    * The attempt, from 1: above 1 only for a task defined with a `retry`
-   * policy. For `onError`, the last attempt made.
+   * policy. For `onTaskError`, the last attempt made.
    */
   readonly attempt: number;
   /**
@@ -103,7 +103,7 @@ export interface TaskInfo {
  * tasks.addTask(function resize() {
  *   throw new Error("image too large");
  * });
- * await tasks.run({ onError: forward });
+ * await tasks.run({ onTaskError: forward });
  * assert.deepEqual(tracked, ["resize: image too large"]);
  * ```
  */
@@ -140,14 +140,17 @@ export interface TaskEndEvent extends TaskInfo {
   readonly outcome: "succeeded" | "failed" | "timedOut" | "abandoned";
   /** What the attempt threw or rejected with; `undefined` when it succeeded. */
   readonly error: unknown;
-  /** Whether another attempt follows: only the last failure reaches `onError`. */
+  /** Whether another attempt follows: only the last failure reaches `onTaskError`. */
   readonly willRetry: boolean;
 }
 
 /**
- * The outcome of a task that returned or resolved.
+ * The settled outcome of one task, in the manner of `Promise.allSettled`:
+ * `status` is `"fulfilled"` with the task's `value`, or `"rejected"` with
+ * the `reason` it threw or rejected with (which need not be an `Error`),
+ * and `name` and `index` say which task it was.
  *
- * @example Read a task's value
+ * @example Read values and count failures
  * ```ts
  * import { BackgroundTasks } from "@afterward/background-tasks";
  * import assert from "node:assert/strict";
@@ -156,68 +159,20 @@ export interface TaskEndEvent extends TaskInfo {
  * tasks.addTask(function total(a: number, b: number) {
  *   return a + b;
  * }, 2, 3);
- * const [result] = await tasks.run();
- * assert.ok(result?.status === "fulfilled");
- * assert.equal(result.value, 5);
- * ```
- */
-export interface TaskFulfilledResult {
-  /** Always `"fulfilled"`. */
-  readonly status: "fulfilled";
-  /** The task's name. */
-  readonly name: string;
-  /** The task's position in its chain, from 0. */
-  readonly index: number;
-  /** What the task returned or resolved with. */
-  readonly value: unknown;
-}
-
-/**
- * The outcome of a task that threw or rejected.
- *
- * @example Read a task's failure
- * ```ts
- * import { BackgroundTasks } from "@afterward/background-tasks";
- * import assert from "node:assert/strict";
- *
- * const tasks = new BackgroundTasks();
  * tasks.addTask(() => Promise.reject("not an Error"));
- * const [result] = await tasks.run({ onError: () => {} });
- * assert.ok(result?.status === "rejected");
- * assert.equal(result.reason, "not an Error");
+ * const [first, second] = await tasks.run({ onTaskError: () => {} });
+ * assert.ok(first?.status === "fulfilled");
+ * assert.equal(first.value, 5);
+ * assert.ok(second?.status === "rejected");
+ * assert.deepEqual([second.name, second.index, second.reason], ["anonymous", 1, "not an Error"]);
  * ```
  */
-export interface TaskRejectedResult {
-  /** Always `"rejected"`. */
-  readonly status: "rejected";
+export type TaskResult = PromiseSettledResult<unknown> & {
   /** The task's name. */
   readonly name: string;
   /** The task's position in its chain, from 0. */
   readonly index: number;
-  /** What the task threw or rejected with, which need not be an `Error`. */
-  readonly reason: unknown;
-}
-
-/**
- * The settled outcome of one task, in the manner of `Promise.allSettled`.
- *
- * @example Count outcomes
- * ```ts
- * import { BackgroundTasks } from "@afterward/background-tasks";
- * import assert from "node:assert/strict";
- *
- * const tasks = new BackgroundTasks();
- * tasks.addTask(() => "ok");
- * tasks.addTask(() => {
- *   throw new Error("no");
- * });
- * const results = await tasks.run({ onError: () => {} });
- * const failed = results.filter((result) => result.status === "rejected");
- * assert.equal(failed.length, 1);
- * assert.equal(failed[0]?.index, 1);
- * ```
- */
-export type TaskResult = TaskFulfilledResult | TaskRejectedResult;
+};
 
 /**
  * Options for {@linkcode BackgroundTasks.prototype.run}, and the task options of {@linkcode withBackgroundTasks}.
@@ -235,7 +190,7 @@ export type TaskResult = TaskFulfilledResult | TaskRejectedResult;
  * await tasks.run({
  *   timeout: 10,
  *   onTaskEnd: (event) => void ends.push(`${event.name}: ${event.outcome}`),
- *   onError: () => {},
+ *   onTaskError: () => {},
  * });
  * assert.deepEqual(ends, ["hang: timedOut"]);
  * ```
@@ -247,7 +202,7 @@ export interface RunOptions {
    *
    * @default {logTaskError}
    */
-  onError?: TaskErrorHandler;
+  onTaskError?: TaskErrorHandler;
   /**
    * Milliseconds an attempt may take before it is given up and reported as a
    * `TaskTimeoutError`; the chain goes on with the next task. A task made by
@@ -464,7 +419,7 @@ export class BackgroundTasks {
    * tasks.waitUntil(Promise.reject(new Error("cache is down")));
    *
    * const reported: string[] = [];
-   * await tasks.run({ onError: (_error, info) => void reported.push(info.name) });
+   * await tasks.run({ onTaskError: (_error, info) => void reported.push(info.name) });
    * assert.deepEqual(saved, ["cache entry"]);
    * assert.deepEqual(reported, ["waitUntil"]);
    * ```
@@ -544,7 +499,7 @@ export class BackgroundTasks {
   /**
    * Runs the tasks in the order they were added, each awaited, and resolves
    * with one settled result per task. A task that throws or rejects is
-   * reported through `onError` and the next one runs; the promise never
+   * reported through `onTaskError` and the next one runs; the promise never
    * rejects. Tasks added while it runs join the end.
    *
    * The tasks run once: calling `run()` again returns the same promise.
@@ -562,7 +517,7 @@ export class BackgroundTasks {
    *
    * const failed: string[] = [];
    * const results = await tasks.run({
-   *   onError: (_error, info) => {
+   *   onTaskError: (_error, info) => {
    *     failed.push(info.name);
    *   },
    * });
@@ -578,7 +533,9 @@ export class BackgroundTasks {
    * `withBackgroundTasks`, which runs them after its response.
    */
   run(options: RunOptions = {}): Promise<TaskResult[]> {
-    const config = executionConfig(options, "Cannot run tasks");
+    const action = "Cannot run tasks";
+    assertOptions(options, RUN_OPTIONS, action);
+    const config = executionConfig(options, action);
     if (this.#chain.owner !== undefined) {
       throw new Error(
         "Cannot run tasks as they belong to a handler, which runs them after its response",

@@ -6,7 +6,7 @@ import {
   Queue,
   UnrecoverableError,
   Worker,
-} from "bullmq";
+} from "npm:bullmq@^5";
 import { errorText } from "./_error_text.ts";
 import { backoff } from "./_execute.ts";
 import { groupCommit } from "./_group_commit.ts";
@@ -30,7 +30,7 @@ import type {
  * import assert from "node:assert/strict";
  *
  * function connectionFrom(env: Record<string, string | undefined>): RedisConnection {
- *   return { host: env.REDIS_HOST ?? "127.0.0.1", port: Number(env.REDIS_PORT ?? 6379) };
+ *   return { host: env["REDIS_HOST"] ?? "127.0.0.1", port: Number(env["REDIS_PORT"] ?? 6379) };
  * }
  * assert.deepEqual(connectionFrom({ REDIS_PORT: "6380" }), { host: "127.0.0.1", port: 6380 });
  * ```
@@ -157,7 +157,7 @@ export interface BullmqBackend extends TaskBackend {
   retry(jobId: string): Promise<boolean>;
   /**
    * Stores the chains handed over so far, then closes the connections to
-   * Redis. Chains handed over after it fail, reported through `onError`.
+   * Redis. Chains handed over after it fail, reported through `onTaskError`.
    */
   close(): Promise<void>;
 }

@@ -27,7 +27,7 @@ import {
  *
  * const tasks = new BackgroundTasks();
  * tasks.addTask(wait);
- * const [result] = await tasks.run({ onError: () => {} });
+ * const [result] = await tasks.run({ onTaskError: () => {} });
  * assert.deepEqual(seen, ["wait attempt 1"]);
  * assert.equal(result?.status, "rejected");
  * ```
@@ -75,7 +75,7 @@ export interface TaskContext {
  * });
  * const tasks = new BackgroundTasks();
  * tasks.addTask(notify);
- * await tasks.run({ onError: () => {} });
+ * await tasks.run({ onTaskError: () => {} });
  * assert.equal(calls, 2);
  * ```
  */
@@ -155,7 +155,7 @@ export interface TaskOptions {
   timeout?: number;
   /**
    * Retry the task when it fails; the failures before the last are passed to
-   * `onTaskEnd` only, the last one to `onError` too.
+   * `onTaskEnd` only, the last one to `onTaskError` too.
    *
    * @default {no retry}
    */
@@ -325,10 +325,10 @@ function retryPolicy(options: RetryOptions, action: string): RetryPolicy {
 
 /**
  * The reason a task attempt failed when it ran longer than its timeout. The
- * attempt's `signal` is aborted with it, and it reaches `onError` (and
+ * attempt's `signal` is aborted with it, and it reaches `onTaskError` (and
  * `isRetriable`) like any other failure.
  *
- * @example Recognise a timeout in onError
+ * @example Recognise a timeout in onTaskError
  * ```ts
  * import {
  *   BackgroundTasks,
@@ -346,7 +346,7 @@ function retryPolicy(options: RetryOptions, action: string): RetryPolicy {
  * tasks.addTask(hang);
  * const timeouts: number[] = [];
  * await tasks.run({
- *   onError(error) {
+ *   onTaskError(error) {
  *     if (error instanceof TaskTimeoutError) timeouts.push(error.timeout);
  *   },
  * });

@@ -16,7 +16,7 @@ import type {
  * @example Declare it with your own variables
  * ```ts
  * import type { BackgroundTasksVariables } from "@afterward/background-tasks/hono";
- * import { Hono } from "hono";
+ * import { Hono } from "npm:hono@^4";
  *
  * const app = new Hono<{ Variables: BackgroundTasksVariables & { user: string } }>();
  * app.get("/", (c) => c.text(`${c.var.user}: ${c.var.backgroundTasks.size}`));
@@ -28,28 +28,6 @@ export interface BackgroundTasksVariables {
 }
 
 /**
- * A Hono environment that declares `c.var.backgroundTasks`, for
- * `new Hono<BackgroundTasksEnv>()`.
- *
- * @example Usage
- * ```ts
- * import { backgroundTasks, type BackgroundTasksEnv } from "@afterward/background-tasks/hono";
- * import { Hono } from "hono";
- *
- * const app = new Hono<BackgroundTasksEnv>();
- * app.use(backgroundTasks());
- * app.post("/signup", (c) => {
- *   c.var.backgroundTasks.addTask((to: string) => console.log(`welcome ${to}`), "a@example.com");
- *   return c.text("Signed up", 201);
- * });
- * ```
- */
-export interface BackgroundTasksEnv {
-  /** The context variables. */
-  Variables: BackgroundTasksVariables;
-}
-
-/**
  * The part of Hono's `Context` that the middleware uses. Hono's context
  * satisfies it when the app's environment declares
  * {@linkcode BackgroundTasksVariables}; the middleware depends on Hono's
@@ -58,11 +36,11 @@ export interface BackgroundTasksEnv {
  * @example Hono's context satisfies it
  * ```ts
  * import type { HonoContext } from "@afterward/background-tasks/hono";
- * import type { BackgroundTasksEnv } from "@afterward/background-tasks/hono";
- * import { Hono } from "hono";
+ * import type { BackgroundTasksVariables } from "@afterward/background-tasks/hono";
+ * import { Hono } from "npm:hono@^4";
  * import assert from "node:assert/strict";
  *
- * const app = new Hono<BackgroundTasksEnv>();
+ * const app = new Hono<{ Variables: BackgroundTasksVariables }>();
  * app.get("/", (c) => {
  *   const shape: HonoContext = c;
  *   return c.text(shape.req.raw.method);
@@ -90,16 +68,16 @@ export interface HonoContext {
 
 /**
  * What {@linkcode backgroundTasks} returns: a Hono middleware with the
- * runner's `drain()`, `pending` and `stats`.
+ * runner's `drain()` and `stats`.
  *
  * @example Drain the middleware's tasks on shutdown
  * ```ts
- * import { backgroundTasks, type BackgroundTasksEnv } from "@afterward/background-tasks/hono";
- * import { Hono } from "hono";
+ * import { backgroundTasks, type BackgroundTasksVariables } from "@afterward/background-tasks/hono";
+ * import { Hono } from "npm:hono@^4";
  * import assert from "node:assert/strict";
  *
  * const middleware = backgroundTasks();
- * const app = new Hono<BackgroundTasksEnv>().use(middleware);
+ * const app = new Hono<{ Variables: BackgroundTasksVariables }>().use(middleware);
  * app.get("/", (c) => {
  *   c.var.backgroundTasks.addTask(() => {});
  *   return c.text("ok");
@@ -143,11 +121,11 @@ export interface BackgroundTasksMiddleware extends TaskControls {
  *
  * @example Served by Deno.serve
  * ```ts ignore
- * import { backgroundTasks, type BackgroundTasksEnv } from "@afterward/background-tasks/hono";
- * import { Hono } from "hono";
+ * import { backgroundTasks, type BackgroundTasksVariables } from "@afterward/background-tasks/hono";
+ * import { Hono } from "npm:hono@^4";
  *
- * const app = new Hono<BackgroundTasksEnv>();
- * app.use(backgroundTasks({ onError: (error, info) => console.error(info.name, error) }));
+ * const app = new Hono<{ Variables: BackgroundTasksVariables }>();
+ * app.use(backgroundTasks({ onTaskError: (error, info) => console.error(info.name, error) }));
  * app.post("/send-notification/:email", (c) => {
  *   c.var.backgroundTasks.addTask(writeNotification, c.req.param("email"), "some notification");
  *   return c.json({ message: "Notification sent in the background" });
@@ -158,13 +136,13 @@ export interface BackgroundTasksMiddleware extends TaskControls {
  *
  * @example Tested with app.request()
  * ```ts
- * import { backgroundTasks, type BackgroundTasksEnv } from "@afterward/background-tasks/hono";
- * import { Hono } from "hono";
+ * import { backgroundTasks, type BackgroundTasksVariables } from "@afterward/background-tasks/hono";
+ * import { Hono } from "npm:hono@^4";
  * import assert from "node:assert/strict";
  *
  * const log: string[] = [];
  * const tasks = backgroundTasks();
- * const app = new Hono<BackgroundTasksEnv>();
+ * const app = new Hono<{ Variables: BackgroundTasksVariables }>();
  * app.use(tasks);
  * app.get("/", (c) => {
  *   c.var.backgroundTasks.addTask(() => log.push("after"));
@@ -179,7 +157,7 @@ export interface BackgroundTasksMiddleware extends TaskControls {
  * ```
  *
  * @param options How tasks run, as for `withBackgroundTasks`.
- * @returns The middleware, with `drain()`, `pending` and `stats`.
+ * @returns The middleware, with `drain()` and `stats`.
  * @throws {TypeError} If an option has the wrong type.
  * @throws {RangeError} If a number is out of range.
  */

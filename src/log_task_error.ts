@@ -10,7 +10,7 @@ import type { TaskInfo } from "./background_tasks.ts";
  * stack.
  *
  * It never prints the task's arguments or the URL's query string, since either
- * may hold secrets. Call it from your own `onError` to keep the default output
+ * may hold secrets. Call it from your own `onTaskError` to keep the default output
  * while also counting or forwarding failures.
  *
  * @example Keep the default output and count failures
@@ -24,7 +24,7 @@ import type { TaskInfo } from "./background_tasks.ts";
  *   throw new Error("SMTP server unreachable");
  * });
  * await tasks.run({
- *   onError(error, info) {
+ *   onTaskError(error, info) {
  *     failures++;
  *     logTaskError(error, info);
  *   },

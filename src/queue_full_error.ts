@@ -31,7 +31,7 @@
  * const second = await handler(new Request("http://localhost/"), info);
  * assert.equal(first.status, 202);
  * assert.equal(second.status, 503);
- * assert.equal(handler.stats.rejected, 1);
+ * assert.equal(handler.stats.refused, 1);
  * await Promise.all([first.body?.cancel(), second.body?.cancel()]);
  * await handler.drain();
  * ```

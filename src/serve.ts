@@ -1,14 +1,85 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import { assertFunction, describe, MAX_TIMER_DELAY } from "./_util.ts";
-import { runnerOf } from "./_wrap.ts";
+import { WITH_BACKGROUND_TASKS_OPTIONS } from "./_options.ts";
 import {
-  type BackgroundTasksHandler,
-  type DrainableHandler,
-  type DrainResult,
-  withBackgroundTasks,
-  type WithBackgroundTasksOptions,
+  assertFunction,
+  assertNumber,
+  assertOptions,
+  describe,
+  MAX_TIMER_DELAY,
+} from "./_util.ts";
+import { runnerOf, wrapHandler } from "./_wrap.ts";
+import type {
+  BackgroundTasksHandler,
+  DrainableHandler,
+  DrainResult,
+  WithBackgroundTasksOptions,
 } from "./with_background_tasks.ts";
+
+/** The options `Deno.serve` takes that serve() passes on. */
+const DENO_SERVE_OPTIONS = [
+  "port",
+  "hostname",
+  "reusePort",
+  "tcpBacklog",
+  "automaticCompression",
+  "cert",
+  "key",
+  "onListen",
+  "onError",
+] as const;
+
+const SERVE_OPTIONS: readonly string[] = [
+  ...WITH_BACKGROUND_TASKS_OPTIONS,
+  ...DENO_SERVE_OPTIONS,
+  "shutdownTimeout",
+  "shutdownSignals",
+  "signal",
+  "onShutdown",
+];
+
+/** The options given whose keys are among `keys`, those left undefined out. */
+function pick(
+  options: object,
+  keys: readonly string[],
+): Record<string, unknown> {
+  const picked: Record<string, unknown> = {};
+  for (const key of keys) {
+    const value = (options as Record<string, unknown>)[key];
+    if (value !== undefined) picked[key] = value;
+  }
+  return picked;
+}
+
+/** Sorts out which of Deno.serve's call shapes serve() was called with. */
+function callShape(
+  first: unknown,
+  second: unknown,
+  action: string,
+): { options: ServeOptions; handler: unknown } {
+  const shapes =
+    "serve(handler), serve(options, handler) or serve({ ...options, handler })";
+  if (typeof first === "function" && second === undefined) {
+    return { options: {}, handler: first };
+  }
+  assertOptions(first, [...SERVE_OPTIONS, "handler"], action);
+  const { handler: inOptions, ...options } = first as ServeOptions & {
+    handler?: unknown;
+  };
+  if (second === undefined && inOptions === undefined) {
+    throw new TypeError(
+      `${action} as it needs a handler: call it as ${shapes}`,
+    );
+  }
+  if (second !== undefined && inOptions !== undefined) {
+    throw new TypeError(
+      `${action} as it was given two handlers, in 'options' and as 'handler': call it as ${shapes}`,
+    );
+  }
+  const handler = second ?? inOptions;
+  assertFunction(handler, "handler", action);
+  return { options, handler };
+}
 
 /**
  * Options for {@linkcode serve}: `Deno.serve`'s, the task options, and how to shut down.
@@ -23,7 +94,7 @@ import {
  *   port: 0,
  *   onListen() {},
  *   shutdownTimeout: 5_000,
- *   signals: [],
+ *   shutdownSignals: [],
  *   concurrency: 8,
  *   maxPending: 10_000,
  *   timeout: 30_000,
@@ -48,6 +119,18 @@ export interface ServeOptions extends WithBackgroundTasksOptions {
   hostname?: string;
   /** Lets several processes listen on the same port (Linux only). */
   reusePort?: boolean;
+  /**
+   * The most connections the kernel queues before the server accepts them.
+   *
+   * @default {511}
+   */
+  tcpBacklog?: number;
+  /**
+   * Whether Deno compresses response bodies when the client accepts it.
+   *
+   * @default {true}
+   */
+  automaticCompression?: boolean;
   /** The certificate, in PEM, to serve HTTPS; needs `key`. */
   cert?: string;
   /** The private key, in PEM, to serve HTTPS; needs `cert`. */
@@ -55,10 +138,12 @@ export interface ServeOptions extends WithBackgroundTasksOptions {
   /** Called once the server listens; by default Deno prints the address. */
   onListen?: (localAddr: Deno.NetAddr) => void;
   /**
-   * Turns an error thrown by the handler into a response: `Deno.serve`'s
-   * `onError`, renamed because `onError` here reports failed tasks.
+   * Turns an error thrown by the handler into a response, as `Deno.serve`'s
+   * `onError` does (failed tasks go to `onTaskError`).
+   *
+   * @default {a 500 response, the error written to the console}
    */
-  onHandlerError?: (error: unknown) => Response | Promise<Response>;
+  onError?: (error: unknown) => Response | Promise<Response>;
   /**
    * Milliseconds a shutdown may take in all: finishing the responses in
    * flight, then the background tasks. Tasks still pending then are
@@ -75,7 +160,7 @@ export interface ServeOptions extends WithBackgroundTasksOptions {
    *
    * @default {["SIGINT", "SIGTERM"], only "SIGINT" on Windows}
    */
-  signals?: readonly Deno.Signal[];
+  shutdownSignals?: readonly Deno.Signal[];
   /** Starts a graceful shutdown when aborted, as `shutdown()` does; the process does not exit. */
   signal?: AbortSignal;
   /**
@@ -96,7 +181,7 @@ export interface ServeOptions extends WithBackgroundTasksOptions {
  * import assert from "node:assert/strict";
  *
  * const server = serve(
- *   { hostname: "127.0.0.1", port: 0, signals: [], onListen() {}, onShutdown() {} },
+ *   { hostname: "127.0.0.1", port: 0, shutdownSignals: [], onListen() {}, onShutdown() {} },
  *   (_request, _info, tasks) => {
  *     tasks.addTask(() => {});
  *     return new Response("ok");
@@ -116,7 +201,7 @@ export interface BackgroundTasksServer
    * drained or abandoned, and `onShutdown` called.
    */
   readonly finished: Promise<void>;
-  /** The wrapped handler: its `stats`, `pending` and `drain()`. */
+  /** The wrapped handler: its `stats` and `drain()`. */
   readonly handler: DrainableHandler;
   /**
    * Shuts down gracefully: stops accepting connections, lets the responses in
@@ -160,7 +245,7 @@ export interface BackgroundTasksServer
  *
  * const log: string[] = [];
  * const server = serve(
- *   { hostname: "127.0.0.1", port: 0, signals: [], onListen() {}, onShutdown() {} },
+ *   { hostname: "127.0.0.1", port: 0, shutdownSignals: [], onListen() {}, onShutdown() {} },
  *   (_request, _info, tasks) => {
  *     tasks.addTask(() => log.push("task"));
  *     return new Response("ok");
@@ -173,41 +258,99 @@ export interface BackgroundTasksServer
  * assert.equal(result.abandoned, 0);
  * ```
  *
+ * @example All in one options object, as Deno.serve takes it
+ * ```ts
+ * import { serve } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const server = serve({
+ *   hostname: "127.0.0.1",
+ *   port: 0,
+ *   shutdownSignals: [],
+ *   onListen() {},
+ *   onShutdown() {},
+ *   handler: () => new Response("ok"),
+ * });
+ * const response = await fetch(`http://127.0.0.1:${server.addr.port}/`);
+ * assert.equal(await response.text(), "ok");
+ * await server.shutdown();
+ * ```
+ *
+ * @param handler The handler, which receives the request's tasks third.
+ * @returns The server; its `shutdown()` drains the tasks.
+ * @throws {TypeError} If the handler is not a function.
+ */
+export function serve(handler: BackgroundTasksHandler): BackgroundTasksServer;
+/**
+ * Serves `handler` with the given options: where to listen, how tasks run,
+ * and how to shut down. `handler` may also be one already made by
+ * {@linkcode withBackgroundTasks} (an app a test calls directly), whose own
+ * options then apply: the task options are refused here.
+ *
+ * @example Serve an app the tests call directly
+ * ```ts
+ * import { serve, withBackgroundTasks } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const app = withBackgroundTasks((_request, _info, tasks) => {
+ *   tasks.addTask(() => {});
+ *   return new Response("ok");
+ * }, { maxPending: 1_000 });
+ * const server = serve(
+ *   { hostname: "127.0.0.1", port: 0, shutdownSignals: [], onListen() {}, onShutdown() {} },
+ *   app,
+ * );
+ * await (await fetch(`http://127.0.0.1:${server.addr.port}/`)).text();
+ * await server.shutdown();
+ * assert.equal(server.handler, app);
+ * assert.equal(app.stats.succeeded, 1);
+ * ```
+ *
  * @param options Where to listen, how tasks run, and how to shut down.
  * @param handler The handler, which receives the request's tasks third.
  * @returns The server; its `shutdown()` drains the tasks.
- * @throws {TypeError} If the handler or an option has the wrong type.
- * @throws {RangeError} If `shutdownTimeout` is negative.
+ * @throws {TypeError} If the handler or an option has the wrong type, or an
+ * option is unknown.
+ * @throws {RangeError} If a number is out of range.
  */
 export function serve(
   options: ServeOptions,
   handler: BackgroundTasksHandler,
+): BackgroundTasksServer;
+/**
+ * Serves the `handler` given with the options, as `Deno.serve({ handler })`
+ * takes it.
+ *
+ * @param options Where to listen, how tasks run, how to shut down, and the
+ * handler.
+ * @returns The server; its `shutdown()` drains the tasks.
+ * @throws {TypeError} If the handler or an option has the wrong type, or an
+ * option is unknown.
+ * @throws {RangeError} If a number is out of range.
+ */
+export function serve(
+  options: ServeOptions & { handler: BackgroundTasksHandler },
+): BackgroundTasksServer;
+export function serve(
+  first: unknown,
+  second?: unknown,
 ): BackgroundTasksServer {
   const action = "Cannot serve";
+  const { options, handler } = callShape(first, second, action);
+  assertOptions(options, SERVE_OPTIONS, action);
   const {
     shutdownTimeout = 10_000,
-    signals = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"],
+    shutdownSignals = Deno.build.os === "windows"
+      ? ["SIGINT"]
+      : ["SIGINT", "SIGTERM"],
     signal,
     onShutdown = logShutdown,
-    onHandlerError,
-    port,
-    hostname,
-    reusePort,
-    cert,
-    key,
-    onListen,
   } = options;
-  if (typeof shutdownTimeout !== "number" || !(shutdownTimeout >= 0)) {
-    throw new RangeError(
-      `${action} as 'shutdownTimeout' must be a number >= 0: current value is ${
-        describe(shutdownTimeout)
-      }`,
-    );
-  }
-  if (!Array.isArray(signals)) {
+  assertNumber(shutdownTimeout, "shutdownTimeout", action, 0, true);
+  if (!Array.isArray(shutdownSignals)) {
     throw new TypeError(
-      `${action} as 'signals' must be an array: current value is ${
-        describe(signals)
+      `${action} as 'shutdownSignals' must be an array: current value is ${
+        describe(shutdownSignals)
       }`,
     );
   }
@@ -219,27 +362,44 @@ export function serve(
       }`,
     );
   }
-  const drainable = withBackgroundTasks(handler, options);
+  const taskOptions = pick(options, WITH_BACKGROUND_TASKS_OPTIONS);
+  let drainable: DrainableHandler;
+  if (runnerOf.has(handler as DrainableHandler)) {
+    const [given] = Object.keys(taskOptions);
+    if (given !== undefined) {
+      throw new TypeError(
+        `${action} as '${given}' belongs to the handler's own withBackgroundTasks(): the handler given was made by it`,
+      );
+    }
+    drainable = handler as DrainableHandler;
+  } else {
+    drainable = wrapHandler(
+      handler as BackgroundTasksHandler,
+      taskOptions,
+      action,
+    );
+  }
   // Listening first: a signal name Deno does not know throws here, before a
   // server exists that would need closing.
   const listening: Deno.Signal[] = [];
-  try {
-    for (const name of signals) {
-      Deno.addSignalListener(name, onSignal);
-      listening.push(name);
+  shutdownSignals.forEach((name: unknown, index) => {
+    try {
+      Deno.addSignalListener(name as Deno.Signal, onSignal);
+    } catch {
+      for (const name of listening) Deno.removeSignalListener(name, onSignal);
+      throw new TypeError(
+        `${action} as 'shutdownSignals[${index}]' must be a signal name Deno can listen to, such as "SIGTERM": current value is ${
+          describe(name)
+        }`,
+      );
     }
-  } catch (error) {
-    for (const name of listening) Deno.removeSignalListener(name, onSignal);
-    throw error;
-  }
-  const server = Deno.serve({
-    ...(port === undefined ? {} : { port }),
-    ...(hostname === undefined ? {} : { hostname }),
-    ...(reusePort === undefined ? {} : { reusePort }),
-    ...(cert === undefined || key === undefined ? {} : { cert, key }),
-    ...(onListen === undefined ? {} : { onListen }),
-    ...(onHandlerError === undefined ? {} : { onError: onHandlerError }),
-  }, drainable);
+    listening.push(name as Deno.Signal);
+  });
+  // What is left is Deno.serve's own; it checks the values itself.
+  const server = Deno.serve(
+    pick(options, DENO_SERVE_OPTIONS) as Deno.ServeTcpOptions,
+    drainable,
+  );
 
   // Aborted at the deadline, or by a signal during the shutdown: whatever is still
   // pending is abandoned.
@@ -372,8 +532,8 @@ function report(
 
 /**
  * The default shutdown reporter: writes one `console.error` line saying how
- * many tasks completed and failed while draining, and, when some were
- * abandoned at the deadline, how many of each task.
+ * many tasks succeeded, failed or were handed to a backend while draining,
+ * and, when some were abandoned at the deadline, how many of each task.
  *
  * @example Usage
  * ```ts
@@ -383,22 +543,26 @@ function report(
  *
  * const consoleError = mock.method(console, "error", () => {});
  * logShutdown({
- *   completed: 5,
+ *   succeeded: 5,
  *   failed: 1,
+ *   enqueued: 0,
  *   abandoned: 3,
  *   abandonedTasks: { sendEmail: 2, resizeImage: 1 },
  * });
  * consoleError.mock.restore();
  * assert.deepEqual(consoleError.mock.calls[0]?.arguments, [
- *   "Shutdown abandoned 3 background tasks (sendEmail: 2, resizeImage: 1); 5 completed and 1 failed while draining",
+ *   "Shutdown abandoned 3 background tasks (sendEmail: 2, resizeImage: 1); 5 succeeded and 1 failed while draining",
  * ]);
  * ```
  *
  * @param result What the shutdown drained and abandoned.
  */
 export function logShutdown(result: DrainResult): void {
-  const finished =
-    `${result.completed} completed and ${result.failed} failed while draining`;
+  let finished =
+    `${result.succeeded} succeeded and ${result.failed} failed while draining`;
+  if (result.enqueued > 0) {
+    finished += `, ${result.enqueued} handed to the backend`;
+  }
   if (result.abandoned === 0) {
     console.error(`Shutdown drained every background task: ${finished}`);
     return;
@@ -407,6 +571,8 @@ export function logShutdown(result: DrainResult): void {
     .map(([name, count]) => `${name}: ${count}`)
     .join(", ");
   console.error(
-    `Shutdown abandoned ${result.abandoned} background tasks (${byName}); ${finished}`,
+    `Shutdown abandoned ${result.abandoned} background ${
+      result.abandoned === 1 ? "task" : "tasks"
+    } (${byName}); ${finished}`,
   );
 }

@@ -184,7 +184,7 @@ export interface TaskBackend {
  * const resize = defineTask(async () => {}, { name: "resize", timeout: 60_000 });
  * const options: WorkerOptions = {
  *   tasks: [sendEmail, resize],
- *   onError: (error, info) => console.error(info.name, error),
+ *   onTaskError: (error, info) => console.error(info.name, error),
  * };
  * assert.equal(options.tasks.length, 2);
  * ```

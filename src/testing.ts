@@ -78,7 +78,7 @@ export interface FakeServeHandlerInfoOptions {
  * });
  * const info = fakeServeHandlerInfo();
  * await handler(new Request("http://localhost/"), info);
- * assert.equal(handler.pending, 1);
+ * assert.equal(handler.stats.pending, 1);
  *
  * info.complete();
  * await handler.drain();

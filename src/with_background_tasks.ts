@@ -1,15 +1,7 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import type { Chain } from "./_chain.ts";
-import { runnerConfig } from "./_options.ts";
-import {
-  type DrainOptions,
-  type DrainResult,
-  Runner,
-  type TaskStats,
-} from "./_runner.ts";
-import { assertFunction, isThenable, toPromise } from "./_util.ts";
-import { tasksFor, withControls } from "./_wrap.ts";
+import type { DrainOptions, DrainResult, TaskStats } from "./_runner.ts";
+import { wrapHandler } from "./_wrap.ts";
 import type { BackgroundTasks, RunOptions } from "./background_tasks.ts";
 import type { TaskBackend } from "./task_backend.ts";
 
@@ -58,7 +50,7 @@ export type BackgroundTasksHandler = (
  * async function settle(controls: TaskControls): Promise<void> {
  *   const result = await controls.drain();
  *   assert.equal(result.abandoned, 0);
- *   assert.equal(controls.pending, 0);
+ *   assert.equal(controls.stats.pending, 0);
  * }
  * await settle(withBackgroundTasks(() => new Response("ok")));
  * ```
@@ -79,11 +71,6 @@ export interface TaskControls {
    * @throws {RangeError} If `timeout` is negative or not a number.
    */
   drain(options?: DrainOptions): Promise<DrainResult>;
-  /**
-   * Tasks accepted and not yet finished: those of requests still being
-   * handled, waiting for their response to be sent, or running.
-   */
-  readonly pending: number;
   /** A snapshot of the counts of queued, running and finished tasks. */
   readonly stats: TaskStats;
 }
@@ -214,7 +201,7 @@ export interface WithBackgroundTasksOptions extends RunOptions {
  *
  * The tasks of a request run one after another, in the order they were
  * added, starting one macrotask after `info.completed` has settled; a task
- * that throws or rejects is reported through `onError` and the next one runs.
+ * that throws or rejects is reported through `onTaskError` and the next one runs.
  * The chains of different requests are independent. If the handler throws,
  * rejects or returns something other than a `Response`, its tasks are
  * discarded and the error reaches `Deno.serve` unchanged. The response itself
@@ -258,7 +245,7 @@ export interface WithBackgroundTasksOptions extends RunOptions {
  *
  * @param handler The handler to wrap.
  * @param options How to report failures and treat undelivered responses.
- * @returns A handler for `Deno.serve`, with `drain()` and `pending`.
+ * @returns A handler for `Deno.serve`, with `drain()` and `stats`.
  * @throws {TypeError} If `handler` is not a function or an option has the
  * wrong type.
  */
@@ -266,64 +253,5 @@ export function withBackgroundTasks(
   handler: BackgroundTasksHandler,
   options: WithBackgroundTasksOptions = {},
 ): DrainableHandler {
-  const action = "Cannot wrap handler";
-  assertFunction(handler, "handler", action);
-  const config = runnerConfig(options, action);
-  const runner = new Runner(config);
-  const { storage, storeFirst } = config;
-
-  /** What the wrapper answers once the handler has answered `response`. */
-  function respond(
-    chain: Chain,
-    response: unknown,
-    request: Request,
-    info: Deno.ServeHandlerInfo,
-  ): Response | Promise<Response> {
-    if (!(response instanceof Response)) {
-      runner.discard(chain);
-      return response as Response;
-    }
-    if (storeFirst && chain.remaining > 0) {
-      return runner.store(chain, request).then(
-        () => response,
-        (error) => {
-          response.body?.cancel().catch(() => {});
-          throw new Error(
-            "Cannot respond as the backend could not store the request's tasks",
-            { cause: error },
-          );
-        },
-      );
-    }
-    runner.schedule(chain, request, info);
-    return response;
-  }
-
-  function backgroundTasksHandler(
-    request: Request,
-    info: Deno.ServeHandlerInfo,
-  ): Response | Promise<Response> {
-    const { tasks, chain } = tasksFor(runner, request);
-    let response: Response | Promise<Response>;
-    try {
-      response = storage === undefined
-        ? handler(request, info, tasks)
-        : storage.run(tasks, () => handler(request, info, tasks));
-    } catch (error) {
-      runner.discard(chain);
-      throw error;
-    }
-    if (isThenable(response)) {
-      return toPromise(response).then(
-        (resolved) => respond(chain, resolved, request, info),
-        (error) => {
-          runner.discard(chain);
-          throw error;
-        },
-      );
-    }
-    return respond(chain, response, request, info);
-  }
-
-  return withControls(backgroundTasksHandler, runner);
+  return wrapHandler(handler, options, "Cannot wrap handler");
 }

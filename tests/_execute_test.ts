@@ -39,7 +39,7 @@ guardedTest(
         next: undefined,
       });
       const results = await runChain(chain, {
-        onError: logTaskError,
+        onTaskError: logTaskError,
         onTaskStart: undefined,
         onTaskEnd: undefined,
         timeout: undefined,

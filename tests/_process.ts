@@ -43,7 +43,7 @@ export async function startScript(
       "run",
       // The package's own import map, for the entry points that use npm.
       `--config=${new URL("deno.json", root).pathname}`,
-      "--no-lock",
+      `--lock=${new URL("deno.lock", root).pathname}`,
       "--allow-read",
       ...flags,
       path,

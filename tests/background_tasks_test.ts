@@ -132,7 +132,7 @@ guardedTest(
 
     const reported: [unknown, TaskInfo][] = [];
     const results = await tasks.run({
-      onError: (reason, info) => {
+      onTaskError: (reason, info) => {
         reported.push([reason, info]);
       },
     });
@@ -192,7 +192,7 @@ guardedTest('run() names a task without a name "anonymous"', async () => {
 });
 
 guardedTest(
-  "run() reports failures with the default reporter when no onError is given",
+  "run() reports failures with the default reporter when no onTaskError is given",
   async () => {
     const consoleError = mock.method(console, "error", () => {});
     try {
@@ -214,7 +214,7 @@ guardedTest(
 );
 
 guardedTest(
-  "run() waits for an asynchronous onError before the next task",
+  "run() waits for an asynchronous onTaskError before the next task",
   async () => {
     const log: string[] = [];
     const tasks = new BackgroundTasks();
@@ -223,7 +223,7 @@ guardedTest(
     });
     tasks.addTask(() => log.push("second task"));
     await tasks.run({
-      onError: async () => {
+      onTaskError: async () => {
         await new Promise((resolve) => setTimeout(resolve, 5));
         log.push("reported");
       },
@@ -233,7 +233,7 @@ guardedTest(
 );
 
 guardedTest(
-  "run() reports an onError that throws or rejects with the default reporter and goes on",
+  "run() reports an onTaskError that throws or rejects with the default reporter and goes on",
   async (t) => {
     const hookError = new Error("hook failed");
     const table: [string, () => void | Promise<void>][] = [
@@ -242,7 +242,7 @@ guardedTest(
       }],
       ["rejects", () => Promise.reject(hookError)],
     ];
-    for (const [how, onError] of table) {
+    for (const [how, onTaskError] of table) {
       await t.step(how, async () => {
         const consoleError = mock.method(console, "error", () => {});
         try {
@@ -252,14 +252,14 @@ guardedTest(
             throw taskError;
           });
           tasks.addTask(() => "next");
-          const results = await tasks.run({ onError });
+          const results = await tasks.run({ onTaskError });
           assert.equal(results[1]?.status, "fulfilled");
           assert.deepEqual(
             consoleError.mock.calls.map((call) => call.arguments),
             [
               ['Background task "failing" at index 0 failed:', taskError],
               [
-                "The 'onError' handler threw while reporting background task " +
+                "The 'onTaskError' handler threw while reporting background task " +
                 '"failing" at index 0:',
                 hookError,
               ],
@@ -364,22 +364,22 @@ guardedTest(
         },
       );
     }
-    const results = await tasks.run({ onError: quiet() });
+    const results = await tasks.run({ onTaskError: quiet() });
     assert.equal(count, 10_000);
     assert.equal(results.length, 10_000);
     assert.ok(results.every((result) => result.status === "fulfilled"));
   },
 );
 
-Deno.test("run() rejects an onError that is not a function", () => {
+Deno.test("run() rejects an onTaskError that is not a function", () => {
   const tasks = new BackgroundTasks();
   assert.throws(
     // @ts-expect-error: the point is the runtime check
-    () => tasks.run({ onError: "log" }),
+    () => tasks.run({ onTaskError: "log" }),
     {
       name: "TypeError",
       message:
-        "Cannot run tasks as 'onError' must be a function: current value is \"log\"",
+        "Cannot run tasks as 'onTaskError' must be a function: current value is \"log\"",
     },
   );
 });
@@ -419,7 +419,8 @@ guardedTest(
 
     const reported: [string, number][] = [];
     const running = tasks.run({
-      onError: (_error, info) => void reported.push([info.name, info.index]),
+      onTaskError: (_error, info) =>
+        void reported.push([info.name, info.index]),
     });
     // Let the rejection be noticed before the chain reaches it.
     await new Promise((resolve) => setTimeout(resolve, 0));

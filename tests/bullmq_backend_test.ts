@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { mock } from "node:test";
 import { fileURLToPath } from "node:url";
-import { FlowProducer, Queue } from "bullmq";
+import { FlowProducer, Queue } from "npm:bullmq@^5";
 import {
   type BackgroundTasks,
   type DefinedTask,
@@ -63,7 +63,7 @@ Deno.test({
     connection,
     queue,
     tasks,
-    onError: (_error, info) => void reported.push(info),
+    onTaskError: (_error, info) => void reported.push(info),
   });
   const backend = bullmqBackend({ connection, queue, tasks });
   try {
@@ -279,7 +279,7 @@ Deno.test({
   }, {
     backend,
     handOver: "after-response",
-    onError: (error) => void errors.push(error),
+    onTaskError: (error) => void errors.push(error),
   });
   const queue = new Queue(queueName, { connection });
   try {
@@ -329,7 +329,7 @@ Deno.test({
     tasks: [after],
     onTaskEnd: ({ attempt, willRetry }) =>
       void ends.push(`${attempt} willRetry=${willRetry}`),
-    onError: (error) => reported.resolve(error),
+    onTaskError: (error) => reported.resolve(error),
   });
   try {
     const handler = withBackgroundTasks((_request, _info, tasks) => {
@@ -591,7 +591,7 @@ Deno.test({
         connection,
         queue,
         tasks,
-        onError: (error, info) =>
+        onTaskError: (error, info) =>
           void reported.push([error, info.name, info.attempt]),
       });
       const backend = bullmqBackend({ connection, queue, tasks });

@@ -159,7 +159,7 @@ guardedTest(
     tasks.addTask(hang);
     tasks.addTask(() => "next");
     const results = await tasks.run({
-      onError: (error) => void reported.push(error),
+      onTaskError: (error) => void reported.push(error),
     });
 
     assert.equal(reported.length, 1);
@@ -195,7 +195,7 @@ guardedTest(
     );
     const results = await tasks.run({
       timeout: 20,
-      onError: (error, info) => {
+      onTaskError: (error, info) => {
         assert.ok(error instanceof TaskTimeoutError);
         reported.push(`${info.name} ${error.timeout}`);
       },
@@ -226,7 +226,7 @@ guardedTest(
 );
 
 guardedTest(
-  "a retried task reports every failed attempt to onTaskEnd and only the last to onError",
+  "a retried task reports every failed attempt to onTaskEnd and only the last to onTaskError",
   async () => {
     let calls = 0;
     const flaky = defineTask(({ attempt }) => {
@@ -248,7 +248,7 @@ guardedTest(
           willRetry,
           error: (error as Error | undefined)?.message,
         }),
-      onError: (error) => void errors.push(error),
+      onTaskError: (error) => void errors.push(error),
     });
     assert.equal(calls, 3);
     assert.deepEqual(starts, [1, 2, 3]);
@@ -278,7 +278,7 @@ guardedTest(
 );
 
 guardedTest(
-  "a task that fails every attempt reaches onError once, with its last error and attempt",
+  "a task that fails every attempt reaches onTaskError once, with its last error and attempt",
   async () => {
     let calls = 0;
     const failing = defineTask(({ attempt }) => {
@@ -293,7 +293,7 @@ guardedTest(
     tasks.addTask(failing);
     tasks.addTask(() => "next");
     const results = await tasks.run({
-      onError: (error, info) => void reported.push([error, info]),
+      onTaskError: (error, info) => void reported.push([error, info]),
     });
     assert.equal(calls, 3);
     assert.equal(reported.length, 1);
@@ -333,7 +333,7 @@ guardedTest(
               retry: { maxAttempts: 3, minDelay: 1, maxDelay: 1, isRetriable },
             }),
           );
-          await tasks.run({ onError: () => {} });
+          await tasks.run({ onTaskError: () => {} });
           assert.equal(calls, expectedCalls);
           assert.equal(consoleError.mock.callCount(), hookReports);
           if (hookReports > 0) {
@@ -389,7 +389,7 @@ guardedTest("retries wait the backoff delay between attempts", async () => {
     });
     const tasks = new BackgroundTasks();
     tasks.addTask(task);
-    const run = tasks.run({ onError: () => {} });
+    const run = tasks.run({ onTaskError: () => {} });
     await microtasks();
     assert.deepEqual(attempts, [1]);
     mock.timers.tick(99);

@@ -4,7 +4,7 @@
 // process killed the moment its clients got their answers loses nothing.
 
 import assert from "node:assert/strict";
-import { Queue } from "bullmq";
+import { Queue } from "npm:bullmq@^5";
 import { startScript } from "./_process.ts";
 import { redisAvailable, startRedis } from "./_redis.ts";
 
@@ -16,7 +16,7 @@ const server = (backend: string) => `
   import { bullmqBackend } from "@afterward/background-tasks/bullmq";
   const step = defineTask(() => {}, { name: "step" });
   const server = serve({
-    hostname: "127.0.0.1", port: 0, signals: [], onListen() {},
+    hostname: "127.0.0.1", port: 0, shutdownSignals: [], onListen() {},
     backend: ${backend},
   }, (_request, _info, tasks) => {
     tasks.addTask(step);

@@ -133,11 +133,11 @@ function lineSplitter(): TransformStream<string, string> {
 }
 
 /** What an example prints and returns once SIGTERM has drained `completed` tasks. */
-function drained(completed: number): { code: number; stderr: string[] } {
+function drained(succeeded: number): { code: number; stderr: string[] } {
   return {
     code: 0,
     stderr: [
-      `Shutdown drained every background task: ${completed} completed and 0 failed while draining`,
+      `Shutdown drained every background task: ${succeeded} succeeded and 0 failed while draining`,
     ],
   };
 }
@@ -151,7 +151,7 @@ function assertDrained(stopped: { code: number; stderr: string[] }): void {
   assert.equal(stopped.stderr.length, 1);
   assert.match(
     stopped.stderr[0]!,
-    /^Shutdown drained every background task: \d+ completed and 0 failed while draining$/,
+    /^Shutdown drained every background task: \d+ succeeded and 0 failed while draining$/,
   );
 }
 
@@ -313,7 +313,7 @@ Deno.test("examples/graceful_shutdown.ts names the jobs it abandons at the deadl
   assert.deepEqual(await example.stop(), {
     code: 1,
     stderr: [
-      "Shutdown abandoned 3 background tasks (processJob: 3); 0 completed and 0 failed while draining",
+      "Shutdown abandoned 3 background tasks (processJob: 3); 0 succeeded and 0 failed while draining",
     ],
   });
   const log = await Deno.readTextFile(`${example.cwd}/jobs.log`).catch(() =>
@@ -371,7 +371,7 @@ Deno.test("examples/observability.ts logs one line per attempt and serves the st
     failed: 1,
     timedOut: 1,
     retried: 1,
-    rejected: 0,
+    refused: 0,
     discarded: 0,
     skipped: 0,
     abandoned: 0,

@@ -23,7 +23,7 @@ import { fakeServeHandlerInfo } from "../testing.ts";
 import { guardedTest, hostileValues, sentInfo } from "./_helpers.ts";
 
 interface Observed {
-  /** What reached `onError`, with the task's info. */
+  /** What reached `onTaskError`, with the task's info. */
   errors: [unknown, TaskInfo][];
   /** What the handler threw, if it did. */
   thrown: unknown;
@@ -44,7 +44,7 @@ async function observe(
       addTasks(tasks);
       return new Response("ok");
     }, {
-      onError: (error, info) => void errors.push([error, info]),
+      onTaskError: (error, info) => void errors.push([error, info]),
       ...options,
     });
     let thrown: unknown;
@@ -143,7 +143,7 @@ guardedTest(
   },
 );
 
-guardedTest("fault: an onError that throws", async () => {
+guardedTest("fault: an onTaskError that throws", async () => {
   const taskError = new Error("task");
   const observed = await observe((tasks) => {
     tasks.addTask(function failing() {
@@ -151,14 +151,14 @@ guardedTest("fault: an onError that throws", async () => {
     });
     tasks.addTask(() => {});
   }, {
-    onError: () => {
-      throw new Error("onError broke");
+    onTaskError: () => {
+      throw new Error("onTaskError broke");
     },
   });
   assert.equal(observed.stats.succeeded, 1);
   assert.deepEqual(observed.console.map((args) => args[0]), [
     'Background task "failing" at index 0 of GET /f failed:',
-    `The 'onError' handler threw while reporting background task "failing" at index 0 of GET /f:`,
+    `The 'onTaskError' handler threw while reporting background task "failing" at index 0 of GET /f:`,
   ]);
   assert.equal(observed.console[0]![1], taskError);
 });
@@ -221,7 +221,7 @@ guardedTest("fault: a pending-limit overflow", async () => {
   }, { maxPending: 3 });
   assert.equal(refused.length, 2);
   assert.ok(refused.every((error) => error instanceof QueueFullError));
-  assert.deepEqual([observed.stats.rejected, observed.stats.succeeded], [2, 3]);
+  assert.deepEqual([observed.stats.refused, observed.stats.succeeded], [2, 3]);
 });
 
 guardedTest("fault: a request with zero tasks", async () => {
@@ -234,7 +234,7 @@ guardedTest("fault: a request with zero tasks", async () => {
     failed: 0,
     timedOut: 0,
     retried: 0,
-    rejected: 0,
+    refused: 0,
     discarded: 0,
     skipped: 0,
     abandoned: 0,
@@ -283,7 +283,7 @@ guardedTest("fault: shutdown while a task runs", async () => {
   const server = serve({
     hostname: "127.0.0.1",
     port: 0,
-    signals: [],
+    shutdownSignals: [],
     onListen() {},
     onShutdown: (result) => void reports.push(result),
   }, (_request, _info, tasks) => {
@@ -297,8 +297,9 @@ guardedTest("fault: shutdown while a task runs", async () => {
   await response.text();
   await started.promise;
   assert.deepEqual(await server.shutdown(), {
-    completed: 1,
+    succeeded: 1,
     failed: 0,
+    enqueued: 0,
     abandoned: 0,
     abandonedTasks: {},
   });
@@ -310,7 +311,7 @@ guardedTest("fault: shutdown past the deadline", async () => {
   const server = serve({
     hostname: "127.0.0.1",
     port: 0,
-    signals: [],
+    shutdownSignals: [],
     onListen() {},
     shutdownTimeout: 30,
     onShutdown: (result) => void reports.push(result),
@@ -330,13 +331,14 @@ guardedTest("fault: shutdown past the deadline", async () => {
   await response.text();
   const result = await server.shutdown();
   assert.deepEqual(result, {
-    completed: 0,
+    succeeded: 0,
     failed: 0,
+    enqueued: 0,
     abandoned: 2,
     abandonedTasks: { forever: 1, cooperative: 1 },
   });
   assert.deepEqual(reports, [result]);
-  assert.equal(server.handler.pending, 0);
+  assert.equal(server.handler.stats.pending, 0);
 });
 
 guardedTest(
@@ -391,7 +393,10 @@ guardedTest(
         const result = await handler.drain({ signal: stop.signal });
         assert.deepEqual(events, ["abandoned"]);
         assert.equal(result.abandoned, 1);
-        assert.deepEqual([handler.pending, handler.stats.running], [0, 0]);
+        assert.deepEqual([handler.stats.pending, handler.stats.running], [
+          0,
+          0,
+        ]);
       },
     );
 
@@ -466,9 +471,9 @@ guardedTest(
       });
       return new Response("ok");
     }, {
-      onError: (error, info) => {
+      onTaskError: (error, info) => {
         reported.push(`${info.name}: ${(error as Error).name}`);
-        // An onError whose result cannot be awaited is survived too.
+        // An onTaskError whose result cannot be awaited is survived too.
         return revoked();
       },
     });
@@ -480,12 +485,12 @@ guardedTest(
     } finally {
       logged.mock.restore();
     }
-    // The onError that failed is reported by the default reporter.
+    // The onTaskError that failed is reported by the default reporter.
     assert.equal(logged.mock.callCount(), 2);
     assert.deepEqual(handler.stats.failed, 1);
     assert.deepEqual(ran, ["next"]);
     assert.deepEqual(reported, ["returnsRevokedProxy: TypeError"]);
-    assert.equal(handler.pending, 0);
+    assert.equal(handler.stats.pending, 0);
   },
 );
 
@@ -571,7 +576,7 @@ guardedTest(
 );
 
 guardedTest(
-  "fault: an onError returning a promise whose constructor getter throws does not stop the chain",
+  "fault: an onTaskError returning a promise whose constructor getter throws does not stop the chain",
   async () => {
     const ran: string[] = [];
     const consoleError = mock.method(console, "error", () => {});
@@ -581,7 +586,7 @@ guardedTest(
         tasks.addTask(() => void ran.push("second"));
         return new Response("ok");
       }, {
-        onError() {
+        onTaskError() {
           const promise = Promise.resolve();
           Object.defineProperty(promise, "constructor", {
             get() {
@@ -598,7 +603,7 @@ guardedTest(
       assert.equal(handler.stats.pending, 0);
       assert.match(
         String(consoleError.mock.calls.at(-1)?.arguments[0]),
-        /'onError' handler threw/,
+        /'onTaskError' handler threw/,
       );
     } finally {
       consoleError.mock.restore();

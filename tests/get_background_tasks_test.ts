@@ -1,11 +1,11 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 import assert from "node:assert/strict";
-import { Hono } from "hono";
+import { Hono } from "npm:hono@^4";
 import { fileURLToPath } from "node:url";
 import { type BackgroundTasks, withBackgroundTasks } from "../mod.ts";
 import { getBackgroundTasks } from "../ambient.ts";
-import { backgroundTasks, type BackgroundTasksEnv } from "../hono.ts";
+import { backgroundTasks, type BackgroundTasksVariables } from "../hono.ts";
 import { guardedTest, sentInfo } from "./_helpers.ts";
 
 const mod = fileURLToPath(new URL("../mod.ts", import.meta.url));
@@ -80,7 +80,7 @@ guardedTest(
   async () => {
     const log: string[] = [];
     const middleware = backgroundTasks({ ambient: true });
-    const app = new Hono<BackgroundTasksEnv>();
+    const app = new Hono<{ Variables: BackgroundTasksVariables }>();
     app.use(middleware);
     app.get("/", async (c) => {
       await Promise.resolve();

@@ -1,13 +1,9 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 import assert from "node:assert/strict";
-import { Hono } from "hono";
+import { Hono } from "npm:hono@^4";
 import { type TaskInfo, withBackgroundTasks } from "../mod.ts";
-import {
-  backgroundTasks,
-  type BackgroundTasksEnv,
-  type BackgroundTasksVariables,
-} from "../hono.ts";
+import { backgroundTasks, type BackgroundTasksVariables } from "../hono.ts";
 import { guardedTest, listen } from "./_helpers.ts";
 
 guardedTest(
@@ -16,9 +12,9 @@ guardedTest(
     const log: string[] = [];
     const reported: TaskInfo[] = [];
     const middleware = backgroundTasks({
-      onError: (_error, info) => void reported.push(info),
+      onTaskError: (_error, info) => void reported.push(info),
     });
-    const app = new Hono<BackgroundTasksEnv>();
+    const app = new Hono<{ Variables: BackgroundTasksVariables }>();
     app.use(middleware);
     app.post("/send-notification/:email", (c) => {
       const email = c.req.param("email");
@@ -58,9 +54,9 @@ guardedTest(
   async () => {
     const delivered: (boolean | undefined)[] = [];
     const middleware = backgroundTasks({
-      onError: (_error, info) => void delivered.push(info.delivered),
+      onTaskError: (_error, info) => void delivered.push(info.delivered),
     });
-    const app = new Hono<BackgroundTasksEnv>();
+    const app = new Hono<{ Variables: BackgroundTasksVariables }>();
     app.use(middleware);
     app.get("/", (c) => {
       c.var.backgroundTasks.addTask(() => Promise.reject(new Error("x")));
@@ -78,7 +74,7 @@ guardedTest(
   async () => {
     let ran = 0;
     const middleware = backgroundTasks();
-    const app = new Hono<BackgroundTasksEnv>();
+    const app = new Hono<{ Variables: BackgroundTasksVariables }>();
     app.use(middleware);
     app.get("/", (c) => {
       c.var.backgroundTasks.addTask(() => ran++);
@@ -98,7 +94,7 @@ guardedTest(
   "backgroundTasks() discards the tasks when an error escapes Hono",
   async () => {
     const middleware = backgroundTasks();
-    const app = new Hono<BackgroundTasksEnv>();
+    const app = new Hono<{ Variables: BackgroundTasksVariables }>();
     app.use(middleware);
     app.get("/", (c) => {
       c.var.backgroundTasks.addTask(() => {});
@@ -110,7 +106,7 @@ guardedTest(
       (error: unknown) => error === "not an error",
     );
     assert.equal(middleware.stats.discarded, 1);
-    assert.equal(middleware.pending, 0);
+    assert.equal(middleware.stats.pending, 0);
   },
 );
 
@@ -132,7 +128,7 @@ guardedTest(
     });
     const handler = withBackgroundTasks(
       (request, info, tasks) => app.fetch(request, info, tasks),
-      { onError: (error) => void reported.push((error as Error).message) },
+      { onTaskError: (error) => void reported.push((error as Error).message) },
     );
     const { server, url } = listen(handler);
     try {
@@ -152,7 +148,7 @@ guardedTest(
   async () => {
     const log: string[] = [];
     const middleware = backgroundTasks();
-    const app = new Hono<BackgroundTasksEnv>();
+    const app = new Hono<{ Variables: BackgroundTasksVariables }>();
     app.use(middleware);
     app.get("/", (c) => {
       assert.equal(c.var.backgroundTasks, c.executionCtx);

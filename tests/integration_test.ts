@@ -162,6 +162,6 @@ guardedTest(
         `request ${id}`,
       );
     }
-    assert.equal(handler.pending, 0);
+    assert.equal(handler.stats.pending, 0);
   },
 );

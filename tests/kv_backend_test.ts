@@ -75,7 +75,7 @@ guardedTest(
     const { tasks } = await callHandler(handler, "/");
     assert.deepEqual(await tasks, []);
     assert.equal(handler.stats.enqueued, 3);
-    assert.equal(handler.pending, 0);
+    assert.equal(handler.stats.pending, 0);
     await finished.done;
     assert.deepEqual(ran, ["first :0", "second :1", "third :2"]);
   },
@@ -99,7 +99,7 @@ guardedTest(
         ends.push({ attempt, outcome, willRetry });
         if (outcome === "succeeded") finished.tick();
       },
-      onError: (error) => void errors.push(error),
+      onTaskError: (error) => void errors.push(error),
     });
     const handler = withBackgroundTasks((_request, _info, tasks) => {
       tasks.addTask(flaky);
@@ -129,7 +129,7 @@ guardedTest(
     const after = defineTask(() => finished.tick(), { name: "after" });
     await using db = await openBackend({
       tasks: [charge, after],
-      onError: (_error, info) => void reported.push(info),
+      onTaskError: (_error, info) => void reported.push(info),
     });
     const handler = withBackgroundTasks((_request, _info, tasks) => {
       tasks.addTask(charge, "order-7");
@@ -346,12 +346,13 @@ guardedTest(
     }, {
       backend,
       handOver: "after-response",
-      onError: (_error, info) => void reported.push([info.name, info.index]),
+      onTaskError: (_error, info) =>
+        void reported.push([info.name, info.index]),
     });
     await (await callHandler(handler, "/")).tasks;
     assert.deepEqual(reported, [["task", 0], ["task", 1]]);
     assert.deepEqual(
-      [handler.stats.failed, handler.stats.enqueued, handler.pending],
+      [handler.stats.failed, handler.stats.enqueued, handler.stats.pending],
       [2, 0, 0],
     );
   },
@@ -603,7 +604,7 @@ guardedTest(
     const after = defineTask(() => finished.tick(), { name: "after" });
     await using db = await openBackend({
       tasks: [big, after],
-      onError: () => {},
+      onTaskError: () => {},
     });
     const handler = withBackgroundTasks((_request, _info, tasks) => {
       tasks.addTask(big, "x".repeat(64_000));
@@ -657,7 +658,7 @@ async function runFullChain(
   await using db = await openBackend({
     tasks: [step],
     redelivery: [1],
-    onError: () => {},
+    onTaskError: () => {},
   });
   let refused: unknown;
   const handler = withBackgroundTasks((_request, _info, tasks) => {
@@ -750,7 +751,7 @@ guardedTest(
         await using db = await openBackend({
           tasks: [hostile, after],
           redelivery: [1],
-          onError: (error) => void reported.push(error),
+          onTaskError: (error) => void reported.push(error),
           onTaskEnd: ({ name, outcome }) => {
             outcomes.push(`${name} ${outcome}`);
             if (name === "after") over.resolve();
@@ -794,7 +795,7 @@ guardedTest(
     try {
       await using db = await openBackend({
         tasks: [hostile, after],
-        onError: () => {},
+        onTaskError: () => {},
         onTaskEnd: ({ name, outcome }) =>
           void outcomes.push(`${name} ${outcome}`),
       });

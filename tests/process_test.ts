@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { startScript } from "./_process.ts";
 
 const local =
-  `{ hostname: "127.0.0.1", port: 0, signals: [], onListen() {}, onShutdown() {} }`;
+  `{ hostname: "127.0.0.1", port: 0, shutdownSignals: [], onListen() {}, onShutdown() {} }`;
 
 Deno.test("a late addTask() or waitUntil() on a leaked tasks never ends the process", async () => {
   await using script = await startScript(
@@ -52,7 +52,7 @@ Deno.test("an abort listener that throws when the library aborts a task's signal
     const tasks = new BackgroundTasks();
     tasks.addTask(hostile);
     tasks.addTask(() => console.log("next task ran"));
-    const results = await tasks.run({ onError: (error) => console.log(error.name) });
+    const results = await tasks.run({ onTaskError: (error) => console.log(error.name) });
     console.log(results.map((result) => result.status).join(" "));
     `,
   );

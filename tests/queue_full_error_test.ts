@@ -56,8 +56,8 @@ guardedTest(
       await response.body?.cancel();
     }
     assert.deepEqual(statuses, [202, 503, 503]);
-    assert.deepEqual(handler.stats.rejected, 2);
-    assert.equal(handler.pending, 3);
+    assert.deepEqual(handler.stats.refused, 2);
+    assert.equal(handler.stats.pending, 3);
 
     gate.resolve();
     await handler.drain();
@@ -86,11 +86,11 @@ guardedTest("maxPending also bounds tasks added by running tasks", async () => {
       tasks.addTask(() => {});
     });
     return new Response("ok");
-  }, { maxPending: 2, onError: (error) => void refused.push(error) });
+  }, { maxPending: 2, onTaskError: (error) => void refused.push(error) });
   handler(new Request("http://localhost/"), sentInfo());
   await handler.drain();
   assert.equal(refused.length, 1);
   assert.ok(refused[0] instanceof QueueFullError);
   assert.equal(captured!.size, 2);
-  assert.equal(handler.stats.rejected, 1);
+  assert.equal(handler.stats.refused, 1);
 });

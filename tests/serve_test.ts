@@ -3,18 +3,20 @@
 import assert from "node:assert/strict";
 import { mock } from "node:test";
 import {
+  type BackgroundTasks,
   defineTask,
   type DrainResult,
   logShutdown,
   serve,
   type ServeOptions,
+  withBackgroundTasks,
 } from "../mod.ts";
 import { guardedTest } from "./_helpers.ts";
 
 const local = {
   hostname: "127.0.0.1",
   port: 0,
-  signals: [],
+  shutdownSignals: [],
   onListen() {},
 } satisfies ServeOptions;
 
@@ -39,14 +41,15 @@ guardedTest(
       const response = await fetch(url + path);
       assert.equal(await response.text(), "ok");
     }
-    assert.equal(server.handler.pending > 0, true);
+    assert.equal(server.handler.stats.pending > 0, true);
 
     const result = await server.shutdown();
 
     assert.deepEqual(log.sort(), ["/a", "/b"]);
     const drained = {
-      completed: 2,
+      succeeded: 2,
       failed: 0,
+      enqueued: 0,
       abandoned: 0,
       abandonedTasks: {},
     };
@@ -81,7 +84,7 @@ guardedTest(
     const shutdown = server.shutdown();
     handlerGate.resolve();
     assert.equal(await (await response).text(), "late");
-    assert.equal((await shutdown).completed, 1);
+    assert.equal((await shutdown).succeeded, 1);
     assert.deepEqual(log, ["task of the last response"]);
   },
 );
@@ -119,8 +122,9 @@ guardedTest(
     await started.promise;
     const result = await server.shutdown();
     assert.deepEqual(result, {
-      completed: 0,
+      succeeded: 0,
       failed: 0,
+      enqueued: 0,
       abandoned: 2,
       abandonedTasks: { sendNewsletter: 1, archive: 1 },
     });
@@ -162,7 +166,7 @@ guardedTest(
       assert.deepEqual(
         consoleError.mock.calls.map((call) => call.arguments[0]),
         [
-          "Shutdown drained every background task: 0 completed and 0 failed while draining",
+          "Shutdown drained every background task: 0 succeeded and 0 failed while draining",
           "The 'onShutdown' handler threw:",
         ],
       );
@@ -178,13 +182,19 @@ Deno.test("serve() rejects options of the wrong type before it listens", async (
       "shutdownTimeout",
       { shutdownTimeout: -1 },
       "RangeError",
-      "Cannot serve as 'shutdownTimeout' must be a number >= 0: current value is -1",
+      "Cannot serve as 'shutdownTimeout' must be a number >= 0 or Infinity: current value is -1",
     ],
     [
-      "signals",
-      { signals: "SIGTERM" as unknown as Deno.Signal[] },
+      "shutdownTimeout of the wrong type",
+      { shutdownTimeout: "5000" as unknown as number },
       "TypeError",
-      `Cannot serve as 'signals' must be an array: current value is "SIGTERM"`,
+      `Cannot serve as 'shutdownTimeout' must be a number: current value is "5000"`,
+    ],
+    [
+      "shutdownSignals",
+      { shutdownSignals: "SIGTERM" as unknown as Deno.Signal[] },
+      "TypeError",
+      `Cannot serve as 'shutdownSignals' must be an array: current value is "SIGTERM"`,
     ],
     [
       "onShutdown",
@@ -202,13 +212,31 @@ Deno.test("serve() rejects options of the wrong type before it listens", async (
       "a task option",
       { concurrency: 0 },
       "RangeError",
-      "Cannot wrap handler as 'concurrency' must be an integer >= 1 or Infinity: current value is 0",
+      "Cannot serve as 'concurrency' must be an integer >= 1 or Infinity: current value is 0",
     ],
     [
       "an unknown signal",
-      { signals: ["SIGNOPE" as Deno.Signal] },
+      { shutdownSignals: ["SIGFOO" as Deno.Signal] },
       "TypeError",
-      "Invalid signal: SIGNOPE",
+      `Cannot serve as 'shutdownSignals[0]' must be a signal name Deno can listen to, such as "SIGTERM": current value is "SIGFOO"`,
+    ],
+    [
+      "a misspelt option",
+      { shutdownTimout: 5000 } as ServeOptions,
+      "TypeError",
+      "Cannot serve as 'shutdownTimout' is not one of its options: did you mean 'shutdownTimeout'?",
+    ],
+    [
+      "a misspelt task option",
+      { timout: 100 } as ServeOptions,
+      "TypeError",
+      "Cannot serve as 'timout' is not one of its options: did you mean 'timeout'?",
+    ],
+    [
+      "the old name of shutdownSignals",
+      { signals: [] } as ServeOptions,
+      "TypeError",
+      "Cannot serve as 'signals' is not one of its options: did you mean 'signal'?",
     ],
   ];
   for (const [name, options, errorName, message] of table) {
@@ -221,22 +249,96 @@ Deno.test("serve() rejects options of the wrong type before it listens", async (
   }
 });
 
+Deno.test("serve() takes the call shapes Deno.serve takes, and names them when given another", async (t) => {
+  const handler = (
+    _request: Request,
+    _info: unknown,
+    tasks: BackgroundTasks,
+  ) => {
+    tasks.addTask(() => {});
+    return new Response("ok");
+  };
+  for (
+    const [name, start] of [
+      ["serve(options, handler)", () => serve(local, handler)],
+      ["serve({ ...options, handler })", () => serve({ ...local, handler })],
+    ] as const
+  ) {
+    await t.step(name, async () => {
+      const server = start();
+      const response = await fetch(`http://127.0.0.1:${server.addr.port}/`);
+      assert.equal(await response.text(), "ok");
+      const result = await server.shutdown();
+      assert.equal(result.succeeded, 1);
+    });
+  }
+  const shapes =
+    "serve(handler), serve(options, handler) or serve({ ...options, handler })";
+  const refused: [string, () => unknown, string][] = [
+    [
+      "no handler",
+      () => serve({ ...local } as unknown as ServeOptions & { handler: never }),
+      `Cannot serve as it needs a handler: call it as ${shapes}`,
+    ],
+    [
+      "two handlers",
+      () =>
+        (serve as (options: unknown, handler: unknown) => unknown)(
+          { ...local, handler },
+          handler,
+        ),
+      `Cannot serve as it was given two handlers, in 'options' and as 'handler': call it as ${shapes}`,
+    ],
+    [
+      "undefined options",
+      () =>
+        (serve as (options: unknown, handler: unknown) => unknown)(
+          undefined,
+          handler,
+        ),
+      "Cannot serve as 'options' must be an object: current value is undefined",
+    ],
+    [
+      "a handler that is not a function",
+      () => serve({ ...local, handler: "app" as unknown as typeof handler }),
+      `Cannot serve as 'handler' must be a function: current value is "app"`,
+    ],
+    [
+      "task options beside an already wrapped handler",
+      () => serve({ ...local, maxPending: 10 }, withBackgroundTasks(handler)),
+      "Cannot serve as 'maxPending' belongs to the handler's own withBackgroundTasks(): the handler given was made by it",
+    ],
+  ];
+  for (const [name, call, message] of refused) {
+    await t.step(name, () => {
+      assert.throws(call, { name: "TypeError", message });
+    });
+  }
+});
+
 Deno.test("logShutdown() writes one line, naming the abandoned tasks when there are some", () => {
   const consoleError = mock.method(console, "error", () => {});
   try {
-    logShutdown({ completed: 3, failed: 1, abandoned: 0, abandonedTasks: {} });
     logShutdown({
-      completed: 0,
+      succeeded: 3,
+      failed: 1,
+      enqueued: 0,
+      abandoned: 0,
+      abandonedTasks: {},
+    });
+    logShutdown({
+      succeeded: 0,
       failed: 0,
+      enqueued: 0,
       abandoned: 3,
       abandonedTasks: { sendEmail: 2, resize: 1 },
     });
     assert.deepEqual(consoleError.mock.calls.map((call) => call.arguments), [
       [
-        "Shutdown drained every background task: 3 completed and 1 failed while draining",
+        "Shutdown drained every background task: 3 succeeded and 1 failed while draining",
       ],
       [
-        "Shutdown abandoned 3 background tasks (sendEmail: 2, resize: 1); 0 completed and 0 failed while draining",
+        "Shutdown abandoned 3 background tasks (sendEmail: 2, resize: 1); 0 succeeded and 0 failed while draining",
       ],
     ]);
   } finally {
@@ -266,19 +368,20 @@ guardedTest(
     await entered.promise;
     const result = await server.shutdown();
     assert.deepEqual(result, {
-      completed: 0,
+      succeeded: 0,
       failed: 0,
+      enqueued: 0,
       abandoned: 1,
       abandonedTasks: { sendInvoice: 1 },
     });
-    assert.equal(server.handler.pending, 0);
+    assert.equal(server.handler.stats.pending, 0);
     // The handler returns after the deadline: its tasks are not run.
     release.resolve();
     await response;
     await server.finished;
     assert.deepEqual(ran, []);
     assert.deepEqual(
-      [server.handler.pending, server.handler.stats.abandoned],
+      [server.handler.stats.pending, server.handler.stats.abandoned],
       [0, 1],
     );
   },

@@ -36,7 +36,7 @@ guardedTest(
     const { tasks: settled } = await callHandler(handler, "/");
     await handing.promise;
     tasks!.addTask(step, 2);
-    assert.equal(handler.pending, 2);
+    assert.equal(handler.stats.pending, 2);
     stored.resolve();
     await settled;
     await handler.drain();
@@ -44,7 +44,7 @@ guardedTest(
       received.map((chain) => chain.tasks.map((task) => task.args)),
       [[[1]], [[2]]],
     );
-    assert.deepEqual([handler.pending, handler.stats.enqueued], [0, 2]);
+    assert.deepEqual([handler.stats.pending, handler.stats.enqueued], [0, 2]);
   },
 );
 
@@ -127,7 +127,7 @@ guardedTest(
     calls[0]!.settle.resolve();
     assert.equal(await (await response).text(), "accepted");
     await handler.drain();
-    assert.deepEqual([handler.stats.enqueued, handler.pending], [1, 0]);
+    assert.deepEqual([handler.stats.enqueued, handler.stats.pending], [1, 0]);
   },
 );
 
@@ -140,7 +140,7 @@ guardedTest(
       tasks.addTask(job, 1);
       tasks.addTask(job, 2);
       return new Response("accepted", { status: 202 });
-    }, { backend, onError: (error) => void reported.push(error) });
+    }, { backend, onTaskError: (error) => void reported.push(error) });
     const response = handler(new Request("http://localhost/"), sentInfo());
     await called;
     const refusal = new Error("already queued");
@@ -182,7 +182,7 @@ guardedTest(
       message:
         "Cannot respond as the backend could not store the request's tasks",
     });
-    assert.deepEqual([handler.stats.abandoned, handler.pending], [1, 0]);
+    assert.deepEqual([handler.stats.abandoned, handler.stats.pending], [1, 0]);
   },
 );
 

@@ -39,7 +39,7 @@ guardedTest(
         throw new Error("see info.delivered");
       });
       return new Response("ok");
-    }, { onError: (_error, info) => void delivered.push(info.delivered) });
+    }, { onTaskError: (_error, info) => void delivered.push(info.delivered) });
     const info = fakeServeHandlerInfo();
     await handler(new Request("http://localhost/"), info);
     info.interrupt();
@@ -68,7 +68,7 @@ guardedTest(
         throw new Error("expected");
       });
       return new Response("accepted", { status: 202 });
-    }, { onError: () => {} });
+    }, { onTaskError: () => {} });
 
     const { response, tasks } = await callHandler(
       handler,

@@ -109,7 +109,7 @@ guardedTest(
             });
             return new Response("ok");
           }, {
-            onError: (_error, info) => void delivered.push(info.delivered),
+            onTaskError: (_error, info) => void delivered.push(info.delivered),
           });
           handler(request(), info);
           await microtasks();
@@ -155,7 +155,7 @@ guardedTest(
     );
     await bDone.promise;
     assert.deepEqual(log, ["b1", "b2"], "b waited for a");
-    assert.equal(handler.pending, 2);
+    assert.equal(handler.stats.pending, 2);
 
     gate.resolve();
     await handler.drain();
@@ -186,7 +186,7 @@ guardedTest(
         const handler = withBackgroundTasks((_request, _info, tasks) => {
           captured = tasks;
           tasks.addTask(() => ran++);
-          assert.equal(handler.pending, 1);
+          assert.equal(handler.stats.pending, 1);
           return fail(tasks);
         });
         let thrown: unknown;
@@ -196,7 +196,7 @@ guardedTest(
           thrown = caught;
         }
         assert.equal(thrown, error);
-        assert.equal(handler.pending, 0);
+        assert.equal(handler.stats.pending, 0);
         await handler.drain();
         await macrotasks(2);
         assert.equal(ran, 0);
@@ -219,7 +219,7 @@ guardedTest(
       return notAResponse as unknown as Response;
     });
     assert.equal(handler(request(), sentInfo()), notAResponse);
-    assert.equal(handler.pending, 0);
+    assert.equal(handler.stats.pending, 0);
     await macrotasks(2);
     assert.equal(ran, 0);
   },
@@ -271,7 +271,7 @@ guardedTest(
       });
       tasks.addTask(() => log.push("second"));
       return new Response("ok");
-    }, { onError: (_error, info) => void reported.push(info) });
+    }, { onTaskError: (_error, info) => void reported.push(info) });
 
     handler(request(), connection);
     connection.interrupt();
@@ -302,12 +302,12 @@ guardedTest(
     }, { skipUndelivered: true });
 
     handler(request(), connection);
-    assert.equal(handler.pending, 2);
+    assert.equal(handler.stats.pending, 2);
     connection.interrupt();
     await handler.drain();
 
     assert.equal(ran, 0);
-    assert.equal(handler.pending, 0);
+    assert.equal(handler.stats.pending, 0);
     assert.equal(handler.stats.skipped, 2);
     // A task added later starts a chain of its own, which knows the response
     // was not delivered and is skipped too.
@@ -338,7 +338,7 @@ guardedTest(
     await handler.drain();
 
     assert.deepEqual(log, ["first", "second", "added by first"]);
-    assert.equal(handler.pending, 0);
+    assert.equal(handler.stats.pending, 0);
     captured!.addTask(() => log.push("after the chain ran"));
     await handler.drain();
     assert.deepEqual(log.at(-1), "after the chain ran");
@@ -358,7 +358,7 @@ guardedTest(
     });
     handler(request(), connection);
     captured!.addTask(() => log.push("late"));
-    assert.equal(handler.pending, 2);
+    assert.equal(handler.stats.pending, 2);
     connection.complete();
     await handler.drain();
     assert.deepEqual(log, ["first", "late"]);
@@ -379,10 +379,10 @@ guardedTest(
       new Request("http://localhost/stream?token=1", { method: "POST" }),
       connection,
     );
-    assert.equal(handler.pending, 0);
+    assert.equal(handler.stats.pending, 0);
     captured!.waitUntil(Promise.resolve("flushed"));
     captured!.addTask(() => log.push("late"));
-    assert.equal(handler.pending, 2);
+    assert.equal(handler.stats.pending, 2);
     // They wait for the response, like the tasks the handler adds.
     assert.equal(handler.stats.queued, 2);
     connection.complete();
@@ -403,7 +403,7 @@ guardedTest(
       tasks.addTask(() => ran.push("first"));
       return new Response("ok");
     }, {
-      onError: (_error, info) =>
+      onTaskError: (_error, info) =>
         void reports.push([info.name, info.index, info.request?.url]),
     });
     await (await handler(new Request("http://localhost/a"), sentInfo())).text();
@@ -414,10 +414,10 @@ guardedTest(
     captured!.addTask(function failing() {
       throw new Error("late failure");
     });
-    assert.equal(handler.pending, 2);
+    assert.equal(handler.stats.pending, 2);
     const result = await handler.drain();
     assert.deepEqual(ran, ["first", "late"]);
-    assert.deepEqual([result.completed, result.failed], [1, 1]);
+    assert.deepEqual([result.succeeded, result.failed], [1, 1]);
     assert.deepEqual(reports, [["failing", 2, "http://localhost/a"]]);
     assert.equal(captured!.size, 3);
   },
@@ -474,21 +474,21 @@ guardedTest(
         return gate.promise;
       });
       tasks.addTask(() => {});
-      seenInHandler.push(handler.pending);
+      seenInHandler.push(handler.stats.pending);
       return new Response("ok");
     });
-    assert.equal(handler.pending, 0);
+    assert.equal(handler.stats.pending, 0);
     handler(request(), connection);
     assert.deepEqual(seenInHandler, [2]);
-    assert.equal(handler.pending, 2, "waiting for the response");
+    assert.equal(handler.stats.pending, 2, "waiting for the response");
 
     connection.complete();
     await started.promise;
-    assert.equal(handler.pending, 2, "the first task is running");
+    assert.equal(handler.stats.pending, 2, "the first task is running");
 
     gate.resolve();
     await handler.drain();
-    assert.equal(handler.pending, 0);
+    assert.equal(handler.stats.pending, 0);
   },
 );
 
@@ -510,8 +510,9 @@ guardedTest(
     });
 
     assert.deepEqual(await Promise.race([handler.drain(), "pending"]), {
-      completed: 0,
+      succeeded: 0,
       failed: 0,
+      enqueued: 0,
       abandoned: 0,
       abandonedTasks: {},
     });
@@ -523,7 +524,7 @@ guardedTest(
     gates[0]!.resolve();
     await firstDrain;
     assert.deepEqual(done, [0]);
-    assert.equal(handler.pending, 1);
+    assert.equal(handler.stats.pending, 1);
 
     gates[1]!.resolve();
     await handler.drain();
@@ -547,7 +548,7 @@ guardedTest(
     await handler(request(), sentInfo());
     await handler.drain();
     assert.equal(ran, 1);
-    assert.equal(handler.pending, 0);
+    assert.equal(handler.stats.pending, 0);
   },
 );
 
@@ -560,7 +561,7 @@ guardedTest(
         throw new Error("declined");
       }, "4111 1111 1111 1111");
       return new Response("accepted", { status: 202 });
-    }, { onError: (_error, info) => void reported.push(info) });
+    }, { onTaskError: (_error, info) => void reported.push(info) });
     const { server, url } = listen(handler);
     try {
       const response = await fetch(`${url}/checkout?token=secret`, {
@@ -617,7 +618,7 @@ guardedTest(
 );
 
 guardedTest(
-  "withBackgroundTasks() reports an onError that throws with the default reporter",
+  "withBackgroundTasks() reports an onTaskError that throws with the default reporter",
   async () => {
     const consoleError = mock.method(console, "error", () => {});
     try {
@@ -630,7 +631,7 @@ guardedTest(
         tasks.addTask(() => ran++);
         return new Response("ok");
       }, {
-        onError: () => {
+        onTaskError: () => {
           throw hookError;
         },
       });
@@ -654,12 +655,12 @@ Deno.test("withBackgroundTasks() rejects a handler or options of the wrong type"
       `Cannot wrap handler as 'handler' must be a function: current value is "handler"`,
     ],
     [
-      "onError",
+      "onTaskError",
       () =>
         withBackgroundTasks(() => new Response(), {
-          onError: 1,
+          onTaskError: 1,
         } as unknown as WithBackgroundTasksOptions),
-      "Cannot wrap handler as 'onError' must be a function: current value is 1",
+      "Cannot wrap handler as 'onTaskError' must be a function: current value is 1",
     ],
     [
       "skipUndelivered",
@@ -714,7 +715,7 @@ guardedTest(
     await Promise.all([begun[0]!.promise, begun[1]!.promise]);
     assert.deepEqual(started, [0, 1]);
     assert.deepEqual(
-      [handler.stats.running, handler.stats.queued, handler.pending],
+      [handler.stats.running, handler.stats.queued, handler.stats.pending],
       [2, 8, 10],
     );
 
@@ -785,7 +786,7 @@ guardedTest("stats counts what happened to every task", async () => {
       failed: 2,
       timedOut: 1,
       retried: 1,
-      rejected: 9,
+      refused: 9,
       discarded: 1,
       skipped: 1,
       abandoned: 0,
@@ -815,7 +816,7 @@ guardedTest(
         events.push(`end ${event.name} ${event.outcome}`);
         if (event.name === "second") duration = event.duration;
       },
-      onError: (_error, info) => void events.push(`error ${info.name}`),
+      onTaskError: (_error, info) => void events.push(`error ${info.name}`),
     });
     handler(request(), sentInfo());
     await handler.drain();
@@ -892,8 +893,9 @@ guardedTest(
     const result = await handler.drain({ timeout: 30 });
 
     assert.deepEqual(result, {
-      completed: 2,
+      succeeded: 2,
       failed: 0,
+      enqueued: 0,
       abandoned: 4,
       abandonedTasks: { hang: 2, never: 2 },
     });
@@ -904,7 +906,7 @@ guardedTest(
       "hang abandoned",
       "hang abandoned",
     ]);
-    assert.equal(handler.pending, 0);
+    assert.equal(handler.stats.pending, 0);
     assert.deepEqual(
       [handler.stats.abandoned, handler.stats.running, handler.stats.queued],
       [4, 0, 0],
@@ -926,15 +928,16 @@ guardedTest(
     const draining = handler.drain({ signal: controller.signal });
     controller.abort(new Error("now"));
     assert.deepEqual(await draining, {
-      completed: 0,
+      succeeded: 0,
       failed: 0,
+      enqueued: 0,
       abandoned: 1,
       abandonedTasks: { anonymous: 1 },
     });
     connection.complete();
     await macrotasks(2);
     assert.equal(ran, 0, "an abandoned chain started after all");
-    assert.equal(handler.pending, 0);
+    assert.equal(handler.stats.pending, 0);
   },
 );
 
@@ -950,7 +953,7 @@ guardedTest(
         }, { name: "flaky", retry: { maxAttempts: 5, minDelay: 60_000 } }),
       );
       return new Response("ok");
-    }, { onError: () => {} });
+    }, { onTaskError: () => {} });
     handler(request(), sentInfo());
     const result = await handler.drain({ timeout: 20 });
     assert.equal(attempts, 1);
@@ -966,8 +969,9 @@ Deno.test("drain() takes an Infinity timeout, its default", async () => {
   });
   await (await handler(request(), sentInfo())).body?.cancel();
   assert.deepEqual(await handler.drain({ timeout: Infinity }), {
-    completed: 1,
+    succeeded: 1,
     failed: 0,
+    enqueued: 0,
     abandoned: 0,
     abandonedTasks: {},
   });
@@ -978,7 +982,7 @@ Deno.test("drain() rejects a negative timeout", () => {
   assert.throws(() => handler.drain({ timeout: -1 }), {
     name: "RangeError",
     message:
-      "Cannot drain as 'timeout' must be a finite number >= 0: current value is -1",
+      "Cannot drain as 'timeout' must be a number >= 0 or Infinity: current value is -1",
   });
 });
 
@@ -1119,14 +1123,16 @@ guardedTest(
     handler(request(), sentInfo());
     const second = await handler.drain({ timeout: 20 });
     assert.deepEqual(second, {
-      completed: 0,
+      succeeded: 0,
       failed: 0,
+      enqueued: 0,
       abandoned: 2,
       abandonedTasks: { hang: 2 },
     });
     assert.deepEqual(await first, {
-      completed: 0,
+      succeeded: 0,
       failed: 0,
+      enqueued: 0,
       abandoned: 1,
       abandonedTasks: { hang: 1 },
     });
