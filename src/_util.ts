@@ -210,21 +210,35 @@ export function assertOptions(
       }`,
     );
   }
+  // Nested options are named by their path, as in 'retry.maxAttempts'.
+  const path = (key: string) => name === "options" ? key : `${name}.${key}`;
   for (const key of Object.keys(options)) {
     if (known.includes(key)) continue;
     const closest = closestOf(key, known);
     throw new TypeError(
-      `${action} as '${key}' is not one of its options: ${
+      `${action} as '${path(key)}' is not one of its options: ${
         closest === undefined
-          ? `they are ${known.map((option) => `'${option}'`).join(", ")}`
-          : `did you mean '${closest}'?`
+          ? `they are ${known.map((option) => `'${path(option)}'`).join(", ")}`
+          : `did you mean '${path(closest)}'?`
       }`,
     );
   }
 }
 
-/** The option closest in spelling to `key`, if one is close enough to be meant. */
+/**
+ * The option `key` most likely meant: the shortest whose letters contain
+ * its letters in order (a dropped letter, an old shorter name such as
+ * `signals` for `shutdownSignals`), else the closest in spelling, if any is
+ * close enough.
+ */
 function closestOf(key: string, known: readonly string[]): string | undefined {
+  const lower = key.toLowerCase();
+  if (lower.length >= 4) {
+    const containing = known
+      .filter((option) => isSubsequence(lower, option.toLowerCase()))
+      .sort((a, b) => a.length - b.length);
+    if (containing[0] !== undefined) return containing[0];
+  }
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const option of known) {
@@ -237,6 +251,15 @@ function closestOf(key: string, known: readonly string[]): string | undefined {
   return bestDistance <= Math.max(2, Math.floor(key.length / 3))
     ? best
     : undefined;
+}
+
+/** Whether the letters of `short` appear in `long` in the same order. */
+function isSubsequence(short: string, long: string): boolean {
+  let at = 0;
+  for (const letter of long) {
+    if (letter === short[at]) at++;
+  }
+  return at === short.length;
 }
 
 /** Levenshtein distance: insertions, deletions and substitutions. */

@@ -374,9 +374,11 @@ export class BackgroundTasks {
     }
     if (typeof fn !== "function") {
       throw new TypeError(
-        `Cannot add task as 'fn' must be a function or a defined task: current value is ${
-          describe(fn)
-        }`,
+        isThenable(fn)
+          ? "Cannot add task as 'fn' is a promise, which has started already: pass the function and its arguments, or use waitUntil() for a promise"
+          : `Cannot add task as 'fn' must be a function or a defined task: current value is ${
+            describe(fn)
+          }`,
       );
     }
     this.#add({

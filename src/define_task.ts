@@ -4,6 +4,7 @@ import {
   assertFunction,
   assertInteger,
   assertNumber,
+  assertOptions,
   assertTimeout,
   describe,
   functionName,
@@ -139,7 +140,7 @@ export interface RetryOptions {
  * assert.equal(task.retry?.maxAttempts, 4);
  * ```
  */
-export interface TaskOptions {
+export interface DefineTaskOptions {
   /**
    * The name reports, hooks and statistics use for the task.
    *
@@ -217,10 +218,11 @@ export class DefinedTask<A extends unknown[] = unknown[]> {
    */
   constructor(
     fn: (this: void, context: TaskContext, ...args: A) => unknown,
-    options: TaskOptions = {},
+    options: DefineTaskOptions = {},
   ) {
     const action = "Cannot define task";
     assertFunction(fn, "fn", action);
+    assertOptions(options, ["name", "timeout", "retry"], action);
     const { name = functionName(fn), timeout, retry } = options;
     if (typeof name !== "string" || name === "") {
       throw new TypeError(
@@ -277,19 +279,22 @@ export class DefinedTask<A extends unknown[] = unknown[]> {
  */
 export function defineTask<A extends unknown[]>(
   fn: (this: void, context: TaskContext, ...args: A) => unknown,
-  options: TaskOptions = {},
+  options: DefineTaskOptions = {},
 ): DefinedTask<A> {
   return new DefinedTask(fn, options);
 }
 
+const RETRY_OPTIONS = [
+  "maxAttempts",
+  "minDelay",
+  "maxDelay",
+  "multiplier",
+  "jitter",
+  "isRetriable",
+];
+
 function retryPolicy(options: RetryOptions, action: string): RetryPolicy {
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError(
-      `${action} as 'retry' must be an object: current value is ${
-        describe(options)
-      }`,
-    );
-  }
+  assertOptions(options, RETRY_OPTIONS, action, "retry");
   const {
     maxAttempts = 3,
     minDelay = 1000,
@@ -312,7 +317,14 @@ function retryPolicy(options: RetryOptions, action: string): RetryPolicy {
     );
   }
   assertNumber(multiplier, "retry.multiplier", action, 1);
-  if (typeof jitter !== "number" || !(jitter >= 0 && jitter <= 1)) {
+  if (typeof jitter !== "number") {
+    throw new TypeError(
+      `${action} as 'retry.jitter' must be a number: current value is ${
+        describe(jitter)
+      }`,
+    );
+  }
+  if (!(jitter >= 0 && jitter <= 1)) {
     throw new RangeError(
       `${action} as 'retry.jitter' must be between 0 and 1: current value is ${
         describe(jitter)

@@ -8,7 +8,13 @@ import {
   structuredSizeBound,
 } from "./_serializable.ts";
 import { groupCommit } from "./_group_commit.ts";
-import { assertInteger, describe } from "./_util.ts";
+import { RUN_OPTIONS } from "./_options.ts";
+import {
+  assertBoolean,
+  assertInteger,
+  assertOptions,
+  describe,
+} from "./_util.ts";
 import { runAttempt, type WorkerConfig, workerConfig } from "./_worker.ts";
 import type { RequestSummary } from "./background_tasks.ts";
 import type {
@@ -267,6 +273,14 @@ interface Progress {
  */
 export function kvBackend(options: KvBackendOptions): KvBackend {
   const action = "Cannot create KV backend";
+  assertOptions(options, [
+    ...RUN_OPTIONS,
+    "tasks",
+    "kv",
+    "listen",
+    "prefix",
+    "redelivery",
+  ], action);
   const {
     kv,
     listen = true,
@@ -278,7 +292,22 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
       `${action} as 'kv' must be a Deno.Kv: current value is ${describe(kv)}`,
     );
   }
-  if (!Array.isArray(redelivery) || redelivery.length > 5) {
+  assertBoolean(listen, "listen", action);
+  if (!Array.isArray(prefix)) {
+    throw new TypeError(
+      `${action} as 'prefix' must be an array, a Deno KV key: current value is ${
+        describe(prefix)
+      }`,
+    );
+  }
+  if (!Array.isArray(redelivery)) {
+    throw new TypeError(
+      `${action} as 'redelivery' must be an array: current value is ${
+        describe(redelivery)
+      }`,
+    );
+  }
+  if (redelivery.length > 5) {
     throw new RangeError(
       `${action} as 'redelivery' must have at most 5 steps, Deno KV's limit: current value is ${
         describe(redelivery)

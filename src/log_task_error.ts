@@ -1,6 +1,7 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 import { describeTask } from "./_describe_task.ts";
+import { errorText } from "./_error_text.ts";
 import type { TaskInfo } from "./background_tasks.ts";
 
 /**
@@ -10,7 +11,8 @@ import type { TaskInfo } from "./background_tasks.ts";
  * stack.
  *
  * It never prints the task's arguments or the URL's query string, since either
- * may hold secrets. Call it from your own `onTaskError` to keep the default output
+ * may hold secrets, and never throws: a value the console cannot inspect (a
+ * revoked proxy) is written as text. Call it from your own `onTaskError` to keep the default output
  * while also counting or forwarding failures.
  *
  * @example Keep the default output and count failures
@@ -37,8 +39,11 @@ import type { TaskInfo } from "./background_tasks.ts";
  */
 export function logTaskError(error: unknown, info: TaskInfo): void {
   const attempts = info.attempt > 1 ? ` after ${info.attempt} attempts` : "";
-  console.error(
-    `Background task ${describeTask(info)} failed${attempts}:`,
-    error,
-  );
+  const line = `Background task ${describeTask(info)} failed${attempts}:`;
+  try {
+    console.error(line, error);
+  } catch {
+    // The console could not inspect it (a revoked proxy): its text will do.
+    console.error(line, errorText(error));
+  }
 }

@@ -2,6 +2,7 @@
 
 import { type Chain, internals } from "./_chain.ts";
 import type { TaskResult } from "./background_tasks.ts";
+import { assertFunction, assertOptions } from "./_util.ts";
 import type { DrainableHandler } from "./with_background_tasks.ts";
 
 /**
@@ -91,6 +92,7 @@ export interface FakeServeHandlerInfoOptions {
 export function fakeServeHandlerInfo(
   options: FakeServeHandlerInfoOptions = {},
 ): FakeServeHandlerInfo {
+  assertOptions(options, ["remoteAddr"], "Cannot make handler info");
   const {
     remoteAddr = { transport: "tcp", hostname: "127.0.0.1", port: 54321 },
   } = options;
@@ -107,28 +109,35 @@ export function fakeServeHandlerInfo(
 }
 
 /**
- * Options for {@linkcode callHandler}.
+ * Options for {@linkcode callHandler}: a `RequestInit`, as `fetch` and Hono's
+ * `app.request()` take, and the handler's `info`.
  *
- * @example Hold the tasks until the test says so
+ * @example Post a form and hold the tasks until the test says so
  * ```ts
  * import { withBackgroundTasks } from "@afterward/background-tasks";
  * import { callHandler, fakeServeHandlerInfo } from "@afterward/background-tasks/testing";
  * import assert from "node:assert/strict";
  *
  * const log: string[] = [];
- * const handler = withBackgroundTasks((_request, _info, tasks) => {
- *   tasks.addTask(() => log.push("task"));
- *   return new Response("ok");
+ * const handler = withBackgroundTasks(async (request, _info, tasks) => {
+ *   const { email } = await request.json();
+ *   tasks.addTask((to: string) => log.push(`task for ${to}`), email);
+ *   return new Response("ok", { status: 201 });
  * });
  * const info = fakeServeHandlerInfo();
- * const { response, tasks } = await callHandler(handler, "/", { info });
- * log.push(await response.text());
+ * const { response, tasks } = await callHandler(handler, "/signup", {
+ *   method: "POST",
+ *   headers: { "content-type": "application/json" },
+ *   body: JSON.stringify({ email: "a@example.com" }),
+ *   info,
+ * });
+ * log.push(`${response.status} ${await response.text()}`);
  * info.complete();
  * await tasks;
- * assert.deepEqual(log, ["ok", "task"]);
+ * assert.deepEqual(log, ["201 ok", "task for a@example.com"]);
  * ```
  */
-export interface CallHandlerOptions {
+export interface CallHandlerOptions extends RequestInit {
   /**
    * The handler's second argument.
    *
@@ -136,6 +145,27 @@ export interface CallHandlerOptions {
    */
   info?: Deno.ServeHandlerInfo;
 }
+
+/** What `new Request(input, init)` reads, and the handler's `info`. */
+const CALL_HANDLER_OPTIONS = [
+  "body",
+  "cache",
+  "client",
+  "credentials",
+  "duplex",
+  "headers",
+  "integrity",
+  "keepalive",
+  "method",
+  "mode",
+  "priority",
+  "redirect",
+  "referrer",
+  "referrerPolicy",
+  "signal",
+  "window",
+  "info",
+];
 
 /**
  * What {@linkcode callHandler} returns.
@@ -199,9 +229,12 @@ export interface HandlerCall {
  * @param handler A handler made by `withBackgroundTasks`.
  * @param request The request, or a URL; a path is resolved against
  * `http://localhost`.
- * @param options The info to pass; by default the response counts as sent
- * as soon as it is returned.
+ * @param options What to make the request with (its method, headers and
+ * body, as for `fetch`), and the info to pass; by default the response
+ * counts as sent as soon as it is returned.
  * @returns The response and the tasks' results to come.
+ * @throws {TypeError} If `handler` is not a function or an option is
+ * unknown.
  * @throws Whatever the handler throws.
  */
 export async function callHandler(
@@ -209,10 +242,14 @@ export async function callHandler(
   request: Request | URL | string,
   options: CallHandlerOptions = {},
 ): Promise<HandlerCall> {
+  const action = "Cannot call handler";
+  assertFunction(handler, "handler", action);
+  assertOptions(options, CALL_HANDLER_OPTIONS, action);
+  const { info: given, ...init } = options;
   const input = request instanceof Request
-    ? request
-    : new Request(new URL(request, "http://localhost"));
-  let info = options.info;
+    ? new Request(request, init)
+    : new Request(new URL(request, "http://localhost"), init);
+  let info = given;
   if (info === undefined) {
     const fake = fakeServeHandlerInfo();
     fake.complete();

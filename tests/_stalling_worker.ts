@@ -10,7 +10,7 @@
  * @module
  */
 
-import { defineTask, type TaskOptions } from "../mod.ts";
+import { defineTask, type DefineTaskOptions } from "../mod.ts";
 import { bullmqWorker } from "../bullmq.ts";
 import { tasks } from "../examples/distributed/tasks.ts";
 
@@ -19,7 +19,7 @@ const stallAfter = env("STALL_AFTER");
 let started = 0;
 
 const stalling = tasks.map((task) => {
-  const options: TaskOptions = { name: task.name };
+  const options: DefineTaskOptions = { name: task.name };
   if (task.timeout !== undefined) options.timeout = task.timeout;
   if (task.retry !== undefined) options.retry = task.retry;
   return defineTask((context, email: string) => {

@@ -79,6 +79,22 @@ Deno.test("addTask() rejects a value that is not a function", async (t) => {
   }
 });
 
+Deno.test("addTask() given a promise says to pass the function, or use waitUntil()", () => {
+  const tasks = new BackgroundTasks();
+  async function sendEmail(_to: string): Promise<void> {}
+  const sending = sendEmail("a@example.com");
+  assert.throws(
+    // @ts-expect-error: the point is the runtime check
+    () => tasks.addTask(sending),
+    {
+      name: "TypeError",
+      message:
+        "Cannot add task as 'fn' is a promise, which has started already: pass the function and its arguments, or use waitUntil() for a promise",
+    },
+  );
+  assert.equal(tasks.size, 0);
+});
+
 Deno.test("size counts every task added, including those that have run", async () => {
   const tasks = new BackgroundTasks();
   assert.equal(tasks.size, 0);

@@ -5,6 +5,7 @@ import { mock } from "node:test";
 import {
   BackgroundTasks,
   defineTask,
+  type DefineTaskOptions,
   type RetryOptions,
   type TaskContext,
   type TaskEndEvent,
@@ -128,6 +129,30 @@ Deno.test("defineTask() rejects options of the wrong type or out of range", asyn
       () => defineTask(fn, { retry: { jitter: 2 } }),
       "RangeError",
       "Cannot define task as 'retry.jitter' must be between 0 and 1: current value is 2",
+    ],
+    [
+      "jitter of the wrong type",
+      () => defineTask(fn, { retry: { jitter: "0.5" as unknown as number } }),
+      "TypeError",
+      `Cannot define task as 'retry.jitter' must be a number: current value is "0.5"`,
+    ],
+    [
+      "options that are not an object",
+      () => defineTask(fn, null as unknown as DefineTaskOptions),
+      "TypeError",
+      "Cannot define task as 'options' must be an object: current value is null",
+    ],
+    [
+      "a misspelt option",
+      () => defineTask(fn, { timout: 100 } as DefineTaskOptions),
+      "TypeError",
+      "Cannot define task as 'timout' is not one of its options: did you mean 'timeout'?",
+    ],
+    [
+      "a misspelt retry option",
+      () => defineTask(fn, { retry: { maxAtempts: 5 } as RetryOptions }),
+      "TypeError",
+      "Cannot define task as 'retry.maxAtempts' is not one of its options: did you mean 'retry.maxAttempts'?",
     ],
     [
       "isRetriable",

@@ -483,3 +483,32 @@ Deno.test("examples/durable_kv.ts queues an order's chain in Deno KV and runs it
   assertDrained(await example.stop());
   assert.ok((await Deno.stat(`${example.cwd}/tasks.sqlite3`)).isFile);
 });
+
+Deno.test("what the examples write in a clone is ignored by git", async () => {
+  const written = new Set<string>();
+  for await (const entry of Deno.readDir(examples)) {
+    if (!entry.name.endsWith(".ts")) continue;
+    const source = await Deno.readTextFile(new URL(entry.name, examples));
+    for (const [, file] of source.matchAll(/--allow-write=([\w.]+)/g)) {
+      if (file !== ".") written.add(file!);
+    }
+  }
+  written.add("tasks.sqlite3");
+  written.add("tasks.sqlite3-wal");
+  assert.deepEqual([...written].sort(), [
+    "jobs.log",
+    "log.txt",
+    "tasks.sqlite3",
+    "tasks.sqlite3-wal",
+  ]);
+  const { code, stdout } = await new Deno.Command("git", {
+    args: ["check-ignore", ...written],
+    cwd: new URL("..", examples),
+    stdout: "piped",
+  }).output();
+  assert.equal(code, 0);
+  assert.deepEqual(
+    new TextDecoder().decode(stdout).trim().split("\n").sort(),
+    [...written].sort(),
+  );
+});

@@ -197,4 +197,50 @@ Deno.test("backgroundTasks() rejects options of the wrong type", () => {
     message:
       "Cannot create middleware as 'maxPending' must be an integer >= 1 or Infinity: current value is 0",
   });
+  assert.throws(
+    () =>
+      backgroundTasks({ concurency: 4 } as unknown as { concurrency: number }),
+    {
+      name: "TypeError",
+      message:
+        "Cannot create middleware as 'concurency' is not one of its options: did you mean 'concurrency'?",
+    },
+  );
 });
+
+guardedTest(
+  "with the middleware alone, c.executionCtx still throws on Deno; served with the tasks as execution context, it works",
+  async () => {
+    const ran: string[] = [];
+    const middleware = backgroundTasks();
+    const app = new Hono<{ Variables: BackgroundTasksVariables }>();
+    app.use(middleware);
+    app.get("/", (c) => {
+      c.var.backgroundTasks.addTask(() => ran.push("c.var"));
+      c.executionCtx.waitUntil(Promise.resolve().then(() => ran.push("ctx")));
+      return c.text("ok");
+    });
+    app.onError((error, c) => c.text(error.message, 500));
+    const alone = listen(app.fetch);
+    const wrapped = withBackgroundTasks((request, info, tasks) =>
+      app.fetch(request, info, tasks)
+    );
+    const served = listen(wrapped);
+    try {
+      const response = await fetch(alone.url);
+      assert.equal(response.status, 500);
+      assert.equal(
+        await response.text(),
+        "This context has no ExecutionContext",
+      );
+      const answered = await fetch(served.url);
+      assert.equal(await answered.text(), "ok");
+    } finally {
+      await alone.server.shutdown();
+      await served.server.shutdown();
+    }
+    await middleware.drain();
+    await wrapped.drain();
+    assert.deepEqual(ran.sort(), ["c.var", "ctx"]);
+  },
+);

@@ -382,6 +382,35 @@ Deno.test("kvBackend() rejects options of the wrong type", async (t) => {
         "Cannot create KV backend as 'redelivery' must have at most 5 steps, Deno KV's limit: current value is an array",
       ],
       [
+        "redelivery that is not an array",
+        () =>
+          kvBackend({
+            kv,
+            tasks: [task],
+            listen: false,
+            redelivery: 1000 as unknown as number[],
+          }),
+        "TypeError",
+        "Cannot create KV backend as 'redelivery' must be an array: current value is 1000",
+      ],
+      [
+        "a misspelt option",
+        () =>
+          kvBackend({
+            kv,
+            tasks: [task],
+            listn: false,
+          } as unknown as KvBackendOptions),
+        "TypeError",
+        "Cannot create KV backend as 'listn' is not one of its options: did you mean 'listen'?",
+      ],
+      [
+        "options that are not an object",
+        () => kvBackend(undefined as unknown as KvBackendOptions),
+        "TypeError",
+        "Cannot create KV backend as 'options' must be an object: current value is undefined",
+      ],
+      [
         "tasks",
         () =>
           kvBackend({

@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { mock } from "node:test";
-import { logTaskError, type TaskInfo } from "../mod.ts";
+import { BackgroundTasks, logTaskError, type TaskInfo } from "../mod.ts";
 
 function logged(error: unknown, info: TaskInfo): unknown[] {
   const consoleError = mock.method(console, "error", () => {});
@@ -72,4 +72,42 @@ Deno.test("logTaskError() passes values that are not errors through unchanged", 
       value,
     ]);
   }
+});
+
+Deno.test("logTaskError() writes a value the console cannot inspect as text, and never blames onTaskError", async () => {
+  const { proxy, revoke } = Proxy.revocable({}, {});
+  revoke();
+  const lines: string[] = [];
+  // Like the real console, this one inspects what it is given, which
+  // throws for a revoked proxy.
+  const consoleError = mock.method(
+    console,
+    "error",
+    (...args: unknown[]) =>
+      void lines.push(
+        args.map((arg) => typeof arg === "string" ? arg : Deno.inspect(arg))
+          .join(" "),
+      ),
+  );
+  try {
+    assert.throws(() => Deno.inspect(proxy), TypeError);
+    logTaskError(proxy, {
+      name: "t",
+      index: 0,
+      attempt: 1,
+      request: undefined,
+      delivered: undefined,
+    });
+    const tasks = new BackgroundTasks();
+    tasks.addTask(function hostile() {
+      return Promise.reject(proxy);
+    });
+    await tasks.run();
+  } finally {
+    consoleError.mock.restore();
+  }
+  assert.deepEqual(lines, [
+    'Background task "t" at index 0 failed: [object that cannot be described]',
+    'Background task "hostile" at index 0 failed: [object that cannot be described]',
+  ]);
 });

@@ -130,3 +130,56 @@ guardedTest("callHandler() passes on the handler's error", async () => {
   });
   await assert.rejects(callHandler(handler, "/"), (thrown) => thrown === error);
 });
+
+guardedTest(
+  "callHandler() makes the request from a RequestInit, as app.request() does",
+  async () => {
+    const seen: string[] = [];
+    const handler = withBackgroundTasks(async (request, _info, tasks) => {
+      const body = await request.text();
+      tasks.addTask(
+        (line: string) => seen.push(line),
+        `${request.method} ${new URL(request.url).pathname} ${
+          request.headers.get("x-user")
+        } ${body}`,
+      );
+      return new Response("ok");
+    });
+    const { response, tasks } = await callHandler(handler, "/orders", {
+      method: "POST",
+      headers: { "x-user": "ada" },
+      body: "42",
+    });
+    assert.equal(await response.text(), "ok");
+    await tasks;
+    // A Request given whole takes the init over its own fields.
+    const second = await callHandler(
+      handler,
+      new Request("http://localhost/orders", { method: "PUT", body: "1" }),
+      { headers: { "x-user": "grace" } },
+    );
+    await second.response.body?.cancel();
+    await second.tasks;
+    assert.deepEqual(seen, ["POST /orders ada 42", "PUT /orders grace 1"]);
+  },
+);
+
+Deno.test("callHandler() and fakeServeHandlerInfo() refuse what they do not know", async () => {
+  const handler = withBackgroundTasks(() => new Response("ok"));
+  await assert.rejects(
+    () => callHandler(handler, "/", { methd: "POST" } as RequestInit),
+    {
+      name: "TypeError",
+      message:
+        "Cannot call handler as 'methd' is not one of its options: did you mean 'method'?",
+    },
+  );
+  assert.throws(
+    () => fakeServeHandlerInfo({ remote: {} } as never),
+    {
+      name: "TypeError",
+      message:
+        "Cannot make handler info as 'remote' is not one of its options: did you mean 'remoteAddr'?",
+    },
+  );
+});

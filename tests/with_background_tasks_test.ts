@@ -3,8 +3,10 @@
 import assert from "node:assert/strict";
 import { mock } from "node:test";
 import {
-  type BackgroundTasks,
+  BackgroundTasks,
   defineTask,
+  type DrainOptions,
+  type RunOptions,
   type TaskInfo,
   withBackgroundTasks,
   type WithBackgroundTasksOptions,
@@ -677,6 +679,69 @@ Deno.test("withBackgroundTasks() rejects a handler or options of the wrong type"
           skipUndelivered: () => true,
         } as unknown as WithBackgroundTasksOptions),
       "Cannot wrap handler as 'skipUndelivered' must be a boolean: current value is a function",
+    ],
+    [
+      "null options",
+      () =>
+        withBackgroundTasks(
+          () => new Response(),
+          null as unknown as WithBackgroundTasksOptions,
+        ),
+      "Cannot wrap handler as 'options' must be an object: current value is null",
+    ],
+    [
+      "a string as options",
+      () =>
+        withBackgroundTasks(
+          () => new Response(),
+          "fast" as unknown as WithBackgroundTasksOptions,
+        ),
+      `Cannot wrap handler as 'options' must be an object: current value is "fast"`,
+    ],
+    [
+      "a misspelt option",
+      () =>
+        withBackgroundTasks(() => new Response(), {
+          timout: 100,
+        } as WithBackgroundTasksOptions),
+      "Cannot wrap handler as 'timout' is not one of its options: did you mean 'timeout'?",
+    ],
+    [
+      "the old name of onTaskError",
+      () =>
+        withBackgroundTasks(() => new Response(), {
+          onError: () => {},
+        } as WithBackgroundTasksOptions),
+      "Cannot wrap handler as 'onError' is not one of its options: did you mean 'onTaskError'?",
+    ],
+    [
+      "an option of serve()",
+      () =>
+        withBackgroundTasks(() => new Response(), {
+          port: 8000,
+        } as WithBackgroundTasksOptions),
+      "Cannot wrap handler as 'port' is not one of its options: they are 'onTaskError', 'timeout', 'onTaskStart', 'onTaskEnd', 'skipUndelivered', 'concurrency', 'maxPending', 'ambient', 'backend', 'handOver'",
+    ],
+    [
+      "a misspelt run() option",
+      () => new BackgroundTasks().run({ onTaskErorr: () => {} } as RunOptions),
+      "Cannot run tasks as 'onTaskErorr' is not one of its options: did you mean 'onTaskError'?",
+    ],
+    [
+      "a misspelt drain() option",
+      () =>
+        withBackgroundTasks(() => new Response()).drain(
+          { timeOut: 5 } as DrainOptions,
+        ),
+      "Cannot drain as 'timeOut' is not one of its options: did you mean 'timeout'?",
+    ],
+    [
+      "a drain() signal that is not one",
+      () =>
+        withBackgroundTasks(() => new Response()).drain({
+          signal: "stop" as unknown as AbortSignal,
+        }),
+      `Cannot drain as 'signal' must be an AbortSignal: current value is "stop"`,
     ],
   ];
   for (const [name, call, message] of table) {
