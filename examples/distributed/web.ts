@@ -7,7 +7,7 @@
  * others.
  *
  *   apt-get install redis-server   # or your system's package manager
- *   deno run --allow-net --allow-env --allow-read --allow-sys examples/distributed/web.ts
+ *   deno run --lock=deno.lock --allow-net=127.0.0.1 --allow-env examples/distributed/web.ts
  *   deno task worker               # in one or more other terminals
  *   curl -X POST http://127.0.0.1:8000/signup/ada@example.com
  *

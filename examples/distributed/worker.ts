@@ -8,7 +8,7 @@
  * takes its tasks over once their lock expires.
  *
  *   deno task worker
- *   deno run --allow-net --allow-env --allow-read --allow-sys examples/distributed/worker.ts
+ *   deno run --lock=deno.lock --allow-net=127.0.0.1 --allow-env examples/distributed/worker.ts
  *
  * `REDIS_HOST`, `REDIS_PORT`, `QUEUE`, `CONCURRENCY`, `LOCK_MS` (30000) and
  * `STALLED_MS` (30000) tune it.
