@@ -1,7 +1,8 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 import type { TaskStorage } from "./_ambient.ts";
-import type { HandedTask, TaskBackend } from "./task_backend.ts";
+import type { BackendTask } from "./backend_chain.ts";
+import type { TaskBackend } from "./task_backend.ts";
 import type { DefinedTask } from "./define_task.ts";
 import { Chain, type ChainOwner, nameOf, type Task } from "./_chain.ts";
 import {
@@ -244,7 +245,7 @@ export class Runner implements ChainOwner {
           }" as the handler's backend runs only tasks made by defineTask`,
         );
       }
-      backend.accept(handed(task, task.defined), chain);
+      backend.accept(backendTask(task, task.defined), chain);
     }
     this.#pending++;
     // Its first task, while its handler runs: the chain waits in the open
@@ -532,9 +533,9 @@ export class Runner implements ChainOwner {
     // What is handed over is the whole chain: a task added while the
     // backend stores it starts a chain of its own.
     chain.close("the request's tasks have been handed to the backend");
-    const tasks: HandedTask[] = [];
+    const tasks: BackendTask[] = [];
     for (let task = chain.head; task !== undefined; task = task.next) {
-      tasks.push(handed(task, task.defined!));
+      tasks.push(backendTask(task, task.defined!));
     }
     const first = chain.position;
     const count = tasks.length;
@@ -697,7 +698,7 @@ export class Runner implements ChainOwner {
   }
 }
 
-function handed(task: Task, defined: DefinedTask): HandedTask {
+function backendTask(task: Task, defined: DefinedTask): BackendTask {
   return {
     name: defined.name,
     args: task.args,

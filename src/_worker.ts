@@ -18,7 +18,7 @@ import {
 } from "./_util.ts";
 import { describeTask } from "./_describe_task.ts";
 import type { RequestSummary, TaskInfo } from "./background_tasks.ts";
-import type { WorkerOptions } from "./task_backend.ts";
+import type { WorkerOptions } from "./worker_options.ts";
 import {
   DefinedTask,
   type TaskContext,

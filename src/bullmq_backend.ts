@@ -14,12 +14,9 @@ import { assertSerializable } from "./_serializable.ts";
 import { assertInteger, describe } from "./_util.ts";
 import { runAttempt, workerConfig } from "./_worker.ts";
 import type { RequestSummary } from "./background_tasks.ts";
-import type {
-  HandedChain,
-  HandedTask,
-  TaskBackend,
-  WorkerOptions,
-} from "./task_backend.ts";
+import type { BackendChain, BackendTask } from "./backend_chain.ts";
+import type { TaskBackend } from "./task_backend.ts";
+import type { WorkerOptions } from "./worker_options.ts";
 
 /**
  * Where Redis listens, passed on to BullMQ (ioredis).
@@ -332,7 +329,7 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
   let closed = false;
 
   return {
-    accept(task: HandedTask): void {
+    accept(task: BackendTask): void {
       const addAction = `Cannot add task "${task.name}"`;
       if (registry.get(task.name) !== task.task) {
         throw new TypeError(
@@ -344,7 +341,7 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
       );
     },
 
-    enqueue(chain: HandedChain): Promise<void> {
+    enqueue(chain: BackendChain): Promise<void> {
       if (closed) {
         return Promise.reject(
           new Error("Cannot enqueue chain as the BullMQ backend is closed"),

@@ -17,12 +17,9 @@ import {
 } from "./_util.ts";
 import { runAttempt, type WorkerConfig, workerConfig } from "./_worker.ts";
 import type { RequestSummary } from "./background_tasks.ts";
-import type {
-  HandedChain,
-  HandedTask,
-  TaskBackend,
-  WorkerOptions,
-} from "./task_backend.ts";
+import type { BackendChain, BackendTask } from "./backend_chain.ts";
+import type { TaskBackend } from "./task_backend.ts";
+import type { WorkerOptions } from "./worker_options.ts";
 
 /**
  * The most a Deno KV queue message may weigh.
@@ -53,7 +50,7 @@ interface QueuedTask {
  */
 interface Weight {
   /** The chain's tasks so far. */
-  tasks: Readonly<Pick<HandedTask, "name" | "args">>[];
+  tasks: Readonly<Pick<BackendTask, "name" | "args">>[];
   /** Bytes of the tasks measured at the last exact measure, the envelope included. */
   measured: number;
   /** Upper bounds of the tasks added since. */
@@ -375,7 +372,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
 
   const backend: KvBackend = {
     accept(
-      task: HandedTask,
+      task: BackendTask,
       chain: { readonly request?: RequestSummary | undefined },
     ): void {
       const addAction = `Cannot add task "${task.name}"`;
@@ -417,7 +414,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
       weights.set(chain, weight);
     },
 
-    enqueue(chain: HandedChain): Promise<void> {
+    enqueue(chain: BackendChain): Promise<void> {
       const step: Step = {
         afterwardStep: 1,
         chain: chain.id,

@@ -4,11 +4,11 @@ import assert from "node:assert/strict";
 import {
   type BackgroundTasks,
   defineTask,
-  type HandedChain,
   type TaskBackend,
   withBackgroundTasks,
   type WithBackgroundTasksOptions,
 } from "../mod.ts";
+import type { BackendChain } from "../backend.ts";
 import { callHandler, fakeServeHandlerInfo } from "../testing.ts";
 import { guardedTest, sentInfo } from "./_helpers.ts";
 
@@ -16,7 +16,7 @@ guardedTest(
   "a task added while a chain is being handed to a backend is handed over as a chain of its own",
   async () => {
     const step = defineTask((_context, _n: number) => {}, { name: "step" });
-    const received: HandedChain[] = [];
+    const received: BackendChain[] = [];
     const handing = Promise.withResolvers<void>();
     const stored = Promise.withResolvers<void>();
     const backend: TaskBackend = {
@@ -86,7 +86,7 @@ guardedTest(
 /** A backend whose enqueue() the test settles, recording what it is given. */
 function gatedBackend() {
   const calls: {
-    chain: HandedChain;
+    chain: BackendChain;
     signal: AbortSignal | undefined;
     settle: PromiseWithResolvers<void>;
   }[] = [];
