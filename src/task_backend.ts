@@ -125,12 +125,63 @@ export interface TaskBackend {
   /**
    * Takes over a chain whose response has been sent. The promise resolves
    * once the chain is safe (stored, or running), and rejects if it could not
-   * be taken over: its tasks are then reported as failed.
+   * be taken over: its tasks are then reported as failed. A backend that
+   * stores chains elsewhere keeps trying through connection errors until
+   * the chain is stored or `options.signal` aborts; it then rejects with the
+   * signal's reason.
    *
    * @param chain The request's tasks.
+   * @param options A signal that gives up on the chain.
    * @returns A promise that settles once the chain is safe or lost.
    */
-  enqueue(chain: HandedChain): Promise<void>;
+  enqueue(chain: HandedChain, options?: EnqueueOptions): Promise<void>;
+}
+
+/**
+ * Options for {@linkcode TaskBackend.enqueue}: when to stop trying to store a
+ * chain, such as when a drain deadline abandons it.
+ *
+ * @example A backend that retries until the signal gives up
+ * ```ts
+ * import type { EnqueueOptions, HandedChain, TaskBackend } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * let reachable = false;
+ * async function write(_chain: HandedChain): Promise<void> {
+ *   if (!reachable) throw new Error("Connection refused");
+ * }
+ *
+ * const backend: TaskBackend = {
+ *   accept() {},
+ *   async enqueue(chain: HandedChain, { signal }: EnqueueOptions = {}) {
+ *     while (true) {
+ *       signal?.throwIfAborted();
+ *       try {
+ *         return await write(chain);
+ *       } catch {
+ *         await new Promise((resolve) => setTimeout(resolve, 10));
+ *       }
+ *     }
+ *   },
+ * };
+ *
+ * const chain: HandedChain = { id: "c1", tasks: [], request: undefined, delivered: true };
+ * const deadline = new AbortController();
+ * const lost = backend.enqueue(chain, { signal: deadline.signal });
+ * deadline.abort(new Error("Abandoned at the drain deadline"));
+ * await assert.rejects(lost, { message: "Abandoned at the drain deadline" });
+ *
+ * reachable = true;
+ * await backend.enqueue(chain, { signal: new AbortController().signal });
+ * ```
+ */
+export interface EnqueueOptions {
+  /**
+   * Gives up on the chain: a backend still trying to store it stops and
+   * rejects with `signal.reason`. A chain whose write was in flight when the
+   * signal aborted may still have been stored.
+   */
+  signal?: AbortSignal;
 }
 
 /**
