@@ -326,7 +326,10 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
       }
     },
     GROUP_SIZE,
-    (error) => error instanceof TypeError || error instanceof RangeError,
+    {
+      split: (error) =>
+        error instanceof TypeError || error instanceof RangeError,
+    },
   );
   let closed = false;
 
