@@ -70,31 +70,48 @@ export interface BackendChain {
 }
 
 /**
- * Options for {@linkcode TaskBackend.enqueue}.
+ * Options for {@linkcode TaskBackend.enqueue}: when to stop trying to store a
+ * chain, such as when a drain deadline abandons it.
  *
- * @example Stop retrying when the wrapper gives up
+ * @example A backend that retries until the signal gives up
  * ```ts
- * import type { EnqueueOptions } from "@afterward/background-tasks/backend";
+ * import type { BackendChain, EnqueueOptions, TaskBackend } from "@afterward/background-tasks/backend";
  * import assert from "node:assert/strict";
  *
- * async function storeWithRetries(store: () => Promise<void>, options: EnqueueOptions = {}) {
- *   for (;;) {
- *     options.signal?.throwIfAborted();
- *     try {
- *       return await store();
- *     } catch {
- *       await new Promise((resolve) => setTimeout(resolve, 1));
- *     }
- *   }
+ * let reachable = false;
+ * async function write(_chain: BackendChain): Promise<void> {
+ *   if (!reachable) throw new Error("Connection refused");
  * }
- * let calls = 0;
- * await storeWithRetries(async () => {
- *   if (++calls < 3) throw new Error("connection lost");
- * });
- * assert.equal(calls, 3);
+ *
+ * const backend: TaskBackend = {
+ *   accept() {},
+ *   async enqueue(chain: BackendChain, { signal }: EnqueueOptions = {}) {
+ *     while (true) {
+ *       signal?.throwIfAborted();
+ *       try {
+ *         return await write(chain);
+ *       } catch {
+ *         await new Promise((resolve) => setTimeout(resolve, 10));
+ *       }
+ *     }
+ *   },
+ * };
+ *
+ * const chain: BackendChain = { id: "c1", tasks: [], request: undefined, delivered: true };
+ * const deadline = new AbortController();
+ * const lost = backend.enqueue(chain, { signal: deadline.signal });
+ * deadline.abort(new Error("Abandoned at the drain deadline"));
+ * await assert.rejects(lost, { message: "Abandoned at the drain deadline" });
+ *
+ * reachable = true;
+ * await backend.enqueue(chain, { signal: new AbortController().signal });
  * ```
  */
 export interface EnqueueOptions {
-  /** Aborted when the wrapper gives up on the chain: stop trying, and reject. */
+  /**
+   * Gives up on the chain: a backend still trying to store it stops and
+   * rejects with `signal.reason`. A chain whose write was in flight when the
+   * signal aborted may still have been stored.
+   */
   signal?: AbortSignal;
 }

@@ -14,7 +14,11 @@ import { assertSerializable } from "./_serializable.ts";
 import { assertInteger, describe } from "./_util.ts";
 import { runAttempt, workerConfig } from "./_worker.ts";
 import type { RequestSummary } from "./background_tasks.ts";
-import type { BackendChain, BackendTask } from "./backend_chain.ts";
+import type {
+  BackendChain,
+  BackendTask,
+  EnqueueOptions,
+} from "./backend_chain.ts";
 import type { TaskBackend } from "./task_backend.ts";
 import type { WorkerOptions } from "./worker_options.ts";
 
@@ -155,6 +159,11 @@ export interface BullmqBackend extends TaskBackend {
   /**
    * Stores the chains handed over so far, then closes the connections to
    * Redis. Chains handed over after it fail, reported through `onTaskError`.
+   * While Redis is unreachable, it waits until each chain is stored or given
+   * up by the signal its `enqueue()` was given: a chain handed over without
+   * one waits for Redis to come back.
+   *
+   * @returns A promise that resolves once the connections are closed.
    */
   close(): Promise<void>;
 }
@@ -271,6 +280,15 @@ const GROUP_SIZE = 100;
  * task to another once its lock expires (stalled-job recovery): delivery is
  * at least once, and the context's `id` is the same on every delivery.
  *
+ * A chain handed over is never failed for a connection error. While Redis
+ * is unreachable, ioredis holds the transaction until it reconnects; if the
+ * connection drops in the middle of one, the backend stores its chains
+ * again, 100 ms later, doubling up to 5 s between tries, until they are
+ * stored or the signal `enqueue()` was given aborts (the chain then rejects
+ * with the signal's reason). A chain of that transaction with a job already
+ * in Redis was stored (EXEC ran, its answer was lost) and is not added
+ * twice.
+ *
  * Only tasks made by `defineTask` and listed in `tasks` can be added, with
  * arguments that survive JSON: anything else fails at `addTask()` with a
  * `TypeError`.
@@ -305,7 +323,7 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
   const { connection, queue: queueName = "background-tasks" } = options;
   assertConnection(connection, action);
   const { registry } = workerConfig({ tasks: options.tasks }, action);
-  const flows = new FlowProducer({ connection });
+  const flows = new Flows({ connection });
   const queue = new Queue(queueName, { connection });
   // Errors on the connections reach the caller through enqueue(); without a
   // listener, ioredis would print each one.
@@ -314,19 +332,48 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
   // Chains handed over together go in one transaction: ioredis builds a
   // pipeline per call, which cost more than the chain itself.
   // A group is split only for what one chain's data can cause (JSON.stringify
-  // throws a TypeError or a RangeError): a lost connection fails them all.
+  // throws a TypeError or a RangeError). Anything else, such as a connection
+  // cut between MULTI and EXEC (ioredis's AbortError), is not the chains'
+  // fault: the transaction stored nothing (Redis discards one it did not
+  // execute) or, if the connection was lost after EXEC ran, all of it. So the
+  // group is stored again, less the chains whose jobs are in Redis.
   const store = groupCommit<FlowJob>(
-    async (group) => {
-      const added = await flows.addBulk(group);
+    async (group, retrying) => {
+      const flowsToAdd = retrying ? await unstored(group) : group;
+      if (flowsToAdd.length === 0) return;
+      const added = await flows.addBulk(flowsToAdd);
       // A closing FlowProducer returns without storing anything.
-      if (added?.length !== group.length) {
-        throw new Error("BullMQ stored no chain: its connection is closing");
-      }
+      if (added?.length !== flowsToAdd.length) throw new ClosingError();
     },
     GROUP_SIZE,
-    (error) => error instanceof TypeError || error instanceof RangeError,
+    {
+      split: (error) =>
+        error instanceof TypeError || error instanceof RangeError,
+      retry: (error, failures) =>
+        error instanceof ClosingError ? undefined : retryDelay(failures),
+    },
   );
   let closed = false;
+
+  /**
+   * The flows of `group` none of whose jobs is in Redis. A transaction whose
+   * connection was lost after its EXEC ran stored its chains, and workers
+   * may have run and removed their first tasks since: adding such a chain
+   * again would add those tasks anew, to run twice and hold back the next
+   * one. So a chain is added again only if none of its jobs is there (or,
+   * if it already ran to its end, it runs again: delivery is at least once).
+   */
+  async function unstored(group: FlowJob[]): Promise<FlowJob[]> {
+    const client = await flows.client;
+    const found = await Promise.all(group.map((flow) => {
+      const keys: string[] = [];
+      for (let job: FlowJob | undefined = flow; job; job = job.children?.[0]) {
+        keys.push(queue.toKey(job.opts!.jobId!));
+      }
+      return Promise.all(keys.map((key) => client.hexists(key, "name")));
+    }));
+    return group.filter((_, index) => found[index]!.every((n) => n === 0));
+  }
 
   return {
     accept(task: BackendTask): void {
@@ -341,7 +388,17 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
       );
     },
 
-    enqueue(chain: BackendChain): Promise<void> {
+    enqueue(chain: BackendChain, options: EnqueueOptions = {}): Promise<void> {
+      const { signal } = options;
+      if (signal !== undefined && !(signal instanceof AbortSignal)) {
+        return Promise.reject(
+          new TypeError(
+            `Cannot enqueue chain as 'signal' must be an AbortSignal: current value is ${
+              describe(signal)
+            }`,
+          ),
+        );
+      }
       if (closed) {
         return Promise.reject(
           new Error("Cannot enqueue chain as the BullMQ backend is closed"),
@@ -375,7 +432,7 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
           ...(flow === undefined ? {} : { children: [flow] }),
         };
       });
-      return flow === undefined ? Promise.resolve() : store(flow);
+      return flow === undefined ? Promise.resolve() : store(flow, signal);
     },
 
     async failed(): Promise<FailedTask[]> {
@@ -402,10 +459,11 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
     },
 
     async close(): Promise<void> {
-      // The chains handed over so far are stored first; later ones fail.
+      // The chains handed over so far are stored (or given up by their
+      // signal) first; later ones fail.
       closed = true;
       await store.idle();
-      await Promise.all([flows.close(), queue.close()]);
+      await Promise.all([flows.closeNow(), queue.close()]);
     },
   };
 }
@@ -495,6 +553,36 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
   return {
     close: () => worker.close(),
   };
+}
+
+/** A FlowProducer that can close while Redis is unreachable. */
+class Flows extends FlowProducer {
+  /**
+   * Closes the connection without QUIT, which ioredis would queue behind a
+   * transaction still waiting for Redis, one whose chains were all given up
+   * by their signals. Nothing else is in flight once the store is idle.
+   */
+  closeNow(): Promise<void> {
+    this.closing ??= this.connection.close(true);
+    return this.closing;
+  }
+}
+
+/** A FlowProducer closed by `close()` stored nothing. */
+class ClosingError extends Error {
+  constructor() {
+    super("BullMQ stored no chain: its connection is closing");
+  }
+}
+
+/**
+ * Milliseconds before storing a group again after `failures` failed attempts
+ * in a row: 100 ms doubling up to 5 s, less up to half of it at random, so
+ * that the web processes a Redis restart cut off do not all come back at
+ * once.
+ */
+function retryDelay(failures: number): number {
+  return Math.min(5_000, 100 * 2 ** (failures - 1)) * (1 - Math.random() / 2);
 }
 
 function assertConnection(connection: unknown, action: string): void {

@@ -20,9 +20,12 @@ async function hasRedisServer(): Promise<boolean> {
 /** The port of the Redis .ci/run started, if any (an empty value is none). */
 const sharedPort = Deno.env.get("REDIS_PORT") || undefined;
 
+/** Whether redis-server is installed, for the tests that stop their own. */
+export const redisServerInstalled: boolean = await hasRedisServer();
+
 /** Whether the tests can have a Redis. */
 export const redisAvailable: boolean = sharedPort !== undefined ||
-  await hasRedisServer();
+  redisServerInstalled;
 
 if (!redisAvailable && Deno.env.get("REQUIRE_REDIS") === "1") {
   throw new Error("REQUIRE_REDIS=1 but there is no redis-server");
@@ -60,32 +63,108 @@ export async function startRedis(): Promise<TestRedis> {
     }
     return { port, [Symbol.asyncDispose]: async () => {} };
   }
+  return await startRedisServer();
+}
+
+/** A private redis-server that a test can kill and start again. */
+export interface RedisServer extends AsyncDisposable {
+  readonly port: number;
+  /** Kills it with SIGKILL, as a crash would, and waits for it to exit. */
+  kill(): Promise<void>;
+  /** Starts it again on the same port, and waits until it answers. */
+  restart(): Promise<void>;
+}
+
+/**
+ * Starts a redis-server on a free port of 127.0.0.1. With `durable`, it
+ * writes every change to an append-only file before answering, so that what
+ * it acknowledged survives `kill()`.
+ */
+export async function startRedisServer(
+  { durable = false }: { durable?: boolean } = {},
+): Promise<RedisServer> {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = listener.addr;
   listener.close();
-  const child = new Deno.Command("redis-server", {
-    args: [
-      "--port",
-      String(port),
-      "--bind",
-      "127.0.0.1",
-      "--save",
-      "",
-      "--appendonly",
-      "no",
-    ],
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  for (let tries = 0; !(await ping(port)); tries++) {
-    if (tries > 200) throw new Error("redis-server did not start");
-    await new Promise((resolve) => setTimeout(resolve, 25));
+  const dir = durable ? await Deno.makeTempDir() : undefined;
+  let child: Deno.ChildProcess | undefined;
+  async function start(): Promise<void> {
+    child = new Deno.Command("redis-server", {
+      args: [
+        "--port",
+        String(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        ...(dir === undefined
+          ? ["--appendonly", "no"]
+          : ["--appendonly", "yes", "--appendfsync", "always", "--dir", dir]),
+      ],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    for (let tries = 0; !(await ping(port)); tries++) {
+      if (tries > 200) throw new Error("redis-server did not start");
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
   }
+  async function stop(signal: Deno.Signal): Promise<void> {
+    if (child === undefined) return;
+    const stopping = child;
+    child = undefined;
+    stopping.kill(signal);
+    await stopping.status;
+  }
+  await start();
   return {
     port,
+    kill: () => stop("SIGKILL"),
+    restart: start,
     async [Symbol.asyncDispose]() {
-      child.kill("SIGTERM");
-      await child.status;
+      await stop("SIGTERM");
+      if (dir !== undefined) await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+/** A MONITOR connection waiting for a command, closed when disposed. */
+export interface RedisMonitor extends Disposable {
+  /** Resolves as soon as Redis runs the command. */
+  readonly seen: Promise<void>;
+}
+
+/**
+ * Watches Redis, through MONITOR, for a command (such as `multi`), to act at
+ * that moment.
+ */
+export async function monitorRedis(
+  port: number,
+  command: string,
+): Promise<RedisMonitor> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(new TextEncoder().encode("MONITOR\r\n"));
+  const needle = `] "${command.toLowerCase()}"`;
+  const seen = (async () => {
+    const decoder = new TextDecoder();
+    let text = "";
+    for await (const chunk of conn.readable) {
+      text += decoder.decode(chunk, { stream: true }).toLowerCase();
+      if (text.includes(needle)) return;
+      text = text.slice(-needle.length);
+    }
+    throw new Error(`Redis closed the MONITOR connection before "${command}"`);
+  })();
+  // Disposed before the command ran: nobody waits for it any more.
+  seen.catch(() => {});
+  return {
+    seen,
+    [Symbol.dispose]() {
+      try {
+        conn.close();
+      } catch {
+        // Closed already: Redis went away, or the readable ended.
+      }
     },
   };
 }

@@ -8,12 +8,21 @@ import {
   type BackgroundTasks,
   type DefinedTask,
   defineTask,
+  type TaskBackend,
   type TaskInfo,
   withBackgroundTasks,
 } from "../mod.ts";
-import { bullmqBackend, bullmqWorker } from "../bullmq.ts";
+import type { BackendChain } from "../backend.ts";
+import { type BullmqBackend, bullmqBackend, bullmqWorker } from "../bullmq.ts";
 import { callHandler } from "../testing.ts";
-import { redisAvailable, startRedis } from "./_redis.ts";
+import {
+  monitorRedis,
+  redisAvailable,
+  redisServerInstalled,
+  startRedis,
+  startRedisServer,
+} from "./_redis.ts";
+import { startTcpProxy } from "./_tcp_proxy.ts";
 import { addTaskError, hostileValues } from "./_helpers.ts";
 import {
   createAvatar,
@@ -171,6 +180,36 @@ Deno.test({
         assert.equal(thrown.message, message);
       });
     }
+  } finally {
+    await backend.close();
+  }
+});
+
+Deno.test({
+  ...redisTest,
+  name: "bullmqBackend().enqueue() refuses a signal that is not an AbortSignal",
+}, async () => {
+  await using redis = await startRedis();
+  const step = defineTask((_context) => {}, { name: "step" });
+  const backend = bullmqBackend({
+    connection: { port: redis.port },
+    queue: `test-${crypto.randomUUID()}`,
+    tasks: [step],
+  });
+  try {
+    await assert.rejects(
+      backend.enqueue({
+        id: "chain-1",
+        tasks: [],
+        request: undefined,
+        delivered: undefined,
+      }, { signal: "at the deadline" as unknown as AbortSignal }),
+      {
+        name: "TypeError",
+        message:
+          `Cannot enqueue chain as 'signal' must be an AbortSignal: current value is "at the deadline"`,
+      },
+    );
   } finally {
     await backend.close();
   }
@@ -343,6 +382,361 @@ Deno.test({
     await worker.close();
     await backend.close();
   }
+});
+
+// Tests that kill and restart a redis-server of their own.
+const ownRedisTest = { ...redisTest, ignore: !redisServerInstalled };
+
+/**
+ * Rejects if `promise` has not settled within `ms`: a bound on "did not wait
+ * for Redis", so that a hang fails the test instead of stalling it.
+ */
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`${what} did not settle within ${ms} ms`)),
+        ms,
+      );
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqBackend() stores a chain once when its connection is cut between MULTI and EXEC",
+}, async () => {
+  await using redis = await startRedis();
+  await using proxy = startTcpProxy(redis.port);
+  const queueName = `test-${crypto.randomUUID()}`;
+  const ran: number[] = [];
+  const last = Promise.withResolvers<void>();
+  const step = defineTask((_context, index: number) => {
+    ran.push(index);
+    if (index === 2) last.resolve();
+  }, { name: "step" });
+  // Through the proxy, which cuts the first transaction before its EXEC.
+  const backend = bullmqBackend({
+    connection: { host: "127.0.0.1", port: proxy.port },
+    queue: queueName,
+    tasks: [step],
+  });
+  const queue = new Queue(queueName, { connection: { port: redis.port } });
+  const errors: unknown[] = [];
+  const handler = withBackgroundTasks((_request, _info, tasks) => {
+    tasks.addTask(step, 0);
+    tasks.addTask(step, 1);
+    tasks.addTask(step, 2);
+    return new Response("ok");
+  }, { backend, onTaskError: (error) => void errors.push(error) });
+  try {
+    await (await callHandler(handler, "/")).tasks;
+    assert.equal(proxy.cuts, 1);
+    // Messages only: an AbortError carries the transaction's commands.
+    assert.deepEqual(errors.map(String), []);
+    assert.deepEqual([handler.stats.enqueued, handler.stats.failed], [3, 0]);
+    const jobs = await queue.getJobs(["wait", "waiting-children"]);
+    const chain = (jobs[0]?.data as { chain: string }).chain;
+    assert.deepEqual(jobs.map((job) => job.id).sort(), [
+      `${chain}.0`,
+      `${chain}.1`,
+      `${chain}.2`,
+    ]);
+    assert.deepEqual(
+      await queue.getJobCounts("wait", "waiting-children"),
+      { wait: 1, "waiting-children": 2 },
+    );
+    const worker = bullmqWorker({
+      connection: { port: redis.port },
+      queue: queueName,
+      tasks: [step],
+    });
+    await last.promise;
+    await worker.close();
+    assert.deepEqual(ran, [0, 1, 2]);
+  } finally {
+    await queue.obliterate({ force: true });
+    await queue.close();
+    await backend.close();
+  }
+});
+
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqBackend() adds a chain again whose EXEC ran but whose answer was lost, without running a task twice",
+}, async () => {
+  await using redis = await startRedis();
+  const connection = { host: "127.0.0.1", port: redis.port };
+  const queueName = `test-${crypto.randomUUID()}`;
+  // The proxy lets the transaction run, keeps its answer back until the
+  // first task has run (and BullMQ removed it), then cuts the connection.
+  const firstRan = Promise.withResolvers<void>();
+  const secondStarted = Promise.withResolvers<void>();
+  const secondMayEnd = Promise.withResolvers<void>();
+  await using proxy = startTcpProxy(redis.port, {
+    cut: "exec-reply",
+    hold: secondStarted.promise,
+  });
+  const ran: string[] = [];
+  const last = Promise.withResolvers<void>();
+  const step = defineTask(async ({ id }, index: number) => {
+    ran.push(id.slice(id.lastIndexOf(":")));
+    if (index === 1) {
+      secondStarted.resolve();
+      await secondMayEnd.promise;
+    }
+    if (index === 2) last.resolve();
+  }, { name: "step" });
+  const backend = bullmqBackend({
+    connection: { host: "127.0.0.1", port: proxy.port },
+    queue: queueName,
+    tasks: [step],
+  });
+  const worker = bullmqWorker({
+    connection,
+    queue: queueName,
+    tasks: [step],
+    onTaskEnd: ({ index }) => {
+      if (index === 0) firstRan.resolve();
+    },
+  });
+  const errors: unknown[] = [];
+  const handler = withBackgroundTasks((_request, _info, tasks) => {
+    tasks.addTask(step, 0);
+    tasks.addTask(step, 1);
+    tasks.addTask(step, 2);
+    return new Response("ok");
+  }, { backend, onTaskError: (error) => void errors.push(error) });
+  try {
+    const call = await callHandler(handler, "/");
+    await firstRan.promise;
+    // Stored, its answer lost, then stored again: the chain is safe.
+    await call.tasks;
+    assert.equal(proxy.cuts, 1);
+    secondMayEnd.resolve();
+    await last.promise;
+    assert.deepEqual(ran, [":0", ":1", ":2"]);
+    assert.deepEqual(errors.map(String), []);
+    assert.deepEqual([handler.stats.enqueued, handler.stats.failed], [3, 0]);
+    await worker.close();
+    assert.deepEqual(await backend.failed(), []);
+    assert.deepEqual(
+      await new Queue(queueName, { connection }).getJobCounts(
+        "wait",
+        "waiting-children",
+        "active",
+        "failed",
+      ),
+      { wait: 0, "waiting-children": 0, active: 0, failed: 0 },
+    );
+  } finally {
+    secondMayEnd.resolve();
+    await worker.close();
+    await backend.close();
+  }
+});
+
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqBackend() adds a chain whose jobs are all in Redis already without a second copy or an error",
+}, async () => {
+  // What a chain stored twice finds (ioredis sends a transaction again by
+  // itself when its connection closed before any answer came back).
+  await using redis = await startRedis();
+  const connection = { host: "127.0.0.1", port: redis.port };
+  const queueName = `test-${crypto.randomUUID()}`;
+  const step = defineTask((_context, _index: number) => {}, { name: "step" });
+  const backend = bullmqBackend({
+    connection,
+    queue: queueName,
+    tasks: [step],
+  });
+  const queue = new Queue(queueName, { connection });
+  const chain: BackendChain = {
+    id: "chain-1",
+    tasks: [0, 1, 2].map((index) => ({
+      name: step.name,
+      args: [index],
+      timeout: undefined,
+      retry: undefined,
+      task: step as DefinedTask,
+    })),
+    request: undefined,
+    delivered: undefined,
+  };
+  try {
+    await backend.enqueue(chain);
+    await backend.enqueue(chain);
+    const jobs = await queue.getJobs(["wait", "waiting-children"]);
+    assert.deepEqual(
+      jobs.map((job) => [job.id, job.data.args]).sort(),
+      [["chain-1.0", [0]], ["chain-1.1", [1]], ["chain-1.2", [2]]],
+    );
+  } finally {
+    await queue.obliterate({ force: true });
+    await queue.close();
+    await backend.close();
+  }
+});
+
+Deno.test({
+  ...ownRedisTest,
+  name:
+    "bullmqBackend() stores the chains a Redis crash cut off, and those handed over while it was down, once it is back",
+}, async () => {
+  // Durable, so that what Redis acknowledged before the crash is counted.
+  await using redis = await startRedisServer({ durable: true });
+  const connection = { host: "127.0.0.1", port: redis.port };
+  const queueName = `test-${crypto.randomUUID()}`;
+  const step = defineTask((_context, _index: number, _padding: string) => {}, {
+    name: "step",
+  });
+  const backend = bullmqBackend({
+    connection,
+    queue: queueName,
+    tasks: [step],
+  });
+  // Which transactions the crash cut: the test means nothing without one.
+  const cut: unknown[] = [];
+  const addBulk = FlowProducer.prototype.addBulk;
+  const spy = mock.method(
+    FlowProducer.prototype,
+    "addBulk",
+    function (this: FlowProducer, flows: Parameters<typeof addBulk>[0]) {
+      return addBulk.call(this, flows).catch((error) => {
+        cut.push(error);
+        throw error;
+      });
+    },
+  );
+  const handedOver: string[] = [];
+  let onHandedOver = () => {};
+  const counting: TaskBackend = {
+    accept: (task, chain) => backend.accept(task, chain),
+    enqueue(chain: BackendChain, options) {
+      handedOver.push(chain.id);
+      onHandedOver();
+      return backend.enqueue(chain, options);
+    },
+  };
+  // About 3 MB a transaction of 100 chains: Redis reads it in many turns,
+  // and the crash comes in the middle.
+  const padding = "p".repeat(10_000);
+  const errors: unknown[] = [];
+  const handler = withBackgroundTasks((_request, _info, tasks) => {
+    for (let index = 0; index < 3; index++) {
+      tasks.addTask(step, index, padding);
+    }
+    return new Response("ok");
+  }, { backend: counting, onTaskError: (error) => void errors.push(error) });
+  const queue = new Queue(queueName, { connection });
+  try {
+    await (await callHandler(handler, "/before")).tasks;
+    // The responses wait for their chains to be stored, so they are awaited
+    // only once Redis is back.
+    const calls: Promise<unknown>[] = [];
+    {
+      using monitor = await monitorRedis(redis.port, "multi");
+      const crashed = monitor.seen.then(() => redis.kill());
+      for (let i = 0; i < 100; i++) calls.push(callHandler(handler, `/${i}`));
+      await crashed;
+    }
+    const down = Promise.withResolvers<void>();
+    onHandedOver = () => {
+      if (handedOver.length === 121) down.resolve();
+    };
+    for (let i = 0; i < 20; i++) {
+      calls.push(callHandler(handler, `/down/${i}`));
+    }
+    await down.promise;
+    await redis.restart();
+    await Promise.all(calls);
+    await handler.drain();
+
+    assert.ok(
+      cut.some((error) => (error as Error).name === "AbortError"),
+      `the crash cut no transaction: ${cut.map(String)}`,
+    );
+    // Messages only: an AbortError carries the transaction's commands.
+    assert.deepEqual(errors.map(String), []);
+    assert.deepEqual([handler.stats.enqueued, handler.stats.failed], [363, 0]);
+    const jobs = await queue.getJobs(["wait", "waiting-children"]);
+    assert.deepEqual(
+      jobs.map((job) => job.id).sort(),
+      handedOver.flatMap((id) => [`${id}.0`, `${id}.1`, `${id}.2`]).sort(),
+    );
+  } finally {
+    spy.mock.restore();
+    await queue.close();
+    await backend.close();
+  }
+});
+
+Deno.test({
+  ...ownRedisTest,
+  name:
+    "bullmqBackend() gives up a chain whose signal aborts while Redis is unreachable, and close() returns",
+}, async (t) => {
+  const step = defineTask((_context) => {}, { name: "step" });
+  const chain = (id: string): BackendChain => ({
+    id,
+    tasks: [{
+      name: step.name,
+      args: [],
+      timeout: undefined,
+      retry: undefined,
+      task: step as DefinedTask,
+    }],
+    request: undefined,
+    delivered: undefined,
+  });
+  /**
+   * Hands a chain over with a signal, closes the backend, and aborts the
+   * signal: the chain must reject with its reason, and close() return.
+   */
+  async function abortWhileUnreachable(backend: BullmqBackend): Promise<void> {
+    const deadline = new AbortController();
+    const enqueued = backend.enqueue(chain("lost"), {
+      signal: deadline.signal,
+    });
+    const closed = backend.close();
+    const reason = new Error("Abandoned at the drain deadline");
+    deadline.abort(reason);
+    await within(
+      assert.rejects(enqueued, (error) => error === reason),
+      20_000,
+      "enqueue()",
+    );
+    await within(closed, 20_000, "close()");
+  }
+
+  await t.step("Redis went away after the backend connected", async () => {
+    await using redis = await startRedisServer();
+    const backend = bullmqBackend({
+      connection: { host: "127.0.0.1", port: redis.port },
+      queue: `test-${crypto.randomUUID()}`,
+      tasks: [step],
+    });
+    await backend.enqueue(chain("before"));
+    await redis.kill();
+    await abortWhileUnreachable(backend);
+  });
+
+  await t.step("Redis was never there", async () => {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const { port } = listener.addr;
+    listener.close();
+    await abortWhileUnreachable(bullmqBackend({
+      connection: { host: "127.0.0.1", port },
+      queue: `test-${crypto.randomUUID()}`,
+      tasks: [step],
+    }));
+  });
 });
 
 /**

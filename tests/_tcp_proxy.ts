@@ -1,0 +1,252 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+// A TCP proxy in front of Redis that cuts the first transaction it sees, on
+// the first connection that sends MULTI, in one of two places:
+//
+// - "before-exec": it forwards the commands up to, not including, their EXEC,
+//   lets Redis's answers to them through (so that the client has seen the
+//   transaction begin), then closes both sockets. Redis discards a
+//   transaction whose connection closes before EXEC.
+// - "exec-reply": it forwards EXEC too, so Redis runs the transaction, but
+//   closes both sockets before EXEC's answer reaches the client.
+//
+// Later connections, and that one's bytes before MULTI, are forwarded as
+// they are.
+
+/** A running proxy, closed with its connections when disposed. */
+export interface TcpProxy extends AsyncDisposable {
+  /** The port it listens on, on 127.0.0.1. */
+  readonly port: number;
+  /** How many transactions it cut before their EXEC. */
+  readonly cuts: number;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const QUEUED = encoder.encode("+QUEUED\r\n");
+
+/**
+ * Where the RESP command starting at `start` ends, and its name, or
+ * undefined if `buffer` does not hold all of it yet. Clients send commands
+ * as arrays of bulk strings.
+ */
+function parseCommand(
+  buffer: Uint8Array,
+  start: number,
+): { end: number; name: string } | undefined {
+  function line(from: number): { text: string; next: number } | undefined {
+    for (let i = from; i + 1 < buffer.length; i++) {
+      if (buffer[i] === 13 && buffer[i + 1] === 10) {
+        return { text: decoder.decode(buffer.subarray(from, i)), next: i + 2 };
+      }
+    }
+    return undefined;
+  }
+  const header = line(start);
+  if (header === undefined) return undefined;
+  if (!header.text.startsWith("*")) {
+    throw new Error(`Unexpected RESP from the client: ${header.text}`);
+  }
+  let position = header.next;
+  let name = "";
+  for (let i = 0; i < Number(header.text.slice(1)); i++) {
+    const size = line(position);
+    if (size === undefined) return undefined;
+    const length = Number(size.text.slice(1));
+    const end = size.next + length + 2;
+    if (end > buffer.length) return undefined;
+    if (i === 0) {
+      name = decoder
+        .decode(buffer.subarray(size.next, size.next + length))
+        .toUpperCase();
+    }
+    position = end;
+  }
+  return { end: position, name };
+}
+
+/** Where each occurrence of `needle` in `haystack` ends. */
+function ends(haystack: Uint8Array, needle: Uint8Array): number[] {
+  const found: number[] = [];
+  outer: for (let i = 0; i + needle.length <= haystack.length; i++) {
+    for (let j = 0; j < needle.length; j++) {
+      if (haystack[i + j] !== needle[j]) continue outer;
+    }
+    found.push(i + needle.length);
+  }
+  return found;
+}
+
+/** Options for {@linkcode startTcpProxy}. */
+export interface TcpProxyOptions {
+  /** Where to cut the first transaction. */
+  cut?: "before-exec" | "exec-reply";
+  /** Resolves when the cut may happen: until then, the connection hangs. */
+  hold?: Promise<void>;
+}
+
+/** Starts a proxy on a free port of 127.0.0.1 that forwards to `target`. */
+export function startTcpProxy(
+  target: number,
+  { cut = "before-exec", hold = Promise.resolve() }: TcpProxyOptions = {},
+): TcpProxy {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const sockets = new Set<Deno.Conn>();
+  const pumps: Promise<void>[] = [];
+  let armed = true;
+  let cuts = 0;
+
+  function closeQuietly(conn: Deno.Conn): void {
+    if (!sockets.delete(conn)) return;
+    try {
+      conn.close();
+    } catch {
+      // Already closed.
+    }
+  }
+
+  async function proxy(client: Deno.Conn): Promise<void> {
+    let server: Deno.Conn;
+    try {
+      server = await Deno.connect({ hostname: "127.0.0.1", port: target });
+    } catch {
+      closeQuietly(client);
+      return;
+    }
+    sockets.add(server);
+    // Set once this connection sent MULTI: how many commands Redis must
+    // answer QUEUED to, how many it did, and whether EXEC was seen.
+    let cutting:
+      | {
+        commands: number;
+        queued: number;
+        exec: boolean;
+        answered: boolean;
+        done: boolean;
+      }
+      | undefined;
+    const closeBoth = () => {
+      closeQuietly(client);
+      closeQuietly(server);
+    };
+    /** Cuts the transaction once Redis has queued all of its commands. */
+    async function cutIfQueued(): Promise<boolean> {
+      if (!cutting?.exec || cutting.queued < cutting.commands) return false;
+      // Cut after EXEC only once Redis has answered it: it has run.
+      if (cut === "exec-reply" && !cutting.answered) return false;
+      if (cutting.done) return true;
+      cutting.done = true;
+      await hold;
+      cuts++;
+      closeBoth();
+      return true;
+    }
+
+    async function upstream(): Promise<void> {
+      let pending = new Uint8Array(0);
+      const chunk = new Uint8Array(64 * 1024);
+      while (true) {
+        const read = await client.read(chunk);
+        if (read === null) break;
+        if (!armed && cutting === undefined) {
+          await server.write(chunk.subarray(0, read));
+          continue;
+        }
+        const joined = new Uint8Array(pending.length + read);
+        joined.set(pending);
+        joined.set(chunk.subarray(0, read), pending.length);
+        let position = 0;
+        while (position < joined.length) {
+          const command = parseCommand(joined, position);
+          if (command === undefined) break;
+          if (cutting !== undefined && command.name === "EXEC") {
+            cutting.exec = true;
+            if (cut === "before-exec") {
+              await server.write(joined.subarray(0, position));
+              await cutIfQueued();
+              return;
+            }
+          } else if (cutting !== undefined) {
+            cutting.commands++;
+          } else if (armed && command.name === "MULTI") {
+            armed = false;
+            cutting = {
+              commands: 0,
+              queued: 0,
+              exec: false,
+              answered: false,
+              done: false,
+            };
+          }
+          position = command.end;
+        }
+        await server.write(joined.subarray(0, position));
+        pending = joined.slice(position);
+      }
+      closeBoth();
+    }
+
+    async function downstream(): Promise<void> {
+      const chunk = new Uint8Array(64 * 1024);
+      // The end of the previous chunk, for an answer split across two.
+      let tail = new Uint8Array(0);
+      while (true) {
+        const read = await server.read(chunk);
+        if (read === null) break;
+        if (cutting === undefined) {
+          await client.write(chunk.subarray(0, read));
+          continue;
+        }
+        const joined = new Uint8Array(tail.length + read);
+        joined.set(tail);
+        joined.set(chunk.subarray(0, read), tail.length);
+        // Where each QUEUED ends in this chunk.
+        const queued = ends(joined, QUEUED).map((end) => end - tail.length);
+        tail = joined.slice(Math.max(0, joined.length - QUEUED.length + 1));
+        let forward = read;
+        if (cut === "exec-reply" && cutting.exec) {
+          // What follows the last QUEUED is EXEC's answer: keep it back.
+          const missing = cutting.commands - cutting.queued;
+          if (missing <= 0) forward = 0;
+          else if (missing <= queued.length) forward = queued[missing - 1]!;
+          cutting.answered = forward < read;
+        }
+        cutting.queued += queued.length;
+        await client.write(chunk.subarray(0, forward));
+        if (await cutIfQueued()) return;
+      }
+      closeBoth();
+    }
+
+    const ignore = () => {};
+    await Promise.all([
+      upstream().catch(ignore),
+      downstream().catch(ignore),
+    ]);
+    closeBoth();
+  }
+
+  const accepting = (async () => {
+    try {
+      for await (const client of listener) {
+        sockets.add(client);
+        pumps.push(proxy(client));
+      }
+    } catch {
+      // The listener was closed.
+    }
+  })();
+
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    get cuts() {
+      return cuts;
+    },
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await accepting;
+      for (const socket of [...sockets]) closeQuietly(socket);
+      await Promise.all(pumps);
+    },
+  };
+}
