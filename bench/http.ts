@@ -22,6 +22,9 @@
  *   deno task bench:http
  *    deno run --allow-run --allow-read --allow-net=127.0.0.1 --allow-write=bench/results bench/http.ts --rounds 5 --duration 10
  *
+ * `--compare DIR` also runs each Deno variant from the checkout in `DIR` (an
+ * older commit in a git worktree), in the same rounds, as `old: <variant>`.
+ *
  * `wrk` is installed with apt-get when it is missing and we are root.
  *
  * @module
@@ -44,6 +47,7 @@ const { values } = parseArgs({
     variants: { type: "string" },
     fastapi: { type: "boolean", default: true },
     backends: { type: "boolean", default: false },
+    compare: { type: "string" },
     out: { type: "string", default: "bench/results/latest.json" },
   },
   allowNegative: true,
@@ -149,12 +153,27 @@ if (values.fastapi) {
   }
 }
 
+// With --compare, each Deno variant runs from another checkout too (an
+// older commit in a worktree, say), in the same rounds, named "old: ...".
+const compareDir = values.compare;
+const old = (variant: Variant): Variant => ({
+  ...variant,
+  name: `old: ${variant.name}`,
+  baseline: `old: ${variant.baseline}`,
+  command: variant.command.map((part) =>
+    part === serverScript ? `${compareDir}/bench/http_server.ts` : part
+  ),
+});
 const selected = values.variants?.split(";");
-const variants = [...denoVariants.map(deno), ...fastapi].filter((variant) =>
+const chosen = [...denoVariants.map(deno), ...fastapi].filter((variant) =>
   selected === undefined
     ? !variant.name.startsWith("diag:")
     : selected.includes(variant.name) || variant.name === variant.baseline
 );
+const variants = compareDir === undefined ? chosen : [
+  ...chosen,
+  ...chosen.filter((variant) => variant.control).map(old),
+];
 
 const cores = navigator.hardwareConcurrency;
 const pinned = cores >= 2 && (await run(["taskset", "-V"])).code === 0;

@@ -228,8 +228,8 @@ export function assertOptions(
 /**
  * The option `key` most likely meant: the shortest whose letters contain
  * its letters in order (a dropped letter, an old shorter name such as
- * `signals` for `shutdownSignals`), else the closest in spelling, if any is
- * close enough.
+ * `signals` for `shutdownSignals`), else the longest whose letters it
+ * contains, else the closest in spelling, if any is close enough.
  */
 function closestOf(key: string, known: readonly string[]): string | undefined {
   const lower = key.toLowerCase();
@@ -238,6 +238,13 @@ function closestOf(key: string, known: readonly string[]): string | undefined {
       .filter((option) => isSubsequence(lower, option.toLowerCase()))
       .sort((a, b) => a.length - b.length);
     if (containing[0] !== undefined) return containing[0];
+    // Or one that the key spells out with more around it ('queueName').
+    const contained = known
+      .filter((option) =>
+        option.length >= 4 && isSubsequence(option.toLowerCase(), lower)
+      )
+      .sort((a, b) => b.length - a.length);
+    if (contained[0] !== undefined) return contained[0];
   }
   let best: string | undefined;
   let bestDistance = Infinity;

@@ -11,7 +11,8 @@ import { errorText } from "./_error_text.ts";
 import { backoff } from "./_execute.ts";
 import { groupCommit } from "./_group_commit.ts";
 import { assertSerializable } from "./_serializable.ts";
-import { assertInteger, describe } from "./_util.ts";
+import { RUN_OPTIONS } from "./_options.ts";
+import { assertInteger, assertOptions, describe } from "./_util.ts";
 import { runAttempt, workerConfig } from "./_worker.ts";
 import type { RequestSummary } from "./background_tasks.ts";
 import type {
@@ -320,8 +321,10 @@ const GROUP_SIZE = 100;
  */
 export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
   const action = "Cannot create BullMQ backend";
+  assertOptions(options, ["connection", "tasks", "queue"], action);
   const { connection, queue: queueName = "background-tasks" } = options;
   assertConnection(connection, action);
+  assertQueueName(queueName, action);
   const { registry } = workerConfig({ tasks: options.tasks }, action);
   const flows = new Flows({ connection });
   const queue = new Queue(queueName, { connection });
@@ -495,6 +498,15 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
  */
 export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
   const action = "Cannot start BullMQ worker";
+  assertOptions(options, [
+    ...RUN_OPTIONS,
+    "tasks",
+    "connection",
+    "queue",
+    "concurrency",
+    "lockDuration",
+    "stalledInterval",
+  ], action);
   const {
     connection,
     queue: queueName = "background-tasks",
@@ -503,6 +515,7 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
     stalledInterval = 30_000,
   } = options;
   assertConnection(connection, action);
+  assertQueueName(queueName, action);
   assertInteger(concurrency, "concurrency", action, 1);
   assertInteger(lockDuration, "lockDuration", action, 1);
   assertInteger(stalledInterval, "stalledInterval", action, 1);
@@ -583,6 +596,16 @@ class ClosingError extends Error {
  */
 function retryDelay(failures: number): number {
   return Math.min(5_000, 100 * 2 ** (failures - 1)) * (1 - Math.random() / 2);
+}
+
+function assertQueueName(name: unknown, action: string): void {
+  if (typeof name !== "string" || name === "") {
+    throw new TypeError(
+      `${action} as 'queue' must be a non-empty string: current value is ${
+        describe(name)
+      }`,
+    );
+  }
 }
 
 function assertConnection(connection: unknown, action: string): void {

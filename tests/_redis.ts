@@ -31,6 +31,18 @@ if (!redisAvailable && Deno.env.get("REQUIRE_REDIS") === "1") {
   throw new Error("REQUIRE_REDIS=1 but there is no redis-server");
 }
 
+// Said once per run (this module is evaluated once), so that skipped tests
+// are never mistaken for passing ones.
+if (!redisAvailable) {
+  console.error(
+    "Skipping the BullMQ backend's tests (shown as ignored): there is no redis-server on the PATH and REDIS_PORT is not set. To run them, install redis-server (apt-get install redis-server, or brew install redis), or set REDIS_PORT to the port of a Redis you started, and run deno task test again.",
+  );
+} else if (!redisServerInstalled) {
+  console.error(
+    "Skipping the BullMQ tests that stop and restart a Redis of their own (shown as ignored): they need redis-server on the PATH, and only REDIS_PORT is set. Install redis-server to run them.",
+  );
+}
+
 /** A Redis for one test, stopped when disposed if the test started it. */
 export interface TestRedis extends AsyncDisposable {
   port: number;

@@ -13,7 +13,13 @@ import {
   withBackgroundTasks,
 } from "../mod.ts";
 import type { BackendChain } from "../backend.ts";
-import { type BullmqBackend, bullmqBackend, bullmqWorker } from "../bullmq.ts";
+import {
+  type BullmqBackend,
+  bullmqBackend,
+  type BullmqBackendOptions,
+  bullmqWorker,
+  type BullmqWorkerOptions,
+} from "../bullmq.ts";
 import { callHandler } from "../testing.ts";
 import {
   monitorRedis,
@@ -243,6 +249,34 @@ Deno.test("bullmqBackend() and bullmqWorker() reject options of the wrong type",
       () => bullmqWorker({ connection: {}, tasks: [task], concurrency: 0 }),
       "RangeError",
       "Cannot start BullMQ worker as 'concurrency' must be an integer >= 1: current value is 0",
+    ],
+    [
+      "a misspelt backend option",
+      () =>
+        bullmqBackend({
+          connection: {},
+          tasks: [task],
+          queueName: "emails",
+        } as unknown as BullmqBackendOptions),
+      "TypeError",
+      "Cannot create BullMQ backend as 'queueName' is not one of its options: did you mean 'queue'?",
+    ],
+    [
+      "a misspelt worker option",
+      () =>
+        bullmqWorker({
+          connection: {},
+          tasks: [task],
+          concurency: 2,
+        } as unknown as BullmqWorkerOptions),
+      "TypeError",
+      "Cannot start BullMQ worker as 'concurency' is not one of its options: did you mean 'concurrency'?",
+    ],
+    [
+      "an empty queue name",
+      () => bullmqWorker({ connection: {}, tasks: [task], queue: "" }),
+      "TypeError",
+      `Cannot start BullMQ worker as 'queue' must be a non-empty string: current value is ""`,
     ],
   ];
   for (const [name, call, errorName, message] of table) {

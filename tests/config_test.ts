@@ -35,3 +35,29 @@ Deno.test("deno.json loads no lockfile unless asked, so a run that needs no npm 
     if (usesNpm) assert.match(task, /--lock=deno\.lock/, name);
   }
 });
+
+Deno.test("without Redis, the test run says once which tests it skips and how to run them", async () => {
+  const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      "--config=deno.test.json",
+      `await import(${
+        JSON.stringify(new URL("./_redis.ts", import.meta.url).href)
+      }); await import(${
+        JSON.stringify(new URL("./_redis.ts", import.meta.url).href)
+      });`,
+    ],
+    cwd: new URL("..", import.meta.url),
+    // A PATH without redis-server, and no REDIS_PORT.
+    env: { PATH: "/nonexistent", NO_COLOR: "1" },
+    clearEnv: true,
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(stderr);
+  assert.equal(code, 0, text);
+  assert.equal(text.match(/Skipping/g)?.length, 1, text);
+  assert.match(
+    text,
+    /Skipping the BullMQ backend's tests .*install redis-server.*REDIS_PORT/,
+  );
+});
