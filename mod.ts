@@ -80,4 +80,6 @@ export * from "./src/log_task_error.ts";
 export * from "./src/queue_full_error.ts";
 export * from "./src/serve.ts";
 export * from "./src/task_backend.ts";
+export * from "./src/task_controls.ts";
+export * from "./src/task_info.ts";
 export * from "./src/with_background_tasks.ts";

@@ -1,11 +1,12 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import type { BackgroundTasks } from "./background_tasks.ts";
-
-/** What the wrappers need of `AsyncLocalStorage`. */
+/**
+ * What the wrappers need of `AsyncLocalStorage`: it stores a request's
+ * `BackgroundTasks`, seen here as an object.
+ */
 export interface TaskStorage {
-  run<R>(tasks: BackgroundTasks, fn: () => R): R;
-  getStore(): BackgroundTasks | undefined;
+  run<R>(tasks: object, fn: () => R): R;
+  getStore(): object | undefined;
 }
 
 /**

@@ -1,10 +1,6 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import type {
-  BackgroundTasks,
-  RequestSummary,
-  TaskResult,
-} from "./background_tasks.ts";
+import type { RequestSummary, TaskResult } from "./task_info.ts";
 import type { DefinedTask } from "./define_task.ts";
 import { functionName } from "./_util.ts";
 
@@ -82,8 +78,11 @@ export class Chain {
   position = 0;
   /** Set by a wrapper right after creating the tasks, before its handler runs. */
   owner: ChainOwner | undefined = undefined;
-  /** The public face a wrapper handed out, for ambient access while the chain runs. */
-  facade: BackgroundTasks | undefined = undefined;
+  /**
+   * The public face a wrapper handed out (a `BackgroundTasks`), for ambient
+   * access while the chain runs.
+   */
+  facade: object | undefined = undefined;
   /** Set once the chain starts running. */
   results: Promise<TaskResult[]> | undefined = undefined;
   /**
@@ -187,7 +186,7 @@ export class Chain {
  * as the class can be constructed: whoever holds a `BackgroundTasks` can use it.
  */
 export const internals = {} as {
-  chainOf(tasks: BackgroundTasks): Chain;
+  chainOf(tasks: object): Chain;
   /**
    * Told about each chain a wrapper creates, while set: how the testing
    * helper finds the chain of the request it makes.

@@ -1,6 +1,6 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import type { TaskInfo } from "./background_tasks.ts";
+import type { TaskInfo } from "./task_info.ts";
 
 /** Names a task for a log line: `"name" at index N of METHOD /path`. */
 export function describeTask(info: TaskInfo): string {

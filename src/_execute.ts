@@ -1,12 +1,8 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 import { type Chain, nameOf, type Task } from "./_chain.ts";
-import type {
-  TaskEndEvent,
-  TaskErrorHandler,
-  TaskInfo,
-  TaskResult,
-} from "./background_tasks.ts";
+import type { ExecutionConfig } from "./_options.ts";
+import type { TaskErrorHandler, TaskInfo, TaskResult } from "./task_info.ts";
 import {
   type RetryPolicy,
   type TaskContext,
@@ -33,15 +29,6 @@ const TASKS_PER_TURN = 64;
 /** Resolves on a later turn of the event loop. */
 function nextTurn(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
-}
-
-/** How tasks are executed and reported: the same for a runner and for `run()`. */
-export interface ExecutionConfig {
-  readonly onTaskError: TaskErrorHandler;
-  readonly onTaskStart: ((event: TaskInfo) => unknown) | undefined;
-  readonly onTaskEnd: ((event: TaskEndEvent) => unknown) | undefined;
-  /** Milliseconds an attempt may take when its task sets no timeout of its own. */
-  readonly timeout: number | undefined;
 }
 
 /**

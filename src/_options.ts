@@ -1,9 +1,12 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import { ambientStorage } from "./_ambient.ts";
-import type { ExecutionConfig } from "./_execute.ts";
-import type { RunnerConfig } from "./_runner.ts";
-import type { RunOptions } from "./background_tasks.ts";
+import { ambientStorage, type TaskStorage } from "./_ambient.ts";
+import type {
+  RunOptions,
+  TaskEndEvent,
+  TaskErrorHandler,
+  TaskInfo,
+} from "./task_info.ts";
 import { logTaskError } from "./log_task_error.ts";
 import type { TaskBackend } from "./task_backend.ts";
 import {
@@ -15,7 +18,31 @@ import {
   describe,
   MAX_TIMER_DELAY,
 } from "./_util.ts";
-import type { WithBackgroundTasksOptions } from "./with_background_tasks.ts";
+import type { WithBackgroundTasksOptions } from "./task_controls.ts";
+
+/** How tasks are executed and reported: the same for a runner and for `run()`. */
+export interface ExecutionConfig {
+  readonly onTaskError: TaskErrorHandler;
+  readonly onTaskStart: ((event: TaskInfo) => unknown) | undefined;
+  readonly onTaskEnd: ((event: TaskEndEvent) => unknown) | undefined;
+  /** Milliseconds an attempt may take when its task sets no timeout of its own. */
+  readonly timeout: number | undefined;
+}
+
+/** A runner's options, validated and with defaults applied. */
+export interface RunnerConfig extends ExecutionConfig {
+  readonly skipUndelivered: boolean;
+  /** How many chains may run at once; `Infinity` for no limit. */
+  readonly concurrency: number;
+  /** How many tasks may be pending; `Infinity` for no limit. */
+  readonly maxPending: number;
+  /** Set with `ambient: true`: chains run in their request's context. */
+  readonly storage: TaskStorage | undefined;
+  /** Where chains go instead of running here, if anywhere. */
+  readonly backend: TaskBackend | undefined;
+  /** Whether the backend stores a chain before its response goes out. */
+  readonly storeFirst: boolean;
+}
 
 /** The keys of `RunOptions`. */
 export const RUN_OPTIONS: readonly string[] = [

@@ -1,141 +1,14 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import type { TaskStorage } from "./_ambient.ts";
 import type { BackendTask } from "./backend_chain.ts";
 import type { TaskBackend } from "./task_backend.ts";
 import type { DefinedTask } from "./define_task.ts";
 import { Chain, type ChainOwner, nameOf, type Task } from "./_chain.ts";
-import {
-  abandonChain,
-  type ExecutionConfig,
-  reportFailure,
-  startChain,
-} from "./_execute.ts";
+import { abandonChain, reportFailure, startChain } from "./_execute.ts";
+import type { RunnerConfig } from "./_options.ts";
+import type { DrainOptions, DrainResult, TaskStats } from "./task_controls.ts";
 import { QueueFullError } from "./queue_full_error.ts";
 import { isThenable, MAX_TIMER_DELAY, toPromise } from "./_util.ts";
-
-/** A runner's options, validated and with defaults applied. */
-export interface RunnerConfig extends ExecutionConfig {
-  readonly skipUndelivered: boolean;
-  /** How many chains may run at once; `Infinity` for no limit. */
-  readonly concurrency: number;
-  /** How many tasks may be pending; `Infinity` for no limit. */
-  readonly maxPending: number;
-  /** Set with `ambient: true`: chains run in their request's context. */
-  readonly storage: TaskStorage | undefined;
-  /** Where chains go instead of running here, if anywhere. */
-  readonly backend: TaskBackend | undefined;
-  /** Whether the backend stores a chain before its response goes out. */
-  readonly storeFirst: boolean;
-}
-
-/**
- * A snapshot of a runner's work, from {@linkcode DrainableHandler.stats}.
- *
- * @example Expose the stats as metrics
- * ```ts
- * import { withBackgroundTasks } from "@afterward/background-tasks";
- * import { callHandler } from "@afterward/background-tasks/testing";
- * import assert from "node:assert/strict";
- *
- * const handler = withBackgroundTasks((_request, _info, tasks) => {
- *   tasks.addTask(() => {});
- *   return new Response("ok");
- * });
- * const { tasks } = await callHandler(handler, "/");
- * await tasks;
- * const { pending, succeeded, failed } = handler.stats;
- * assert.deepEqual({ pending, succeeded, failed }, { pending: 0, succeeded: 1, failed: 0 });
- * ```
- */
-export interface TaskStats {
-  /** Tasks accepted and not finished: `queued + running`. */
-  readonly pending: number;
-  /** Tasks waiting: for their response, for a free slot, or behind earlier tasks of their chain. */
-  readonly queued: number;
-  /** Tasks running now, a retry delay included. */
-  readonly running: number;
-  /** Tasks that succeeded, at their first attempt or a later one. */
-  readonly succeeded: number;
-  /** Tasks that failed at their last attempt, those that timed out included. */
-  readonly failed: number;
-  /** Tasks among `failed` whose last attempt timed out. */
-  readonly timedOut: number;
-  /** Attempts that were retries, over all tasks. */
-  readonly retried: number;
-  /** Tasks refused by `addTask()` because `maxPending` was reached. */
-  readonly refused: number;
-  /** Tasks dropped because their handler threw, rejected or returned no `Response`. */
-  readonly discarded: number;
-  /** Tasks dropped with `skipUndelivered` because their response was not delivered. */
-  readonly skipped: number;
-  /** Tasks given up on at a drain deadline. */
-  readonly abandoned: number;
-  /** Tasks handed over to a backend, to run elsewhere. */
-  readonly enqueued: number;
-}
-
-/**
- * Options for {@linkcode DrainableHandler.drain}.
- *
- * @example Give up after a deadline
- * ```ts
- * import { withBackgroundTasks } from "@afterward/background-tasks";
- * import { callHandler } from "@afterward/background-tasks/testing";
- * import assert from "node:assert/strict";
- *
- * const handler = withBackgroundTasks((_request, _info, tasks) => {
- *   tasks.addTask(function forever() {
- *     return new Promise(() => {});
- *   });
- *   return new Response("ok");
- * });
- * await callHandler(handler, "/");
- * const result = await handler.drain({ timeout: 10 });
- * assert.deepEqual(result.abandonedTasks, { forever: 1 });
- * ```
- */
-export interface DrainOptions {
-  /**
-   * Milliseconds to wait before giving up on the tasks still pending: their
-   * signals are aborted and they are counted as abandoned.
-   *
-   * @default {Infinity}
-   */
-  timeout?: number;
-  /** Gives up on the tasks still pending as soon as it is aborted. */
-  signal?: AbortSignal;
-}
-
-/**
- * What a drain waited for, and how it ended.
- *
- * @example Decide an exit code
- * ```ts
- * import { withBackgroundTasks } from "@afterward/background-tasks";
- * import assert from "node:assert/strict";
- *
- * const handler = withBackgroundTasks(() => new Response("ok"));
- * const result = await handler.drain({ timeout: 1_000 });
- * const exitCode = result.abandoned === 0 ? 0 : 1;
- * assert.equal(exitCode, 0);
- * ```
- */
-export interface DrainResult {
-  /** Tasks of the drained chains that succeeded while it waited. */
-  readonly succeeded: number;
-  /**
-   * Tasks of the drained chains that failed (after their last attempt, a
-   * timeout included) while it waited.
-   */
-  readonly failed: number;
-  /** Tasks of the drained chains that a backend took over while it waited. */
-  readonly enqueued: number;
-  /** Tasks still pending at the deadline, running or not yet started. */
-  readonly abandoned: number;
-  /** The abandoned tasks by name, with how many of each. */
-  readonly abandonedTasks: Readonly<Record<string, number>>;
-}
 
 interface DrainWaiter {
   /** The chains it waits for: those taken over up to this sequence number. */

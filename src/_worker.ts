@@ -1,13 +1,7 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import {
-  backoff,
-  callHook,
-  type ExecutionConfig,
-  isRetriable,
-  reportFailure,
-} from "./_execute.ts";
-import { executionConfig } from "./_options.ts";
+import { backoff, callHook, isRetriable, reportFailure } from "./_execute.ts";
+import { type ExecutionConfig, executionConfig } from "./_options.ts";
 import {
   abortIsolated,
   describe,
@@ -17,7 +11,7 @@ import {
   toPromise,
 } from "./_util.ts";
 import { describeTask } from "./_describe_task.ts";
-import type { RequestSummary, TaskInfo } from "./background_tasks.ts";
+import type { RequestSummary, TaskInfo } from "./task_info.ts";
 import type { WorkerOptions } from "./worker_options.ts";
 import {
   DefinedTask,

@@ -2,7 +2,7 @@
 
 import { type Chain, internals } from "./_chain.ts";
 import { runnerConfig } from "./_options.ts";
-import { type DrainOptions, type DrainResult, Runner } from "./_runner.ts";
+import { Runner } from "./_runner.ts";
 import {
   assertFunction,
   assertNumber,
@@ -13,11 +13,29 @@ import {
 } from "./_util.ts";
 import { BackgroundTasks } from "./background_tasks.ts";
 import type {
-  BackgroundTasksHandler,
-  DrainableHandler,
+  DrainOptions,
+  DrainResult,
   TaskControls,
   WithBackgroundTasksOptions,
-} from "./with_background_tasks.ts";
+} from "./task_controls.ts";
+
+/**
+ * A handler that receives the request's tasks third: what
+ * `BackgroundTasksHandler` says, seen from below the public class.
+ */
+type HandlerWithTasks = (
+  request: Request,
+  info: Deno.ServeHandlerInfo,
+  tasks: BackgroundTasks,
+) => Response | Promise<Response>;
+
+/** A wrapped handler: what `DrainableHandler` says, seen from below. */
+type WrappedHandler =
+  & ((
+    request: Request,
+    info: Deno.ServeHandlerInfo,
+  ) => Response | Promise<Response>)
+  & TaskControls;
 
 /** Creates a request's tasks, owned by `runner`. */
 export function tasksFor(
@@ -71,10 +89,10 @@ export function withControls<F extends object>(
  * serve() wraps its handler with its own.
  */
 export function wrapHandler(
-  handler: BackgroundTasksHandler,
+  handler: HandlerWithTasks,
   options: WithBackgroundTasksOptions,
   action: string,
-): DrainableHandler {
+): WrappedHandler {
   assertFunction(handler, "handler", action);
   const config = runnerConfig(options, action);
   const runner = new Runner(config);

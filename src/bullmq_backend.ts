@@ -14,7 +14,7 @@ import { assertSerializable } from "./_serializable.ts";
 import { RUN_OPTIONS } from "./_options.ts";
 import { assertInteger, assertOptions, describe } from "./_util.ts";
 import { runAttempt, workerConfig } from "./_worker.ts";
-import type { RequestSummary } from "./background_tasks.ts";
+import type { RequestSummary } from "./task_info.ts";
 import type {
   BackendChain,
   BackendTask,

@@ -7,7 +7,7 @@ import { BackgroundTasks } from "./background_tasks.ts";
 import type {
   TaskControls,
   WithBackgroundTasksOptions,
-} from "./with_background_tasks.ts";
+} from "./task_controls.ts";
 
 /**
  * The variable {@linkcode backgroundTasks} sets on Hono's context:

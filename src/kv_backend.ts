@@ -16,7 +16,7 @@ import {
   describe,
 } from "./_util.ts";
 import { runAttempt, type WorkerConfig, workerConfig } from "./_worker.ts";
-import type { RequestSummary } from "./background_tasks.ts";
+import type { RequestSummary } from "./task_info.ts";
 import type { BackendChain, BackendTask } from "./backend_chain.ts";
 import type { TaskBackend } from "./task_backend.ts";
 import type { WorkerOptions } from "./worker_options.ts";

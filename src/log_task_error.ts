@@ -2,7 +2,7 @@
 
 import { describeTask } from "./_describe_task.ts";
 import { errorText } from "./_error_text.ts";
-import type { TaskInfo } from "./background_tasks.ts";
+import type { TaskInfo } from "./task_info.ts";
 
 /**
  * The default error reporter: writes one `console.error` entry that names the

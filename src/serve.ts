@@ -10,10 +10,12 @@ import {
 } from "./_util.ts";
 import { runnerOf, wrapHandler } from "./_wrap.ts";
 import type {
-  BackgroundTasksHandler,
-  DrainableHandler,
   DrainResult,
   WithBackgroundTasksOptions,
+} from "./task_controls.ts";
+import type {
+  BackgroundTasksHandler,
+  DrainableHandler,
 } from "./with_background_tasks.ts";
 
 /** The options `Deno.serve` takes that serve() passes on. */

@@ -1,6 +1,6 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import type { RequestSummary } from "./background_tasks.ts";
+import type { RequestSummary } from "./task_info.ts";
 import type {
   BackendChain,
   BackendTask,

@@ -1,7 +1,7 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 import { type Chain, internals } from "./_chain.ts";
-import type { TaskResult } from "./background_tasks.ts";
+import type { TaskResult } from "./task_info.ts";
 import { assertFunction, assertOptions } from "./_util.ts";
 import type { DrainableHandler } from "./with_background_tasks.ts";
 

@@ -1,6 +1,6 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import type { RunOptions } from "./background_tasks.ts";
+import type { RunOptions } from "./task_info.ts";
 import type { DefinedTask } from "./define_task.ts";
 
 /**

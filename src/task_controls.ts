@@ -1,0 +1,244 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+// The controls a wrapped handler or the Hono middleware offers (drain() and
+// stats), and the options that make one: types only, below every module
+// that implements them.
+
+import type { TaskBackend } from "./task_backend.ts";
+import type { RunOptions } from "./task_info.ts";
+
+/**
+ * A snapshot of a runner's work, from {@linkcode DrainableHandler.stats}.
+ *
+ * @example Expose the stats as metrics
+ * ```ts
+ * import { withBackgroundTasks } from "@afterward/background-tasks";
+ * import { callHandler } from "@afterward/background-tasks/testing";
+ * import assert from "node:assert/strict";
+ *
+ * const handler = withBackgroundTasks((_request, _info, tasks) => {
+ *   tasks.addTask(() => {});
+ *   return new Response("ok");
+ * });
+ * const { tasks } = await callHandler(handler, "/");
+ * await tasks;
+ * const { pending, succeeded, failed } = handler.stats;
+ * assert.deepEqual({ pending, succeeded, failed }, { pending: 0, succeeded: 1, failed: 0 });
+ * ```
+ */
+export interface TaskStats {
+  /** Tasks accepted and not finished: `queued + running`. */
+  readonly pending: number;
+  /** Tasks waiting: for their response, for a free slot, or behind earlier tasks of their chain. */
+  readonly queued: number;
+  /** Tasks running now, a retry delay included. */
+  readonly running: number;
+  /** Tasks that succeeded, at their first attempt or a later one. */
+  readonly succeeded: number;
+  /** Tasks that failed at their last attempt, those that timed out included. */
+  readonly failed: number;
+  /** Tasks among `failed` whose last attempt timed out. */
+  readonly timedOut: number;
+  /** Attempts that were retries, over all tasks. */
+  readonly retried: number;
+  /** Tasks refused by `addTask()` because `maxPending` was reached. */
+  readonly refused: number;
+  /** Tasks dropped because their handler threw, rejected or returned no `Response`. */
+  readonly discarded: number;
+  /** Tasks dropped with `skipUndelivered` because their response was not delivered. */
+  readonly skipped: number;
+  /** Tasks given up on at a drain deadline. */
+  readonly abandoned: number;
+  /** Tasks handed over to a backend, to run elsewhere. */
+  readonly enqueued: number;
+}
+
+/**
+ * Options for {@linkcode DrainableHandler.drain}.
+ *
+ * @example Give up after a deadline
+ * ```ts
+ * import { withBackgroundTasks } from "@afterward/background-tasks";
+ * import { callHandler } from "@afterward/background-tasks/testing";
+ * import assert from "node:assert/strict";
+ *
+ * const handler = withBackgroundTasks((_request, _info, tasks) => {
+ *   tasks.addTask(function forever() {
+ *     return new Promise(() => {});
+ *   });
+ *   return new Response("ok");
+ * });
+ * await callHandler(handler, "/");
+ * const result = await handler.drain({ timeout: 10 });
+ * assert.deepEqual(result.abandonedTasks, { forever: 1 });
+ * ```
+ */
+export interface DrainOptions {
+  /**
+   * Milliseconds to wait before giving up on the tasks still pending: their
+   * signals are aborted and they are counted as abandoned.
+   *
+   * @default {Infinity}
+   */
+  timeout?: number;
+  /** Gives up on the tasks still pending as soon as it is aborted. */
+  signal?: AbortSignal;
+}
+
+/**
+ * What a drain waited for, and how it ended.
+ *
+ * @example Decide an exit code
+ * ```ts
+ * import { withBackgroundTasks } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const handler = withBackgroundTasks(() => new Response("ok"));
+ * const result = await handler.drain({ timeout: 1_000 });
+ * const exitCode = result.abandoned === 0 ? 0 : 1;
+ * assert.equal(exitCode, 0);
+ * ```
+ */
+export interface DrainResult {
+  /** Tasks of the drained chains that succeeded while it waited. */
+  readonly succeeded: number;
+  /**
+   * Tasks of the drained chains that failed (after their last attempt, a
+   * timeout included) while it waited.
+   */
+  readonly failed: number;
+  /** Tasks of the drained chains that a backend took over while it waited. */
+  readonly enqueued: number;
+  /** Tasks still pending at the deadline, running or not yet started. */
+  readonly abandoned: number;
+  /** The abandoned tasks by name, with how many of each. */
+  readonly abandonedTasks: Readonly<Record<string, number>>;
+}
+
+/**
+ * The runner's controls, on a wrapped handler and on the Hono middleware:
+ * wait for the work, and see how much there is.
+ *
+ * @example Wait in a test
+ * ```ts
+ * import { type TaskControls, withBackgroundTasks } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * async function settle(controls: TaskControls): Promise<void> {
+ *   const result = await controls.drain();
+ *   assert.equal(result.abandoned, 0);
+ *   assert.equal(controls.stats.pending, 0);
+ * }
+ * await settle(withBackgroundTasks(() => new Response("ok")));
+ * ```
+ */
+export interface TaskControls {
+  /**
+   * Resolves once every chain scheduled so far has finished, with what
+   * happened to their tasks meanwhile. Chains scheduled after the call are not
+   * waited for. Call it after `server.shutdown()`, or in a test after the
+   * response has been read.
+   *
+   * With a `timeout` (or a `signal` that aborts), it gives up on the tasks
+   * still pending at the deadline: a running task's signal is aborted, no
+   * further task of those chains starts, and they are counted as abandoned.
+   *
+   * @param options How long to wait before abandoning what is left.
+   * @returns The summary; the promise never rejects.
+   * @throws {RangeError} If `timeout` is negative or not a number.
+   */
+  drain(options?: DrainOptions): Promise<DrainResult>;
+  /** A snapshot of the counts of queued, running and finished tasks. */
+  readonly stats: TaskStats;
+}
+
+/**
+ * Options for {@linkcode withBackgroundTasks}.
+ *
+ * @example Options for a busy service
+ * ```ts
+ * import {
+ *   QueueFullError,
+ *   withBackgroundTasks,
+ *   type WithBackgroundTasksOptions,
+ * } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const options: WithBackgroundTasksOptions = {
+ *   concurrency: 16,
+ *   maxPending: 1,
+ *   timeout: 30_000,
+ *   skipUndelivered: true,
+ *   onTaskEnd: ({ name, duration }) => void [name, duration],
+ * };
+ * const handler = withBackgroundTasks((_request, _info, tasks) => {
+ *   tasks.addTask(() => new Promise((resolve) => setTimeout(resolve, 5)));
+ *   return new Response("ok");
+ * }, options);
+ * const info = {} as Deno.ServeHandlerInfo;
+ * await (await handler(new Request("http://localhost/"), info)).text();
+ * await assert.rejects(
+ *   async () => await handler(new Request("http://localhost/"), info),
+ *   QueueFullError,
+ * );
+ * await handler.drain();
+ * ```
+ */
+export interface WithBackgroundTasksOptions extends RunOptions {
+  /**
+   * Skip a request's tasks when its response was not delivered, which Deno
+   * signals by rejecting `info.completed` (an HTTP/2 client that went away).
+   * By default the tasks still run, since the work was accepted; over
+   * HTTP/1.1, Deno 2.9 reports every response as delivered.
+   *
+   * @default {false}
+   */
+  skipUndelivered?: boolean;
+  /**
+   * How many requests' chains may run at the same time. The others wait, in
+   * the order their responses were sent, and count as `queued`.
+   *
+   * @default {Infinity}
+   */
+  concurrency?: number;
+  /**
+   * Make the request's tasks available to {@linkcode getBackgroundTasks}
+   * anywhere in the handler's asynchronous call tree, and in its running
+   * tasks. Needs `@afterward/background-tasks/ambient` to be imported; costs
+   * about a fifth more server CPU per request (`AsyncLocalStorage`; see
+   * `getBackgroundTasks` for the measurement).
+   *
+   * @default {false}
+   */
+  ambient?: boolean;
+  /**
+   * Where to send each request's chain once its response has been sent,
+   * instead of running it in this process: a durable queue or workers
+   * elsewhere. Tasks must then be made by `defineTask`, and the backend
+   * checks their arguments as they are added.
+   *
+   * @default {undefined, to run tasks in this process}
+   */
+  backend?: TaskBackend;
+  /**
+   * When a backend takes a request's chain. `"before-response"`: the
+   * response goes out only once the backend has stored the chain, so a
+   * client that got it knows its tasks survive a crash; concurrent requests
+   * still share the backend's commits. If the chain cannot be stored, the
+   * handler fails (Deno.serve's `onError`, a 500 by default) and its tasks
+   * are discarded. `"after-response"`: the chain is handed over once the
+   * response has been sent, which answers sooner but loses the chains of a
+   * process killed in between.
+   *
+   * @default {"before-response"}
+   */
+  handOver?: "before-response" | "after-response";
+  /**
+   * How many tasks may be pending (queued or running) at once. Beyond it,
+   * `addTask()` throws a {@linkcode QueueFullError}: catch it and answer `503`.
+   * Tasks added by running tasks count too.
+   *
+   * @default {Infinity}
+   */
+  maxPending?: number;
+}
