@@ -1,15 +1,17 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import type { RequestSummary, TaskResult } from "./task_info.ts";
+// One request's tasks as the runner sees them: a queue of tasks, and a life
+// cycle whose states are named here, with the moves allowed between them in
+// one table. Every guard elsewhere reads a state, never a set of flags.
+
 import type { DefinedTask } from "./define_task.ts";
+import type { RequestSummary, TaskResult } from "./task_info.ts";
 import { functionName } from "./_util.ts";
 
-/** One added task: the function, its arguments and the name it is reported by. */
+/** One added task: the function, its arguments, and its definition if any. */
 export interface Task {
   fn: (...args: unknown[]) => unknown;
   args: unknown[];
-  /** Read from `fn` when first needed, by {@linkcode nameOf}. */
-  name: string | undefined;
   /** Set for a task made by `defineTask`: `fn` then takes a context first. */
   defined: DefinedTask | undefined;
   /** The task added after this one. */
@@ -17,54 +19,91 @@ export interface Task {
 }
 
 /**
- * The name a task is reported by: its function's `name`, else `"anonymous"`.
- * Read on first use, since most tasks are never reported by name.
+ * The name a task is reported by: its definition's, else its function's
+ * `name`, else `"anonymous"`. Worked out when asked, since most tasks are
+ * never reported.
  */
 export function nameOf(task: Task): string {
-  return task.name ??= functionName(task.fn);
+  return task.defined?.name ?? functionName(task.fn);
 }
+
+/**
+ * Where a chain is in its life:
+ *
+ * - `open`: its handler runs, and tasks join it;
+ * - `returned`: its handler returned without adding a task; the first task
+ *   added later (while the response is sent, or after) schedules it;
+ * - `waiting`: live, waiting for its response to be sent and for the timer
+ *   shared by the chains that became ready in the same turn;
+ * - `queued`: live, waiting for a free slot under `concurrency`;
+ * - `running`: live, its tasks run one after another;
+ * - `storing`: live, a backend is storing it;
+ * - and the end states: `finished` (every task ran, or a backend failed to
+ *   store it after its response), `handedOver` (a backend stored it),
+ *   `discarded` (its handler failed, or it could not be stored before its
+ *   response), `skipped` (its response was not delivered) and `abandoned`
+ *   (given up at a deadline).
+ */
+export type ChainState =
+  | "open"
+  | "returned"
+  | "waiting"
+  | "queued"
+  | "running"
+  | "storing"
+  | "finished"
+  | "handedOver"
+  | "discarded"
+  | "skipped"
+  | "abandoned";
+
+/** The moves a chain may make from each state; any other is a bug of ours. */
+const MOVES: { readonly [S in ChainState]: readonly ChainState[] } = {
+  // A chain of `new BackgroundTasks()` runs straight from open with run().
+  open: ["returned", "waiting", "storing", "running", "discarded", "abandoned"],
+  returned: ["waiting"],
+  waiting: ["queued", "running", "storing", "skipped", "abandoned"],
+  queued: ["running", "storing", "abandoned"],
+  running: ["finished", "abandoned"],
+  storing: ["handedOver", "finished", "discarded", "abandoned"],
+  finished: [],
+  handedOver: [],
+  discarded: [],
+  skipped: [],
+  abandoned: [],
+};
 
 /**
  * The runner that owns a chain, told about every step so that it can count,
  * refuse and report work.
  */
 export interface ChainOwner {
-  /** Called before a task is added; throwing refuses the task. */
+  /** Called before a task joins; throwing refuses the task. */
   accept(chain: Chain, task: Task): void;
-  /** A task's first attempt starts. */
-  taskStarted(chain: Chain): void;
+  /** The first task of a chain whose handler had returned is in it. */
+  scheduleReturned(chain: Chain): void;
   /** A failed attempt will be retried. */
   retried(chain: Chain): void;
   /** A task is over, after its last attempt. */
-  taskSettled(chain: Chain, succeeded: boolean, timedOut: boolean): void;
-  /** The chain has run its last task. */
+  taskSettled(
+    chain: Chain,
+    outcome: "succeeded" | "failed" | "timedOut",
+  ): void;
+  /** The chain has run its last task; it is `finished`. */
   finished(chain: Chain): void;
   /**
-   * Schedules a chain whose handler had returned when its first task was
-   * added, once that task is in it.
+   * Makes the chain that a task added to an ended chain starts: a chain of
+   * its own for the same request, which runs as soon as it can.
    */
-  scheduleReturned(chain: Chain): void;
-  /**
-   * Makes the chain that a task added to `closed` starts: a chain of its own
-   * for the same request, which runs as soon as it can.
-   */
-  successor(closed: Chain): Chain;
+  successor(ended: Chain): Chain;
 }
 
-/** Why a chain stopped accepting tasks; it completes the message of a late `addTask`. */
-export type ClosedBecause =
-  | "the request's tasks have already run"
-  | "the request's tasks have been handed to the backend"
-  | "the handler failed and its tasks were discarded"
-  | "the response was not delivered and its tasks were skipped"
-  | "its tasks were abandoned at a shutdown deadline";
-
 /**
- * The runner's view of one request's tasks: the queue, where it is in its life,
- * and what reports need to know about the request. {@linkcode BackgroundTasks}
- * is its public face.
+ * The runner's view of one request's tasks. {@linkcode BackgroundTasks} is
+ * its public face.
  */
 export class Chain {
+  state: ChainState = "open";
   /**
    * The first task not yet over: the one running, or the next to run. Tasks
    * form a linked list, so a chain of one task costs no array, and a task is
@@ -72,85 +111,87 @@ export class Chain {
    */
   head: Task | undefined = undefined;
   #tail: Task | undefined = undefined;
-  /** How many tasks have been added. */
+  /** How many tasks have been added (for a successor, since the request began). */
   size = 0;
   /** How many are over: the index of `head`. */
   position = 0;
-  /** Set by a wrapper right after creating the tasks, before its handler runs. */
+  /** The runner, set by a wrapper before its handler runs. */
   owner: ChainOwner | undefined = undefined;
   /**
    * The public face a wrapper handed out (a `BackgroundTasks`), for ambient
    * access while the chain runs.
    */
   facade: object | undefined = undefined;
-  /** Set once the chain starts running. */
-  results: Promise<TaskResult[]> | undefined = undefined;
-  /**
-   * Whether to keep each task's result for whoever awaits `results`: always
-   * for `run()`; a runner's chains skip the allocation unless asked.
-   */
-  collect = false;
-  /** Whether its tasks have started running. */
-  started = false;
-  /** The running task's attempt, from 1, and when it started (`performance.now()`). */
-  attempt = 0;
-  attemptStartedAt = 0;
-  /** Whether the runner gave up on it at a deadline; the loop stops at its next step. */
-  abandoned = false;
-  /** Whether its head task counts as running in the runner's stats. */
-  running = false;
-  /** Aborts the running attempt and ends any wait (timeout, retry delay) at once. */
-  interrupt: ((reason: unknown) => void) | undefined = undefined;
-  /** Made on first use: with a task's index, the task's stable id. */
-  id: string | undefined = undefined;
+  /** The order in which the runner made it live, from 1; drains compare it. */
+  sequence = 0;
+  /** Neighbours in the runner's open list, then in its live list. */
+  previous: Chain | undefined = undefined;
+  next: Chain | undefined = undefined;
   /** Method and URL of the request, captured while its handler ran. */
   method: string | undefined = undefined;
   url: string | undefined = undefined;
   /** Whether the response reached the client; `undefined` when nobody said. */
   delivered: boolean | undefined = undefined;
-  /**
-   * Set once the handler has returned its response without adding a task:
-   * a task added later (while the response is sent, or after) schedules the
-   * chain then, with what is kept here.
-   */
-  returned = false;
-  /** The request and the info of a chain that returned empty, until its first task. */
+  /** The request and info of a `returned` chain, until its first task. */
   source: Request | undefined = undefined;
   serveInfo: Deno.ServeHandlerInfo | undefined = undefined;
-  /** The order in which the runner took it over, from 1; `drain()` compares it. */
-  sequence = 0;
-  /** Neighbours in the runner's list of live chains, in `sequence` order. */
-  previousLive: Chain | undefined = undefined;
-  nextLive: Chain | undefined = undefined;
-  #request: RequestSummary | undefined;
-  #closedBecause: ClosedBecause | undefined;
+  /** Made on first use: with a task's index, the task's stable id. */
+  id: string | undefined = undefined;
+  /** Each task's result, when someone asked for them (`run()`, tests). */
+  results: TaskResult[] | undefined = undefined;
+  #controller: AbortController | undefined = undefined;
 
-  /** Whether tasks can still be added. */
-  get open(): boolean {
-    return this.#closedBecause === undefined;
+  /**
+   * Aborted when the runner gives up on the chain: running attempts, their
+   * timeouts, retry delays and a backend's attempts to store it all end.
+   */
+  get signal(): AbortSignal {
+    return (this.#controller ??= new AbortController()).signal;
   }
 
-  /** Whether it has neither started running nor been closed. */
-  get idle(): boolean {
-    return this.#closedBecause === undefined && !this.started;
+  /** The controller behind `signal`, if anyone asked for it. */
+  get controller(): AbortController | undefined {
+    return this.#controller;
   }
 
-  /** The request as reports show it, built on first use. */
+  /** Whether tasks can still join: not ended, and not being stored. */
+  get accepting(): boolean {
+    return MOVES[this.state].length > 0 && this.state !== "storing";
+  }
+
+  /** The request as reports show it. */
   get request(): RequestSummary | undefined {
     if (this.url === undefined) return undefined;
-    return this.#request ??= { method: this.method!, url: this.url };
+    return { method: this.method!, url: this.url };
+  }
+
+  /** How many tasks are not over, the running one included. */
+  get remaining(): number {
+    return this.size - this.position;
+  }
+
+  /** Moves to `state`; throws if the table above does not allow it. */
+  moveTo(state: ChainState): void {
+    if (!MOVES[this.state].includes(state)) {
+      throw new Error(
+        `Cannot move a chain from "${this.state}" to "${state}"`,
+      );
+    }
+    this.state = state;
   }
 
   add(task: Task): void {
-    if (this.#closedBecause !== undefined) {
-      throw new Error(`Cannot add task as ${this.#closedBecause}`);
+    if (!this.accepting) {
+      throw new Error(
+        "Cannot add task as the request's tasks have already run",
+      );
     }
     this.owner?.accept(this, task);
     if (this.#tail === undefined) this.head = task;
     else this.#tail.next = task;
     this.#tail = task;
     this.size++;
-    if (this.returned) this.owner!.scheduleReturned(this);
+    if (this.state === "returned") this.owner!.scheduleReturned(this);
   }
 
   /** Lets go of the head once its task is over; the next task becomes the head. */
@@ -160,14 +201,10 @@ export class Chain {
     this.position++;
   }
 
-  /** Stops accepting tasks. */
-  close(because: ClosedBecause): void {
-    this.#closedBecause ??= because;
-  }
-
-  /** How many tasks are not over, the running one included. */
-  get remaining(): number {
-    return this.size - this.position;
+  /** Lets go of every task, as a backend that took them over does. */
+  release(): void {
+    this.head = this.#tail = undefined;
+    this.position = this.size;
   }
 
   /** The names of the tasks that are not over, the running one included. */

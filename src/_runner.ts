@@ -1,102 +1,56 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import type { BackendTask } from "./backend_chain.ts";
-import type { TaskBackend } from "./task_backend.ts";
-import type { DefinedTask } from "./define_task.ts";
+// The runner of one wrapped handler or Hono middleware. It admits tasks
+// under `maxPending`, follows each chain from its handler to its end (the
+// moves of its state), keeps the lists a shutdown needs (chains whose
+// handler runs, chains live), and counts. Admission and counting are one
+// invariant (pending = queued + running), so they stay together; when a
+// chain starts is the scheduler's business, drains are the drains', and a
+// backend's hand-over is the hand-over's.
+
 import { Chain, type ChainOwner, nameOf, type Task } from "./_chain.ts";
-import { abandonChain, reportFailure, startChain } from "./_execute.ts";
+import { ChainList } from "./_chain_list.ts";
+import { Drains } from "./_drain.ts";
+import { startChain } from "./_execute.ts";
+import { backendTask, handOver, type HandOverBooks } from "./_hand_over.ts";
 import type { RunnerConfig } from "./_options.ts";
-import type { DrainOptions, DrainResult, TaskStats } from "./task_controls.ts";
+import { giveUpLive, giveUpOpen } from "./_give_up.ts";
+import { report } from "./_report.ts";
+import { Scheduler } from "./_scheduler.ts";
+import { Tally } from "./_tally.ts";
+import { isThenable } from "./_util.ts";
+import type { BackendTask } from "./backend_chain.ts";
 import { QueueFullError } from "./queue_full_error.ts";
-import { isThenable, MAX_TIMER_DELAY, toPromise } from "./_util.ts";
+import type { DrainOptions, DrainResult, TaskStats } from "./task_controls.ts";
 
-interface DrainWaiter {
-  /** The chains it waits for: those taken over up to this sequence number. */
-  last: number;
-  /** How many of them are still live. */
-  remaining: number;
-  succeeded: number;
-  failed: number;
-  enqueued: number;
-  abandoned: number;
-  abandonedTasks: Record<string, number>;
-  resolve: (result: DrainResult) => void;
-  cleanup: () => void;
-}
-
-/**
- * Executes the chains of one wrapped handler: it waits until each response
- * has been sent, starts the chains on a timer shared by every request of the
- * same event-loop turn, runs at most `concurrency` of them at once (the rest
- * in order of arrival), refuses tasks beyond `maxPending`, and keeps the
- * statistics and the drains.
- */
-export class Runner implements ChainOwner {
+/** Executes the chains of one wrapped handler, and counts their tasks. */
+export class Runner implements ChainOwner, HandOverBooks {
   readonly #config: RunnerConfig;
-  /**
-   * Chains handed over and not yet finished, skipped or abandoned: a list
-   * linked through the chains, oldest first, so that taking one over or
-   * forgetting it allocates nothing.
-   */
-  #oldest: Chain | undefined;
-  #newest: Chain | undefined;
-  #liveCount = 0;
-  /**
-   * Chains with tasks whose handler has not returned yet, linked through
-   * their live-list fields (unused until they are scheduled).
-   */
-  #openHead: Chain | undefined = undefined;
+  readonly #scheduler: Scheduler;
+  readonly #drains = new Drains();
+  /** Chains with tasks whose handler runs: a shutdown deadline abandons them. */
+  readonly #open = new ChainList();
+  /** Chains scheduled and not over, in `sequence` order: what drains wait for. */
+  readonly #live = new ChainList();
   #sequence = 0;
-  /** Chains whose response has been sent, waiting for the shared timer. */
-  #ready: Chain[] = [];
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  /** Chains past the timer, waiting for a free slot. */
-  #queue: (Chain | undefined)[] = [];
-  #queueHead = 0;
-  #startingQueued = false;
-  #active = 0;
-  readonly #waiters = new Set<DrainWaiter>();
-  #pending = 0;
-  #running = 0;
-  #succeeded = 0;
-  #failed = 0;
-  #timedOut = 0;
-  #retried = 0;
-  #refused = 0;
-  #discarded = 0;
-  #skipped = 0;
-  #abandoned = 0;
-  #enqueued = 0;
+  readonly #tally = new Tally();
 
   constructor(config: RunnerConfig) {
     this.#config = config;
-  }
-
-  get pending(): number {
-    return this.#pending;
+    this.#scheduler = new Scheduler(
+      config.concurrency,
+      (chain) => this.#start(chain),
+    );
   }
 
   get stats(): TaskStats {
-    return {
-      pending: this.#pending,
-      queued: this.#pending - this.#running,
-      running: this.#running,
-      succeeded: this.#succeeded,
-      failed: this.#failed,
-      timedOut: this.#timedOut,
-      retried: this.#retried,
-      refused: this.#refused,
-      discarded: this.#discarded,
-      skipped: this.#skipped,
-      abandoned: this.#abandoned,
-      enqueued: this.#enqueued,
-    };
+    return this.#tally.snapshot();
   }
 
   /**
    * Reads a new chain's request at once when a backend will weigh it as
    * tasks are added (the message carries the URL); otherwise only chains
-   * with tasks pay for reading it, in `schedule()`.
+   * with tasks pay for reading it, when their handler returns.
    */
   opened(chain: Chain, request: Request): void {
     if (this.#config.backend === undefined) return;
@@ -105,11 +59,11 @@ export class Runner implements ChainOwner {
   }
 
   accept(chain: Chain, task: Task): void {
-    if (this.#pending >= this.#config.maxPending) {
-      this.#refused++;
-      throw new QueueFullError(nameOf(task), this.#config.maxPending);
+    const { backend, maxPending } = this.#config;
+    if (this.#tally.pending >= maxPending) {
+      this.#tally.dropped("refused", 1);
+      throw new QueueFullError(nameOf(task), maxPending);
     }
-    const { backend } = this.#config;
     if (backend !== undefined) {
       if (task.defined === undefined) {
         throw new TypeError(
@@ -118,136 +72,27 @@ export class Runner implements ChainOwner {
           }" as the handler's backend runs only tasks made by defineTask`,
         );
       }
-      backend.accept(backendTask(task, task.defined), chain);
+      backend.accept(backendTask(task), chain);
     }
-    this.#pending++;
-    // Its first task, while its handler runs: the chain waits in the open
-    // list until the handler returns. (A chain whose handler has returned is
-    // scheduled once the task is in it, by scheduleReturned().)
-    if (chain.remaining !== 0 || chain.returned) return;
-    chain.nextLive = this.#openHead;
-    if (this.#openHead !== undefined) this.#openHead.previousLive = chain;
-    this.#openHead = chain;
+    this.#tally.pending++;
+    if (chain.state === "open" && chain.remaining === 0) this.#open.push(chain);
   }
 
-  successor(closed: Chain): Chain {
+  successor(ended: Chain): Chain {
     const chain = new Chain();
     chain.owner = this;
-    chain.facade = closed.facade;
-    chain.method = closed.method;
-    chain.url = closed.url;
-    chain.delivered = closed.delivered;
+    chain.facade = ended.facade;
+    chain.method = ended.method;
+    chain.url = ended.url;
+    chain.delivered = ended.delivered;
     // Its tasks are numbered after the request's earlier ones.
-    chain.size = chain.position = closed.size;
-    chain.returned = true;
+    chain.size = chain.position = ended.size;
+    chain.moveTo("returned");
     return chain;
-  }
-
-  /** Unlinks a chain whose handler has returned from the open list. */
-  #closeOpen(chain: Chain): void {
-    const { previousLive, nextLive } = chain;
-    if (previousLive === undefined) this.#openHead = nextLive;
-    else previousLive.nextLive = nextLive;
-    if (nextLive !== undefined) nextLive.previousLive = previousLive;
-    chain.previousLive = chain.nextLive = undefined;
-  }
-
-  /**
-   * Abandons the tasks of handlers still running (at a shutdown deadline,
-   * their responses unsent): they will not be scheduled.
-   *
-   * @returns The abandoned tasks by name.
-   */
-  abandonOpen(): Record<string, number> {
-    const names: Record<string, number> = {};
-    for (let chain = this.#openHead; chain !== undefined;) {
-      const next = chain.nextLive;
-      chain.previousLive = chain.nextLive = undefined;
-      chain.abandoned = true;
-      chain.close("its tasks were abandoned at a shutdown deadline");
-      for (const name of chain.unfinished()) {
-        names[name] = (names[name] ?? 0) + 1;
-      }
-      this.#pending -= chain.remaining;
-      this.#abandoned += chain.remaining;
-      chain = next;
-    }
-    this.#openHead = undefined;
-    return names;
-  }
-
-  taskStarted(chain: Chain): void {
-    // An abandoned chain was counted off already; it must not count again.
-    if (chain.abandoned) return;
-    chain.running = true;
-    this.#running++;
-  }
-
-  retried(): void {
-    this.#retried++;
-  }
-
-  taskSettled(chain: Chain, succeeded: boolean, timedOut: boolean): void {
-    if (chain.abandoned) return;
-    chain.running = false;
-    this.#running--;
-    this.#pending--;
-    if (succeeded) this.#succeeded++;
-    else this.#failed++;
-    if (timedOut) this.#timedOut++;
-    if (this.#waiters.size === 0) return;
-    for (const waiter of this.#waiters) {
-      if (chain.sequence > waiter.last) continue;
-      if (succeeded) waiter.succeeded++;
-      else waiter.failed++;
-    }
-  }
-
-  finished(chain: Chain): void {
-    this.#end(chain);
-    this.#startQueued();
-  }
-
-  /** Drops the tasks of a handler that failed: none of them will run. */
-  discard(chain: Chain): void {
-    // Abandoned at a deadline: counted, and out of the open list already.
-    if (chain.abandoned) return;
-    if (chain.remaining > 0) this.#closeOpen(chain);
-    chain.close("the handler failed and its tasks were discarded");
-    this.#pending -= chain.remaining;
-    this.#discarded += chain.remaining;
-  }
-
-  /**
-   * Takes over a chain whose handler has returned its response. The request is
-   * read now, while it is still open: once the response completes, Deno closes
-   * it and its URL can no longer be read.
-   */
-  schedule(
-    chain: Chain,
-    request: Request,
-    info: Deno.ServeHandlerInfo | undefined,
-  ): void {
-    if (chain.remaining === 0) {
-      // No task yet: one added while the response is sent, or after, will
-      // schedule the chain then.
-      chain.returned = true;
-      chain.source = request;
-      chain.serveInfo = info;
-      return;
-    }
-    if (chain.abandoned) return;
-    this.#closeOpen(chain);
-    if (chain.url === undefined) {
-      chain.method = request.method;
-      chain.url = request.url;
-    }
-    this.#takeOver(chain, info);
   }
 
   scheduleReturned(chain: Chain): void {
     const { source, serveInfo } = chain;
-    chain.returned = false;
     chain.source = chain.serveInfo = undefined;
     if (chain.url === undefined && source !== undefined) {
       try {
@@ -260,20 +105,118 @@ export class Runner implements ChainOwner {
     this.#takeOver(chain, serveInfo);
   }
 
-  /** Adds a chain to the live ones, which drains wait for. */
+  retried(): void {
+    this.#tally.retried();
+  }
+
+  taskSettled(chain: Chain, outcome: "succeeded" | "failed" | "timedOut") {
+    this.#tally.settled(outcome);
+    this.#drains.count(
+      chain.sequence,
+      outcome === "succeeded" ? "succeeded" : "failed",
+      1,
+    );
+  }
+
+  finished(chain: Chain): void {
+    this.#tally.running--;
+    this.#end(chain, true);
+  }
+
+  /** Drops the tasks of a handler that failed: none of them will run. */
+  discard(chain: Chain): void {
+    // Abandoned at a deadline while the handler ran: counted already.
+    if (chain.state !== "open") return;
+    if (chain.remaining > 0) this.#open.remove(chain);
+    this.#tally.dropped("discarded", chain.remaining);
+    chain.moveTo("discarded");
+  }
+
+  /**
+   * Takes over a chain whose handler has returned its response. The request
+   * is read now, while it is still open: once the response completes, Deno
+   * closes it and its URL can no longer be read.
+   */
+  schedule(
+    chain: Chain,
+    request: Request,
+    info: Deno.ServeHandlerInfo | undefined,
+  ): void {
+    if (chain.state !== "open") return;
+    if (chain.remaining === 0) {
+      // No task yet: one added while the response is sent, or after, will
+      // schedule the chain then.
+      chain.moveTo("returned");
+      chain.source = request;
+      chain.serveInfo = info;
+      return;
+    }
+    this.#open.remove(chain);
+    this.#capture(chain, request);
+    this.#takeOver(chain, info);
+  }
+
+  /**
+   * Hands a chain to the backend before its response goes out, so that the
+   * response promises only what is stored. Resolves once it is stored;
+   * rejects with why it could not be (its tasks are then discarded, as a
+   * failed handler's are), or with the deadline's reason when a drain gave
+   * up on it.
+   */
+  store(chain: Chain, request: Request): Promise<void> {
+    if (chain.state !== "open") {
+      return Promise.reject(
+        new DOMException(
+          "Background task abandoned at a shutdown deadline",
+          "AbortError",
+        ),
+      );
+    }
+    this.#open.remove(chain);
+    this.#capture(chain, request);
+    chain.moveTo("storing");
+    this.#makeLive(chain);
+    this.#scheduler.occupy();
+    return handOver(chain, this.#config.backend!, true, this);
+  }
+
+  /**
+   * Waits for the chains live now, as `drain()` does; with `open`, a
+   * deadline also abandons the chains whose handler still runs (at a
+   * shutdown, their responses will not go out).
+   */
+  drain(
+    options: DrainOptions & { open?: boolean } = {},
+  ): Promise<DrainResult> {
+    const drained = this.#drains.begin(
+      this.#sequence,
+      this.#live.size,
+      options,
+      this.#giveUp,
+    );
+    return options.open
+      ? drained.then((result) =>
+        options.signal?.aborted
+          ? giveUpOpen(this.#open, this.#tally, result)
+          : result
+      )
+      : drained;
+  }
+
+  #capture(chain: Chain, request: Request): void {
+    if (chain.url !== undefined) return;
+    chain.method = request.method;
+    chain.url = request.url;
+  }
+
   #makeLive(chain: Chain): void {
     chain.sequence = ++this.#sequence;
-    this.#liveCount++;
-    if (this.#newest === undefined) this.#oldest = chain;
-    else {
-      this.#newest.nextLive = chain;
-      chain.previousLive = this.#newest;
-    }
-    this.#newest = chain;
+    this.#live.push(chain);
   }
 
   /** Makes a chain live, and ready once its response has been sent. */
   #takeOver(chain: Chain, info: Deno.ServeHandlerInfo | undefined): void {
+    chain.moveTo("waiting");
     this.#makeLive(chain);
     // `completed` is created lazily by Deno, so it is only touched for
     // requests that have tasks. Both outcomes are handled at once: a
@@ -290,293 +233,84 @@ export class Runner implements ChainOwner {
   }
 
   #sent(chain: Chain, delivered: boolean | undefined): void {
-    if (chain.abandoned) return;
+    // Given up on at a deadline meanwhile.
+    if (chain.state !== "waiting") return;
     chain.delivered = delivered;
     if (delivered === false && this.#config.skipUndelivered) {
-      chain.close("the response was not delivered and its tasks were skipped");
-      this.#pending -= chain.remaining;
-      this.#skipped += chain.remaining;
-      this.#end(chain);
+      this.#tally.dropped("skipped", chain.remaining);
+      chain.moveTo("skipped");
+      this.#end(chain, false);
       return;
     }
-    this.#ready.push(chain);
-    // `completed` resolves before a static body reaches the socket, so tasks
-    // wait one macrotask more. One timer serves every chain that becomes
-    // ready in the same turn: a timer per request costs a quarter of the CPU.
-    this.#timer ??= setTimeout(this.#startReady, 0);
+    this.#scheduler.ready(chain);
   }
 
-  #startReady = (): void => {
-    this.#timer = undefined;
-    const ready = this.#ready;
-    this.#ready = [];
-    if (this.#queueHead === this.#queue.length) {
-      // Nothing is waiting for a slot: skip the queue while slots are free.
-      let index = 0;
-      while (index < ready.length && this.#active < this.#config.concurrency) {
-        this.#start(ready[index++]!);
-      }
-      for (; index < ready.length; index++) this.#queue.push(ready[index]!);
-    } else {
-      for (const chain of ready) this.#queue.push(chain);
-      this.#startQueued();
-    }
-  };
-
-  #startQueued(): void {
-    // A chain whose tasks are all synchronous finishes inside #start() and
-    // calls back here; the loop below picks up the slot it freed, instead of
-    // recursing once per queued chain.
-    if (this.#startingQueued) return;
-    this.#startingQueued = true;
-    try {
-      while (
-        this.#queueHead < this.#queue.length &&
-        this.#active < this.#config.concurrency
-      ) {
-        const chain = this.#queue[this.#queueHead]!;
-        this.#queue[this.#queueHead++] = undefined;
-        this.#start(chain);
-      }
-    } finally {
-      this.#startingQueued = false;
-    }
-    if (this.#queueHead === this.#queue.length) {
-      this.#queue = [];
-      this.#queueHead = 0;
-    } else if (
-      this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length
-    ) {
-      this.#queue = this.#queue.slice(this.#queueHead);
-      this.#queueHead = 0;
-    }
-  }
-
+  /** Starts a `queued` chain in the slot the scheduler gave it. */
   #start(chain: Chain): void {
-    if (chain.abandoned) return;
-    this.#active++;
-    if (this.#config.backend !== undefined) {
-      this.#handOver(chain, this.#config.backend, false);
+    const { backend, storage } = this.#config;
+    if (backend !== undefined) {
+      chain.moveTo("storing");
+      handOver(chain, backend, false, this);
       return;
     }
-    const { storage } = this.#config;
+    chain.moveTo("running");
+    this.#tally.running++;
     if (storage === undefined) startChain(chain, this.#config);
     else storage.run(chain.facade!, () => startChain(chain, this.#config));
   }
 
-  /**
-   * Hands a chain to the backend before its response goes out, so that the
-   * response promises only what is stored. Resolves once the backend has
-   * stored it; rejects with why it could not, its tasks then counted as
-   * discarded (the handler fails with it), or with the deadline's reason
-   * when a drain gave up on it.
-   */
-  store(chain: Chain, request: Request): Promise<void> {
-    if (chain.abandoned) {
-      return Promise.reject(
-        new DOMException(
-          "Background task abandoned at a shutdown deadline",
-          "AbortError",
-        ),
+  stored(chain: Chain, count: number): void {
+    chain.release();
+    this.#tally.dropped("enqueued", count);
+    this.#drains.count(chain.sequence, "enqueued", count);
+    chain.moveTo("handedOver");
+    this.#end(chain, true);
+  }
+
+  lost(
+    chain: Chain,
+    tasks: readonly BackendTask[],
+    first: number,
+    error: unknown,
+    beforeResponse: boolean,
+  ): void {
+    chain.release();
+    if (beforeResponse) {
+      this.#tally.dropped("discarded", tasks.length);
+      chain.moveTo("discarded");
+    } else {
+      this.#tally.settled("failed", tasks.length);
+      this.#drains.count(chain.sequence, "failed", tasks.length);
+      chain.moveTo("finished");
+      tasks.forEach((task, index) =>
+        report(this.#config.onTaskError, error, {
+          name: task.name,
+          index: first + index,
+          attempt: 0,
+          request: chain.request,
+          delivered: chain.delivered,
+        })
       );
     }
-    this.#closeOpen(chain);
-    if (chain.url === undefined) {
-      chain.method = request.method;
-      chain.url = request.url;
-    }
-    this.#makeLive(chain);
-    this.#active++;
-    return this.#handOver(chain, this.#config.backend!, true);
+    this.#end(chain, true);
   }
 
-  /**
-   * Gives a chain to the backend. Its tasks stay pending until the backend
-   * has stored it. If it cannot, they count as failed and are reported,
-   * or, handed over before the response, as discarded, and the returned
-   * promise rejects; a drain that gives up on the chain aborts the
-   * backend's attempts and rejects it too.
-   */
-  #handOver(
-    chain: Chain,
-    backend: TaskBackend,
-    beforeResponse: boolean,
-  ): Promise<void> {
-    chain.started = true;
-    // What is handed over is the whole chain: a task added while the
-    // backend stores it starts a chain of its own.
-    chain.close("the request's tasks have been handed to the backend");
-    const tasks: BackendTask[] = [];
-    for (let task = chain.head; task !== undefined; task = task.next) {
-      tasks.push(backendTask(task, task.defined!));
-    }
-    const first = chain.position;
-    const count = tasks.length;
-    const controller = new AbortController();
-    const stored = Promise.withResolvers<void>();
-    // Nobody awaits it when the response has been sent already.
-    stored.promise.catch(() => {});
-    chain.interrupt = (reason) => {
-      controller.abort(reason);
-      stored.reject(reason);
-    };
-    const settle = (error: unknown, failed: boolean) => {
-      chain.interrupt = undefined;
-      if (chain.abandoned) return;
-      chain.position += count;
-      chain.head = undefined;
-      this.#pending -= count;
-      if (!failed) this.#enqueued += count;
-      else if (beforeResponse) this.#discarded += count;
-      else {
-        this.#failed += count;
-        tasks.forEach((task, index) =>
-          reportFailure(this.#config.onTaskError, error, {
-            name: task.name,
-            index: first + index,
-            attempt: 0,
-            request: chain.request,
-            delivered: chain.delivered,
-          })
-        );
-      }
-      if (!failed || !beforeResponse) {
-        for (const waiter of this.#waiters) {
-          if (chain.sequence > waiter.last) continue;
-          if (failed) waiter.failed += count;
-          else waiter.enqueued += count;
-        }
-      }
-      if (failed) stored.reject(error);
-      else stored.resolve();
-      this.finished(chain);
-    };
-    let enqueued: Promise<void>;
-    try {
-      enqueued = backend.enqueue({
-        id: crypto.randomUUID(),
-        tasks,
-        request: chain.request,
-        delivered: chain.delivered,
-      }, { signal: controller.signal });
-    } catch (error) {
-      enqueued = Promise.reject(error);
-    }
-    toPromise(enqueued).then(
-      () => settle(undefined, false),
-      (error) => settle(error, true),
+  /** Gives up on the live chains up to `last`, at a drain's deadline. */
+  #giveUp = (last: number, reason: unknown): void => {
+    const slots = giveUpLive(
+      this.#live,
+      last,
+      reason,
+      this.#tally,
+      this.#drains,
     );
-    return stored.promise;
-  }
-
-  /** Forgets a chain that has finished, was skipped or was abandoned. */
-  #end(chain: Chain): void {
-    const { sequence, previousLive, nextLive } = chain;
-    if (sequence === 0) return;
-    if (previousLive === undefined) this.#oldest = nextLive;
-    else previousLive.nextLive = nextLive;
-    if (nextLive === undefined) this.#newest = previousLive;
-    else nextLive.previousLive = previousLive;
-    chain.previousLive = chain.nextLive = undefined;
-    chain.sequence = 0;
-    this.#liveCount--;
-    if (chain.started) this.#active--;
-    if (this.#waiters.size === 0) return;
-    for (const waiter of this.#waiters) {
-      if (sequence > waiter.last) continue;
-      if (--waiter.remaining === 0) this.#settle(waiter);
-    }
-  }
-
-  /**
-   * Resolves once every chain scheduled so far has finished, or at the
-   * deadline, when the chains left are abandoned.
-   */
-  drain(options: DrainOptions = {}): Promise<DrainResult> {
-    const { timeout = Infinity, signal } = options;
-    return new Promise((resolve) => {
-      const waiter: DrainWaiter = {
-        last: this.#sequence,
-        remaining: this.#liveCount,
-        succeeded: 0,
-        failed: 0,
-        enqueued: 0,
-        abandoned: 0,
-        abandonedTasks: {},
-        resolve,
-        cleanup: () => {},
-      };
-      if (waiter.remaining === 0) return this.#settle(waiter);
-      this.#waiters.add(waiter);
-      const giveUp = () => this.#abandon(waiter, signal?.reason);
-      if (signal?.aborted) return giveUp();
-      const timer = timeout <= MAX_TIMER_DELAY
-        ? setTimeout(giveUp, timeout)
-        : undefined;
-      signal?.addEventListener("abort", giveUp, { once: true });
-      waiter.cleanup = () => {
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", giveUp);
-      };
-    });
-  }
-
-  #settle(waiter: DrainWaiter): void {
-    this.#waiters.delete(waiter);
-    waiter.cleanup();
-    waiter.resolve({
-      succeeded: waiter.succeeded,
-      failed: waiter.failed,
-      enqueued: waiter.enqueued,
-      abandoned: waiter.abandoned,
-      abandonedTasks: waiter.abandonedTasks,
-    });
-  }
-
-  /** Gives up on the chains a drain still waits for. */
-  #abandon(waiter: DrainWaiter, signalReason: unknown): void {
-    const reason = signalReason ?? new DOMException(
-      "Background task abandoned at a shutdown deadline",
-      "AbortError",
-    );
-    // Live chains are listed in sequence order: those the drain waits for
-    // come first.
-    for (
-      let chain = this.#oldest;
-      chain !== undefined && chain.sequence <= waiter.last;
-    ) {
-      const next = chain.nextLive;
-      // Abandoned already, by a drain its abort listeners ended: counted.
-      if (chain.abandoned) {
-        chain = next;
-        continue;
-      }
-      const running = chain.running;
-      chain.running = false;
-      const names = abandonChain(chain, this.#config, reason);
-      if (running) this.#running--;
-      this.#pending -= names.length;
-      this.#abandoned += names.length;
-      for (const other of this.#waiters) {
-        if (chain.sequence > other.last) continue;
-        other.abandoned += names.length;
-        for (const name of names) {
-          other.abandonedTasks[name] = (other.abandonedTasks[name] ?? 0) + 1;
-        }
-      }
-      this.#end(chain);
-      chain = next;
-    }
-    this.#startQueued();
-  }
-}
-
-function backendTask(task: Task, defined: DefinedTask): BackendTask {
-  return {
-    name: defined.name,
-    args: task.args,
-    timeout: defined.timeout,
-    retry: defined.retry,
-    task: defined,
+    for (let slot = 0; slot < slots; slot++) this.#scheduler.freed();
   };
+
+  /** Forgets a chain that has ended; `active` if it held a slot. */
+  #end(chain: Chain, active: boolean): void {
+    this.#live.remove(chain);
+    this.#drains.ended(chain.sequence);
+    if (active) this.#scheduler.freed();
+  }
 }

@@ -1,23 +1,11 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import { backoff, callHook, isRetriable, reportFailure } from "./_execute.ts";
+import { type AttemptResult, runAttempt } from "./_attempt.ts";
 import { type ExecutionConfig, executionConfig } from "./_options.ts";
-import {
-  abortIsolated,
-  describe,
-  isInstance,
-  isThenable,
-  MAX_TIMER_DELAY,
-  toPromise,
-} from "./_util.ts";
-import { describeTask } from "./_describe_task.ts";
-import type { RequestSummary, TaskInfo } from "./task_info.ts";
+import { describe } from "./_util.ts";
+import { DefinedTask } from "./define_task.ts";
+import type { RequestSummary } from "./task_info.ts";
 import type { WorkerOptions } from "./worker_options.ts";
-import {
-  DefinedTask,
-  type TaskContext,
-  TaskTimeoutError,
-} from "./define_task.ts";
 
 /** {@linkcode WorkerOptions}, validated. */
 export interface WorkerConfig extends ExecutionConfig {
@@ -76,126 +64,26 @@ export interface Delivery {
   maxAttempts?: number | undefined;
 }
 
-/** How a delivery went, and what should happen next. */
-export interface AttemptResult {
-  ok: boolean;
-  value: unknown;
-  /** Whether to try again, after `delay` milliseconds. */
-  retry: boolean;
-  delay: number;
-}
-
 /**
- * Runs one attempt of a task, isolated like the in-process runner does: the
- * hooks see it, a timeout aborts its signal, and a failure that will not be
- * retried reaches `onTaskError`. Never rejects.
+ * Runs one delivery of a task: one attempt, through the same engine as the
+ * in-process runner (hooks, timeout, outcome, retry decision, and the report
+ * of a failure that will not be retried). Never rejects.
  */
-export async function runAttempt(
+export function runDelivery(
   delivery: Delivery,
   config: WorkerConfig,
 ): Promise<AttemptResult> {
   const { task, args, id, index, attempt, request, delivered, signal } =
     delivery;
-  const info: TaskInfo = {
-    name: task.name,
-    index,
-    attempt,
-    id,
-    request,
-    delivered,
-  };
-  callHook("onTaskStart", config.onTaskStart, info);
-  const startedAt = performance.now();
-  const controller = new AbortController();
-  const abort = (reason: unknown) =>
-    abortIsolated(controller, reason, (error) => {
-      try {
-        console.error(
-          `An abort listener of background task ${describeTask(info)} threw:`,
-          error,
-        );
-      } catch {
-        // console.error itself throws: nobody is left to tell.
-      }
-    });
-  const stop = () => abort(signal?.reason);
-  signal?.addEventListener("abort", stop, { once: true });
-  const context: TaskContext = {
-    signal: controller.signal,
-    attempt,
-    name: task.name,
-    id,
-  };
-  let ok = true;
-  let value: unknown;
-  try {
-    value = await withTimeout(
-      () => task.fn(context, ...args),
-      task.timeout ?? config.timeout,
-      task.name,
-      abort,
-    );
-  } catch (error) {
-    ok = false;
-    value = error;
-  } finally {
-    signal?.removeEventListener("abort", stop);
-  }
-  const policy = task.retry;
-  const maxAttempts = delivery.maxAttempts ?? policy?.maxAttempts ?? 1;
-  const retry = !ok && attempt < maxAttempts &&
-    (policy === undefined || isRetriable(policy, value, info));
-  callHook("onTaskEnd", config.onTaskEnd, {
-    ...info,
-    duration: performance.now() - startedAt,
-    // A task may reject with a revoked proxy, which `instanceof` throws on.
-    outcome: ok
-      ? "succeeded"
-      : isInstance(value, TaskTimeoutError)
-      ? "timedOut"
-      : "failed",
-    error: ok ? undefined : value,
-    willRetry: retry,
-  });
-  if (!ok && !retry) {
-    const reporting = reportFailure(config.onTaskError, value, info);
-    if (reporting !== undefined) await reporting;
-  }
-  return {
-    ok,
-    value,
-    retry,
-    delay: retry && policy !== undefined ? backoff(policy, attempt) : 0,
-  };
-}
-
-function withTimeout(
-  call: () => unknown,
-  timeout: number | undefined,
-  name: string,
-  abort: (reason: unknown) => void,
-): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    let value: unknown;
-    try {
-      value = call();
-    } catch (error) {
-      return reject(error);
-    }
-    if (!isThenable(value)) return resolve(value);
-    const timer = timeout === undefined || timeout > MAX_TIMER_DELAY
-      ? undefined
-      : setTimeout(() => {
-        const error = new TaskTimeoutError(name, timeout);
-        abort(error);
-        reject(error);
-      }, timeout);
-    toPromise(value).then((settled) => {
-      clearTimeout(timer);
-      resolve(settled);
-    }, (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-  });
+  return runAttempt(
+    { fn: task.fn, args, defined: task },
+    { name: task.name, index, attempt, id, request, delivered },
+    {
+      id,
+      signal,
+      timeout: task.timeout ?? config.timeout,
+      maxAttempts: delivery.maxAttempts ?? task.retry?.maxAttempts ?? 1,
+    },
+    config,
+  );
 }

@@ -54,6 +54,8 @@ function waitUntil(promise: Promise<unknown>): Promise<unknown> {
  */
 export class BackgroundTasks {
   #chain: Chain;
+  /** The promise of `run()`, which runs the tasks once. */
+  #run: Promise<TaskResult[]> | undefined;
 
   /** Creates an empty list of tasks, to fill with `addTask()` and execute with `run()`. */
   constructor() {
@@ -147,7 +149,6 @@ export class BackgroundTasks {
       this.#add({
         fn: fn.fn as (...args: unknown[]) => unknown,
         args,
-        name: fn.name,
         defined: fn,
         next: undefined,
       });
@@ -165,7 +166,6 @@ export class BackgroundTasks {
     this.#add({
       fn,
       args,
-      name: undefined,
       defined: undefined,
       next: undefined,
     });
@@ -176,7 +176,7 @@ export class BackgroundTasks {
     // A handler's chain that has closed (run, handed over, discarded):
     // the task starts a chain of its own rather than throwing where nobody
     // may catch it (a timer the handler left behind).
-    if (!chain.open && chain.owner !== undefined) {
+    if (!chain.accepting && chain.owner !== undefined) {
       chain = this.#chain = chain.owner.successor(chain);
     }
     chain.add(task);
@@ -324,7 +324,7 @@ export class BackgroundTasks {
         "Cannot run tasks as they belong to a handler, which runs them after its response",
       );
     }
-    return runChain(this.#chain, config);
+    return this.#run ??= runChain(this.#chain, config);
   }
 
   /**
@@ -337,7 +337,11 @@ export class BackgroundTasks {
     inspect: (value: unknown) => string,
   ): string {
     const chain = this.#chain;
-    const state = chain.idle ? "open" : chain.open ? "running" : "closed";
+    // Three states to the outside: tasks can join and none has started;
+    // they run (or a backend stores them); it is over.
+    const state = chain.accepting
+      ? (chain.state === "running" ? "running" : "open")
+      : (chain.state === "storing" ? "running" : "closed");
     return `BackgroundTasks ${inspect({ size: this.size, state })}`;
   }
 

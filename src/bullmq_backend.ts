@@ -8,12 +8,12 @@ import {
   Worker,
 } from "npm:bullmq@^5";
 import { errorText } from "./_error_text.ts";
-import { backoff } from "./_execute.ts";
+import { backoff } from "./_retry.ts";
 import { groupCommit } from "./_group_commit.ts";
 import { assertSerializable } from "./_serializable.ts";
 import { RUN_OPTIONS } from "./_options.ts";
 import { assertInteger, assertOptions, describe } from "./_util.ts";
-import { runAttempt, workerConfig } from "./_worker.ts";
+import { runDelivery, workerConfig } from "./_worker.ts";
 import type { RequestSummary } from "./task_info.ts";
 import type {
   BackendChain,
@@ -528,7 +528,7 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
       );
     }
     const data = job.data as JobData;
-    const result = await runAttempt({
+    const result = await runDelivery({
       task,
       args: data.args,
       id: `${data.chain}:${data.index}`,
@@ -538,12 +538,12 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
       delivered: data.delivered,
       maxAttempts: job.opts.attempts ?? 1,
     }, config);
-    if (result.ok) return null;
+    if (result.outcome === "succeeded") return null;
     // BullMQ reads the message and stack of what it is given, and a task
     // may throw anything (a revoked proxy, getters that throw): it gets an
     // error of ours, made of text that was read without throwing. Retry
     // only what the task's policy would: BullMQ counts the attempts.
-    const error = result.retry
+    const error = result.willRetry
       ? new Error(errorText(result.value, "message"))
       : new UnrecoverableError(errorText(result.value, "message"));
     error.stack = errorText(result.value);

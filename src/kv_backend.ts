@@ -10,12 +10,13 @@ import {
 import { groupCommit } from "./_group_commit.ts";
 import { RUN_OPTIONS } from "./_options.ts";
 import {
+  abortIsolated,
   assertBoolean,
   assertInteger,
   assertOptions,
   describe,
 } from "./_util.ts";
-import { runAttempt, type WorkerConfig, workerConfig } from "./_worker.ts";
+import { runDelivery, type WorkerConfig, workerConfig } from "./_worker.ts";
 import type { RequestSummary } from "./task_info.ts";
 import type { BackendChain, BackendTask } from "./backend_chain.ts";
 import type { TaskBackend } from "./task_backend.ts";
@@ -488,7 +489,12 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     },
 
     close(): void {
-      shutdown.abort(new DOMException("The KV backend closed", "AbortError"));
+      // A task's abort listener that throws must not end the process.
+      abortIsolated(
+        shutdown,
+        new DOMException("The KV backend closed", "AbortError"),
+        () => {},
+      );
     },
   };
 
@@ -515,7 +521,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
         ),
       );
     } else {
-      const result = await runAttempt({
+      const result = await runDelivery({
         task,
         args: queued.args,
         id,
@@ -525,9 +531,10 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
         delivered: step.delivered,
         signal: shutdown.signal,
       }, config);
-      if (shutdown.signal.aborted) return;
-      if (result.retry) retryDelay = result.delay;
-      else if (!result.ok) {
+      // Closed meanwhile: the message is delivered again, to whoever listens.
+      if (result.outcome === "abandoned" || shutdown.signal.aborted) return;
+      if (result.willRetry) retryDelay = result.delay;
+      else if (result.outcome !== "succeeded") {
         operation = operation.set(
           keys.dead(step.chain, step.index),
           deadLetter(step, id, errorText(result.value)),

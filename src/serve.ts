@@ -435,18 +435,12 @@ export function serve(
       // Responses in flight schedule their tasks as they complete, so the
       // drain starts once they are done, or once time is up.
       await untilAborted(server.shutdown(), giveUp.signal);
-      const result = await drainable.drain({ signal: giveUp.signal });
-      if (!giveUp.signal.aborted) return result;
-      // Handlers still running at the deadline added tasks that no drain
-      // waits for: they are abandoned too.
-      const open = runnerOf.get(drainable)!.abandonOpen();
-      const abandonedTasks = { ...result.abandonedTasks };
-      let abandoned = result.abandoned;
-      for (const [name, count] of Object.entries(open)) {
-        abandonedTasks[name] = (abandonedTasks[name] ?? 0) + count;
-        abandoned += count;
-      }
-      return { ...result, abandoned, abandonedTasks };
+      // At the deadline, the tasks of handlers still running (their
+      // responses will not go out) are abandoned too.
+      return await runnerOf.get(drainable)!.drain({
+        signal: giveUp.signal,
+        open: true,
+      });
     } finally {
       clearTimeout(deadline);
       stopListening();

@@ -260,7 +260,7 @@ export async function callHandler(
   // The handler creates its chain synchronously, before its first await.
   internals.created = (created) => {
     chain ??= created;
-    created.collect = true;
+    created.results = [];
   };
   let returned: Response | Promise<Response>;
   try {

@@ -19,7 +19,6 @@ guardedTest(
       const finished: Chain[] = [];
       const owner: ChainOwner = {
         accept() {},
-        taskStarted() {},
         retried() {},
         taskSettled() {
           throw bug;
@@ -30,11 +29,9 @@ guardedTest(
       };
       const chain = new Chain();
       chain.owner = owner;
-      chain.collect = true;
       chain.add({
         fn: () => "done",
         args: [],
-        name: "t",
         defined: undefined,
         next: undefined,
       });
@@ -45,14 +42,14 @@ guardedTest(
         timeout: undefined,
       });
       assert.deepEqual(results, [
-        { status: "fulfilled", name: "t", index: 0, value: "done" },
+        { status: "fulfilled", name: "fn", index: 0, value: "done" },
       ]);
       assert.deepEqual(finished, [chain]);
       assert.deepEqual(consoleError.mock.calls[0]?.arguments, [
         "Internal error in @afterward/background-tasks, please report it:",
         bug,
       ]);
-      assert.equal(chain.open, false);
+      assert.equal(chain.state, "finished");
     } finally {
       consoleError.mock.restore();
     }

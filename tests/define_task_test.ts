@@ -12,7 +12,7 @@ import {
   type TaskInfo,
   TaskTimeoutError,
 } from "../mod.ts";
-import { backoff } from "../src/_execute.ts";
+import { backoff } from "../src/_retry.ts";
 import { guardedTest } from "./_helpers.ts";
 
 /** Lets every pending promise reaction run, without letting a timer fire. */

@@ -1,0 +1,90 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+// Giving a chain to a backend: what is handed over is a snapshot of the
+// whole chain, taken when it moves to `storing` (a task added after starts a
+// chain of its own). The backend keeps trying through passing faults until
+// the chain is stored or the chain's signal aborts, when the runner gives up
+// on it. Before its response, the response waits for the outcome; after,
+// a chain that could not be stored is reported as failed.
+
+import type { Chain, Task } from "./_chain.ts";
+import type { BackendTask } from "./backend_chain.ts";
+import type { TaskBackend } from "./task_backend.ts";
+import { toPromise } from "./_util.ts";
+
+/** A task as a backend receives it; it must have been made by `defineTask`. */
+export function backendTask(task: Task): BackendTask {
+  const defined = task.defined!;
+  return {
+    name: defined.name,
+    args: task.args,
+    timeout: defined.timeout,
+    retry: defined.retry,
+    task: defined,
+  };
+}
+
+/** What a hand-over tells the runner once it is over. */
+export interface HandOverBooks {
+  /** The chain is stored: its `count` tasks are the backend's now. */
+  stored(chain: Chain, count: number): void;
+  /**
+   * The chain could not be stored: before its response, its tasks are
+   * discarded (the handler fails); after, they failed, each reported.
+   */
+  lost(
+    chain: Chain,
+    tasks: readonly BackendTask[],
+    first: number,
+    error: unknown,
+    beforeResponse: boolean,
+  ): void;
+}
+
+/**
+ * Hands a `storing` chain to `backend`, and tells `books` how it ended,
+ * unless the chain was given up on meanwhile. Before the response, the
+ * promise settles as the store does, and rejects at once when the chain is
+ * given up on; after, it never rejects.
+ */
+export function handOver(
+  chain: Chain,
+  backend: TaskBackend,
+  beforeResponse: boolean,
+  books: HandOverBooks,
+): Promise<void> {
+  const first = chain.position;
+  const tasks: BackendTask[] = [];
+  for (let task = chain.head; task !== undefined; task = task.next) {
+    tasks.push(backendTask(task));
+  }
+  const { signal } = chain;
+  let enqueued: Promise<void>;
+  try {
+    enqueued = backend.enqueue({
+      id: crypto.randomUUID(),
+      tasks,
+      request: chain.request,
+      delivered: chain.delivered,
+    }, { signal });
+  } catch (error) {
+    enqueued = Promise.reject(error);
+  }
+  const settled = toPromise(enqueued).then(() => {
+    // Given up on at a deadline: counted then.
+    if (chain.state === "storing") books.stored(chain, tasks.length);
+  }, (error) => {
+    if (chain.state === "storing") {
+      books.lost(chain, tasks, first, error, beforeResponse);
+    }
+    throw error;
+  });
+  // After the response, nobody waits for it.
+  if (!beforeResponse) return settled.catch(() => {});
+  return new Promise((resolve, reject) => {
+    signal.addEventListener("abort", () => reject(signal.reason), {
+      once: true,
+    });
+    settled.then(resolve, reject);
+  });
+}

@@ -1,0 +1,105 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+// When chains whose response has been sent start. `info.completed` resolves
+// before a static body reaches the socket, so a chain waits one macrotask
+// more; one timer serves every chain that becomes ready in the same turn
+// (a timer per request cost a quarter of the CPU). Then at most
+// `concurrency` chains hold a slot at once, the others wait in order of
+// arrival, in a first-in first-out queue.
+
+import type { Chain } from "./_chain.ts";
+
+/** Starts chains under a concurrency limit, one shared timer after they are ready. */
+export class Scheduler {
+  readonly #concurrency: number;
+  readonly #start: (chain: Chain) => void;
+  /** Chains whose response has been sent, waiting for the shared timer. */
+  #ready: Chain[] = [];
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  /** Chains past the timer, waiting for a slot; `#head` is the next. */
+  #queue: (Chain | undefined)[] = [];
+  #head = 0;
+  #starting = false;
+  /** Chains holding a slot. */
+  #active = 0;
+
+  /**
+   * @param concurrency How many chains may hold a slot at once.
+   * @param start Starts a chain in its slot; a chain given up on while it
+   * waited (no longer `waiting` or `queued`) is not given one.
+   */
+  constructor(concurrency: number, start: (chain: Chain) => void) {
+    this.#concurrency = concurrency;
+    this.#start = start;
+  }
+
+  /** A chain's response has been sent: it starts on the next shared timer. */
+  ready(chain: Chain): void {
+    this.#ready.push(chain);
+    this.#timer ??= setTimeout(this.#startReady, 0);
+  }
+
+  /** Counts a chain that takes a slot without waiting for one (stored before its response). */
+  occupy(): void {
+    this.#active++;
+  }
+
+  /** A chain that held a slot has ended: the next one in the queue takes it. */
+  freed(): void {
+    this.#active--;
+    this.#startQueued();
+  }
+
+  #startReady = (): void => {
+    this.#timer = undefined;
+    const ready = this.#ready;
+    this.#ready = [];
+    for (const chain of ready) {
+      if (chain.state === "waiting") chain.moveTo("queued");
+    }
+    if (this.#head === this.#queue.length) {
+      // Nothing is waiting for a slot: skip the queue while slots are free.
+      let index = 0;
+      while (index < ready.length && this.#active < this.#concurrency) {
+        this.#take(ready[index++]!);
+      }
+      for (; index < ready.length; index++) this.#queue.push(ready[index]!);
+    } else {
+      for (const chain of ready) this.#queue.push(chain);
+      this.#startQueued();
+    }
+  };
+
+  #startQueued(): void {
+    // A chain whose tasks are all synchronous ends inside #take() and frees
+    // its slot at once; the loop below picks the slot up, instead of
+    // recursing once per queued chain.
+    if (this.#starting) return;
+    this.#starting = true;
+    try {
+      while (
+        this.#head < this.#queue.length && this.#active < this.#concurrency
+      ) {
+        const chain = this.#queue[this.#head]!;
+        this.#queue[this.#head++] = undefined;
+        this.#take(chain);
+      }
+    } finally {
+      this.#starting = false;
+    }
+    if (this.#head === this.#queue.length) {
+      this.#queue = [];
+      this.#head = 0;
+    } else if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
+      this.#queue = this.#queue.slice(this.#head);
+      this.#head = 0;
+    }
+  }
+
+  #take(chain: Chain): void {
+    // Given up on while it waited (skipped, abandoned): no slot for it.
+    if (chain.state !== "queued") return;
+    this.#active++;
+    this.#start(chain);
+  }
+}
