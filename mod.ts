@@ -66,8 +66,9 @@
  * More entry points: `@afterward/background-tasks/hono` (a Hono middleware,
  * and `waitUntil()` for Hono's `c.executionCtx`), `/testing` (call a handler
  * and wait for its tasks) and `/ambient` (`getBackgroundTasks()` from any
- * depth of a request), `/kv` (a durable backend on Deno KV) and `/bullmq`
- * (worker processes on Redis).
+ * depth of a request), `/kv` (a durable backend on Deno KV), `/bullmq`
+ * (worker processes on Redis) and `/backend` (the types for writing a
+ * backend of your own).
  *
  * Tasks live in the process: a crash or a `SIGKILL` loses those not yet run.
  *

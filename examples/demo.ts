@@ -9,6 +9,9 @@
  *   deno task demo
  *   deno run --allow-net=127.0.0.1 --allow-read --allow-write examples/demo.ts
  *
+ * `--allow-net=127.0.0.1` to serve and call itself; `--allow-read` and
+ * `--allow-write` for the temporary directory, whose path the system picks.
+ *
  * @module
  */
 

@@ -7,11 +7,16 @@
  * completes: the interrupted task runs again (at least once; its `id` stays
  * the same), then the next. Each task prints a line when it starts and ends.
  *
- *   deno run --unstable-kv --allow-net=127.0.0.1 --allow-env=PORT,KV_PATH,STEP_MS --allow-read=. --allow-write=. examples/durable_kv.ts
+ *   deno run --unstable-kv --allow-net=127.0.0.1 --allow-env=PORT,KV_PATH,STEP_MS --allow-read=tasks.sqlite3 --allow-write=tasks.sqlite3 examples/durable_kv.ts
  *   curl -X POST http://127.0.0.1:8000/orders/42
  *
- * `KV_PATH` names the database file (`tasks.sqlite3`); `STEP_MS` is how long
- * the middle task works (2000).
+ * `--unstable-kv` for Deno KV; `--allow-net=127.0.0.1` to listen;
+ * `--allow-env` for the three settings below; `--allow-read` and
+ * `--allow-write` for the database file, and nothing else.
+ *
+ * `KV_PATH` names the database file (`tasks.sqlite3`: give the permissions
+ * for the path you choose); `STEP_MS` is how long the middle task works
+ * (2000).
  *
  * @module
  */

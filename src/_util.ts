@@ -87,7 +87,23 @@ export function describe(value: unknown): string {
   if (typeof value === "string") return JSON.stringify(value);
   if (typeof value === "function") return "a function";
   if (value === null || typeof value !== "object") return String(value);
-  return Array.isArray(value) ? "an array" : "an object";
+  if (Array.isArray(value)) return "an array";
+  const kind = className(value);
+  return kind === undefined
+    ? "an object"
+    : `${/^[AEIOU]/.test(kind) ? "an" : "a"} ${kind}`;
+}
+
+/** The class an object was made by, unless an object literal; never throws. */
+function className(value: object): string | undefined {
+  try {
+    const prototype = Object.getPrototypeOf(value);
+    if (prototype === null || prototype === Object.prototype) return undefined;
+    const name: unknown = prototype.constructor?.name;
+    return typeof name === "string" && name !== "" ? name : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The longest delay `setTimeout` honours; a longer one fires at once. */
@@ -201,11 +217,9 @@ export function assertOptions(
   action: string,
   name = "options",
 ): asserts options is object {
-  if (
-    typeof options !== "object" || options === null || Array.isArray(options)
-  ) {
+  if (!isPlainObject(options)) {
     throw new TypeError(
-      `${action} as '${name}' must be an object: current value is ${
+      `${action} as '${name}' must be a plain object: current value is ${
         describe(options)
       }`,
     );
@@ -214,50 +228,78 @@ export function assertOptions(
   const path = (key: string) => name === "options" ? key : `${name}.${key}`;
   for (const key of Object.keys(options)) {
     if (known.includes(key)) continue;
-    const closest = closestOf(key, known);
+    const meant = meantBy(key, known).map((option) => `'${path(option)}'`);
     throw new TypeError(
       `${action} as '${path(key)}' is not one of its options: ${
-        closest === undefined
+        meant.length === 0
           ? `they are ${known.map((option) => `'${path(option)}'`).join(", ")}`
-          : `did you mean '${path(closest)}'?`
+          : `did you mean ${
+            meant.length === 1
+              ? meant[0]
+              : `${meant.slice(0, -1).join(", ")} or ${meant.at(-1)}`
+          }?`
       }`,
     );
   }
 }
 
+/** Whether `value` is an object literal (or made by `Object.create(null)`). */
+function isPlainObject(value: unknown): value is object {
+  if (typeof value !== "object" || value === null) return false;
+  try {
+    const prototype = Object.getPrototypeOf(value);
+    return prototype === Object.prototype || prototype === null;
+  } catch {
+    return false;
+  }
+}
+
 /**
- * The option `key` most likely meant: the shortest whose letters contain
+ * The options `key` most likely meant: the shortest whose letters contain
  * its letters in order (a dropped letter, an old shorter name such as
- * `signals` for `shutdownSignals`), else the longest whose letters it
- * contains, else the closest in spelling, if any is close enough.
+ * `signals` for `shutdownSignals`); else the closest in spelling, if close
+ * enough to be meant; else those that share the most words with it
+ * (`drainTimeout` shares one with `timeout` and one with `shutdownTimeout`:
+ * both are named).
  */
-function closestOf(key: string, known: readonly string[]): string | undefined {
+function meantBy(key: string, known: readonly string[]): string[] {
   const lower = key.toLowerCase();
   if (lower.length >= 4) {
     const containing = known
       .filter((option) => isSubsequence(lower, option.toLowerCase()))
       .sort((a, b) => a.length - b.length);
-    if (containing[0] !== undefined) return containing[0];
-    // Or one that the key spells out with more around it ('queueName').
-    const contained = known
-      .filter((option) =>
-        option.length >= 4 && isSubsequence(option.toLowerCase(), lower)
-      )
-      .sort((a, b) => b.length - a.length);
-    if (contained[0] !== undefined) return contained[0];
+    if (containing[0] !== undefined) return [containing[0]];
   }
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const option of known) {
-    const distance = editDistance(key.toLowerCase(), option.toLowerCase());
+    const distance = editDistance(lower, option.toLowerCase());
     if (distance < bestDistance) {
       best = option;
       bestDistance = distance;
     }
   }
-  return bestDistance <= Math.max(2, Math.floor(key.length / 3))
-    ? best
-    : undefined;
+  if (
+    best !== undefined &&
+    bestDistance <= Math.max(2, Math.floor(key.length / 3))
+  ) return [best];
+  const keyWords = words(key);
+  let most = 0;
+  let sharing: string[] = [];
+  for (const option of known) {
+    const shared = words(option).filter((word) => keyWords.includes(word))
+      .length;
+    if (shared > most) [most, sharing] = [shared, [option]];
+    else if (shared === most && shared > 0) sharing.push(option);
+  }
+  return sharing.slice(0, 3);
+}
+
+/** The words of a camelCase name, lower case, plurals made singular, "on" left out. */
+function words(name: string): string[] {
+  return name.split(/(?=[A-Z])/)
+    .map((word) => word.toLowerCase().replace(/s$/, ""))
+    .filter((word) => word !== "on" && word !== "");
 }
 
 /** Whether the letters of `short` appear in `long` in the same order. */

@@ -266,8 +266,9 @@ interface Progress {
  *
  * @param options The database and the tasks this process can run.
  * @returns The backend, for the `backend` option of a wrapped handler.
- * @throws {TypeError} If an option has the wrong type.
- * @throws {RangeError} If `redelivery` has more than five steps.
+ * @throws {TypeError} If an option is unknown or has the wrong type.
+ * @throws {RangeError} If `redelivery` has more than five steps, or a
+ * negative or fractional one.
  */
 export function kvBackend(options: KvBackendOptions): KvBackend {
   const action = "Cannot create KV backend";

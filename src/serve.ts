@@ -1,13 +1,7 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import { WITH_BACKGROUND_TASKS_OPTIONS } from "./_options.ts";
-import {
-  assertFunction,
-  assertNumber,
-  assertOptions,
-  describe,
-  MAX_TIMER_DELAY,
-} from "./_util.ts";
+import { serveConfig } from "./_serve_options.ts";
+import { MAX_TIMER_DELAY } from "./_util.ts";
 import { runnerOf, wrapHandler } from "./_wrap.ts";
 import type {
   DrainResult,
@@ -17,71 +11,6 @@ import type {
   BackgroundTasksHandler,
   DrainableHandler,
 } from "./with_background_tasks.ts";
-
-/** The options `Deno.serve` takes that serve() passes on. */
-const DENO_SERVE_OPTIONS = [
-  "port",
-  "hostname",
-  "reusePort",
-  "tcpBacklog",
-  "automaticCompression",
-  "cert",
-  "key",
-  "onListen",
-  "onError",
-] as const;
-
-const SERVE_OPTIONS: readonly string[] = [
-  ...WITH_BACKGROUND_TASKS_OPTIONS,
-  ...DENO_SERVE_OPTIONS,
-  "shutdownTimeout",
-  "shutdownSignals",
-  "signal",
-  "onShutdown",
-];
-
-/** The options given whose keys are among `keys`, those left undefined out. */
-function pick(
-  options: object,
-  keys: readonly string[],
-): Record<string, unknown> {
-  const picked: Record<string, unknown> = {};
-  for (const key of keys) {
-    const value = (options as Record<string, unknown>)[key];
-    if (value !== undefined) picked[key] = value;
-  }
-  return picked;
-}
-
-/** Sorts out which of Deno.serve's call shapes serve() was called with. */
-function callShape(
-  first: unknown,
-  second: unknown,
-  action: string,
-): { options: ServeOptions; handler: unknown } {
-  const shapes =
-    "serve(handler), serve(options, handler) or serve({ ...options, handler })";
-  if (typeof first === "function" && second === undefined) {
-    return { options: {}, handler: first };
-  }
-  assertOptions(first, [...SERVE_OPTIONS, "handler"], action);
-  const { handler: inOptions, ...options } = first as ServeOptions & {
-    handler?: unknown;
-  };
-  if (second === undefined && inOptions === undefined) {
-    throw new TypeError(
-      `${action} as it needs a handler: call it as ${shapes}`,
-    );
-  }
-  if (second !== undefined && inOptions !== undefined) {
-    throw new TypeError(
-      `${action} as it was given two handlers, in 'options' and as 'handler': call it as ${shapes}`,
-    );
-  }
-  const handler = second ?? inOptions;
-  assertFunction(handler, "handler", action);
-  return { options, handler };
-}
 
 /**
  * Options for {@linkcode serve}: `Deno.serve`'s, the task options, and how to shut down.
@@ -338,70 +267,36 @@ export function serve(
   second?: unknown,
 ): BackgroundTasksServer {
   const action = "Cannot serve";
-  const { options, handler } = callShape(first, second, action);
-  assertOptions(options, SERVE_OPTIONS, action);
   const {
-    shutdownTimeout = 10_000,
-    shutdownSignals = Deno.build.os === "windows"
-      ? ["SIGINT"]
-      : ["SIGINT", "SIGTERM"],
+    handler,
+    taskOptions,
+    denoOptions,
+    shutdownTimeout,
+    shutdownSignals,
     signal,
-    onShutdown = logShutdown,
-  } = options;
-  assertNumber(shutdownTimeout, "shutdownTimeout", action, 0, true);
-  if (!Array.isArray(shutdownSignals)) {
-    throw new TypeError(
-      `${action} as 'shutdownSignals' must be an array: current value is ${
-        describe(shutdownSignals)
-      }`,
-    );
-  }
-  assertFunction(onShutdown, "onShutdown", action);
-  if (signal !== undefined && !(signal instanceof AbortSignal)) {
-    throw new TypeError(
-      `${action} as 'signal' must be an AbortSignal: current value is ${
-        describe(signal)
-      }`,
-    );
-  }
-  const taskOptions = pick(options, WITH_BACKGROUND_TASKS_OPTIONS);
+    onShutdown,
+  } = serveConfig(first, second, action);
   let drainable: DrainableHandler;
-  if (runnerOf.has(handler as DrainableHandler)) {
+  if (runnerOf.has(handler)) {
     const [given] = Object.keys(taskOptions);
     if (given !== undefined) {
       throw new TypeError(
         `${action} as '${given}' belongs to the handler's own withBackgroundTasks(): the handler given was made by it`,
       );
     }
-    drainable = handler as DrainableHandler;
+    drainable = handler as unknown as DrainableHandler;
   } else {
     drainable = wrapHandler(
-      handler as BackgroundTasksHandler,
+      handler as unknown as BackgroundTasksHandler,
       taskOptions,
       action,
     );
   }
-  // Listening first: a signal name Deno does not know throws here, before a
-  // server exists that would need closing.
-  const listening: Deno.Signal[] = [];
-  shutdownSignals.forEach((name: unknown, index) => {
-    try {
-      Deno.addSignalListener(name as Deno.Signal, onSignal);
-    } catch {
-      for (const name of listening) Deno.removeSignalListener(name, onSignal);
-      throw new TypeError(
-        `${action} as 'shutdownSignals[${index}]' must be a signal name Deno can listen to, such as "SIGTERM": current value is ${
-          describe(name)
-        }`,
-      );
-    }
-    listening.push(name as Deno.Signal);
-  });
-  // What is left is Deno.serve's own; it checks the values itself.
-  const server = Deno.serve(
-    pick(options, DENO_SERVE_OPTIONS) as Deno.ServeTcpOptions,
-    drainable,
-  );
+  const server = Deno.serve(denoOptions, drainable);
+  // Listening for signals only once there is a server: had Deno.serve
+  // thrown (a port in use), a listener left behind would shut down nothing
+  // on the next signal, and fail doing it.
+  for (const name of shutdownSignals) Deno.addSignalListener(name, onSignal);
 
   // Aborted at the deadline, or by a signal during the shutdown: whatever is still
   // pending is abandoned.
@@ -474,7 +369,9 @@ export function serve(
 
   signal?.addEventListener("abort", onAbort, { once: true });
   function stopListening(): void {
-    for (const name of listening) Deno.removeSignalListener(name, onSignal);
+    for (const name of shutdownSignals) {
+      Deno.removeSignalListener(name, onSignal);
+    }
     signal?.removeEventListener("abort", onAbort);
   }
   if (signal?.aborted) shutdown();
@@ -510,13 +407,20 @@ function untilAborted(
   });
 }
 
+/**
+ * Tells `onShutdown` what the shutdown did, or the default reporter when
+ * none was given. If a handler of the user's throws, the default reporter
+ * writes the result and what the handler threw.
+ */
 function report(
-  onShutdown: (result: DrainResult) => unknown,
+  onShutdown: ((result: DrainResult) => unknown) | undefined,
   result: DrainResult,
 ): void {
   try {
-    onShutdown(result);
+    if (onShutdown === undefined) logShutdown(result);
+    else onShutdown(result);
   } catch (error) {
+    if (onShutdown === undefined) return; // The console itself failed.
     try {
       logShutdown(result);
       console.error("The 'onShutdown' handler threw:", error);

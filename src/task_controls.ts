@@ -145,7 +145,9 @@ export interface TaskControls {
    *
    * @param options How long to wait before abandoning what is left.
    * @returns The summary; the promise never rejects.
-   * @throws {RangeError} If `timeout` is negative or not a number.
+   * @throws {TypeError} If `options` is not an object, has a key it does not
+   * know, or a value of the wrong type.
+   * @throws {RangeError} If `timeout` is negative.
    */
   drain(options?: DrainOptions): Promise<DrainResult>;
   /** A snapshot of the counts of queued, running and finished tasks. */

@@ -2,7 +2,7 @@
 
 import { type Chain, internals } from "./_chain.ts";
 import type { TaskResult } from "./task_info.ts";
-import { assertFunction, assertOptions } from "./_util.ts";
+import { assertFunction, assertOptions, describe } from "./_util.ts";
 import type { DrainableHandler } from "./with_background_tasks.ts";
 
 /**
@@ -92,10 +92,18 @@ export interface FakeServeHandlerInfoOptions {
 export function fakeServeHandlerInfo(
   options: FakeServeHandlerInfoOptions = {},
 ): FakeServeHandlerInfo {
-  assertOptions(options, ["remoteAddr"], "Cannot make handler info");
+  const action = "Cannot make handler info";
+  assertOptions(options, ["remoteAddr"], action);
   const {
     remoteAddr = { transport: "tcp", hostname: "127.0.0.1", port: 54321 },
   } = options;
+  if (typeof remoteAddr !== "object" || remoteAddr === null) {
+    throw new TypeError(
+      `${action} as 'remoteAddr' must be an address, such as { transport: "tcp", hostname: "127.0.0.1", port: 80 }: current value is ${
+        describe(remoteAddr)
+      }`,
+    );
+  }
   const { promise, resolve, reject } = Promise.withResolvers<void>();
   // A test that never reads `completed` must not see an unhandled rejection.
   promise.catch(() => {});
@@ -244,8 +252,30 @@ export async function callHandler(
 ): Promise<HandlerCall> {
   const action = "Cannot call handler";
   assertFunction(handler, "handler", action);
+  if (typeof handler.drain !== "function") {
+    throw new TypeError(
+      `${action} as 'handler' must be made by withBackgroundTasks(): current value is a function without drain()`,
+    );
+  }
+  if (
+    !(request instanceof Request || request instanceof URL ||
+      typeof request === "string")
+  ) {
+    throw new TypeError(
+      `${action} as 'request' must be a Request, a URL or a string: current value is ${
+        describe(request)
+      }`,
+    );
+  }
   assertOptions(options, CALL_HANDLER_OPTIONS, action);
   const { info: given, ...init } = options;
+  if (given !== undefined && (typeof given !== "object" || given === null)) {
+    throw new TypeError(
+      `${action} as 'info' must be a Deno.ServeHandlerInfo: current value is ${
+        describe(given)
+      }`,
+    );
+  }
   const input = request instanceof Request
     ? new Request(request, init)
     : new Request(new URL(request, "http://localhost"), init);

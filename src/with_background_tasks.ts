@@ -118,8 +118,9 @@ export interface DrainableHandler extends TaskControls {
  * @param handler The handler to wrap.
  * @param options How to report failures and treat undelivered responses.
  * @returns A handler for `Deno.serve`, with `drain()` and `stats`.
- * @throws {TypeError} If `handler` is not a function or an option has the
- * wrong type.
+ * @throws {TypeError} If `handler` is not a function, `options` not an
+ * object, or an option unknown or of the wrong type.
+ * @throws {RangeError} If a number is out of range (`concurrency: 0`).
  */
 export function withBackgroundTasks(
   handler: BackgroundTasksHandler,

@@ -13,7 +13,7 @@ export interface Script extends AsyncDisposable {
   readonly child: Deno.ChildProcess;
   /** The next line of standard output; fails after `timeout` ms without one. */
   nextLine(): Promise<string>;
-  /** Waits for the exit, failing after `timeout` ms, and returns all output. */
+  /** Waits for the exit, failing after `timeout` ms, and returns all output, the lines read before included. */
   exit(): Promise<{ code: number; stdout: string[]; stderr: string }>;
 }
 
@@ -95,6 +95,7 @@ export async function startScript(
     async nextLine() {
       const line = await bounded(stdout.next(), "a line of output");
       if (line.done) throw new Error(`the process ended: ${await stderr}`);
+      seen.push(line.value);
       return line.value;
     },
     async exit() {

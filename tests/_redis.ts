@@ -31,9 +31,13 @@ if (!redisAvailable && Deno.env.get("REQUIRE_REDIS") === "1") {
   throw new Error("REQUIRE_REDIS=1 but there is no redis-server");
 }
 
-// Said once per run (this module is evaluated once), so that skipped tests
-// are never mistaken for passing ones.
-if (!redisAvailable) {
+// Said once per run, so that skipped tests are never mistaken for passing
+// ones. Each test file evaluates this module anew, in an isolate of its own,
+// but they share the process's environment.
+const said = "AFTERWARD_TESTS_SAID_REDIS_SKIPS";
+if (Deno.env.get(said) !== undefined) {
+  // Said by an earlier test file.
+} else if (!redisAvailable) {
   console.error(
     "Skipping the BullMQ backend's tests (shown as ignored): there is no redis-server on the PATH and REDIS_PORT is not set. To run them, install redis-server (apt-get install redis-server, or brew install redis), or set REDIS_PORT to the port of a Redis you started, and run deno task test again.",
   );
@@ -42,6 +46,7 @@ if (!redisAvailable) {
     "Skipping the BullMQ tests that stop and restart a Redis of their own (shown as ignored): they need redis-server on the PATH, and only REDIS_PORT is set. Install redis-server to run them.",
   );
 }
+if (!redisServerInstalled) Deno.env.set(said, "1");
 
 /** A Redis for one test, stopped when disposed if the test started it. */
 export interface TestRedis extends AsyncDisposable {

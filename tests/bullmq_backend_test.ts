@@ -152,7 +152,7 @@ Deno.test({
       [
         "a date",
         (tasks) => tasks.addTask(known, { at: new Date(0) }),
-        `Cannot add task "known" as args[0].at is an instance of Date, which JSON cannot store: current value is an object`,
+        `Cannot add task "known" as args[0].at is an instance of Date, which JSON cannot store: current value is a Date`,
       ],
       [
         "undefined",

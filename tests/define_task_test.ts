@@ -86,7 +86,7 @@ Deno.test("defineTask() rejects options of the wrong type or out of range", asyn
       "retry",
       () => defineTask(fn, { retry: 3 as unknown as RetryOptions }),
       "TypeError",
-      "Cannot define task as 'retry' must be an object: current value is 3",
+      "Cannot define task as 'retry' must be a plain object: current value is 3",
     ],
     [
       "maxAttempts",
@@ -140,7 +140,7 @@ Deno.test("defineTask() rejects options of the wrong type or out of range", asyn
       "options that are not an object",
       () => defineTask(fn, null as unknown as DefineTaskOptions),
       "TypeError",
-      "Cannot define task as 'options' must be an object: current value is null",
+      "Cannot define task as 'options' must be a plain object: current value is null",
     ],
     [
       "a misspelt option",

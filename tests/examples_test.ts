@@ -465,8 +465,8 @@ Deno.test("examples/durable_kv.ts queues an order's chain in Deno KV and runs it
     "--unstable-kv",
     "--allow-net=127.0.0.1",
     "--allow-env=PORT,KV_PATH,STEP_MS",
-    "--allow-read=.",
-    "--allow-write=.",
+    "--allow-read=tasks.sqlite3",
+    "--allow-write=tasks.sqlite3",
   ], { STEP_MS: "10" });
   const response = await fetch(`${example.url}/orders/42`, { method: "POST" });
   assert.equal(response.status, 202);
@@ -501,14 +501,15 @@ Deno.test("what the examples write in a clone is ignored by git", async () => {
     "tasks.sqlite3",
     "tasks.sqlite3-wal",
   ]);
-  const { code, stdout } = await new Deno.Command("git", {
-    args: ["check-ignore", ...written],
-    cwd: new URL("..", examples),
-    stdout: "piped",
-  }).output();
-  assert.equal(code, 0);
-  assert.deepEqual(
-    new TextDecoder().decode(stdout).trim().split("\n").sort(),
-    [...written].sort(),
-  );
+  // The patterns of .gitignore that name files of the repository's root.
+  const patterns = (await Deno.readTextFile(new URL("../.gitignore", examples)))
+    .split("\n")
+    .filter((line) => line !== "" && !line.startsWith("#"));
+  const ignored = (file: string) =>
+    patterns.some((pattern) =>
+      pattern.endsWith("*")
+        ? file.startsWith(pattern.slice(0, -1))
+        : file === pattern
+    );
+  assert.deepEqual([...written].filter((file) => !ignored(file)), []);
 });

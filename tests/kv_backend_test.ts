@@ -279,7 +279,7 @@ guardedTest(
       [
         "a class instance",
         (tasks) => tasks.addTask(registered, [new Money(5)]),
-        `Cannot add task "registered" as args[0][0] is an instance of Money, which Deno KV cannot store: current value is an object`,
+        `Cannot add task "registered" as args[0][0] is an instance of Money, which Deno KV cannot store: current value is a Money`,
       ],
       [
         "a symbol",
@@ -408,7 +408,7 @@ Deno.test("kvBackend() rejects options of the wrong type", async (t) => {
         "options that are not an object",
         () => kvBackend(undefined as unknown as KvBackendOptions),
         "TypeError",
-        "Cannot create KV backend as 'options' must be an object: current value is undefined",
+        "Cannot create KV backend as 'options' must be a plain object: current value is undefined",
       ],
       [
         "tasks",

@@ -151,7 +151,10 @@ for (
     assert.ok(runs > 0, "the runaway task ran before the next request");
     script.child.kill("SIGTERM");
     const { code, stdout } = await script.exit();
-    assert.deepEqual(stdout, ['abandoned {"again":1}']);
+    assert.deepEqual(stdout.slice(1), [
+      "runaway started",
+      'abandoned {"again":1}',
+    ]);
     assert.equal(code, 1);
   });
 }
@@ -180,6 +183,43 @@ Deno.test("a shutdown signal ends the process during a shutdown started by serve
   assert.equal(await script.nextLine(), "shutting down");
   script.child.kill("SIGTERM");
   const { code, stdout } = await script.exit();
-  assert.deepEqual(stdout, ["abandoned 1"]);
+  assert.deepEqual(stdout, ["shutting down", "abandoned 1"]);
   assert.equal(code, 1);
+});
+
+Deno.test("a serve() that could not listen leaves no signal listener behind to fail at the next signal", async () => {
+  const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    await using script = await startScript(
+      `
+      import { serve } from "@afterward/background-tasks";
+      try {
+        serve({ hostname: "127.0.0.1", port: ${busy.addr.port}, onListen() {} }, () => new Response("ok"));
+      } catch (error) {
+        console.log(error.name);
+      }
+      const server = serve({
+        hostname: "127.0.0.1", port: 0, onListen() {},
+        onShutdown: (result) => console.log("succeeded", result.succeeded),
+      }, (_request, _info, tasks) => {
+        tasks.addTask(async () => {
+          await new Promise((resolve) => setTimeout(resolve, 200));
+          console.log("task ran");
+        });
+        return new Response("ok");
+      });
+      await (await fetch("http://127.0.0.1:" + server.addr.port)).text();
+      console.log("ready");
+      `,
+      ["--allow-net=127.0.0.1"],
+    );
+    assert.equal(await script.nextLine(), "AddrInUse");
+    assert.equal(await script.nextLine(), "ready");
+    script.child.kill("SIGINT");
+    const { code, stdout, stderr } = await script.exit();
+    assert.deepEqual(stdout, ["AddrInUse", "ready", "task ran", "succeeded 1"]);
+    assert.equal(code, 0, stderr);
+  } finally {
+    busy.close();
+  }
 });

@@ -176,6 +176,24 @@ guardedTest(
   },
 );
 
+guardedTest(
+  "serve() never blames an onShutdown that was not given when the console fails",
+  async () => {
+    let calls = 0;
+    const consoleError = mock.method(console, "error", () => {
+      if (++calls === 1) throw new Error("EPIPE");
+    });
+    try {
+      // No onShutdown: the default reporter, whose console fails once.
+      const server = serve(local, () => new Response("ok"));
+      await server.shutdown();
+      assert.equal(calls, 1);
+    } finally {
+      consoleError.mock.restore();
+    }
+  },
+);
+
 Deno.test("serve() rejects options of the wrong type before it listens", async (t) => {
   const table: [string, ServeOptions, string, string][] = [
     [
@@ -231,6 +249,78 @@ Deno.test("serve() rejects options of the wrong type before it listens", async (
       { timout: 100 } as ServeOptions,
       "TypeError",
       "Cannot serve as 'timout' is not one of its options: did you mean 'timeout'?",
+    ],
+    [
+      "a port that is not a number",
+      { port: "0" as unknown as number },
+      "TypeError",
+      `Cannot serve as 'port' must be a number: current value is "0"`,
+    ],
+    [
+      "a port out of range",
+      { port: 70_000 },
+      "RangeError",
+      "Cannot serve as 'port' must be at most 65535: current value is 70000",
+    ],
+    [
+      "a hostname that is not a string",
+      { hostname: 1 as unknown as string },
+      "TypeError",
+      "Cannot serve as 'hostname' must be a string: current value is 1",
+    ],
+    [
+      "onError that is not a function",
+      { onError: "x" as unknown as () => Response },
+      "TypeError",
+      `Cannot serve as 'onError' must be a function: current value is "x"`,
+    ],
+    [
+      "onListen that is not a function",
+      { onListen: "x" as unknown as () => void },
+      "TypeError",
+      `Cannot serve as 'onListen' must be a function: current value is "x"`,
+    ],
+    [
+      "reusePort that is not a boolean",
+      { reusePort: "yes" as unknown as boolean },
+      "TypeError",
+      `Cannot serve as 'reusePort' must be a boolean: current value is "yes"`,
+    ],
+    [
+      "automaticCompression that is not a boolean",
+      { automaticCompression: "no" as unknown as boolean },
+      "TypeError",
+      `Cannot serve as 'automaticCompression' must be a boolean: current value is "no"`,
+    ],
+    [
+      "tcpBacklog that is not a number",
+      { tcpBacklog: "1" as unknown as number },
+      "TypeError",
+      `Cannot serve as 'tcpBacklog' must be a number: current value is "1"`,
+    ],
+    [
+      "a cert without its key",
+      { cert: "-----BEGIN CERTIFICATE-----" },
+      "TypeError",
+      "Cannot serve as 'cert' and 'key' go together: only 'cert' was given",
+    ],
+    [
+      "a transport other than TCP",
+      { transport: "unix" } as unknown as ServeOptions,
+      "TypeError",
+      `Cannot serve as 'transport' must be "tcp": for a Unix socket, give Deno.serve a handler made by withBackgroundTasks(); current value is "unix"`,
+    ],
+    [
+      "a key that names two options",
+      { drainTimeout: 5_000 } as ServeOptions,
+      "TypeError",
+      "Cannot serve as 'drainTimeout' is not one of its options: did you mean 'timeout' or 'shutdownTimeout'?",
+    ],
+    [
+      "another name of onError",
+      { errorHandler: () => new Response() } as ServeOptions,
+      "TypeError",
+      "Cannot serve as 'errorHandler' is not one of its options: did you mean 'onTaskError', 'onError' or 'handler'?",
     ],
     [
       "the old name of shutdownSignals",
@@ -296,7 +386,7 @@ Deno.test("serve() takes the call shapes Deno.serve takes, and names them when g
           undefined,
           handler,
         ),
-      "Cannot serve as 'options' must be an object: current value is undefined",
+      "Cannot serve as 'options' must be an object: current value is undefined; call it as serve(handler), serve(options, handler) or serve({ ...options, handler })",
     ],
     [
       "a handler that is not a function",

@@ -174,6 +174,45 @@ Deno.test("callHandler() and fakeServeHandlerInfo() refuse what they do not know
         "Cannot call handler as 'methd' is not one of its options: did you mean 'method'?",
     },
   );
+  await assert.rejects(
+    () =>
+      callHandler(
+        ((_request: Request) => new Response()) as unknown as typeof handler,
+        "/",
+      ),
+    {
+      name: "TypeError",
+      message:
+        "Cannot call handler as 'handler' must be made by withBackgroundTasks(): current value is a function without drain()",
+    },
+  );
+  await assert.rejects(
+    () => callHandler(handler, 1 as unknown as string),
+    {
+      name: "TypeError",
+      message:
+        "Cannot call handler as 'request' must be a Request, a URL or a string: current value is 1",
+    },
+  );
+  await assert.rejects(
+    () =>
+      callHandler(handler, "/", {
+        info: 1 as unknown as Deno.ServeHandlerInfo,
+      }),
+    {
+      name: "TypeError",
+      message:
+        "Cannot call handler as 'info' must be a Deno.ServeHandlerInfo: current value is 1",
+    },
+  );
+  assert.throws(
+    () => fakeServeHandlerInfo({ remoteAddr: 1 as unknown as Deno.NetAddr }),
+    {
+      name: "TypeError",
+      message:
+        `Cannot make handler info as 'remoteAddr' must be an address, such as { transport: "tcp", hostname: "127.0.0.1", port: 80 }: current value is 1`,
+    },
+  );
   assert.throws(
     () => fakeServeHandlerInfo({ remote: {} } as never),
     {

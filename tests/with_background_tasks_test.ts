@@ -687,7 +687,7 @@ Deno.test("withBackgroundTasks() rejects a handler or options of the wrong type"
           () => new Response(),
           null as unknown as WithBackgroundTasksOptions,
         ),
-      "Cannot wrap handler as 'options' must be an object: current value is null",
+      "Cannot wrap handler as 'options' must be a plain object: current value is null",
     ],
     [
       "a string as options",
@@ -696,7 +696,16 @@ Deno.test("withBackgroundTasks() rejects a handler or options of the wrong type"
           () => new Response(),
           "fast" as unknown as WithBackgroundTasksOptions,
         ),
-      `Cannot wrap handler as 'options' must be an object: current value is "fast"`,
+      `Cannot wrap handler as 'options' must be a plain object: current value is "fast"`,
+    ],
+    [
+      "a Map as options",
+      () =>
+        withBackgroundTasks(
+          () => new Response(),
+          new Map() as unknown as WithBackgroundTasksOptions,
+        ),
+      "Cannot wrap handler as 'options' must be a plain object: current value is a Map",
     ],
     [
       "a misspelt option",
