@@ -19,6 +19,14 @@ export interface Task {
 }
 
 /**
+ * The task `waitUntil()` adds: it settles as the promise it tracks does.
+ * Named so, and known to the runner: it adds no work, only a wait.
+ */
+export function waitUntil(promise: Promise<unknown>): Promise<unknown> {
+  return promise;
+}
+
+/**
  * The name a task is reported by: its definition's, else its function's
  * `name`, else `"anonymous"`. Worked out when asked, since most tasks are
  * never reported.
@@ -78,8 +86,12 @@ const MOVES: { readonly [S in ChainState]: readonly ChainState[] } = {
  * refuse and report work.
  */
 export interface ChainOwner {
-  /** Called before a task joins; throwing refuses the task. */
-  accept(chain: Chain, task: Task): void;
+  /**
+   * Called before a task joins: throws to refuse it to the caller, or
+   * returns `false` when it refused it and reported why (past the handler,
+   * where nobody may catch an error).
+   */
+  accept(chain: Chain, task: Task): boolean;
   /** The first task of a chain whose handler had returned is in it. */
   scheduleReturned(chain: Chain): void;
   /** A failed attempt will be retried. */
@@ -186,7 +198,7 @@ export class Chain {
         "Cannot add task as the request's tasks have already run",
       );
     }
-    this.owner?.accept(this, task);
+    if (this.owner !== undefined && !this.owner.accept(this, task)) return;
     if (this.#tail === undefined) this.head = task;
     else this.#tail.next = task;
     this.#tail = task;

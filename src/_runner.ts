@@ -8,7 +8,13 @@
 // chain starts is the scheduler's business, drains are the drains', and a
 // backend's hand-over is the hand-over's.
 
-import { Chain, type ChainOwner, nameOf, type Task } from "./_chain.ts";
+import {
+  Chain,
+  type ChainOwner,
+  nameOf,
+  type Task,
+  waitUntil,
+} from "./_chain.ts";
 import { ChainList } from "./_chain_list.ts";
 import { Drains } from "./_drain.ts";
 import { startChain } from "./_execute.ts";
@@ -58,13 +64,14 @@ export class Runner implements ChainOwner, HandOverBooks {
     chain.url = request.url;
   }
 
-  accept(chain: Chain, task: Task): void {
+  accept(chain: Chain, task: Task): boolean {
     const { backend, maxPending } = this.#config;
-    if (this.#tally.pending >= maxPending) {
-      this.#tally.dropped("refused", 1);
-      throw new QueueFullError(nameOf(task), maxPending);
-    }
     if (backend !== undefined) {
+      if (task.fn === waitUntil) {
+        throw new TypeError(
+          "Cannot wait until as the handler's backend runs tasks in other processes, which cannot wait for a promise of this one: await it in the handler, or make the work a task with defineTask",
+        );
+      }
       if (task.defined === undefined) {
         throw new TypeError(
           `Cannot add task "${
@@ -72,10 +79,27 @@ export class Runner implements ChainOwner, HandOverBooks {
           }" as the handler's backend runs only tasks made by defineTask`,
         );
       }
-      backend.accept(backendTask(task), chain);
     }
+    // waitUntil() adds no work, only a wait for a promise already running.
+    if (this.#tally.pending >= maxPending && task.fn !== waitUntil) {
+      this.#tally.dropped("refused", 1);
+      const refusal = new QueueFullError(nameOf(task), maxPending);
+      // The handler can answer 503; past it, nobody may be there to catch
+      // the error (a timer the handler left behind): it is reported.
+      if (chain.state === "open") throw refusal;
+      report(this.#config.onTaskError, refusal, {
+        name: nameOf(task),
+        index: chain.size,
+        attempt: 0,
+        request: chain.request,
+        delivered: chain.delivered,
+      });
+      return false;
+    }
+    if (backend !== undefined) backend.accept(backendTask(task), chain);
     this.#tally.pending++;
     if (chain.state === "open" && chain.remaining === 0) this.#open.push(chain);
+    return true;
   }
 
   successor(ended: Chain): Chain {
@@ -223,13 +247,17 @@ export class Runner implements ChainOwner, HandOverBooks {
     // rejection (HTTP/2 client gone) left unhandled would end the process.
     const completed: unknown = info?.completed;
     if (isThenable(completed)) {
-      completed.then(
-        () => this.#sent(chain, true),
-        () => this.#sent(chain, false),
-      );
-    } else {
-      this.#sent(chain, chain.delivered);
+      try {
+        completed.then(
+          () => this.#sent(chain, true),
+          () => this.#sent(chain, false),
+        );
+        return;
+      } catch {
+        // A `then` that cannot be read or called (not Deno's): no signal.
+      }
     }
+    this.#sent(chain, chain.delivered);
   }
 
   #sent(chain: Chain, delivered: boolean | undefined): void {

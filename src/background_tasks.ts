@@ -1,20 +1,21 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import { Chain, internals, type Task } from "./_chain.ts";
+import { Chain, internals, type Task, waitUntil } from "./_chain.ts";
 import { runChain } from "./_execute.ts";
 import { executionConfig, RUN_OPTIONS } from "./_options.ts";
-import { assertOptions, describe, isThenable, toPromise } from "./_util.ts";
+import {
+  assertOptions,
+  describe,
+  isInstance,
+  isThenable,
+  toPromise,
+} from "./_util.ts";
 import { DefinedTask } from "./define_task.ts";
 import type { RunOptions, TaskResult } from "./task_info.ts";
 
 const NO_PROPS: Readonly<Record<string, never>> = Object.freeze({});
 
 function ignore(): void {}
-
-/** The task `waitUntil()` adds: it settles as the tracked promise does. */
-function waitUntil(promise: Promise<unknown>): Promise<unknown> {
-  return promise;
-}
 
 /**
  * The tasks one request wants done after its response, in the order they were
@@ -145,7 +146,7 @@ export class BackgroundTasks {
     fn: ((...args: unknown[]) => unknown) | DefinedTask,
     ...args: unknown[]
   ): void {
-    if (fn instanceof DefinedTask) {
+    if (isInstance(fn, DefinedTask)) {
       this.#add({
         fn: fn.fn as (...args: unknown[]) => unknown,
         args,

@@ -159,7 +159,9 @@ export interface BullmqBackend extends TaskBackend {
   retry(jobId: string): Promise<boolean>;
   /**
    * Stores the chains handed over so far, then closes the connections to
-   * Redis. Chains handed over after it fail, reported through `onTaskError`.
+   * Redis. Chains handed over after it are refused: before their response,
+   * the handler fails (its tasks discarded); after it, their tasks are
+   * reported through `onTaskError`.
    * While Redis is unreachable, it waits until each chain is stored or given
    * up by the signal its `enqueue()` was given: a chain handed over without
    * one waits for Redis to come back.

@@ -57,9 +57,10 @@ export interface TaskBackend {
    * itself when a backend is set.
    *
    * @param task The task being added.
-   * @param chain The chain it joins: the same object for every task of one
-   * request, a key for state kept per chain (such as its size), with the
-   * `request` the chain will carry.
+   * @param chain The chain it joins: the same object for every task of the
+   * chain (a task added once a request's chain was handed over starts a
+   * chain of its own), a key for state kept per chain (such as its size),
+   * with the `request` the chain will carry.
    */
   accept(
     task: BackendTask,

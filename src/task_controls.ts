@@ -43,7 +43,11 @@ export interface TaskStats {
   readonly retried: number;
   /** Tasks refused by `addTask()` because `maxPending` was reached. */
   readonly refused: number;
-  /** Tasks dropped because their handler threw, rejected or returned no `Response`. */
+  /**
+   * Tasks dropped because their handler threw, rejected or returned no
+   * `Response`, or because a backend could not store them before their
+   * response (the handler then fails).
+   */
   readonly discarded: number;
   /** Tasks dropped with `skipUndelivered` because their response was not delivered. */
   readonly skipped: number;
@@ -214,10 +218,11 @@ export interface WithBackgroundTasksOptions extends RunOptions {
    */
   ambient?: boolean;
   /**
-   * Where to send each request's chain once its response has been sent,
-   * instead of running it in this process: a durable queue or workers
-   * elsewhere. Tasks must then be made by `defineTask`, and the backend
-   * checks their arguments as they are added.
+   * Where to send each request's chain instead of running it in this
+   * process: a durable queue or workers elsewhere. The chain is stored
+   * before its response goes out, or after with `handOver:
+   * "after-response"`. Tasks must then be made by `defineTask`, and the
+   * backend checks their arguments as they are added.
    *
    * @default {undefined, to run tasks in this process}
    */

@@ -18,7 +18,7 @@ guardedTest(
       const bug = new Error("bookkeeping bug");
       const finished: Chain[] = [];
       const owner: ChainOwner = {
-        accept() {},
+        accept: () => true,
         retried() {},
         taskSettled() {
           throw bug;

@@ -63,6 +63,11 @@ export function listen(
   return { server, url: `http://127.0.0.1:${server.addr.port}` };
 }
 
+/** Lets every pending promise reaction run, without letting a timer fire. */
+export async function microtasks(): Promise<void> {
+  for (let i = 0; i < 20; i++) await Promise.resolve();
+}
+
 /** Resolves after `turns` macrotasks: enough for a timer-started chain not to have started. */
 export async function macrotasks(turns: number): Promise<void> {
   for (let turn = 0; turn < turns; turn++) {

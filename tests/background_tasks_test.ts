@@ -467,3 +467,15 @@ Deno.test("BackgroundTasks has the shape of Hono's and Workers' ExecutionContext
   assert.ok(Object.isFrozen(tasks.props));
   assert.equal(tasks.props, new BackgroundTasks().props);
 });
+
+guardedTest(
+  "addTask() takes a revoked proxy of a function, which fails when it runs",
+  async () => {
+    const { proxy, revoke } = Proxy.revocable(() => {}, {});
+    revoke();
+    const tasks = new BackgroundTasks();
+    tasks.addTask(proxy);
+    const [result] = await tasks.run({ onTaskError: () => {} });
+    assert.equal(result?.status, "rejected");
+  },
+);

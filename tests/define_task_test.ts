@@ -13,12 +13,7 @@ import {
   TaskTimeoutError,
 } from "../mod.ts";
 import { backoff } from "../src/_retry.ts";
-import { guardedTest } from "./_helpers.ts";
-
-/** Lets every pending promise reaction run, without letting a timer fire. */
-async function microtasks(): Promise<void> {
-  for (let i = 0; i < 20; i++) await Promise.resolve();
-}
+import { guardedTest, microtasks } from "./_helpers.ts";
 
 guardedTest(
   "defineTask() passes a context with signal, attempt and name before the arguments",

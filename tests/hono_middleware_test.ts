@@ -2,7 +2,12 @@
 
 import assert from "node:assert/strict";
 import { Hono } from "npm:hono@^4";
-import { type TaskInfo, withBackgroundTasks } from "../mod.ts";
+import {
+  defineTask,
+  type TaskBackend,
+  type TaskInfo,
+  withBackgroundTasks,
+} from "../mod.ts";
 import { backgroundTasks, type BackgroundTasksVariables } from "../hono.ts";
 import { guardedTest, listen } from "./_helpers.ts";
 
@@ -242,5 +247,64 @@ guardedTest(
     await middleware.drain();
     await wrapped.drain();
     assert.deepEqual(ran.sort(), ["c.var", "ctx"]);
+  },
+);
+
+guardedTest(
+  "backgroundTasks() with a backend answers only once the chain is stored, and fails the request when it cannot be",
+  async () => {
+    const job = defineTask((_context, _n: number) => {}, { name: "job" });
+    const stores: PromiseWithResolvers<void>[] = [];
+    const called = [
+      Promise.withResolvers<void>(),
+      Promise.withResolvers<void>(),
+    ];
+    const backend: TaskBackend = {
+      accept() {},
+      enqueue() {
+        const store = Promise.withResolvers<void>();
+        called[stores.length]!.resolve();
+        stores.push(store);
+        return store.promise;
+      },
+    };
+    const middleware = backgroundTasks({ backend });
+    const app = new Hono<{ Variables: BackgroundTasksVariables }>();
+    app.use(middleware);
+    app.post("/", (c) => {
+      c.var.backgroundTasks.addTask(job, 1);
+      return c.text("accepted", 202);
+    });
+    app.onError((error, c) => c.text(error.message, 500));
+
+    let answered = false;
+    const first = Promise.resolve(app.request("/", { method: "POST" })).then(
+      (response) => {
+        answered = true;
+        return response;
+      },
+    );
+    await called[0]!.promise;
+    assert.equal(answered, false, "answered before the chain was stored");
+    stores[0]!.resolve();
+    assert.equal((await first).status, 202);
+    await (await first).body?.cancel();
+
+    const second = app.request("/", { method: "POST" });
+    await called[1]!.promise;
+    stores[1]!.reject(new Error("already queued"));
+    const failed = await second;
+    assert.equal(failed.status, 500);
+    assert.equal(
+      await failed.text(),
+      "Cannot respond as the backend could not store the request's tasks",
+    );
+    await middleware.drain();
+    const { enqueued, discarded, pending } = middleware.stats;
+    assert.deepEqual({ enqueued, discarded, pending }, {
+      enqueued: 1,
+      discarded: 1,
+      pending: 0,
+    });
   },
 );

@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { withBackgroundTasks } from "../mod.ts";
-import { guardedTest, listen, macrotasks } from "./_helpers.ts";
+import { guardedTest, listen } from "./_helpers.ts";
 
 /** Epoch milliseconds with sub-millisecond precision, comparable across processes. */
 function now(): number {
@@ -94,9 +94,13 @@ guardedTest(
       assert.equal(new TextDecoder().decode(first.value), "first chunk");
 
       // The body is still open: a wrapper that started tasks when the handler
-      // returned would have run them by now.
-      await macrotasks(10);
+      // returned would have run them by now, a macrotask after. The task
+      // waits, counted as queued.
       assert.equal(log.length, 0, "a task ran while the body was open");
+      assert.deepEqual(
+        [handler.stats.queued, handler.stats.running, handler.stats.succeeded],
+        [1, 0, 0],
+      );
 
       stream!.enqueue(encoder.encode("last chunk"));
       log.push("body closed");

@@ -1,6 +1,7 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 import assert from "node:assert/strict";
+import { mock } from "node:test";
 import {
   type BackgroundTasks,
   defineTask,
@@ -10,7 +11,7 @@ import {
 } from "../mod.ts";
 import type { BackendChain } from "../backend.ts";
 import { callHandler, fakeServeHandlerInfo } from "../testing.ts";
-import { guardedTest, sentInfo } from "./_helpers.ts";
+import { addTaskError, guardedTest, sentInfo } from "./_helpers.ts";
 
 guardedTest(
   "a task added while a chain is being handed to a backend is handed over as a chain of its own",
@@ -214,3 +215,52 @@ Deno.test("withBackgroundTasks() refuses a handOver that cannot apply", async (t
     });
   }
 });
+
+guardedTest(
+  "a backend's abort listener that throws when a drain gives up on a chain it stores is reported, not fatal",
+  async () => {
+    const consoleError = mock.method(console, "error", () => {});
+    try {
+      const handing = Promise.withResolvers<void>();
+      const backend: TaskBackend = {
+        accept() {},
+        enqueue(_chain, options) {
+          options?.signal?.addEventListener("abort", () => {
+            throw new Error("backend listener failed");
+          });
+          handing.resolve();
+          return new Promise(() => {});
+        },
+      };
+      const handler = withBackgroundTasks((_request, _info, tasks) => {
+        tasks.addTask(job, 1);
+        return new Response("ok");
+      }, { backend, handOver: "after-response" });
+      await callHandler(handler, "/");
+      await handing.promise;
+      const result = await handler.drain({ timeout: 0 });
+      assert.deepEqual(result.abandonedTasks, { job: 1 });
+      assert.match(
+        String(consoleError.mock.calls[0]?.arguments[0]),
+        /^An abort listener of background task "job" at index 0 .*threw:$/,
+      );
+    } finally {
+      consoleError.mock.restore();
+    }
+  },
+);
+
+guardedTest(
+  "with a backend, waitUntil() says why it cannot be used",
+  async () => {
+    const thrown = await addTaskError(
+      gatedBackend().backend,
+      (tasks) => tasks.waitUntil(Promise.resolve()),
+    );
+    assert.ok(thrown instanceof TypeError);
+    assert.equal(
+      thrown.message,
+      "Cannot wait until as the handler's backend runs tasks in other processes, which cannot wait for a promise of this one: await it in the handler, or make the work a task with defineTask",
+    );
+  },
+);
