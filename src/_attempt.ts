@@ -34,12 +34,23 @@ export interface AttemptResult {
   readonly delay: number;
 }
 
+/**
+ * Who may give up on a task: its chain, or a worker's shutdown. Its signal
+ * is made on first use, so an attempt that never waits costs no signal.
+ */
+export interface Holder {
+  /** The controller behind `signal`, once made: aborted when it gives up. */
+  readonly controller: AbortController | undefined;
+  /** Aborted when it gives up on the task; made on first use. */
+  readonly signal: AbortSignal;
+}
+
 /** What an attempt needs besides the task. */
 export interface AttemptOptions {
   /** The task's stable id, for the context of a defined task. */
   readonly id: string;
-  /** Aborted when the caller gives up on the task: it ends as abandoned. */
-  readonly signal: AbortSignal | undefined;
+  /** Who may give up on the task: it then ends as abandoned. */
+  readonly holder: Holder | undefined;
   /** Milliseconds the attempt may take. */
   readonly timeout: number | undefined;
   /** How many attempts there may be in all. */
@@ -57,24 +68,34 @@ export async function runAttempt(
   options: AttemptOptions,
   config: ExecutionConfig,
 ): Promise<AttemptResult> {
+  hook("onTaskStart", config.onTaskStart, info);
   const startedAt = performance.now();
-  const { signal } = options;
+  const { holder } = options;
   // The end of an attempt given up on is told at once, as the drain that
   // gave up on it ends, not once the attempt notices.
-  const end = ending(info, startedAt, config);
-  const abandon = () => end("abandoned", signal!.reason, false);
-  signal?.addEventListener("abort", abandon, { once: true });
-  hook("onTaskStart", config.onTaskStart, info);
-  // The hook may have given up on the task (a drain it ended): it does not run.
-  const { outcome, value } = signal?.aborted
-    ? { outcome: "abandoned" as const, value: signal.reason }
-    : await call(task, info, options);
-  signal?.removeEventListener("abort", abandon);
+  let told = false;
+  const abandoned = (reason: unknown) => {
+    told = true;
+    tell(info, startedAt, config, "abandoned", reason, false);
+  };
+  const given = holder?.controller?.signal;
+  let outcome: Outcome;
+  let value: unknown;
+  if (given?.aborted) {
+    // The hook gave up on the task (a drain it ended): it does not run.
+    abandoned(given.reason);
+    outcome = "abandoned";
+    value = given.reason;
+  } else {
+    const called = call(task, info, options, abandoned);
+    // A task that returned at once costs no wait.
+    ({ outcome, value } = called instanceof Promise ? await called : called);
+  }
   const failed = outcome === "failed" || outcome === "timedOut";
   const policy = task.defined?.retry;
   const willRetry = failed && info.attempt < options.maxAttempts &&
     (policy === undefined || isRetriable(policy, value, info));
-  end(outcome, value, willRetry);
+  if (!told) tell(info, startedAt, config, outcome, value, willRetry);
   if (failed && !willRetry) {
     const reporting = report(config.onTaskError, value, info);
     if (reporting !== undefined) await reporting;
@@ -91,33 +112,33 @@ export async function runAttempt(
 
 /**
  * Runs a task's attempts in this process, each after the backoff of the one
- * before, until one succeeds or is the last, or `signal` aborts. Never
+ * before, until one succeeds or is the last, or the holder gives up. Never
  * rejects.
  */
 export async function runAttempts(
   task: Runnable,
   infoOf: (attempt: number) => TaskInfo,
-  options: Omit<AttemptOptions, "maxAttempts" | "signal"> & {
-    readonly signal: AbortSignal;
+  options: Omit<AttemptOptions, "maxAttempts" | "holder"> & {
+    readonly holder: Holder;
   },
   config: ExecutionConfig,
   retried: () => void,
 ): Promise<AttemptResult> {
-  const maxAttempts = task.defined?.retry?.maxAttempts ?? 1;
+  const attempts: AttemptOptions = {
+    ...options,
+    maxAttempts: task.defined?.retry?.maxAttempts ?? 1,
+  };
   for (let attempt = 1;; attempt++) {
     const info = infoOf(attempt);
     const startedAt = performance.now();
-    const result = await runAttempt(task, info, {
-      ...options,
-      maxAttempts,
-    }, config);
+    const result = await runAttempt(task, info, attempts, config);
     if (!result.willRetry) return result;
     retried();
     // Given up on while it waits: the attempt's end is told once more, at
     // once, now that no other follows.
-    const { signal } = options;
+    const { signal } = options.holder;
     const abandon = () =>
-      ending(info, startedAt, config)("abandoned", signal.reason, false);
+      tell(info, startedAt, config, "abandoned", signal.reason, false);
     signal.addEventListener("abort", abandon, { once: true });
     const waited = await delay(result.delay, signal);
     signal.removeEventListener("abort", abandon);
@@ -132,55 +153,50 @@ export async function runAttempts(
   }
 }
 
-/** Tells `onTaskEnd` how an attempt ended, once, however often it is called. */
-function ending(
+/** Tells `onTaskEnd` how an attempt ended. */
+function tell(
   info: TaskInfo,
   startedAt: number,
   config: ExecutionConfig,
-): (outcome: Outcome, value: unknown, willRetry: boolean) => void {
-  let told = false;
-  return (outcome, value, willRetry) => {
-    if (told) return;
-    told = true;
-    hook("onTaskEnd", config.onTaskEnd, {
-      ...info,
-      duration: performance.now() - startedAt,
-      outcome,
-      error: outcome === "succeeded" ? undefined : value,
-      willRetry,
-    });
-  };
+  outcome: Outcome,
+  value: unknown,
+  willRetry: boolean,
+): void {
+  hook("onTaskEnd", config.onTaskEnd, {
+    ...info,
+    duration: performance.now() - startedAt,
+    outcome,
+    error: outcome === "succeeded" ? undefined : value,
+    willRetry,
+  });
 }
 
-/** Calls the task once, racing its timeout and the caller's signal. */
-async function call(
+/** How a call ended. */
+interface Called {
+  outcome: Outcome;
+  value: unknown;
+}
+
+/**
+ * Calls the task once. If it returns a promise, races it against its
+ * timeout and the holder's signal; `abandoned` is told at once when the
+ * holder gives up meanwhile. Settles at once when the task did.
+ */
+function call(
   task: Runnable,
   info: TaskInfo,
   options: AttemptOptions,
-): Promise<{ outcome: Outcome; value: unknown }> {
+  abandoned: (reason: unknown) => void,
+): Called | Promise<Called> {
   const startedAt = performance.now();
-  const { signal: given, id } = options;
+  const { holder } = options;
   // A limit no timer can express is no limit.
   const timeout = options.timeout !== undefined &&
       options.timeout <= MAX_TIMER_DELAY
     ? options.timeout
     : undefined;
   let timer: AbortController | undefined;
-  let signal = given;
-  const limit = () => {
-    timer = new AbortController();
-    signal = given === undefined
-      ? timer.signal
-      : AbortSignal.any([given, timer.signal]);
-  };
-  const failure = (error: unknown) => ({
-    outcome: given?.aborted
-      ? "abandoned" as const
-      : isInstance(error, TaskTimeoutError)
-      ? "timedOut" as const
-      : "failed" as const,
-    value: error,
-  });
+  let signal: AbortSignal | undefined;
   let value: unknown;
   try {
     const { fn, args } = task as unknown as {
@@ -192,53 +208,92 @@ async function call(
       value = fn(...args);
     } else {
       // A defined task's signal exists from the start, for it to listen to.
-      if (timeout !== undefined) limit();
-      const context = {
+      if (timeout !== undefined) timer = new AbortController();
+      signal = combined(holder?.signal, timer?.signal);
+      value = fn({
         signal: signal ?? new AbortController().signal,
         attempt: info.attempt,
         name: info.name,
-        id,
-      };
-      value = fn(context, ...args);
+        id: options.id,
+      }, ...args);
     }
   } catch (error) {
-    return failure(error);
+    return failure(error, holder);
   }
   if (!isThenable(value)) return { outcome: "succeeded", value };
-  if (timeout !== undefined && timer === undefined) limit();
+  if (task.defined === undefined) {
+    if (timeout !== undefined) timer = new AbortController();
+    signal = combined(holder?.signal, timer?.signal);
+  }
   // The timeout counts from the call: what the task did synchronously counts.
   const expire = timer === undefined ? undefined : setTimeout(
-    () => abortTask(timer!, new TaskTimeoutError(info.name, timeout!), info),
+    () => abortTask(timer, new TaskTimeoutError(info.name, timeout!), info),
     Math.max(0, timeout! - (performance.now() - startedAt)),
   );
-  try {
-    return {
-      outcome: "succeeded",
-      value: await (signal === undefined ? value : abortable(value, signal)),
-    };
-  } catch (error) {
-    return failure(error);
-  } finally {
-    clearTimeout(expire);
-  }
+  const settled = signal === undefined
+    ? toPromise(value)
+    : abortable(value, signal, () => {
+      const given = holder?.controller?.signal;
+      if (given?.aborted) abandoned(given.reason);
+    });
+  return settled.then(
+    (result): Called => {
+      clearTimeout(expire);
+      return { outcome: "succeeded", value: result };
+    },
+    (error) => {
+      clearTimeout(expire);
+      return failure(error, holder);
+    },
+  );
+}
+
+/** The signal that aborts when either does. */
+function combined(
+  given: AbortSignal | undefined,
+  timer: AbortSignal | undefined,
+): AbortSignal | undefined {
+  if (given === undefined) return timer;
+  if (timer === undefined) return given;
+  return AbortSignal.any([given, timer]);
+}
+
+/** How a failed call ended: given up on, timed out, or failed. */
+function failure(
+  error: unknown,
+  holder: Holder | undefined,
+): { outcome: Outcome; value: unknown } {
+  return {
+    outcome: holder?.controller?.signal.aborted
+      ? "abandoned"
+      : isInstance(error, TaskTimeoutError)
+      ? "timedOut"
+      : "failed",
+    value: error,
+  };
 }
 
 /**
  * Settles as `value` does, or rejects with `signal.reason` as soon as it
- * aborts, as std's abortable() does. `value` is handled either way, so that
- * a late rejection is never unhandled.
+ * aborts (after calling `onAbort`), as std's abortable() does. `value` is
+ * handled either way, so that a late rejection is never unhandled.
  */
 function abortable(
   value: PromiseLike<unknown>,
   signal: AbortSignal,
+  onAbort: () => void,
 ): Promise<unknown> {
   const settled = toPromise(value);
   if (signal.aborted) {
     settled.catch(() => {});
+    onAbort();
     return Promise.reject(signal.reason);
   }
   return new Promise((resolve, reject) => {
-    const abort = () => reject(signal.reason);
+    const abort = () => {
+      onAbort();
+      reject(signal.reason);
+    };
     signal.addEventListener("abort", abort, { once: true });
     settled.then((result) => {
       signal.removeEventListener("abort", abort);

@@ -81,6 +81,14 @@ const MOVES: { readonly [S in ChainState]: readonly ChainState[] } = {
   abandoned: [],
 };
 
+/** The same table, as lookups: a move is checked on every step of a chain. */
+const ALLOWED = Object.fromEntries(
+  Object.entries(MOVES).map(([from, to]) => [
+    from,
+    Object.fromEntries(to.map((state) => [state, true])),
+  ]),
+) as { readonly [S in ChainState]: { readonly [T in ChainState]?: true } };
+
 /**
  * The runner that owns a chain, told about every step so that it can count,
  * refuse and report work.
@@ -184,7 +192,7 @@ export class Chain {
 
   /** Moves to `state`; throws if the table above does not allow it. */
   moveTo(state: ChainState): void {
-    if (!MOVES[this.state].includes(state)) {
+    if (ALLOWED[this.state][state] !== true) {
       throw new Error(
         `Cannot move a chain from "${this.state}" to "${state}"`,
       );

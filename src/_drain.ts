@@ -76,6 +76,8 @@ export class Drains {
 
   /** Counts `n` tasks of the chain `sequence` in every drain waiting for it. */
   count(sequence: number, what: Counted, n: number): void {
+    // Most of the time no drain is under way: no iterator then.
+    if (this.#waiters.size === 0) return;
     for (const waiter of this.#waiters) {
       if (sequence <= waiter.last) waiter[what] += n;
     }
@@ -94,6 +96,7 @@ export class Drains {
 
   /** The chain `sequence` is no longer live: drains waiting only for it end. */
   ended(sequence: number): void {
+    if (this.#waiters.size === 0) return;
     for (const waiter of this.#waiters) {
       if (sequence <= waiter.last && --waiter.remaining === 0) {
         this.#settle(waiter);

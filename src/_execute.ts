@@ -144,7 +144,7 @@ async function execute(
             id: task.defined === undefined
               ? ""
               : `${chain.id ??= crypto.randomUUID()}:${index}`,
-            signal: chain.signal,
+            holder: chain,
             timeout: task.defined?.timeout ?? config.timeout,
           },
           config,

@@ -31,6 +31,8 @@ export function giveUpLive(
   while (live.first !== undefined && live.first.sequence <= last) {
     const chain = live.first;
     const { state } = chain;
+    // One that may be in an attempt gets a signal, to tell it to stop.
+    if (state === "running" || state === "storing") void chain.signal;
     const names = chain.unfinished();
     chain.moveTo("abandoned");
     if (state === "running") tally.running--;

@@ -273,7 +273,7 @@ export class Runner implements ChainOwner, HandOverBooks {
     this.#scheduler.ready(chain);
   }
 
-  /** Starts a `queued` chain in the slot the scheduler gave it. */
+  /** Starts a chain in the slot the scheduler gave it. */
   #start(chain: Chain): void {
     const { backend, storage } = this.#config;
     if (backend !== undefined) {

@@ -54,20 +54,15 @@ export class Scheduler {
     this.#timer = undefined;
     const ready = this.#ready;
     this.#ready = [];
-    for (const chain of ready) {
-      if (chain.state === "waiting") chain.moveTo("queued");
-    }
+    let index = 0;
+    // Nothing is waiting for a slot: skip the queue while slots are free.
     if (this.#head === this.#queue.length) {
-      // Nothing is waiting for a slot: skip the queue while slots are free.
-      let index = 0;
       while (index < ready.length && this.#active < this.#concurrency) {
         this.#take(ready[index++]!);
       }
-      for (; index < ready.length; index++) this.#queue.push(ready[index]!);
-    } else {
-      for (const chain of ready) this.#queue.push(chain);
-      this.#startQueued();
     }
+    for (; index < ready.length; index++) this.#wait(ready[index]!);
+    this.#startQueued();
   };
 
   #startQueued(): void {
@@ -96,9 +91,17 @@ export class Scheduler {
     }
   }
 
+  /** Puts a ready chain in the queue for a slot. */
+  #wait(chain: Chain): void {
+    // Given up on at a deadline since it became ready: it waits for nothing.
+    if (chain.state !== "waiting") return;
+    chain.moveTo("queued");
+    this.#queue.push(chain);
+  }
+
   #take(chain: Chain): void {
-    // Given up on while it waited (skipped, abandoned): no slot for it.
-    if (chain.state !== "queued") return;
+    // Given up on while it waited (abandoned): no slot for it.
+    if (chain.state !== "waiting" && chain.state !== "queued") return;
     this.#active++;
     this.#start(chain);
   }

@@ -1,6 +1,6 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import { type AttemptResult, runAttempt } from "./_attempt.ts";
+import { type AttemptResult, type Holder, runAttempt } from "./_attempt.ts";
 import { type ExecutionConfig, executionConfig } from "./_options.ts";
 import { describe } from "./_util.ts";
 import { DefinedTask } from "./define_task.ts";
@@ -54,8 +54,8 @@ export interface Delivery {
   attempt: number;
   request: RequestSummary | undefined;
   delivered: boolean | undefined;
-  /** Aborted when the worker shuts down. */
-  signal?: AbortSignal | undefined;
+  /** The worker's shutdown, which gives up on the task. */
+  holder?: Holder | undefined;
   /**
    * The attempts the queue will make, when it fixed them at enqueue time
    * (BullMQ): they win over this process's policy, which a deploy may
@@ -73,14 +73,14 @@ export function runDelivery(
   delivery: Delivery,
   config: WorkerConfig,
 ): Promise<AttemptResult> {
-  const { task, args, id, index, attempt, request, delivered, signal } =
+  const { task, args, id, index, attempt, request, delivered, holder } =
     delivery;
   return runAttempt(
     { fn: task.fn, args, defined: task },
     { name: task.name, index, attempt, id, request, delivered },
     {
       id,
-      signal,
+      holder,
       timeout: task.timeout ?? config.timeout,
       maxAttempts: delivery.maxAttempts ?? task.retry?.maxAttempts ?? 1,
     },

@@ -530,7 +530,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
         attempt: step.attempt,
         request: step.request,
         delivered: step.delivered,
-        signal: shutdown.signal,
+        holder: { controller: shutdown, signal: shutdown.signal },
       }, config);
       // Closed meanwhile: the message is delivered again, to whoever listens.
       if (result.outcome === "abandoned" || shutdown.signal.aborted) return;
