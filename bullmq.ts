@@ -23,3 +23,4 @@
  */
 
 export * from "./src/bullmq_backend.ts";
+export * from "./src/bullmq_worker.ts";

@@ -10,7 +10,11 @@
 import type { Chain, Task } from "./_chain.ts";
 import type { BackendTask } from "./backend_chain.ts";
 import type { TaskBackend } from "./task_backend.ts";
+import type { Drains } from "./_drain.ts";
+import { report } from "./_report.ts";
+import type { Tally } from "./_tally.ts";
 import { toPromise } from "./_util.ts";
+import type { TaskErrorHandler } from "./task_info.ts";
 
 /** A task as a backend receives it; it must have been made by `defineTask`. */
 export function backendTask(task: Task): BackendTask {
@@ -24,21 +28,13 @@ export function backendTask(task: Task): BackendTask {
   };
 }
 
-/** What a hand-over tells the runner once it is over. */
+/** The runner's books, which a hand-over keeps once it is over. */
 export interface HandOverBooks {
-  /** The chain is stored: its `count` tasks are the backend's now. */
-  stored(chain: Chain, count: number): void;
-  /**
-   * The chain could not be stored: before its response, its tasks are
-   * discarded (the handler fails); after, they failed, each reported.
-   */
-  lost(
-    chain: Chain,
-    tasks: readonly BackendTask[],
-    first: number,
-    error: unknown,
-    beforeResponse: boolean,
-  ): void;
+  readonly tally: Tally;
+  readonly drains: Drains;
+  readonly onTaskError: TaskErrorHandler;
+  /** Forgets a chain that has ended, freeing its slot. */
+  end(chain: Chain): void;
 }
 
 /**
@@ -72,10 +68,10 @@ export function handOver(
   }
   const settled = toPromise(enqueued).then(() => {
     // Given up on at a deadline: counted then.
-    if (chain.state === "storing") books.stored(chain, tasks.length);
+    if (chain.state === "storing") stored(chain, tasks.length, books);
   }, (error) => {
     if (chain.state === "storing") {
-      books.lost(chain, tasks, first, error, beforeResponse);
+      lost(chain, tasks, first, error, beforeResponse, books);
     }
     throw error;
   });
@@ -87,4 +83,47 @@ export function handOver(
     });
     settled.then(resolve, reject);
   });
+}
+
+/** The chain is stored: its tasks are the backend's now. */
+function stored(chain: Chain, count: number, books: HandOverBooks): void {
+  chain.release();
+  books.tally.dropped("enqueued", count);
+  books.drains.count(chain.sequence, "enqueued", count);
+  chain.moveTo("handedOver");
+  books.end(chain);
+}
+
+/**
+ * The chain could not be stored: before its response, its tasks are
+ * discarded (the handler fails with the error); after, they failed, each
+ * reported.
+ */
+function lost(
+  chain: Chain,
+  tasks: readonly BackendTask[],
+  first: number,
+  error: unknown,
+  beforeResponse: boolean,
+  books: HandOverBooks,
+): void {
+  chain.release();
+  if (beforeResponse) {
+    books.tally.dropped("discarded", tasks.length);
+    chain.moveTo("discarded");
+  } else {
+    books.tally.settled("failed", tasks.length);
+    books.drains.count(chain.sequence, "failed", tasks.length);
+    chain.moveTo("finished");
+    tasks.forEach((task, index) =>
+      report(books.onTaskError, error, {
+        name: task.name,
+        index: first + index,
+        attempt: 0,
+        request: chain.request,
+        delivered: chain.delivered,
+      })
+    );
+  }
+  books.end(chain);
 }

@@ -25,12 +25,11 @@ import { report } from "./_report.ts";
 import { Scheduler } from "./_scheduler.ts";
 import { Tally } from "./_tally.ts";
 import { isThenable } from "./_util.ts";
-import type { BackendTask } from "./backend_chain.ts";
 import { QueueFullError } from "./queue_full_error.ts";
 import type { DrainOptions, DrainResult, TaskStats } from "./task_controls.ts";
 
 /** Executes the chains of one wrapped handler, and counts their tasks. */
-export class Runner implements ChainOwner, HandOverBooks {
+export class Runner implements ChainOwner {
   readonly #config: RunnerConfig;
   readonly #scheduler: Scheduler;
   readonly #drains = new Drains();
@@ -40,6 +39,7 @@ export class Runner implements ChainOwner, HandOverBooks {
   readonly #live = new ChainList();
   #sequence = 0;
   readonly #tally = new Tally();
+  readonly #books: HandOverBooks;
 
   constructor(config: RunnerConfig) {
     this.#config = config;
@@ -47,6 +47,12 @@ export class Runner implements ChainOwner, HandOverBooks {
       config.concurrency,
       (chain) => this.#start(chain),
     );
+    this.#books = {
+      tally: this.#tally,
+      drains: this.#drains,
+      onTaskError: config.onTaskError,
+      end: (chain) => this.#end(chain, true),
+    };
   }
 
   get stats(): TaskStats {
@@ -201,7 +207,7 @@ export class Runner implements ChainOwner, HandOverBooks {
     chain.moveTo("storing");
     this.#makeLive(chain);
     this.#scheduler.occupy();
-    return handOver(chain, this.#config.backend!, true, this);
+    return handOver(chain, this.#config.backend!, true, this.#books);
   }
 
   /**
@@ -278,49 +284,13 @@ export class Runner implements ChainOwner, HandOverBooks {
     const { backend, storage } = this.#config;
     if (backend !== undefined) {
       chain.moveTo("storing");
-      handOver(chain, backend, false, this);
+      handOver(chain, backend, false, this.#books);
       return;
     }
     chain.moveTo("running");
     this.#tally.running++;
     if (storage === undefined) startChain(chain, this.#config);
     else storage.run(chain.facade!, () => startChain(chain, this.#config));
-  }
-
-  stored(chain: Chain, count: number): void {
-    chain.release();
-    this.#tally.dropped("enqueued", count);
-    this.#drains.count(chain.sequence, "enqueued", count);
-    chain.moveTo("handedOver");
-    this.#end(chain, true);
-  }
-
-  lost(
-    chain: Chain,
-    tasks: readonly BackendTask[],
-    first: number,
-    error: unknown,
-    beforeResponse: boolean,
-  ): void {
-    chain.release();
-    if (beforeResponse) {
-      this.#tally.dropped("discarded", tasks.length);
-      chain.moveTo("discarded");
-    } else {
-      this.#tally.settled("failed", tasks.length);
-      this.#drains.count(chain.sequence, "failed", tasks.length);
-      chain.moveTo("finished");
-      tasks.forEach((task, index) =>
-        report(this.#config.onTaskError, error, {
-          name: task.name,
-          index: first + index,
-          attempt: 0,
-          request: chain.request,
-          delivered: chain.delivered,
-        })
-      );
-    }
-    this.#end(chain, true);
   }
 
   /** Gives up on the live chains up to `last`, at a drain's deadline. */
