@@ -157,8 +157,8 @@ export async function runStep(step: Step, consumer: Consumer): Promise<void> {
     }
   }
   // The next message is the delivered one, changed in two numbers: it
-  // weighs more than the first (its arrays came back holey), and accept()
-  // measured that weight (see messageSize()), so it fits.
+  // weighs more than the first (its arrays came back holey), and the
+  // message budget measured that weight (see messageSize()), so it fits.
   if (retryDelay !== undefined) {
     operation = enqueueStep(
       operation,

@@ -1,8 +1,8 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 // The KV backend as its users meet it, and its wiring: the options, the
-// producing side (accept() with each chain's weight, enqueue() through a
-// group commit), the dead letters, close(), and the listener that
+// producing side (accept() through each chain's message budget, enqueue()
+// through a group commit), the dead letters, close(), and the listener that
 // hands each message to the consuming side (_kv_consumer.ts).
 
 import {
@@ -13,11 +13,8 @@ import {
   runStep,
   type Step,
 } from "./_kv_consumer.ts";
-import {
-  assertSerializable,
-  messageSize,
-  structuredSizeBound,
-} from "./_serializable.ts";
+import { MessageBudget } from "./_message_budget.ts";
+import { assertSerializable } from "./_serializable.ts";
 import { groupCommit } from "./_group_commit.ts";
 import { RUN_OPTIONS } from "./_options.ts";
 import {
@@ -48,23 +45,8 @@ export type { DeadLetter } from "./dead_letter.ts";
  * ```
  */
 export const KV_MAX_PAYLOAD = 64 * 1024;
-/** What a message holds besides the tasks and the request, with room to spare. */
-const ENVELOPE_BYTES = 512;
 /** Chains per commit: Deno KV allows 100 checks in an atomic operation. */
 const GROUP_SIZE = 100;
-
-/**
- * What a chain's message weighs so far: most tasks are bounded cheaply, and
- * the chain is measured exactly only when the bounds come near the limit.
- */
-interface Weight {
-  /** The chain's tasks so far. */
-  tasks: Readonly<Pick<BackendTask, "name" | "args">>[];
-  /** Bytes of the tasks measured at the last exact measure, the envelope included. */
-  measured: number;
-  /** Upper bounds of the tasks added since. */
-  bounded: number;
-}
 
 /**
  * Options for {@linkcode kvBackend}.
@@ -276,7 +258,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     config,
     shutdown: { controller: shutdown, signal: shutdown.signal },
   };
-  const weights = new WeakMap<object, Weight>();
+  const budgets = new WeakMap<object, MessageBudget>();
 
   // Chains handed over together share a commit: one costs about as much as
   // one chain, a hundred in one cost a few. A group fails as a whole when a
@@ -314,34 +296,12 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
       task.args.forEach((arg, index) =>
         assertSerializable(arg, `args[${index}]`, "structured", addAction)
       );
-      const queued = { name: task.name, args: task.args };
-      const weight = weights.get(chain) ?? {
-        tasks: [],
-        measured: ENVELOPE_BYTES + structuredSizeBound(chain.request),
-        bounded: 0,
-      };
-      const bound = structuredSizeBound(queued);
-      weight.tasks.push(queued);
-      if (weight.measured + weight.bounded + bound <= KV_MAX_PAYLOAD) {
-        weight.bounded += bound;
-      } else {
-        // Near the limit: measure the whole message as Deno KV will write
-        // it (back-references number across all its tasks), at its first
-        // step and at the next ones, which are enqueued from a delivered
-        // copy that weighs more. Serializing costs microseconds per
-        // kilobyte, so most chains never get here.
-        const bytes = ENVELOPE_BYTES +
-          messageSize({ tasks: weight.tasks, request: chain.request });
-        if (bytes > KV_MAX_PAYLOAD) {
-          weight.tasks.pop();
-          throw new TypeError(
-            `${addAction} as the chain would weigh ${bytes} bytes, more than the ${KV_MAX_PAYLOAD} a Deno KV message may hold`,
-          );
-        }
-        weight.measured = bytes;
-        weight.bounded = 0;
+      let budget = budgets.get(chain);
+      if (budget === undefined) {
+        budget = new MessageBudget(KV_MAX_PAYLOAD);
+        budgets.set(chain, budget);
       }
-      weights.set(chain, weight);
+      budget.add(task, chain.request);
     },
 
     enqueue(chain: BackendChain): Promise<void> {
