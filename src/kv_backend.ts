@@ -1,12 +1,20 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import { errorText } from "./_error_text.ts";
+// The KV backend as its users meet it, and its wiring: the options, the
+// producing side (accept() through each chain's message budget, enqueue()
+// through a group commit), the dead letters, close(), and the listener that
+// hands each message to the consuming side (_kv_consumer.ts).
+
 import {
-  assertSerializable,
-  messageSize,
-  structuredSize,
-  structuredSizeBound,
-} from "./_serializable.ts";
+  type Consumer,
+  enqueueStep,
+  isStep,
+  kvKeys,
+  runStep,
+  type Step,
+} from "./_kv_consumer.ts";
+import { MessageBudget } from "./_message_budget.ts";
+import { assertSerializable } from "./_serializable.ts";
 import { groupCommit } from "./_group_commit.ts";
 import { RUN_OPTIONS } from "./_options.ts";
 import {
@@ -16,11 +24,14 @@ import {
   assertOptions,
   describe,
 } from "./_util.ts";
-import { runDelivery, type WorkerConfig, workerConfig } from "./_worker.ts";
+import { workerConfig } from "./_worker.ts";
 import type { RequestSummary } from "./task_info.ts";
 import type { BackendChain, BackendTask } from "./backend_chain.ts";
+import type { DeadLetter } from "./dead_letter.ts";
 import type { TaskBackend } from "./task_backend.ts";
 import type { WorkerOptions } from "./worker_options.ts";
+
+export type { DeadLetter } from "./dead_letter.ts";
 
 /**
  * The most a Deno KV queue message may weigh.
@@ -34,29 +45,8 @@ import type { WorkerOptions } from "./worker_options.ts";
  * ```
  */
 export const KV_MAX_PAYLOAD = 64 * 1024;
-/** What a message holds besides the tasks and the request, with room to spare. */
-const ENVELOPE_BYTES = 512;
 /** Chains per commit: Deno KV allows 100 checks in an atomic operation. */
 const GROUP_SIZE = 100;
-
-/** A task as its chain's message holds it. */
-interface QueuedTask {
-  name: string;
-  args: unknown[];
-}
-
-/**
- * What a chain's message weighs so far: most tasks are bounded cheaply, and
- * the chain is measured exactly only when the bounds come near the limit.
- */
-interface Weight {
-  /** The chain's tasks so far. */
-  tasks: Readonly<Pick<BackendTask, "name" | "args">>[];
-  /** Bytes of the tasks measured at the last exact measure, the envelope included. */
-  measured: number;
-  /** Upper bounds of the tasks added since. */
-  bounded: number;
-}
 
 /**
  * Options for {@linkcode kvBackend}.
@@ -109,47 +99,6 @@ export interface KvBackendOptions extends WorkerOptions {
 }
 
 /**
- * A task that will not run again unless it is requeued.
- *
- * @example Alert on dead letters
- * ```ts
- * import type { DeadLetter } from "@afterward/background-tasks/kv";
- * import assert from "node:assert/strict";
- *
- * function alert(letter: DeadLetter): string {
- *   return `${letter.name} ${letter.id} ${letter.reason} after ${letter.attempts} attempts`;
- * }
- * assert.equal(
- *   alert({
- *     id: "c1:0", reason: "failed", name: "charge", args: [], index: 0, attempts: 3,
- *     error: "Error: declined", request: undefined, at: new Date(0),
- *   }),
- *   "charge c1:0 failed after 3 attempts",
- * );
- * ```
- */
-export interface DeadLetter {
-  /** The task's stable id. */
-  readonly id: string;
-  /** Why: it failed at its last attempt, or Deno KV gave up delivering it. */
-  readonly reason: "failed" | "undelivered";
-  /** The task's name. */
-  readonly name: string;
-  /** Its arguments. */
-  readonly args: readonly unknown[];
-  /** Its index in its chain. */
-  readonly index: number;
-  /** The attempts made. */
-  readonly attempts: number;
-  /** The last error, as text (its stack when it had one). */
-  readonly error: string;
-  /** The request whose handler added it. */
-  readonly request: RequestSummary | undefined;
-  /** When it became a dead letter. */
-  readonly at: Date;
-}
-
-/**
  * What {@linkcode kvBackend} returns.
  *
  * @example Route your own queue messages
@@ -197,23 +146,6 @@ export interface KvBackend extends TaskBackend {
    * are delivered again once a process listens. Close the database after.
    */
   close(): void;
-}
-
-/** A queue message: one step of a chain. */
-interface Step {
-  afterwardStep: 1;
-  chain: string;
-  index: number;
-  attempt: number;
-  tasks: QueuedTask[];
-  request?: RequestSummary;
-  delivered?: boolean;
-}
-
-/** Where a chain stands: the task and attempt its next message carries. */
-interface Progress {
-  index: number;
-  attempt: number;
 }
 
 /**
@@ -317,39 +249,16 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     assertInteger(delay, `redelivery[${index}]`, action, 0)
   );
   const config = workerConfig(options, action);
-  const keys = {
-    progress: (chain: string) => [...prefix, "chains", chain],
-    dead: (chain: string, index: number) => [...prefix, "dead", chain, index],
-    undelivered: (step: Step) => [
-      ...prefix,
-      "undelivered",
-      step.chain,
-      step.index,
-      step.attempt,
-    ],
-  };
-  const weights = new WeakMap<object, Weight>();
+  const keys = kvKeys(prefix);
   const shutdown = new AbortController();
-
-  function enqueueStep(
-    operation: Deno.AtomicOperation,
-    step: Step,
-    delay = 0,
-  ): Deno.AtomicOperation {
-    return operation
-      .set(
-        keys.progress(step.chain),
-        {
-          index: step.index,
-          attempt: step.attempt,
-        } satisfies Progress,
-      )
-      .enqueue(step, {
-        delay,
-        keysIfUndelivered: [keys.undelivered(step)],
-        backoffSchedule: redelivery,
-      });
-  }
+  const consumer: Consumer = {
+    kv,
+    keys,
+    redelivery,
+    config,
+    shutdown: { controller: shutdown, signal: shutdown.signal },
+  };
+  const budgets = new WeakMap<object, MessageBudget>();
 
   // Chains handed over together share a commit: one costs about as much as
   // one chain, a hundred in one cost a few. A group fails as a whole when a
@@ -360,6 +269,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     for (const step of steps) {
       operation = enqueueStep(
         operation.check({ key: keys.progress(step.chain), versionstamp: null }),
+        consumer,
         step,
       );
     }
@@ -386,34 +296,12 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
       task.args.forEach((arg, index) =>
         assertSerializable(arg, `args[${index}]`, "structured", addAction)
       );
-      const queued = { name: task.name, args: task.args };
-      const weight = weights.get(chain) ?? {
-        tasks: [],
-        measured: ENVELOPE_BYTES + structuredSizeBound(chain.request),
-        bounded: 0,
-      };
-      const bound = structuredSizeBound(queued);
-      weight.tasks.push(queued);
-      if (weight.measured + weight.bounded + bound <= KV_MAX_PAYLOAD) {
-        weight.bounded += bound;
-      } else {
-        // Near the limit: measure the whole message as Deno KV will write
-        // it (back-references number across all its tasks), at its first
-        // step and at the next ones, which are enqueued from a delivered
-        // copy that weighs more. Serializing costs microseconds per
-        // kilobyte, so most chains never get here.
-        const bytes = ENVELOPE_BYTES +
-          messageSize({ tasks: weight.tasks, request: chain.request });
-        if (bytes > KV_MAX_PAYLOAD) {
-          weight.tasks.pop();
-          throw new TypeError(
-            `${addAction} as the chain would weigh ${bytes} bytes, more than the ${KV_MAX_PAYLOAD} a Deno KV message may hold`,
-          );
-        }
-        weight.measured = bytes;
-        weight.bounded = 0;
+      let budget = budgets.get(chain);
+      if (budget === undefined) {
+        budget = new MessageBudget(KV_MAX_PAYLOAD);
+        budgets.set(chain, budget);
       }
-      weights.set(chain, weight);
+      budget.add(task, chain.request);
     },
 
     enqueue(chain: BackendChain): Promise<void> {
@@ -433,19 +321,17 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
 
     async handle(message: unknown): Promise<boolean> {
       if (!isStep(message)) return false;
-      await runStep(message, config);
+      await runStep(message, consumer);
       return true;
     },
 
     async deadLetters(): Promise<DeadLetter[]> {
       const letters: DeadLetter[] = [];
-      for await (
-        const entry of kv.list<DeadLetter>({ prefix: [...prefix, "dead"] })
-      ) {
+      for await (const entry of kv.list<DeadLetter>({ prefix: keys.dead() })) {
         letters.push(entry.value);
       }
       for await (
-        const entry of kv.list<Step>({ prefix: [...prefix, "undelivered"] })
+        const entry of kv.list<Step>({ prefix: keys.undelivered() })
       ) {
         const step = entry.value;
         const task = step.tasks[step.index]!;
@@ -478,13 +364,11 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
         tasks: [{ name: letter.name, args: [...letter.args] }],
         ...(letter.request === undefined ? {} : { request: letter.request }),
       };
-      const operation = enqueueStep(kv.atomic(), step).delete(
+      const operation = enqueueStep(kv.atomic(), consumer, step).delete(
         keys.dead(chain, index),
       );
       for await (
-        const entry of kv.list({
-          prefix: [...prefix, "undelivered", chain, index],
-        })
+        const entry of kv.list({ prefix: keys.undelivered(chain, index) })
       ) operation.delete(entry.key);
       return (await operation.commit()).ok;
     },
@@ -498,71 +382,6 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
       );
     },
   };
-
-  async function runStep(step: Step, config: WorkerConfig): Promise<void> {
-    const progressKey = keys.progress(step.chain);
-    const progress = await kv.get<Progress>(progressKey);
-    // A message already acted on, delivered again: nothing to do.
-    if (
-      progress.value?.index !== step.index ||
-      progress.value.attempt !== step.attempt
-    ) return;
-    const queued = step.tasks[step.index]!;
-    const task = config.registry.get(queued.name);
-    const id = `${step.chain}:${step.index}`;
-    let operation = kv.atomic().check(progress);
-    let retryDelay: number | undefined;
-    if (task === undefined) {
-      operation = operation.set(
-        keys.dead(step.chain, step.index),
-        deadLetter(
-          step,
-          id,
-          `No task named "${queued.name}" in this process's 'tasks'`,
-        ),
-      );
-    } else {
-      const result = await runDelivery({
-        task,
-        args: queued.args,
-        id,
-        index: step.index,
-        attempt: step.attempt,
-        request: step.request,
-        delivered: step.delivered,
-        holder: { controller: shutdown, signal: shutdown.signal },
-      }, config);
-      // Closed meanwhile: the message is delivered again, to whoever listens.
-      if (result.outcome === "abandoned" || shutdown.signal.aborted) return;
-      if (result.willRetry) retryDelay = result.delay;
-      else if (result.outcome !== "succeeded") {
-        operation = operation.set(
-          keys.dead(step.chain, step.index),
-          deadLetter(step, id, errorText(result.value)),
-        );
-      }
-    }
-    // The next message is the delivered one, changed in two numbers: it
-    // weighs more than the first (its arrays came back holey), and accept()
-    // measured that weight (see messageSize()), so it fits.
-    if (retryDelay !== undefined) {
-      operation = enqueueStep(
-        operation,
-        { ...step, attempt: step.attempt + 1 },
-        Math.round(retryDelay),
-      );
-    } else if (step.index + 1 < step.tasks.length) {
-      operation = enqueueStep(operation, {
-        ...step,
-        index: step.index + 1,
-        attempt: 1,
-      });
-    } else {
-      operation = operation.delete(progressKey);
-    }
-    // A failed check means another delivery of this message got there first.
-    await operation.commit();
-  }
 
   if (listen) {
     kv.listenQueue(async (message) => {
@@ -578,49 +397,4 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     });
   }
   return backend;
-}
-
-function isStep(value: unknown): value is Step {
-  return typeof value === "object" && value !== null &&
-    (value as Step).afterwardStep === 1;
-}
-
-/** What a cut error text ends with. */
-const CUT = " [cut to fit in Deno KV]";
-
-/**
- * A dead letter that fits in a Deno KV value (64 KiB, like a message): the
- * error text (a stack, say) gives way first; arguments too large to keep
- * with the rest are dropped, and the error says so.
- */
-function deadLetter(step: Step, id: string, error: string): DeadLetter {
-  const task = step.tasks[step.index]!;
-  let letter: DeadLetter = {
-    id,
-    reason: "failed",
-    name: task.name,
-    args: task.args,
-    index: step.index,
-    attempts: step.attempt,
-    error,
-    request: step.request,
-    at: new Date(),
-  };
-  for (
-    let excess = structuredSize(letter) - KV_MAX_PAYLOAD;
-    excess > 0;
-    excess = structuredSize(letter) - KV_MAX_PAYLOAD
-  ) {
-    const keep = letter.error.length - excess - CUT.length;
-    letter = keep > 0
-      ? { ...letter, error: letter.error.slice(0, keep) + CUT }
-      : {
-        ...letter,
-        args: [],
-        error: `${
-          error.slice(0, 4096)
-        }${CUT}; its arguments were too large to keep`,
-      };
-  }
-  return letter;
 }
