@@ -10,7 +10,11 @@
 import { abortTask, hook, report } from "./_report.ts";
 import { backoff, delay, isRetriable } from "./_retry.ts";
 import type { ExecutionConfig } from "./_options.ts";
-import { type DefinedTask, TaskTimeoutError } from "./define_task.ts";
+import {
+  type DefinedTask,
+  type TaskContext,
+  TaskTimeoutError,
+} from "./define_task.ts";
 import { isInstance, isThenable, MAX_TIMER_DELAY, toPromise } from "./_util.ts";
 import type { TaskInfo } from "./task_info.ts";
 
@@ -43,6 +47,14 @@ export interface Holder {
   readonly controller: AbortController | undefined;
   /** Aborted when it gives up on the task; made on first use. */
   readonly signal: AbortSignal;
+  /**
+   * Whether an attempt it gives up on ends at once, as a worker's must (its
+   * delivery then puts the message back), rather than when its task
+   * settles, as a chain's does: its loop is all that waits on the attempt,
+   * and not racing the task saves a promise and a listener per attempt.
+   * An attempt with a timeout is raced either way.
+   */
+  readonly endsAttemptsAtOnce?: boolean;
 }
 
 /** What an attempt needs besides the task. */
@@ -69,7 +81,7 @@ export async function runAttempt(
   config: ExecutionConfig,
 ): Promise<AttemptResult> {
   hook("onTaskStart", config.onTaskStart, info);
-  const startedAt = performance.now();
+  const startedAt = clock(config);
   const { holder } = options;
   // The end of an attempt given up on is told at once, as the drain that
   // gave up on it ends, not once the attempt notices.
@@ -87,7 +99,12 @@ export async function runAttempt(
     outcome = "abandoned";
     value = given.reason;
   } else {
-    const called = call(task, info, options, abandoned);
+    const called = call(
+      task,
+      info,
+      options,
+      config.onTaskEnd === undefined ? undefined : abandoned,
+    );
     // A task that returned at once costs no wait.
     ({ outcome, value } = called instanceof Promise ? await called : called);
   }
@@ -118,20 +135,14 @@ export async function runAttempt(
 export async function runAttempts(
   task: Runnable,
   infoOf: (attempt: number) => TaskInfo,
-  options: Omit<AttemptOptions, "maxAttempts" | "holder"> & {
-    readonly holder: Holder;
-  },
+  options: AttemptOptions & { readonly holder: Holder },
   config: ExecutionConfig,
   retried: () => void,
 ): Promise<AttemptResult> {
-  const attempts: AttemptOptions = {
-    ...options,
-    maxAttempts: task.defined?.retry?.maxAttempts ?? 1,
-  };
   for (let attempt = 1;; attempt++) {
     const info = infoOf(attempt);
-    const startedAt = performance.now();
-    const result = await runAttempt(task, info, attempts, config);
+    const startedAt = clock(config);
+    const result = await runAttempt(task, info, options, config);
     if (!result.willRetry) return result;
     retried();
     // Given up on while it waits: the attempt's end is told once more, at
@@ -139,9 +150,14 @@ export async function runAttempts(
     const { signal } = options.holder;
     const abandon = () =>
       tell(info, startedAt, config, "abandoned", signal.reason, false);
-    signal.addEventListener("abort", abandon, { once: true });
-    const waited = await delay(result.delay, signal);
-    signal.removeEventListener("abort", abandon);
+    let waited = false;
+    // A hook may have given up on it already (a drain it ended).
+    if (signal.aborted) abandon();
+    else {
+      signal.addEventListener("abort", abandon, { once: true });
+      waited = await delay(result.delay, signal);
+      signal.removeEventListener("abort", abandon);
+    }
     if (!waited) {
       return {
         outcome: "abandoned",
@@ -153,6 +169,11 @@ export async function runAttempts(
   }
 }
 
+/** When an attempt starts, if anyone is told how long it took. */
+function clock(config: ExecutionConfig): number {
+  return config.onTaskEnd === undefined ? 0 : performance.now();
+}
+
 /** Tells `onTaskEnd` how an attempt ended. */
 function tell(
   info: TaskInfo,
@@ -162,6 +183,7 @@ function tell(
   value: unknown,
   willRetry: boolean,
 ): void {
+  if (config.onTaskEnd === undefined) return;
   hook("onTaskEnd", config.onTaskEnd, {
     ...info,
     duration: performance.now() - startedAt,
@@ -179,83 +201,197 @@ interface Called {
 
 /**
  * Calls the task once. If it returns a promise, races it against its
- * timeout and the holder's signal; `abandoned` is told at once when the
- * holder gives up meanwhile. Settles at once when the task did.
+ * timeout and, if the holder says so, its holder giving up; `abandoned`,
+ * if given, is told at once when the holder gives up meanwhile. Settles at
+ * once when the task did.
  */
 function call(
   task: Runnable,
   info: TaskInfo,
   options: AttemptOptions,
-  abandoned: (reason: unknown) => void,
+  abandoned: ((reason: unknown) => void) | undefined,
 ): Called | Promise<Called> {
-  const startedAt = performance.now();
   const { holder } = options;
   // A limit no timer can express is no limit.
   const timeout = options.timeout !== undefined &&
       options.timeout <= MAX_TIMER_DELAY
     ? options.timeout
     : undefined;
-  let timer: AbortController | undefined;
-  let signal: AbortSignal | undefined;
+  const startedAt = timeout === undefined ? 0 : performance.now();
+  // Made for a defined task, whose context reads it, or for a race.
+  let made = task.defined === undefined
+    ? undefined
+    : new Interrupts(holder, info);
   let value: unknown;
   try {
     const { fn, args } = task as unknown as {
       fn: (...args: unknown[]) => unknown;
       args: unknown[];
     };
-    if (task.defined === undefined) {
+    value = made === undefined
       // Called as a plain function, as FastAPI does: `this` is undefined.
-      value = fn(...args);
-    } else {
-      // A defined task's signal exists from the start, for it to listen to.
-      if (timeout !== undefined) timer = new AbortController();
-      signal = combined(holder?.signal, timer?.signal);
-      value = fn({
-        signal: signal ?? new AbortController().signal,
-        attempt: info.attempt,
-        name: info.name,
-        id: options.id,
-      }, ...args);
-    }
+      ? fn(...args)
+      : fn(new Context(made, info, options.id), ...args);
   } catch (error) {
+    made?.end();
     return failure(error, holder);
   }
-  if (!isThenable(value)) return { outcome: "succeeded", value };
-  if (task.defined === undefined) {
-    if (timeout !== undefined) timer = new AbortController();
-    signal = combined(holder?.signal, timer?.signal);
+  if (!isThenable(value)) {
+    made?.end();
+    return success(value, holder);
   }
-  // The timeout counts from the call: what the task did synchronously counts.
-  const expire = timer === undefined ? undefined : setTimeout(
-    () => abortTask(timer, new TaskTimeoutError(info.name, timeout!), info),
-    Math.max(0, timeout! - (performance.now() - startedAt)),
-  );
-  const settled = signal === undefined
-    ? toPromise(value)
-    : abortable(value, signal, () => {
-      const given = holder?.controller?.signal;
-      if (given?.aborted) abandoned(given.reason);
-    });
-  return settled.then(
-    (result): Called => {
-      clearTimeout(expire);
-      return { outcome: "succeeded", value: result };
-    },
-    (error) => {
-      clearTimeout(expire);
+  const settled = toPromise(value);
+  if (timeout === undefined && !holder?.endsAttemptsAtOnce) {
+    if (abandoned !== undefined) {
+      made ??= new Interrupts(holder, info);
+      made.onInterrupt = abandoned;
+      made.follow();
+    }
+    const following = made;
+    if (following === undefined) {
+      return settled.then(
+        (result) => success(result, holder),
+        (error) => failure(error, holder),
+      );
+    }
+    return settled.then((result): Called => {
+      following.end();
+      return success(result, holder);
+    }, (error) => {
+      following.end();
       return failure(error, holder);
-    },
-  );
+    });
+  }
+  const racing = made ?? new Interrupts(holder, info);
+  return new Promise<Called>((resolve) => {
+    let expire: ReturnType<typeof setTimeout> | undefined;
+    const finish = (called: Called) => {
+      clearTimeout(expire);
+      racing.end();
+      resolve(called);
+    };
+    racing.onInterrupt = (reason) => {
+      if (holder?.controller?.signal.aborted) abandoned?.(reason);
+      finish(failure(reason, holder));
+    };
+    // The timeout counts from the call: what the task did synchronously
+    // counts. The timer is set first: setTimeout may run pending
+    // microtasks (it does under `deno test`, Deno 2.9.6), the task's
+    // settling among them, which must find the timer to clear.
+    if (timeout !== undefined) {
+      expire = setTimeout(
+        () => racing.interrupt(new TaskTimeoutError(info.name, timeout)),
+        Math.max(0, timeout - (performance.now() - startedAt)),
+      );
+    }
+    // Handled even once interrupted, so that a late rejection is never
+    // unhandled.
+    settled.then(
+      (result) => finish(success(result, holder)),
+      (error) => finish(failure(error, holder)),
+    );
+    racing.follow();
+  });
 }
 
-/** The signal that aborts when either does. */
-function combined(
-  given: AbortSignal | undefined,
-  timer: AbortSignal | undefined,
-): AbortSignal | undefined {
-  if (given === undefined) return timer;
-  if (timer === undefined) return given;
-  return AbortSignal.any([given, timer]);
+/** A defined task's context; its signal is made when first read. */
+class Context implements TaskContext {
+  readonly #interrupts: Interrupts;
+  readonly attempt: number;
+  readonly name: string;
+  readonly id: string;
+
+  constructor(interrupts: Interrupts, info: TaskInfo, id: string) {
+    this.#interrupts = interrupts;
+    this.attempt = info.attempt;
+    this.name = info.name;
+    this.id = id;
+  }
+
+  get signal(): AbortSignal {
+    return this.#interrupts.signal;
+  }
+}
+
+/**
+ * What may end an attempt early, as std's deadline() and abortable() race
+ * a promise against a signal: its timeout, and its holder giving up. A
+ * defined task's signal is made when it first reads it, and aborted then.
+ * The holder is followed through one listener, only while the attempt
+ * lasts, so that a worker's shutdown signal, which its attempts share,
+ * gathers none.
+ */
+class Interrupts {
+  readonly #holder: Holder | undefined;
+  readonly #info: TaskInfo;
+  #controller: AbortController | undefined;
+  #following: (() => void) | undefined;
+  #ended = false;
+  /** Told once, when the attempt is interrupted before it settles. */
+  onInterrupt: ((reason: unknown) => void) | undefined;
+
+  constructor(holder: Holder | undefined, info: TaskInfo) {
+    this.#holder = holder;
+    this.#info = info;
+  }
+
+  /** The attempt's signal: aborted when it is interrupted. */
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      this.follow();
+    }
+    return this.#controller.signal;
+  }
+
+  /** Interrupts the attempt when the holder gives up, until it ends. */
+  follow(): void {
+    if (
+      this.#holder === undefined || this.#following !== undefined ||
+      this.#ended
+    ) return;
+    const given = this.#holder.signal;
+    if (given.aborted) return this.interrupt(given.reason);
+    this.#following = () => {
+      this.#following = undefined;
+      this.interrupt(given.reason);
+    };
+    given.addEventListener("abort", this.#following, { once: true });
+  }
+
+  /**
+   * Aborts the signal (a listener's throw reported as the task's), then
+   * tells `onInterrupt`. Does nothing once the attempt has ended.
+   */
+  interrupt(reason: unknown): void {
+    if (this.#ended) return;
+    if (this.#controller !== undefined) {
+      abortTask(this.#controller, reason, this.#info);
+    }
+    const told = this.onInterrupt;
+    this.onInterrupt = undefined;
+    told?.(reason);
+  }
+
+  /** The attempt is over: the holder is no longer followed. */
+  end(): void {
+    this.#ended = true;
+    if (this.#following !== undefined) {
+      this.#holder!.signal.removeEventListener("abort", this.#following);
+      this.#following = undefined;
+    }
+  }
+}
+
+/**
+ * How a call that returned ended: succeeded, unless the holder gave up on
+ * it meanwhile (a drain it ended, say), when it counts as abandoned.
+ */
+function success(value: unknown, holder: Holder | undefined): Called {
+  const given = holder?.controller?.signal;
+  return given?.aborted
+    ? { outcome: "abandoned", value: given.reason }
+    : { outcome: "succeeded", value };
 }
 
 /** How a failed call ended: given up on, timed out, or failed. */
@@ -271,36 +407,4 @@ function failure(
       : "failed",
     value: error,
   };
-}
-
-/**
- * Settles as `value` does, or rejects with `signal.reason` as soon as it
- * aborts (after calling `onAbort`), as std's abortable() does. `value` is
- * handled either way, so that a late rejection is never unhandled.
- */
-function abortable(
-  value: PromiseLike<unknown>,
-  signal: AbortSignal,
-  onAbort: () => void,
-): Promise<unknown> {
-  const settled = toPromise(value);
-  if (signal.aborted) {
-    settled.catch(() => {});
-    onAbort();
-    return Promise.reject(signal.reason);
-  }
-  return new Promise((resolve, reject) => {
-    const abort = () => {
-      onAbort();
-      reject(signal.reason);
-    };
-    signal.addEventListener("abort", abort, { once: true });
-    settled.then((result) => {
-      signal.removeEventListener("abort", abort);
-      resolve(result);
-    }, (error) => {
-      signal.removeEventListener("abort", abort);
-      reject(error);
-    });
-  });
 }

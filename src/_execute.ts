@@ -146,6 +146,7 @@ async function execute(
               : `${chain.id ??= crypto.randomUUID()}:${index}`,
             holder: chain,
             timeout: task.defined?.timeout ?? config.timeout,
+            maxAttempts: task.defined?.retry?.maxAttempts ?? 1,
           },
           config,
           () => owner?.retried(chain),

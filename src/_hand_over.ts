@@ -78,6 +78,11 @@ export function handOver(
   // After the response, nobody waits for it.
   if (!beforeResponse) return settled.catch(() => {});
   return new Promise((resolve, reject) => {
+    // Given up on inside enqueue() already: the store no longer counts.
+    if (signal.aborted) {
+      settled.catch(() => {});
+      return reject(signal.reason);
+    }
     signal.addEventListener("abort", () => reject(signal.reason), {
       once: true,
     });
@@ -111,19 +116,22 @@ function lost(
   if (beforeResponse) {
     books.tally.dropped("discarded", tasks.length);
     chain.moveTo("discarded");
-  } else {
-    books.tally.settled("failed", tasks.length);
-    books.drains.count(chain.sequence, "failed", tasks.length);
-    chain.moveTo("finished");
-    tasks.forEach((task, index) =>
-      report(books.onTaskError, error, {
-        name: task.name,
-        index: first + index,
-        attempt: 0,
-        request: chain.request,
-        delivered: chain.delivered,
-      })
-    );
+    books.end(chain);
+    return;
   }
+  books.tally.settled("failed", tasks.length);
+  books.drains.count(chain.sequence, "failed", tasks.length);
+  chain.moveTo("finished");
+  // Forgotten before the reports, which may end drains that would give up
+  // on it again.
   books.end(chain);
+  tasks.forEach((task, index) =>
+    report(books.onTaskError, error, {
+      name: task.name,
+      index: first + index,
+      attempt: 0,
+      request: chain.request,
+      delivered: chain.delivered,
+    })
+  );
 }

@@ -109,8 +109,8 @@ export function enqueueStep(
  * Runs one delivery of one step: the task's attempt, then in one operation
  * checked against the chain's progress its dead letter if it failed for
  * good, and the retry, the next step, or the end of the chain. Does nothing
- * for a message already acted on, or when the backend closed meanwhile
- * (the message is then delivered again).
+ * for a message already acted on, and puts the step back when the backend
+ * closed meanwhile.
  */
 export async function runStep(step: Step, consumer: Consumer): Promise<void> {
   const { kv, keys, config, shutdown } = consumer;
@@ -146,8 +146,9 @@ export async function runStep(step: Step, consumer: Consumer): Promise<void> {
       delivered: step.delivered,
       holder: shutdown,
     }, config);
-    // Closed meanwhile: the message is delivered again, to whoever listens.
-    if (result.outcome === "abandoned" || shutdown.signal.aborted) return;
+    if (result.outcome === "abandoned" || shutdown.signal.aborted) {
+      return putBack(step, progress, consumer);
+    }
     if (result.willRetry) retryDelay = result.delay;
     else if (result.outcome !== "succeeded") {
       operation = operation.set(
@@ -177,6 +178,33 @@ export async function runStep(step: Step, consumer: Consumer): Promise<void> {
   }
   // A failed check means another delivery of this message got there first.
   await operation.commit();
+}
+
+/**
+ * Puts back on the queue a step whose attempt a close gave up on, delayed
+ * by the first redelivery step (a process still listening with its backend
+ * closed gives it up again at that pace, without using up its deliveries).
+ * If the database closed too, nothing is written, and nothing acknowledged
+ * either: Deno KV delivers the unfinished message again once the database
+ * is next opened, as after a crash.
+ */
+async function putBack(
+  step: Step,
+  progress: Deno.KvEntryMaybe<Progress>,
+  consumer: Consumer,
+): Promise<void> {
+  const { kv, redelivery } = consumer;
+  try {
+    await enqueueStep(
+      kv.atomic().check(progress),
+      consumer,
+      step,
+      redelivery[0],
+    )
+      .commit();
+  } catch (error) {
+    if (!(error instanceof Deno.errors.BadResource)) throw error;
+  }
 }
 
 /** The most a Deno KV value may weigh, a dead letter included. */

@@ -64,22 +64,32 @@ export function functionName(fn: unknown): string {
  * Aborts `controller` without letting its listeners end the process: Deno
  * reports a listener's throw as an uncaught error, which exits; here each is
  * handed to `onListenerError` instead, and the other listeners still run.
+ * When a listener aborts another controller this way, a throw among that
+ * one's listeners goes to its own `onListenerError` only.
  */
 export function abortIsolated(
   controller: AbortController,
   reason: unknown,
   onListenerError: (error: unknown) => void,
 ): void {
-  const caught = (event: ErrorEvent) => {
-    event.preventDefault();
-    onListenerError(event.error);
-  };
-  globalThis.addEventListener("error", caught);
+  if (isolating.length === 0) globalThis.addEventListener("error", caught);
+  isolating.push(onListenerError);
   try {
     controller.abort(reason);
   } finally {
-    globalThis.removeEventListener("error", caught);
+    isolating.pop();
+    if (isolating.length === 0) {
+      globalThis.removeEventListener("error", caught);
+    }
   }
+}
+
+/** Who is told of a listener's throw, innermost abort last. */
+const isolating: ((error: unknown) => void)[] = [];
+
+function caught(event: ErrorEvent): void {
+  event.preventDefault();
+  isolating.at(-1)!(event.error);
 }
 
 /** Formats a rejected value for an error message: strings quoted, objects by their type. */

@@ -35,9 +35,10 @@ import {
  */
 export interface TaskContext {
   /**
-   * Aborted when the attempt times out (its reason is then a
-   * {@linkcode TaskTimeoutError}) or when the task is abandoned at a shutdown
-   * deadline. Pass it to `fetch` and other cancellable calls.
+   * This attempt's own signal: aborted when it times out (its reason is
+   * then a {@linkcode TaskTimeoutError}) or when the task is abandoned (at
+   * a drain or shutdown deadline, or when a worker closes). Pass it to
+   * `fetch` and other cancellable calls.
    */
   readonly signal: AbortSignal;
   /** Which attempt this is, from 1. */

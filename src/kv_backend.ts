@@ -142,8 +142,12 @@ export interface KvBackend extends TaskBackend {
    */
   requeue(id: string): Promise<boolean>;
   /**
-   * Stops running tasks: aborts the signals of those running. Their messages
-   * are delivered again once a process listens. Close the database after.
+   * Stops running tasks: aborts the signals of those running, whose
+   * attempts end as abandoned, and puts their steps back on the queue, to
+   * run again (delayed by the first `redelivery` step) wherever a backend
+   * listens. A step whose database closed first is left unfinished instead,
+   * and Deno KV delivers it again once the database is next opened, about a
+   * minute later, as after a crash. Close the database after.
    */
   close(): void;
 }
@@ -256,7 +260,11 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     keys,
     redelivery,
     config,
-    shutdown: { controller: shutdown, signal: shutdown.signal },
+    shutdown: {
+      controller: shutdown,
+      signal: shutdown.signal,
+      endsAttemptsAtOnce: true,
+    },
   };
   const budgets = new WeakMap<object, MessageBudget>();
 
@@ -374,11 +382,12 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     },
 
     close(): void {
-      // A task's abort listener that throws must not end the process.
+      // An abort listener that throws must not end the process. A task's
+      // listeners are on its attempt's signal, which reports them as its.
       abortIsolated(
         shutdown,
         new DOMException("The KV backend closed", "AbortError"),
-        () => {},
+        (error) => console.error("An abort listener threw at close:", error),
       );
     },
   };

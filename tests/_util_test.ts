@@ -106,6 +106,27 @@ Deno.test("abortIsolated() hands a throwing listener's error over, and the other
   assert.equal(controller.signal.reason, "why");
 });
 
+Deno.test("abortIsolated() inside a listener hands a throw to the innermost caller only", () => {
+  const outer = new AbortController();
+  const inner = new AbortController();
+  inner.signal.addEventListener("abort", () => {
+    throw new Error("inner listener failed");
+  });
+  outer.signal.addEventListener("abort", () => {
+    abortIsolated(inner, "inner", (error) => void innerCaught.push(error));
+    throw new Error("outer listener failed");
+  });
+  const innerCaught: unknown[] = [];
+  const outerCaught: unknown[] = [];
+  abortIsolated(outer, "outer", (error) => void outerCaught.push(error));
+  assert.deepEqual(innerCaught.map((error) => (error as Error).message), [
+    "inner listener failed",
+  ]);
+  assert.deepEqual(outerCaught.map((error) => (error as Error).message), [
+    "outer listener failed",
+  ]);
+});
+
 Deno.test("describe() shows a value for an error message", () => {
   assert.deepEqual(
     ["s", 1, undefined, () => {}, {}, [], new Map(), Object.create(null)].map(

@@ -845,3 +845,90 @@ guardedTest(
     }
   },
 );
+
+guardedTest(
+  "kvBackend() close() puts a running step back, to run again with its id wherever a backend listens",
+  async () => {
+    const path = await Deno.makeTempFile({ suffix: ".sqlite3" });
+    const started = Promise.withResolvers<string>();
+    const ranAgain = Promise.withResolvers<string>();
+    let runs = 0;
+    const slow = defineTask(({ id, signal }) => {
+      if (++runs > 1) return ranAgain.resolve(id);
+      started.resolve(id);
+      return new Promise<void>((_resolve, reject) =>
+        signal.addEventListener("abort", () => reject(signal.reason))
+      );
+    }, { name: "slow" });
+    const first: string[] = [];
+    const kv = await Deno.openKv(path);
+    const closing = kvBackend({
+      kv,
+      tasks: [slow],
+      redelivery: [10],
+      onTaskEnd: ({ outcome }) => void first.push(outcome),
+    });
+    let other: Deno.Kv | undefined;
+    let otherBackend: ReturnType<typeof kvBackend> | undefined;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      const handler = withBackgroundTasks((_request, _info, tasks) => {
+        tasks.addTask(slow);
+        return new Response("ok");
+      }, { backend: closing });
+      await (await callHandler(handler, "/")).tasks;
+      const id = await started.promise;
+      // Its database stays open: the message must not count as handled.
+      closing.close();
+      other = await Deno.openKv(path);
+      otherBackend = kvBackend({ kv: other, tasks: [slow] });
+      const waited = new Promise<string>((resolve) => {
+        timer = setTimeout(() => resolve("never ran again"), 20_000);
+      });
+      assert.equal(await Promise.race([ranAgain.promise, waited]), id);
+      assert.equal(first[0], "abandoned");
+      assert.ok(first.every((outcome) => outcome === "abandoned"));
+    } finally {
+      clearTimeout(timer);
+      otherBackend?.close();
+      other?.close();
+      kv.close();
+      await Deno.remove(path);
+    }
+  },
+);
+
+guardedTest(
+  "kvBackend() close() reports a task's abort listener that throws, naming the task",
+  async () => {
+    const started = Promise.withResolvers<void>();
+    const hostile = defineTask(({ signal }) => {
+      signal.addEventListener("abort", () => {
+        throw new Error("listener failed");
+      });
+      started.resolve();
+      return new Promise(() => {});
+    }, { name: "hostile" });
+    const consoleError = mock.method(console, "error", () => {});
+    try {
+      await using db = await openBackend({ tasks: [hostile] });
+      const handler = withBackgroundTasks((_request, _info, tasks) => {
+        tasks.addTask(hostile);
+        return new Response("ok");
+      }, { backend: db.backend });
+      await (await callHandler(handler, "/")).tasks;
+      await started.promise;
+      db.backend.close();
+      assert.match(
+        String(consoleError.mock.calls[0]?.arguments[0]),
+        /^An abort listener of background task "hostile" at index 0 .*threw:$/,
+      );
+      assert.equal(
+        (consoleError.mock.calls[0]?.arguments[1] as Error).message,
+        "listener failed",
+      );
+    } finally {
+      consoleError.mock.restore();
+    }
+  },
+);
