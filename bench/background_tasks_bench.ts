@@ -23,6 +23,14 @@ async function trivialAsyncTask(n: number): Promise<void> {
 const trivialDefinedTask = defineTask((_context, n: number) => {
   sink += n;
 }, { name: "trivial", timeout: 10_000 });
+const asyncDefinedTask = defineTask(async (_context, n: number) => {
+  await undefined;
+  sink += n;
+}, { name: "async" });
+const asyncDefinedTaskWithTimeout = defineTask(async (_context, n: number) => {
+  await undefined;
+  sink += n;
+}, { name: "asyncWithTimeout", timeout: 10_000 });
 
 Deno.bench(
   "new BackgroundTasks()",
@@ -99,6 +107,27 @@ const handlers = [
       tasks.addTask(trivialTask, 1);
       tasks.addTask(trivialTask, 2);
       tasks.addTask(trivialTask, 3);
+      return bare();
+    }),
+  ],
+  [
+    "wrapped, 1 async task with a timeout",
+    withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(trivialAsyncTask, 1);
+      return bare();
+    }, { timeout: 10_000 }),
+  ],
+  [
+    "wrapped, 1 async defined task",
+    withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(asyncDefinedTask, 1);
+      return bare();
+    }),
+  ],
+  [
+    "wrapped, 1 async defined task with a timeout",
+    withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(asyncDefinedTaskWithTimeout, 1);
       return bare();
     }),
   ],

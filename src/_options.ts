@@ -1,5 +1,11 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
+// The options of the wrapper, serve() and the workers, checked once where
+// they enter and turned into the configs the inside reads: what runs an
+// attempt (ExecutionConfig: hooks, timeout, reporting) and what the runner
+// adds (RunnerConfig: limits, the backend, the hand-over). The inside
+// never sees an unchecked option.
+
 import { ambientStorage, type TaskStorage } from "./_ambient.ts";
 import type {
   RunOptions,

@@ -1,5 +1,11 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
+// The side of a backend that runs what another process stored: a worker's
+// options checked once (its tasks indexed by name), and one delivery of a
+// task run through the same attempt engine as the in-process runner, so
+// that hooks, timeouts, outcomes and retry decisions mean the same
+// wherever a task runs.
+
 import { type AttemptResult, type Holder, runAttempt } from "./_attempt.ts";
 import { type ExecutionConfig, executionConfig } from "./_options.ts";
 import { describe } from "./_util.ts";

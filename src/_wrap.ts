@@ -1,5 +1,10 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
+// The wrapper itself: a Deno.serve handler in, a handler with controls
+// out. Per request it opens a chain, calls the user's handler with it,
+// and, once a Response is returned, hands the chain to the runner to be
+// run after the response (or stored by a backend before it).
+
 import { type Chain, internals } from "./_chain.ts";
 import { runnerConfig } from "./_options.ts";
 import { Runner } from "./_runner.ts";

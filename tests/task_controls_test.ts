@@ -279,18 +279,27 @@ guardedTest(
   "drain() abandons chains still waiting for a slot, which then never start",
   async () => {
     let ran = 0;
+    let later = false;
     const handler = withBackgroundTasks((_request, _info, tasks) => {
-      tasks.addTask(() => {
-        ran++;
-        return new Promise(() => {});
-      });
+      if (later) tasks.addTask(() => void ran++);
+      else {
+        tasks.addTask(() => {
+          ran++;
+          return new Promise(() => {});
+        });
+      }
       return new Response("ok");
     }, { concurrency: 1 });
     for (let i = 0; i < 3; i++) handler(request(), sentInfo());
     const result = await handler.drain({ timeout: 20 });
     assert.equal(result.abandoned, 3);
-    // The slot the first freed went to no one: the others were abandoned.
     assert.equal(ran, 1);
+    // Slots go in order: a chain still queued would start before a later
+    // request's, which runs once the slot the first held is free.
+    later = true;
+    handler(request(), sentInfo());
+    assert.equal((await handler.drain()).succeeded, 1);
+    assert.equal(ran, 2);
     assert.deepEqual(
       [handler.stats.running, handler.stats.pending, handler.stats.abandoned],
       [0, 0, 3],
