@@ -7,7 +7,7 @@
 // written in one atomic operation checked against that progress, so that a
 // message delivered twice acts once.
 
-import type { Holder } from "./_attempt.ts";
+import type { Holder } from "./_call.ts";
 import { errorText } from "./_error_text.ts";
 import { structuredSize } from "./_serializable.ts";
 import { runDelivery, type WorkerConfig } from "./_worker.ts";

@@ -6,7 +6,8 @@
 // that hooks, timeouts, outcomes and retry decisions mean the same
 // wherever a task runs.
 
-import { type AttemptResult, type Holder, runAttempt } from "./_attempt.ts";
+import { type AttemptResult, runAttempt } from "./_attempt.ts";
+import type { Holder } from "./_call.ts";
 import { type ExecutionConfig, executionConfig } from "./_options.ts";
 import { describe } from "./_util.ts";
 import { DefinedTask } from "./define_task.ts";
