@@ -19,6 +19,7 @@ import { parseArgs } from "node:util";
 import { Queue } from "npm:bullmq@^5";
 import { defineTask } from "../mod.ts";
 import { bullmqBackend } from "../bullmq.ts";
+import { shardPrefixes } from "../src/_bullmq.ts";
 import { kvBackend } from "../kv.ts";
 
 const { values } = parseArgs({
@@ -113,7 +114,10 @@ async function bullmq(workers: number, port: number): Promise<number> {
   );
   await Promise.all(readers.map((reader) => reader.read()));
   const startedAt = performance.now();
-  const queue = new Queue(queueName, { connection });
+  const queue = new Queue(queueName, {
+    connection,
+    prefix: shardPrefixes("bull", 1)[0]!,
+  });
   for (;;) {
     const counts = await queue.getJobCounts("wait", "active", "delayed");
     const left = (counts["wait"] ?? 0) + (counts["active"] ?? 0) +

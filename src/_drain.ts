@@ -6,6 +6,7 @@
 // what it still waits for.
 
 import { MAX_TIMER_DELAY } from "./_util.ts";
+import type { TaskBackend } from "./task_backend.ts";
 import type { DrainOptions, DrainResult } from "./task_controls.ts";
 
 interface Waiter {
@@ -18,6 +19,7 @@ interface Waiter {
   enqueued: number;
   abandoned: number;
   abandonedTasks: Record<string, number>;
+  unstored: number;
   resolve: (result: DrainResult) => void;
   cleanup: () => void;
 }
@@ -28,6 +30,12 @@ export type Counted = "succeeded" | "failed" | "enqueued";
 /** The drains of one runner. */
 export class Drains {
   readonly #waiters = new Set<Waiter>();
+  readonly #backend: Pick<TaskBackend, "status"> | undefined;
+
+  /** `backend`, if any, says its status in each result. */
+  constructor(backend?: Pick<TaskBackend, "status">) {
+    this.#backend = backend;
+  }
 
   /**
    * Starts a drain of the `live` chains up to sequence `last`. At its
@@ -49,6 +57,7 @@ export class Drains {
         enqueued: 0,
         abandoned: 0,
         abandonedTasks: {},
+        unstored: 0,
         resolve,
         cleanup: () => {},
       };
@@ -84,10 +93,15 @@ export class Drains {
   }
 
   /** Counts the tasks of the chain `sequence` that were given up on. */
-  abandoned(sequence: number, names: readonly string[]): void {
+  abandoned(
+    sequence: number,
+    names: readonly string[],
+    storing = false,
+  ): void {
     for (const waiter of this.#waiters) {
       if (sequence > waiter.last) continue;
       waiter.abandoned += names.length;
+      if (storing) waiter.unstored += names.length;
       for (const name of names) {
         waiter.abandonedTasks[name] = (waiter.abandonedTasks[name] ?? 0) + 1;
       }
@@ -107,7 +121,17 @@ export class Drains {
   #settle(waiter: Waiter): void {
     this.#waiters.delete(waiter);
     waiter.cleanup();
-    const { succeeded, failed, enqueued, abandoned, abandonedTasks } = waiter;
-    waiter.resolve({ succeeded, failed, enqueued, abandoned, abandonedTasks });
+    const { succeeded, failed, enqueued, abandoned, abandonedTasks, unstored } =
+      waiter;
+    const backend = this.#backend?.status;
+    waiter.resolve({
+      succeeded,
+      failed,
+      enqueued,
+      abandoned,
+      abandonedTasks,
+      unstored,
+      ...(backend && { backend }),
+    });
   }
 }

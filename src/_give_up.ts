@@ -36,9 +36,10 @@ export function giveUpLive(
     const names = chain.unfinished();
     chain.moveTo("abandoned");
     if (state === "running") tally.running--;
+    if (state === "storing") tally.storing -= names.length;
     if (state === "running" || state === "storing") slots++;
     tally.dropped("abandoned", names.length);
-    drains.abandoned(chain.sequence, names);
+    drains.abandoned(chain.sequence, names, state === "storing");
     live.remove(chain);
     drains.ended(chain.sequence);
     given.push(chain);

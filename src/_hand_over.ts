@@ -55,6 +55,7 @@ export function handOver(
     tasks.push(backendTask(task));
   }
   const { signal } = chain;
+  books.tally.storing += tasks.length;
   let enqueued: Promise<void>;
   try {
     enqueued = backend.enqueue({
@@ -93,6 +94,7 @@ export function handOver(
 /** The chain is stored: its tasks are the backend's now. */
 function stored(chain: Chain, count: number, books: HandOverBooks): void {
   chain.release();
+  books.tally.storing -= count;
   books.tally.dropped("enqueued", count);
   books.drains.count(chain.sequence, "enqueued", count);
   chain.moveTo("handedOver");
@@ -113,6 +115,7 @@ function lost(
   books: HandOverBooks,
 ): void {
   chain.release();
+  books.tally.storing -= tasks.length;
   if (beforeResponse) {
     books.tally.dropped("discarded", tasks.length);
     chain.moveTo("discarded");

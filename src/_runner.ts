@@ -32,7 +32,7 @@ import type { DrainOptions, DrainResult, TaskStats } from "./task_controls.ts";
 export class Runner implements ChainOwner {
   readonly #config: RunnerConfig;
   readonly #scheduler: Scheduler;
-  readonly #drains = new Drains();
+  readonly #drains: Drains;
   /** Chains with tasks whose handler runs: a shutdown deadline abandons them. */
   readonly #open = new ChainList();
   /** Chains scheduled and not over, in `sequence` order: what drains wait for. */
@@ -43,6 +43,7 @@ export class Runner implements ChainOwner {
 
   constructor(config: RunnerConfig) {
     this.#config = config;
+    this.#drains = new Drains(config.backend);
     this.#scheduler = new Scheduler(
       config.concurrency,
       (chain) => this.#start(chain),
@@ -56,7 +57,7 @@ export class Runner implements ChainOwner {
   }
 
   get stats(): TaskStats {
-    return this.#tally.snapshot();
+    return this.#tally.snapshot(this.#config.backend?.status);
   }
 
   /**

@@ -3,6 +3,7 @@
 // A runner's counts of tasks, which `stats` shows: what is pending, and
 // what happened to the rest. Pending is always queued plus running.
 
+import type { BackendStatus } from "./task_backend.ts";
 import type { TaskStats } from "./task_controls.ts";
 
 /** Why tasks left the pending count without running here. */
@@ -18,6 +19,8 @@ export class Tally {
   pending = 0;
   /** Chains running, each with its head task running (or waiting to retry). */
   running = 0;
+  /** Tasks of the chains a backend is storing. */
+  storing = 0;
   #succeeded = 0;
   #failed = 0;
   #timedOut = 0;
@@ -48,7 +51,7 @@ export class Tally {
     this.#dropped[why] += n;
   }
 
-  snapshot(): TaskStats {
+  snapshot(backend?: BackendStatus): TaskStats {
     return {
       pending: this.pending,
       queued: this.pending - this.running,
@@ -58,6 +61,8 @@ export class Tally {
       timedOut: this.#timedOut,
       retried: this.#retried,
       ...this.#dropped,
+      storing: this.storing,
+      ...(backend && { backend }),
     };
   }
 }

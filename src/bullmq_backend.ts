@@ -1,15 +1,25 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import { type FlowJob, FlowProducer, Queue } from "npm:bullmq@^5";
 import {
-  assertConnection,
+  type ConnectionOptions,
+  type FlowJob,
+  FlowProducer,
+  type Job,
+  Queue,
+} from "npm:bullmq@^5";
+import {
+  assertPrefix,
   assertQueueName,
   BACKOFF,
+  connectionOptions,
   type JobData,
+  shardPrefixes,
+  shardsKey,
 } from "./_bullmq.ts";
-import { groupCommit } from "./_group_commit.ts";
+import { type GroupCommit, groupCommit } from "./_group_commit.ts";
+import { ConnectionWatch, elapsed, isConnectionError } from "./_redis_watch.ts";
 import { assertSerializable } from "./_serializable.ts";
-import { assertOptions, describe } from "./_util.ts";
+import { assertInteger, assertOptions, describe } from "./_util.ts";
 import { workerConfig } from "./_worker.ts";
 import type { RequestSummary } from "./task_info.ts";
 import type {
@@ -17,11 +27,21 @@ import type {
   BackendTask,
   EnqueueOptions,
 } from "./backend_chain.ts";
-import type { TaskBackend } from "./task_backend.ts";
+import type { BackendStatus, TaskBackend } from "./task_backend.ts";
 import type { WorkerOptions } from "./worker_options.ts";
 
 /**
- * Where Redis listens, passed on to BullMQ (ioredis).
+ * How to reach Redis: whatever BullMQ accepts, passed on to it (and to
+ * ioredis). A Redis URL (`redis://user:password@host:6379/2`, `rediss://…`
+ * for TLS); ioredis options (`{ host, port, password, tls: { ca } }`,
+ * Sentinel's `{ sentinels, name }`, or cluster options); or an ioredis
+ * `Redis` or `Cluster` instance that the caller owns: `close()` leaves it
+ * open. A Cluster needs nothing more: each shard's keys share a hash tag.
+ *
+ * The type is `object` because BullMQ's own `ConnectionOptions` names
+ * dozens of ioredis types that this package cannot document as its own;
+ * BullMQ and ioredis check the options. For the compiler's help, write
+ * `{ … } satisfies ConnectionOptions` with that type from `npm:bullmq`.
  *
  * @example From the environment
  * ```ts
@@ -29,35 +49,15 @@ import type { WorkerOptions } from "./worker_options.ts";
  * import assert from "node:assert/strict";
  *
  * function connectionFrom(env: Record<string, string | undefined>): RedisConnection {
- *   return { host: env["REDIS_HOST"] ?? "127.0.0.1", port: Number(env["REDIS_PORT"] ?? 6379) };
+ *   return env["REDIS_URL"] ?? { host: "127.0.0.1", port: 6379 };
  * }
- * assert.deepEqual(connectionFrom({ REDIS_PORT: "6380" }), { host: "127.0.0.1", port: 6380 });
+ * assert.equal(
+ *   connectionFrom({ REDIS_URL: "rediss://default:secret@redis.example.com:6380/0" }),
+ *   "rediss://default:secret@redis.example.com:6380/0",
+ * );
  * ```
  */
-export interface RedisConnection {
-  /**
-   * The host.
-   *
-   * @default {"127.0.0.1"}
-   */
-  host?: string;
-  /**
-   * The port.
-   *
-   * @default {6379}
-   */
-  port?: number;
-  /** The user, with Redis ACLs. */
-  username?: string;
-  /** The password. */
-  password?: string;
-  /**
-   * The database number.
-   *
-   * @default {0}
-   */
-  db?: number;
-}
+export type RedisConnection = string | object;
 
 /**
  * Options for {@linkcode bullmqBackend}.
@@ -78,7 +78,7 @@ export interface RedisConnection {
  * ```
  */
 export interface BullmqBackendOptions {
-  /** Where Redis listens. */
+  /** How to reach Redis: a URL, ioredis options, or an ioredis instance. */
   connection: RedisConnection;
   /** The tasks the workers can run, so that others are refused at `addTask()`. */
   tasks: WorkerOptions["tasks"];
@@ -88,6 +88,30 @@ export interface BullmqBackendOptions {
    * @default {"background-tasks"}
    */
   queue?: string;
+  /**
+   * The start of the hash tag of every key, the same for the web processes
+   * and the workers.
+   *
+   * @default {"bull"}
+   */
+  prefix?: string;
+  /**
+   * How many BullMQ queues the chains spread over, each with its own hash
+   * tag, so that on a Redis Cluster they spread over its nodes (a queue's
+   * keys all live on one node). A chain is always whole in one shard, so
+   * its order holds. Workers must consume at least as many.
+   *
+   * @default {1}
+   */
+  shards?: number;
+  /**
+   * Told when Redis becomes unreachable (or leaves a store unanswered for
+   * 5 s), and when it is back: once per change, not per retry. The chains
+   * meanwhile wait to be stored (see `stats.storing`).
+   *
+   * @default {A line on `console.error` each time}
+   */
+  onStatusChange?: (status: BackendStatus) => void;
 }
 
 /**
@@ -141,8 +165,11 @@ export interface FailedTask {
  * ```
  */
 export interface BullmqBackend extends TaskBackend {
+  /** Whether Redis can be reached now, and since when. */
+  readonly status: BackendStatus;
   /**
-   * The tasks that failed at their last attempt, newest first.
+   * The tasks that failed at their last attempt, newest first, over every
+   * shard.
    *
    * @returns Every failed task the queue keeps.
    */
@@ -225,64 +252,52 @@ const GROUP_SIZE = 100;
  */
 export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
   const action = "Cannot create BullMQ backend";
-  assertOptions(options, ["connection", "tasks", "queue"], action);
-  const { connection, queue: queueName = "background-tasks" } = options;
-  assertConnection(connection, action);
+  assertOptions(options, [
+    "connection",
+    "tasks",
+    "queue",
+    "prefix",
+    "shards",
+    "onStatusChange",
+  ], action);
+  const {
+    queue: queueName = "background-tasks",
+    prefix = "bull",
+    shards: shardCount = 1,
+    onStatusChange,
+  } = options;
+  const connection = connectionOptions(options.connection, action);
   assertQueueName(queueName, action);
-  const { registry } = workerConfig({ tasks: options.tasks }, action);
-  const flows = new Flows({ connection });
-  const queue = new Queue(queueName, { connection });
-  // Errors on the connections reach the caller through enqueue(); without a
-  // listener, ioredis would print each one.
-  flows.on("error", () => {});
-  queue.on("error", () => {});
-  // Chains handed over together go in one transaction: ioredis builds a
-  // pipeline per call, which cost more than the chain itself.
-  // A group is split only for what one chain's data can cause (JSON.stringify
-  // throws a TypeError or a RangeError). Anything else, such as a connection
-  // cut between MULTI and EXEC (ioredis's AbortError), is not the chains'
-  // fault: the transaction stored nothing (Redis discards one it did not
-  // execute) or, if the connection was lost after EXEC ran, all of it. So the
-  // group is stored again, less the chains whose jobs are in Redis.
-  const store = groupCommit<FlowJob>(
-    async (group, retrying) => {
-      const flowsToAdd = retrying ? await unstored(group) : group;
-      if (flowsToAdd.length === 0) return;
-      const added = await flows.addBulk(flowsToAdd);
-      // A closing FlowProducer returns without storing anything.
-      if (added?.length !== flowsToAdd.length) throw new ClosingError();
-    },
-    GROUP_SIZE,
-    {
-      split: (error) =>
-        error instanceof TypeError || error instanceof RangeError,
-      retry: (error, failures) =>
-        error instanceof ClosingError ? undefined : retryDelay(failures),
-    },
-  );
-  let closed = false;
-
-  /**
-   * The flows of `group` none of whose jobs is in Redis. A transaction whose
-   * connection was lost after its EXEC ran stored its chains, and workers
-   * may have run and removed their first tasks since: adding such a chain
-   * again would add those tasks anew, to run twice and hold back the next
-   * one. So a chain is added again only if none of its jobs is there (or,
-   * if it already ran to its end, it runs again: delivery is at least once).
-   */
-  async function unstored(group: FlowJob[]): Promise<FlowJob[]> {
-    const client = await flows.client;
-    const found = await Promise.all(group.map((flow) => {
-      const keys: string[] = [];
-      for (let job: FlowJob | undefined = flow; job; job = job.children?.[0]) {
-        keys.push(queue.toKey(job.opts!.jobId!));
-      }
-      return Promise.all(keys.map((key) => client.hexists(key, "name")));
-    }));
-    return group.filter((_, index) => found[index]!.every((n) => n === 0));
+  assertPrefix(prefix, action);
+  assertInteger(shardCount, "shards", action, 1);
+  if (onStatusChange !== undefined && typeof onStatusChange !== "function") {
+    throw new TypeError(
+      `${action} as 'onStatusChange' must be a function: current value is ${
+        describe(onStatusChange)
+      }`,
+    );
   }
+  const { registry } = workerConfig({ tasks: options.tasks }, action);
+  let closed = false;
+  const watch = new ConnectionWatch((status, previous) => {
+    if (closed) return;
+    if (onStatusChange === undefined) logStatus(status, previous);
+    else onStatusChange(status);
+  });
+  const shards = shardPrefixes(prefix, shardCount).map((shardPrefix) =>
+    openShard(connection, queueName, shardPrefix, watch)
+  );
+  // Workers that consume fewer shards say so: see bullmqWorker().
+  void shards[0]!.queue.client.then((client) =>
+    client.set(shardsKey(prefix, queueName), String(shardCount))
+  ).catch(() => {});
+  let next = 0;
 
   return {
+    get status(): BackendStatus {
+      return watch.status;
+    },
+
     accept(task: BackendTask): void {
       const addAction = `Cannot add task "${task.name}"`;
       if (registry.get(task.name) !== task.task) {
@@ -311,68 +326,195 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
           new Error("Cannot enqueue chain as the BullMQ backend is closed"),
         );
       }
-      let flow: FlowJob | undefined;
-      chain.tasks.forEach((task, index) => {
-        const data: JobData = {
-          chain: chain.id,
-          index,
-          args: [...task.args],
-          ...(chain.request === undefined ? {} : { request: chain.request }),
-          ...(chain.delivered === undefined
-            ? {}
-            : { delivered: chain.delivered }),
-        };
-        flow = {
-          name: task.name,
-          queueName,
-          data,
-          opts: {
-            jobId: `${chain.id}.${index}`,
-            attempts: task.retry?.maxAttempts ?? 1,
-            backoff: { type: BACKOFF },
-            removeOnComplete: true,
-            removeOnFail: false,
-            // The next task runs even when this one failed.
-            ignoreDependencyOnFailure: true,
-          },
-          // The task added before this one runs first.
-          ...(flow === undefined ? {} : { children: [flow] }),
-        };
-      });
-      return flow === undefined ? Promise.resolve() : store(flow, signal);
+      const flow = chainFlow(chain, queueName);
+      if (flow === undefined) return Promise.resolve();
+      // Round robin: a chain is whole in one shard.
+      const shard = shards[next]!;
+      next = (next + 1) % shards.length;
+      return shard.store(flow, signal);
     },
 
     async failed(): Promise<FailedTask[]> {
-      const jobs = await queue.getFailed();
-      return jobs.map((job) => {
-        const data = job.data as JobData;
-        return {
-          id: `${data.chain}:${data.index}`,
-          jobId: job.id!,
-          name: job.name,
-          args: data.args,
-          attempts: job.attemptsMade,
-          error: job.failedReason,
-          request: data.request,
-        };
-      });
+      const jobs = (await Promise.all(
+        shards.map((shard) => shard.queue.getFailed()),
+      )).flat();
+      jobs.sort((a, b) => (b.finishedOn ?? 0) - (a.finishedOn ?? 0));
+      return jobs.map(failedTask);
     },
 
     async retry(jobId: string): Promise<boolean> {
-      const job = await queue.getJob(jobId);
-      if (job === undefined || !(await job.isFailed())) return false;
-      await job.retry("failed", { resetAttemptsMade: true });
-      return true;
+      for (const { queue } of shards) {
+        const job = await queue.getJob(jobId);
+        if (job === undefined) continue;
+        if (!(await job.isFailed())) return false;
+        await job.retry("failed", { resetAttemptsMade: true });
+        return true;
+      }
+      return false;
     },
 
     async close(): Promise<void> {
       // The chains handed over so far are stored (or given up by their
       // signal) first; later ones fail.
       closed = true;
-      await store.idle();
-      await Promise.all([flows.closeNow(), queue.close()]);
+      await Promise.all(shards.map((shard) => shard.store.idle()));
+      await Promise.all(
+        shards.flatMap((
+          shard,
+        ) => [shard.flows.closeNow(), shard.queue.close()]),
+      );
     },
   };
+}
+
+/** One shard: its queue, and the transactions that store chains in it. */
+interface Shard {
+  readonly queue: Queue;
+  readonly flows: Flows;
+  readonly store: GroupCommit<FlowJob>;
+}
+
+/** Opens a shard's connections; `watch` hears whether they are up. */
+function openShard(
+  connection: ConnectionOptions,
+  queueName: string,
+  prefix: string,
+  watch: ConnectionWatch,
+): Shard {
+  const flows = new Flows({ connection, prefix });
+  const queue = new Queue(queueName, { connection, prefix });
+  // Connection errors are told once per outage by the watch, and reach the
+  // chains through enqueue(); without a listener, ioredis would print each.
+  flows.watch(watch);
+  queue.on("error", () => {});
+  // Chains handed over together go in one transaction: ioredis builds a
+  // pipeline per call, which cost more than the chain itself.
+  // A group is split only for what one chain's data can cause (JSON.stringify
+  // throws a TypeError or a RangeError). Anything else, such as a connection
+  // cut between MULTI and EXEC (ioredis's AbortError), is not the chains'
+  // fault: the transaction stored nothing (Redis discards one it did not
+  // execute) or, if the connection was lost after EXEC ran, all of it. So the
+  // group is stored again, less the chains whose jobs are in Redis.
+  const store = groupCommit<FlowJob>(
+    async (group, retrying) => {
+      const flowsToAdd = retrying ? await unstored(queue, flows, group) : group;
+      if (flowsToAdd.length === 0) return;
+      // A store Redis leaves unanswered (a server that hangs, a network that
+      // drops packets) is an outage too, though no error comes.
+      const stall = setTimeout(
+        () =>
+          watch.down(
+            store,
+            new Error(`Redis left a store unanswered for ${STALL / 1000} s`),
+          ),
+        STALL,
+      );
+      try {
+        const added = await flows.addBulk(flowsToAdd);
+        // A closing FlowProducer returns without storing anything.
+        if (added?.length !== flowsToAdd.length) throw new ClosingError();
+      } finally {
+        clearTimeout(stall);
+        watch.up(store);
+      }
+    },
+    GROUP_SIZE,
+    {
+      split: (error) =>
+        error instanceof TypeError || error instanceof RangeError,
+      retry: (error, failures) =>
+        error instanceof ClosingError ? undefined : retryDelay(failures),
+    },
+  );
+  return { queue, flows, store };
+}
+
+/** Milliseconds a store may go unanswered before Redis counts as down. */
+const STALL = 5_000;
+
+/**
+ * The flows of `group` none of whose jobs is in Redis. A transaction whose
+ * connection was lost after its EXEC ran stored its chains, and workers
+ * may have run and removed their first tasks since: adding such a chain
+ * again would add those tasks anew, to run twice and hold back the next
+ * one. So a chain is added again only if none of its jobs is there (or,
+ * if it already ran to its end, it runs again: delivery is at least once).
+ */
+async function unstored(
+  queue: Queue,
+  flows: Flows,
+  group: FlowJob[],
+): Promise<FlowJob[]> {
+  const client = await flows.client;
+  const found = await Promise.all(group.map((flow) => {
+    const keys: string[] = [];
+    for (let job: FlowJob | undefined = flow; job; job = job.children?.[0]) {
+      keys.push(queue.toKey(job.opts!.jobId!));
+    }
+    return Promise.all(keys.map((key) => client.hexists(key, "name")));
+  }));
+  return group.filter((_, index) => found[index]!.every((n) => n === 0));
+}
+
+/** A chain as a BullMQ flow: each job the child of the next task's. */
+function chainFlow(
+  chain: BackendChain,
+  queueName: string,
+): FlowJob | undefined {
+  let flow: FlowJob | undefined;
+  chain.tasks.forEach((task, index) => {
+    const data: JobData = {
+      chain: chain.id,
+      index,
+      args: [...task.args],
+      ...(chain.request === undefined ? {} : { request: chain.request }),
+      ...(chain.delivered === undefined ? {} : { delivered: chain.delivered }),
+    };
+    flow = {
+      name: task.name,
+      queueName,
+      data,
+      opts: {
+        jobId: `${chain.id}.${index}`,
+        attempts: task.retry?.maxAttempts ?? 1,
+        backoff: { type: BACKOFF },
+        removeOnComplete: true,
+        removeOnFail: false,
+        // The next task runs even when this one failed.
+        ignoreDependencyOnFailure: true,
+      },
+      // The task added before this one runs first.
+      ...(flow === undefined ? {} : { children: [flow] }),
+    };
+  });
+  return flow;
+}
+
+function failedTask(job: Job): FailedTask {
+  const data = job.data as JobData;
+  return {
+    id: `${data.chain}:${data.index}`,
+    jobId: job.id!,
+    name: job.name,
+    args: data.args,
+    attempts: job.attemptsMade,
+    error: job.failedReason,
+    request: data.request,
+  };
+}
+
+/**
+ * The default of `onStatusChange`: one line when Redis is lost, one when
+ * it is back.
+ */
+function logStatus(status: BackendStatus, previous: BackendStatus): void {
+  console.error(
+    status.state === "down"
+      ? `The BullMQ backend cannot reach Redis (${status.error}): chains wait to be stored until it is back`
+      : `The BullMQ backend reaches Redis again, after ${
+        elapsed(previous.since)
+      } without it`,
+  );
 }
 
 /** A FlowProducer that can close while Redis is unreachable. */
@@ -381,10 +523,24 @@ class Flows extends FlowProducer {
    * Closes the connection without QUIT, which ioredis would queue behind a
    * transaction still waiting for Redis, one whose chains were all given up
    * by their signals. Nothing else is in flight once the store is idle.
+   * A connection the caller owns stays open.
    */
   closeNow(): Promise<void> {
     this.closing ??= this.connection.close(true);
     return this.closing;
+  }
+
+  /** Tells `watch` when the connection is lost, and when it is back. */
+  watch(watch: ConnectionWatch): void {
+    this.on("error", (error) => {
+      if (isConnectionError(error)) watch.down(this, error);
+    });
+    this.connection.on("close", () => {
+      if (this.closing === undefined) {
+        watch.down(this, new Error("the connection to Redis closed"));
+      }
+    });
+    this.connection.on("ready", () => watch.up(this));
   }
 }
 

@@ -1,17 +1,21 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import { UnrecoverableError, Worker } from "npm:bullmq@^5";
+import { type Job, UnrecoverableError, Worker } from "npm:bullmq@^5";
 import {
-  assertConnection,
+  assertPrefix,
   assertQueueName,
   BACKOFF,
+  connectionOptions,
   type JobData,
+  shardPrefixes,
+  shardsKey,
 } from "./_bullmq.ts";
 import { errorText } from "./_error_text.ts";
+import { ConnectionWatch, elapsed, isConnectionError } from "./_redis_watch.ts";
 import { RUN_OPTIONS } from "./_options.ts";
 import { backoff } from "./_retry.ts";
 import { assertInteger, assertOptions } from "./_util.ts";
-import { runDelivery, workerConfig } from "./_worker.ts";
+import { runDelivery, type WorkerConfig, workerConfig } from "./_worker.ts";
 import type { RedisConnection } from "./bullmq_backend.ts";
 import type { WorkerOptions } from "./worker_options.ts";
 
@@ -36,7 +40,7 @@ import type { WorkerOptions } from "./worker_options.ts";
  * ```
  */
 export interface BullmqWorkerOptions extends WorkerOptions {
-  /** Where Redis listens. */
+  /** How to reach Redis: a URL, ioredis options, or an ioredis instance. */
   connection: RedisConnection;
   /**
    * The BullMQ queue's name.
@@ -45,7 +49,20 @@ export interface BullmqWorkerOptions extends WorkerOptions {
    */
   queue?: string;
   /**
-   * How many tasks this worker runs at once.
+   * The start of the hash tag of every key, as the web processes have it.
+   *
+   * @default {"bull"}
+   */
+  prefix?: string;
+  /**
+   * How many shards to consume: at least as many as the web processes
+   * store chains in (a worker that finds more in Redis says so at start).
+   *
+   * @default {1}
+   */
+  shards?: number;
+  /**
+   * How many tasks this worker runs at once from each shard.
    *
    * @default {1}
    */
@@ -132,67 +149,124 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
     "tasks",
     "connection",
     "queue",
+    "prefix",
+    "shards",
     "concurrency",
     "lockDuration",
     "stalledInterval",
   ], action);
   const {
-    connection,
     queue: queueName = "background-tasks",
+    prefix = "bull",
+    shards = 1,
     concurrency = 1,
     lockDuration = 30_000,
     stalledInterval = 30_000,
   } = options;
-  assertConnection(connection, action);
+  const connection = connectionOptions(options.connection, action, true);
   assertQueueName(queueName, action);
+  assertPrefix(prefix, action);
+  assertInteger(shards, "shards", action, 1);
   assertInteger(concurrency, "concurrency", action, 1);
   assertInteger(lockDuration, "lockDuration", action, 1);
   assertInteger(stalledInterval, "stalledInterval", action, 1);
   const config = workerConfig(options, action);
-  const worker = new Worker(queueName, async (job) => {
-    const task = config.registry.get(job.name);
-    if (task === undefined) {
-      throw new UnrecoverableError(
-        `No task named "${job.name}" in this worker's 'tasks'`,
+  let closed = false;
+  const watch = new ConnectionWatch((status, previous) => {
+    if (closed) return;
+    console.error(
+      status.state === "down"
+        ? `The BullMQ worker cannot reach Redis (${status.error}); it tries again until Redis is back`
+        : `The BullMQ worker reaches Redis again, after ${
+          elapsed(previous.since)
+        } without it`,
+    );
+  });
+  const workers = shardPrefixes(prefix, shards).map((shardPrefix) => {
+    const worker = new Worker(queueName, (job) => run(job, config), {
+      connection,
+      prefix: shardPrefix,
+      concurrency,
+      lockDuration,
+      stalledInterval,
+      settings: {
+        backoffStrategy(attemptsMade, type, _error, job) {
+          const policy = job && config.registry.get(job.name)?.retry;
+          return type === BACKOFF && policy ? backoff(policy, attemptsMade) : 0;
+        },
+      },
+    });
+    // A line when Redis is lost and one when it is back, not one per retry.
+    worker.on("error", (error) => {
+      if (closed) return;
+      if (isConnectionError(error)) watch.down(worker, error);
+      else console.error("The BullMQ worker failed:", errorText(error));
+    });
+    worker.on("ready", () => watch.up(worker));
+    return worker;
+  });
+  void checkShards(workers[0]!, prefix, queueName, shards);
+  return {
+    async close(): Promise<void> {
+      closed = true;
+      await Promise.all(workers.map((worker) => worker.close()));
+    },
+  };
+}
+
+/** Runs one job: one attempt of one task. */
+async function run(job: Job, config: WorkerConfig): Promise<null> {
+  const task = config.registry.get(job.name);
+  if (task === undefined) {
+    throw new UnrecoverableError(
+      `No task named "${job.name}" in this worker's 'tasks'`,
+    );
+  }
+  const data = job.data as JobData;
+  const result = await runDelivery({
+    task,
+    args: data.args,
+    id: `${data.chain}:${data.index}`,
+    index: data.index,
+    attempt: job.attemptsMade + 1,
+    request: data.request,
+    delivered: data.delivered,
+    maxAttempts: job.opts.attempts ?? 1,
+  }, config);
+  if (result.outcome === "succeeded") return null;
+  // BullMQ reads the message and stack of what it is given, and a task may
+  // throw anything (a revoked proxy, getters that throw): it gets an error
+  // of ours, made of text that was read without throwing. Retry only what
+  // the task's policy would: BullMQ counts the attempts.
+  const error = result.willRetry
+    ? new Error(errorText(result.value, "message"))
+    : new UnrecoverableError(errorText(result.value, "message"));
+  error.stack = errorText(result.value);
+  throw error;
+}
+
+/**
+ * Says once, at start, if the web processes store chains in more shards
+ * than this worker consumes: the chains of the others would wait for a
+ * worker that does.
+ */
+async function checkShards(
+  worker: Worker,
+  prefix: string,
+  queueName: string,
+  shards: number,
+): Promise<void> {
+  try {
+    const client = await worker.client;
+    const stored = Number(await client.get(shardsKey(prefix, queueName)));
+    if (stored > shards) {
+      console.error(
+        `The BullMQ worker consumes ${shards} ${
+          shards === 1 ? "shard" : "shards"
+        } of queue "${queueName}", but web processes store chains in ${stored}: start workers with 'shards: ${stored}', or the chains of the other shards never run`,
       );
     }
-    const data = job.data as JobData;
-    const result = await runDelivery({
-      task,
-      args: data.args,
-      id: `${data.chain}:${data.index}`,
-      index: data.index,
-      attempt: job.attemptsMade + 1,
-      request: data.request,
-      delivered: data.delivered,
-      maxAttempts: job.opts.attempts ?? 1,
-    }, config);
-    if (result.outcome === "succeeded") return null;
-    // BullMQ reads the message and stack of what it is given, and a task
-    // may throw anything (a revoked proxy, getters that throw): it gets an
-    // error of ours, made of text that was read without throwing. Retry
-    // only what the task's policy would: BullMQ counts the attempts.
-    const error = result.willRetry
-      ? new Error(errorText(result.value, "message"))
-      : new UnrecoverableError(errorText(result.value, "message"));
-    error.stack = errorText(result.value);
-    throw error;
-  }, {
-    connection,
-    concurrency,
-    lockDuration,
-    stalledInterval,
-    settings: {
-      backoffStrategy(attemptsMade, type, _error, job) {
-        const policy = job && config.registry.get(job.name)?.retry;
-        return type === BACKOFF && policy ? backoff(policy, attemptsMade) : 0;
-      },
-    },
-  });
-  worker.on("error", (error) => {
-    console.error("The BullMQ worker lost its connection:", error);
-  });
-  return {
-    close: () => worker.close(),
-  };
+  } catch {
+    // Closed, or Redis is down: the watch says so.
+  }
 }

@@ -433,7 +433,8 @@ function report(
 /**
  * The default shutdown reporter: writes one `console.error` line saying how
  * many tasks succeeded, failed or were handed to a backend while draining,
- * and, when some were abandoned at the deadline, how many of each task.
+ * and, when some were abandoned at the deadline, how many of each task, how
+ * many a backend had not stored yet, and why if it was down.
  *
  * @example Usage
  * ```ts
@@ -448,6 +449,7 @@ function report(
  *   enqueued: 0,
  *   abandoned: 3,
  *   abandonedTasks: { sendEmail: 2, resizeImage: 1 },
+ *   unstored: 0,
  * });
  * consoleError.mock.restore();
  * assert.deepEqual(consoleError.mock.calls[0]?.arguments, [
@@ -470,9 +472,19 @@ export function logShutdown(result: DrainResult): void {
   const byName = Object.entries(result.abandonedTasks)
     .map(([name, count]) => `${name}: ${count}`)
     .join(", ");
+  let unstored = "";
+  if (result.unstored > 0) {
+    unstored = `, ${result.unstored} of them not yet stored by the backend`;
+    const { backend } = result;
+    if (backend?.state === "down") {
+      unstored += `, down since ${backend.since.toISOString()}${
+        backend.error === undefined ? "" : ` (${backend.error})`
+      }`;
+    }
+  }
   console.error(
     `Shutdown abandoned ${result.abandoned} background ${
       result.abandoned === 1 ? "task" : "tasks"
-    } (${byName}); ${finished}`,
+    } (${byName})${unstored}; ${finished}`,
   );
 }

@@ -79,4 +79,36 @@ export interface TaskBackend {
    * @returns A promise that settles once the chain is safe or lost.
    */
   enqueue(chain: BackendChain, options?: EnqueueOptions): Promise<void>;
+  /**
+   * Whether the backend can store chains now, for the wrapper's
+   * `stats.backend` (a health check can answer 503 while it is down) and
+   * for a shutdown's report. A backend that cannot tell leaves it out.
+   */
+  readonly status?: BackendStatus;
+}
+
+/**
+ * Whether a backend can store chains now, and since when.
+ *
+ * @example A health check
+ * ```ts
+ * import type { BackendStatus } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const health = (status: BackendStatus | undefined) =>
+ *   new Response(status?.state === "down" ? "down" : "ok", {
+ *     status: status?.state === "down" ? 503 : 200,
+ *   });
+ * const down: BackendStatus = { state: "down", since: new Date(), error: "connect ECONNREFUSED" };
+ * assert.equal(health(down).status, 503);
+ * assert.equal(health(undefined).status, 200);
+ * ```
+ */
+export interface BackendStatus {
+  /** `"down"` while its store is unreachable, or does not answer. */
+  readonly state: "up" | "down";
+  /** When it entered this state. */
+  readonly since: Date;
+  /** While down, why: the last connection error's message. */
+  readonly error?: string;
 }

@@ -4,7 +4,7 @@
 // stats), and the options that make one: types only, below every module
 // that implements them.
 
-import type { TaskBackend } from "./task_backend.ts";
+import type { BackendStatus, TaskBackend } from "./task_backend.ts";
 import type { RunOptions } from "./task_info.ts";
 
 /**
@@ -55,6 +55,13 @@ export interface TaskStats {
   readonly abandoned: number;
   /** Tasks handed over to a backend, to run elsewhere. */
   readonly enqueued: number;
+  /**
+   * Tasks among `pending` that a backend is storing now: while it cannot
+   * reach its store, they wait here (bound them with `maxPending`).
+   */
+  readonly storing: number;
+  /** The backend's status, when there is one and it tells it. */
+  readonly backend?: BackendStatus;
 }
 
 /**
@@ -117,6 +124,10 @@ export interface DrainResult {
   readonly abandoned: number;
   /** The abandoned tasks by name, with how many of each. */
   readonly abandonedTasks: Readonly<Record<string, number>>;
+  /** Tasks among `abandoned` that a backend was still storing. */
+  readonly unstored: number;
+  /** The backend's status when the drain ended, when it tells it. */
+  readonly backend?: BackendStatus;
 }
 
 /**

@@ -20,6 +20,7 @@ Deno.test("Drains count only the chains each waits for, and end when the last of
     enqueued: 0,
     abandoned: 3,
     abandonedTasks: { a: 2, b: 1 },
+    unstored: 0,
   });
   drains.count(3, "enqueued", 4);
   drains.ended(3);
@@ -29,6 +30,30 @@ Deno.test("Drains count only the chains each waits for, and end when the last of
     enqueued: 4,
     abandoned: 3,
     abandonedTasks: { a: 2, b: 1 },
+    unstored: 0,
+  });
+});
+
+Deno.test("Drains count the abandoned tasks a backend was storing, and say the backend's status", async () => {
+  const since = new Date(0);
+  const status = {
+    state: "down",
+    since,
+    error: "connect ECONNREFUSED",
+  } as const;
+  const drains = new Drains({ status });
+  const drain = drains.begin(1, 1, {}, () => assert.fail("no deadline"));
+  drains.abandoned(1, ["a", "b"], true);
+  drains.abandoned(1, ["c"]);
+  drains.ended(1);
+  assert.deepEqual(await drain, {
+    succeeded: 0,
+    failed: 0,
+    enqueued: 0,
+    abandoned: 3,
+    abandonedTasks: { a: 1, b: 1, c: 1 },
+    unstored: 2,
+    backend: status,
   });
 });
 

@@ -60,8 +60,10 @@ async function ping(port: number): Promise<boolean> {
       await conn.write(new TextEncoder().encode("PING\r\n"));
       const buffer = new Uint8Array(16);
       const read = await conn.read(buffer);
-      return new TextDecoder().decode(buffer.subarray(0, read ?? 0)) ===
-        "+PONG\r\n";
+      // A server that wants a password answers too.
+      return /^(\+PONG|-NOAUTH)/.test(
+        new TextDecoder().decode(buffer.subarray(0, read ?? 0)),
+      );
     } finally {
       conn.close();
     }
@@ -95,10 +97,10 @@ export interface RedisServer extends AsyncDisposable {
 /**
  * Starts a redis-server on a free port of 127.0.0.1. With `durable`, it
  * writes every change to an append-only file before answering, so that what
- * it acknowledged survives `kill()`.
+ * it acknowledged survives `kill()`; with `password`, it requires it.
  */
 export async function startRedisServer(
-  { durable = false }: { durable?: boolean } = {},
+  { durable = false, password }: { durable?: boolean; password?: string } = {},
 ): Promise<RedisServer> {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = listener.addr;
@@ -117,6 +119,7 @@ export async function startRedisServer(
         ...(dir === undefined
           ? ["--appendonly", "no"]
           : ["--appendonly", "yes", "--appendfsync", "always", "--dir", dir]),
+        ...(password === undefined ? [] : ["--requirepass", password]),
       ],
       stdout: "null",
       stderr: "null",

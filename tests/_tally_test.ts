@@ -28,5 +28,11 @@ Deno.test("Tally keeps pending equal to queued plus running, and counts the rest
     skipped: 1,
     abandoned: 0,
     enqueued: 1,
+    storing: 0,
   });
+  tally.storing += 3;
+  const status = { state: "up", since: new Date(0) } as const;
+  assert.deepEqual(tally.snapshot(status).storing, 3);
+  assert.equal(tally.snapshot(status).backend, status);
+  assert.ok(!("backend" in tally.snapshot()));
 });

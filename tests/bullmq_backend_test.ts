@@ -29,6 +29,7 @@ import {
   startRedisServer,
 } from "./_redis.ts";
 import { startTcpProxy } from "./_tcp_proxy.ts";
+import { shardPrefixes } from "../src/_bullmq.ts";
 import { addTaskError, hostileValues } from "./_helpers.ts";
 import {
   createAvatar,
@@ -36,6 +37,9 @@ import {
   sendWelcomeEmail,
   tasks as exampleTasks,
 } from "../examples/distributed/tasks.ts";
+
+/** The BullMQ prefix of the one shard of a backend with the defaults. */
+const PREFIX = shardPrefixes("bull", 1)[0]!;
 
 // BullMQ keeps timers and connections that outlive a test by a moment.
 const redisTest = {
@@ -228,11 +232,11 @@ Deno.test("bullmqBackend() and bullmqWorker() reject options of the wrong type",
       "connection",
       () =>
         bullmqBackend({
-          connection: "redis://localhost" as unknown as { port: number },
+          connection: "http://localhost",
           tasks: [task],
         }),
       "TypeError",
-      `Cannot create BullMQ backend as 'connection' must be an object: current value is "redis://localhost"`,
+      `Cannot create BullMQ backend as 'connection' must be a redis:// or rediss:// URL: current value is "http://localhost"`,
     ],
     [
       "tasks",
@@ -301,7 +305,7 @@ Deno.test({
     queue: queueName,
     tasks: exampleTasks,
   });
-  const queue = new Queue(queueName, { connection });
+  const queue = new Queue(queueName, { connection, prefix: PREFIX });
   try {
     await Promise.all(
       Array.from({ length: 250 }, (_, index) =>
@@ -354,7 +358,7 @@ Deno.test({
     handOver: "after-response",
     onTaskError: (error) => void errors.push(error),
   });
-  const queue = new Queue(queueName, { connection });
+  const queue = new Queue(queueName, { connection, prefix: PREFIX });
   try {
     const calls = await Promise.all(
       Array.from({ length: 150 }, (_, i) => callHandler(handler, `/${i}`)),
@@ -458,7 +462,10 @@ Deno.test({
     queue: queueName,
     tasks: [step],
   });
-  const queue = new Queue(queueName, { connection: { port: redis.port } });
+  const queue = new Queue(queueName, {
+    connection: { port: redis.port },
+    prefix: PREFIX,
+  });
   const errors: unknown[] = [];
   const handler = withBackgroundTasks((_request, _info, tasks) => {
     tasks.addTask(step, 0);
@@ -559,7 +566,7 @@ Deno.test({
     await worker.close();
     assert.deepEqual(await backend.failed(), []);
     assert.deepEqual(
-      await new Queue(queueName, { connection }).getJobCounts(
+      await new Queue(queueName, { connection, prefix: PREFIX }).getJobCounts(
         "wait",
         "waiting-children",
         "active",
@@ -590,7 +597,7 @@ Deno.test({
     queue: queueName,
     tasks: [step],
   });
-  const queue = new Queue(queueName, { connection });
+  const queue = new Queue(queueName, { connection, prefix: PREFIX });
   const chain: BackendChain = {
     id: "chain-1",
     tasks: [0, 1, 2].map((index) => ({
@@ -668,7 +675,7 @@ Deno.test({
     }
     return new Response("ok");
   }, { backend: counting, onTaskError: (error) => void errors.push(error) });
-  const queue = new Queue(queueName, { connection });
+  const queue = new Queue(queueName, { connection, prefix: PREFIX });
   try {
     await (await callHandler(handler, "/before")).tasks;
     // The responses wait for their chains to be stored, so they are awaited

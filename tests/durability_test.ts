@@ -5,6 +5,7 @@
 
 import assert from "node:assert/strict";
 import { Queue } from "npm:bullmq@^5";
+import { shardPrefixes } from "../src/_bullmq.ts";
 import { startScript } from "./_process.ts";
 import { redisAvailable, startRedis } from "./_redis.ts";
 
@@ -98,6 +99,7 @@ Deno.test({
   }
   const queue = new Queue(queueName, {
     connection: { host: "127.0.0.1", port: redis.port },
+    prefix: shardPrefixes("bull", 1)[0]!,
   });
   try {
     assert.equal(await queue.count(), CHAINS);

@@ -370,6 +370,7 @@ Deno.test("examples/observability.ts logs one line per attempt and serves the st
     succeeded: 2,
     failed: 1,
     timedOut: 1,
+    storing: 0,
     retried: 1,
     refused: 0,
     discarded: 0,

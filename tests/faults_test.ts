@@ -233,6 +233,7 @@ guardedTest("fault: a request with zero tasks", async () => {
     succeeded: 0,
     failed: 0,
     timedOut: 0,
+    storing: 0,
     retried: 0,
     refused: 0,
     discarded: 0,
@@ -302,6 +303,7 @@ guardedTest("fault: shutdown while a task runs", async () => {
     enqueued: 0,
     abandoned: 0,
     abandonedTasks: {},
+    unstored: 0,
   });
   assert.equal(reports.length, 1);
 });
@@ -336,6 +338,7 @@ guardedTest("fault: shutdown past the deadline", async () => {
     enqueued: 0,
     abandoned: 2,
     abandonedTasks: { forever: 1, cooperative: 1 },
+    unstored: 0,
   });
   assert.deepEqual(reports, [result]);
   assert.equal(server.handler.stats.pending, 0);

@@ -52,6 +52,7 @@ guardedTest(
       enqueued: 0,
       abandoned: 0,
       abandonedTasks: {},
+      unstored: 0,
     };
     assert.deepEqual(result, drained);
     assert.deepEqual(reports, [drained]);
@@ -127,6 +128,7 @@ guardedTest(
       enqueued: 0,
       abandoned: 2,
       abandonedTasks: { sendNewsletter: 1, archive: 1 },
+      unstored: 0,
     });
     assert.deepEqual(reports, [result]);
     assert.equal(signal?.aborted, true);
@@ -415,6 +417,7 @@ Deno.test("logShutdown() writes one line, naming the abandoned tasks when there 
       enqueued: 0,
       abandoned: 0,
       abandonedTasks: {},
+      unstored: 0,
     });
     logShutdown({
       succeeded: 0,
@@ -422,6 +425,20 @@ Deno.test("logShutdown() writes one line, naming the abandoned tasks when there 
       enqueued: 0,
       abandoned: 3,
       abandonedTasks: { sendEmail: 2, resize: 1 },
+      unstored: 0,
+    });
+    logShutdown({
+      succeeded: 0,
+      failed: 0,
+      enqueued: 4,
+      abandoned: 2,
+      abandonedTasks: { sendEmail: 2 },
+      unstored: 2,
+      backend: {
+        state: "down",
+        since: new Date("2026-12-01T10:00:00Z"),
+        error: "connect ECONNREFUSED 127.0.0.1:6379",
+      },
     });
     assert.deepEqual(consoleError.mock.calls.map((call) => call.arguments), [
       [
@@ -429,6 +446,9 @@ Deno.test("logShutdown() writes one line, naming the abandoned tasks when there 
       ],
       [
         "Shutdown abandoned 3 background tasks (sendEmail: 2, resize: 1); 0 succeeded and 0 failed while draining",
+      ],
+      [
+        "Shutdown abandoned 2 background tasks (sendEmail: 2), 2 of them not yet stored by the backend, down since 2026-12-01T10:00:00.000Z (connect ECONNREFUSED 127.0.0.1:6379); 0 succeeded and 0 failed while draining, 4 handed to the backend",
       ],
     ]);
   } finally {
@@ -463,6 +483,7 @@ guardedTest(
       enqueued: 0,
       abandoned: 1,
       abandonedTasks: { sendInvoice: 1 },
+      unstored: 0,
     });
     assert.equal(server.handler.stats.pending, 0);
     // The handler returns after the deadline: its tasks are not run.

@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { mock } from "node:test";
 import {
+  type BackendStatus,
   type BackgroundTasks,
   defineTask,
   type TaskBackend,
@@ -261,6 +262,57 @@ guardedTest(
     assert.equal(
       thrown.message,
       "Cannot wait until as the handler's backend runs tasks in other processes, which cannot wait for a promise of this one: await it in the handler, or make the work a task with defineTask",
+    );
+  },
+);
+
+guardedTest(
+  "stats shows the tasks a backend is storing and its status; a drain that gives up on them says so",
+  async () => {
+    const job = defineTask(function job() {}, { name: "job" });
+    let status: BackendStatus = { state: "up", since: new Date(0) };
+    const waiting: (() => void)[] = [];
+    const handed = Promise.withResolvers<void>();
+    const backend: TaskBackend = {
+      accept() {},
+      enqueue(_chain, options) {
+        const signal = options!.signal!;
+        return new Promise((resolve, reject) => {
+          if (waiting.push(resolve) === 2) handed.resolve();
+          signal.addEventListener("abort", () => reject(signal.reason));
+        });
+      },
+      get status() {
+        return status;
+      },
+    };
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(job);
+      tasks.addTask(job);
+      return new Response("ok");
+    }, { backend, handOver: "after-response" });
+    const first = await callHandler(handler, "/1");
+    await callHandler(handler, "/2");
+    await handed.promise;
+    assert.equal(handler.stats.storing, 4);
+    assert.equal(handler.stats.backend, status);
+    // One chain is stored; then the store goes away.
+    waiting[0]!();
+    await first.tasks;
+    const down: BackendStatus = {
+      state: "down",
+      since: new Date(),
+      error: "connect ECONNREFUSED 127.0.0.1:6379",
+    };
+    status = down;
+    const result = await handler.drain({ signal: AbortSignal.abort() });
+    assert.deepEqual(
+      [result.enqueued, result.abandoned, result.unstored, result.backend],
+      [0, 2, 2, down],
+    );
+    assert.deepEqual(
+      [handler.stats.storing, handler.stats.enqueued, handler.stats.abandoned],
+      [0, 2, 2],
     );
   },
 );

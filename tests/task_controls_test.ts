@@ -65,6 +65,7 @@ guardedTest(
       enqueued: 0,
       abandoned: 0,
       abandonedTasks: {},
+      unstored: 0,
     });
 
     handler(new Request("http://localhost/?id=0"), sentInfo());
@@ -135,6 +136,7 @@ guardedTest("stats counts what happened to every task", async () => {
       succeeded: 3,
       failed: 2,
       timedOut: 1,
+      storing: 0,
       retried: 1,
       refused: 9,
       discarded: 1,
@@ -179,6 +181,7 @@ guardedTest(
       enqueued: 0,
       abandoned: 4,
       abandonedTasks: { hang: 2, never: 2 },
+      unstored: 0,
     });
     assert.equal(signal?.aborted, true);
     assert.equal((signal?.reason as DOMException).name, "AbortError");
@@ -214,6 +217,7 @@ guardedTest(
       enqueued: 0,
       abandoned: 1,
       abandonedTasks: { anonymous: 1 },
+      unstored: 0,
     });
     // Its response is sent now: with the clock in the test's hands, every
     // timer that could start it fires, and none does.
@@ -263,6 +267,7 @@ Deno.test("drain() takes an Infinity timeout, its default", async () => {
     enqueued: 0,
     abandoned: 0,
     abandonedTasks: {},
+    unstored: 0,
   });
 });
 
@@ -361,6 +366,7 @@ guardedTest(
       enqueued: 0,
       abandoned: 2,
       abandonedTasks: { hang: 2 },
+      unstored: 0,
     });
     assert.deepEqual(await first, {
       succeeded: 0,
@@ -368,6 +374,7 @@ guardedTest(
       enqueued: 0,
       abandoned: 1,
       abandonedTasks: { hang: 1 },
+      unstored: 0,
     });
   },
 );
