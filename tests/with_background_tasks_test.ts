@@ -657,49 +657,6 @@ Deno.test("withBackgroundTasks() rejects a handler or options of the wrong type"
   }
 });
 
-Deno.test("withBackgroundTasks() rejects runner options out of range", async (t) => {
-  const table: [string, WithBackgroundTasksOptions, string, string][] = [
-    [
-      "concurrency",
-      { concurrency: 0 },
-      "RangeError",
-      "Cannot wrap handler as 'concurrency' must be an integer >= 1 or Infinity: current value is 0",
-    ],
-    [
-      "maxPending",
-      { maxPending: 1.5 },
-      "RangeError",
-      "Cannot wrap handler as 'maxPending' must be an integer >= 1 or Infinity: current value is 1.5",
-    ],
-    [
-      "timeout",
-      { timeout: -5 },
-      "RangeError",
-      "Cannot wrap handler as 'timeout' must be a positive number of milliseconds: current value is -5",
-    ],
-    [
-      "onTaskStart",
-      { onTaskStart: "log" as unknown as () => void },
-      "TypeError",
-      `Cannot wrap handler as 'onTaskStart' must be a function: current value is "log"`,
-    ],
-    [
-      "onTaskEnd",
-      { onTaskEnd: {} as unknown as () => void },
-      "TypeError",
-      "Cannot wrap handler as 'onTaskEnd' must be a function: current value is an object",
-    ],
-  ];
-  for (const [name, options, errorName, message] of table) {
-    await t.step(name, () => {
-      assert.throws(() => withBackgroundTasks(() => new Response(), options), {
-        name: errorName,
-        message,
-      });
-    });
-  }
-});
-
 Deno.test("withBackgroundTasks() and drain() reject numbers that are not numbers", () => {
   assert.throws(
     () =>
