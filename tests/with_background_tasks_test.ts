@@ -683,34 +683,6 @@ Deno.test("withBackgroundTasks() and drain() reject numbers that are not numbers
 });
 
 guardedTest(
-  "withBackgroundTasks() reports a late task that maxPending refuses, instead of throwing where nobody catches",
-  async () => {
-    const reported: [string, string, number][] = [];
-    let captured: BackgroundTasks | undefined;
-    const hold = Promise.withResolvers<void>();
-    const handler = withBackgroundTasks((_request, _info, tasks) => {
-      captured = tasks;
-      tasks.addTask(() => hold.promise);
-      return new Response("ok");
-    }, {
-      maxPending: 1,
-      onTaskError: (error, info) =>
-        void reported.push([(error as Error).name, info.name, info.index]),
-    });
-    await (await handler(request(), sentInfo())).text();
-    // From a timer the handler left behind: no throw, a report.
-    captured!.addTask(function late() {});
-    // waitUntil() adds no work, only a wait: it is never refused.
-    captured!.waitUntil(Promise.resolve());
-    assert.deepEqual(reported, [["QueueFullError", "late", 1]]);
-    assert.deepEqual([handler.stats.refused, handler.stats.pending], [1, 2]);
-    hold.resolve();
-    await handler.drain();
-    assert.equal(handler.stats.pending, 0);
-  },
-);
-
-guardedTest(
   "withBackgroundTasks() treats an info.completed whose then cannot be read as no signal",
   async () => {
     let ran = 0;
