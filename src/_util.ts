@@ -99,9 +99,16 @@ export function describe(value: unknown): string {
   if (value === null || typeof value !== "object") return String(value);
   if (Array.isArray(value)) return "an array";
   const kind = className(value);
-  return kind === undefined
-    ? "an object"
-    : `${/^[AEIOU]/.test(kind) ? "an" : "a"} ${kind}`;
+  return kind === undefined ? "an object" : `${article(kind)} ${kind}`;
+}
+
+/**
+ * The article before a class name as it is spoken: "an Error", but "a
+ * Uint8Array" and "a URL", whose U sounds like "you" (a certificate read
+ * with Deno.readFile() is a Uint8Array).
+ */
+function article(name: string): "a" | "an" {
+  return /^(?:[AEIO]|U(?!int|R[IL]))/.test(name) ? "an" : "a";
 }
 
 /** The class an object was made by, unless an object literal; never throws. */

@@ -63,6 +63,18 @@ export function listen(
   return { server, url: `http://127.0.0.1:${server.addr.port}` };
 }
 
+/** Resolves once `count` calls have been made to the returned function. */
+export function counter(count: number): { tick(): void; done: Promise<void> } {
+  const { promise, resolve } = Promise.withResolvers<void>();
+  let seen = 0;
+  return {
+    tick: () => {
+      if (++seen === count) resolve();
+    },
+    done: promise,
+  };
+}
+
 /** Lets every pending promise reaction run, without letting a timer fire. */
 export async function microtasks(): Promise<void> {
   for (let i = 0; i < 20; i++) await Promise.resolve();

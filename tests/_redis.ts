@@ -48,6 +48,16 @@ if (Deno.env.get(said) !== undefined) {
 }
 if (!redisServerInstalled) Deno.env.set(said, "1");
 
+/** The options of a test that needs a Redis: BullMQ keeps timers and connections that outlive a test by a moment. */
+export const redisTest = {
+  ignore: !redisAvailable,
+  sanitizeOps: false,
+  sanitizeResources: false,
+};
+
+/** The options of a test that kills and restarts a redis-server of its own. */
+export const ownRedisTest = { ...redisTest, ignore: !redisServerInstalled };
+
 /** A Redis for one test, stopped when disposed if the test started it. */
 export interface TestRedis extends AsyncDisposable {
   port: number;

@@ -144,3 +144,24 @@ Deno.test("describe() shows a value for an error message", () => {
     ],
   );
 });
+
+Deno.test("describe() puts a or an before a class name as it is spoken", () => {
+  assert.deepEqual(
+    [
+      new Error("x"),
+      new ArrayBuffer(1),
+      new Uint8Array(1),
+      new URL("http://localhost/"),
+      new URLSearchParams(),
+      new Map(),
+    ].map(describe),
+    [
+      "an Error",
+      "an ArrayBuffer",
+      "a Uint8Array",
+      "a URL",
+      "a URLSearchParams",
+      "a Map",
+    ],
+  );
+});

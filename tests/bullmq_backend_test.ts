@@ -1,8 +1,12 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
+// The BullMQ backend, the web side: what it refuses at addTask, how it
+// stores chains (in few transactions, once, through cut connections and a
+// Redis crash), close(), and failed()/retry(). The worker's own tests are in
+// bullmq_worker_test.ts.
+
 import assert from "node:assert/strict";
 import { mock } from "node:test";
-import { fileURLToPath } from "node:url";
 import { FlowProducer, Queue } from "npm:bullmq@^5";
 import {
   type BackgroundTasks,
@@ -18,35 +22,26 @@ import {
   bullmqBackend,
   type BullmqBackendOptions,
   bullmqWorker,
-  type BullmqWorkerOptions,
 } from "../bullmq.ts";
 import { callHandler } from "../testing.ts";
 import {
   monitorRedis,
-  redisAvailable,
-  redisServerInstalled,
+  ownRedisTest,
+  redisTest,
   startRedis,
   startRedisServer,
 } from "./_redis.ts";
 import { startTcpProxy } from "./_tcp_proxy.ts";
 import { shardPrefixes } from "../src/_bullmq.ts";
-import { addTaskError, hostileValues } from "./_helpers.ts";
+import { addTaskError } from "./_helpers.ts";
 import {
   createAvatar,
-  notifyTeam,
   sendWelcomeEmail,
   tasks as exampleTasks,
 } from "../examples/distributed/tasks.ts";
 
 /** The BullMQ prefix of the one shard of a backend with the defaults. */
 const PREFIX = shardPrefixes("bull", 1)[0]!;
-
-// BullMQ keeps timers and connections that outlive a test by a moment.
-const redisTest = {
-  ignore: !redisAvailable,
-  sanitizeOps: false,
-  sanitizeResources: false,
-};
 
 Deno.test({
   ...redisTest,
@@ -225,7 +220,7 @@ Deno.test({
   }
 });
 
-Deno.test("bullmqBackend() and bullmqWorker() reject options of the wrong type", async (t) => {
+Deno.test("bullmqBackend() rejects options of the wrong type", async (t) => {
   const task = defineTask(() => {}, { name: "task" });
   const table: [string, () => unknown, string, string][] = [
     [
@@ -249,12 +244,6 @@ Deno.test("bullmqBackend() and bullmqWorker() reject options of the wrong type",
       `Cannot create BullMQ backend as 'tasks' must be an array of defined tasks: current value is "all"`,
     ],
     [
-      "concurrency",
-      () => bullmqWorker({ connection: {}, tasks: [task], concurrency: 0 }),
-      "RangeError",
-      "Cannot start BullMQ worker as 'concurrency' must be an integer >= 1: current value is 0",
-    ],
-    [
       "a misspelt backend option",
       () =>
         bullmqBackend({
@@ -264,23 +253,6 @@ Deno.test("bullmqBackend() and bullmqWorker() reject options of the wrong type",
         } as unknown as BullmqBackendOptions),
       "TypeError",
       "Cannot create BullMQ backend as 'queueName' is not one of its options: did you mean 'queue'?",
-    ],
-    [
-      "a misspelt worker option",
-      () =>
-        bullmqWorker({
-          connection: {},
-          tasks: [task],
-          concurency: 2,
-        } as unknown as BullmqWorkerOptions),
-      "TypeError",
-      "Cannot start BullMQ worker as 'concurency' is not one of its options: did you mean 'concurrency'?",
-    ],
-    [
-      "an empty queue name",
-      () => bullmqWorker({ connection: {}, tasks: [task], queue: "" }),
-      "TypeError",
-      `Cannot start BullMQ worker as 'queue' must be a non-empty string: current value is ""`,
     ],
   ];
   for (const [name, call, errorName, message] of table) {
@@ -383,47 +355,6 @@ Deno.test({
     await queue.close();
   }
 });
-
-Deno.test({
-  ...redisTest,
-  name:
-    "bullmqWorker() retries as the job was enqueued, not as its own definition says",
-}, async () => {
-  await using redis = await startRedis();
-  const connection = { host: "127.0.0.1", port: redis.port };
-  const queue = `test-${crypto.randomUUID()}`;
-  // Enqueued before a deploy gave the task a retry policy.
-  const before = defineTask((_context) => {}, { name: "charge" });
-  const after = defineTask(() => {
-    throw new Error("gateway down");
-  }, { name: "charge", retry: { maxAttempts: 3, minDelay: 10 } });
-  const backend = bullmqBackend({ connection, queue, tasks: [before] });
-  const reported = Promise.withResolvers<unknown>();
-  const ends: string[] = [];
-  const worker = bullmqWorker({
-    connection,
-    queue,
-    tasks: [after],
-    onTaskEnd: ({ attempt, willRetry }) =>
-      void ends.push(`${attempt} willRetry=${willRetry}`),
-    onTaskError: (error) => reported.resolve(error),
-  });
-  try {
-    const handler = withBackgroundTasks((_request, _info, tasks) => {
-      tasks.addTask(before);
-      return new Response("ok");
-    }, { backend });
-    await (await callHandler(handler, "/")).tasks;
-    assert.equal(((await reported.promise) as Error).message, "gateway down");
-    assert.deepEqual(ends, ["1 willRetry=false"]);
-  } finally {
-    await worker.close();
-    await backend.close();
-  }
-});
-
-// Tests that kill and restart a redis-server of their own.
-const ownRedisTest = { ...redisTest, ignore: !redisServerInstalled };
 
 /**
  * Rejects if `promise` has not settled within `ms`: a bound on "did not wait
@@ -778,284 +709,4 @@ Deno.test({
       tasks: [step],
     }));
   });
-});
-
-/**
- * A worker process, by default the one from examples/distributed, and the
- * lines it prints.
- */
-function spawnWorker(
-  port: number,
-  queue: string,
-  script = "../examples/distributed/worker.ts",
-  env: Record<string, string> = {},
-) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-env",
-      "--allow-read",
-      "--allow-sys",
-      fileURLToPath(new URL(script, import.meta.url)),
-    ],
-    env: {
-      REDIS_PORT: String(port),
-      QUEUE: queue,
-      WORK_MS: "5",
-      CONCURRENCY: "8",
-      LOCK_MS: "2000",
-      STALLED_MS: "1000",
-      NO_COLOR: "1",
-      ...env,
-    },
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const lines: string[] = [];
-  const waiters: { count: number; resolve: () => void }[] = [];
-  const reading = (async () => {
-    let buffer = "";
-    for await (
-      const chunk of child.stdout.pipeThrough(new TextDecoderStream())
-    ) {
-      buffer += chunk;
-      const parts = buffer.split("\n");
-      buffer = parts.pop()!;
-      lines.push(...parts);
-      for (const waiter of waiters.splice(0)) {
-        if (lines.length >= waiter.count) waiter.resolve();
-        else waiters.push(waiter);
-      }
-    }
-  })();
-  return {
-    child,
-    lines,
-    /** Resolves once the worker has printed `count` lines. */
-    printed(count: number): Promise<void> {
-      if (lines.length >= count) return Promise.resolve();
-      return new Promise((resolve) => waiters.push({ count, resolve }));
-    },
-    reading,
-  };
-}
-
-Deno.test({
-  ...redisTest,
-  name:
-    "2 workers run 2,000 chains; one killed mid-run, every chain completes in order",
-}, async () => {
-  await using redis = await startRedis();
-  const queue = `test-${crypto.randomUUID()}`;
-  const chains = 2_000;
-  // The first worker hangs after 300 attempts, so it dies with tasks in hand.
-  const stallAfter = 300;
-  const workers = [
-    spawnWorker(redis.port, queue, "./_stalling_worker.ts", {
-      STALL_AFTER: String(stallAfter),
-    }),
-    spawnWorker(redis.port, queue),
-  ];
-  const backend = bullmqBackend({
-    connection: { port: redis.port },
-    queue,
-    tasks: exampleTasks,
-  });
-  try {
-    await Promise.all(workers.map((worker) => worker.printed(1)));
-    const handler = withBackgroundTasks((request, _info, tasks) => {
-      const email = new URL(request.url).searchParams.get("email")!;
-      tasks.addTask(sendWelcomeEmail, email);
-      tasks.addTask(createAvatar, email);
-      tasks.addTask(notifyTeam, email);
-      return new Response("ok", { status: 202 });
-    }, { backend });
-    for (let i = 0; i < chains; i++) {
-      await callHandler(handler, `/signup?email=user${i}@example.com`);
-    }
-    await handler.drain();
-    assert.equal(handler.stats.enqueued, chains * 3);
-
-    // Kill the first worker once it hangs with tasks in hand.
-    const [doomed, survivor] = workers as [
-      ReturnType<typeof spawnWorker>,
-      ReturnType<typeof spawnWorker>,
-    ];
-    const startedLines = () =>
-      doomed.lines.filter((line) => line.startsWith("started ")).length;
-    while (startedLines() <= stallAfter) {
-      await doomed.printed(doomed.lines.length + 1);
-    }
-    doomed.child.kill("SIGKILL");
-    await doomed.child.status;
-    await doomed.reading;
-    const ended = new Set(
-      doomed.lines.filter((line) => !line.startsWith("started ")).map((line) =>
-        line.split(" ")[2]
-      ),
-    );
-    const inHand = doomed.lines
-      .filter((line) => line.startsWith("started "))
-      .map((line) => line.split(" ")[2]!)
-      .filter((id) => !ended.has(id));
-    assert.ok(inHand.length > 0, "the worker was killed with no task in hand");
-
-    // The survivor finishes the rest, the dead worker's stalled tasks too.
-    const finished = () =>
-      new Set(
-        [...doomed.lines, ...survivor.lines]
-          .filter((line) => line.startsWith("succeeded "))
-          .map((line) => line.split(" ")[2]),
-      ).size;
-    // A generous bound, so that a takeover that never happens fails the
-    // test instead of hanging it (the run takes a few seconds).
-    const deadline = Date.now() + 120_000;
-    while (finished() < chains * 3) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const line = survivor.printed(survivor.lines.length + 1);
-      await Promise.race([
-        line,
-        new Promise((_, reject) => {
-          timer = setTimeout(
-            () =>
-              reject(
-                new Error(
-                  `${chains * 3 - finished()} tasks never finished`,
-                ),
-              ),
-            Math.max(0, deadline - Date.now()),
-          );
-        }),
-      ]).finally(() => clearTimeout(timer));
-    }
-    survivor.child.kill("SIGTERM");
-    assert.equal((await survivor.child.status).code, 0);
-    await survivor.reading;
-
-    // The tasks the killed worker had in hand were taken over.
-    const survived = new Set(
-      survivor.lines
-        .filter((line) => line.startsWith("succeeded "))
-        .map((line) => line.split(" ")[2]),
-    );
-    assert.deepEqual(inHand.filter((id) => !survived.has(id)), []);
-
-    // Every chain: three tasks, each started after the one before finished.
-    const attempts = new Map<
-      string,
-      { start: number; end: number; ok: boolean }[]
-    >();
-    for (const line of [...doomed.lines, ...survivor.lines]) {
-      const [outcome, , id, , , start, end] = line.split(" ");
-      if (outcome === "started" || !id?.includes(":")) continue;
-      attempts.set(id, [
-        ...attempts.get(id) ?? [],
-        { start: Number(start), end: Number(end), ok: outcome === "succeeded" },
-      ]);
-    }
-    const chainIds = new Set(
-      [...attempts.keys()].map((id) => id.split(":")[0]),
-    );
-    assert.equal(chainIds.size, chains);
-    let duplicates = 0;
-    for (const chain of chainIds) {
-      for (let index = 0; index < 3; index++) {
-        const own = attempts.get(`${chain}:${index}`) ?? [];
-        const succeeded = own.filter((attempt) => attempt.ok);
-        assert.ok(succeeded.length >= 1, `${chain}:${index} never succeeded`);
-        duplicates += succeeded.length - 1;
-        if (index > 0) {
-          const before = attempts.get(`${chain}:${index - 1}`)!
-            .filter((attempt) => attempt.ok);
-          assert.ok(
-            Math.min(...own.map((attempt) => attempt.start)) >=
-              Math.min(...before.map((attempt) => attempt.end)),
-            `${chain}:${index} started before ${chain}:${index - 1} finished`,
-          );
-        }
-      }
-    }
-    // At least once: only tasks the killed worker had in hand may run twice.
-    assert.ok(duplicates <= 8, `${duplicates} tasks ran twice`);
-    console.log(
-      `${
-        chains * 3
-      } tasks; ${inHand.length} in the killed worker's hands, taken over; ${duplicates} ran twice`,
-    );
-  } finally {
-    for (const worker of workers) {
-      try {
-        worker.child.kill("SIGKILL");
-      } catch {
-        // Already exited.
-      }
-      await worker.child.status;
-    }
-    await backend.close();
-  }
-});
-
-Deno.test({
-  ...redisTest,
-  name:
-    "bullmqWorker() fails the job of a task that rejects with a value that resists description, retrying only as its policy says",
-}, async (t) => {
-  await using redis = await startRedis();
-  const connection = { host: "127.0.0.1", port: redis.port };
-  for (const { label, value, text } of hostileValues()) {
-    await t.step(label, async () => {
-      const queue = `test-${crypto.randomUUID()}`;
-      const runs: string[] = [];
-      const over = Promise.withResolvers<void>();
-      const retry = { maxAttempts: 3, minDelay: 1, maxDelay: 1 };
-      // Its policy retries nothing it threw: one attempt.
-      const once = defineTask(({ attempt }) => {
-        runs.push(`once ${attempt}`);
-        return Promise.reject(value);
-      }, { name: "once", retry: { ...retry, isRetriable: () => false } });
-      // Its policy retries anything: three attempts.
-      const thrice = defineTask(({ attempt }) => {
-        runs.push(`thrice ${attempt}`);
-        return Promise.reject(value);
-      }, { name: "thrice", retry });
-      const after = defineTask(() => over.resolve(), { name: "after" });
-      const tasks = [once, thrice, after];
-      const reported: [unknown, string, number][] = [];
-      const worker = bullmqWorker({
-        connection,
-        queue,
-        tasks,
-        onTaskError: (error, info) =>
-          void reported.push([error, info.name, info.attempt]),
-      });
-      const backend = bullmqBackend({ connection, queue, tasks });
-      try {
-        const handler = withBackgroundTasks((_request, _info, tasks) => {
-          tasks.addTask(once);
-          tasks.addTask(thrice);
-          tasks.addTask(after);
-          return new Response("ok");
-        }, { backend });
-        await (await callHandler(handler, "/")).tasks;
-        await over.promise;
-        assert.deepEqual(runs, ["once 1", "thrice 1", "thrice 2", "thrice 3"]);
-        assert.equal(reported.length, 2);
-        assert.ok(reported.every(([error]) => error === value));
-        assert.deepEqual(reported.map(([, name, attempt]) => [name, attempt]), [
-          ["once", 1],
-          ["thrice", 3],
-        ]);
-        const failed = await backend.failed();
-        assert.deepEqual(
-          failed.map(({ name, attempts }) => [name, attempts]).sort(),
-          [["once", 1], ["thrice", 3]],
-        );
-        assert.deepEqual(failed.map(({ error }) => error), [text, text]);
-      } finally {
-        await worker.close();
-        await backend.close();
-      }
-    });
-  }
 });

@@ -1,5 +1,10 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
+// kvBackend(): chains run through Deno KV's queue, in order, retried and
+// dead-lettered; what it refuses at addTask; its options; storing chains
+// in few commits, within Deno KV's limits. One delivery of a step, as the
+// consumer runs it, is tested in _kv_consumer_test.ts.
+
 import assert from "node:assert/strict";
 import { mock } from "node:test";
 import {
@@ -17,42 +22,13 @@ import {
   type KvBackendOptions,
 } from "../kv.ts";
 import { callHandler } from "../testing.ts";
-import { addTaskError, guardedTest, hostileValues } from "./_helpers.ts";
-
-/** A backend on an in-memory database, closed with the test. */
-async function openBackend(
-  options: Omit<KvBackendOptions, "kv">,
-): Promise<
-  {
-    kv: Deno.Kv;
-    backend: ReturnType<typeof kvBackend>;
-    [Symbol.asyncDispose](): Promise<void>;
-  }
-> {
-  const kv = await Deno.openKv(":memory:");
-  const backend = kvBackend({ kv, ...options });
-  return {
-    kv,
-    backend,
-    [Symbol.asyncDispose]() {
-      backend.close();
-      kv.close();
-      return Promise.resolve();
-    },
-  };
-}
-
-/** Resolves once `count` calls have been made to the returned function. */
-function counter(count: number): { tick(): void; done: Promise<void> } {
-  const { promise, resolve } = Promise.withResolvers<void>();
-  let seen = 0;
-  return {
-    tick: () => {
-      if (++seen === count) resolve();
-    },
-    done: promise,
-  };
-}
+import {
+  addTaskError,
+  counter,
+  guardedTest,
+  hostileValues,
+} from "./_helpers.ts";
+import { openBackend } from "./_kv.ts";
 
 guardedTest(
   "kvBackend() runs a chain's tasks in order, each with a stable id",
@@ -162,44 +138,6 @@ guardedTest(
     await rerun.done;
     assert.deepEqual(await db.backend.deadLetters(), []);
     assert.equal(await db.backend.requeue(letter!.id), false);
-  },
-);
-
-guardedTest(
-  "kvBackend() acts on each message once, even when it is delivered again",
-  async () => {
-    let runs = 0;
-    const finished = counter(2);
-    const once = defineTask(() => {
-      runs++;
-      finished.tick();
-    }, { name: "once" });
-    const kv = await Deno.openKv(":memory:");
-    const backend = kvBackend({ kv, tasks: [once], listen: false });
-    const messages: unknown[] = [];
-    kv.listenQueue(async (message) => {
-      messages.push(message);
-      await backend.handle(message);
-    });
-    try {
-      const handler = withBackgroundTasks((_request, _info, tasks) => {
-        tasks.addTask(once);
-        tasks.addTask(once);
-        return new Response("ok");
-      }, { backend });
-      await (await callHandler(handler, "/")).tasks;
-      await finished.done;
-      assert.equal(runs, 2);
-      // Redelivered after the chain moved on: ignored.
-      for (const message of messages) {
-        assert.equal(await backend.handle(message), true);
-      }
-      assert.equal(runs, 2);
-      assert.equal(await backend.handle({ other: "message" }), false);
-    } finally {
-      backend.close();
-      kv.close();
-    }
   },
 );
 
@@ -623,36 +561,6 @@ guardedTest(
   },
 );
 
-guardedTest(
-  "kvBackend() keeps a dead letter within Deno KV's limits, and goes on",
-  async () => {
-    const finished = counter(1);
-    const big = defineTask((_context, _text: string) => {
-      throw new Error(`declined ${"y".repeat(4_000)}`);
-    }, { name: "big" });
-    const after = defineTask(() => finished.tick(), { name: "after" });
-    await using db = await openBackend({
-      tasks: [big, after],
-      onTaskError: () => {},
-    });
-    const handler = withBackgroundTasks((_request, _info, tasks) => {
-      tasks.addTask(big, "x".repeat(64_000));
-      tasks.addTask(after);
-      return new Response("ok");
-    }, { backend: db.backend });
-    await (await callHandler(handler, "/")).tasks;
-    await finished.done;
-    const [letter, ...others] = await db.backend.deadLetters();
-    assert.deepEqual(others, []);
-    assert.equal(letter?.reason, "failed");
-    assert.deepEqual(letter?.args, ["x".repeat(64_000)]);
-    assert.match(
-      letter!.error,
-      /^Error: declined y+ \[cut to fit in Deno KV\]$/,
-    );
-  },
-);
-
 /**
  * Fills one chain with `step(i, padding)` until `addTask` refuses, runs it,
  * and resolves once its last task ran, or once a task ran again or out of
@@ -842,58 +750,6 @@ guardedTest(
       );
     } finally {
       consoleError.mock.restore();
-    }
-  },
-);
-
-guardedTest(
-  "kvBackend() close() puts a running step back, to run again with its id wherever a backend listens",
-  async () => {
-    const path = await Deno.makeTempFile({ suffix: ".sqlite3" });
-    const started = Promise.withResolvers<string>();
-    const ranAgain = Promise.withResolvers<string>();
-    let runs = 0;
-    const slow = defineTask(({ id, signal }) => {
-      if (++runs > 1) return ranAgain.resolve(id);
-      started.resolve(id);
-      return new Promise<void>((_resolve, reject) =>
-        signal.addEventListener("abort", () => reject(signal.reason))
-      );
-    }, { name: "slow" });
-    const first: string[] = [];
-    const kv = await Deno.openKv(path);
-    const closing = kvBackend({
-      kv,
-      tasks: [slow],
-      redelivery: [10],
-      onTaskEnd: ({ outcome }) => void first.push(outcome),
-    });
-    let other: Deno.Kv | undefined;
-    let otherBackend: ReturnType<typeof kvBackend> | undefined;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    try {
-      const handler = withBackgroundTasks((_request, _info, tasks) => {
-        tasks.addTask(slow);
-        return new Response("ok");
-      }, { backend: closing });
-      await (await callHandler(handler, "/")).tasks;
-      const id = await started.promise;
-      // Its database stays open: the message must not count as handled.
-      closing.close();
-      other = await Deno.openKv(path);
-      otherBackend = kvBackend({ kv: other, tasks: [slow] });
-      const waited = new Promise<string>((resolve) => {
-        timer = setTimeout(() => resolve("never ran again"), 20_000);
-      });
-      assert.equal(await Promise.race([ranAgain.promise, waited]), id);
-      assert.equal(first[0], "abandoned");
-      assert.ok(first.every((outcome) => outcome === "abandoned"));
-    } finally {
-      clearTimeout(timer);
-      otherBackend?.close();
-      other?.close();
-      kv.close();
-      await Deno.remove(path);
     }
   },
 );

@@ -8,7 +8,6 @@ import {
   defineTask,
   type TaskBackend,
   withBackgroundTasks,
-  type WithBackgroundTasksOptions,
 } from "../mod.ts";
 import type { BackendChain } from "../backend.ts";
 import { callHandler, fakeServeHandlerInfo } from "../testing.ts";
@@ -187,35 +186,6 @@ guardedTest(
     assert.deepEqual([handler.stats.abandoned, handler.stats.pending], [1, 0]);
   },
 );
-
-Deno.test("withBackgroundTasks() refuses a handOver that cannot apply", async (t) => {
-  const backend = gatedBackend().backend;
-  const cases: [string, WithBackgroundTasksOptions, string][] = [
-    [
-      "an unknown value",
-      { backend, handOver: "later" as "after-response" },
-      `Cannot wrap handler as 'handOver' must be "before-response" or "after-response": current value is "later"`,
-    ],
-    [
-      "no backend",
-      { handOver: "after-response" },
-      "Cannot wrap handler as 'handOver' needs a 'backend': without one, tasks run in this process",
-    ],
-    [
-      "skipUndelivered before the response",
-      { backend, skipUndelivered: true },
-      `Cannot wrap handler as 'skipUndelivered' needs 'handOver: "after-response"' with a backend: chains are stored before their response is sent`,
-    ],
-  ];
-  for (const [name, options, message] of cases) {
-    await t.step(name, () => {
-      assert.throws(
-        () => withBackgroundTasks(() => new Response("ok"), options),
-        { name: "TypeError", message },
-      );
-    });
-  }
-});
 
 guardedTest(
   "a backend's abort listener that throws when a drain gives up on a chain it stores is reported, not fatal",

@@ -657,49 +657,6 @@ Deno.test("withBackgroundTasks() rejects a handler or options of the wrong type"
   }
 });
 
-Deno.test("withBackgroundTasks() rejects runner options out of range", async (t) => {
-  const table: [string, WithBackgroundTasksOptions, string, string][] = [
-    [
-      "concurrency",
-      { concurrency: 0 },
-      "RangeError",
-      "Cannot wrap handler as 'concurrency' must be an integer >= 1 or Infinity: current value is 0",
-    ],
-    [
-      "maxPending",
-      { maxPending: 1.5 },
-      "RangeError",
-      "Cannot wrap handler as 'maxPending' must be an integer >= 1 or Infinity: current value is 1.5",
-    ],
-    [
-      "timeout",
-      { timeout: -5 },
-      "RangeError",
-      "Cannot wrap handler as 'timeout' must be a positive number of milliseconds: current value is -5",
-    ],
-    [
-      "onTaskStart",
-      { onTaskStart: "log" as unknown as () => void },
-      "TypeError",
-      `Cannot wrap handler as 'onTaskStart' must be a function: current value is "log"`,
-    ],
-    [
-      "onTaskEnd",
-      { onTaskEnd: {} as unknown as () => void },
-      "TypeError",
-      "Cannot wrap handler as 'onTaskEnd' must be a function: current value is an object",
-    ],
-  ];
-  for (const [name, options, errorName, message] of table) {
-    await t.step(name, () => {
-      assert.throws(() => withBackgroundTasks(() => new Response(), options), {
-        name: errorName,
-        message,
-      });
-    });
-  }
-});
-
 Deno.test("withBackgroundTasks() and drain() reject numbers that are not numbers", () => {
   assert.throws(
     () =>
@@ -724,34 +681,6 @@ Deno.test("withBackgroundTasks() and drain() reject numbers that are not numbers
     },
   );
 });
-
-guardedTest(
-  "withBackgroundTasks() reports a late task that maxPending refuses, instead of throwing where nobody catches",
-  async () => {
-    const reported: [string, string, number][] = [];
-    let captured: BackgroundTasks | undefined;
-    const hold = Promise.withResolvers<void>();
-    const handler = withBackgroundTasks((_request, _info, tasks) => {
-      captured = tasks;
-      tasks.addTask(() => hold.promise);
-      return new Response("ok");
-    }, {
-      maxPending: 1,
-      onTaskError: (error, info) =>
-        void reported.push([(error as Error).name, info.name, info.index]),
-    });
-    await (await handler(request(), sentInfo())).text();
-    // From a timer the handler left behind: no throw, a report.
-    captured!.addTask(function late() {});
-    // waitUntil() adds no work, only a wait: it is never refused.
-    captured!.waitUntil(Promise.resolve());
-    assert.deepEqual(reported, [["QueueFullError", "late", 1]]);
-    assert.deepEqual([handler.stats.refused, handler.stats.pending], [1, 2]);
-    hold.resolve();
-    await handler.drain();
-    assert.equal(handler.stats.pending, 0);
-  },
-);
 
 guardedTest(
   "withBackgroundTasks() treats an info.completed whose then cannot be read as no signal",
