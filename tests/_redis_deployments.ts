@@ -12,6 +12,17 @@ import { redisServerInstalled } from "./_redis.ts";
 export const deploymentsAvailable: boolean = redisServerInstalled &&
   await installed("redis-cli") && await installed("openssl");
 
+if (!deploymentsAvailable) {
+  if (Deno.env.get("REQUIRE_REDIS") === "1") {
+    throw new Error(
+      "REQUIRE_REDIS=1 but redis-server, redis-cli or openssl is missing",
+    );
+  }
+  console.error(
+    "Skipping the tests against a TLS Redis and a Redis Cluster (shown as ignored): they need redis-server, redis-cli and openssl on the PATH.",
+  );
+}
+
 async function installed(command: string): Promise<boolean> {
   try {
     const { success } = await new Deno.Command(command, {

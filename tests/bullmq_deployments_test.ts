@@ -16,6 +16,7 @@ import {
 } from "../bullmq.ts";
 import { shardPrefixes } from "../src/_bullmq.ts";
 import { callHandler } from "../testing.ts";
+import { counter } from "./_helpers.ts";
 import { startRedisServer } from "./_redis.ts";
 import {
   deploymentsAvailable,
@@ -29,18 +30,6 @@ const deploymentTest = {
   sanitizeOps: false,
   sanitizeResources: false,
 };
-
-/** Counts calls; `done` resolves at the `count`-th. */
-function counter(count: number): { tick(): void; done: Promise<void> } {
-  const { promise, resolve } = Promise.withResolvers<void>();
-  let seen = 0;
-  return {
-    tick: () => {
-      if (++seen === count) resolve();
-    },
-    done: promise,
-  };
-}
 
 /**
  * Stores `chains` chains of `length` tasks through a backend on `backend`
