@@ -12,9 +12,18 @@
  * import { bullmqWorker } from "@afterward/background-tasks/bullmq";
  * import { sendEmail } from "./tasks.ts";
  *
- * const worker = bullmqWorker({ connection: { port: 6379 }, tasks: [sendEmail] });
+ * const worker = bullmqWorker({
+ *   connection: Deno.env.get("REDIS_URL") ?? "redis://127.0.0.1:6379",
+ *   tasks: [sendEmail],
+ * });
  * Deno.addSignalListener("SIGTERM", () => worker.close());
  * ```
+ *
+ * `connection` is what BullMQ takes: a `redis://` or `rediss://` URL, ioredis
+ * options (TLS, Sentinel), or an ioredis `Redis` or `Cluster` the caller owns.
+ * On a Cluster, `shards` spreads the chains over that many queues, each on
+ * the node its hash tag picks. While Redis is unreachable both sides say so
+ * once, and once when it is back.
  *
  * This entry point depends on `npm:bullmq`; the rest of the package has no
  * dependencies.
