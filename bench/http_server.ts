@@ -121,6 +121,13 @@ export const variants: Record<string, Deno.ServeHandler> = {
     }, () => {});
     return bare();
   },
+  "diag: completed + shared timer, 100 ms task": (_request, info) => {
+    info.completed.then(() => {
+      sleepy.push(100);
+      sleepyTimer ??= setTimeout(flushSleepy, 0);
+    }, () => {});
+    return bare();
+  },
   "diag: completed, task run at once": (_request, info) => {
     info.completed.then(() => trivialTask(1), () => {});
     return bare();
@@ -136,6 +143,15 @@ export const variants: Record<string, Deno.ServeHandler> = {
     return bare();
   },
 };
+
+let sleepy: number[] = [];
+let sleepyTimer: ReturnType<typeof setTimeout> | undefined;
+function flushSleepy(): void {
+  sleepyTimer = undefined;
+  const batch = sleepy;
+  sleepy = [];
+  for (const ms of batch) void sleepTask(ms);
+}
 
 let immediate = false;
 function flushImmediate(): void {
