@@ -295,6 +295,14 @@ Deno.test("logShutdown() writes one line, naming the abandoned tasks when there 
         error: "connect ECONNREFUSED 127.0.0.1:6379",
       },
     });
+    logShutdown({
+      succeeded: 1,
+      failed: 0,
+      enqueued: 0,
+      abandoned: 1,
+      abandonedTasks: { resize: 1 },
+      unstored: 0,
+    });
     assert.deepEqual(consoleError.mock.calls.map((call) => call.arguments), [
       [
         "Shutdown drained every background task: 3 succeeded and 1 failed while draining",
@@ -304,6 +312,9 @@ Deno.test("logShutdown() writes one line, naming the abandoned tasks when there 
       ],
       [
         "Shutdown abandoned 2 background tasks (sendEmail: 2), 2 of them not yet stored by the backend, down since 2026-12-01T10:00:00.000Z (connect ECONNREFUSED 127.0.0.1:6379); 0 succeeded and 0 failed while draining, 4 handed to the backend",
+      ],
+      [
+        "Shutdown abandoned 1 background task (resize: 1); 1 succeeded and 0 failed while draining",
       ],
     ]);
   } finally {
