@@ -179,6 +179,8 @@ export const backendVariants: Record<
 > = {
   "kv backend, 1 task": () => kvVariant("before-response"),
   "kv backend, 1 task, after response": () => kvVariant("after-response"),
+  "awaited kv.enqueue(), 1 task": awaitedKvEnqueue,
+  "awaited queue.add(), 1 task": awaitedQueueAdd,
   "bullmq backend, 1 task": () => bullmqVariant("before-response"),
   "bullmq backend, 1 task, after response": () =>
     bullmqVariant("after-response"),
@@ -207,7 +209,10 @@ async function bullmqVariant(
 ): Promise<Deno.ServeHandler> {
   const { bullmqBackend } = await import("../bullmq.ts");
   const backend = bullmqBackend({
-    connection: { port: Number(Deno.env.get("REDIS_PORT")) },
+    connection: {
+      host: "127.0.0.1",
+      port: Number(Deno.env.get("REDIS_PORT")),
+    },
     queue: `bench-${crypto.randomUUID()}`,
     tasks: [trivialDefined],
   });
@@ -215,6 +220,34 @@ async function bullmqVariant(
     tasks.addTask(trivialDefined, 1);
     return bare();
   }, { backend, handOver });
+}
+
+/**
+ * What a user writes instead of a backend: the handler awaits its own
+ * `kv.enqueue()` of the task's message before it answers.
+ */
+async function awaitedKvEnqueue(): Promise<Deno.ServeHandler> {
+  const path = await Deno.makeTempFile({ suffix: ".sqlite3" });
+  const kv = await Deno.openKv(path);
+  return async (request) => {
+    await kv.enqueue({ task: "trivial", args: [1], url: request.url });
+    return bare();
+  };
+}
+
+/** The same with BullMQ: the handler awaits `queue.add()` of one job. */
+async function awaitedQueueAdd(): Promise<Deno.ServeHandler> {
+  const { Queue } = await import("npm:bullmq@^5");
+  const queue = new Queue(`bench-${crypto.randomUUID()}`, {
+    connection: {
+      host: "127.0.0.1",
+      port: Number(Deno.env.get("REDIS_PORT")),
+    },
+  });
+  return async (request) => {
+    await queue.add("trivial", { args: [1], url: request.url });
+    return bare();
+  };
 }
 
 const trivialDefined = defineTask((_context, n: number) => trivialTask(n), {
