@@ -2,8 +2,9 @@
 
 /**
  * Profiles one variant of `bench/http_server.ts` under `wrk` load: starts it
- * with `--inspect`, samples its CPU through V8's inspector protocol (Deno
- * 2.9 has no `--cpu-prof`), and prints the functions with the most self time.
+ * with `--inspect`, samples its CPU through V8's inspector protocol (a
+ * window of the load alone, which `deno run --cpu-prof` does not give), and
+ * prints the functions with the most self time.
  * With `--save`, also writes the `.cpuprofile` for Chrome's DevTools.
  *
  *   deno run --allow-run --allow-net=127.0.0.1 --allow-read --allow-write=bench/results bench/profile.ts "wrapped, 1 task"
