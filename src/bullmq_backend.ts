@@ -99,7 +99,9 @@ export interface BullmqBackendOptions {
    * How many BullMQ queues the chains spread over, each with its own hash
    * tag, so that on a Redis Cluster they spread over its nodes (a queue's
    * keys all live on one node). A chain is always whole in one shard, so
-   * its order holds. Workers must consume at least as many.
+   * its order holds. Workers must be given the same number: each shard's
+   * hash tag depends on it. To change it, keep workers with the old number
+   * running until its queues are empty.
    *
    * @default {1}
    */
