@@ -107,8 +107,9 @@ export interface BullmqBackendOptions {
    */
   shards?: number;
   /**
-   * Told when Redis becomes unreachable (or leaves a store unanswered for
-   * 5 s), and when it is back: once per change, not per retry. The chains
+   * Told when Redis becomes unreachable (or refuses a store while connected,
+   * such as when out of memory, or leaves one unanswered for 5 s), and when
+   * it is back: once per change, not per retry. The chains
    * meanwhile wait to be stored (see `stats.storing`).
    *
    * @default {A line on `console.error` each time}
@@ -415,20 +416,36 @@ function openShard(
         const added = await flows.addBulk(flowsToAdd);
         // A closing FlowProducer returns without storing anything.
         if (added?.length !== flowsToAdd.length) throw new ClosingError();
+      } catch (error) {
+        // A store Redis refuses while connected (out of memory, a replica
+        // made read-only, a command timeout) is an outage too; it ends when
+        // a store succeeds, or when no chain is left waiting for one.
+        if (!(error instanceof ClosingError) && !splits(error)) {
+          watch.down(store, error);
+          void store.idle().then(() => watch.up(store));
+        }
+        throw error;
       } finally {
         clearTimeout(stall);
-        watch.up(store);
       }
+      watch.up(store);
     },
     GROUP_SIZE,
     {
-      split: (error) =>
-        error instanceof TypeError || error instanceof RangeError,
+      split: splits,
       retry: (error, failures) =>
         error instanceof ClosingError ? undefined : retryDelay(failures),
     },
   );
   return { queue, flows, store };
+}
+
+/**
+ * Whether a store's error may be one chain's fault: JSON.stringify throws a
+ * TypeError or a RangeError for data it cannot write.
+ */
+function splits(error: unknown): boolean {
+  return error instanceof TypeError || error instanceof RangeError;
 }
 
 /** Milliseconds a store may go unanswered before Redis counts as down. */
