@@ -34,9 +34,10 @@ import type { WorkerOptions } from "./worker_options.ts";
  * How to reach Redis: whatever BullMQ accepts, passed on to it (and to
  * ioredis). A Redis URL (`redis://user:password@host:6379/2`, `rediss://…`
  * for TLS); ioredis options (`{ host, port, password, tls: { ca } }`,
- * Sentinel's `{ sentinels, name }`, or cluster options); or an ioredis
- * `Redis` or `Cluster` instance that the caller owns: `close()` leaves it
- * open. A Cluster needs nothing more: each shard's keys share a hash tag.
+ * Sentinel's `{ sentinels, name }`); or an ioredis `Redis` or `Cluster`
+ * instance that the caller owns: `close()` leaves it open. A Cluster is
+ * only ever such an instance (BullMQ makes a plain `Redis` of options), and
+ * needs nothing more: each shard's keys share a hash tag.
  *
  * The type is `object` because BullMQ's own `ConnectionOptions` names
  * dozens of ioredis types that this package cannot document as its own;
