@@ -114,9 +114,17 @@ export function connectionOptions(
   return connection as ConnectionOptions;
 }
 
-/** A URL-like string with what might be a password hidden, for a message. */
+/**
+ * A URL-like string with what might be a password hidden, for a message:
+ * everything between the scheme (if any) and the last `@`, since a password
+ * may hold a `/` (base64 access keys do) or an `@`, and the string may have
+ * no scheme at all.
+ */
 function redact(text: string): string {
-  return text.replace(/\/\/[^@/]*@/, "//***@");
+  const at = text.lastIndexOf("@");
+  if (at === -1) return text;
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(text)?.[0] ?? "";
+  return `${scheme}***${text.slice(at)}`;
 }
 
 /** Hash slots in a Redis Cluster. */

@@ -87,10 +87,18 @@ export function isConnectionError(error: unknown): boolean {
 
 /**
  * A connection error in one line: its message, or, for an `AggregateError`
- * of every address tried (which has none), the first one's.
+ * of every address tried (which has none), the first one's; for a
+ * transaction Redis discarded (EXECABORT), the first command's refusal
+ * (such as `OOM command not allowed…`), which ioredis keeps beside it.
  */
 export function connectionErrorText(error: unknown): string {
-  const { errors } = (error ?? {}) as { errors?: unknown };
+  const { errors, previousErrors } = (error ?? {}) as {
+    errors?: unknown;
+    previousErrors?: unknown;
+  };
+  if (Array.isArray(previousErrors) && previousErrors.length > 0) {
+    return connectionErrorText(previousErrors[0]);
+  }
   const text = errorText(error, "message");
   if (
     Array.isArray(errors) && errors.length > 0 && /^AggregateError/.test(text)

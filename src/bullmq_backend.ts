@@ -34,9 +34,10 @@ import type { WorkerOptions } from "./worker_options.ts";
  * How to reach Redis: whatever BullMQ accepts, passed on to it (and to
  * ioredis). A Redis URL (`redis://user:password@host:6379/2`, `rediss://…`
  * for TLS); ioredis options (`{ host, port, password, tls: { ca } }`,
- * Sentinel's `{ sentinels, name }`, or cluster options); or an ioredis
- * `Redis` or `Cluster` instance that the caller owns: `close()` leaves it
- * open. A Cluster needs nothing more: each shard's keys share a hash tag.
+ * Sentinel's `{ sentinels, name }`); or an ioredis `Redis` or `Cluster`
+ * instance that the caller owns: `close()` leaves it open. A Cluster is
+ * only ever such an instance (BullMQ makes a plain `Redis` of options), and
+ * needs nothing more: each shard's keys share a hash tag.
  *
  * The type is `object` because BullMQ's own `ConnectionOptions` names
  * dozens of ioredis types that this package cannot document as its own;
@@ -99,14 +100,17 @@ export interface BullmqBackendOptions {
    * How many BullMQ queues the chains spread over, each with its own hash
    * tag, so that on a Redis Cluster they spread over its nodes (a queue's
    * keys all live on one node). A chain is always whole in one shard, so
-   * its order holds. Workers must consume at least as many.
+   * its order holds. Workers must be given the same number: each shard's
+   * hash tag depends on it. To change it, keep workers with the old number
+   * running until its queues are empty.
    *
    * @default {1}
    */
   shards?: number;
   /**
-   * Told when Redis becomes unreachable (or leaves a store unanswered for
-   * 5 s), and when it is back: once per change, not per retry. The chains
+   * Told when Redis becomes unreachable (or refuses a store while connected,
+   * such as when out of memory, or leaves one unanswered for 5 s), and when
+   * it is back: once per change, not per retry. The chains
    * meanwhile wait to be stored (see `stats.storing`).
    *
    * @default {A line on `console.error` each time}
@@ -413,20 +417,36 @@ function openShard(
         const added = await flows.addBulk(flowsToAdd);
         // A closing FlowProducer returns without storing anything.
         if (added?.length !== flowsToAdd.length) throw new ClosingError();
+      } catch (error) {
+        // A store Redis refuses while connected (out of memory, a replica
+        // made read-only, a command timeout) is an outage too; it ends when
+        // a store succeeds, or when no chain is left waiting for one.
+        if (!(error instanceof ClosingError) && !splits(error)) {
+          watch.down(store, error);
+          void store.idle().then(() => watch.up(store));
+        }
+        throw error;
       } finally {
         clearTimeout(stall);
-        watch.up(store);
       }
+      watch.up(store);
     },
     GROUP_SIZE,
     {
-      split: (error) =>
-        error instanceof TypeError || error instanceof RangeError,
+      split: splits,
       retry: (error, failures) =>
         error instanceof ClosingError ? undefined : retryDelay(failures),
     },
   );
   return { queue, flows, store };
+}
+
+/**
+ * Whether a store's error may be one chain's fault: JSON.stringify throws a
+ * TypeError or a RangeError for data it cannot write.
+ */
+function splits(error: unknown): boolean {
+  return error instanceof TypeError || error instanceof RangeError;
 }
 
 /** Milliseconds a store may go unanswered before Redis counts as down. */

@@ -55,8 +55,9 @@ export interface BullmqWorkerOptions extends WorkerOptions {
    */
   prefix?: string;
   /**
-   * How many shards to consume: at least as many as the web processes
-   * store chains in (a worker that finds more in Redis says so at start).
+   * How many shards to consume: the same number the web processes store
+   * chains in, since each shard's hash tag depends on it (a worker that
+   * finds another number in Redis says so at start).
    *
    * @default {1}
    */
@@ -246,9 +247,10 @@ async function run(job: Job, config: WorkerConfig): Promise<null> {
 }
 
 /**
- * Says once, at start, if the web processes store chains in more shards
- * than this worker consumes: the chains of the others would wait for a
- * worker that does.
+ * Says once, at start, if the web processes store chains in another number
+ * of shards than this worker consumes: a shard's hash tag depends on the
+ * count, so the chains of theirs that this worker does not consume (with
+ * more shards, possibly all of them) would wait for a worker that does.
  */
 async function checkShards(
   worker: Worker,
@@ -259,7 +261,7 @@ async function checkShards(
   try {
     const client = await worker.client;
     const stored = Number(await client.get(shardsKey(prefix, queueName)));
-    if (stored > shards) {
+    if (stored > 0 && stored !== shards) {
       console.error(
         `The BullMQ worker consumes ${shards} ${
           shards === 1 ? "shard" : "shards"

@@ -105,10 +105,10 @@ export interface TaskBackend {
  * ```
  */
 export interface BackendStatus {
-  /** `"down"` while its store is unreachable, or does not answer. */
+  /** `"down"` while its store is unreachable, refuses, or does not answer. */
   readonly state: "up" | "down";
   /** When it entered this state. */
   readonly since: Date;
-  /** While down, why: the last connection error's message. */
+  /** While down, why: the message of the error that brought it down. */
   readonly error?: string;
 }

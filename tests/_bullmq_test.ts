@@ -65,6 +65,27 @@ Deno.test("connectionOptions() refuses what is not a Redis URL, options or insta
   }
 });
 
+Deno.test("connectionOptions() hides a password with a slash, or without a scheme, in its message", () => {
+  // Cloud access keys are base64: a "/" ends the URL's authority early,
+  // and a URL without its scheme parses as one named after the user.
+  for (
+    const [connection, shown] of [
+      [
+        "rediss://:k3y/with+slash=@redis.example.com:6380",
+        "rediss://***@redis.example.com:6380",
+      ],
+      ["default:s3cret@redis.example.com:6379", "***@redis.example.com:6379"],
+      ["redis://user:a@b@[::1", "redis://***@[::1"],
+    ]
+  ) {
+    assert.throws(() => connectionOptions(connection, action), {
+      name: "TypeError",
+      message:
+        `${action} as 'connection' must be a redis:// or rediss:// URL: current value is "${shown}"`,
+    });
+  }
+});
+
 Deno.test("connectionOptions() refuses for a worker an instance whose requests BullMQ could not block on", () => {
   const client = new Redis({ lazyConnect: true });
   const blocking = new Redis({ lazyConnect: true, maxRetriesPerRequest: null });

@@ -8,7 +8,9 @@
 import assert from "node:assert/strict";
 import { mock } from "node:test";
 import { FlowProducer, Queue } from "npm:bullmq@^5";
+import { Redis } from "npm:ioredis@^5";
 import {
+  type BackendStatus,
   type BackgroundTasks,
   type DefinedTask,
   defineTask,
@@ -709,4 +711,56 @@ Deno.test({
       tasks: [step],
     }));
   });
+});
+
+Deno.test({
+  ...ownRedisTest,
+  name:
+    "bullmqBackend() says once that Redis refuses its stores while connected, and once that it stores again",
+}, async () => {
+  await using redis = await startRedisServer();
+  const step = defineTask((_context) => {}, { name: "step" });
+  const told: BackendStatus[] = [];
+  const changed = { resolve: () => {} };
+  const backend = bullmqBackend({
+    connection: { host: "127.0.0.1", port: redis.port },
+    queue: `test-${crypto.randomUUID()}`,
+    tasks: [step],
+    onStatusChange(status) {
+      told.push(status);
+      changed.resolve();
+    },
+  });
+  const chain = (id: string): BackendChain => ({
+    id,
+    tasks: [{
+      name: step.name,
+      args: [],
+      timeout: undefined,
+      retry: undefined,
+      task: step as DefinedTask,
+    }],
+    request: undefined,
+    delivered: undefined,
+  });
+  const admin = new Redis({ host: "127.0.0.1", port: redis.port });
+  try {
+    await backend.enqueue(chain("before"));
+    // Out of memory: every store fails, the connection stays up.
+    await admin.config("SET", "maxmemory", "1");
+    const down = new Promise<void>((resolve) => changed.resolve = resolve);
+    const stored = backend.enqueue(chain("during"));
+    await within(down, 20_000, "the status");
+    assert.equal(backend.status.state, "down");
+    assert.match(backend.status.error ?? "", /^OOM /);
+    await admin.config("SET", "maxmemory", "0");
+    await within(stored, 20_000, "enqueue()");
+    assert.deepEqual(told.map((status) => status.state), ["down", "up"]);
+    assert.equal(backend.status.state, "up");
+  } finally {
+    // So that close() can store what it holds.
+    await admin.config("SET", "maxmemory", "0");
+    admin.disconnect();
+    await backend.close();
+  }
 });

@@ -6,6 +6,7 @@
 // side's tests are in bullmq_backend_test.ts.
 
 import assert from "node:assert/strict";
+import { mock } from "node:test";
 import { fileURLToPath } from "node:url";
 import { defineTask, withBackgroundTasks } from "../mod.ts";
 import {
@@ -452,5 +453,57 @@ Deno.test({
       await worker.child.status;
     }
     await backend.close();
+  }
+});
+
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqWorker() says in one line at start when its shards are not the web processes'",
+}, async (t) => {
+  await using redis = await startRedis();
+  const connection = { host: "127.0.0.1", port: redis.port };
+  const step = defineTask((_context) => {}, { name: "step" });
+  // A shard's hash tag depends on the count: a worker consuming more shards
+  // than the web processes store in consumes none of theirs.
+  for (const [web, consumed] of [[3, 1], [1, 2]] as const) {
+    await t.step(`web ${web}, worker ${consumed}`, async () => {
+      const queue = `test-${crypto.randomUUID()}`;
+      const backend = bullmqBackend({
+        connection,
+        queue,
+        shards: web,
+        tasks: [step],
+      });
+      // Its queues' first commands follow the write of the count.
+      await backend.failed();
+      const line = Promise.withResolvers<string>();
+      const consoleError = mock.method(console, "error", (text: unknown) => {
+        line.resolve(String(text));
+      });
+      const bound = setTimeout(
+        () => line.reject(new Error("the worker said nothing in 20 s")),
+        20_000,
+      );
+      const worker = bullmqWorker({
+        connection,
+        queue,
+        shards: consumed,
+        tasks: [step],
+      });
+      try {
+        assert.equal(
+          await line.promise,
+          `The BullMQ worker consumes ${consumed} ${
+            consumed === 1 ? "shard" : "shards"
+          } of queue "${queue}", but web processes store chains in ${web}: start workers with 'shards: ${web}', or the chains of the other shards never run`,
+        );
+      } finally {
+        clearTimeout(bound);
+        consoleError.mock.restore();
+        await worker.close();
+        await backend.close();
+      }
+    });
   }
 });
