@@ -1,12 +1,6 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import {
-  type ConnectionOptions,
-  type FlowJob,
-  FlowProducer,
-  type Job,
-  Queue,
-} from "npm:bullmq@^5";
+import type { FlowJob, Job } from "npm:bullmq@^5";
 import {
   assertPrefix,
   assertQueueName,
@@ -16,8 +10,8 @@ import {
   shardPrefixes,
   shardsKey,
 } from "./_bullmq.ts";
-import { type GroupCommit, groupCommit } from "./_group_commit.ts";
-import { ConnectionWatch, elapsed, isConnectionError } from "./_redis_watch.ts";
+import { openShard } from "./_bullmq_shard.ts";
+import { ConnectionWatch, elapsed } from "./_redis_watch.ts";
 import { assertSerializable } from "./_serializable.ts";
 import { assertInteger, assertOptions, describe } from "./_util.ts";
 import { workerConfig } from "./_worker.ts";
@@ -199,9 +193,6 @@ export interface BullmqBackend extends TaskBackend {
   close(): Promise<void>;
 }
 
-/** Chains per transaction. */
-const GROUP_SIZE = 100;
-
 /**
  * A backend on Redis through BullMQ, for work that should outgrow one
  * process: web processes enqueue each request's chain before its response is
@@ -371,111 +362,6 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
   };
 }
 
-/** One shard: its queue, and the transactions that store chains in it. */
-interface Shard {
-  readonly queue: Queue;
-  readonly flows: Flows;
-  readonly store: GroupCommit<FlowJob>;
-}
-
-/** Opens a shard's connections; `watch` hears whether they are up. */
-function openShard(
-  connection: ConnectionOptions,
-  queueName: string,
-  prefix: string,
-  watch: ConnectionWatch,
-): Shard {
-  const flows = new Flows({ connection, prefix });
-  const queue = new Queue(queueName, { connection, prefix });
-  // Connection errors are told once per outage by the watch, and reach the
-  // chains through enqueue(); without a listener, ioredis would print each.
-  flows.watch(watch);
-  queue.on("error", () => {});
-  // Chains handed over together go in one transaction: ioredis builds a
-  // pipeline per call, which cost more than the chain itself.
-  // A group is split only for what one chain's data can cause (JSON.stringify
-  // throws a TypeError or a RangeError). Anything else, such as a connection
-  // cut between MULTI and EXEC (ioredis's AbortError), is not the chains'
-  // fault: the transaction stored nothing (Redis discards one it did not
-  // execute) or, if the connection was lost after EXEC ran, all of it. So the
-  // group is stored again, less the chains whose jobs are in Redis.
-  const store = groupCommit<FlowJob>(
-    async (group, retrying) => {
-      const flowsToAdd = retrying ? await unstored(queue, flows, group) : group;
-      if (flowsToAdd.length === 0) return;
-      // A store Redis leaves unanswered (a server that hangs, a network that
-      // drops packets) is an outage too, though no error comes.
-      const stall = setTimeout(
-        () =>
-          watch.down(
-            store,
-            new Error(`Redis left a store unanswered for ${STALL / 1000} s`),
-          ),
-        STALL,
-      );
-      try {
-        const added = await flows.addBulk(flowsToAdd);
-        // A closing FlowProducer returns without storing anything.
-        if (added?.length !== flowsToAdd.length) throw new ClosingError();
-      } catch (error) {
-        // A store Redis refuses while connected (out of memory, a replica
-        // made read-only, a command timeout) is an outage too; it ends when
-        // a store succeeds, or when no chain is left waiting for one.
-        if (!(error instanceof ClosingError) && !splits(error)) {
-          watch.down(store, error);
-          void store.idle().then(() => watch.up(store));
-        }
-        throw error;
-      } finally {
-        clearTimeout(stall);
-      }
-      watch.up(store);
-    },
-    GROUP_SIZE,
-    {
-      split: splits,
-      retry: (error, failures) =>
-        error instanceof ClosingError ? undefined : retryDelay(failures),
-    },
-  );
-  return { queue, flows, store };
-}
-
-/**
- * Whether a store's error may be one chain's fault: JSON.stringify throws a
- * TypeError or a RangeError for data it cannot write.
- */
-function splits(error: unknown): boolean {
-  return error instanceof TypeError || error instanceof RangeError;
-}
-
-/** Milliseconds a store may go unanswered before Redis counts as down. */
-const STALL = 5_000;
-
-/**
- * The flows of `group` none of whose jobs is in Redis. A transaction whose
- * connection was lost after its EXEC ran stored its chains, and workers
- * may have run and removed their first tasks since: adding such a chain
- * again would add those tasks anew, to run twice and hold back the next
- * one. So a chain is added again only if none of its jobs is there (or,
- * if it already ran to its end, it runs again: delivery is at least once).
- */
-async function unstored(
-  queue: Queue,
-  flows: Flows,
-  group: FlowJob[],
-): Promise<FlowJob[]> {
-  const client = await flows.client;
-  const found = await Promise.all(group.map((flow) => {
-    const keys: string[] = [];
-    for (let job: FlowJob | undefined = flow; job; job = job.children?.[0]) {
-      keys.push(queue.toKey(job.opts!.jobId!));
-    }
-    return Promise.all(keys.map((key) => client.hexists(key, "name")));
-  }));
-  return group.filter((_, index) => found[index]!.every((n) => n === 0));
-}
-
 /** A chain as a BullMQ flow: each job the child of the next task's. */
 function chainFlow(
   chain: BackendChain,
@@ -535,48 +421,4 @@ function logStatus(status: BackendStatus, previous: BackendStatus): void {
         elapsed(previous.since)
       } without it`,
   );
-}
-
-/** A FlowProducer that can close while Redis is unreachable. */
-class Flows extends FlowProducer {
-  /**
-   * Closes the connection without QUIT, which ioredis would queue behind a
-   * transaction still waiting for Redis, one whose chains were all given up
-   * by their signals. Nothing else is in flight once the store is idle.
-   * A connection the caller owns stays open.
-   */
-  closeNow(): Promise<void> {
-    this.closing ??= this.connection.close(true);
-    return this.closing;
-  }
-
-  /** Tells `watch` when the connection is lost, and when it is back. */
-  watch(watch: ConnectionWatch): void {
-    this.on("error", (error) => {
-      if (isConnectionError(error)) watch.down(this, error);
-    });
-    this.connection.on("close", () => {
-      if (this.closing === undefined) {
-        watch.down(this, new Error("the connection to Redis closed"));
-      }
-    });
-    this.connection.on("ready", () => watch.up(this));
-  }
-}
-
-/** A FlowProducer closed by `close()` stored nothing. */
-class ClosingError extends Error {
-  constructor() {
-    super("BullMQ stored no chain: its connection is closing");
-  }
-}
-
-/**
- * Milliseconds before storing a group again after `failures` failed attempts
- * in a row: 100 ms doubling up to 5 s, less up to half of it at random, so
- * that the web processes a Redis restart cut off do not all come back at
- * once.
- */
-function retryDelay(failures: number): number {
-  return Math.min(5_000, 100 * 2 ** (failures - 1)) * (1 - Math.random() / 2);
 }
