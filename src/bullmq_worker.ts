@@ -184,7 +184,7 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
     );
   });
   const workers = shardPrefixes(prefix, shards).map((shardPrefix) => {
-    const worker = new Worker(queueName, (job) => run(job, config), {
+    const worker = new WatchedWorker(queueName, (job) => run(job, config), {
       connection,
       prefix: shardPrefix,
       concurrency,
@@ -204,6 +204,7 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
       else console.error("The BullMQ worker failed:", errorText(error));
     });
     worker.on("ready", () => watch.up(worker));
+    worker.watch(watch, () => closed);
     return worker;
   });
   void checkShards(workers[0]!, prefix, queueName, shards);
@@ -270,5 +271,22 @@ async function checkShards(
     }
   } catch {
     // Closed, or Redis is down: the watch says so.
+  }
+}
+
+/**
+ * A Worker whose main connection is watched too: when Redis comes back
+ * before ioredis's first reconnection fails, no error is ever emitted, but
+ * the connection did close.
+ */
+class WatchedWorker extends Worker {
+  watch(watch: ConnectionWatch, closed: () => boolean): void {
+    const connection = this.connection;
+    connection.on("close", () => {
+      if (!closed() && this.closing === undefined) {
+        watch.down(connection, new Error("the connection to Redis closed"));
+      }
+    });
+    connection.on("ready", () => watch.up(connection));
   }
 }

@@ -39,6 +39,25 @@ function consoleLines() {
   };
 }
 
+/** `promise`, or a rejection with `message()` after `ms`. */
+async function within<T>(
+  promise: Promise<T>,
+  ms: number,
+  message: () => string,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(message())), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 Deno.test({
   ...ownRedisTest,
   name:
@@ -115,7 +134,14 @@ Deno.test({
   try {
     await answers(202, 300);
     await redis.kill();
-    await output.seen(/^The BullMQ backend cannot reach Redis/);
+    await within(
+      Promise.all([
+        output.seen(/^The BullMQ backend cannot reach Redis/),
+        output.seen(/^The BullMQ worker cannot reach Redis/),
+      ]),
+      60_000,
+      () => `the outage was not seen within 60 s: ${output.lines.join(" | ")}`,
+    );
     assert.equal(backend.status?.state, "down");
     // While Redis is away, chains wait to be stored, up to maxPending;
     // after that the server answers 503 at once.
@@ -124,26 +150,22 @@ Deno.test({
     assert.ok(handler.stats.pending <= MAX_PENDING);
     assert.equal(handler.stats.backend?.state, "down");
     await redis.restart();
-    await Promise.all([
-      output.seen(/^The BullMQ backend reaches Redis again/),
-      output.seen(/^The BullMQ worker reaches Redis again/),
-      answers(202, 300),
-    ]);
+    await within(
+      Promise.all([
+        output.seen(/^The BullMQ backend reaches Redis again/),
+        output.seen(/^The BullMQ worker reaches Redis again/),
+        answers(202, 300),
+      ]),
+      60_000,
+      () => `not back within 60 s: ${output.lines.join(" | ")}`,
+    );
     flooding = false;
     await Promise.all(clients);
     assert.equal(handler.stats.backend?.state, "up");
     // Every accepted task, even of a request answered 503, runs.
     expected = [...accepted.values()].reduce((sum, n) => sum + n, 0);
     if (done === expected) allRan.resolve();
-    const bound = setTimeout(
-      () => allRan.reject(new Error("tasks lost")),
-      60_000,
-    );
-    try {
-      await allRan.promise;
-    } finally {
-      clearTimeout(bound);
-    }
+    await within(allRan.promise, 60_000, () => `${expected - done} tasks lost`);
     for (const [chain, n] of accepted) {
       assert.deepEqual(ran.get(chain) ?? [], [...Array(n).keys()], chain);
     }
@@ -160,8 +182,15 @@ Deno.test({
       ],
       [1, 1, 1, 1],
     );
+    // Nothing else, but for what ioredis causes by sending again, after it
+    // reconnects, a command Redis ran before it went away: BullMQ then finds
+    // a job it had already moved on (docs/durable.md, Limitations).
     assert.deepEqual(
-      output.lines.filter((line) => !/reach(es)? Redis/.test(line)),
+      output.lines.filter((line) =>
+        !/reach(es)? Redis/.test(line) &&
+        !/^The BullMQ worker failed: Error: Missing key for job \S+ moveToFinished/
+          .test(line)
+      ),
       [],
     );
     console.log(
