@@ -79,7 +79,15 @@ Deno.test({
     if (++done === expected) allRan.resolve();
   }, { name: "step" });
   const backend = bullmqBackend({ connection, queue, tasks: [step] });
-  const worker = bullmqWorker({ connection, queue, tasks: [step] });
+  // A job whose finishing answer the outage cut off leaves the chain's next
+  // job locked until BullMQ's stalled check: 5 s each, not 30.
+  const worker = bullmqWorker({
+    connection,
+    queue,
+    tasks: [step],
+    lockDuration: 5_000,
+    stalledInterval: 5_000,
+  });
   // The tasks each request had accepted when it answered.
   const accepted = new Map<string, number>();
   const handler = withBackgroundTasks((request, _info, tasks) => {
