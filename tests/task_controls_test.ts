@@ -199,6 +199,36 @@ guardedTest(
 );
 
 guardedTest(
+  "a plain task that settles after its chain was abandoned lets none of the chain's later tasks run",
+  async () => {
+    const release = Promise.withResolvers<void>();
+    const log: string[] = [];
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(async function slow() {
+        await release.promise;
+        log.push("slow");
+      });
+      tasks.addTask(function later() {
+        log.push("later");
+      });
+      return new Response("ok");
+    });
+    handler(request(), sentInfo());
+
+    const result = await handler.drain({ timeout: 10 });
+    assert.deepEqual(result.abandonedTasks, { slow: 1, later: 1 });
+    release.resolve();
+    await microtasks();
+
+    assert.deepEqual(log, ["slow"]);
+    assert.deepEqual(
+      [handler.stats.succeeded, handler.stats.abandoned, handler.stats.pending],
+      [0, 2, 0],
+    );
+  },
+);
+
+guardedTest(
   "drain() gives up at once when its signal aborts, even on chains not started",
   async () => {
     const connection = fakeServeHandlerInfo();
