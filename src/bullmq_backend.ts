@@ -186,7 +186,10 @@ export interface BullmqBackend extends TaskBackend {
    * reported through `onTaskError`.
    * While Redis is unreachable, it waits until each chain is stored or given
    * up by the signal its `enqueue()` was given: a chain handed over without
-   * one waits for Redis to come back.
+   * one waits for Redis to come back. A connection the caller owns is left
+   * open, so a transaction still queued on it when its chains were given up
+   * may yet run once Redis is back: those chains are then stored, though
+   * reported abandoned.
    *
    * @returns A promise that resolves once the connections are closed.
    */
