@@ -21,6 +21,9 @@ import type { TaskInfo, TaskResult } from "./task_info.ts";
  */
 const TASKS_PER_TURN = 64;
 
+/** Promise's own `then`, read once. */
+const then = Promise.prototype.then;
+
 /** Resolves on a later turn of the event loop. */
 function nextTurn(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
@@ -108,7 +111,10 @@ function awaitPlain(
   value: unknown,
   run: number,
 ): void {
-  toPromise(value).then(
+  // Promise's own then, as await uses: a then of the promise's own (which
+  // may call back twice, or throw) is not asked.
+  then.call(
+    toPromise(value),
     () => {
       if (chain.state !== "running") return;
       try {

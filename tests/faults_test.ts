@@ -529,3 +529,42 @@ guardedTest(
     assert.equal(skipped.stats.skipped, 1);
   },
 );
+
+guardedTest(
+  "fault: a task's promise with a then of its own is awaited as a promise, as await would",
+  async () => {
+    const log: string[] = [];
+    const errors: unknown[] = [];
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(() => {
+        const first = new Promise<void>((resolve) => setTimeout(resolve, 5))
+          .then(() => void log.push("first done"));
+        // A then of its own that calls back at once, twice.
+        Object.defineProperty(first, "then", {
+          value(onFulfilled: (value: unknown) => void) {
+            onFulfilled(undefined);
+            onFulfilled(undefined);
+            return first;
+          },
+        });
+        return first;
+      });
+      tasks.addTask(() => void log.push("second"));
+      tasks.addTask(() => {
+        const third = Promise.reject(new Error("boom"));
+        Object.defineProperty(third, "then", {
+          value() {
+            throw new Error("its then throws");
+          },
+        });
+        return third;
+      });
+      tasks.addTask(() => void log.push("fourth"));
+      return new Response("ok");
+    }, { onTaskError: (error) => void errors.push(error) });
+    await handler(new Request("http://localhost/"), sentInfo());
+    await handler.drain();
+    assert.deepEqual(log, ["first done", "second", "fourth"]);
+    assert.deepEqual(errors.map(String), ["Error: boom"]);
+  },
+);
