@@ -31,6 +31,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { connectable, freePort, median, pinning, run } from "./_harness.ts";
 import {
   backendVariants,
   serverFlags,
@@ -85,24 +86,6 @@ const denoVariants = [
   ...Object.keys(serverVariants),
   ...(values.backends ? Object.keys(backendVariants) : []),
 ];
-async function run(
-  command: string[],
-): Promise<{ code: number; stdout: string }> {
-  try {
-    const output = await new Deno.Command(command[0]!, {
-      args: command.slice(1),
-      stdout: "piped",
-      stderr: "null",
-    }).output();
-    return {
-      code: output.code,
-      stdout: new TextDecoder().decode(output.stdout),
-    };
-  } catch {
-    return { code: 127, stdout: "" };
-  }
-}
-
 async function ensureWrk(): Promise<void> {
   if ((await run(["wrk", "--version"])).code !== 127) return;
   console.error("wrk is missing: installing it with apt-get");
@@ -175,10 +158,7 @@ const variants = compareDir === undefined ? chosen : [
   ...chosen.filter((variant) => variant.control).map(old),
 ];
 
-const cores = navigator.hardwareConcurrency;
-const pinned = cores >= 2 && (await run(["taskset", "-V"])).code === 0;
-const pin = (core: number, command: string[]) =>
-  pinned ? ["taskset", "-c", String(core), ...command] : command;
+const { pinned, pin } = await pinning();
 const clockTicks = Number((await run(["getconf", "CLK_TCK"])).stdout) || 100;
 
 async function cpuSeconds(pid: number): Promise<number> {
@@ -187,13 +167,6 @@ async function cpuSeconds(pid: number): Promise<number> {
   // The command name may hold spaces; the fields after it do not.
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11]) + Number(fields[12])) / clockTicks;
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
 }
 
 async function startServer(
@@ -216,19 +189,6 @@ async function startServer(
   await connectable(port);
   if (controlPort !== undefined) await connectable(controlPort);
   return { child, port, controlPort };
-}
-
-/** Resolves once `port` accepts connections; throws after six seconds. */
-async function connectable(port: number): Promise<void> {
-  for (let attempt = 0;; attempt++) {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return;
-    } catch (error) {
-      if (attempt > 300) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-  }
 }
 
 interface Sample {
@@ -292,14 +252,6 @@ async function measure(variant: Variant, round: number): Promise<Sample> {
     child.kill("SIGKILL");
     await child.status;
   }
-}
-
-function median(numbers: number[]): number {
-  const sorted = numbers.toSorted((a, b) => a - b);
-  const middle = sorted.length >> 1;
-  return sorted.length % 2 === 1
-    ? sorted[middle]!
-    : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
 /** Rejects if `promise` has not settled within `ms`, so a stuck server cannot stall the run. */
@@ -468,7 +420,7 @@ await Deno.writeTextFile(
   JSON.stringify(
     {
       date: new Date().toISOString(),
-      machine: { cpu: cpuModel, cores, pinned },
+      machine: { cpu: cpuModel, cores: navigator.hardwareConcurrency, pinned },
       deno: Deno.version.deno,
       wrk: { connections, threads: 1, duration, warmup },
       rounds,

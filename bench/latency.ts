@@ -18,6 +18,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { connectable, freePort, median, pinning, run } from "./_harness.ts";
 import { serverFlags } from "./http_server.ts";
 
 const { values } = parseArgs({
@@ -51,24 +52,6 @@ const rounds = Number(values.rounds);
 const variants = values.variants!.split(";");
 const serverScript = new URL("./http_server.ts", import.meta.url).pathname;
 
-async function run(
-  command: string[],
-): Promise<{ code: number; stdout: string }> {
-  try {
-    const output = await new Deno.Command(command[0]!, {
-      args: command.slice(1),
-      stdout: "piped",
-      stderr: "null",
-    }).output();
-    return {
-      code: output.code,
-      stdout: new TextDecoder().decode(output.stdout),
-    };
-  } catch {
-    return { code: 127, stdout: "" };
-  }
-}
-
 async function ensureH2load(): Promise<void> {
   if ((await run(["h2load", "--version"])).code !== 127) return;
   console.error("h2load is missing: installing nghttp2-client with apt-get");
@@ -88,29 +71,7 @@ async function ensureH2load(): Promise<void> {
   }
 }
 
-const pinned = navigator.hardwareConcurrency >= 2 &&
-  (await run(["taskset", "-V"])).code === 0;
-const pin = (core: number, command: string[]) =>
-  pinned ? ["taskset", "-c", String(core), ...command] : command;
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr;
-  listener.close();
-  return port;
-}
-
-async function connectable(port: number): Promise<void> {
-  for (let attempt = 0;; attempt++) {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return;
-    } catch (error) {
-      if (attempt > 300) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-  }
-}
+const { pinned, pin } = await pinning();
 
 interface Sample {
   round: number;
@@ -187,14 +148,6 @@ async function measure(variant: string, round: number): Promise<Sample> {
     await server.status;
     await Deno.remove(log);
   }
-}
-
-function median(numbers: number[]): number {
-  const sorted = numbers.toSorted((a, b) => a - b);
-  const middle = sorted.length >> 1;
-  return sorted.length % 2 === 1
-    ? sorted[middle]!
-    : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
 /** A bar chart of p50, p99 and p99.9 per variant, on a log scale. */

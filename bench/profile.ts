@@ -13,6 +13,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { freePort } from "./_harness.ts";
 import { serverFlags } from "./http_server.ts";
 
 const { values, positionals } = parseArgs({
@@ -25,13 +26,6 @@ const { values, positionals } = parseArgs({
   allowPositionals: true,
 });
 const variant = positionals[0] ?? "wrapped, 1 task";
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
 
 const port = freePort();
 const inspectorPort = freePort();

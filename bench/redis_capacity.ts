@@ -24,6 +24,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { freePort } from "./_harness.ts";
 import { Redis } from "npm:ioredis@^5";
 import { defineTask, withBackgroundTasks } from "../mod.ts";
 import { bullmqBackend, bullmqWorker } from "../bullmq.ts";
@@ -37,13 +38,6 @@ const { values } = parseArgs({
   },
 });
 const chains = Number(values.chains);
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr;
-  listener.close();
-  return port;
-}
 
 const port = freePort();
 const server = new Deno.Command("redis-server", {

@@ -16,6 +16,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { connectable, freePort } from "./_harness.ts";
 import { Queue } from "npm:bullmq@^5";
 import { defineTask } from "../mod.ts";
 import { bullmqBackend } from "../bullmq.ts";
@@ -36,25 +37,6 @@ const concurrency = values.concurrency!;
 export const trivial = defineTask((_context, _n: number) => {}, {
   name: "trivial",
 });
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
-
-async function connectable(port: number): Promise<void> {
-  for (let tries = 0;; tries++) {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return;
-    } catch (error) {
-      if (tries > 250) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-  }
-}
 
 function chain(index: number) {
   return {
