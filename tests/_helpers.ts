@@ -158,3 +158,32 @@ export function hostileValues(): {
     },
   ];
 }
+
+/**
+ * Rejects if `promise` has not settled within `ms`: a bound on "did not
+ * wait", so that a hang fails the test instead of stalling it. `what` names
+ * what was awaited, or says (when called) why it failed.
+ */
+export function within<T>(
+  promise: Promise<T>,
+  ms: number,
+  what: string | (() => string),
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new Error(
+              typeof what === "string"
+                ? `${what} did not settle within ${ms} ms`
+                : what(),
+            ),
+          ),
+        ms,
+      );
+    }),
+  ]).finally(() => clearTimeout(timer));
+}

@@ -35,12 +35,28 @@ import {
 } from "./_redis.ts";
 import { startTcpProxy } from "./_tcp_proxy.ts";
 import { shardPrefixes } from "../src/_bullmq.ts";
-import { addTaskError } from "./_helpers.ts";
+import { addTaskError, within } from "./_helpers.ts";
 import {
   createAvatar,
   sendWelcomeEmail,
   tasks as exampleTasks,
 } from "../examples/distributed/tasks.ts";
+
+/** A chain `id` of one task, `step`, as a backend is handed it. */
+function chainOf(id: string, step: DefinedTask<[]>): BackendChain {
+  return {
+    id,
+    tasks: [{
+      name: step.name,
+      args: [],
+      timeout: undefined,
+      retry: undefined,
+      task: step as DefinedTask,
+    }],
+    request: undefined,
+    delivered: undefined,
+  };
+}
 
 /** The BullMQ prefix of the one shard of a backend with the defaults. */
 const PREFIX = shardPrefixes("bull", 1)[0]!;
@@ -358,23 +374,6 @@ Deno.test({
   }
 });
 
-/**
- * Rejects if `promise` has not settled within `ms`: a bound on "did not wait
- * for Redis", so that a hang fails the test instead of stalling it.
- */
-function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`${what} did not settle within ${ms} ms`)),
-        ms,
-      );
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
 Deno.test({
   ...redisTest,
   name:
@@ -657,18 +656,7 @@ Deno.test({
     "bullmqBackend() gives up a chain whose signal aborts while Redis is unreachable, and close() returns",
 }, async (t) => {
   const step = defineTask((_context) => {}, { name: "step" });
-  const chain = (id: string): BackendChain => ({
-    id,
-    tasks: [{
-      name: step.name,
-      args: [],
-      timeout: undefined,
-      retry: undefined,
-      task: step as DefinedTask,
-    }],
-    request: undefined,
-    delivered: undefined,
-  });
+  const chain = (id: string) => chainOf(id, step);
   /**
    * Hands a chain over with a signal, closes the backend, and aborts the
    * signal: the chain must reject with its reason, and close() return.
@@ -731,18 +719,7 @@ Deno.test({
       changed.resolve();
     },
   });
-  const chain = (id: string): BackendChain => ({
-    id,
-    tasks: [{
-      name: step.name,
-      args: [],
-      timeout: undefined,
-      retry: undefined,
-      task: step as DefinedTask,
-    }],
-    request: undefined,
-    delivered: undefined,
-  });
+  const chain = (id: string) => chainOf(id, step);
   const admin = new Redis({ host: "127.0.0.1", port: redis.port });
   try {
     await backend.enqueue(chain("before"));

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { mock } from "node:test";
 import { defineTask, QueueFullError, withBackgroundTasks } from "../mod.ts";
 import { bullmqBackend, bullmqWorker } from "../bullmq.ts";
+import { within } from "./_helpers.ts";
 import { ownRedisTest, startRedisServer } from "./_redis.ts";
 
 const CLIENTS = 32;
@@ -37,25 +38,6 @@ function consoleLines() {
     },
     restore: () => spy.mock.restore(),
   };
-}
-
-/** `promise`, or a rejection with `message()` after `ms`. */
-async function within<T>(
-  promise: Promise<T>,
-  ms: number,
-  message: () => string,
-): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(message())), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 Deno.test({
