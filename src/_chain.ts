@@ -8,14 +8,90 @@ import type { DefinedTask } from "./define_task.ts";
 import type { RequestSummary, TaskResult } from "./task_info.ts";
 import { functionName } from "./_util.ts";
 
-/** One added task: the function, its arguments, and its definition if any. */
-export interface Task {
-  fn: (...args: unknown[]) => unknown;
-  args: unknown[];
+/** What a task without arguments keeps: one array for them all. */
+const NO_ARGS: readonly unknown[] = Object.freeze([]);
+
+/**
+ * One added task: the function, its arguments, and its definition if any.
+ * Made by {@linkcode taskOf}.
+ */
+export abstract class Task {
+  readonly fn: (...args: unknown[]) => unknown;
   /** Set for a task made by `defineTask`: `fn` then takes a context first. */
-  defined: DefinedTask | undefined;
+  readonly defined: DefinedTask | undefined;
   /** The task added after this one. */
-  next: Task | undefined;
+  next: Task | undefined = undefined;
+
+  constructor(
+    fn: (...args: unknown[]) => unknown,
+    defined: DefinedTask | undefined,
+  ) {
+    this.fn = fn;
+    this.defined = defined;
+  }
+
+  /** The arguments, in an array that must not be changed. */
+  abstract get args(): readonly unknown[];
+
+  /** Calls the function with the arguments, as a plain function. */
+  abstract call(): unknown;
+}
+
+/** A task of one argument, kept as it is: the common task costs one object. */
+class OneArgument extends Task {
+  #argument: unknown;
+
+  constructor(
+    fn: (...args: unknown[]) => unknown,
+    argument: unknown,
+    defined: DefinedTask | undefined,
+  ) {
+    super(fn, defined);
+    this.#argument = argument;
+  }
+
+  get args(): readonly unknown[] {
+    return [this.#argument];
+  }
+
+  call(): unknown {
+    const { fn } = this;
+    return fn(this.#argument);
+  }
+}
+
+/** A task of none or several arguments, kept in an array. */
+class Arguments extends Task {
+  #args: readonly unknown[];
+
+  constructor(
+    fn: (...args: unknown[]) => unknown,
+    args: readonly unknown[],
+    defined: DefinedTask | undefined,
+  ) {
+    super(fn, defined);
+    this.#args = args.length === 0 ? NO_ARGS : args;
+  }
+
+  get args(): readonly unknown[] {
+    return this.#args;
+  }
+
+  call(): unknown {
+    const { fn } = this;
+    return fn(...this.#args);
+  }
+}
+
+/** Makes the task that calls `fn` with `args` (which it keeps, unchanged). */
+export function taskOf(
+  fn: (...args: unknown[]) => unknown,
+  args: readonly unknown[],
+  defined?: DefinedTask,
+): Task {
+  return args.length === 1
+    ? new OneArgument(fn, args[0], defined)
+    : new Arguments(fn, args, defined);
 }
 
 /**
@@ -152,26 +228,60 @@ export class Chain {
   url: string | undefined = undefined;
   /** Whether the response reached the client; `undefined` when nobody said. */
   delivered: boolean | undefined = undefined;
-  /** The request and info of a `returned` chain, until its first task. */
-  source: Request | undefined = undefined;
-  serveInfo: Deno.ServeHandlerInfo | undefined = undefined;
+  /**
+   * What few chains need, in an object of its own made on first use, so
+   * that thousands of chains waiting on long tasks hold less memory.
+   */
+  #rare: Rare | undefined = undefined;
+
+  /** The request of a `returned` chain, until its first task. */
+  get source(): Request | undefined {
+    return this.#rare?.source;
+  }
+  set source(request: Request | undefined) {
+    if (request !== undefined || this.#rare !== undefined) {
+      (this.#rare ??= new Rare()).source = request;
+    }
+  }
+
+  /** The info of a `returned` chain, until its first task. */
+  get serveInfo(): Deno.ServeHandlerInfo | undefined {
+    return this.#rare?.serveInfo;
+  }
+  set serveInfo(info: Deno.ServeHandlerInfo | undefined) {
+    if (info !== undefined || this.#rare !== undefined) {
+      (this.#rare ??= new Rare()).serveInfo = info;
+    }
+  }
+
   /** Made on first use: with a task's index, the task's stable id. */
-  id: string | undefined = undefined;
+  get id(): string | undefined {
+    return this.#rare?.id;
+  }
+  set id(id: string | undefined) {
+    (this.#rare ??= new Rare()).id = id;
+  }
+
   /** Each task's result, when someone asked for them (`run()`, tests). */
-  results: TaskResult[] | undefined = undefined;
-  #controller: AbortController | undefined = undefined;
+  get results(): TaskResult[] | undefined {
+    return this.#rare?.results;
+  }
+  set results(results: TaskResult[] | undefined) {
+    (this.#rare ??= new Rare()).results = results;
+  }
 
   /**
    * Aborted when the runner gives up on the chain: running attempts, their
    * timeouts, retry delays and a backend's attempts to store it all end.
    */
   get signal(): AbortSignal {
-    return (this.#controller ??= new AbortController()).signal;
+    return ((this.#rare ??= new Rare()).controller ??= new AbortController())
+      .signal;
   }
 
   /** The controller behind `signal`, if anyone asked for it. */
   get controller(): AbortController | undefined {
-    return this.#controller;
+    return this.#rare?.controller;
   }
 
   /** Whether tasks can still join: not ended, and not being stored. */
@@ -235,6 +345,15 @@ export class Chain {
     }
     return names;
   }
+}
+
+/** A chain's fields that few chains use (see `Chain`). */
+class Rare {
+  source: Request | undefined = undefined;
+  serveInfo: Deno.ServeHandlerInfo | undefined = undefined;
+  id: string | undefined = undefined;
+  results: TaskResult[] | undefined = undefined;
+  controller: AbortController | undefined = undefined;
 }
 
 /**

@@ -77,8 +77,7 @@ function runPlain(chain: Chain, config: ExecutionConfig, run: number): void {
       let value: unknown;
       try {
         // Called as a plain function, as FastAPI does: `this` is undefined.
-        const { fn, args } = task;
-        value = fn(...args);
+        value = task.call();
       } catch (reason) {
         void execute(chain, config, { failed: true, value: reason });
         return;
@@ -219,10 +218,10 @@ function isPlain(task: Task, config: ExecutionConfig): boolean {
     config.onTaskStart === undefined && config.onTaskEnd === undefined;
 }
 
-function call({ fn, args }: Task): Begun {
+function call(task: Task): Begun {
   try {
     // Called as a plain function, as FastAPI does: `this` is undefined.
-    return { failed: false, value: fn(...args) };
+    return { failed: false, value: task.call() };
   } catch (reason) {
     return { failed: true, value: reason };
   }

@@ -1,6 +1,6 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import { Chain, internals, type Task, waitUntil } from "./_chain.ts";
+import { Chain, internals, type Task, taskOf, waitUntil } from "./_chain.ts";
 import { runChain } from "./_execute.ts";
 import { executionConfig, RUN_OPTIONS } from "./_options.ts";
 import {
@@ -147,12 +147,7 @@ export class BackgroundTasks {
     ...args: unknown[]
   ): void {
     if (isInstance(fn, DefinedTask)) {
-      this.#add({
-        fn: fn.fn as (...args: unknown[]) => unknown,
-        args,
-        defined: fn,
-        next: undefined,
-      });
+      this.#add(taskOf(fn.fn as (...args: unknown[]) => unknown, args, fn));
       return;
     }
     if (typeof fn !== "function") {
@@ -164,12 +159,7 @@ export class BackgroundTasks {
           }`,
       );
     }
-    this.#add({
-      fn,
-      args,
-      defined: undefined,
-      next: undefined,
-    });
+    this.#add(taskOf(fn, args));
   }
 
   #add(task: Task): void {

@@ -1,7 +1,7 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 import assert from "node:assert/strict";
-import { Chain, type ChainState } from "../src/_chain.ts";
+import { Chain, type ChainState, taskOf } from "../src/_chain.ts";
 
 /** A chain moved along `path` from its first state. */
 function chainAt(...path: ChainState[]): Chain {
@@ -57,12 +57,7 @@ Deno.test("a chain refuses a move its life does not allow", async (t) => {
 });
 
 Deno.test("a chain takes tasks until it ends or is being stored", () => {
-  const task = () => ({
-    fn: () => {},
-    args: [],
-    defined: undefined,
-    next: undefined,
-  });
+  const task = () => taskOf(() => {}, []);
   const open = new Chain();
   open.add(task());
   assert.equal(open.size, 1);
@@ -79,4 +74,40 @@ Deno.test("a chain takes tasks until it ends or is being stored", () => {
     });
   }
   assert.equal(chainAt("waiting", "queued", "running").accepting, true);
+});
+
+Deno.test("taskOf() calls a task with its arguments as given, keeping none it need not", async (t) => {
+  const calls: unknown[][] = [];
+  const record = (...args: unknown[]) => calls.push(args);
+  const list = [1, 2];
+  const cases: [string, unknown[]][] = [
+    ["no argument", []],
+    ["one argument", ["a"]],
+    ["one argument that is an array", [list]],
+    ["one argument that is undefined", [undefined]],
+    ["several arguments", ["a", list, undefined]],
+  ];
+  for (const [name, args] of cases) {
+    await t.step(name, () => {
+      calls.length = 0;
+      const task = taskOf(record, args);
+      task.call();
+      assert.deepEqual(calls, [args]);
+      assert.deepEqual(task.args, args);
+      // An array argument is passed as the same array, never a copy.
+      if (args.includes(list)) assert.equal(calls[0]!.includes(list), true);
+    });
+  }
+  await t.step("called as a plain function", () => {
+    let self: unknown = "unset";
+    taskOf(function (this: unknown) {
+      self = this;
+    }, ["a"]).call();
+    assert.equal(self, undefined);
+  });
+  await t.step("no arguments share one array, which cannot change", () => {
+    const args = taskOf(record, []).args;
+    assert.equal(taskOf(record, []).args, args);
+    assert.ok(Object.isFrozen(args));
+  });
 });

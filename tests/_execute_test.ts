@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { mock } from "node:test";
-import { Chain, type ChainOwner } from "../src/_chain.ts";
+import { Chain, type ChainOwner, taskOf } from "../src/_chain.ts";
 import { runChain } from "../src/_execute.ts";
 import { logTaskError } from "../mod.ts";
 import { guardedTest } from "./_helpers.ts";
@@ -29,12 +29,8 @@ guardedTest(
       };
       const chain = new Chain();
       chain.owner = owner;
-      chain.add({
-        fn: () => "done",
-        args: [],
-        defined: undefined,
-        next: undefined,
-      });
+      const fn = () => "done";
+      chain.add(taskOf(fn, []));
       const results = await runChain(chain, {
         onTaskError: logTaskError,
         onTaskStart: undefined,

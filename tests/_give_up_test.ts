@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { mock } from "node:test";
 import { defineTask, withBackgroundTasks } from "../mod.ts";
-import { Chain, type ChainState } from "../src/_chain.ts";
+import { Chain, type ChainState, taskOf } from "../src/_chain.ts";
 import { ChainList } from "../src/_chain_list.ts";
 import { Drains } from "../src/_drain.ts";
 import { giveUpLive, giveUpOpen } from "../src/_give_up.ts";
@@ -25,12 +25,9 @@ function chainOf(
 ): Chain {
   const chain = new Chain();
   for (const name of names) {
-    chain.add({
-      fn: Object.defineProperty(() => {}, "name", { value: name }),
-      args: [],
-      defined: undefined,
-      next: undefined,
-    });
+    chain.add(
+      taskOf(Object.defineProperty(() => {}, "name", { value: name }), []),
+    );
   }
   for (const state of path) chain.moveTo(state);
   chain.sequence = sequence;

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 
-Deno.test("memory: a pending request holds at most 1 KiB, a pending task at most 256 bytes", async () => {
+Deno.test("memory: a pending request holds at most 768 bytes, a further pending task of one argument at most 96", async () => {
   const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -16,11 +16,11 @@ Deno.test("memory: a pending request holds at most 1 KiB, a pending task at most
   assert.equal(code, 0);
   const result = JSON.parse(new TextDecoder().decode(stdout));
   assert.ok(
-    result.bytesPerPendingRequest <= 1024,
+    result.bytesPerPendingRequest <= 768,
     `${result.bytesPerPendingRequest} bytes per pending request`,
   );
   assert.ok(
-    result.bytesPerPendingTask <= 256,
+    result.bytesPerPendingTask <= 96,
     `${result.bytesPerPendingTask} bytes per pending task`,
   );
   // A measurement that found nothing would pass the bounds above.
