@@ -361,7 +361,7 @@ export function startOtlpReceiver(): OtlpReceiver {
       OTEL_DENO: "true",
       OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
       OTEL_EXPORTER_OTLP_ENDPOINT: url,
-      // Deno's span batch processor waits 1 s by default before an export.
+      // Deno's span batch processor exports every 5 s by default.
       OTEL_BSP_SCHEDULE_DELAY: "20",
       // And its metric reader exports every 60 s by default.
       OTEL_METRIC_EXPORT_INTERVAL: "100",
