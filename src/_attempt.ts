@@ -16,6 +16,7 @@ import {
 import { hook, report } from "./_report.ts";
 import { backoff, delay, isRetriable } from "./_retry.ts";
 import type { ExecutionConfig } from "./_options.ts";
+import type { AttemptSource, OtelContext } from "./_telemetry.ts";
 import type { TaskInfo } from "./task_info.ts";
 
 /** How an attempt ended, and what follows it. */
@@ -32,6 +33,14 @@ export interface AttemptResult {
 export interface AttemptOptions extends CallOptions {
   /** How many attempts there may be in all. */
   readonly maxAttempts: number;
+  /**
+   * With telemetry on, the context the attempt's span is the child of: the
+   * one captured when its request added the task, or made from the
+   * `traceparent` a chain carried from another process.
+   */
+  readonly parent?: OtelContext | undefined;
+  /** With telemetry on, where the attempt runs: here, or in a worker. */
+  readonly source?: AttemptSource | undefined;
 }
 
 /**
@@ -46,6 +55,7 @@ export async function runAttempt(
   config: ExecutionConfig,
 ): Promise<AttemptResult> {
   hook("onTaskStart", config.onTaskStart, info);
+  const span = config.telemetry?.start(info, options);
   const startedAt = clock(config);
   const { holder } = options;
   // The end of an attempt given up on is told at once, as the drain that
@@ -64,12 +74,12 @@ export async function runAttempt(
     outcome = "abandoned";
     value = given.reason;
   } else {
-    const called = call(
-      task,
-      info,
-      options,
-      config.onTaskEnd === undefined ? undefined : abandoned,
-    );
+    const interrupted = config.onTaskEnd === undefined ? undefined : abandoned;
+    // With telemetry on, the task runs in its span: its own spans and
+    // `fetch` calls nest under it.
+    const called = span === undefined
+      ? call(task, info, options, interrupted)
+      : span.run(() => call(task, info, options, interrupted));
     // A task that returned at once costs no wait.
     ({ outcome, value } = called instanceof Promise ? await called : called);
   }
@@ -77,6 +87,7 @@ export async function runAttempt(
   const policy = task.defined?.retry;
   const willRetry = failed && info.attempt < options.maxAttempts &&
     (policy === undefined || isRetriable(policy, value, info));
+  span?.end(outcome, value, willRetry);
   if (!told) tell(info, startedAt, config, outcome, value, willRetry);
   if (failed && !willRetry) {
     const reporting = report(config.onTaskError, value, info);

@@ -6,6 +6,7 @@
 
 import type { DefinedTask } from "./define_task.ts";
 import type { RequestSummary, TaskResult } from "./task_info.ts";
+import type { OtelContext } from "./_telemetry.ts";
 import { functionName } from "./_util.ts";
 
 /** What a task without arguments keeps: one array for them all. */
@@ -279,6 +280,17 @@ export class Chain {
       .signal;
   }
 
+  /**
+   * With telemetry on, the context active when the chain's first task was
+   * added: its request's, which its tasks' spans are children of.
+   */
+  get trace(): OtelContext | undefined {
+    return this.#rare?.trace;
+  }
+  set trace(context: OtelContext | undefined) {
+    (this.#rare ??= new Rare()).trace = context;
+  }
+
   /** The controller behind `signal`, if anyone asked for it. */
   get controller(): AbortController | undefined {
     return this.#rare?.controller;
@@ -354,6 +366,7 @@ class Rare {
   id: string | undefined = undefined;
   results: TaskResult[] | undefined = undefined;
   controller: AbortController | undefined = undefined;
+  trace: OtelContext | undefined = undefined;
 }
 
 /**

@@ -57,7 +57,8 @@ export function runChain(
 export function startChain(chain: Chain, config: ExecutionConfig): void {
   if (
     chain.results !== undefined || config.timeout !== undefined ||
-    config.onTaskStart !== undefined || config.onTaskEnd !== undefined
+    config.onTaskStart !== undefined || config.onTaskEnd !== undefined ||
+    config.telemetry !== undefined
   ) {
     void execute(chain, config, undefined);
     return;
@@ -188,6 +189,7 @@ async function execute(
             holder: chain,
             timeout: task.defined?.timeout ?? config.timeout,
             maxAttempts: task.defined?.retry?.maxAttempts ?? 1,
+            parent: chain.trace,
           },
           config,
           () => owner?.retried(chain),
@@ -215,7 +217,8 @@ async function execute(
 /** Whether a task is called as it is: no definition, timeout or hook. */
 function isPlain(task: Task, config: ExecutionConfig): boolean {
   return task.defined === undefined && config.timeout === undefined &&
-    config.onTaskStart === undefined && config.onTaskEnd === undefined;
+    config.onTaskStart === undefined && config.onTaskEnd === undefined &&
+    config.telemetry === undefined;
 }
 
 function call(task: Task): Begun {

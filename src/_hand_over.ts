@@ -13,6 +13,7 @@ import type { TaskBackend } from "./task_backend.ts";
 import type { Drains } from "./_drain.ts";
 import { report } from "./_report.ts";
 import type { Tally } from "./_tally.ts";
+import type { Telemetry } from "./_telemetry.ts";
 import { toPromise } from "./_util.ts";
 import type { TaskErrorHandler } from "./task_info.ts";
 
@@ -33,6 +34,8 @@ export interface HandOverBooks {
   readonly tally: Tally;
   readonly drains: Drains;
   readonly onTaskError: TaskErrorHandler;
+  /** Deno's telemetry, when on: the chain then carries its trace. */
+  readonly telemetry: Telemetry | undefined;
   /** Forgets a chain that has ended, freeing its slot. */
   end(chain: Chain): void;
 }
@@ -63,6 +66,7 @@ export function handOver(
       tasks,
       request: chain.request,
       delivered: chain.delivered,
+      traceparent: books.telemetry?.traceparent(chain.trace),
     }, { signal });
   } catch (error) {
     enqueued = Promise.reject(error);

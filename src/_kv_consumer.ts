@@ -29,6 +29,8 @@ export interface Step {
   tasks: QueuedTask[];
   request?: RequestSummary;
   delivered?: boolean;
+  /** The `traceparent` of the request's span, when telemetry was on. */
+  trace?: string;
 }
 
 /** Where a chain stands: the task and attempt its next message carries. */
@@ -79,6 +81,8 @@ export interface Consumer {
   readonly config: WorkerConfig;
   /** The backend's shutdown, which gives up on the tasks running. */
   readonly shutdown: Holder;
+  /** Where its messages come from, as its spans name it: its prefix. */
+  readonly source: string;
 }
 
 /**
@@ -145,6 +149,14 @@ export async function runStep(step: Step, consumer: Consumer): Promise<void> {
       request: step.request,
       delivered: step.delivered,
       holder: shutdown,
+      trace: step.trace,
+      source: config.telemetry === undefined ? undefined : {
+        consumer: {
+          system: "deno_kv",
+          destination: consumer.source,
+          messageId: id,
+        },
+      },
     }, config);
     if (result.outcome === "abandoned" || shutdown.signal.aborted) {
       return putBack(step, progress, consumer);

@@ -11,7 +11,10 @@ import { messageSize, structuredSizeBound } from "./_serializable.ts";
 import type { BackendTask } from "./backend_chain.ts";
 import type { RequestSummary } from "./task_info.ts";
 
-/** What a message holds besides the tasks and the request, with room to spare. */
+/**
+ * What a message holds besides the tasks and the request (its chain's id,
+ * numbers and `traceparent`: under 250 bytes), with room to spare.
+ */
 export const ENVELOPE_BYTES = 512;
 
 /** What a message holds of a task. */

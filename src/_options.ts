@@ -14,6 +14,7 @@ import type {
   TaskInfo,
 } from "./task_info.ts";
 import { logTaskError } from "./log_task_error.ts";
+import { denoTelemetry, type Telemetry } from "./_telemetry.ts";
 import type { TaskBackend } from "./task_backend.ts";
 import {
   assertBoolean,
@@ -33,6 +34,8 @@ export interface ExecutionConfig {
   readonly onTaskEnd: ((event: TaskEndEvent) => unknown) | undefined;
   /** Milliseconds an attempt may take when its task sets no timeout of its own. */
   readonly timeout: number | undefined;
+  /** Deno's telemetry, when it is on and not turned off: a span per attempt. */
+  readonly telemetry: Telemetry | undefined;
 }
 
 /** A runner's options, validated and with defaults applied. */
@@ -56,6 +59,7 @@ export const RUN_OPTIONS: readonly string[] = [
   "timeout",
   "onTaskStart",
   "onTaskEnd",
+  "telemetry",
 ];
 
 /** The keys of `WithBackgroundTasksOptions`. */
@@ -82,6 +86,8 @@ export function executionConfig(
     assertFunction(onTaskStart, "onTaskStart", action);
   }
   if (onTaskEnd !== undefined) assertFunction(onTaskEnd, "onTaskEnd", action);
+  const { telemetry = true } = options;
+  assertBoolean(telemetry, "telemetry", action);
   return {
     onTaskError,
     // A limit no timer can express is no limit; leaving it out keeps plain
@@ -91,6 +97,7 @@ export function executionConfig(
       : timeout,
     onTaskStart,
     onTaskEnd,
+    telemetry: telemetry ? denoTelemetry() : undefined,
   };
 }
 

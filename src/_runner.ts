@@ -43,6 +43,7 @@ export class Runner implements ChainOwner {
 
   constructor(config: RunnerConfig) {
     this.#config = config;
+    config.telemetry?.watch(this);
     this.#drains = new Drains(config.backend);
     this.#scheduler = new Scheduler(
       config.concurrency,
@@ -52,6 +53,7 @@ export class Runner implements ChainOwner {
       tally: this.#tally,
       drains: this.#drains,
       onTaskError: config.onTaskError,
+      telemetry: config.telemetry,
       end: (chain) => this.#end(chain, true),
     };
   }
@@ -104,6 +106,11 @@ export class Runner implements ChainOwner {
       return false;
     }
     if (backend !== undefined) backend.accept(backendTask(task), chain);
+    // The request's context, while its handler (or a timer it set) runs.
+    const { telemetry } = this.#config;
+    if (telemetry !== undefined && chain.trace === undefined) {
+      chain.trace = telemetry.active();
+    }
     this.#tally.pending++;
     if (chain.state === "open" && chain.remaining === 0) this.#open.push(chain);
     return true;
@@ -116,6 +123,7 @@ export class Runner implements ChainOwner {
     chain.method = ended.method;
     chain.url = ended.url;
     chain.delivered = ended.delivered;
+    if (ended.trace !== undefined) chain.trace = ended.trace;
     // Its tasks are numbered after the request's earlier ones.
     chain.size = chain.position = ended.size;
     chain.moveTo("returned");

@@ -9,6 +9,7 @@
 import { type AttemptResult, runAttempt } from "./_attempt.ts";
 import type { Holder } from "./_call.ts";
 import { type ExecutionConfig, executionConfig } from "./_options.ts";
+import type { AttemptSource } from "./_telemetry.ts";
 import { describe } from "./_util.ts";
 import { DefinedTask } from "./define_task.ts";
 import type { RequestSummary } from "./task_info.ts";
@@ -69,6 +70,10 @@ export interface Delivery {
    * have changed since.
    */
   maxAttempts?: number | undefined;
+  /** The `traceparent` the chain carried from its request, if any. */
+  trace?: string | undefined;
+  /** The queue it came from, for its span. */
+  source?: AttemptSource | undefined;
 }
 
 /**
@@ -90,6 +95,8 @@ export function runDelivery(
       holder,
       timeout: task.timeout ?? config.timeout,
       maxAttempts: delivery.maxAttempts ?? task.retry?.maxAttempts ?? 1,
+      parent: config.telemetry?.remote(delivery.trace),
+      source: delivery.source,
     },
     config,
   );

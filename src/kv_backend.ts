@@ -265,6 +265,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
       signal: shutdown.signal,
       endsAttemptsAtOnce: true,
     },
+    source: prefix.map(String).join("/"),
   };
   const budgets = new WeakMap<object, MessageBudget>();
 
@@ -323,6 +324,9 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
         ...(chain.delivered === undefined
           ? {}
           : { delivered: chain.delivered }),
+        ...(chain.traceparent === undefined
+          ? {}
+          : { trace: chain.traceparent }),
       };
       return store(step);
     },

@@ -221,4 +221,13 @@ export interface RunOptions {
    * written by the default reporter and changes nothing else.
    */
   onTaskEnd?: (event: TaskEndEvent) => unknown;
+  /**
+   * Whether each attempt is a span in its request's trace, and is measured,
+   * through Deno's built-in OpenTelemetry. It only acts when Deno's
+   * telemetry is on (`OTEL_DENO=true`); `false` turns it off there. Off,
+   * it costs nothing. The hooks are called either way.
+   *
+   * @default {true}
+   */
+  telemetry?: boolean;
 }

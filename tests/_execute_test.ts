@@ -36,6 +36,7 @@ guardedTest(
         onTaskStart: undefined,
         onTaskEnd: undefined,
         timeout: undefined,
+        telemetry: undefined,
       });
       assert.deepEqual(results, [
         { status: "fulfilled", name: "fn", index: 0, value: "done" },

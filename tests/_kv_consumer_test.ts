@@ -45,6 +45,7 @@ function consumerOf(
       signal: shutdown.signal,
       endsAttemptsAtOnce: true,
     },
+    source: "test",
     reported,
   };
 }

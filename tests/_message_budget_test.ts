@@ -106,3 +106,18 @@ Deno.test("MessageBudget refuses against the limit it was given, the request inc
   bare.add(small, undefined);
   assert.ok(bare.bytes <= 1_000, `${bare.bytes}`);
 });
+
+Deno.test("ENVELOPE_BYTES holds what a step carries besides its tasks and request, a traceparent included", () => {
+  const envelope = {
+    afterwardStep: 1,
+    chain: crypto.randomUUID(),
+    index: 2 ** 31,
+    attempt: 2 ** 31,
+    tasks: [],
+    delivered: true,
+    trace: `00-${"a".repeat(32)}-${"b".repeat(16)}-01`,
+  };
+  const size = messageSize(envelope);
+  assert.ok(size <= 250, `${size} bytes`);
+  assert.ok(size * 2 <= ENVELOPE_BYTES);
+});

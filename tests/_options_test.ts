@@ -35,6 +35,7 @@ Deno.test("the lists of option names are the keys of the options' types", () => 
     timeout: true,
     onTaskStart: true,
     onTaskEnd: true,
+    telemetry: true,
   };
   const wrapper: Record<keyof WithBackgroundTasksOptions, true> = {
     ...run,
@@ -58,6 +59,7 @@ Deno.test("executionConfig() applies its defaults, and takes a timeout no timer 
     timeout: undefined,
     onTaskStart: undefined,
     onTaskEnd: undefined,
+    telemetry: undefined,
   });
   const onTaskError = () => {};
   const onTaskStart = () => {};
@@ -67,7 +69,7 @@ Deno.test("executionConfig() applies its defaults, and takes a timeout no timer 
       { onTaskError, onTaskStart, onTaskEnd, timeout: 250 },
       action,
     ),
-    { onTaskError, timeout: 250, onTaskStart, onTaskEnd },
+    { onTaskError, timeout: 250, onTaskStart, onTaskEnd, telemetry: undefined },
   );
   assert.equal(
     executionConfig({ timeout: MAX_TIMER_DELAY }, action).timeout,
@@ -121,6 +123,7 @@ Deno.test("runnerConfig() applies its defaults: no limits, no backend, tasks run
     timeout: undefined,
     onTaskStart: undefined,
     onTaskEnd: undefined,
+    telemetry: undefined,
     skipUndelivered: false,
     concurrency: Infinity,
     maxPending: Infinity,
@@ -253,4 +256,24 @@ Deno.test("withBackgroundTasks() refuses a handOver that cannot apply", async (t
       );
     });
   }
+});
+
+Deno.test("executionConfig() takes telemetry as a boolean, which acts only when Deno's telemetry is on", () => {
+  // OTEL_DENO is not set for the tests: Deno's telemetry is off.
+  assert.equal(
+    executionConfig({ telemetry: true }, action).telemetry,
+    undefined,
+  );
+  assert.equal(
+    executionConfig({ telemetry: false }, action).telemetry,
+    undefined,
+  );
+  assert.throws(
+    () => executionConfig({ telemetry: "on" as never }, action),
+    {
+      name: "TypeError",
+      message:
+        `${action} as 'telemetry' must be a boolean: current value is "on"`,
+    },
+  );
 });

@@ -18,7 +18,8 @@ export interface Script extends AsyncDisposable {
 }
 
 /**
- * Starts `source` with `deno run` and the given permission flags. Every wait
+ * Starts `source` with `deno run`, the given permission flags and `env`
+ * added to this process's environment. Every wait
  * on it is bounded by `timeout` ms, after which the process is killed and
  * the test fails instead of hanging (a frozen event loop must not freeze
  * the suite too).
@@ -27,6 +28,7 @@ export async function startScript(
   source: string,
   flags: string[] = [],
   timeout = 20_000,
+  env: Record<string, string> = {},
 ): Promise<Script> {
   const dir = await Deno.makeTempDir({ prefix: "background_tasks_process_" });
   const path = `${dir}/main.ts`;
@@ -48,7 +50,7 @@ export async function startScript(
       ...flags,
       path,
     ],
-    env: { NO_COLOR: "1" },
+    env: { NO_COLOR: "1", ...env },
     stdout: "piped",
     stderr: "piped",
   }).spawn();

@@ -626,7 +626,7 @@ Deno.test("withBackgroundTasks() rejects a handler or options of the wrong type"
         withBackgroundTasks(() => new Response(), {
           port: 8000,
         } as WithBackgroundTasksOptions),
-      "Cannot wrap handler as 'port' is not one of its options: they are 'onTaskError', 'timeout', 'onTaskStart', 'onTaskEnd', 'skipUndelivered', 'concurrency', 'maxPending', 'ambient', 'backend', 'handOver'",
+      "Cannot wrap handler as 'port' is not one of its options: they are 'onTaskError', 'timeout', 'onTaskStart', 'onTaskEnd', 'telemetry', 'skipUndelivered', 'concurrency', 'maxPending', 'ambient', 'backend', 'handOver'",
     ],
     [
       "a misspelt run() option",

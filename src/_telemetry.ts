@@ -1,0 +1,358 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+// Traces and metrics through Deno's built-in OpenTelemetry, with no package:
+// each attempt of a task is a span, child of the span that was active when
+// its request added it (the request's server span), and its task's own
+// `fetch` calls and spans nest under it. A chain that crosses a process
+// carries its parent as a W3C `traceparent` string. Deno types its
+// telemetry as `any`: the few shapes used are declared here.
+//
+// Off unless Deno's telemetry is on (`OTEL_DENO=true`): then none of this
+// runs on a request's path, which only compares a config field with
+// undefined.
+
+import { errorText } from "./_error_text.ts";
+import { isInstance } from "./_util.ts";
+import type { Outcome } from "./_call.ts";
+import type { TaskStats } from "./task_controls.ts";
+import type { TaskInfo } from "./task_info.ts";
+
+/** OpenTelemetry's context: immutable values by key. */
+export interface OtelContext {
+  getValue(key: symbol): unknown;
+  setValue(key: symbol, value: unknown): OtelContext;
+}
+
+/** What identifies a span across processes. */
+interface SpanContext {
+  readonly traceId: string;
+  readonly spanId: string;
+  readonly traceFlags: number;
+  readonly isRemote?: boolean;
+}
+
+type AttributeValue = string | number | boolean;
+
+/** The part of OpenTelemetry's span used here. */
+interface Span {
+  spanContext(): SpanContext;
+  setAttributes(attributes: Record<string, AttributeValue>): unknown;
+  setStatus(status: { code: number; message?: string }): unknown;
+  recordException(exception: unknown): unknown;
+  end(): void;
+}
+
+interface Tracer {
+  startSpan(
+    name: string,
+    options: { kind: number; attributes: Record<string, AttributeValue> },
+    context: OtelContext | undefined,
+  ): Span;
+}
+
+interface ContextManager {
+  active(): OtelContext;
+  with<R>(context: OtelContext, fn: () => R): R;
+}
+
+interface Histogram {
+  record(value: number, attributes: Record<string, AttributeValue>): void;
+}
+
+interface Counter {
+  add(value: number, attributes: Record<string, AttributeValue>): void;
+}
+
+interface ObservableResult {
+  observe(value: number, attributes: Record<string, AttributeValue>): void;
+}
+
+interface Observable {
+  addCallback(callback: (result: ObservableResult) => void): void;
+}
+
+interface Meter {
+  createHistogram(
+    name: string,
+    options: { description: string; unit: string },
+  ): Histogram;
+  createCounter(
+    name: string,
+    options: { description: string; unit: string },
+  ): Counter;
+  createObservableGauge(
+    name: string,
+    options: { description: string; unit: string },
+  ): Observable;
+  createObservableCounter(
+    name: string,
+    options: { description: string; unit: string },
+  ): Observable;
+}
+
+/** Deno's telemetry, as typed here. */
+interface DenoTelemetry {
+  readonly tracerProvider: {
+    getTracer(name: string, version?: string): Tracer;
+  };
+  readonly contextManager: ContextManager;
+  readonly meterProvider: { getMeter(name: string, version?: string): Meter };
+}
+
+/** The key under which OpenTelemetry's context holds the active span. */
+const SPAN_KEY = Symbol.for("OpenTelemetry Context Key SPAN");
+
+/** Where OpenTelemetry's JavaScript API looks for its global providers. */
+const API_KEY = Symbol.for("opentelemetry.js.api.1");
+
+/** Span kinds, as OpenTelemetry's JavaScript API numbers them. */
+const INTERNAL = 0;
+const CONSUMER = 4;
+
+/** OpenTelemetry's error status code. */
+const ERROR = 2;
+
+const SCOPE = "@afterward/background-tasks";
+const VERSION = "0.1.0";
+
+/** A W3C `traceparent`, version 00. */
+const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+
+/**
+ * Where an attempt runs, for the span's kind and attributes: in this
+ * process, or in a worker that took it from a queue.
+ */
+export interface AttemptSource {
+  /** Set for a worker: the queue's system and name, and the message's id. */
+  readonly consumer?: {
+    readonly system: string;
+    readonly destination: string;
+    readonly messageId: string;
+  };
+}
+
+/** An attempt's span, between its start and its end. */
+export interface AttemptSpan {
+  /** Runs `fn` with the span active, so that what it starts nests under it. */
+  run<R>(fn: () => R): R;
+  /** Ends the span with the attempt's outcome, and measures the attempt. */
+  end(outcome: Outcome, value: unknown, willRetry: boolean): void;
+}
+
+/**
+ * Deno's telemetry, when it is on: made once per process, since Deno reads
+ * `OTEL_DENO` at startup.
+ */
+export class Telemetry {
+  readonly #tracer: Tracer;
+  readonly #contexts: ContextManager;
+  readonly #duration: Histogram;
+  readonly #attempts: Counter;
+  readonly #runners = new Set<WeakRef<{ readonly stats: TaskStats }>>();
+
+  constructor(deno: DenoTelemetry) {
+    this.#tracer = deno.tracerProvider.getTracer(SCOPE, VERSION);
+    this.#contexts = deno.contextManager;
+    const meter = deno.meterProvider.getMeter(SCOPE, VERSION);
+    this.#duration = meter.createHistogram("background_task.attempt.duration", {
+      description: "How long an attempt of a background task took",
+      unit: "s",
+    });
+    this.#attempts = meter.createCounter("background_task.attempts", {
+      description: "Attempts of background tasks that ended, by outcome",
+      unit: "{attempt}",
+    });
+    meter.createObservableGauge("background_task.tasks", {
+      description:
+        "Background tasks accepted and not finished, by state: queued (waiting for their response, a slot or an earlier task), running, or being stored by a backend",
+      unit: "{task}",
+    }).addCallback((result) => {
+      const totals = { queued: 0, running: 0, storing: 0 };
+      this.#eachRunner((stats) => {
+        totals.queued += stats.queued;
+        totals.running += stats.running;
+        totals.storing += stats.storing;
+      });
+      for (const [state, value] of Object.entries(totals)) {
+        result.observe(value, { "background_task.state": state });
+      }
+    });
+    meter.createObservableCounter("background_task.dropped", {
+      description:
+        "Background tasks accepted or offered that never ran here, by reason",
+      unit: "{task}",
+    }).addCallback((result) => {
+      const totals = { refused: 0, discarded: 0, skipped: 0, abandoned: 0 };
+      this.#eachRunner((stats) => {
+        totals.refused += stats.refused;
+        totals.discarded += stats.discarded;
+        totals.skipped += stats.skipped;
+        totals.abandoned += stats.abandoned;
+      });
+      for (const [reason, value] of Object.entries(totals)) {
+        result.observe(value, { "background_task.reason": reason });
+      }
+    });
+  }
+
+  /** The context active now: in a handler, the request's. */
+  active(): OtelContext {
+    return this.#contexts.active();
+  }
+
+  /** Counts a runner's tasks in the gauges, for as long as it lives. */
+  watch(runner: { readonly stats: TaskStats }): void {
+    this.#runners.add(new WeakRef(runner));
+  }
+
+  #eachRunner(fn: (stats: TaskStats) => void): void {
+    for (const ref of this.#runners) {
+      const runner = ref.deref();
+      if (runner === undefined) this.#runners.delete(ref);
+      else fn(runner.stats);
+    }
+  }
+
+  /**
+   * Starts the span of an attempt, child of `parent` (the context captured
+   * when its request added the task, or made from a `traceparent`). Its
+   * attributes name the task, never its arguments or its request's URL.
+   */
+  start(
+    info: TaskInfo,
+    { id, parent, source }: {
+      /** The task's stable id, `""` for a task without one. */
+      readonly id: string;
+      readonly parent?: OtelContext | undefined;
+      readonly source?: AttemptSource | undefined;
+    },
+  ): AttemptSpan {
+    const attributes: Record<string, AttributeValue> = {
+      "background_task.name": info.name,
+      "background_task.index": info.index,
+      "background_task.attempt": info.attempt,
+    };
+    if (id !== "") attributes["background_task.id"] = id;
+    if (info.delivered !== undefined) {
+      attributes["background_task.response_delivered"] = info.delivered;
+    }
+    const consumer = source?.consumer;
+    if (consumer !== undefined) {
+      attributes["messaging.system"] = consumer.system;
+      attributes["messaging.operation.type"] = "process";
+      attributes["messaging.destination.name"] = consumer.destination;
+      attributes["messaging.message.id"] = consumer.messageId;
+    }
+    const span = this.#tracer.startSpan(
+      `task ${info.name}`,
+      { kind: consumer === undefined ? INTERNAL : CONSUMER, attributes },
+      parent,
+    );
+    const startedAt = performance.now();
+    const active = (parent ?? this.#contexts.active()).setValue(SPAN_KEY, span);
+    return {
+      run: (fn) => this.#contexts.with(active, fn),
+      end: (outcome, value, willRetry) => {
+        const ended: Record<string, AttributeValue> = {
+          "background_task.outcome": outcome,
+          "background_task.will_retry": willRetry,
+        };
+        const measured: Record<string, AttributeValue> = {
+          "background_task.name": info.name,
+          "background_task.outcome": outcome,
+        };
+        if (outcome !== "succeeded") {
+          const type = errorType(outcome, value);
+          ended["error.type"] = measured["error.type"] = type;
+          // The error as the default reporter writes it: its message and
+          // stack, which hold no argument of the task.
+          if (isInstance(value, Error)) span.recordException(value);
+          span.setStatus({
+            code: ERROR,
+            message: errorText(value, "message"),
+          });
+        }
+        span.setAttributes(ended);
+        span.end();
+        this.#duration.record(
+          (performance.now() - startedAt) / 1000,
+          measured,
+        );
+        this.#attempts.add(1, measured);
+      },
+    };
+  }
+
+  /**
+   * The `traceparent` of the span active in `context`, to carry with a
+   * chain to another process; `undefined` when it has none.
+   */
+  traceparent(context: OtelContext | undefined): string | undefined {
+    const span = context?.getValue(SPAN_KEY) as Partial<Span> | undefined;
+    if (typeof span?.spanContext !== "function") return undefined;
+    const { traceId, spanId, traceFlags } = span.spanContext();
+    const flags = (traceFlags & 0xff).toString(16).padStart(2, "0");
+    const traceparent = `00-${traceId}-${spanId}-${flags}`;
+    return TRACEPARENT.test(traceparent) ? traceparent : undefined;
+  }
+
+  /**
+   * The context whose parent is the remote span a `traceparent` names, or
+   * `undefined` for a missing or malformed one.
+   */
+  remote(traceparent: unknown): OtelContext | undefined {
+    if (typeof traceparent !== "string") return undefined;
+    const match = TRACEPARENT.exec(traceparent);
+    if (match === null) return undefined;
+    const spanContext: SpanContext = {
+      traceId: match[1]!,
+      spanId: match[2]!,
+      traceFlags: parseInt(match[3]!, 16),
+      isRemote: true,
+    };
+    return this.#contexts.active().setValue(SPAN_KEY, {
+      spanContext: () => spanContext,
+      isRecording: () => false,
+    });
+  }
+}
+
+/** The `error.type` of an attempt that did not succeed. */
+function errorType(outcome: Outcome, value: unknown): string {
+  if (outcome === "timedOut") return "timeout";
+  if (outcome === "abandoned") return "abandoned";
+  if (isInstance(value, Error)) {
+    try {
+      const { name } = value;
+      if (typeof name === "string" && name !== "") return name;
+    } catch {
+      // A name that cannot be read: the generic type below.
+    }
+  }
+  return "_OTHER";
+}
+
+let telemetry: Telemetry | null | undefined;
+
+/**
+ * Deno's telemetry when it is on (`OTEL_DENO=true`), else `undefined`.
+ * Asked once: the answer cannot change while the process runs. On is told
+ * by Deno having registered its providers as OpenTelemetry's global ones,
+ * which asks no permission and never throws.
+ */
+export function denoTelemetry(): Telemetry | undefined {
+  if (telemetry === undefined) {
+    telemetry = null;
+    try {
+      const deno = (globalThis as { Deno?: { telemetry?: DenoTelemetry } })
+        .Deno?.telemetry;
+      const api = (globalThis as Record<symbol, { trace?: unknown }>)[API_KEY];
+      if (deno !== undefined && api?.trace === deno.tracerProvider) {
+        telemetry = new Telemetry(deno);
+      }
+    } catch {
+      // Not Deno's, or not on: no telemetry.
+    }
+  }
+  return telemetry ?? undefined;
+}

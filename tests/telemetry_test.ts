@@ -1,0 +1,377 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+// Traces and metrics through Deno's built-in OpenTelemetry, seen from
+// outside: a server runs in a process of its own with OTEL_DENO=true and
+// exports to a receiver this test stands up on 127.0.0.1, over OTLP/HTTP
+// JSON, as it would to a collector.
+
+import assert from "node:assert/strict";
+import { mock } from "node:test";
+import { type OtlpSpan, startOtlpReceiver } from "./_otlp.ts";
+import { startScript } from "./_process.ts";
+import { withBackgroundTasks } from "../mod.ts";
+import { sentInfo } from "./_helpers.ts";
+
+/** A server whose routes add tasks that succeed, fail, retry and fetch. */
+const server = `
+import { defineTask, withBackgroundTasks } from "@afterward/background-tasks";
+
+let port = 0;
+let flaky = 0;
+const retried = defineTask(() => {
+  if (++flaky === 1) throw new TypeError("first attempt fails");
+}, { name: "retried", retry: { maxAttempts: 2, minDelay: 1 } });
+
+async function callsInner(): Promise<void> {
+  const response = await fetch("http://127.0.0.1:" + port + "/inner");
+  await response.text();
+}
+function saves(_secret: string): void {}
+function fails(_secret: string): void {
+  throw new Error("storage is down");
+}
+const traced = withBackgroundTasks((request, _info, tasks) => {
+  const path = new URL(request.url).pathname;
+  if (path === "/inner") return new Response("inner");
+  if (path === "/ok") {
+    tasks.addTask(saves, "secret-argument");
+    tasks.addTask(callsInner);
+  }
+  if (path === "/fail") tasks.addTask(fails, "secret-argument");
+  if (path === "/retry") tasks.addTask(retried);
+  return new Response("accepted", { status: 202 });
+}, { onTaskError() {} });
+const untraced = withBackgroundTasks((_request, _info, tasks) => {
+  tasks.addTask(function untracedTask() {});
+  return new Response("accepted", { status: 202 });
+}, { telemetry: false });
+
+const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request, info) => {
+  const path = new URL(request.url).pathname;
+  if (path === "/stop") {
+    queueMicrotask(async () => {
+      await server.shutdown();
+      await Promise.all([traced.drain(), untraced.drain()]);
+      console.log("drained");
+    });
+    return new Response("stopping");
+  }
+  return path === "/untraced" ? untraced(request, info) : traced(request, info);
+});
+port = server.addr.port;
+console.log(port);
+`;
+
+const isServer = (path: string) => (span: OtlpSpan) =>
+  span.kind === "server" && span.attributes["url.path"] === path;
+const isTask = (name: string) => (span: OtlpSpan) =>
+  span.name === `task ${name}`;
+
+Deno.test("telemetry: each task attempt is a span in its request's trace, with its outcome, its error and its fetch calls under it", async () => {
+  await using receiver = startOtlpReceiver();
+  await using script = await startScript(
+    server,
+    ["--allow-net=127.0.0.1"],
+    20_000,
+    receiver.env,
+  );
+  const base = `http://127.0.0.1:${await script.nextLine()}`;
+  for (const path of ["/ok", "/fail", "/retry", "/untraced"]) {
+    const response = await fetch(`${base}${path}?token=secret-query`);
+    assert.equal(response.status, 202);
+    await response.body?.cancel();
+  }
+  const spans = await receiver.waitForSpans((spans) =>
+    spans.some(isTask("saves")) && spans.some(isTask("callsInner")) &&
+    spans.some(isTask("fails")) &&
+    spans.filter(isTask("retried")).length === 2 &&
+    spans.some(isServer("/inner")) && spans.some(isServer("/untraced"))
+  );
+
+  // One trace per request: the task spans are children of its server span.
+  const ok = spans.find(isServer("/ok"))!;
+  const saves = spans.find(isTask("saves"))!;
+  const callsInner = spans.find(isTask("callsInner"))!;
+  for (const task of [saves, callsInner]) {
+    assert.equal(task.traceId, ok.traceId);
+    assert.equal(task.parentSpanId, ok.spanId);
+    assert.equal(task.kind, "internal");
+    assert.equal(task.scope, "@afterward/background-tasks");
+  }
+  assert.deepEqual(saves.attributes, {
+    "background_task.name": "saves",
+    "background_task.index": 0,
+    "background_task.attempt": 1,
+    "background_task.response_delivered": true,
+    "background_task.outcome": "succeeded",
+    "background_task.will_retry": false,
+  });
+  assert.equal(saves.status.code, 0);
+  assert.equal(callsInner.attributes["background_task.index"], 1);
+  // The tasks run after the response: the first starts once it is sent.
+  assert.ok(saves.startTimeUnixNano >= ok.endTimeUnixNano);
+  assert.ok(callsInner.startTimeUnixNano >= saves.endTimeUnixNano);
+
+  // A task's fetch is a child of the task's span, and the request it makes
+  // a child of that fetch, in the same trace.
+  const client = spans.find((span) =>
+    span.kind === "client" && span.parentSpanId === callsInner.spanId
+  );
+  assert.ok(client, "the task's fetch has a client span under the task");
+  const inner = spans.find(isServer("/inner"))!;
+  assert.equal(inner.traceId, ok.traceId);
+  assert.equal(inner.parentSpanId, client.spanId);
+
+  // A failure: error status, error.type and the exception, no argument.
+  const failed = spans.find(isServer("/fail"))!;
+  const fails = spans.find(isTask("fails"))!;
+  assert.equal(fails.traceId, failed.traceId);
+  assert.equal(fails.parentSpanId, failed.spanId);
+  assert.deepEqual(fails.status, { code: 2, message: "storage is down" });
+  assert.equal(fails.attributes["background_task.outcome"], "failed");
+  assert.equal(fails.attributes["error.type"], "Error");
+  assert.equal(fails.events[0]?.name, "exception");
+  assert.equal(
+    fails.events[0]?.attributes["exception.message"],
+    "storage is down",
+  );
+
+  // A retry: one span per attempt, the first saying it will be retried.
+  const retry = spans.find(isServer("/retry"))!;
+  const attempts = spans.filter(isTask("retried")).sort((a, b) =>
+    Number(a.attributes["background_task.attempt"]) -
+    Number(b.attributes["background_task.attempt"])
+  );
+  assert.deepEqual(
+    attempts.map((span) => [
+      span.traceId === retry.traceId && span.parentSpanId === retry.spanId,
+      span.attributes["background_task.attempt"],
+      span.attributes["background_task.outcome"],
+      span.attributes["background_task.will_retry"],
+      span.attributes["error.type"],
+      span.status.code,
+    ]),
+    [
+      [true, 1, "failed", true, "TypeError", 2],
+      [true, 2, "succeeded", false, undefined, 0],
+    ],
+  );
+  assert.match(
+    String(attempts[0]!.attributes["background_task.id"]),
+    /^[0-9a-f-]{36}:0$/,
+  );
+
+  // `telemetry: false`: the request is traced by Deno, its task is not.
+  assert.equal(spans.some(isTask("untracedTask")), false);
+
+  // No argument and no query string in any attribute of ours.
+  const ours = spans.filter((span) =>
+    span.scope === "@afterward/background-tasks"
+  );
+  assert.equal(ours.length, 5);
+  for (const span of ours) {
+    const text = JSON.stringify([span.attributes, span.events, span.status]);
+    assert.doesNotMatch(text, /secret/);
+  }
+
+  const stop = await fetch(`${base}/stop`);
+  await stop.body?.cancel();
+  assert.equal(await script.nextLine(), "drained");
+});
+
+Deno.test("telemetry: attempts are measured by task and outcome, and the runner's tasks by state", async () => {
+  await using receiver = startOtlpReceiver();
+  await using script = await startScript(
+    server,
+    ["--allow-net=127.0.0.1"],
+    20_000,
+    receiver.env,
+  );
+  const base = `http://127.0.0.1:${await script.nextLine()}`;
+  for (const path of ["/ok", "/fail", "/retry"]) {
+    const response = await fetch(`${base}${path}`);
+    await response.body?.cancel();
+  }
+  const points = await receiver.waitForMetrics((points) =>
+    points.some((point) =>
+      point.name === "background_task.attempts" &&
+      point.attributes["background_task.name"] === "retried" &&
+      point.attributes["background_task.outcome"] === "succeeded"
+    ) && points.some((point) => point.name === "background_task.tasks")
+  );
+  const ours = (name: string) =>
+    points.filter((point) =>
+      point.name === name && point.scope === "@afterward/background-tasks"
+    );
+  const durations = ours("background_task.attempt.duration");
+  assert.ok(durations.length > 0);
+  for (const point of durations) {
+    assert.equal(point.kind, "histogram");
+    assert.equal(point.unit, "s");
+  }
+  const failed = durations.find((point) =>
+    point.attributes["background_task.name"] === "fails"
+  )!;
+  assert.deepEqual(failed.attributes, {
+    "background_task.name": "fails",
+    "background_task.outcome": "failed",
+    "error.type": "Error",
+  });
+  assert.equal(failed.count, 1);
+  const attempts = ours("background_task.attempts");
+  const retried = attempts.filter((point) =>
+    point.attributes["background_task.name"] === "retried"
+  );
+  assert.deepEqual(
+    retried.map((point) => [
+      point.attributes["background_task.outcome"],
+      point.value,
+    ]).sort(),
+    [["failed", 1], ["succeeded", 1]],
+  );
+  const states = ours("background_task.tasks").map((point) =>
+    point.attributes["background_task.state"]
+  );
+  assert.deepEqual(
+    [...new Set(states)].sort(),
+    ["queued", "running", "storing"],
+  );
+
+  const stop = await fetch(`${base}/stop`);
+  await stop.body?.cancel();
+  assert.equal(await script.nextLine(), "drained");
+});
+
+Deno.test("telemetry: off, nothing is exported and the request path never asks Deno's telemetry", async () => {
+  // Deno's telemetry is off in this test process: the wrapper must not so
+  // much as read the active context.
+  const { contextManager } = Deno.telemetry;
+  const active = mock.method(contextManager, "active");
+  try {
+    let ran = 0;
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(() => ran++);
+      return new Response(null);
+    });
+    await handler(new Request("http://localhost/"), sentInfo());
+    await handler.drain();
+    assert.equal(ran, 1);
+    assert.equal(active.mock.callCount(), 0);
+  } finally {
+    active.mock.restore();
+  }
+
+  // A server without OTEL_DENO=true but with an endpoint exports nothing,
+  // not even when it exits (when Deno's telemetry would flush).
+  await using receiver = startOtlpReceiver();
+  const { OTEL_DENO: _, ...endpoint } = receiver.env;
+  await using script = await startScript(
+    server,
+    ["--allow-net=127.0.0.1"],
+    20_000,
+    endpoint,
+  );
+  const base = `http://127.0.0.1:${await script.nextLine()}`;
+  for (const path of ["/ok", "/fail", "/retry", "/stop"]) {
+    const response = await fetch(`${base}${path}`);
+    await response.body?.cancel();
+  }
+  assert.equal(await script.nextLine(), "drained");
+  const { code } = await script.exit();
+  assert.equal(code, 0);
+  assert.deepEqual([receiver.spans.length, receiver.metrics.length], [0, 0]);
+});
+
+/**
+ * A chain in Deno KV: `ROLE=web` stores it before its response and is
+ * killed; `ROLE=worker` then runs it from the same database.
+ */
+const kvProgram = `
+import { defineTask, withBackgroundTasks } from "@afterward/background-tasks";
+import { kvBackend } from "@afterward/background-tasks/kv";
+
+const reserve = defineTask((_context, _secret: string) => {}, { name: "reserve" });
+const charge = defineTask(() => {
+  console.log("charged");
+}, { name: "charge" });
+const kv = await Deno.openKv(Deno.env.get("KV_PATH"));
+const web = Deno.env.get("ROLE") === "web";
+const backend = kvBackend({ kv, tasks: [reserve, charge], listen: !web });
+if (web) {
+  const handler = withBackgroundTasks((_request, _info, tasks) => {
+    tasks.addTask(reserve, "secret-argument");
+    tasks.addTask(charge);
+    return new Response("accepted", { status: 202 });
+  }, { backend });
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, handler);
+  console.log(server.addr.port);
+} else {
+  console.log("listening");
+}
+`;
+
+Deno.test("telemetry: a chain stored in Deno KV runs in its request's trace after the web process is killed", async () => {
+  await using receiver = startOtlpReceiver();
+  const dir = await Deno.makeTempDir({ prefix: "background_tasks_otel_kv_" });
+  try {
+    const env = { ...receiver.env, KV_PATH: `${dir}/kv.sqlite3` };
+    const flags = [
+      "--unstable-kv",
+      "--allow-net=127.0.0.1",
+      "--allow-env",
+      `--allow-write=${dir}`,
+    ];
+    let request: OtlpSpan | undefined;
+    {
+      await using web = await startScript(kvProgram, flags, 20_000, {
+        ...env,
+        ROLE: "web",
+      });
+      const response = await fetch(
+        `http://127.0.0.1:${await web.nextLine()}/orders?token=secret-query`,
+        { method: "POST" },
+      );
+      assert.equal(response.status, 202);
+      await response.body?.cancel();
+      // Its span exported, the web process dies with the chain stored.
+      request = (await receiver.waitForSpans((spans) =>
+        spans.some((span) =>
+          span.kind === "server"
+        )
+      )).find((span) => span.kind === "server");
+      web.child.kill("SIGKILL");
+    }
+    await using worker = await startScript(kvProgram, flags, 20_000, {
+      ...env,
+      ROLE: "worker",
+    });
+    assert.equal(await worker.nextLine(), "listening");
+    assert.equal(await worker.nextLine(), "charged");
+    const spans = await receiver.waitForSpans((spans) =>
+      spans.some(isTask("reserve")) && spans.some(isTask("charge"))
+    );
+    const tasks = [
+      spans.find(isTask("reserve"))!,
+      spans.find(isTask("charge"))!,
+    ];
+    for (const [index, task] of tasks.entries()) {
+      assert.equal(task.traceId, request!.traceId);
+      assert.equal(task.parentSpanId, request!.spanId);
+      assert.equal(task.kind, "consumer");
+      assert.equal(task.attributes["messaging.system"], "deno_kv");
+      assert.equal(task.attributes["messaging.operation.type"], "process");
+      assert.equal(
+        task.attributes["messaging.destination.name"],
+        "background-tasks",
+      );
+      assert.match(
+        String(task.attributes["messaging.message.id"]),
+        new RegExp(`^[0-9a-f-]{36}:${index}$`),
+      );
+      assert.equal(task.attributes["background_task.outcome"], "succeeded");
+      assert.doesNotMatch(JSON.stringify(task.attributes), /secret/);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
