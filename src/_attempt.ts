@@ -27,6 +27,8 @@ export interface AttemptResult {
   /** Whether another attempt follows, after `delay` milliseconds. */
   readonly willRetry: boolean;
   readonly delay: number;
+  /** When the attempt started, if anyone needed to know: else 0. */
+  readonly startedAt: number;
 }
 
 /** What an attempt needs besides the task. */
@@ -56,7 +58,7 @@ export async function runAttempt(
 ): Promise<AttemptResult> {
   hook("onTaskStart", config.onTaskStart, info);
   const span = config.telemetry?.start(info, options);
-  const startedAt = clock(config);
+  const startedAt = clock(config, options);
   const { holder } = options;
   // The end of an attempt given up on is told at once, as the drain that
   // gave up on it ends, not once the attempt notices.
@@ -78,8 +80,8 @@ export async function runAttempt(
     // With telemetry on, the task runs in its span: its own spans and
     // `fetch` calls nest under it.
     const called = span === undefined
-      ? call(task, info, options, interrupted)
-      : span.run(() => call(task, info, options, interrupted));
+      ? call(task, info, options, interrupted, startedAt)
+      : span.run(() => call(task, info, options, interrupted, startedAt));
     // A task that returned at once costs no wait.
     ({ outcome, value } = called instanceof Promise ? await called : called);
   }
@@ -100,6 +102,7 @@ export async function runAttempt(
     delay: willRetry && policy !== undefined
       ? backoff(policy, info.attempt)
       : 0,
+    startedAt,
   };
 }
 
@@ -117,7 +120,6 @@ export async function runAttempts(
 ): Promise<AttemptResult> {
   for (let attempt = 1;; attempt++) {
     const info = infoOf(attempt);
-    const startedAt = clock(config);
     const result = await runAttempt(task, info, options, config);
     if (!result.willRetry) return result;
     retried();
@@ -125,7 +127,7 @@ export async function runAttempts(
     // once, now that no other follows.
     const { signal } = options.holder;
     const abandon = () =>
-      tell(info, startedAt, config, "abandoned", signal.reason, false);
+      tell(info, result.startedAt, config, "abandoned", signal.reason, false);
     let waited = false;
     // A hook may have given up on it already (a drain it ended).
     if (signal.aborted) abandon();
@@ -140,14 +142,21 @@ export async function runAttempts(
         value: signal.reason,
         willRetry: false,
         delay: 0,
+        startedAt: result.startedAt,
       };
     }
   }
 }
 
-/** When an attempt starts, if anyone is told how long it took. */
-function clock(config: ExecutionConfig): number {
-  return config.onTaskEnd === undefined ? 0 : performance.now();
+/**
+ * When an attempt starts, if anyone needs to know: `onTaskEnd`, told how
+ * long it took, or the call's timeout, which counts from then. The clock is
+ * read once for both (each reading is a call into Deno).
+ */
+function clock(config: ExecutionConfig, options: CallOptions): number {
+  return config.onTaskEnd === undefined && options.timeout === undefined
+    ? 0
+    : performance.now();
 }
 
 /** Tells `onTaskEnd` how an attempt ended. */

@@ -63,13 +63,15 @@ export interface Called {
  * Calls the task once. If it returns a promise, races it against its
  * timeout and, if the holder says so, its holder giving up; `abandoned`,
  * if given, is told at once when the holder gives up meanwhile. Settles at
- * once when the task did.
+ * once when the task did. The timeout counts from `clock`, when the caller
+ * read `performance.now()` already, else from the call.
  */
 export function call(
   task: Runnable,
   info: TaskInfo,
   options: CallOptions,
   abandoned: ((reason: unknown) => void) | undefined,
+  clock?: number,
 ): Called | Promise<Called> {
   const { holder } = options;
   // A limit no timer can express is no limit.
@@ -77,7 +79,7 @@ export function call(
       options.timeout <= MAX_TIMER_DELAY
     ? options.timeout
     : undefined;
-  const startedAt = timeout === undefined ? 0 : performance.now();
+  const startedAt = timeout === undefined ? 0 : clock ?? performance.now();
   // Made for a defined task, whose context reads it, or for a race.
   let made = task.defined === undefined
     ? undefined
