@@ -22,6 +22,9 @@
  *   deno task bench:http
  *    deno run --allow-run --allow-read --allow-net=127.0.0.1 --allow-write=bench/results bench/http.ts --rounds 5 --duration 10
  *
+ * `--traced` also runs bare, no task and 1 task with Deno's telemetry on
+ * (`OTEL_DENO=true`, exporting to a sink here), as `traced: <variant>`.
+ *
  * `--compare DIR` also runs each Deno variant from the checkout in `DIR` (an
  * older commit in a git worktree), in the same rounds, as `old: <variant>`.
  *
@@ -48,6 +51,7 @@ const { values } = parseArgs({
     variants: { type: "string" },
     fastapi: { type: "boolean", default: true },
     backends: { type: "boolean", default: false },
+    traced: { type: "boolean", default: false },
     compare: { type: "string" },
     out: { type: "string", default: "bench/results/latest.json" },
   },
@@ -65,6 +69,8 @@ interface Variant {
   command: string[];
   /** Whether the server answers on a control port when its tasks are done. */
   control: boolean;
+  /** Environment variables of the server, besides this process's. */
+  env?: Record<string, string>;
 }
 
 const serverScript = new URL("./http_server.ts", import.meta.url).pathname;
@@ -86,6 +92,32 @@ const denoVariants = [
   ...Object.keys(serverVariants),
   ...(values.backends ? Object.keys(backendVariants) : []),
 ];
+
+// With --traced, some variants run again with Deno's telemetry on, as
+// "traced: ...", exporting over OTLP/HTTP JSON to a sink in this process
+// that answers and drops what it gets. Compared with "traced: bare", which
+// pays for Deno's own server spans too, they give the library's cost.
+const tracedVariants = ["bare", "wrapped, no task", "wrapped, 1 task"];
+let sink: Deno.HttpServer<Deno.NetAddr> | undefined;
+if (values.traced) {
+  sink = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    async (request) => {
+      await request.body?.cancel();
+      return Response.json({});
+    },
+  );
+}
+const traced = (name: string): Variant => ({
+  ...deno(name),
+  name: `traced: ${name}`,
+  baseline: "traced: bare",
+  env: {
+    OTEL_DENO: "true",
+    OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+    OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${sink!.addr.port}`,
+  },
+});
 async function ensureWrk(): Promise<void> {
   if ((await run(["wrk", "--version"])).code !== 127) return;
   console.error("wrk is missing: installing it with apt-get");
@@ -148,7 +180,11 @@ const old = (variant: Variant): Variant => ({
   ),
 });
 const selected = values.variants?.split(";");
-const chosen = [...denoVariants.map(deno), ...fastapi].filter((variant) =>
+const chosen = [
+  ...denoVariants.map(deno),
+  ...(values.traced ? tracedVariants.map(traced) : []),
+  ...fastapi,
+].filter((variant) =>
   selected === undefined
     ? !variant.name.startsWith("diag:")
     : selected.includes(variant.name) || variant.name === variant.baseline
@@ -183,6 +219,7 @@ async function startServer(
   ]);
   const child = new Deno.Command(command[0]!, {
     args: command.slice(1),
+    env: variant.env ?? {},
     stdout: "null",
     stderr: "null",
   }).spawn();
@@ -436,3 +473,4 @@ if (redis !== undefined) {
   redis.kill("SIGKILL");
   await redis.status;
 }
+await sink?.shutdown();

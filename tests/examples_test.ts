@@ -283,6 +283,38 @@ Deno.test("examples/demo.ts prints the response sent before the tasks, then clea
   }
 });
 
+Deno.test("examples/tracing.ts prints a request and its tasks in one trace, under `deno task example:tracing`", async () => {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      ...taskFlags("example:tracing", "examples/tracing.ts"),
+      fileURLToPath(new URL("tracing.ts", examples)),
+    ],
+    env: { NO_COLOR: "1" },
+  }).output();
+  assert.equal(new TextDecoder().decode(stderr), "");
+  assert.equal(code, 0);
+  const output = new TextDecoder().decode(stdout);
+  // The tree without its times: the request's span, its tasks' spans under
+  // it, and each attempt's fetch under the attempt.
+  const tree = output.split("\n").slice(3).filter((line) => line !== "")
+    .map((line) => line.replace(/ {2}\+[\d.]+ ms, [\d.]+ ms/, ""));
+  assert.deepEqual(tree, [
+    "POST /orders/42  status_code=202",
+    "├─ task saveOrder  attempt=1 outcome=succeeded will_retry=false",
+    '├─ task notifyWarehouse  attempt=1 outcome=failed will_retry=true error "warehouse answered 503"',
+    '│  └─ POST /warehouse  status_code=503 error "Service Unavailable"',
+    "│     └─ POST /warehouse  status_code=503 error",
+    "└─ task notifyWarehouse  attempt=2 outcome=succeeded will_retry=false",
+    "   └─ POST /warehouse  status_code=204",
+    "      └─ POST /warehouse  status_code=204",
+  ]);
+  assert.match(
+    output,
+    /^POST \/orders\/42 answered 202\n\ntrace [0-9a-f]{32}\n/,
+  );
+});
+
 const jobs = [
   "--allow-net=127.0.0.1",
   "--allow-env=PORT,SHUTDOWN_TIMEOUT",
