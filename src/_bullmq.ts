@@ -15,6 +15,8 @@ export interface JobData {
   args: unknown[];
   request?: RequestSummary;
   delivered?: boolean;
+  /** The `traceparent` of the request's span, when telemetry was on. */
+  trace?: string;
 }
 
 /** The backoff strategy whose delays the task's retry policy computes. */

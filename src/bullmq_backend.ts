@@ -378,6 +378,7 @@ function chainFlow(
       args: [...task.args],
       ...(chain.request === undefined ? {} : { request: chain.request }),
       ...(chain.delivered === undefined ? {} : { delivered: chain.delivered }),
+      ...(chain.traceparent === undefined ? {} : { trace: chain.traceparent }),
     };
     flow = {
       name: task.name,

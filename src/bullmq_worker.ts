@@ -234,6 +234,14 @@ async function run(job: Job, config: WorkerConfig): Promise<null> {
     request: data.request,
     delivered: data.delivered,
     maxAttempts: job.opts.attempts ?? 1,
+    trace: data.trace,
+    source: config.telemetry === undefined ? undefined : {
+      consumer: {
+        system: "bullmq",
+        destination: job.queueName,
+        messageId: job.id!,
+      },
+    },
   }, config);
   if (result.outcome === "succeeded") return null;
   // BullMQ reads the message and stack of what it is given, and a task may

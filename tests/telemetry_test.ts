@@ -11,6 +11,7 @@ import { type OtlpSpan, startOtlpReceiver } from "./_otlp.ts";
 import { startScript } from "./_process.ts";
 import { withBackgroundTasks } from "../mod.ts";
 import { sentInfo } from "./_helpers.ts";
+import { redisTest, startRedis } from "./_redis.ts";
 
 /** A server whose routes add tasks that succeed, fail, retry and fetch. */
 const server = `
@@ -373,5 +374,85 @@ Deno.test("telemetry: a chain stored in Deno KV runs in its request's trace afte
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/**
+ * A chain on Redis: `ROLE=web` stores it with the BullMQ backend before its
+ * response; `ROLE=worker`, another process, runs it.
+ */
+const bullmqProgram = `
+import { defineTask, withBackgroundTasks } from "@afterward/background-tasks";
+import { bullmqBackend, bullmqWorker } from "@afterward/background-tasks/bullmq";
+
+const connection = { host: "127.0.0.1", port: Number(Deno.env.get("REDIS_PORT")) };
+const queue = Deno.env.get("QUEUE")!;
+const reserve = defineTask((_context, _secret: string) => {}, { name: "reserve" });
+const charge = defineTask(() => {
+  console.log("charged");
+}, { name: "charge" });
+if (Deno.env.get("ROLE") === "web") {
+  const backend = bullmqBackend({ connection, queue, tasks: [reserve, charge] });
+  const handler = withBackgroundTasks((_request, _info, tasks) => {
+    tasks.addTask(reserve, "secret-argument");
+    tasks.addTask(charge);
+    return new Response("accepted", { status: 202 });
+  }, { backend });
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, handler);
+  console.log(server.addr.port);
+} else {
+  bullmqWorker({ connection, queue, tasks: [reserve, charge] });
+  console.log("listening");
+}
+`;
+
+Deno.test({
+  name:
+    "telemetry: a chain stored in Redis runs in its request's trace in a BullMQ worker",
+  ...redisTest,
+}, async () => {
+  await using redis = await startRedis();
+  await using receiver = startOtlpReceiver();
+  const env = {
+    ...receiver.env,
+    REDIS_PORT: String(redis.port),
+    QUEUE: `otel-${crypto.randomUUID()}`,
+  };
+  const flags = ["--allow-net=127.0.0.1", "--allow-env", "--allow-sys"];
+  await using web = await startScript(bullmqProgram, flags, 20_000, {
+    ...env,
+    ROLE: "web",
+  });
+  const response = await fetch(
+    `http://127.0.0.1:${await web.nextLine()}/orders?token=secret-query`,
+    { method: "POST" },
+  );
+  assert.equal(response.status, 202);
+  await response.body?.cancel();
+  await using worker = await startScript(bullmqProgram, flags, 20_000, {
+    ...env,
+    ROLE: "worker",
+  });
+  assert.equal(await worker.nextLine(), "listening");
+  assert.equal(await worker.nextLine(), "charged");
+  const spans = await receiver.waitForSpans((spans) =>
+    spans.some(isTask("reserve")) && spans.some(isTask("charge")) &&
+    spans.some((span) => span.kind === "server")
+  );
+  const request = spans.find((span) => span.kind === "server")!;
+  const tasks = [spans.find(isTask("reserve"))!, spans.find(isTask("charge"))!];
+  for (const [index, task] of tasks.entries()) {
+    assert.equal(task.traceId, request.traceId);
+    assert.equal(task.parentSpanId, request.spanId);
+    assert.equal(task.kind, "consumer");
+    assert.equal(task.attributes["messaging.system"], "bullmq");
+    assert.equal(task.attributes["messaging.operation.type"], "process");
+    assert.equal(task.attributes["messaging.destination.name"], env.QUEUE);
+    assert.match(
+      String(task.attributes["messaging.message.id"]),
+      new RegExp(`^[0-9a-f-]{36}\\.${index}$`),
+    );
+    assert.equal(task.attributes["background_task.outcome"], "succeeded");
+    assert.doesNotMatch(JSON.stringify(task.attributes), /secret/);
   }
 });
