@@ -220,8 +220,25 @@ export class Telemetry {
    */
   start(
     info: TaskInfo,
-    { id, parent, source }: {
+    options: {
       /** The task's stable id, `""` for a task without one. */
+      readonly id: string;
+      readonly parent?: OtelContext | undefined;
+      readonly source?: AttemptSource | undefined;
+    },
+  ): AttemptSpan | undefined {
+    // Telemetry must never cost a task its run: if it fails, the attempt
+    // goes on without a span.
+    try {
+      return this.#start(info, options);
+    } catch {
+      return undefined;
+    }
+  }
+
+  #start(
+    info: TaskInfo,
+    { id, parent, source }: {
       readonly id: string;
       readonly parent?: OtelContext | undefined;
       readonly source?: AttemptSource | undefined;
@@ -253,32 +270,45 @@ export class Telemetry {
     return {
       run: (fn) => this.#contexts.with(active, fn),
       end: (outcome, value, willRetry) => {
-        const ended: Record<string, AttributeValue> = {
-          "background_task.outcome": outcome,
-          "background_task.will_retry": willRetry,
-        };
-        const measured: Record<string, AttributeValue> = {
-          "background_task.name": info.name,
-          "background_task.outcome": outcome,
-        };
-        if (outcome !== "succeeded") {
-          const type = errorType(outcome, value);
-          ended["error.type"] = measured["error.type"] = type;
-          // The error as the default reporter writes it: its message and
-          // stack, which hold no argument of the task.
-          if (isInstance(value, Error)) span.recordException(value);
-          span.setStatus({
-            code: ERROR,
-            message: errorText(value, "message"),
-          });
+        try {
+          const ended: Record<string, AttributeValue> = {
+            "background_task.outcome": outcome,
+            "background_task.will_retry": willRetry,
+          };
+          const measured: Record<string, AttributeValue> = {
+            "background_task.name": info.name,
+            "background_task.outcome": outcome,
+          };
+          if (outcome !== "succeeded") {
+            const name = errorName(value);
+            const type = errorType(outcome, name);
+            ended["error.type"] = measured["error.type"] = type;
+            const message = errorText(value, "message");
+            // The error as the default reporter writes it, read once and
+            // without throwing: its message and stack, which hold no
+            // argument of the task.
+            span.recordException({
+              name: name ?? type,
+              message,
+              stack: errorText(value),
+            });
+            span.setStatus({ code: ERROR, message });
+          }
+          span.setAttributes(ended);
+          this.#duration.record(
+            (performance.now() - startedAt) / 1000,
+            measured,
+          );
+          this.#attempts.add(1, measured);
+        } catch {
+          // Telemetry failing changes nothing for the task.
+        } finally {
+          try {
+            span.end();
+          } catch {
+            // As above.
+          }
         }
-        span.setAttributes(ended);
-        span.end();
-        this.#duration.record(
-          (performance.now() - startedAt) / 1000,
-          measured,
-        );
-        this.#attempts.add(1, measured);
       },
     };
   }
@@ -317,19 +347,26 @@ export class Telemetry {
   }
 }
 
-/** The `error.type` of an attempt that did not succeed. */
-function errorType(outcome: Outcome, value: unknown): string {
+/** The name of a thrown `Error`, if it can be read; else `undefined`. */
+function errorName(value: unknown): string | undefined {
+  if (!isInstance(value, Error)) return undefined;
+  try {
+    const { name } = value;
+    return typeof name === "string" && name !== "" ? name : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The `error.type` of an attempt that did not succeed: `timeout`,
+ * `abandoned`, the error's name, or `_OTHER` as OpenTelemetry's conventions
+ * say for a value without one.
+ */
+function errorType(outcome: Outcome, name: string | undefined): string {
   if (outcome === "timedOut") return "timeout";
   if (outcome === "abandoned") return "abandoned";
-  if (isInstance(value, Error)) {
-    try {
-      const { name } = value;
-      if (typeof name === "string" && name !== "") return name;
-    } catch {
-      // A name that cannot be read: the generic type below.
-    }
-  }
-  return "_OTHER";
+  return name ?? "_OTHER";
 }
 
 let telemetry: Telemetry | null | undefined;

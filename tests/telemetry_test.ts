@@ -31,6 +31,19 @@ function saves(_secret: string): void {}
 function fails(_secret: string): void {
   throw new Error("storage is down");
 }
+// An error whose every property throws when read.
+function throwsOdd(): void {
+  const fail = () => {
+    throw new Error("not readable");
+  };
+  throw Object.create(Error.prototype, {
+    name: { get: fail },
+    message: { get: fail },
+    stack: { get: fail },
+  });
+}
+function afterOdd(): void {}
+let ended = 0;
 const traced = withBackgroundTasks((request, _info, tasks) => {
   const path = new URL(request.url).pathname;
   if (path === "/inner") return new Response("inner");
@@ -40,8 +53,12 @@ const traced = withBackgroundTasks((request, _info, tasks) => {
   }
   if (path === "/fail") tasks.addTask(fails, "secret-argument");
   if (path === "/retry") tasks.addTask(retried);
+  if (path === "/odd") {
+    tasks.addTask(throwsOdd);
+    tasks.addTask(afterOdd);
+  }
   return new Response("accepted", { status: 202 });
-}, { onTaskError() {} });
+}, { onTaskError() {}, onTaskEnd: () => void ended++ });
 const untraced = withBackgroundTasks((_request, _info, tasks) => {
   tasks.addTask(function untracedTask() {});
   return new Response("accepted", { status: 202 });
@@ -53,7 +70,7 @@ const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (re
     queueMicrotask(async () => {
       await server.shutdown();
       await Promise.all([traced.drain(), untraced.drain()]);
-      console.log("drained");
+      console.log("drained, onTaskEnd told " + ended + " times");
     });
     return new Response("stopping");
   }
@@ -77,7 +94,7 @@ Deno.test("telemetry: each task attempt is a span in its request's trace, with i
     receiver.env,
   );
   const base = `http://127.0.0.1:${await script.nextLine()}`;
-  for (const path of ["/ok", "/fail", "/retry", "/untraced"]) {
+  for (const path of ["/ok", "/fail", "/retry", "/untraced", "/odd"]) {
     const response = await fetch(`${base}${path}?token=secret-query`);
     assert.equal(response.status, 202);
     await response.body?.cancel();
@@ -86,7 +103,8 @@ Deno.test("telemetry: each task attempt is a span in its request's trace, with i
     spans.some(isTask("saves")) && spans.some(isTask("callsInner")) &&
     spans.some(isTask("fails")) &&
     spans.filter(isTask("retried")).length === 2 &&
-    spans.some(isServer("/inner")) && spans.some(isServer("/untraced"))
+    spans.some(isServer("/inner")) && spans.some(isServer("/untraced")) &&
+    spans.some(isTask("afterOdd"))
   );
 
   // One trace per request: the task spans are children of its server span.
@@ -162,6 +180,16 @@ Deno.test("telemetry: each task attempt is a span in its request's trace, with i
     /^[0-9a-f-]{36}:0$/,
   );
 
+  // An error that throws when read is recorded without it, and the chain
+  // goes on.
+  const odd = spans.find(isTask("throwsOdd"))!;
+  assert.equal(odd.status.code, 2);
+  assert.equal(odd.attributes["error.type"], "_OTHER");
+  assert.equal(
+    spans.find(isTask("afterOdd"))!.attributes["background_task.outcome"],
+    "succeeded",
+  );
+
   // `telemetry: false`: the request is traced by Deno, its task is not.
   assert.equal(spans.some(isTask("untracedTask")), false);
 
@@ -169,7 +197,7 @@ Deno.test("telemetry: each task attempt is a span in its request's trace, with i
   const ours = spans.filter((span) =>
     span.scope === "@afterward/background-tasks"
   );
-  assert.equal(ours.length, 5);
+  assert.equal(ours.length, 7);
   for (const span of ours) {
     const text = JSON.stringify([span.attributes, span.events, span.status]);
     assert.doesNotMatch(text, /secret/);
@@ -177,7 +205,8 @@ Deno.test("telemetry: each task attempt is a span in its request's trace, with i
 
   const stop = await fetch(`${base}/stop`);
   await stop.body?.cancel();
-  assert.equal(await script.nextLine(), "drained");
+  // The hooks are told of every attempt alongside.
+  assert.equal(await script.nextLine(), "drained, onTaskEnd told 7 times");
 });
 
 Deno.test("telemetry: attempts are measured by task and outcome, and the runner's tasks by state", async () => {
@@ -240,7 +269,7 @@ Deno.test("telemetry: attempts are measured by task and outcome, and the runner'
 
   const stop = await fetch(`${base}/stop`);
   await stop.body?.cancel();
-  assert.equal(await script.nextLine(), "drained");
+  assert.equal(await script.nextLine(), "drained, onTaskEnd told 5 times");
 });
 
 Deno.test("telemetry: off, nothing is exported and the request path never asks Deno's telemetry", async () => {
@@ -277,7 +306,7 @@ Deno.test("telemetry: off, nothing is exported and the request path never asks D
     const response = await fetch(`${base}${path}`);
     await response.body?.cancel();
   }
-  assert.equal(await script.nextLine(), "drained");
+  assert.equal(await script.nextLine(), "drained, onTaskEnd told 5 times");
   const { code } = await script.exit();
   assert.equal(code, 0);
   assert.deepEqual([receiver.spans.length, receiver.metrics.length], [0, 0]);
