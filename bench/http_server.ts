@@ -184,6 +184,7 @@ export const backendVariants: Record<
   "bullmq backend, 1 task": () => bullmqVariant("before-response"),
   "bullmq backend, 1 task, after response": () =>
     bullmqVariant("after-response"),
+  "bullmq backend, 3 tasks": () => bullmqVariant("before-response", 3),
   "wrapped, 1 defined task": () =>
     Promise.resolve(withBackgroundTasks((_request, _info, tasks) => {
       tasks.addTask(trivialDefined, 1);
@@ -206,6 +207,7 @@ async function kvVariant(
 
 async function bullmqVariant(
   handOver: "before-response" | "after-response",
+  count = 1,
 ): Promise<Deno.ServeHandler> {
   const { bullmqBackend } = await import("../bullmq.ts");
   const backend = bullmqBackend({
@@ -217,7 +219,7 @@ async function bullmqVariant(
     tasks: [trivialDefined],
   });
   return withBackgroundTasks((_request, _info, tasks) => {
-    tasks.addTask(trivialDefined, 1);
+    for (let n = 1; n <= count; n++) tasks.addTask(trivialDefined, n);
     return bare();
   }, { backend, handOver });
 }

@@ -205,19 +205,21 @@ export interface BullmqBackend extends TaskBackend {
  * A chain becomes a BullMQ flow, added atomically (the chains handed over
  * together share one transaction), whose jobs depend on one another so that
  * they run in order; a task that fails at its last attempt
- * leaves the next one running. Retries and backoff are BullMQ's, computed as
+ * leaves the next one running. A chain of one task is a plain job, which
+ * BullMQ's script adds atomically by itself: the one-task chains handed over
+ * together go in one pipeline, without a transaction. Retries and backoff are BullMQ's, computed as
  * the task's retry policy says. If a worker dies mid-task, BullMQ gives the
  * task to another once its lock expires (stalled-job recovery): delivery is
  * at least once, and the context's `id` is the same on every delivery.
  *
  * A chain handed over is never failed for a connection error. While Redis
- * is unreachable, ioredis holds the transaction until it reconnects; if the
- * connection drops in the middle of one, the backend stores its chains
- * again, 100 ms later, doubling up to 5 s between tries, until they are
- * stored or the signal `enqueue()` was given aborts (the chain then rejects
- * with the signal's reason). A chain of that transaction with a job already
- * in Redis was stored (EXEC ran, its answer was lost) and is not added
- * twice.
+ * is unreachable, ioredis holds the transaction (or pipeline) until it
+ * reconnects; if the connection drops in the middle of one, the backend
+ * stores its chains again, 100 ms later, doubling up to 5 s between tries,
+ * until they are stored or the signal `enqueue()` was given aborts (the
+ * chain then rejects with the signal's reason). A chain of that transaction
+ * or pipeline with a job already in Redis was stored (EXEC ran, or the
+ * pipeline got that far, and the answer was lost) and is not added twice.
  *
  * Only tasks made by `defineTask` and listed in `tasks` can be added, with
  * arguments that survive JSON: anything else fails at `addTask()` with a
@@ -359,7 +361,7 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
       await Promise.all(
         shards.flatMap((
           shard,
-        ) => [shard.flows.closeNow(), shard.queue.close()]),
+        ) => [shard.flows.closeNow(), shard.queue.closeNow()]),
       );
     },
   };

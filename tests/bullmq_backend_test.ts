@@ -741,3 +741,177 @@ Deno.test({
     await backend.close();
   }
 });
+
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqBackend() stores one-task chains as plain jobs outside a transaction, and longer ones as flows",
+}, async () => {
+  await using redis = await startRedis();
+  const connection = { host: "127.0.0.1", port: redis.port };
+  const queueName = `test-${crypto.randomUUID()}`;
+  const ran: string[] = [];
+  const allRan = Promise.withResolvers<void>();
+  const step = defineTask((context, _index: number) => {
+    ran.push(context.id);
+    if (ran.length === 7) allRan.resolve();
+  }, { name: "step", retry: { maxAttempts: 3 } });
+  const jobBulks = mock.method(Queue.prototype, "addBulk");
+  const flowBulks = mock.method(FlowProducer.prototype, "addBulk");
+  const backend = bullmqBackend({
+    connection,
+    queue: queueName,
+    tasks: [step],
+  });
+  const queue = new Queue(queueName, { connection, prefix: PREFIX });
+  const chain = (id: string, length: number): BackendChain => ({
+    id,
+    tasks: Array.from({ length }, (_, index) => ({
+      name: step.name,
+      args: [index],
+      timeout: undefined,
+      retry: step.retry,
+      task: step as DefinedTask,
+    })),
+    request: { method: "POST", url: "http://localhost/signup" },
+    delivered: undefined,
+  });
+  try {
+    // Handed over together: one group of each kind.
+    await Promise.all([
+      backend.enqueue(chain("one-a", 1)),
+      backend.enqueue(chain("two-a", 2)),
+      backend.enqueue(chain("one-b", 1)),
+      backend.enqueue(chain("two-b", 2)),
+      backend.enqueue(chain("one-c", 1)),
+    ]);
+    assert.deepEqual(
+      jobBulks.mock.calls.map((call) =>
+        call.arguments[0].map((job) => job.opts?.jobId)
+      ),
+      [["one-a.0", "one-b.0", "one-c.0"]],
+    );
+    assert.deepEqual(
+      flowBulks.mock.calls.map((call) =>
+        call.arguments[0].map((flow) => flow.opts?.jobId)
+      ),
+      [["two-a.1", "two-b.1"]],
+    );
+    // The same job as a single-node flow made: id, data and options.
+    const job = await queue.getJob("one-b.0");
+    assert.equal(await job?.getState(), "waiting");
+    assert.deepEqual(job?.data, {
+      chain: "one-b",
+      index: 0,
+      args: [0],
+      request: { method: "POST", url: "http://localhost/signup" },
+    });
+    assert.deepEqual(
+      [
+        job?.opts.attempts,
+        job?.opts.backoff,
+        job?.opts.removeOnComplete,
+        job?.opts.removeOnFail,
+      ],
+      [3, { type: "background-tasks" }, true, false],
+    );
+    assert.deepEqual(
+      await queue.getJobCounts("wait", "waiting-children"),
+      { wait: 5, "waiting-children": 2 },
+    );
+    const worker = bullmqWorker({
+      connection,
+      queue: queueName,
+      tasks: [step],
+    });
+    await within(allRan.promise, 20_000, "the tasks");
+    await worker.close();
+    assert.deepEqual(ran.sort(), [
+      "one-a:0",
+      "one-b:0",
+      "one-c:0",
+      "two-a:0",
+      "two-a:1",
+      "two-b:0",
+      "two-b:1",
+    ]);
+  } finally {
+    jobBulks.mock.restore();
+    flowBulks.mock.restore();
+    await queue.obliterate({ force: true });
+    await queue.close();
+    await backend.close();
+  }
+});
+
+Deno.test({
+  ...ownRedisTest,
+  name:
+    "bullmqBackend() stores the one-task chains a Redis crash cut off in the middle of their pipeline, once it is back",
+}, async () => {
+  // Durable, so that what Redis acknowledged before the crash is counted.
+  await using redis = await startRedisServer({ durable: true });
+  const connection = { host: "127.0.0.1", port: redis.port };
+  const queueName = `test-${crypto.randomUUID()}`;
+  const step = defineTask((_context, _padding: string) => {}, {
+    name: "step",
+  });
+  const backend = bullmqBackend({
+    connection,
+    queue: queueName,
+    tasks: [step],
+  });
+  // Which pipelines the crash cut: the test means nothing without one.
+  const cut: unknown[] = [];
+  const addBulk = Queue.prototype.addBulk;
+  const spy = mock.method(
+    Queue.prototype,
+    "addBulk",
+    function (this: Queue, jobs: Parameters<typeof addBulk>[0]) {
+      return addBulk.call(this, jobs).catch((error) => {
+        cut.push(error);
+        throw error;
+      });
+    },
+  );
+  // About 1 MB a pipeline of 100 chains: Redis reads it in many turns, and
+  // the crash comes in the middle.
+  const padding = "p".repeat(10_000);
+  const ids = Array.from({ length: 300 }, (_, index) => `chain-${index}`);
+  const queue = new Queue(queueName, { connection, prefix: PREFIX });
+  try {
+    let stored: Promise<void>[];
+    {
+      using monitor = await monitorRedis(redis.port, "evalsha");
+      const crashed = monitor.seen.then(() => redis.kill());
+      stored = ids.map((id) =>
+        backend.enqueue({
+          id,
+          tasks: [{
+            name: step.name,
+            args: [padding],
+            timeout: undefined,
+            retry: undefined,
+            task: step as DefinedTask,
+          }],
+          request: undefined,
+          delivered: undefined,
+        })
+      );
+      await crashed;
+    }
+    await redis.restart();
+    await within(Promise.all(stored), 30_000, "the chains");
+    assert.ok(cut.length > 0, "the crash cut no pipeline");
+    const jobs = await queue.getJobs(["wait"]);
+    assert.deepEqual(
+      jobs.map((job) => job.id).sort(),
+      ids.map((id) => `${id}.0`).sort(),
+    );
+    assert.equal(await queue.count(), ids.length);
+  } finally {
+    spy.mock.restore();
+    await queue.close();
+    await backend.close();
+  }
+});
