@@ -155,6 +155,8 @@ guardedTest(
       value: "sent",
       willRetry: false,
       delay: 0,
+      // Nobody needed the clock: no onTaskEnd, no timeout.
+      startedAt: 0,
     });
     assert.deepEqual(seen, [{
       id: "chain-9:2",
