@@ -59,10 +59,6 @@ interface Histogram {
   record(value: number, attributes: Record<string, AttributeValue>): void;
 }
 
-interface Counter {
-  add(value: number, attributes: Record<string, AttributeValue>): void;
-}
-
 interface ObservableResult {
   observe(value: number, attributes: Record<string, AttributeValue>): void;
 }
@@ -76,10 +72,6 @@ interface Meter {
     name: string,
     options: { description: string; unit: string },
   ): Histogram;
-  createCounter(
-    name: string,
-    options: { description: string; unit: string },
-  ): Counter;
   createObservableGauge(
     name: string,
     options: { description: string; unit: string },
@@ -147,7 +139,6 @@ export class Telemetry {
   readonly #tracer: Tracer;
   readonly #contexts: ContextManager;
   readonly #duration: Histogram;
-  readonly #attempts: Counter;
   readonly #runners = new Set<WeakRef<{ readonly stats: TaskStats }>>();
 
   constructor(deno: DenoTelemetry) {
@@ -157,10 +148,6 @@ export class Telemetry {
     this.#duration = meter.createHistogram("background_task.attempt.duration", {
       description: "How long an attempt of a background task took",
       unit: "s",
-    });
-    this.#attempts = meter.createCounter("background_task.attempts", {
-      description: "Attempts of background tasks that ended, by outcome",
-      unit: "{attempt}",
     });
     meter.createObservableGauge("background_task.tasks", {
       description:
@@ -177,20 +164,33 @@ export class Telemetry {
         result.observe(value, { "background_task.state": state });
       }
     });
-    meter.createObservableCounter("background_task.dropped", {
+    meter.createObservableCounter("background_task.outcomes", {
       description:
-        "Background tasks accepted or offered that never ran here, by reason",
+        "Background tasks of the wrapped handlers, by how they ended: succeeded, failed (a timeout aside), timedOut, or never run here: refused, discarded, skipped, abandoned, enqueued (handed to a backend)",
       unit: "{task}",
     }).addCallback((result) => {
-      const totals = { refused: 0, discarded: 0, skipped: 0, abandoned: 0 };
+      const totals = {
+        succeeded: 0,
+        failed: 0,
+        timedOut: 0,
+        refused: 0,
+        discarded: 0,
+        skipped: 0,
+        abandoned: 0,
+        enqueued: 0,
+      };
       this.#eachRunner((stats) => {
+        totals.succeeded += stats.succeeded;
+        totals.failed += stats.failed - stats.timedOut;
+        totals.timedOut += stats.timedOut;
         totals.refused += stats.refused;
         totals.discarded += stats.discarded;
         totals.skipped += stats.skipped;
         totals.abandoned += stats.abandoned;
+        totals.enqueued += stats.enqueued;
       });
-      for (const [reason, value] of Object.entries(totals)) {
-        result.observe(value, { "background_task.reason": reason });
+      for (const [outcome, value] of Object.entries(totals)) {
+        result.observe(value, { "background_task.outcome": outcome });
       }
     });
   }
@@ -271,15 +271,17 @@ export class Telemetry {
       run: (fn) => this.#contexts.with(active, fn),
       end: (outcome, value, willRetry) => {
         try {
+          // Each attribute is a call into Deno: `will_retry` is said only
+          // of an attempt that did not succeed.
           const ended: Record<string, AttributeValue> = {
             "background_task.outcome": outcome,
-            "background_task.will_retry": willRetry,
           };
           const measured: Record<string, AttributeValue> = {
             "background_task.name": info.name,
             "background_task.outcome": outcome,
           };
           if (outcome !== "succeeded") {
+            ended["background_task.will_retry"] = willRetry;
             const name = errorName(value);
             const type = errorType(outcome, name);
             ended["error.type"] = measured["error.type"] = type;
@@ -299,7 +301,6 @@ export class Telemetry {
             (performance.now() - startedAt) / 1000,
             measured,
           );
-          this.#attempts.add(1, measured);
         } catch {
           // Telemetry failing changes nothing for the task.
         } finally {

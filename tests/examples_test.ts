@@ -301,11 +301,11 @@ Deno.test("examples/tracing.ts prints a request and its tasks in one trace, unde
     .map((line) => line.replace(/ {2}\+[\d.]+ ms, [\d.]+ ms/, ""));
   assert.deepEqual(tree, [
     "POST /orders/42  status_code=202",
-    "├─ task saveOrder  attempt=1 outcome=succeeded will_retry=false",
+    "├─ task saveOrder  attempt=1 outcome=succeeded",
     '├─ task notifyWarehouse  attempt=1 outcome=failed will_retry=true error "warehouse answered 503"',
     '│  └─ POST /warehouse  status_code=503 error "Service Unavailable"',
     "│     └─ POST /warehouse  status_code=503 error",
-    "└─ task notifyWarehouse  attempt=2 outcome=succeeded will_retry=false",
+    "└─ task notifyWarehouse  attempt=2 outcome=succeeded",
     "   └─ POST /warehouse  status_code=204",
     "      └─ POST /warehouse  status_code=204",
   ]);

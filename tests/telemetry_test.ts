@@ -7,7 +7,11 @@
 
 import assert from "node:assert/strict";
 import { mock } from "node:test";
-import { type OtlpSpan, startOtlpReceiver } from "./_otlp.ts";
+import {
+  type OtlpDataPoint,
+  type OtlpSpan,
+  startOtlpReceiver,
+} from "./_otlp.ts";
 import { startScript } from "./_process.ts";
 import { withBackgroundTasks } from "../mod.ts";
 import { sentInfo } from "./_helpers.ts";
@@ -123,7 +127,6 @@ Deno.test("telemetry: each task attempt is a span in its request's trace, with i
     "background_task.attempt": 1,
     "background_task.response_delivered": true,
     "background_task.outcome": "succeeded",
-    "background_task.will_retry": false,
   });
   assert.equal(saves.status.code, 0);
   assert.equal(callsInner.attributes["background_task.index"], 1);
@@ -172,7 +175,7 @@ Deno.test("telemetry: each task attempt is a span in its request's trace, with i
     ]),
     [
       [true, 1, "failed", true, "TypeError", 2],
-      [true, 2, "succeeded", false, undefined, 0],
+      [true, 2, "succeeded", undefined, undefined, 0],
     ],
   );
   assert.match(
@@ -209,7 +212,7 @@ Deno.test("telemetry: each task attempt is a span in its request's trace, with i
   assert.equal(await script.nextLine(), "drained, onTaskEnd told 7 times");
 });
 
-Deno.test("telemetry: attempts are measured by task and outcome, and the runner's tasks by state", async () => {
+Deno.test("telemetry: attempts are measured by task and outcome, and the runners' tasks by outcome and state", async () => {
   await using receiver = startOtlpReceiver();
   await using script = await startScript(
     server,
@@ -224,48 +227,67 @@ Deno.test("telemetry: attempts are measured by task and outcome, and the runner'
   }
   const points = await receiver.waitForMetrics((points) =>
     points.some((point) =>
-      point.name === "background_task.attempts" &&
+      point.name === "background_task.attempt.duration" &&
       point.attributes["background_task.name"] === "retried" &&
       point.attributes["background_task.outcome"] === "succeeded"
-    ) && points.some((point) => point.name === "background_task.tasks")
+    ) && points.some((point) =>
+      point.name === "background_task.outcomes" &&
+      point.attributes["background_task.outcome"] === "succeeded" &&
+      point.value === 3
+    )
   );
+  // Each export repeats the cumulative points: the last of each counts.
+  const latest = new Map<string, OtlpDataPoint>();
+  for (const point of points) {
+    if (point.scope !== "@afterward/background-tasks") continue;
+    latest.set(JSON.stringify([point.name, point.attributes]), point);
+  }
   const ours = (name: string) =>
-    points.filter((point) =>
-      point.name === name && point.scope === "@afterward/background-tasks"
-    );
+    [...latest.values()].filter((point) => point.name === name);
+
+  // Attempts: a histogram of durations by task and outcome, whose count is
+  // the number of attempts.
   const durations = ours("background_task.attempt.duration");
-  assert.ok(durations.length > 0);
   for (const point of durations) {
     assert.equal(point.kind, "histogram");
     assert.equal(point.unit, "s");
   }
-  const failed = durations.find((point) =>
-    point.attributes["background_task.name"] === "fails"
-  )!;
-  assert.deepEqual(failed.attributes, {
-    "background_task.name": "fails",
-    "background_task.outcome": "failed",
-    "error.type": "Error",
+  const attempts = durations.map((point) => [
+    point.attributes["background_task.name"],
+    point.attributes["background_task.outcome"],
+    point.attributes["error.type"],
+    point.count,
+  ]).sort();
+  assert.deepEqual(attempts, [
+    ["callsInner", "succeeded", undefined, 1],
+    ["fails", "failed", "Error", 1],
+    ["retried", "failed", "TypeError", 1],
+    ["retried", "succeeded", undefined, 1],
+    ["saves", "succeeded", undefined, 1],
+  ]);
+
+  // Tasks, from the runners' stats: by outcome, and now by state.
+  const outcomes = Object.fromEntries(
+    ours("background_task.outcomes").map((point) => {
+      assert.equal(point.kind, "sum");
+      assert.equal(point.monotonic, true);
+      return [point.attributes["background_task.outcome"], point.value];
+    }),
+  );
+  assert.deepEqual(outcomes, {
+    succeeded: 3,
+    failed: 1,
+    timedOut: 0,
+    refused: 0,
+    discarded: 0,
+    skipped: 0,
+    abandoned: 0,
+    enqueued: 0,
   });
-  assert.equal(failed.count, 1);
-  const attempts = ours("background_task.attempts");
-  const retried = attempts.filter((point) =>
-    point.attributes["background_task.name"] === "retried"
-  );
-  assert.deepEqual(
-    retried.map((point) => [
-      point.attributes["background_task.outcome"],
-      point.value,
-    ]).sort(),
-    [["failed", 1], ["succeeded", 1]],
-  );
   const states = ours("background_task.tasks").map((point) =>
     point.attributes["background_task.state"]
   );
-  assert.deepEqual(
-    [...new Set(states)].sort(),
-    ["queued", "running", "storing"],
-  );
+  assert.deepEqual(states.sort(), ["queued", "running", "storing"]);
 
   const stop = await fetch(`${base}/stop`);
   await stop.body?.cancel();
