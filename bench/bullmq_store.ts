@@ -5,7 +5,8 @@
  * can store it: `FlowProducer.addBulk` of N flows (what the backend does),
  * `Queue.addBulk` of N jobs, `Job.addJob` of N jobs into one MULTI of our
  * own, N awaited `queue.add()` calls, and the backend itself (`enqueue()` of
- * N chains at once, which its group commit stores in one transaction). The
+ * N chains at once, which its group commit stores in one pipeline of plain
+ * jobs when they have one task, in one transaction of flows otherwise). The
  * ways that add plain jobs store one-task chains whatever `--tasks` says.
  * For each, at each N of `--sizes`, it prints the CPU time of this process
  * per chain (user + system, all threads, from `process.cpuUsage()`), the
