@@ -111,6 +111,27 @@ const VERSION = "0.1.0";
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 
 /**
+ * The span context a `traceparent` names, if it is valid: of the form
+ * above, with neither id all zeros, as W3C requires (Deno's `startSpan()`
+ * throws on such a parent, and the task would have no span).
+ */
+function parseTraceparent(
+  traceparent: string,
+): SpanContext | undefined {
+  const match = TRACEPARENT.exec(traceparent);
+  if (match === null) return undefined;
+  const traceId = match[1]!;
+  const spanId = match[2]!;
+  if (/^0+$/.test(traceId) || /^0+$/.test(spanId)) return undefined;
+  return {
+    traceId,
+    spanId,
+    traceFlags: parseInt(match[3]!, 16),
+    isRemote: true,
+  };
+}
+
+/**
  * Where an attempt runs, for the span's kind and attributes: in this
  * process, or in a worker that took it from a queue.
  */
@@ -324,7 +345,9 @@ export class Telemetry {
     const { traceId, spanId, traceFlags } = span.spanContext();
     const flags = (traceFlags & 0xff).toString(16).padStart(2, "0");
     const traceparent = `00-${traceId}-${spanId}-${flags}`;
-    return TRACEPARENT.test(traceparent) ? traceparent : undefined;
+    return parseTraceparent(traceparent) === undefined
+      ? undefined
+      : traceparent;
   }
 
   /**
@@ -333,14 +356,8 @@ export class Telemetry {
    */
   remote(traceparent: unknown): OtelContext | undefined {
     if (typeof traceparent !== "string") return undefined;
-    const match = TRACEPARENT.exec(traceparent);
-    if (match === null) return undefined;
-    const spanContext: SpanContext = {
-      traceId: match[1]!,
-      spanId: match[2]!,
-      traceFlags: parseInt(match[3]!, 16),
-      isRemote: true,
-    };
+    const spanContext = parseTraceparent(traceparent);
+    if (spanContext === undefined) return undefined;
     return this.#contexts.active().setValue(SPAN_KEY, {
       spanContext: () => spanContext,
       isRecording: () => false,

@@ -507,3 +507,57 @@ Deno.test({
     assert.doesNotMatch(JSON.stringify(task.attributes), /secret/);
   }
 });
+
+Deno.test("telemetry: a worker's task gets a span of its own when its stored traceparent is missing or malformed, under it when valid", async () => {
+  await using receiver = startOtlpReceiver();
+  const worker = new URL("../src/_worker.ts", import.meta.url).href;
+  const valid = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+  const traces = [
+    undefined,
+    42,
+    "garbage",
+    `${valid}-extra`,
+    "00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01",
+    // W3C: an all-zero trace id or parent id is invalid.
+    `00-${"0".repeat(32)}-b7ad6b7169203331-01`,
+    `00-0af7651916cd43dd8448eb211c80319c-${"0".repeat(16)}-01`,
+    valid,
+  ];
+  await using script = await startScript(
+    `
+import { defineTask } from "@afterward/background-tasks";
+import { runDelivery, workerConfig } from ${JSON.stringify(worker)};
+
+const task = defineTask(() => {}, { name: "stored" });
+const config = workerConfig({ tasks: [task] }, "Cannot run");
+const traces = ${JSON.stringify(traces.map((trace) => trace ?? null))};
+for (const [index, trace] of traces.entries()) {
+  const result = await runDelivery({
+    task, args: [], id: "chain:" + index, index, attempt: 1,
+    request: undefined, delivered: undefined, trace: trace ?? undefined,
+  }, config);
+  console.log(result.outcome);
+}
+`,
+    [],
+    20_000,
+    receiver.env,
+  );
+  for (const _ of traces) assert.equal(await script.nextLine(), "succeeded");
+  const spans = await receiver.waitForSpans((spans) =>
+    spans.filter(isTask("stored")).length === traces.length
+  );
+  const parents = spans.filter(isTask("stored")).sort((a, b) =>
+    Number(a.attributes["background_task.index"]) -
+    Number(b.attributes["background_task.index"])
+  ).map((
+    span,
+  ) => [
+    span.traceId === "0af7651916cd43dd8448eb211c80319c",
+    span.parentSpanId,
+  ]);
+  assert.deepEqual(parents, [
+    ...traces.slice(0, -1).map(() => [false, undefined]),
+    [true, "b7ad6b7169203331"],
+  ]);
+});
