@@ -148,7 +148,11 @@ export interface AttemptSource {
 export interface AttemptSpan {
   /** Runs `fn` with the span active, so that what it starts nests under it. */
   run<R>(fn: () => R): R;
-  /** Ends the span with the attempt's outcome, and measures the attempt. */
+  /**
+   * Ends the span with the attempt's outcome, and measures the attempt; only
+   * the first call counts (an attempt given up on ends at once, its task
+   * perhaps later).
+   */
   end(outcome: Outcome, value: unknown, willRetry: boolean): void;
 }
 
@@ -288,9 +292,12 @@ export class Telemetry {
     );
     const startedAt = performance.now();
     const active = (parent ?? this.#contexts.active()).setValue(SPAN_KEY, span);
+    let ended = false;
     return {
       run: (fn) => this.#contexts.with(active, fn),
       end: (outcome, value, willRetry) => {
+        if (ended) return;
+        ended = true;
         try {
           // Each attribute is a call into Deno: `will_retry` is said only
           // of an attempt that did not succeed.

@@ -561,3 +561,47 @@ for (const [index, trace] of traces.entries()) {
     [true, "b7ad6b7169203331"],
   ]);
 });
+
+Deno.test("telemetry: a task given up at a drain's deadline ends its span as abandoned, though it never settles", async () => {
+  await using receiver = startOtlpReceiver();
+  await using script = await startScript(
+    `
+import { withBackgroundTasks } from "@afterward/background-tasks";
+
+const handler = withBackgroundTasks((_request, _info, tasks) => {
+  tasks.addTask(function hangs() {
+    console.log("started");
+    return new Promise(() => {});
+  });
+  return new Response("accepted", { status: 202 });
+}, { onTaskError() {} });
+const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request, info) => {
+  if (new URL(request.url).pathname !== "/stop") return handler(request, info);
+  queueMicrotask(async () => {
+    await server.shutdown();
+    const { abandoned } = await handler.drain({ timeout: 1 });
+    console.log("abandoned " + abandoned);
+  });
+  return new Response("stopping");
+});
+console.log(server.addr.port);
+`,
+    ["--allow-net=127.0.0.1"],
+    20_000,
+    receiver.env,
+  );
+  const base = `http://127.0.0.1:${await script.nextLine()}`;
+  const response = await fetch(base);
+  await response.body?.cancel();
+  assert.equal(await script.nextLine(), "started");
+  const stop = await fetch(`${base}/stop`);
+  await stop.body?.cancel();
+  assert.equal(await script.nextLine(), "abandoned 1");
+  const spans = await receiver.waitForSpans((spans) =>
+    spans.some(isTask("hangs"))
+  );
+  const hangs = spans.find(isTask("hangs"))!;
+  assert.equal(hangs.attributes["background_task.outcome"], "abandoned");
+  assert.equal(hangs.attributes["error.type"], "abandoned");
+  assert.equal(hangs.status.code, 2);
+});
