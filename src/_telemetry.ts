@@ -281,6 +281,7 @@ export class Telemetry {
     const consumer = source?.consumer;
     if (consumer !== undefined) {
       attributes["messaging.system"] = consumer.system;
+      attributes["messaging.operation.name"] = "process";
       attributes["messaging.operation.type"] = "process";
       attributes["messaging.destination.name"] = consumer.destination;
       attributes["messaging.message.id"] = consumer.messageId;

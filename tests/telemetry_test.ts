@@ -412,6 +412,7 @@ Deno.test("telemetry: a chain stored in Deno KV runs in its request's trace afte
       assert.equal(task.kind, "consumer");
       assert.equal(task.attributes["messaging.system"], "deno_kv");
       assert.equal(task.attributes["messaging.operation.type"], "process");
+      assert.equal(task.attributes["messaging.operation.name"], "process");
       assert.equal(
         task.attributes["messaging.destination.name"],
         "background-tasks",
@@ -498,6 +499,7 @@ Deno.test({
     assert.equal(task.kind, "consumer");
     assert.equal(task.attributes["messaging.system"], "bullmq");
     assert.equal(task.attributes["messaging.operation.type"], "process");
+    assert.equal(task.attributes["messaging.operation.name"], "process");
     assert.equal(task.attributes["messaging.destination.name"], env.QUEUE);
     assert.match(
       String(task.attributes["messaging.message.id"]),
