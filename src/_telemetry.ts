@@ -348,14 +348,19 @@ export class Telemetry {
    * chain to another process; `undefined` when it has none.
    */
   traceparent(context: OtelContext | undefined): string | undefined {
-    const span = context?.getValue(SPAN_KEY) as Partial<Span> | undefined;
-    if (typeof span?.spanContext !== "function") return undefined;
-    const { traceId, spanId, traceFlags } = span.spanContext();
-    const flags = (traceFlags & 0xff).toString(16).padStart(2, "0");
-    const traceparent = `00-${traceId}-${spanId}-${flags}`;
-    return parseTraceparent(traceparent) === undefined
-      ? undefined
-      : traceparent;
+    // The span may be anyone's: if it cannot say, the chain goes without.
+    try {
+      const span = context?.getValue(SPAN_KEY) as Partial<Span> | undefined;
+      if (typeof span?.spanContext !== "function") return undefined;
+      const { traceId, spanId, traceFlags } = span.spanContext();
+      const flags = (traceFlags & 0xff).toString(16).padStart(2, "0");
+      const traceparent = `00-${traceId}-${spanId}-${flags}`;
+      return parseTraceparent(traceparent) === undefined
+        ? undefined
+        : traceparent;
+    } catch {
+      return undefined;
+    }
   }
 
   /**

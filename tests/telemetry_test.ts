@@ -607,3 +607,38 @@ console.log(server.addr.port);
   assert.equal(hangs.attributes["error.type"], "abandoned");
   assert.equal(hangs.status.code, 2);
 });
+
+Deno.test("telemetry: a chain whose request's span throws when asked for its context is still stored and run", async () => {
+  await using receiver = startOtlpReceiver();
+  await using script = await startScript(
+    `
+import { defineTask, withBackgroundTasks } from "@afterward/background-tasks";
+import { kvBackend } from "@afterward/background-tasks/kv";
+
+const stored = defineTask(() => console.log("ran"), { name: "stored" });
+const kv = await Deno.openKv(":memory:");
+const handler = withBackgroundTasks((_request, _info, tasks) => {
+  tasks.addTask(stored);
+  return new Response("accepted", { status: 202 });
+}, { backend: kvBackend({ kv, tasks: [stored] }), onTaskError() {} });
+// A span of someone else's, active in the handler, that throws when asked.
+const { contextManager } = Deno.telemetry;
+const odd = contextManager.active().setValue(
+  Symbol.for("OpenTelemetry Context Key SPAN"),
+  { spanContext() { throw new Error("odd span"); } },
+);
+const server = Deno.serve(
+  { hostname: "127.0.0.1", port: 0, onListen() {} },
+  (request, info) => contextManager.with(odd, () => handler(request, info)),
+);
+console.log(server.addr.port);
+`,
+    ["--unstable-kv", "--allow-net=127.0.0.1"],
+    20_000,
+    receiver.env,
+  );
+  const response = await fetch(`http://127.0.0.1:${await script.nextLine()}`);
+  assert.equal(response.status, 202);
+  await response.body?.cancel();
+  assert.equal(await script.nextLine(), "ran");
+});
