@@ -65,6 +65,9 @@ export async function runAttempt(
   let told = false;
   const abandoned = (reason: unknown) => {
     told = true;
+    // Its span too: a task that never settles would leave it open, and
+    // unexported, at the shutdown that gave up on it.
+    span?.end("abandoned", reason, false);
     tell(info, startedAt, config, "abandoned", reason, false);
   };
   const given = holder?.controller?.signal;
@@ -76,7 +79,9 @@ export async function runAttempt(
     outcome = "abandoned";
     value = given.reason;
   } else {
-    const interrupted = config.onTaskEnd === undefined ? undefined : abandoned;
+    const interrupted = config.onTaskEnd === undefined && span === undefined
+      ? undefined
+      : abandoned;
     // With telemetry on, the task runs in its span: its own spans and
     // `fetch` calls nest under it.
     const called = span === undefined

@@ -111,6 +111,27 @@ const VERSION = "0.1.0";
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 
 /**
+ * The span context a `traceparent` names, if it is valid: of the form
+ * above, with neither id all zeros, as W3C requires (Deno's `startSpan()`
+ * throws on such a parent, and the task would have no span).
+ */
+function parseTraceparent(
+  traceparent: string,
+): SpanContext | undefined {
+  const match = TRACEPARENT.exec(traceparent);
+  if (match === null) return undefined;
+  const traceId = match[1]!;
+  const spanId = match[2]!;
+  if (/^0+$/.test(traceId) || /^0+$/.test(spanId)) return undefined;
+  return {
+    traceId,
+    spanId,
+    traceFlags: parseInt(match[3]!, 16),
+    isRemote: true,
+  };
+}
+
+/**
  * Where an attempt runs, for the span's kind and attributes: in this
  * process, or in a worker that took it from a queue.
  */
@@ -127,7 +148,11 @@ export interface AttemptSource {
 export interface AttemptSpan {
   /** Runs `fn` with the span active, so that what it starts nests under it. */
   run<R>(fn: () => R): R;
-  /** Ends the span with the attempt's outcome, and measures the attempt. */
+  /**
+   * Ends the span with the attempt's outcome, and measures the attempt; only
+   * the first call counts (an attempt given up on ends at once, its task
+   * perhaps later).
+   */
   end(outcome: Outcome, value: unknown, willRetry: boolean): void;
 }
 
@@ -256,6 +281,7 @@ export class Telemetry {
     const consumer = source?.consumer;
     if (consumer !== undefined) {
       attributes["messaging.system"] = consumer.system;
+      attributes["messaging.operation.name"] = "process";
       attributes["messaging.operation.type"] = "process";
       attributes["messaging.destination.name"] = consumer.destination;
       attributes["messaging.message.id"] = consumer.messageId;
@@ -267,9 +293,12 @@ export class Telemetry {
     );
     const startedAt = performance.now();
     const active = (parent ?? this.#contexts.active()).setValue(SPAN_KEY, span);
+    let ended = false;
     return {
       run: (fn) => this.#contexts.with(active, fn),
       end: (outcome, value, willRetry) => {
+        if (ended) return;
+        ended = true;
         try {
           // Each attribute is a call into Deno: `will_retry` is said only
           // of an attempt that did not succeed.
@@ -319,12 +348,19 @@ export class Telemetry {
    * chain to another process; `undefined` when it has none.
    */
   traceparent(context: OtelContext | undefined): string | undefined {
-    const span = context?.getValue(SPAN_KEY) as Partial<Span> | undefined;
-    if (typeof span?.spanContext !== "function") return undefined;
-    const { traceId, spanId, traceFlags } = span.spanContext();
-    const flags = (traceFlags & 0xff).toString(16).padStart(2, "0");
-    const traceparent = `00-${traceId}-${spanId}-${flags}`;
-    return TRACEPARENT.test(traceparent) ? traceparent : undefined;
+    // The span may be anyone's: if it cannot say, the chain goes without.
+    try {
+      const span = context?.getValue(SPAN_KEY) as Partial<Span> | undefined;
+      if (typeof span?.spanContext !== "function") return undefined;
+      const { traceId, spanId, traceFlags } = span.spanContext();
+      const flags = (traceFlags & 0xff).toString(16).padStart(2, "0");
+      const traceparent = `00-${traceId}-${spanId}-${flags}`;
+      return parseTraceparent(traceparent) === undefined
+        ? undefined
+        : traceparent;
+    } catch {
+      return undefined;
+    }
   }
 
   /**
@@ -333,14 +369,8 @@ export class Telemetry {
    */
   remote(traceparent: unknown): OtelContext | undefined {
     if (typeof traceparent !== "string") return undefined;
-    const match = TRACEPARENT.exec(traceparent);
-    if (match === null) return undefined;
-    const spanContext: SpanContext = {
-      traceId: match[1]!,
-      spanId: match[2]!,
-      traceFlags: parseInt(match[3]!, 16),
-      isRemote: true,
-    };
+    const spanContext = parseTraceparent(traceparent);
+    if (spanContext === undefined) return undefined;
     return this.#contexts.active().setValue(SPAN_KEY, {
       spanContext: () => spanContext,
       isRecording: () => false,

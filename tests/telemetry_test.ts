@@ -412,6 +412,7 @@ Deno.test("telemetry: a chain stored in Deno KV runs in its request's trace afte
       assert.equal(task.kind, "consumer");
       assert.equal(task.attributes["messaging.system"], "deno_kv");
       assert.equal(task.attributes["messaging.operation.type"], "process");
+      assert.equal(task.attributes["messaging.operation.name"], "process");
       assert.equal(
         task.attributes["messaging.destination.name"],
         "background-tasks",
@@ -498,6 +499,7 @@ Deno.test({
     assert.equal(task.kind, "consumer");
     assert.equal(task.attributes["messaging.system"], "bullmq");
     assert.equal(task.attributes["messaging.operation.type"], "process");
+    assert.equal(task.attributes["messaging.operation.name"], "process");
     assert.equal(task.attributes["messaging.destination.name"], env.QUEUE);
     assert.match(
       String(task.attributes["messaging.message.id"]),
@@ -506,4 +508,137 @@ Deno.test({
     assert.equal(task.attributes["background_task.outcome"], "succeeded");
     assert.doesNotMatch(JSON.stringify(task.attributes), /secret/);
   }
+});
+
+Deno.test("telemetry: a worker's task gets a span of its own when its stored traceparent is missing or malformed, under it when valid", async () => {
+  await using receiver = startOtlpReceiver();
+  const worker = new URL("../src/_worker.ts", import.meta.url).href;
+  const valid = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+  const traces = [
+    undefined,
+    42,
+    "garbage",
+    `${valid}-extra`,
+    "00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01",
+    // W3C: an all-zero trace id or parent id is invalid.
+    `00-${"0".repeat(32)}-b7ad6b7169203331-01`,
+    `00-0af7651916cd43dd8448eb211c80319c-${"0".repeat(16)}-01`,
+    valid,
+  ];
+  await using script = await startScript(
+    `
+import { defineTask } from "@afterward/background-tasks";
+import { runDelivery, workerConfig } from ${JSON.stringify(worker)};
+
+const task = defineTask(() => {}, { name: "stored" });
+const config = workerConfig({ tasks: [task] }, "Cannot run");
+const traces = ${JSON.stringify(traces.map((trace) => trace ?? null))};
+for (const [index, trace] of traces.entries()) {
+  const result = await runDelivery({
+    task, args: [], id: "chain:" + index, index, attempt: 1,
+    request: undefined, delivered: undefined, trace: trace ?? undefined,
+  }, config);
+  console.log(result.outcome);
+}
+`,
+    [],
+    20_000,
+    receiver.env,
+  );
+  for (const _ of traces) assert.equal(await script.nextLine(), "succeeded");
+  const spans = await receiver.waitForSpans((spans) =>
+    spans.filter(isTask("stored")).length === traces.length
+  );
+  const parents = spans.filter(isTask("stored")).sort((a, b) =>
+    Number(a.attributes["background_task.index"]) -
+    Number(b.attributes["background_task.index"])
+  ).map((
+    span,
+  ) => [
+    span.traceId === "0af7651916cd43dd8448eb211c80319c",
+    span.parentSpanId,
+  ]);
+  assert.deepEqual(parents, [
+    ...traces.slice(0, -1).map(() => [false, undefined]),
+    [true, "b7ad6b7169203331"],
+  ]);
+});
+
+Deno.test("telemetry: a task given up at a drain's deadline ends its span as abandoned, though it never settles", async () => {
+  await using receiver = startOtlpReceiver();
+  await using script = await startScript(
+    `
+import { withBackgroundTasks } from "@afterward/background-tasks";
+
+const handler = withBackgroundTasks((_request, _info, tasks) => {
+  tasks.addTask(function hangs() {
+    console.log("started");
+    return new Promise(() => {});
+  });
+  return new Response("accepted", { status: 202 });
+}, { onTaskError() {} });
+const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request, info) => {
+  if (new URL(request.url).pathname !== "/stop") return handler(request, info);
+  queueMicrotask(async () => {
+    await server.shutdown();
+    const { abandoned } = await handler.drain({ timeout: 1 });
+    console.log("abandoned " + abandoned);
+  });
+  return new Response("stopping");
+});
+console.log(server.addr.port);
+`,
+    ["--allow-net=127.0.0.1"],
+    20_000,
+    receiver.env,
+  );
+  const base = `http://127.0.0.1:${await script.nextLine()}`;
+  const response = await fetch(base);
+  await response.body?.cancel();
+  assert.equal(await script.nextLine(), "started");
+  const stop = await fetch(`${base}/stop`);
+  await stop.body?.cancel();
+  assert.equal(await script.nextLine(), "abandoned 1");
+  const spans = await receiver.waitForSpans((spans) =>
+    spans.some(isTask("hangs"))
+  );
+  const hangs = spans.find(isTask("hangs"))!;
+  assert.equal(hangs.attributes["background_task.outcome"], "abandoned");
+  assert.equal(hangs.attributes["error.type"], "abandoned");
+  assert.equal(hangs.status.code, 2);
+});
+
+Deno.test("telemetry: a chain whose request's span throws when asked for its context is still stored and run", async () => {
+  await using receiver = startOtlpReceiver();
+  await using script = await startScript(
+    `
+import { defineTask, withBackgroundTasks } from "@afterward/background-tasks";
+import { kvBackend } from "@afterward/background-tasks/kv";
+
+const stored = defineTask(() => console.log("ran"), { name: "stored" });
+const kv = await Deno.openKv(":memory:");
+const handler = withBackgroundTasks((_request, _info, tasks) => {
+  tasks.addTask(stored);
+  return new Response("accepted", { status: 202 });
+}, { backend: kvBackend({ kv, tasks: [stored] }), onTaskError() {} });
+// A span of someone else's, active in the handler, that throws when asked.
+const { contextManager } = Deno.telemetry;
+const odd = contextManager.active().setValue(
+  Symbol.for("OpenTelemetry Context Key SPAN"),
+  { spanContext() { throw new Error("odd span"); } },
+);
+const server = Deno.serve(
+  { hostname: "127.0.0.1", port: 0, onListen() {} },
+  (request, info) => contextManager.with(odd, () => handler(request, info)),
+);
+console.log(server.addr.port);
+`,
+    ["--unstable-kv", "--allow-net=127.0.0.1"],
+    20_000,
+    receiver.env,
+  );
+  const response = await fetch(`http://127.0.0.1:${await script.nextLine()}`);
+  assert.equal(response.status, 202);
+  await response.body?.cancel();
+  assert.equal(await script.nextLine(), "ran");
 });
