@@ -394,6 +394,38 @@ guardedTest(
 );
 
 guardedTest(
+  "withBackgroundTasks() runs a first task that a timer adds once the response has been sent, under Deno.serve",
+  async () => {
+    // The handler adds no task; a timer it leaves behind adds the first one
+    // once the response has completed. Deno never settles an info.completed
+    // first asked for then: the chain must not wait for it.
+    let later: BackgroundTasks | undefined;
+    const ran: string[] = [];
+    const handler = withBackgroundTasks((request, _info, tasks) => {
+      later = tasks;
+      void request.url;
+      return new Response("ok");
+    });
+    const { server, url } = listen(handler);
+    try {
+      const response = await fetch(`${url}/orders?token=secret`);
+      assert.equal(await response.text(), "ok");
+    } finally {
+      // Once shut down, every response has completed.
+      await server.shutdown();
+    }
+    later!.addTask(() => ran.push("late first"));
+    const drained = await handler.drain({ timeout: 5_000 });
+    assert.deepEqual(ran, ["late first"]);
+    assert.deepEqual([drained.succeeded, drained.abandoned], [1, 0]);
+    assert.deepEqual(
+      [handler.stats.pending, handler.stats.succeeded],
+      [0, 1],
+    );
+  },
+);
+
+guardedTest(
   "withBackgroundTasks() returns the handler's Response as the same object, body untouched",
   async (t) => {
     await t.step("synchronous handler", async () => {
