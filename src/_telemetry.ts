@@ -164,7 +164,16 @@ export class Telemetry {
   readonly #tracer: Tracer;
   readonly #contexts: ContextManager;
   readonly #duration: Histogram;
-  readonly #runners = new Set<WeakRef<{ readonly stats: TaskStats }>>();
+  /** The runners alive, each with its stats when last seen. */
+  readonly #runners = new Map<
+    WeakRef<{ readonly stats: TaskStats }>,
+    TaskStats | undefined
+  >();
+  /**
+   * The outcomes of the runners collected since they were watched, as last
+   * seen, so that the outcomes counter never goes down.
+   */
+  readonly #retired: Outcomes = noOutcomes();
 
   constructor(deno: DenoTelemetry) {
     this.#tracer = deno.tracerProvider.getTracer(SCOPE, VERSION);
@@ -194,26 +203,12 @@ export class Telemetry {
         "Background tasks of the wrapped handlers, by how they ended: succeeded, failed (a timeout aside), timedOut, or never run here: refused, discarded, skipped, abandoned, enqueued (handed to a backend)",
       unit: "{task}",
     }).addCallback((result) => {
-      const totals = {
-        succeeded: 0,
-        failed: 0,
-        timedOut: 0,
-        refused: 0,
-        discarded: 0,
-        skipped: 0,
-        abandoned: 0,
-        enqueued: 0,
-      };
-      this.#eachRunner((stats) => {
-        totals.succeeded += stats.succeeded;
-        totals.failed += stats.failed - stats.timedOut;
-        totals.timedOut += stats.timedOut;
-        totals.refused += stats.refused;
-        totals.discarded += stats.discarded;
-        totals.skipped += stats.skipped;
-        totals.abandoned += stats.abandoned;
-        totals.enqueued += stats.enqueued;
-      });
+      const totals = noOutcomes();
+      this.#eachRunner((stats) => addOutcomes(totals, stats));
+      // After the runners, which may have retired some.
+      for (const key of Object.keys(totals) as (keyof Outcomes)[]) {
+        totals[key] += this.#retired[key];
+      }
       for (const [outcome, value] of Object.entries(totals)) {
         result.observe(value, { "background_task.outcome": outcome });
       }
@@ -227,14 +222,24 @@ export class Telemetry {
 
   /** Counts a runner's tasks in the gauges, for as long as it lives. */
   watch(runner: { readonly stats: TaskStats }): void {
-    this.#runners.add(new WeakRef(runner));
+    this.#runners.set(new WeakRef(runner), undefined);
   }
 
+  /**
+   * Calls `fn` with the stats of each runner alive, keeping them; a runner
+   * collected since retires with the outcomes it was last seen with.
+   */
   #eachRunner(fn: (stats: TaskStats) => void): void {
-    for (const ref of this.#runners) {
+    for (const [ref, last] of this.#runners) {
       const runner = ref.deref();
-      if (runner === undefined) this.#runners.delete(ref);
-      else fn(runner.stats);
+      if (runner === undefined) {
+        this.#runners.delete(ref);
+        if (last !== undefined) addOutcomes(this.#retired, last);
+        continue;
+      }
+      const stats = runner.stats;
+      this.#runners.set(ref, stats);
+      fn(stats);
     }
   }
 
@@ -376,6 +381,43 @@ export class Telemetry {
       isRecording: () => false,
     });
   }
+}
+
+/** Tasks by how they ended, as the outcomes counter reports them. */
+interface Outcomes {
+  succeeded: number;
+  failed: number;
+  timedOut: number;
+  refused: number;
+  discarded: number;
+  skipped: number;
+  abandoned: number;
+  enqueued: number;
+}
+
+function noOutcomes(): Outcomes {
+  return {
+    succeeded: 0,
+    failed: 0,
+    timedOut: 0,
+    refused: 0,
+    discarded: 0,
+    skipped: 0,
+    abandoned: 0,
+    enqueued: 0,
+  };
+}
+
+/** Adds a runner's stats to `totals`; `failed` leaves out the timeouts. */
+function addOutcomes(totals: Outcomes, stats: TaskStats): void {
+  totals.succeeded += stats.succeeded;
+  totals.failed += stats.failed - stats.timedOut;
+  totals.timedOut += stats.timedOut;
+  totals.refused += stats.refused;
+  totals.discarded += stats.discarded;
+  totals.skipped += stats.skipped;
+  totals.abandoned += stats.abandoned;
+  totals.enqueued += stats.enqueued;
 }
 
 /** The name of a thrown `Error`, if it can be read; else `undefined`. */

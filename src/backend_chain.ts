@@ -69,9 +69,10 @@ export interface BackendChain {
   readonly delivered: boolean | undefined;
   /**
    * The W3C `traceparent` of the request's span, when Deno's telemetry is
-   * on: a backend carries it with the chain, and its worker starts the
-   * tasks' spans under it, so that they join the request's trace, even in
-   * another process or after a crash.
+   * on and the handler's `telemetry` option is not `false`: a backend
+   * carries it with the chain, and its worker starts the tasks' spans under
+   * it, so that they join the request's trace, even in another process or
+   * after a crash.
    */
   readonly traceparent?: string | undefined;
 }
