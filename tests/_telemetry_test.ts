@@ -43,7 +43,12 @@ const stats = (succeeded) => ({
 });
 const kept = { stats: stats(2) };
 telemetry.watch(kept);
-(() => telemetry.watch({ stats: stats(3) }))();
+let gone;
+(() => {
+  const runner = { stats: stats(3) };
+  gone = new WeakRef(runner);
+  telemetry.watch(runner);
+})();
 const before = observe();
 // A WeakRef's target lives to the end of the job that saw it.
 await new Promise((resolve) => setTimeout(resolve, 0));
@@ -51,7 +56,9 @@ globalThis.gc();
 await new Promise((resolve) => setTimeout(resolve, 0));
 globalThis.gc();
 const after = observe();
-console.log(JSON.stringify({ before, after, kept: kept.stats.succeeded }));
+console.log(JSON.stringify({
+  before, after, kept: kept.stats.succeeded, collected: gone.deref() === undefined,
+}));
 `;
 
 Deno.test("Telemetry's outcomes counter keeps the counts of a handler that was collected", async () => {
@@ -67,6 +74,8 @@ Deno.test("Telemetry's outcomes counter keeps the counts of a handler that was c
       before: 5,
       after: 5,
       kept: 2,
+      // Else the counter was never asked about a collected handler.
+      collected: true,
     });
   } finally {
     await Deno.remove(path);

@@ -3,8 +3,8 @@
 // Integration tests against a real `Deno.serve` on 127.0.0.1.
 
 import assert from "node:assert/strict";
-import { withBackgroundTasks } from "../mod.ts";
-import { guardedTest, listen } from "./_helpers.ts";
+import { type BackgroundTasks, withBackgroundTasks } from "../mod.ts";
+import { guardedTest, listen, macrotasks } from "./_helpers.ts";
 
 /** Epoch milliseconds with sub-millisecond precision, comparable across processes. */
 function now(): number {
@@ -113,6 +113,56 @@ guardedTest(
     } finally {
       // On a failed assertion the body is still open, and shutdown() would
       // wait for it forever.
+      try {
+        stream?.close();
+      } catch {
+        // Already closed.
+      }
+      await server.shutdown();
+    }
+  },
+);
+
+guardedTest(
+  "a first task added while a streamed body is sent, though the handler added none, waits for the body",
+  async () => {
+    // The wrapper checks whether the request is closed before waiting for
+    // info.completed: a request whose body still streams is open.
+    const encoder = new TextEncoder();
+    const log: string[] = [];
+    let later: BackgroundTasks | undefined;
+    let stream: ReadableStreamDefaultController<Uint8Array> | undefined;
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      later = tasks;
+      return new Response(
+        new ReadableStream<Uint8Array>({
+          start(controller) {
+            stream = controller;
+          },
+        }),
+      );
+    });
+    const { server, url } = listen(handler);
+    try {
+      const response = await fetch(url);
+      const reader = response.body!.getReader();
+      stream!.enqueue(encoder.encode("first chunk"));
+      await reader.read();
+      later!.addTask(() => log.push("task"));
+      // A chain that took the request for closed would have run the task by
+      // now: it starts a macrotask after it is ready.
+      await macrotasks(5);
+      assert.equal(log.length, 0, "a task ran while the body was open");
+      assert.deepEqual([handler.stats.queued, handler.stats.running], [1, 0]);
+
+      log.push("body closed");
+      stream!.close();
+      while (!(await reader.read()).done) {
+        // Read to the end.
+      }
+      await handler.drain();
+      assert.deepEqual(log, ["body closed", "task"]);
+    } finally {
       try {
         stream?.close();
       } catch {
