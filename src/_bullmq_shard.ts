@@ -11,6 +11,7 @@ import {
   type FlowJob,
   FlowProducer,
   Queue,
+  type RedisConnection,
 } from "npm:bullmq@^5";
 import { type GroupCommit, groupCommit } from "./_group_commit.ts";
 import { type ConnectionWatch, isConnectionError } from "./_redis_watch.ts";
@@ -181,15 +182,7 @@ export class Jobs extends Queue {
 
   /** Tells `watch` when the connection is lost, and when it is back. */
   watch(watch: ConnectionWatch): void {
-    this.on("error", (error) => {
-      if (isConnectionError(error)) watch.down(this, error);
-    });
-    this.connection.on("close", () => {
-      if (this.closing === undefined) {
-        watch.down(this, new Error("the connection to Redis closed"));
-      }
-    });
-    this.connection.on("ready", () => watch.up(this));
+    watchConnection(this, this.connection, watch);
   }
 }
 
@@ -208,16 +201,32 @@ class Flows extends FlowProducer {
 
   /** Tells `watch` when the connection is lost, and when it is back. */
   watch(watch: ConnectionWatch): void {
-    this.on("error", (error) => {
-      if (isConnectionError(error)) watch.down(this, error);
-    });
-    this.connection.on("close", () => {
-      if (this.closing === undefined) {
-        watch.down(this, new Error("the connection to Redis closed"));
-      }
-    });
-    this.connection.on("ready", () => watch.up(this));
+    watchConnection(this, this.connection, watch);
   }
+}
+
+/**
+ * Tells `watch` when the connection of `owner` (a queue or a flow producer,
+ * which emits its connection's errors) is lost, and when it is back. A close
+ * the owner asked for is no loss.
+ */
+function watchConnection(
+  owner: {
+    readonly closing: Promise<void> | undefined;
+    on(event: "error", listener: (error: Error) => void): unknown;
+  },
+  connection: RedisConnection,
+  watch: ConnectionWatch,
+): void {
+  owner.on("error", (error) => {
+    if (isConnectionError(error)) watch.down(owner, error);
+  });
+  connection.on("close", () => {
+    if (owner.closing === undefined) {
+      watch.down(owner, new Error("the connection to Redis closed"));
+    }
+  });
+  connection.on("ready", () => watch.up(owner));
 }
 
 /** A FlowProducer closed by `close()` stored nothing. */
