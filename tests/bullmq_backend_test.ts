@@ -43,12 +43,16 @@ import {
 } from "../examples/distributed/tasks.ts";
 
 /** A chain `id` of one task, `step`, as a backend is handed it. */
-function chainOf(id: string, step: DefinedTask<[]>): BackendChain {
+function chainOf<A extends unknown[]>(
+  id: string,
+  step: DefinedTask<A>,
+  ...args: A
+): BackendChain {
   return {
     id,
     tasks: [{
       name: step.name,
-      args: [],
+      args,
       timeout: undefined,
       retry: undefined,
       task: step as DefinedTask,
@@ -56,6 +60,31 @@ function chainOf(id: string, step: DefinedTask<[]>): BackendChain {
     request: undefined,
     delivered: undefined,
   };
+}
+
+/**
+ * The errors of every `addBulk()` of `Queue` (one-task chains) or
+ * `FlowProducer` (longer ones) until restored: which stores a crash cut.
+ */
+function recordCuts(
+  owner: typeof Queue | typeof FlowProducer,
+): { cut: unknown[]; restore(): void } {
+  const cut: unknown[] = [];
+  const prototype = owner.prototype as unknown as {
+    addBulk(items: unknown): Promise<unknown>;
+  };
+  const addBulk = prototype.addBulk;
+  const spy = mock.method(
+    prototype,
+    "addBulk",
+    function (this: unknown, items: unknown) {
+      return addBulk.call(this, items).catch((error) => {
+        cut.push(error);
+        throw error;
+      });
+    },
+  );
+  return { cut, restore: () => spy.mock.restore() };
 }
 
 /** The BullMQ prefix of the one shard of a backend with the defaults. */
@@ -575,18 +604,7 @@ Deno.test({
     tasks: [step],
   });
   // Which transactions the crash cut: the test means nothing without one.
-  const cut: unknown[] = [];
-  const addBulk = FlowProducer.prototype.addBulk;
-  const spy = mock.method(
-    FlowProducer.prototype,
-    "addBulk",
-    function (this: FlowProducer, flows: Parameters<typeof addBulk>[0]) {
-      return addBulk.call(this, flows).catch((error) => {
-        cut.push(error);
-        throw error;
-      });
-    },
-  );
+  const { cut, restore } = recordCuts(FlowProducer);
   const handedOver: string[] = [];
   let onHandedOver = () => {};
   const counting: TaskBackend = {
@@ -644,7 +662,7 @@ Deno.test({
       handedOver.flatMap((id) => [`${id}.0`, `${id}.1`, `${id}.2`]).sort(),
     );
   } finally {
-    spy.mock.restore();
+    restore();
     await queue.close();
     await backend.close();
   }
@@ -862,18 +880,7 @@ Deno.test({
     tasks: [step],
   });
   // Which pipelines the crash cut: the test means nothing without one.
-  const cut: unknown[] = [];
-  const addBulk = Queue.prototype.addBulk;
-  const spy = mock.method(
-    Queue.prototype,
-    "addBulk",
-    function (this: Queue, jobs: Parameters<typeof addBulk>[0]) {
-      return addBulk.call(this, jobs).catch((error) => {
-        cut.push(error);
-        throw error;
-      });
-    },
-  );
+  const { cut, restore } = recordCuts(Queue);
   // About 1 MB a pipeline of 100 chains: Redis reads it in many turns, and
   // the crash comes in the middle.
   const padding = "p".repeat(10_000);
@@ -884,20 +891,7 @@ Deno.test({
     {
       using monitor = await monitorRedis(redis.port, "evalsha");
       const crashed = monitor.seen.then(() => redis.kill());
-      stored = ids.map((id) =>
-        backend.enqueue({
-          id,
-          tasks: [{
-            name: step.name,
-            args: [padding],
-            timeout: undefined,
-            retry: undefined,
-            task: step as DefinedTask,
-          }],
-          request: undefined,
-          delivered: undefined,
-        })
-      );
+      stored = ids.map((id) => backend.enqueue(chainOf(id, step, padding)));
       await crashed;
     }
     await redis.restart();
@@ -910,7 +904,7 @@ Deno.test({
     );
     assert.equal(await queue.count(), ids.length);
   } finally {
-    spy.mock.restore();
+    restore();
     await queue.close();
     await backend.close();
   }
