@@ -12,7 +12,7 @@ import {
   type OtlpSpan,
   startOtlpReceiver,
 } from "./_otlp.ts";
-import { startScript } from "./_process.ts";
+import { type Script, startScript } from "./_process.ts";
 import { withBackgroundTasks } from "../mod.ts";
 import { sentInfo } from "./_helpers.ts";
 import { redisTest, startRedis } from "./_redis.ts";
@@ -88,6 +88,46 @@ const isServer = (path: string) => (span: OtlpSpan) =>
   span.kind === "server" && span.attributes["url.path"] === path;
 const isTask = (name: string) => (span: OtlpSpan) =>
   span.name === `task ${name}`;
+
+/** Sends the durable programs' order as a web process answers it: 202. */
+async function postOrder(web: Script): Promise<void> {
+  const response = await fetch(
+    `http://127.0.0.1:${await web.nextLine()}/orders?token=secret-query`,
+    { method: "POST" },
+  );
+  assert.equal(response.status, 202);
+  await response.body?.cancel();
+}
+
+/**
+ * Asserts that a worker's `reserve` and `charge` spans are consumer spans of
+ * `system`'s `destination` under `request`, their message ids matching
+ * `messageId(index)`, and hold no secret.
+ */
+function assertWorkerSpans(
+  spans: readonly OtlpSpan[],
+  request: OtlpSpan,
+  system: string,
+  destination: string,
+  messageId: (index: number) => RegExp,
+): void {
+  const tasks = [spans.find(isTask("reserve"))!, spans.find(isTask("charge"))!];
+  for (const [index, task] of tasks.entries()) {
+    assert.equal(task.traceId, request.traceId);
+    assert.equal(task.parentSpanId, request.spanId);
+    assert.equal(task.kind, "consumer");
+    assert.equal(task.attributes["messaging.system"], system);
+    assert.equal(task.attributes["messaging.operation.type"], "process");
+    assert.equal(task.attributes["messaging.operation.name"], "process");
+    assert.equal(task.attributes["messaging.destination.name"], destination);
+    assert.match(
+      String(task.attributes["messaging.message.id"]),
+      messageId(index),
+    );
+    assert.equal(task.attributes["background_task.outcome"], "succeeded");
+    assert.doesNotMatch(JSON.stringify(task.attributes), /secret/);
+  }
+}
 
 Deno.test("telemetry: each task attempt is a span in its request's trace, with its outcome, its error and its fetch calls under it", async () => {
   await using receiver = startOtlpReceiver();
@@ -379,12 +419,7 @@ Deno.test("telemetry: a chain stored in Deno KV runs in its request's trace afte
         ...env,
         ROLE: "web",
       });
-      const response = await fetch(
-        `http://127.0.0.1:${await web.nextLine()}/orders?token=secret-query`,
-        { method: "POST" },
-      );
-      assert.equal(response.status, 202);
-      await response.body?.cancel();
+      await postOrder(web);
       // Its span exported, the web process dies with the chain stored.
       request = (await receiver.waitForSpans((spans) =>
         spans.some((span) =>
@@ -402,28 +437,13 @@ Deno.test("telemetry: a chain stored in Deno KV runs in its request's trace afte
     const spans = await receiver.waitForSpans((spans) =>
       spans.some(isTask("reserve")) && spans.some(isTask("charge"))
     );
-    const tasks = [
-      spans.find(isTask("reserve"))!,
-      spans.find(isTask("charge"))!,
-    ];
-    for (const [index, task] of tasks.entries()) {
-      assert.equal(task.traceId, request!.traceId);
-      assert.equal(task.parentSpanId, request!.spanId);
-      assert.equal(task.kind, "consumer");
-      assert.equal(task.attributes["messaging.system"], "deno_kv");
-      assert.equal(task.attributes["messaging.operation.type"], "process");
-      assert.equal(task.attributes["messaging.operation.name"], "process");
-      assert.equal(
-        task.attributes["messaging.destination.name"],
-        "background-tasks",
-      );
-      assert.match(
-        String(task.attributes["messaging.message.id"]),
-        new RegExp(`^[0-9a-f-]{36}:${index}$`),
-      );
-      assert.equal(task.attributes["background_task.outcome"], "succeeded");
-      assert.doesNotMatch(JSON.stringify(task.attributes), /secret/);
-    }
+    assertWorkerSpans(
+      spans,
+      request!,
+      "deno_kv",
+      "background-tasks",
+      (index) => new RegExp(`^[0-9a-f-]{36}:${index}$`),
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -475,12 +495,7 @@ Deno.test({
     ...env,
     ROLE: "web",
   });
-  const response = await fetch(
-    `http://127.0.0.1:${await web.nextLine()}/orders?token=secret-query`,
-    { method: "POST" },
-  );
-  assert.equal(response.status, 202);
-  await response.body?.cancel();
+  await postOrder(web);
   await using worker = await startScript(bullmqProgram, flags, 20_000, {
     ...env,
     ROLE: "worker",
@@ -492,22 +507,13 @@ Deno.test({
     spans.some((span) => span.kind === "server")
   );
   const request = spans.find((span) => span.kind === "server")!;
-  const tasks = [spans.find(isTask("reserve"))!, spans.find(isTask("charge"))!];
-  for (const [index, task] of tasks.entries()) {
-    assert.equal(task.traceId, request.traceId);
-    assert.equal(task.parentSpanId, request.spanId);
-    assert.equal(task.kind, "consumer");
-    assert.equal(task.attributes["messaging.system"], "bullmq");
-    assert.equal(task.attributes["messaging.operation.type"], "process");
-    assert.equal(task.attributes["messaging.operation.name"], "process");
-    assert.equal(task.attributes["messaging.destination.name"], env.QUEUE);
-    assert.match(
-      String(task.attributes["messaging.message.id"]),
-      new RegExp(`^[0-9a-f-]{36}\\.${index}$`),
-    );
-    assert.equal(task.attributes["background_task.outcome"], "succeeded");
-    assert.doesNotMatch(JSON.stringify(task.attributes), /secret/);
-  }
+  assertWorkerSpans(
+    spans,
+    request,
+    "bullmq",
+    env.QUEUE,
+    (index) => new RegExp(`^[0-9a-f-]{36}\\.${index}$`),
+  );
 });
 
 Deno.test("telemetry: a worker's task gets a span of its own when its stored traceparent is missing or malformed, under it when valid", async () => {
