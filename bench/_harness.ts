@@ -68,3 +68,42 @@ export function median(numbers: number[]): number {
     ? sorted[middle]!
     : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
+
+/**
+ * Makes sure `command` runs, installing Debian's `pkg` with apt-get when it
+ * is missing (which works as root); exits if it cannot.
+ */
+export async function ensureCommand(
+  command: string,
+  pkg: string,
+): Promise<void> {
+  if ((await run([command, "--version"])).code !== 127) return;
+  console.error(`${command} is missing: installing ${pkg} with apt-get`);
+  await run(["apt-get", "update", "-qq"]);
+  const installed = await run(["apt-get", "install", "-y", "-qq", pkg]);
+  if (installed.code !== 0) {
+    console.error(`Could not install ${command}; install ${pkg} and run again`);
+    Deno.exit(1);
+  }
+}
+
+/**
+ * Microseconds per request of `requests` direct calls of a wrapped
+ * `handler`, whose `completed` has already resolved, its drain included.
+ */
+export async function microsPerCall(
+  handler:
+    & ((request: Request, info: Deno.ServeHandlerInfo) => unknown)
+    & { drain(): Promise<unknown> },
+  requests: number,
+): Promise<number> {
+  const request = new Request("http://localhost/orders/1");
+  const info = {
+    remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 40_000 },
+    completed: Promise.resolve(),
+  } as unknown as Deno.ServeHandlerInfo;
+  const startedAt = performance.now();
+  for (let i = 0; i < requests; i++) handler(request, info);
+  await handler.drain();
+  return (performance.now() - startedAt) * 1000 / requests;
+}

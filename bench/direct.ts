@@ -18,7 +18,7 @@ import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { withBackgroundTasks } from "../mod.ts";
-import { median } from "./_harness.ts";
+import { median, microsPerCall } from "./_harness.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -50,14 +50,7 @@ async function perRequest(wrap: Wrap, count: number): Promise<number> {
     for (let i = 0; i < count; i++) tasks.addTask(trivialTask, i);
     return new Response(null);
   });
-  const request = new Request("http://localhost/orders/1");
-  const info = {
-    completed: Promise.resolve(),
-  } as unknown as Deno.ServeHandlerInfo;
-  const startedAt = performance.now();
-  for (let i = 0; i < requests; i++) handler(request, info);
-  await handler.drain();
-  return (performance.now() - startedAt) * 1000 / requests;
+  return await microsPerCall(handler, requests);
 }
 
 const cases = [0, 1, 3].flatMap((count) =>

@@ -34,7 +34,14 @@
  */
 
 import { parseArgs } from "node:util";
-import { connectable, freePort, median, pinning, run } from "./_harness.ts";
+import {
+  connectable,
+  ensureCommand,
+  freePort,
+  median,
+  pinning,
+  run,
+} from "./_harness.ts";
 import {
   backendVariants,
   serverFlags,
@@ -118,16 +125,6 @@ const traced = (name: string): Variant => ({
     OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${sink!.addr.port}`,
   },
 });
-async function ensureWrk(): Promise<void> {
-  if ((await run(["wrk", "--version"])).code !== 127) return;
-  console.error("wrk is missing: installing it with apt-get");
-  await run(["apt-get", "update", "-qq"]);
-  const installed = await run(["apt-get", "install", "-y", "-qq", "wrk"]);
-  if (installed.code !== 0) {
-    console.error("Could not install wrk; install it and run again");
-    Deno.exit(1);
-  }
-}
 
 const fastapi: Variant[] = [];
 if (values.fastapi) {
@@ -310,7 +307,7 @@ async function withDeadline<T>(
   }
 }
 
-await ensureWrk();
+await ensureCommand("wrk", "wrk");
 let redis: Deno.ChildProcess | undefined;
 if (values.backends && Deno.env.get("REDIS_PORT") === undefined) {
   // A private Redis for the BullMQ variant; the server processes inherit

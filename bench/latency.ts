@@ -18,7 +18,14 @@
  */
 
 import { parseArgs } from "node:util";
-import { connectable, freePort, median, pinning, run } from "./_harness.ts";
+import {
+  connectable,
+  ensureCommand,
+  freePort,
+  median,
+  pinning,
+  run,
+} from "./_harness.ts";
 import { serverFlags } from "./http_server.ts";
 
 const { values } = parseArgs({
@@ -51,25 +58,6 @@ const warmup = Number(values.warmup);
 const rounds = Number(values.rounds);
 const variants = values.variants!.split(";");
 const serverScript = new URL("./http_server.ts", import.meta.url).pathname;
-
-async function ensureH2load(): Promise<void> {
-  if ((await run(["h2load", "--version"])).code !== 127) return;
-  console.error("h2load is missing: installing nghttp2-client with apt-get");
-  await run(["apt-get", "update", "-qq"]);
-  const installed = await run([
-    "apt-get",
-    "install",
-    "-y",
-    "-qq",
-    "nghttp2-client",
-  ]);
-  if (installed.code !== 0) {
-    console.error(
-      "Could not install h2load; install nghttp2-client and run again",
-    );
-    Deno.exit(1);
-  }
-}
 
 const { pinned, pin } = await pinning();
 
@@ -213,7 +201,7 @@ function svg(
   return parts.join("\n") + "\n";
 }
 
-await ensureH2load();
+await ensureCommand("h2load", "nghttp2-client");
 console.error(
   `${variants.length} variants, ${rounds} rounds of ${duration} s at ${
     rps * clients

@@ -17,7 +17,7 @@
 
 import { parseArgs } from "node:util";
 import { withBackgroundTasks } from "../mod.ts";
-import { median } from "./_harness.ts";
+import { median, microsPerCall } from "./_harness.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -41,15 +41,7 @@ async function perRequest(telemetry: boolean): Promise<number> {
     tasks.addTask(trivialTask, 1);
     return new Response(null);
   }, { telemetry });
-  const request = new Request("http://localhost/orders/1");
-  const info = {
-    remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 40_000 },
-    completed: Promise.resolve(),
-  } as unknown as Deno.ServeHandlerInfo;
-  const startedAt = performance.now();
-  for (let i = 0; i < requests; i++) handler(request, info);
-  await handler.drain();
-  return (performance.now() - startedAt) * 1000 / requests;
+  return await microsPerCall(handler, requests);
 }
 
 if (values.child) {
