@@ -8,7 +8,12 @@
 import assert from "node:assert/strict";
 import { Queue } from "npm:bullmq@^5";
 import { Cluster, Redis } from "npm:ioredis@^5";
-import { defineTask, withBackgroundTasks } from "../mod.ts";
+import {
+  type DefinedTask,
+  defineTask,
+  type TaskBackend,
+  withBackgroundTasks,
+} from "../mod.ts";
 import {
   bullmqBackend,
   bullmqWorker,
@@ -30,6 +35,24 @@ const deploymentTest = {
   sanitizeOps: false,
   sanitizeResources: false,
 };
+
+/**
+ * A handler that adds `length` steps `(chain, index)` for the chain its
+ * path names (`/chain7`), stored by `backend`.
+ */
+function chainsHandler(
+  backend: TaskBackend,
+  step: DefinedTask<[string, number]>,
+  length: number,
+) {
+  return withBackgroundTasks((request, _info, tasks) => {
+    const chain = new URL(request.url).pathname.slice(1);
+    for (let index = 0; index < length; index++) {
+      tasks.addTask(step, chain, index);
+    }
+    return new Response("ok");
+  }, { backend });
+}
 
 /**
  * Stores `chains` chains of `length` tasks through a backend on `backend`
@@ -61,13 +84,7 @@ async function roundTrip(
     tasks: [step],
   });
   try {
-    const handler = withBackgroundTasks((request, _info, tasks) => {
-      const chain = new URL(request.url).pathname.slice(1);
-      for (let index = 0; index < length; index++) {
-        tasks.addTask(step, chain, index);
-      }
-      return new Response("ok");
-    }, { backend });
+    const handler = chainsHandler(backend, step, length);
     for (let chain = 0; chain < chains; chain++) {
       await (await callHandler(handler, `/chain${chain}`)).tasks;
     }
@@ -224,13 +241,7 @@ Deno.test({
     tasks: [step],
   });
   try {
-    const handler = withBackgroundTasks((request, _info, tasks) => {
-      const chain = new URL(request.url).pathname.slice(1);
-      for (let index = 0; index < length; index++) {
-        tasks.addTask(step, chain, index);
-      }
-      return new Response("ok");
-    }, { backend });
+    const handler = chainsHandler(backend, step, length);
     await Promise.all(
       Array.from({ length: chains }, async (_, chain) => {
         await (await callHandler(handler, `/chain${chain}`)).tasks;
