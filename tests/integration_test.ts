@@ -11,6 +11,28 @@ function now(): number {
   return performance.timeOrigin + performance.now();
 }
 
+/** Closes a streamed body the test held open, and reads it to its end. */
+async function endBody(
+  stream: ReadableStreamDefaultController<Uint8Array>,
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+): Promise<void> {
+  stream.close();
+  while (!(await reader.read()).done) {
+    // Read to the end.
+  }
+}
+
+/** Closes a body left open, if it is, so that shutdown() need not wait. */
+function closeQuietly(
+  stream: ReadableStreamDefaultController<Uint8Array> | undefined,
+): void {
+  try {
+    stream?.close();
+  } catch {
+    // Already closed.
+  }
+}
+
 guardedTest(
   "a task that blocks the event loop does not delay its own response",
   async () => {
@@ -104,20 +126,13 @@ guardedTest(
 
       stream!.enqueue(encoder.encode("last chunk"));
       log.push("body closed");
-      stream!.close();
-      while (!(await reader.read()).done) {
-        // Read to the end.
-      }
+      await endBody(stream!, reader);
       await handler.drain();
       assert.deepEqual(log, ["body closed", "task"]);
     } finally {
       // On a failed assertion the body is still open, and shutdown() would
       // wait for it forever.
-      try {
-        stream?.close();
-      } catch {
-        // Already closed.
-      }
+      closeQuietly(stream);
       await server.shutdown();
     }
   },
@@ -156,18 +171,11 @@ guardedTest(
       assert.deepEqual([handler.stats.queued, handler.stats.running], [1, 0]);
 
       log.push("body closed");
-      stream!.close();
-      while (!(await reader.read()).done) {
-        // Read to the end.
-      }
+      await endBody(stream!, reader);
       await handler.drain();
       assert.deepEqual(log, ["body closed", "task"]);
     } finally {
-      try {
-        stream?.close();
-      } catch {
-        // Already closed.
-      }
+      closeQuietly(stream);
       await server.shutdown();
     }
   },
