@@ -236,14 +236,18 @@ export class Chain {
    */
   #rare: Rare | undefined = undefined;
 
+  /** Sets a rare field; clearing one of a chain without any makes nothing. */
+  #write<K extends keyof Rare>(key: K, value: Rare[K]): void {
+    if (value === undefined && this.#rare === undefined) return;
+    (this.#rare ??= new Rare())[key] = value;
+  }
+
   /** The request of a `returned` chain, until its first task. */
   get source(): Request | undefined {
     return this.#rare?.source;
   }
   set source(request: Request | undefined) {
-    if (request !== undefined || this.#rare !== undefined) {
-      (this.#rare ??= new Rare()).source = request;
-    }
+    this.#write("source", request);
   }
 
   /** The info of a `returned` chain, until its first task. */
@@ -251,9 +255,7 @@ export class Chain {
     return this.#rare?.serveInfo;
   }
   set serveInfo(info: Deno.ServeHandlerInfo | undefined) {
-    if (info !== undefined || this.#rare !== undefined) {
-      (this.#rare ??= new Rare()).serveInfo = info;
-    }
+    this.#write("serveInfo", info);
   }
 
   /** Made on first use: with a task's index, the task's stable id. */
@@ -261,7 +263,7 @@ export class Chain {
     return this.#rare?.id;
   }
   set id(id: string | undefined) {
-    (this.#rare ??= new Rare()).id = id;
+    this.#write("id", id);
   }
 
   /** Each task's result, when someone asked for them (`run()`, tests). */
@@ -269,7 +271,7 @@ export class Chain {
     return this.#rare?.results;
   }
   set results(results: TaskResult[] | undefined) {
-    (this.#rare ??= new Rare()).results = results;
+    this.#write("results", results);
   }
 
   /**
@@ -289,7 +291,7 @@ export class Chain {
     return this.#rare?.trace;
   }
   set trace(context: OtelContext | undefined) {
-    (this.#rare ??= new Rare()).trace = context;
+    this.#write("trace", context);
   }
 
   /** The controller behind `signal`, if anyone asked for it. */

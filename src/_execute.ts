@@ -55,11 +55,7 @@ export function runChain(
  * or throws. Never throws.
  */
 export function startChain(chain: Chain, config: ExecutionConfig): void {
-  if (
-    chain.results !== undefined || config.timeout !== undefined ||
-    config.onTaskStart !== undefined || config.onTaskEnd !== undefined ||
-    config.telemetry !== undefined
-  ) {
+  if (chain.results !== undefined || !callsAsIs(config)) {
     void execute(chain, config, undefined);
     return;
   }
@@ -214,11 +210,18 @@ async function execute(
   }
 }
 
-/** Whether a task is called as it is: no definition, timeout or hook. */
+/**
+ * Whether `config` lets a task without a definition be called as it is: no
+ * timeout, no hook, no telemetry.
+ */
+function callsAsIs(config: ExecutionConfig): boolean {
+  return config.timeout === undefined && config.onTaskStart === undefined &&
+    config.onTaskEnd === undefined && config.telemetry === undefined;
+}
+
+/** Whether a task is called as it is: no definition, and `callsAsIs()`. */
 function isPlain(task: Task, config: ExecutionConfig): boolean {
-  return task.defined === undefined && config.timeout === undefined &&
-    config.onTaskStart === undefined && config.onTaskEnd === undefined &&
-    config.telemetry === undefined;
+  return task.defined === undefined && callsAsIs(config);
 }
 
 function call(task: Task): Begun {
