@@ -4,7 +4,7 @@
 // under `maxPending`, follows each chain from its handler to its end (the
 // moves of its state), keeps the lists a shutdown needs (chains whose
 // handler runs, chains live), and counts. Admission and counting are one
-// invariant (pending = queued + running), so they stay together; when a
+// invariant (pending = queued + running + storing), so they stay together; when a
 // chain starts is the scheduler's business, drains are the drains', and a
 // backend's hand-over is the hand-over's.
 

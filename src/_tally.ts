@@ -1,7 +1,8 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 // A runner's counts of tasks, which `stats` shows: what is pending, and
-// what happened to the rest. Pending is always queued plus running.
+// what happened to the rest. Pending is always queued plus running plus
+// storing: the three are disjoint.
 
 import type { BackendStatus } from "./task_backend.ts";
 import type { TaskStats } from "./task_controls.ts";
@@ -54,7 +55,7 @@ export class Tally {
   snapshot(backend?: BackendStatus): TaskStats {
     return {
       pending: this.pending,
-      queued: this.pending - this.running,
+      queued: this.pending - this.running - this.storing,
       running: this.running,
       succeeded: this.#succeeded,
       failed: this.#failed,

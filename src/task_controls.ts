@@ -27,7 +27,7 @@ import type { RunOptions } from "./task_info.ts";
  * ```
  */
 export interface TaskStats {
-  /** Tasks accepted and not finished: `queued + running`. */
+  /** Tasks accepted and not finished: `queued + running + storing`. */
   readonly pending: number;
   /** Tasks waiting: for their response, for a free slot, or behind earlier tasks of their chain. */
   readonly queued: number;

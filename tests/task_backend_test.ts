@@ -266,6 +266,15 @@ guardedTest(
     await handed.promise;
     assert.equal(handler.stats.storing, 4);
     assert.equal(handler.stats.backend, status);
+    // A task being stored is neither queued nor running: the three add up
+    // to what is pending, as the tasks gauge shows them.
+    const { pending, queued, running, storing } = handler.stats;
+    assert.deepEqual({ pending, queued, running, storing }, {
+      pending: 4,
+      queued: 0,
+      running: 0,
+      storing: 4,
+    });
     // One chain is stored; then the store goes away.
     waiting[0]!();
     await first.tasks;
