@@ -56,6 +56,19 @@ export function tasksFor(
   return { tasks, chain };
 }
 
+/**
+ * The error a request fails with when the backend could not store its
+ * chain before its response: the response will not be sent, so its body is
+ * cancelled, letting whatever produces it stop.
+ */
+export function unstored(response: Response, cause: unknown): Error {
+  response.body?.cancel().catch(() => {});
+  return new Error(
+    "Cannot respond as the backend could not store the request's tasks",
+    { cause },
+  );
+}
+
 /** The runner behind each handler or middleware given controls. */
 export const runnerOf: WeakMap<object, Runner> = new WeakMap();
 
@@ -118,11 +131,7 @@ export function wrapHandler(
       return runner.store(chain, request).then(
         () => response,
         (error) => {
-          response.body?.cancel().catch(() => {});
-          throw new Error(
-            "Cannot respond as the backend could not store the request's tasks",
-            { cause: error },
-          );
+          throw unstored(response, error);
         },
       );
     }

@@ -2,7 +2,7 @@
 
 import { runnerConfig } from "./_options.ts";
 import { Runner } from "./_runner.ts";
-import { tasksFor, withControls } from "./_wrap.ts";
+import { tasksFor, unstored, withControls } from "./_wrap.ts";
 import { BackgroundTasks } from "./background_tasks.ts";
 import type {
   TaskControls,
@@ -55,6 +55,8 @@ export interface HonoContext {
   readonly env: unknown;
   /** The error a handler threw, once Hono has answered with its error handler. */
   readonly error: Error | undefined;
+  /** The response the next handlers answered with. */
+  readonly res: Response;
   /** Hono's execution context: a getter that throws when there is none. */
   readonly executionCtx: unknown;
   /**
@@ -195,10 +197,7 @@ export function backgroundTasks(
       try {
         await runner.store(chain, c.req.raw);
       } catch (error) {
-        throw new Error(
-          "Cannot respond as the backend could not store the request's tasks",
-          { cause: error },
-        );
+        throw unstored(c.res, error);
       }
       return;
     }

@@ -308,3 +308,29 @@ guardedTest(
     });
   },
 );
+
+guardedTest(
+  "backgroundTasks() cancels the unsent body when the backend cannot store the chain, as the Deno.serve wrapper does",
+  async () => {
+    const job = defineTask(() => {}, { name: "job" });
+    const backend: TaskBackend = {
+      accept() {},
+      enqueue: () => Promise.reject(new Error("already queued")),
+    };
+    const cancelled = Promise.withResolvers<unknown>();
+    const app = new Hono<{ Variables: BackgroundTasksVariables }>();
+    app.use(backgroundTasks({ backend }));
+    app.get("/", (c) => {
+      c.var.backgroundTasks.addTask(job);
+      const body = new ReadableStream<Uint8Array>({
+        cancel: (reason) => cancelled.resolve(reason),
+      });
+      return c.body(body);
+    });
+    app.onError((error, c) => c.text(error.message, 500));
+    const response = await app.request("/");
+    assert.equal(response.status, 500);
+    await response.body?.cancel();
+    await cancelled.promise;
+  },
+);

@@ -167,6 +167,32 @@ guardedTest(
 );
 
 guardedTest(
+  "with a backend, a chain that cannot be stored cancels the body its handler answered with",
+  async () => {
+    const backend: TaskBackend = {
+      accept() {},
+      enqueue: () => Promise.reject(new Error("already queued")),
+    };
+    const cancelled = Promise.withResolvers<unknown>();
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(job, 1);
+      const body = new ReadableStream<Uint8Array>({
+        cancel: (reason) => cancelled.resolve(reason),
+      });
+      return new Response(body, { status: 202 });
+    }, { backend });
+    await assert.rejects(
+      async () => await handler(new Request("http://localhost/"), sentInfo()),
+      {
+        message:
+          "Cannot respond as the backend could not store the request's tasks",
+      },
+    );
+    await cancelled.promise;
+  },
+);
+
+guardedTest(
   "with a backend, a drain that gives up on a chain being stored aborts the store and fails the handler",
   async () => {
     const { backend, calls, called } = gatedBackend();
