@@ -138,8 +138,9 @@ export function call(
     };
     // The timeout counts from the call: what the task did synchronously
     // counts. The timer is set first: setTimeout may run pending
-    // microtasks (it does under `deno test`, Deno 2.9.6), the task's
-    // settling among them, which must find the timer to clear.
+    // microtasks (the first timer of a `deno test` process does, Deno
+    // 2.9.6: tests/deno_behaviours_test.ts), the task's settling among
+    // them, which must find the timer to clear.
     if (timeout !== undefined) {
       expire = setTimeout(
         () => racing.interrupt(new TaskTimeoutError(info.name, timeout)),
