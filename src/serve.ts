@@ -1,5 +1,6 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
+import { exitBy } from "./_exit_watchdog.ts";
 import { serveConfig } from "./_serve_options.ts";
 import { MAX_TIMER_DELAY } from "./_util.ts";
 import { runnerOf, wrapHandler } from "./_wrap.ts";
@@ -78,7 +79,10 @@ export interface ServeOptions extends WithBackgroundTasksOptions {
   /**
    * Milliseconds a shutdown may take in all: finishing the responses in
    * flight, then the background tasks. Tasks still pending then are
-   * abandoned (their signals aborted) and reported.
+   * abandoned (their signals aborted) and reported. After a shutdown signal,
+   * it bounds the exit too: with Deno's telemetry on, `Deno.exit()` first
+   * exports what is left, and if it still is at the deadline, the process
+   * writes so and ends by SIGKILL (status 137).
    *
    * @default {10000}
    */
@@ -302,6 +306,8 @@ export function serve(
   // pending is abandoned.
   const giveUp = new AbortController();
   let closing: Promise<DrainResult> | undefined;
+  // When the shutdown's budget is spent, in milliseconds since the epoch.
+  let endsAt = Infinity;
 
   const finished = Promise.withResolvers<void>();
 
@@ -314,7 +320,9 @@ export function serve(
   }
 
   async function drainWithin(): Promise<DrainResult> {
-    const deadline = shutdownTimeout <= MAX_TIMER_DELAY
+    const bounded = shutdownTimeout <= MAX_TIMER_DELAY;
+    if (bounded) endsAt = Date.now() + shutdownTimeout;
+    const deadline = bounded
       ? setTimeout(
         () =>
           giveUp.abort(
@@ -358,8 +366,9 @@ export function serve(
     if (exiting) return;
     exiting = true;
     shutdown().then(
-      (result) => Deno.exit(result.abandoned === 0 ? 0 : 1),
-      () => Deno.exit(1),
+      (result) =>
+        exitBy(result.abandoned === 0 ? 0 : 1, endsAt, shutdownTimeout),
+      () => exitBy(1, endsAt, shutdownTimeout),
     );
   }
 
