@@ -1,5 +1,6 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
+import { escapeControls } from "./_describe_task.ts";
 import { exitBy } from "./_exit_watchdog.ts";
 import { serveConfig } from "./_serve_options.ts";
 import { MAX_TIMER_DELAY } from "./_util.ts";
@@ -479,7 +480,7 @@ export function logShutdown(result: DrainResult): void {
     return;
   }
   const byName = Object.entries(result.abandonedTasks)
-    .map(([name, count]) => `${name}: ${count}`)
+    .map(([name, count]) => `${escapeControls(name)}: ${count}`)
     .join(", ");
   let unstored = "";
   if (result.unstored > 0) {
@@ -487,7 +488,7 @@ export function logShutdown(result: DrainResult): void {
     const { backend } = result;
     if (backend?.state === "down") {
       unstored += `, down since ${backend.since.toISOString()}${
-        backend.error === undefined ? "" : ` (${backend.error})`
+        backend.error === undefined ? "" : ` (${escapeControls(backend.error)})`
       }`;
     }
   }

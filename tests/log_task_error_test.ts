@@ -2,7 +2,12 @@
 
 import assert from "node:assert/strict";
 import { mock } from "node:test";
-import { BackgroundTasks, logTaskError, type TaskInfo } from "../mod.ts";
+import {
+  BackgroundTasks,
+  defineTask,
+  logTaskError,
+  type TaskInfo,
+} from "../mod.ts";
 
 function logged(error: unknown, info: TaskInfo): unknown[] {
   const consoleError = mock.method(console, "error", () => {});
@@ -110,4 +115,98 @@ Deno.test("logTaskError() writes a value the console cannot inspect as text, and
     'Background task "t" at index 0 failed: [object that cannot be described]',
     'Background task "hostile" at index 0 failed: [object that cannot be described]',
   ]);
+});
+
+/** Control characters, which a terminal or a log reader acts on. */
+const CONTROLS = /[\u0000-\u001f\u007f-\u009f]/;
+
+Deno.test("the default reporter escapes control characters in a task's name, so that a name cannot forge or recolour a line", async () => {
+  const forged =
+    "send\nShutdown drained every background task: 0 succeeded and 0 failed while draining\x1b[31m\u009b";
+  const sendEmail = defineTask(() => {
+    throw new Error("boom");
+  }, { name: forged });
+  const plain = Object.defineProperty(
+    () => {
+      throw new Error("boom");
+    },
+    "name",
+    { value: forged },
+  );
+  const consoleError = mock.method(console, "error", () => {});
+  try {
+    const tasks = new BackgroundTasks();
+    tasks.addTask(sendEmail);
+    tasks.addTask(plain);
+    await tasks.run();
+  } finally {
+    consoleError.mock.restore();
+  }
+  const lines = consoleError.mock.calls.map((call) => call.arguments[0]);
+  const escaped =
+    "send\\nShutdown drained every background task: 0 succeeded and 0 failed while draining\\x1b[31m\\u009b";
+  assert.deepEqual(lines, [
+    `Background task "${escaped}" at index 0 failed:`,
+    `Background task "${escaped}" at index 1 failed:`,
+  ]);
+  for (const line of lines) assert.doesNotMatch(String(line), CONTROLS);
+});
+
+Deno.test("the default reporter escapes control characters in the request's method and path, and keeps other Unicode", async (t) => {
+  const table: [string, string, string, string][] = [
+    [
+      "a URL that does not parse",
+      "GET",
+      "/a\r\nGET /forged\x1b[2K\x7f?token=secret",
+      "GET /a\\r\\nGET /forged\\x1b[2K\\x7f",
+    ],
+    [
+      "a method of controls",
+      "GET\n\x1b[31m",
+      "http://localhost/caf\u00e9/\u65e5",
+      "GET\\n\\x1b[31m /caf%C3%A9/%E6%97%A5",
+    ],
+    [
+      "a parsed URL, whose controls are percent-encoded",
+      "POST",
+      "http://localhost/a\u009b\u0085b\tc",
+      "POST /a%C2%9B%C2%85bc",
+    ],
+  ];
+  for (const [name, method, url, described] of table) {
+    await t.step(name, () => {
+      const [line] = logged(new Error("boom"), {
+        name: "caf\u00e9 \u65e5\u672c",
+        index: 0,
+        attempt: 1,
+        request: { method, url },
+        delivered: undefined,
+      });
+      assert.equal(
+        line,
+        `Background task "caf\u00e9 \u65e5\u672c" at index 0 of ${described} failed:`,
+      );
+    });
+  }
+});
+
+Deno.test("a failing hook's report escapes control characters in the task's name", async () => {
+  const consoleError = mock.method(console, "error", () => {});
+  try {
+    const tasks = new BackgroundTasks();
+    tasks.addTask(defineTask(() => {}, { name: "a\nb" }));
+    await tasks.run({
+      onTaskStart() {
+        throw new Error("hook failed");
+      },
+    });
+  } finally {
+    consoleError.mock.restore();
+  }
+  assert.deepEqual(
+    consoleError.mock.calls.map((call) => call.arguments[0]),
+    [
+      `The 'onTaskStart' handler threw while reporting background task "a\\nb" at index 0:`,
+    ],
+  );
 });

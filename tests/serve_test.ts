@@ -322,6 +322,32 @@ Deno.test("logShutdown() writes one line, naming the abandoned tasks when there 
   }
 });
 
+Deno.test("logShutdown() escapes control characters in the abandoned tasks' names and the backend's error", () => {
+  const consoleError = mock.method(console, "error", () => {});
+  try {
+    logShutdown({
+      succeeded: 0,
+      failed: 0,
+      enqueued: 0,
+      abandoned: 1,
+      abandonedTasks: {
+        "x\nShutdown drained every background task: 9 succeeded\x1b[31m": 1,
+      },
+      unstored: 1,
+      backend: {
+        state: "down",
+        since: new Date("2026-12-01T10:00:00Z"),
+        error: "refused\r\n\u009b2J",
+      },
+    });
+  } finally {
+    consoleError.mock.restore();
+  }
+  assert.deepEqual(consoleError.mock.calls.map((call) => call.arguments), [[
+    "Shutdown abandoned 1 background task (x\\nShutdown drained every background task: 9 succeeded\\x1b[31m: 1), 1 of them not yet stored by the backend, down since 2026-12-01T10:00:00.000Z (refused\\r\\n\\u009b2J); 0 succeeded and 0 failed while draining",
+  ]]);
+});
+
 guardedTest(
   "serve() abandons at the deadline the tasks of a handler still running",
   async () => {
