@@ -25,6 +25,7 @@ function pathOf(url: string): string {
 // the separators and bidirectional controls that break or reorder a line
 // in some readers.
 const CONTROLS =
+  // deno-lint-ignore no-control-regex
   /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 
 const NAMED: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };

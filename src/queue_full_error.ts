@@ -3,7 +3,8 @@
 /**
  * Thrown by `addTask()` when the runner already holds `maxPending` tasks: the
  * task is refused, not queued. Catch it in the handler and answer `503` with a
- * `Retry-After` header, so that the client comes back later.
+ * `Retry-After` header, so that the client comes back later; `serve()` does
+ * so by default when the handler lets it through (`Retry-After: 5`).
  *
  * Tasks the request added before the refusal were accepted and still run. To
  * refuse a request whole, add its tasks before doing anything else.

@@ -3,8 +3,9 @@
 import { escapeControls } from "./_describe_task.ts";
 import { exitBy } from "./_exit_watchdog.ts";
 import { serveConfig } from "./_serve_options.ts";
-import { MAX_TIMER_DELAY } from "./_util.ts";
+import { isInstance, MAX_TIMER_DELAY } from "./_util.ts";
 import { runnerOf, wrapHandler } from "./_wrap.ts";
+import { QueueFullError } from "./queue_full_error.ts";
 import type {
   DrainResult,
   WithBackgroundTasksOptions,
@@ -72,9 +73,12 @@ export interface ServeOptions extends WithBackgroundTasksOptions {
   onListen?: (localAddr: Deno.NetAddr) => void;
   /**
    * Turns an error thrown by the handler into a response, as `Deno.serve`'s
-   * `onError` does (failed tasks go to `onTaskError`).
+   * `onError` does (failed tasks go to `onTaskError`). It receives a
+   * {@linkcode QueueFullError} the handler did not catch too.
    *
-   * @default {a 500 response, the error written to the console}
+   * @default {a 503 response with `Retry-After: 5` for a QueueFullError,
+   * which is counted in `stats.refused` and not written; else Deno's: a 500
+   * response, the error written to the console}
    */
   onError?: (error: unknown) => Response | Promise<Response>;
   /**
@@ -297,7 +301,10 @@ export function serve(
       action,
     );
   }
-  const server = Deno.serve(denoOptions, drainable);
+  const server = Deno.serve(
+    { onError: answerError, ...denoOptions },
+    drainable,
+  );
   // Listening for signals only once there is a server: had Deno.serve
   // thrown (a port in use), a listener left behind would shut down nothing
   // on the next signal, and fail doing it.
@@ -399,6 +406,29 @@ export function serve(
       await shutdown();
     },
   };
+}
+
+/**
+ * serve()'s default `onError`: a task refused for `maxPending` is expected
+ * backpressure, already counted in `stats.refused`, so it gets the `503` the
+ * documentation recommends and no line, which a saturated server would
+ * otherwise write once per request. `Retry-After: 5`, as in that
+ * recommendation: a queue full at `maxPending` makes room in seconds rather
+ * than milliseconds, and clients sent back sooner would find it still full.
+ * Any other error gets what `Deno.serve`'s own default gives.
+ */
+function answerError(error: unknown): Response {
+  if (isInstance(error, QueueFullError)) {
+    return new Response("Service Unavailable", {
+      status: 503,
+      headers: { "retry-after": "5" },
+    });
+  }
+  console.error(error);
+  // Deno's own bytes: a body without a content type.
+  return new Response(new TextEncoder().encode("Internal Server Error"), {
+    status: 500,
+  });
 }
 
 /** Resolves when `promise` settles or `signal` aborts, whichever comes first. */

@@ -118,6 +118,7 @@ Deno.test("logTaskError() writes a value the console cannot inspect as text, and
 });
 
 /** Control characters, which a terminal or a log reader acts on. */
+// deno-lint-ignore no-control-regex
 const CONTROLS = /[\u0000-\u001f\u007f-\u009f]/;
 
 Deno.test("the default reporter escapes control characters in a task's name, so that a name cannot forge or recolour a line", async () => {
