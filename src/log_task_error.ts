@@ -39,11 +39,25 @@ import type { TaskInfo } from "./task_info.ts";
  */
 export function logTaskError(error: unknown, info: TaskInfo): void {
   const attempts = info.attempt > 1 ? ` after ${info.attempt} attempts` : "";
-  const line = `Background task ${describeTask(info)} failed${attempts}:`;
+  const line = `Background task ${describeTask(info)} failed${attempts}${
+    isRequestClosed(error) ? REQUEST_CLOSED : ""
+  }:`;
   try {
     console.error(line, error);
   } catch {
     // The console could not inspect it (a revoked proxy): its text will do.
     console.error(line, errorText(error));
+  }
+}
+
+const REQUEST_CLOSED =
+  ", as Deno closes the request once the response is sent (read what the task needs in the handler and pass that instead)";
+
+/** Whether `error` is Deno's for a request read after its response was sent. */
+function isRequestClosed(error: unknown): boolean {
+  try {
+    return error instanceof TypeError && error.message === "Request closed";
+  } catch {
+    return false;
   }
 }
