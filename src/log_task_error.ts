@@ -1,7 +1,9 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import { describeTask } from "./_describe_task.ts";
+import { describeTask, escapeControls } from "./_describe_task.ts";
 import { errorText } from "./_error_text.ts";
+import { isInstance } from "./_util.ts";
+import { TaskTimeoutError } from "./define_task.ts";
 import type { TaskInfo } from "./task_info.ts";
 
 /**
@@ -43,7 +45,10 @@ export function logTaskError(error: unknown, info: TaskInfo): void {
     isRequestClosed(error) ? REQUEST_CLOSED : ""
   }:`;
   try {
-    console.error(line, error);
+    // A timeout's stack shows only the library's timer: its message says it all.
+    if (isInstance(error, TaskTimeoutError)) {
+      console.error(line, `${error.name}: ${escapeControls(error.message)}`);
+    } else console.error(line, error);
   } catch {
     // The console could not inspect it (a revoked proxy): its text will do.
     console.error(line, errorText(error));

@@ -211,3 +211,22 @@ Deno.test("a failing hook's report escapes control characters in the task's name
     ],
   );
 });
+
+Deno.test("the default reporter writes a timeout as its message, without the timer's stack", async () => {
+  const slow = defineTask(() => new Promise<void>(() => {}), {
+    name: "slow\x1b[31m",
+    timeout: 10,
+  });
+  const consoleError = mock.method(console, "error", () => {});
+  try {
+    const tasks = new BackgroundTasks();
+    tasks.addTask(slow);
+    await tasks.run();
+  } finally {
+    consoleError.mock.restore();
+  }
+  assert.deepEqual(consoleError.mock.calls.map((call) => call.arguments), [[
+    'Background task "slow\\x1b[31m" at index 0 failed:',
+    'TaskTimeoutError: Background task "slow\\x1b[31m" timed out after 10 ms',
+  ]]);
+});
