@@ -21,6 +21,7 @@ import { startChain } from "./_execute.ts";
 import { backendTask, handOver, type HandOverBooks } from "./_hand_over.ts";
 import type { RunnerConfig } from "./_options.ts";
 import { giveUpLive, giveUpOpen } from "./_give_up.ts";
+import { escapeControls } from "./_describe_task.ts";
 import { report } from "./_report.ts";
 import { Scheduler } from "./_scheduler.ts";
 import { Tally } from "./_tally.ts";
@@ -44,7 +45,7 @@ function closesAfter(argument: unknown): boolean {
 function requestArgumentError(task: Task, index: number): TypeError {
   const argument = task.args[index];
   return new TypeError(
-    `Cannot add task "${nameOf(task)}" as argument ${index} ${
+    `Cannot add task "${escapeControls(nameOf(task))}" as argument ${index} ${
       argument instanceof Request
         ? "is a Request, which Deno closes once the response is sent: read what the task needs in the handler and pass that instead"
         : "is a ReadableStream, which a request's body is and which cannot be read once the response is sent: read it in the handler (await request.arrayBuffer(), say) and pass that instead"
@@ -112,7 +113,7 @@ export class Runner implements ChainOwner {
       if (task.defined === undefined) {
         throw new TypeError(
           `Cannot add task "${
-            nameOf(task)
+            escapeControls(nameOf(task))
           }" as the handler's backend runs only tasks made by defineTask`,
         );
       }

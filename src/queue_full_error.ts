@@ -1,5 +1,7 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
+import { escapeControls } from "./_describe_task.ts";
+
 /**
  * Thrown by `addTask()` when the runner already holds `maxPending` tasks: the
  * task is refused, not queued. Catch it in the handler and answer `503` with a
@@ -51,7 +53,9 @@ export class QueueFullError extends Error {
    */
   constructor(task: string, limit: number) {
     super(
-      `Cannot add task "${task}" as ${limit} tasks are already pending, the 'maxPending' limit`,
+      `Cannot add task "${
+        escapeControls(task)
+      }" as ${limit} tasks are already pending, the 'maxPending' limit`,
     );
     this.name = "QueueFullError";
     this.task = task;

@@ -6,7 +6,9 @@ import {
   BackgroundTasks,
   defineTask,
   logTaskError,
+  QueueFullError,
   type TaskInfo,
+  TaskTimeoutError,
 } from "../mod.ts";
 
 function logged(error: unknown, info: TaskInfo): unknown[] {
@@ -229,4 +231,20 @@ Deno.test("the default reporter writes a timeout as its message, without the tim
     'Background task "slow\\x1b[31m" at index 0 failed:',
     'TaskTimeoutError: Background task "slow\\x1b[31m" timed out after 10 ms',
   ]]);
+});
+
+Deno.test("the library's own errors escape control characters in a task's name, and keep it whole in their fields", () => {
+  const name = "a\nb\x1b[31m";
+  const full = new QueueFullError(name, 10);
+  assert.equal(
+    full.message,
+    `Cannot add task "a\\nb\\x1b[31m" as 10 tasks are already pending, the 'maxPending' limit`,
+  );
+  assert.equal(full.task, name);
+  const timeout = new TaskTimeoutError(name, 5);
+  assert.equal(
+    timeout.message,
+    'Background task "a\\nb\\x1b[31m" timed out after 5 ms',
+  );
+  assert.equal(timeout.task, name);
 });
