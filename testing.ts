@@ -7,7 +7,8 @@
  * returns its response with a promise of the request's task results;
  * {@linkcode fakeServeHandlerInfo} gives a handler an `info` whose
  * `completed` the test settles, to decide when tasks may start or to play a
- * client that went away.
+ * client that went away; {@linkcode trackTasks} fails a test that ends with
+ * tasks it did not wait for.
  *
  * ```ts
  * import { withBackgroundTasks } from "@afterward/background-tasks";

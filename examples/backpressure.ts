@@ -2,8 +2,9 @@
 
 /**
  * Backpressure: at most 2 reports are built at once and at most 4 wait or
- * run; beyond that, `POST /reports` answers `503 Service Unavailable` with a
- * `Retry-After` header instead of queueing without bound.
+ * run; beyond that, `addTask()` throws a `QueueFullError`, which `serve()`
+ * answers with `503 Service Unavailable` and `Retry-After: 5` instead of
+ * queueing without bound (catch it in the handler to answer otherwise).
  *
  *   deno run --allow-net=127.0.0.1 --allow-env=PORT examples/backpressure.ts
  *   for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w "%{http_code}\n" -X POST http://127.0.0.1:8000/reports & done
@@ -11,7 +12,7 @@
  * @module
  */
 
-import { QueueFullError, serve } from "../mod.ts";
+import { serve } from "../mod.ts";
 
 async function buildReport(id: number): Promise<void> {
   // Stands in for a slow query and a PDF render.
@@ -37,14 +38,6 @@ serve({
     return new Response("Not Found", { status: 404 });
   }
   const id = nextId++;
-  try {
-    tasks.addTask(buildReport, id);
-  } catch (error) {
-    if (!(error instanceof QueueFullError)) throw error;
-    return new Response("Too many reports in progress; try again shortly", {
-      status: 503,
-      headers: { "retry-after": "2" },
-    });
-  }
+  tasks.addTask(buildReport, id);
   return Response.json({ id }, { status: 202 });
 });

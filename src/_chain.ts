@@ -24,6 +24,8 @@ export interface Task {
   next: Task | undefined;
   /** The arguments, in an array that must not be changed. */
   readonly args: readonly unknown[];
+  /** The index of the first argument `test` holds for, or -1; `args` would make an array. */
+  findArgument(test: (argument: unknown) => boolean): number;
   /** Calls the function with the arguments, as a plain function. */
   call(): unknown;
 }
@@ -52,6 +54,10 @@ class OneArgument implements Task {
     return [this.#argument];
   }
 
+  findArgument(test: (argument: unknown) => boolean): number {
+    return test(this.#argument) ? 0 : -1;
+  }
+
   call(): unknown {
     const { fn } = this;
     return fn(this.#argument);
@@ -77,6 +83,10 @@ class Arguments implements Task {
 
   get args(): readonly unknown[] {
     return this.#args;
+  }
+
+  findArgument(test: (argument: unknown) => boolean): number {
+    return this.#args.findIndex(test);
   }
 
   call(): unknown {

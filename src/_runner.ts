@@ -21,12 +21,37 @@ import { startChain } from "./_execute.ts";
 import { backendTask, handOver, type HandOverBooks } from "./_hand_over.ts";
 import type { RunnerConfig } from "./_options.ts";
 import { giveUpLive, giveUpOpen } from "./_give_up.ts";
+import { escapeControls } from "./_describe_task.ts";
 import { report } from "./_report.ts";
 import { Scheduler } from "./_scheduler.ts";
 import { Tally } from "./_tally.ts";
 import { isThenable } from "./_util.ts";
 import { QueueFullError } from "./queue_full_error.ts";
 import type { DrainOptions, DrainResult, TaskStats } from "./task_controls.ts";
+
+/**
+ * Whether a task's argument stops working once the response is sent: Deno
+ * closes the request then (its URL, headers and body throw "Request
+ * closed" unless read before), and a request's body stream can no longer be
+ * read past what had arrived. Headers once read, and what was read from the
+ * body (a Blob, FormData, JSON), stay readable, as a Response does. Any
+ * ReadableStream counts: that of a request cannot be told from others, and
+ * a task that needs another can open it itself.
+ */
+function closesAfter(argument: unknown): boolean {
+  return argument instanceof Request || argument instanceof ReadableStream;
+}
+
+function requestArgumentError(task: Task, index: number): TypeError {
+  const argument = task.args[index];
+  return new TypeError(
+    `Cannot add task "${escapeControls(nameOf(task))}" as argument ${index} ${
+      argument instanceof Request
+        ? "is a Request, which Deno closes once the response is sent: read what the task needs in the handler and pass that instead"
+        : "is a ReadableStream, which a request's body is and which cannot be read once the response is sent: read it in the handler (await request.arrayBuffer(), say) and pass that instead"
+    }`,
+  );
+}
 
 /** Executes the chains of one wrapped handler, and counts their tasks. */
 export class Runner implements ChainOwner {
@@ -75,6 +100,10 @@ export class Runner implements ChainOwner {
 
   accept(chain: Chain, task: Task): boolean {
     const { backend, maxPending } = this.#config;
+    const closing = task.fn === waitUntil ? -1 : task.findArgument(closesAfter);
+    if (closing !== -1) {
+      return this.#refuse(chain, task, requestArgumentError(task, closing));
+    }
     if (backend !== undefined) {
       if (task.fn === waitUntil) {
         throw new TypeError(
@@ -84,7 +113,7 @@ export class Runner implements ChainOwner {
       if (task.defined === undefined) {
         throw new TypeError(
           `Cannot add task "${
-            nameOf(task)
+            escapeControls(nameOf(task))
           }" as the handler's backend runs only tasks made by defineTask`,
         );
       }
@@ -92,18 +121,11 @@ export class Runner implements ChainOwner {
     // waitUntil() adds no work, only a wait for a promise already running.
     if (this.#tally.pending >= maxPending && task.fn !== waitUntil) {
       this.#tally.dropped("refused", 1);
-      const refusal = new QueueFullError(nameOf(task), maxPending);
-      // The handler can answer 503; past it, nobody may be there to catch
-      // the error (a timer the handler left behind): it is reported.
-      if (chain.state === "open") throw refusal;
-      report(this.#config.onTaskError, refusal, {
-        name: nameOf(task),
-        index: chain.size,
-        attempt: 0,
-        request: chain.request,
-        delivered: chain.delivered,
-      });
-      return false;
+      return this.#refuse(
+        chain,
+        task,
+        new QueueFullError(nameOf(task), maxPending),
+      );
     }
     if (backend !== undefined) backend.accept(backendTask(task), chain);
     // The request's context, while its handler (or a timer it set) runs.
@@ -114,6 +136,23 @@ export class Runner implements ChainOwner {
     this.#tally.pending++;
     if (chain.state === "open" && chain.remaining === 0) this.#open.push(chain);
     return true;
+  }
+
+  /**
+   * Refuses a task: the handler can catch the error (and answer 503); past
+   * it, nobody may be there to (a timer the handler left behind), so it is
+   * reported.
+   */
+  #refuse(chain: Chain, task: Task, error: Error): false {
+    if (chain.state === "open") throw error;
+    report(this.#config.onTaskError, error, {
+      name: nameOf(task),
+      index: chain.size,
+      attempt: 0,
+      request: chain.request,
+      delivered: chain.delivered,
+    });
+    return false;
   }
 
   successor(ended: Chain): Chain {

@@ -452,17 +452,28 @@ let telemetry: Telemetry | null | undefined;
  */
 export function denoTelemetry(): Telemetry | undefined {
   if (telemetry === undefined) {
-    telemetry = null;
-    try {
-      const deno = (globalThis as { Deno?: { telemetry?: DenoTelemetry } })
-        .Deno?.telemetry;
-      const api = (globalThis as Record<symbol, { trace?: unknown }>)[API_KEY];
-      if (deno !== undefined && api?.trace === deno.tracerProvider) {
-        telemetry = new Telemetry(deno);
-      }
-    } catch {
-      // Not Deno's, or not on: no telemetry.
-    }
+    const deno = onTelemetry();
+    telemetry = deno === undefined ? null : new Telemetry(deno);
   }
   return telemetry ?? undefined;
+}
+
+/**
+ * Whether Deno's telemetry is on, whatever the `telemetry` options say:
+ * then `Deno.exit()` exports what is left before the process ends.
+ */
+export function denoTelemetryOn(): boolean {
+  return onTelemetry() !== undefined;
+}
+
+function onTelemetry(): DenoTelemetry | undefined {
+  try {
+    const deno = (globalThis as { Deno?: { telemetry?: DenoTelemetry } })
+      .Deno?.telemetry;
+    const api = (globalThis as Record<symbol, { trace?: unknown }>)[API_KEY];
+    if (deno !== undefined && api?.trace === deno.tracerProvider) return deno;
+  } catch {
+    // Not Deno's, or not on: no telemetry.
+  }
+  return undefined;
 }

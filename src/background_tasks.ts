@@ -93,7 +93,10 @@ export class BackgroundTasks {
    * @typeParam A The parameters of `fn`, which `args` must match.
    * @param fn The function to call.
    * @param args The arguments to call it with.
-   * @throws {TypeError} If `fn` is not a function.
+   * @throws {TypeError} If `fn` is not a function, or, in a handler's
+   * tasks, if an argument is a `Request` or a `ReadableStream`, which cannot
+   * be read once the response is sent (read what the task needs in the
+   * handler and pass that).
    * @throws {QueueFullError} If the handler's runner already holds
    * `maxPending` tasks.
    * @throws {Error} If the tasks were made with `new BackgroundTasks()` and
@@ -133,6 +136,8 @@ export class BackgroundTasks {
    * @typeParam A The task's parameters after its context.
    * @param task The task to run.
    * @param args The arguments to call it with.
+   * @throws {TypeError} In a handler's tasks, if an argument is a `Request`
+   * or a `ReadableStream`.
    * @throws {QueueFullError} If the handler's runner already holds
    * `maxPending` tasks.
    * @throws {Error} If the tasks were made with `new BackgroundTasks()` and

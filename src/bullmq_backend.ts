@@ -11,6 +11,7 @@ import {
   shardsKey,
 } from "./_bullmq.ts";
 import { openShard } from "./_bullmq_shard.ts";
+import { escapeControls } from "./_describe_task.ts";
 import { ConnectionWatch, elapsed } from "./_redis_watch.ts";
 import { assertSerializable } from "./_serializable.ts";
 import { assertInteger, assertOptions, describe } from "./_util.ts";
@@ -422,7 +423,9 @@ function failedTask(job: Job): FailedTask {
 function logStatus(status: BackendStatus, previous: BackendStatus): void {
   console.error(
     status.state === "down"
-      ? `The BullMQ backend cannot reach Redis (${status.error}): chains wait to be stored until it is back`
+      ? `The BullMQ backend cannot reach Redis (${
+        escapeControls(String(status.error))
+      }): chains wait to be stored until it is back`
       : `The BullMQ backend reaches Redis again, after ${
         elapsed(previous.since)
       } without it`,

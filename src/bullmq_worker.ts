@@ -10,6 +10,7 @@ import {
   shardPrefixes,
   shardsKey,
 } from "./_bullmq.ts";
+import { escapeControls } from "./_describe_task.ts";
 import { errorText } from "./_error_text.ts";
 import { ConnectionWatch, elapsed, isConnectionError } from "./_redis_watch.ts";
 import { RUN_OPTIONS } from "./_options.ts";
@@ -177,7 +178,9 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
     if (closed) return;
     console.error(
       status.state === "down"
-        ? `The BullMQ worker cannot reach Redis (${status.error}); it tries again until Redis is back`
+        ? `The BullMQ worker cannot reach Redis (${
+          escapeControls(String(status.error))
+        }); it tries again until Redis is back`
         : `The BullMQ worker reaches Redis again, after ${
           elapsed(previous.since)
         } without it`,
@@ -274,7 +277,9 @@ async function checkShards(
       console.error(
         `The BullMQ worker consumes ${shards} ${
           shards === 1 ? "shard" : "shards"
-        } of queue "${queueName}", but web processes store chains in ${stored}: start workers with 'shards: ${stored}', or the chains of the other shards never run`,
+        } of queue "${
+          escapeControls(queueName)
+        }", but web processes store chains in ${stored}: start workers with 'shards: ${stored}', or the chains of the other shards never run`,
       );
     }
   } catch {

@@ -1,5 +1,6 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
+import { escapeControls } from "./_describe_task.ts";
 import {
   assertFunction,
   assertInteger,
@@ -379,7 +380,9 @@ export class TaskTimeoutError extends Error {
    * @param timeout The limit in milliseconds.
    */
   constructor(task: string, timeout: number) {
-    super(`Background task "${task}" timed out after ${timeout} ms`);
+    super(
+      `Background task "${escapeControls(task)}" timed out after ${timeout} ms`,
+    );
     this.name = "TaskTimeoutError";
     this.task = task;
     this.timeout = timeout;

@@ -119,7 +119,8 @@ export interface BackgroundTasksMiddleware extends TaskControls {
  * (`app.fetch(request, info, tasks)`), the middleware puts those tasks at
  * `c.var.backgroundTasks` instead of making its own: everything joins one
  * chain, and the wrapper's options and shutdown apply. Its own options then
- * go unused.
+ * go unused. A test does the same with Hono's
+ * `app.request(path, init, env, new BackgroundTasks())`, then `run()`.
  *
  * @example Served by Deno.serve
  * ```ts ignore

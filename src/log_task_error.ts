@@ -1,7 +1,9 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import { describeTask } from "./_describe_task.ts";
+import { describeTask, escapeControls } from "./_describe_task.ts";
 import { errorText } from "./_error_text.ts";
+import { isInstance } from "./_util.ts";
+import { TaskTimeoutError } from "./define_task.ts";
 import type { TaskInfo } from "./task_info.ts";
 
 /**
@@ -39,11 +41,28 @@ import type { TaskInfo } from "./task_info.ts";
  */
 export function logTaskError(error: unknown, info: TaskInfo): void {
   const attempts = info.attempt > 1 ? ` after ${info.attempt} attempts` : "";
-  const line = `Background task ${describeTask(info)} failed${attempts}:`;
+  const line = `Background task ${describeTask(info)} failed${attempts}${
+    isRequestClosed(error) ? REQUEST_CLOSED : ""
+  }:`;
   try {
-    console.error(line, error);
+    // A timeout's stack shows only the library's timer: its message says it all.
+    if (isInstance(error, TaskTimeoutError)) {
+      console.error(line, `${error.name}: ${escapeControls(error.message)}`);
+    } else console.error(line, error);
   } catch {
     // The console could not inspect it (a revoked proxy): its text will do.
     console.error(line, errorText(error));
+  }
+}
+
+const REQUEST_CLOSED =
+  ", as Deno closes the request once the response is sent (read what the task needs in the handler and pass that instead)";
+
+/** Whether `error` is Deno's for a request read after its response was sent. */
+function isRequestClosed(error: unknown): boolean {
+  try {
+    return error instanceof TypeError && error.message === "Request closed";
+  } catch {
+    return false;
   }
 }

@@ -1,9 +1,12 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
+import { escapeControls } from "./_describe_task.ts";
+
 /**
  * Thrown by `addTask()` when the runner already holds `maxPending` tasks: the
  * task is refused, not queued. Catch it in the handler and answer `503` with a
- * `Retry-After` header, so that the client comes back later.
+ * `Retry-After` header, so that the client comes back later; `serve()` does
+ * so by default when the handler lets it through (`Retry-After: 5`).
  *
  * Tasks the request added before the refusal were accepted and still run. To
  * refuse a request whole, add its tasks before doing anything else.
@@ -50,7 +53,9 @@ export class QueueFullError extends Error {
    */
   constructor(task: string, limit: number) {
     super(
-      `Cannot add task "${task}" as ${limit} tasks are already pending, the 'maxPending' limit`,
+      `Cannot add task "${
+        escapeControls(task)
+      }" as ${limit} tasks are already pending, the 'maxPending' limit`,
     );
     this.name = "QueueFullError";
     this.task = task;

@@ -1,8 +1,11 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
+import { escapeControls } from "./_describe_task.ts";
+import { exitBy } from "./_exit_watchdog.ts";
 import { serveConfig } from "./_serve_options.ts";
-import { MAX_TIMER_DELAY } from "./_util.ts";
+import { isInstance, MAX_TIMER_DELAY } from "./_util.ts";
 import { runnerOf, wrapHandler } from "./_wrap.ts";
+import { QueueFullError } from "./queue_full_error.ts";
 import type {
   DrainResult,
   WithBackgroundTasksOptions,
@@ -70,15 +73,21 @@ export interface ServeOptions extends WithBackgroundTasksOptions {
   onListen?: (localAddr: Deno.NetAddr) => void;
   /**
    * Turns an error thrown by the handler into a response, as `Deno.serve`'s
-   * `onError` does (failed tasks go to `onTaskError`).
+   * `onError` does (failed tasks go to `onTaskError`). It receives a
+   * {@linkcode QueueFullError} the handler did not catch too.
    *
-   * @default {a 500 response, the error written to the console}
+   * @default {a 503 response with `Retry-After: 5` for a QueueFullError,
+   * which is counted in `stats.refused` and not written; else Deno's: a 500
+   * response, the error written to the console}
    */
   onError?: (error: unknown) => Response | Promise<Response>;
   /**
    * Milliseconds a shutdown may take in all: finishing the responses in
    * flight, then the background tasks. Tasks still pending then are
-   * abandoned (their signals aborted) and reported.
+   * abandoned (their signals aborted) and reported. After a shutdown signal,
+   * it bounds the exit too: with Deno's telemetry on, `Deno.exit()` first
+   * exports what is left, and if it still is at the deadline, the process
+   * writes so and ends by SIGKILL (status 137).
    *
    * @default {10000}
    */
@@ -292,7 +301,10 @@ export function serve(
       action,
     );
   }
-  const server = Deno.serve(denoOptions, drainable);
+  const server = Deno.serve(
+    { onError: answerError, ...denoOptions },
+    drainable,
+  );
   // Listening for signals only once there is a server: had Deno.serve
   // thrown (a port in use), a listener left behind would shut down nothing
   // on the next signal, and fail doing it.
@@ -302,6 +314,8 @@ export function serve(
   // pending is abandoned.
   const giveUp = new AbortController();
   let closing: Promise<DrainResult> | undefined;
+  // When the shutdown's budget is spent, in milliseconds since the epoch.
+  let endsAt = Infinity;
 
   const finished = Promise.withResolvers<void>();
 
@@ -314,7 +328,9 @@ export function serve(
   }
 
   async function drainWithin(): Promise<DrainResult> {
-    const deadline = shutdownTimeout <= MAX_TIMER_DELAY
+    const bounded = shutdownTimeout <= MAX_TIMER_DELAY;
+    if (bounded) endsAt = Date.now() + shutdownTimeout;
+    const deadline = bounded
       ? setTimeout(
         () =>
           giveUp.abort(
@@ -358,8 +374,9 @@ export function serve(
     if (exiting) return;
     exiting = true;
     shutdown().then(
-      (result) => Deno.exit(result.abandoned === 0 ? 0 : 1),
-      () => Deno.exit(1),
+      (result) =>
+        exitBy(result.abandoned === 0 ? 0 : 1, endsAt, shutdownTimeout),
+      () => exitBy(1, endsAt, shutdownTimeout),
     );
   }
 
@@ -389,6 +406,29 @@ export function serve(
       await shutdown();
     },
   };
+}
+
+/**
+ * serve()'s default `onError`: a task refused for `maxPending` is expected
+ * backpressure, already counted in `stats.refused`, so it gets the `503` the
+ * documentation recommends and no line, which a saturated server would
+ * otherwise write once per request. `Retry-After: 5`, as in that
+ * recommendation: a queue full at `maxPending` makes room in seconds rather
+ * than milliseconds, and clients sent back sooner would find it still full.
+ * Any other error gets what `Deno.serve`'s own default gives.
+ */
+function answerError(error: unknown): Response {
+  if (isInstance(error, QueueFullError)) {
+    return new Response("Service Unavailable", {
+      status: 503,
+      headers: { "retry-after": "5" },
+    });
+  }
+  console.error(error);
+  // Deno's own bytes: a body without a content type.
+  return new Response(new TextEncoder().encode("Internal Server Error"), {
+    status: 500,
+  });
 }
 
 /** Resolves when `promise` settles or `signal` aborts, whichever comes first. */
@@ -470,7 +510,7 @@ export function logShutdown(result: DrainResult): void {
     return;
   }
   const byName = Object.entries(result.abandonedTasks)
-    .map(([name, count]) => `${name}: ${count}`)
+    .map(([name, count]) => `${escapeControls(name)}: ${count}`)
     .join(", ");
   let unstored = "";
   if (result.unstored > 0) {
@@ -478,7 +518,7 @@ export function logShutdown(result: DrainResult): void {
     const { backend } = result;
     if (backend?.state === "down") {
       unstored += `, down since ${backend.since.toISOString()}${
-        backend.error === undefined ? "" : ` (${backend.error})`
+        backend.error === undefined ? "" : ` (${escapeControls(backend.error)})`
       }`;
     }
   }

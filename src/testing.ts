@@ -1,6 +1,7 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import { type Chain, internals } from "./_chain.ts";
+import { type Chain, internals, nameOf } from "./_chain.ts";
+import { describeTask } from "./_describe_task.ts";
 import type { TaskResult } from "./task_info.ts";
 import { assertFunction, assertOptions, describe } from "./_util.ts";
 import type { DrainableHandler } from "./with_background_tasks.ts";
@@ -289,6 +290,7 @@ export async function callHandler(
   const previous = internals.created;
   // The handler creates its chain synchronously, before its first await.
   internals.created = (created) => {
+    previous?.(created);
     chain ??= created;
     created.results = [];
   };
@@ -302,4 +304,139 @@ export async function callHandler(
   // Returning scheduled the chain, so a drain started now covers it.
   const tasks = handler.drain().then(() => chain?.results ?? []);
   return { response, tasks };
+}
+
+/** The states in which a chain has no task left to run here. */
+const ENDED: ReadonlySet<string> = new Set([
+  "finished",
+  "handedOver",
+  "discarded",
+  "skipped",
+  "abandoned",
+]);
+
+/**
+ * What {@linkcode trackTasks} returns: the tasks of the requests handled
+ * since, that are not over yet.
+ *
+ * @example Fail a test that forgets its tasks
+ * ```ts
+ * import { withBackgroundTasks } from "@afterward/background-tasks";
+ * import { callHandler, fakeServeHandlerInfo, trackTasks } from "@afterward/background-tasks/testing";
+ * import assert from "node:assert/strict";
+ *
+ * const app = withBackgroundTasks((_request, _info, tasks) => {
+ *   tasks.addTask(function sendWelcome() {});
+ *   return new Response("ok");
+ * });
+ * const tracker = trackTasks();
+ * const info = fakeServeHandlerInfo();
+ * await (await callHandler(app, "/signup", { info })).response.text();
+ * assert.deepEqual(tracker.pending, ['"sendWelcome" at index 0 of GET /signup']);
+ * assert.throws(() => tracker[Symbol.dispose](), /1 background task is still pending/);
+ * info.complete();
+ * await app.drain();
+ * ```
+ */
+export interface TaskTracker extends Disposable {
+  /**
+   * Each task not over yet, of the requests handled since
+   * {@linkcode trackTasks} was called, as the default reporter names it:
+   * `"name" at index N of METHOD /path`.
+   */
+  readonly pending: string[];
+  /**
+   * Stops tracking, and throws if a task tracked is still pending, naming
+   * each: a test that uses the tracker with `using` fails when it ends
+   * with tasks it did not wait for.
+   *
+   * @throws {Error} If a task tracked is still pending.
+   */
+  [Symbol.dispose](): void;
+}
+
+/**
+ * Tracks the tasks of every request that a handler made by
+ * `withBackgroundTasks`, `serve()` or the Hono middleware handles from now
+ * on, so that a test fails when it ends before they are over (a test that
+ * forgot to await them otherwise passes, its tasks running during the next
+ * test, or never, when their response is never sent). Deno's sanitizers
+ * cannot see it: a chain waiting for its response holds no timer and no
+ * resource.
+ *
+ * Begin a test with `using tracker = trackTasks();`: when the test ends, the
+ * tracker throws if tasks are still pending. Tasks added after their
+ * request's chain ended run as a chain of their own, which it does not see.
+ *
+ * @example Begin a test with it
+ * ```ts
+ * import { withBackgroundTasks } from "@afterward/background-tasks";
+ * import { callHandler, trackTasks } from "@afterward/background-tasks/testing";
+ * import assert from "node:assert/strict";
+ *
+ * const sent: string[] = [];
+ * const app = withBackgroundTasks((_request, _info, tasks) => {
+ *   tasks.addTask((to: string) => sent.push(to), "a@example.com");
+ *   return new Response("ok", { status: 201 });
+ * });
+ *
+ * Deno.test("signup sends a welcome mail", async () => {
+ *   using _tracker = trackTasks();
+ *   const { response, tasks } = await callHandler(app, "/signup");
+ *   assert.equal(response.status, 201);
+ *   await tasks; // without it, the test fails, naming the task
+ *   assert.deepEqual(sent, ["a@example.com"]);
+ * });
+ * ```
+ *
+ * @returns The tracker: its `pending` tasks, and a dispose that throws when
+ * some are left.
+ */
+export function trackTasks(): TaskTracker {
+  let chains: Chain[] = [];
+  let tracking = true;
+  // Trackers and callHandler() nest: each tells the one before.
+  const previous = internals.created;
+  function track(chain: Chain): void {
+    previous?.(chain);
+    if (tracking) chains.push(chain);
+  }
+  internals.created = track;
+
+  function pending(): string[] {
+    chains = chains.filter((chain) => !ENDED.has(chain.state));
+    const names: string[] = [];
+    for (const chain of chains) {
+      let index = chain.position;
+      for (let task = chain.head; task !== undefined; task = task.next) {
+        names.push(describeTask({
+          name: nameOf(task),
+          index: index++,
+          attempt: 1,
+          request: chain.request,
+          delivered: chain.delivered,
+        }));
+      }
+    }
+    return names;
+  }
+
+  return {
+    get pending() {
+      return pending();
+    },
+    [Symbol.dispose]() {
+      tracking = false;
+      if (internals.created === track) internals.created = previous;
+      const left = pending();
+      if (left.length === 0) return;
+      throw new Error(
+        `Cannot end the test as ${left.length} background ${
+          left.length === 1 ? "task is" : "tasks are"
+        } still pending: ${
+          left.join(", ")
+        }; await the tasks callHandler() returns, or the handler's drain()`,
+      );
+    },
+  };
 }

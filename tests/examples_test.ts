@@ -378,7 +378,7 @@ Deno.test("examples/backpressure.ts answers 503 with Retry-After beyond maxPendi
   );
   assert.deepEqual(
     responses.map(String).sort(),
-    ["202,", "202,", "202,", "202,", "503,2", "503,2"],
+    ["202,", "202,", "202,", "202,", "503,5", "503,5"],
   );
   assert.deepEqual(await example.stop(), drained(4));
 });

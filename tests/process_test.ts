@@ -5,6 +5,7 @@
 // always ends it. Each program prints what happened; the test reads it.
 
 import assert from "node:assert/strict";
+import { startOtlpReceiver } from "./_otlp.ts";
 import { startScript } from "./_process.ts";
 
 const local =
@@ -222,4 +223,87 @@ Deno.test("a serve() that could not listen leaves no signal listener behind to f
   } finally {
     busy.close();
   }
+});
+
+/** A collector that accepts connections and never answers. */
+function silentCollector(): AsyncDisposable & { url: string } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const connections: Deno.Conn[] = [];
+  const accepting = (async () => {
+    try {
+      for await (const connection of listener) connections.push(connection);
+    } catch {
+      // Closed.
+    }
+  })();
+  return {
+    url: `http://127.0.0.1:${listener.addr.port}`,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await accepting;
+      for (const connection of connections) connection.close();
+    },
+  };
+}
+
+/** A server whose one route adds a task, telling its port on stdout. */
+const tracedServe = (shutdownTimeout: number) => `
+  import { serve } from "@afterward/background-tasks";
+  const server = serve({
+    hostname: "127.0.0.1", port: 0, shutdownTimeout: ${shutdownTimeout},
+    onListen: ({ port }) => console.log(port),
+  }, (_request, _info, tasks) => {
+    tasks.addTask(function saveOrder() {});
+    return new Response("accepted", { status: 202 });
+  });
+`;
+
+Deno.test("a shutdown signal ends the process within shutdownTimeout while Deno's telemetry export at exit waits on a collector that never answers", async () => {
+  await using collector = silentCollector();
+  const shutdownTimeout = 1_000;
+  // Deno gives each export 10 s at exit (OTEL_EXPORTER_OTLP_TIMEOUT), one
+  // for the spans, one for the logs, one for the metrics.
+  await using script = await startScript(
+    tracedServe(shutdownTimeout),
+    ["--allow-net=127.0.0.1"],
+    40_000,
+    { OTEL_DENO: "true", OTEL_EXPORTER_OTLP_ENDPOINT: collector.url },
+  );
+  const port = await script.nextLine();
+  const response = await fetch(`http://127.0.0.1:${port}/orders`);
+  await response.body?.cancel();
+  const signalled = performance.now();
+  script.child.kill("SIGTERM");
+  const { code, stderr } = await script.exit();
+  const took = performance.now() - signalled;
+  assert.ok(
+    took < shutdownTimeout + 3_000,
+    `the process ended ${Math.round(took)} ms after the signal (${stderr})`,
+  );
+  assert.match(stderr, /Shutdown drained every background task/);
+  assert.match(
+    stderr,
+    /The shutdown deadline \(1000 ms\) passed while Deno was still exporting telemetry at exit: ending the process without it \(SIGKILL\)/,
+  );
+  assert.equal(code, 137);
+});
+
+Deno.test("a shutdown signal still exits with code 0 when Deno's telemetry export at exit succeeds", async () => {
+  await using receiver = await startOtlpReceiver();
+  await using script = await startScript(
+    tracedServe(5_000),
+    ["--allow-net=127.0.0.1"],
+    20_000,
+    receiver.env,
+  );
+  const port = await script.nextLine();
+  const response = await fetch(`http://127.0.0.1:${port}/orders`);
+  await response.body?.cancel();
+  script.child.kill("SIGTERM");
+  const { code, stderr } = await script.exit();
+  assert.equal(code, 0, stderr);
+  assert.doesNotMatch(stderr, /deadline/);
+  await receiver.waitForSpans((spans) =>
+    spans.some((span) => span.name === "task saveOrder")
+  );
 });

@@ -2,8 +2,10 @@
 
 import assert from "node:assert/strict";
 import { withBackgroundTasks } from "../mod.ts";
-import { callHandler, fakeServeHandlerInfo } from "../testing.ts";
+import { callHandler, fakeServeHandlerInfo, trackTasks } from "../testing.ts";
 import { guardedTest } from "./_helpers.ts";
+import { backgroundTasks, type BackgroundTasksVariables } from "../hono.ts";
+import { Hono } from "npm:hono@^4";
 
 guardedTest(
   "fakeServeHandlerInfo() lets the test decide when the response was sent",
@@ -221,4 +223,93 @@ Deno.test("callHandler() and fakeServeHandlerInfo() refuse what they do not know
         "Cannot make handler info as 'remote' is not one of its options: did you mean 'remoteAddr'?",
     },
   );
+});
+
+guardedTest(
+  "trackTasks() fails a test that leaves a request's tasks pending, naming them, and passes one that awaited them",
+  async () => {
+    const app = withBackgroundTasks((request, _info, tasks) => {
+      tasks.addTask(function sendWelcome(_to: string) {}, "a@example.com");
+      tasks.addTask(function resize() {});
+      if (new URL(request.url).pathname === "/fail") throw new Error("bug");
+      return new Response("ok", { status: 201 });
+    });
+
+    const forgetful = trackTasks();
+    const info = fakeServeHandlerInfo();
+    const { response } = await callHandler(app, "/signup?token=secret", {
+      method: "POST",
+      info,
+    });
+    await response.body?.cancel();
+    // A handler that failed discards its tasks: nothing is pending there.
+    await assert.rejects(() => callHandler(app, "/fail"), { message: "bug" });
+    assert.deepEqual(forgetful.pending, [
+      '"sendWelcome" at index 0 of POST /signup',
+      '"resize" at index 1 of POST /signup',
+    ]);
+    assert.throws(() => forgetful[Symbol.dispose](), {
+      name: "Error",
+      message:
+        'Cannot end the test as 2 background tasks are still pending: "sendWelcome" at index 0 of POST /signup, "resize" at index 1 of POST /signup; await the tasks callHandler() returns, or the handler\'s drain()',
+    });
+    info.complete();
+    await app.drain();
+
+    {
+      using tracker = trackTasks();
+      const { tasks } = await callHandler(app, "/signup");
+      await tasks;
+      assert.deepEqual(tracker.pending, []);
+    }
+  },
+);
+
+guardedTest(
+  "trackTasks() sees the chains of every wrapped handler while it lives, and none after",
+  async () => {
+    const app = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(function late() {});
+      return new Response("ok");
+    });
+    const info = fakeServeHandlerInfo();
+    const outer = trackTasks();
+    const inner = trackTasks();
+    await (await app(new Request("http://localhost/a"), info)).text();
+    assert.throws(() => inner[Symbol.dispose](), {
+      message:
+        'Cannot end the test as 1 background task is still pending: "late" at index 0 of GET /a; await the tasks callHandler() returns, or the handler\'s drain()',
+    });
+    // Disposed, inner no longer tracks; outer still does, though inner was
+    // made after it.
+    await (await app(new Request("http://localhost/b"), info)).text();
+    assert.deepEqual(inner.pending, ['"late" at index 0 of GET /a']);
+    assert.deepEqual(outer.pending, [
+      '"late" at index 0 of GET /a',
+      '"late" at index 0 of GET /b',
+    ]);
+    info.complete();
+    await app.drain();
+    assert.deepEqual(outer.pending, []);
+    outer[Symbol.dispose]();
+    await (await app(new Request("http://localhost/c"), fakeServeHandlerInfo()))
+      .text();
+    assert.deepEqual(outer.pending, []);
+    await app.drain({ timeout: 0 });
+  },
+);
+
+guardedTest("trackTasks() sees the chains of the Hono middleware", async () => {
+  const middleware = backgroundTasks();
+  const app = new Hono<{ Variables: BackgroundTasksVariables }>();
+  app.use(middleware);
+  app.get("/", (c) => {
+    c.var.backgroundTasks.addTask(function audit() {});
+    return c.text("ok");
+  });
+  const tracker = trackTasks();
+  await (await app.request("/")).text();
+  assert.deepEqual(tracker.pending, ['"audit" at index 0 of GET /']);
+  await middleware.drain();
+  tracker[Symbol.dispose]();
 });

@@ -734,3 +734,147 @@ guardedTest(
     assert.deepEqual([ran, handler.stats.pending], [1, 0]);
   },
 );
+
+const REQUEST_REFUSED =
+  "as argument 0 is a Request, which Deno closes once the response is sent: read what the task needs in the handler and pass that instead";
+
+guardedTest(
+  "addTask() in a wrapped handler refuses a Request or a ReadableStream argument, with what to do instead",
+  async (t) => {
+    const table: [
+      string,
+      (request: Request, tasks: BackgroundTasks) => void,
+      string,
+    ][] = [
+      [
+        "the request",
+        (request, tasks) =>
+          tasks.addTask(function audit(_request: Request) {}, request),
+        `Cannot add task "audit" ${REQUEST_REFUSED}`,
+      ],
+      [
+        "the request, second of three arguments",
+        (request, tasks) =>
+          tasks.addTask(
+            function audit(_a: number, _request: Request, _b: string) {},
+            1,
+            request,
+            "b",
+          ),
+        `Cannot add task "audit" ${REQUEST_REFUSED.replace("0", "1")}`,
+      ],
+      [
+        "the request's body",
+        (request, tasks) =>
+          tasks.addTask(function upload(_body: unknown) {}, request.body),
+        `Cannot add task "upload" as argument 0 is a ReadableStream, which a request's body is and which cannot be read once the response is sent: read it in the handler (await request.arrayBuffer(), say) and pass that instead`,
+      ],
+    ];
+    for (const [name, add, message] of table) {
+      await t.step(name, async () => {
+        const handler = withBackgroundTasks((request, _info, tasks) => {
+          add(request, tasks);
+          return new Response("ok");
+        });
+        await assert.rejects(
+          async () =>
+            await handler(
+              new Request("http://localhost/", { method: "POST", body: "x" }),
+              sentInfo(),
+            ),
+          { name: "TypeError", message },
+        );
+        assert.equal(handler.stats.pending, 0);
+      });
+    }
+  },
+);
+
+guardedTest(
+  "a wrapped handler's tasks take the request's headers and what was read from it, which stay readable after the response",
+  async () => {
+    const seen: unknown[] = [];
+    const handler = withBackgroundTasks(async (request, _info, tasks) => {
+      const form = await request.formData();
+      tasks.addTask(
+        (headers: Headers, data: FormData, blob: Blob) =>
+          blob.text().then((text) =>
+            seen.push(headers.get("x-order"), data.get("id"), text)
+          ),
+        request.headers,
+        form,
+        new Blob(["kept"]),
+      );
+      return new Response("ok");
+    });
+    const { server, url } = listen(handler);
+    try {
+      const body = new FormData();
+      body.set("id", "42");
+      const response = await fetch(url, {
+        method: "POST",
+        body,
+        headers: { "x-order": "7" },
+      });
+      await response.text();
+      await handler.drain();
+      assert.deepEqual(seen, ["7", "42", "kept"]);
+      assert.equal(handler.stats.succeeded, 1);
+    } finally {
+      await server.shutdown();
+    }
+  },
+);
+
+guardedTest(
+  "a Request added past the handler, by a task, is reported through onTaskError rather than thrown",
+  async () => {
+    const errors: unknown[] = [];
+    let kept: Request | undefined;
+    const handler = withBackgroundTasks((request, _info, tasks) => {
+      kept = request;
+      tasks.addTask(function later() {
+        tasks.addTask(function audit(_request: Request) {}, kept!);
+      });
+      return new Response("ok");
+    }, { onTaskError: (error) => void errors.push(error) });
+    await handler(new Request("http://localhost/"), sentInfo());
+    await handler.drain();
+    assert.equal(errors.length, 1);
+    assert.ok(errors[0] instanceof TypeError);
+    assert.equal(
+      (errors[0] as TypeError).message,
+      `Cannot add task "audit" ${REQUEST_REFUSED}`,
+    );
+    assert.equal(handler.stats.succeeded, 1);
+  },
+);
+
+guardedTest(
+  "a task that fails with Deno's 'Request closed' is reported with what to do instead",
+  async () => {
+    const consoleError = mock.method(console, "error", () => {});
+    const handler = withBackgroundTasks((request, _info, tasks) => {
+      // Wrapped in an object, the request passes the check at addTask().
+      tasks.addTask(function audit(context: { request: Request }) {
+        return context.request.headers.get("user-agent");
+      }, { request });
+      return new Response("ok");
+    });
+    const { server, url } = listen(handler);
+    try {
+      await (await fetch(`${url}/orders`)).text();
+      await handler.drain();
+    } finally {
+      consoleError.mock.restore();
+      await server.shutdown();
+    }
+    assert.equal(handler.stats.failed, 1);
+    const [line, error] = consoleError.mock.calls[0]!.arguments;
+    assert.equal(
+      line,
+      'Background task "audit" at index 0 of GET /orders failed, as Deno closes the request once the response is sent (read what the task needs in the handler and pass that instead):',
+    );
+    assert.equal((error as Error).message, "Request closed");
+  },
+);
