@@ -56,6 +56,15 @@ export function shardsKey(prefix: string, queue: string): string {
 }
 
 /**
+ * Where the web processes write the names of the tasks they store, each
+ * with when they last did (milliseconds since the epoch), for workers to
+ * check theirs against.
+ */
+export function tasksKey(prefix: string, queue: string): string {
+  return `${prefix}:${queue}:tasks`;
+}
+
+/**
  * Milliseconds the deduplication key of a chain of one task lives at most.
  * The backend deletes it once the store's answer has arrived, after which
  * nothing can store the chain again: this only bounds how long a store

@@ -10,6 +10,7 @@ import {
   KEEP_COMPLETED,
   shardPrefixes,
   shardsKey,
+  tasksKey,
 } from "./_bullmq.ts";
 import { openShard } from "./_bullmq_shard.ts";
 import { ConnectionWatch, elapsed } from "./_redis_watch.ts";
@@ -297,10 +298,18 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
   const shards = shardPrefixes(prefix, shardCount).map((shardPrefix) =>
     openShard(connection, queueName, shardPrefix, watch)
   );
-  // Workers that consume fewer shards say so: see bullmqWorker().
-  void shards[0]!.queue.client.then((client) =>
-    client.set(shardsKey(prefix, queueName), String(shardCount))
-  ).catch(() => {});
+  // Workers that consume fewer shards, or lack a task, say so: see
+  // bullmqWorker().
+  void shards[0]!.queue.client.then((client) => {
+    const now = Date.now();
+    return Promise.all([
+      client.set(shardsKey(prefix, queueName), String(shardCount)),
+      registry.size === 0 ? undefined : client.hset(
+        tasksKey(prefix, queueName),
+        Object.fromEntries([...registry.keys()].map((name) => [name, now])),
+      ),
+    ]);
+  }).catch(() => {});
   let next = 0;
 
   return {

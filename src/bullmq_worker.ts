@@ -9,12 +9,18 @@ import {
   type JobData,
   shardPrefixes,
   shardsKey,
+  tasksKey,
 } from "./_bullmq.ts";
 import { errorText } from "./_error_text.ts";
 import { ConnectionWatch, elapsed, isConnectionError } from "./_redis_watch.ts";
 import { RUN_OPTIONS } from "./_options.ts";
 import { backoff } from "./_retry.ts";
 import { assertInteger, assertOptions } from "./_util.ts";
+import {
+  quoteNames,
+  reportUnknownTask,
+  unknownNames,
+} from "./_unknown_tasks.ts";
 import { runDelivery, type WorkerConfig, workerConfig } from "./_worker.ts";
 import type { RedisConnection } from "./bullmq_backend.ts";
 import type { WorkerOptions } from "./worker_options.ts";
@@ -208,6 +214,7 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
     return worker;
   });
   void checkShards(workers[0]!, prefix, queueName, shards);
+  void checkTasks(workers[0]!, prefix, queueName, config.registry);
   return {
     async close(): Promise<void> {
       closed = true;
@@ -219,12 +226,24 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
 /** Runs one job: one attempt of one task. */
 async function run(job: Job, config: WorkerConfig): Promise<null> {
   const task = config.registry.get(job.name);
-  if (task === undefined) {
-    throw new UnrecoverableError(
-      `No task named "${job.name}" in this worker's 'tasks'`,
-    );
-  }
   const data = job.data as JobData;
+  if (task === undefined) {
+    // Failed for good, and kept where backend.failed() finds it.
+    const missing = `No task named "${job.name}" in this worker's 'tasks'`;
+    await reportUnknownTask(
+      {
+        name: job.name,
+        index: data.index,
+        attempt: job.attemptsMade + 1,
+        id: `${data.chain}:${data.index}`,
+        request: data.request,
+        delivered: data.delivered,
+      },
+      `${missing}: its job ${job.id} failed, and is kept in queue "${job.queueName}" (backend.failed() lists it)`,
+      config,
+    );
+    throw new UnrecoverableError(missing);
+  }
   const result = await runDelivery({
     task,
     args: data.args,
@@ -275,6 +294,42 @@ async function checkShards(
         `The BullMQ worker consumes ${shards} ${
           shards === 1 ? "shard" : "shards"
         } of queue "${queueName}", but web processes store chains in ${stored}: start workers with 'shards: ${stored}', or the chains of the other shards never run`,
+      );
+    }
+  } catch {
+    // Closed, or Redis is down: the watch says so.
+  }
+}
+
+/**
+ * Says once, at start, which tasks the web processes store that this worker
+ * does not know: their jobs would fail (each reported as it does). Names no
+ * web process wrote for a week are stale, and not mentioned.
+ */
+async function checkTasks(
+  worker: Worker,
+  prefix: string,
+  queueName: string,
+  registry: ReadonlyMap<string, unknown>,
+): Promise<void> {
+  try {
+    const client = await worker.client;
+    const written = await client.hgetall(tasksKey(prefix, queueName));
+    const unknown = unknownNames(
+      Object.entries(written).map(([name, at]) => [name, Number(at)]),
+      registry,
+    );
+    if (unknown.length > 0) {
+      console.error(
+        `The BullMQ worker does not know ${
+          unknown.length === 1 ? "task" : "tasks"
+        } ${
+          quoteNames(unknown)
+        }, which web processes store in queue "${queueName}": add ${
+          unknown.length === 1 ? "it" : "them"
+        } to its 'tasks', or ${
+          unknown.length === 1 ? "its jobs" : "their jobs"
+        } fail`,
       );
     }
   } catch {

@@ -6,39 +6,14 @@
 // runs, in order, exactly once, when Redis returns.
 
 import assert from "node:assert/strict";
-import { mock } from "node:test";
 import { defineTask, QueueFullError, withBackgroundTasks } from "../mod.ts";
 import { bullmqBackend, bullmqWorker } from "../bullmq.ts";
-import { within } from "./_helpers.ts";
+import { consoleLines, within } from "./_helpers.ts";
 import { ownRedisTest, startRedisServer } from "./_redis.ts";
 
 const CLIENTS = 32;
 const LENGTH = 3;
 const MAX_PENDING = 45;
-
-/** Lines written to console.error, and a way to await one. */
-function consoleLines() {
-  const lines: string[] = [];
-  const waiters: { pattern: RegExp; resolve: () => void }[] = [];
-  const spy = mock.method(console, "error", (...args: unknown[]) => {
-    const line = args.map(String).join(" ");
-    lines.push(line);
-    for (const waiter of waiters) {
-      if (waiter.pattern.test(line)) waiter.resolve();
-    }
-  });
-  return {
-    lines,
-    /** Resolves once a line matching `pattern` has been written. */
-    seen(pattern: RegExp): Promise<void> {
-      if (lines.some((line) => pattern.test(line))) return Promise.resolve();
-      const { promise, resolve } = Promise.withResolvers<void>();
-      waiters.push({ pattern, resolve });
-      return promise;
-    },
-    restore: () => spy.mock.restore(),
-  };
-}
 
 Deno.test({
   ...ownRedisTest,
