@@ -274,8 +274,9 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
   // Chains handed over together share a commit: one costs about as much as
   // one chain, a hundred in one cost a few. A group fails as a whole when a
   // chain is already queued, or when it is over Deno KV's 800 KiB per
-  // operation; it is then split down to the chain at fault.
-  // Listeners lacking a task say so: see sayUnknownTasks().
+  // operation; it is then split down to the chain at fault. Before the
+  // first, the names of the tasks are written, with the time, for listeners
+  // that lack one to say so (see sayUnknownTasks()).
   let announced = false;
   const store = groupCommit<Step>(async (steps) => {
     if (!announced) {
