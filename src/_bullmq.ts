@@ -56,6 +56,32 @@ export function shardsKey(prefix: string, queue: string): string {
 }
 
 /**
+ * Where the web processes write the names of the tasks they store, each
+ * with when they last did (milliseconds since the epoch), for workers to
+ * check theirs against.
+ */
+export function tasksKey(prefix: string, queue: string): string {
+  return `${prefix}:${queue}:tasks`;
+}
+
+/**
+ * Milliseconds the deduplication key of a chain of one task lives at most.
+ * The backend deletes it once the store's answer has arrived, after which
+ * nothing can store the chain again: this only bounds how long a store
+ * retried through an outage stays idempotent, and what a web process that
+ * died with a store unanswered leaves behind.
+ */
+export const DEDUPLICATION_TTL = 24 * 60 * 60 * 1000;
+
+/**
+ * Seconds the jobs of a chain of more than one task are kept once done, so
+ * that a store of the chain sent again (by the backend or by ioredis, after
+ * its answer was lost) finds them and adds nothing: BullMQ refuses
+ * deduplication on a flow's parent jobs.
+ */
+export const KEEP_COMPLETED = 60;
+
+/**
  * The connection as BullMQ takes it: a Redis URL (`redis://`, `rediss://`
  * for TLS, with user, password and database) becomes `{ url }`, which BullMQ
  * hands to ioredis; ioredis options and instances pass as they are.

@@ -13,6 +13,7 @@ import {
   Queue,
   type RedisConnection,
 } from "npm:bullmq@^5";
+import { DEDUPLICATION_TTL, type JobData } from "./_bullmq.ts";
 import { type GroupCommit, groupCommit } from "./_group_commit.ts";
 import { type ConnectionWatch, isConnectionError } from "./_redis_watch.ts";
 
@@ -47,20 +48,39 @@ export function openShard(
   // of more tasks is a flow, its jobs added in one transaction. Each kind
   // has a group commit of its own, so that a group is always stored by one
   // call, whose failure the group commit can reason about.
-  const storeJobs = storeGroups(queue, flows, watch, async (group) => {
-    // A closing queue would wait for a connection that never comes.
-    if (queue.closing !== undefined) throw new ClosingError();
-    const added = await queue.addBulk(group.map(({ name, data, opts }) => ({
-      name,
-      data,
-      ...(opts === undefined ? {} : { opts }),
-    })));
-    if (added.length !== group.length) throw new ClosingError();
+  // Not awaited, not even by close(): a key left behind (Redis went away,
+  // the connection closed) expires (DEDUPLICATION_TTL).
+  const forget = (keys: string[]): void => {
+    void queue.client.then((client) => client.del(...keys)).catch(() => {});
+  };
+  const storeJobs = storeGroups(queue, watch, forget, {
+    // BullMQ's deduplication, by the chain's id: the script that adds the
+    // job writes the key too, and keeps it when the job completes (a key
+    // with a ttl outlives its job), so a store sent again, by this backend
+    // or by ioredis on its own, adds nothing. Deleted once answered.
+    guard: (flow) => queue.toKey(`de:${chainOf(flow)}`),
+    async add(group) {
+      // A closing queue would wait for a connection that never comes.
+      if (queue.closing !== undefined) throw new ClosingError();
+      const added = await queue.addBulk(group.map(({ name, data, opts }) => ({
+        name,
+        data,
+        opts: {
+          ...opts,
+          deduplication: { id: chainOf({ data }), ttl: DEDUPLICATION_TTL },
+        },
+      })));
+      if (added.length !== group.length) throw new ClosingError();
+    },
   });
-  const storeFlows = storeGroups(queue, flows, watch, async (group) => {
-    const added = await flows.addBulk(group);
-    // A closing FlowProducer returns without storing anything.
-    if (added?.length !== group.length) throw new ClosingError();
+  // A flow's jobs stay KEEP_COMPLETED seconds once done (see chainFlow()).
+  const storeFlows = storeGroups(queue, watch, forget, {
+    guard: () => undefined,
+    async add(group) {
+      const added = await flows.addBulk(group);
+      // A closing FlowProducer returns without storing anything.
+      if (added?.length !== group.length) throw new ClosingError();
+    },
   });
   const store = (flow: FlowJob, signal?: AbortSignal): Promise<void> =>
     flow.children === undefined
@@ -72,15 +92,32 @@ export function openShard(
   return { queue, flows, store };
 }
 
+/** How one kind of chain is stored. */
+interface StoreKind {
+  /** Stores a group of chains of this kind. */
+  add(group: FlowJob[]): Promise<void>;
+  /**
+   * The key, if any, that shows the chain was stored until its store is
+   * answered, even once its jobs are done and removed.
+   */
+  guard(flow: FlowJob): string | undefined;
+}
+
+/** The id of the chain a flow (or its data) belongs to. */
+function chainOf(flow: Pick<FlowJob, "data">): string {
+  return (flow.data as JobData).chain;
+}
+
 /**
- * A group commit of chains that `add` stores, retried through outages and
- * cut connections.
+ * A group commit of chains that `kind` stores, retried through outages and
+ * cut connections. Once a group is stored, the guards of its chains are
+ * given to `forget`: nothing stores them again.
  */
 function storeGroups(
   queue: Queue,
-  flows: Flows,
   watch: ConnectionWatch,
-  add: (group: FlowJob[]) => Promise<void>,
+  forget: (keys: string[]) => void,
+  kind: StoreKind,
 ): GroupCommit<FlowJob> {
   // Chains handed over together go in one call: ioredis builds a pipeline
   // per call, which cost more than the chain itself.
@@ -91,36 +128,13 @@ function storeGroups(
   // all of the chains (Redis discards a transaction it did not execute; a
   // connection may be lost after EXEC ran, or in the middle of a pipeline,
   // each of whose jobs is added atomically). So the group is stored again,
-  // less the chains whose jobs are in Redis.
+  // less the chains that were stored.
   const store = groupCommit<FlowJob>(
     async (group, retrying) => {
-      const flowsToAdd = retrying ? await unstored(queue, flows, group) : group;
-      if (flowsToAdd.length === 0) return;
-      // A store Redis leaves unanswered (a server that hangs, a network that
-      // drops packets) is an outage too, though no error comes.
-      const stall = setTimeout(
-        () =>
-          watch.down(
-            store,
-            new Error(`Redis left a store unanswered for ${STALL / 1000} s`),
-          ),
-        STALL,
-      );
-      try {
-        await add(flowsToAdd);
-      } catch (error) {
-        // A store Redis refuses while connected (out of memory, a replica
-        // made read-only, a command timeout) is an outage too; it ends when
-        // a store succeeds, or when no chain is left waiting for one.
-        if (!(error instanceof ClosingError) && !splits(error)) {
-          watch.down(store, error);
-          void store.idle().then(() => watch.up(store));
-        }
-        throw error;
-      } finally {
-        clearTimeout(stall);
-      }
-      watch.up(store);
+      const flowsToAdd = retrying ? await unstored(queue, kind, group) : group;
+      if (flowsToAdd.length > 0) await addWatched(flowsToAdd);
+      const guards = group.flatMap((flow) => kind.guard(flow) ?? []);
+      if (guards.length > 0) forget(guards);
     },
     GROUP_SIZE,
     {
@@ -129,6 +143,35 @@ function storeGroups(
         error instanceof ClosingError ? undefined : retryDelay(failures),
     },
   );
+
+  async function addWatched(group: FlowJob[]): Promise<void> {
+    // A store Redis leaves unanswered (a server that hangs, a network that
+    // drops packets) is an outage too, though no error comes.
+    const stall = setTimeout(
+      () =>
+        watch.down(
+          store,
+          new Error(`Redis left a store unanswered for ${STALL / 1000} s`),
+        ),
+      STALL,
+    );
+    try {
+      await kind.add(group);
+    } catch (error) {
+      // A store Redis refuses while connected (out of memory, a replica
+      // made read-only, a command timeout) is an outage too; it ends when
+      // a store succeeds, or when no chain is left waiting for one.
+      if (!(error instanceof ClosingError) && !splits(error)) {
+        watch.down(store, error);
+        void store.idle().then(() => watch.up(store));
+      }
+      throw error;
+    } finally {
+      clearTimeout(stall);
+    }
+    watch.up(store);
+  }
+
   return store;
 }
 
@@ -144,27 +187,33 @@ function splits(error: unknown): boolean {
 const STALL = 5_000;
 
 /**
- * The flows of `group` none of whose jobs is in Redis. A transaction whose
- * connection was lost after its EXEC ran stored its chains, and workers
- * may have run and removed their first tasks since: adding such a chain
- * again would add those tasks anew, to run twice and hold back the next
- * one. So a chain is added again only if none of its jobs is there (or,
- * if it already ran to its end, it runs again: delivery is at least once).
+ * The chains of `group` that were not stored. A store whose answer was
+ * lost may have stored its chains, and workers may have run their jobs
+ * since: adding such a chain again would run its tasks twice (and a first
+ * task added again would hold back the next one). A chain was stored if
+ * its guard is there (a chain of one task, whose job is removed once done)
+ * or one of its jobs is (a flow's are kept KEEP_COMPLETED seconds once
+ * done).
  */
 async function unstored(
   queue: Queue,
-  flows: Flows,
+  kind: StoreKind,
   group: FlowJob[],
 ): Promise<FlowJob[]> {
-  const client = await flows.client;
-  const found = await Promise.all(group.map((flow) => {
+  const client = await queue.client;
+  const stored = await Promise.all(group.map(async (flow) => {
     const keys: string[] = [];
     for (let job: FlowJob | undefined = flow; job; job = job.children?.[0]) {
       keys.push(queue.toKey(job.opts!.jobId!));
     }
-    return Promise.all(keys.map((key) => client.hexists(key, "name")));
+    const guard = kind.guard(flow);
+    const found = await Promise.all([
+      guard === undefined ? false : client.get(guard).then((v) => v !== null),
+      ...keys.map((key) => client.hexists(key, "name").then((n) => n === 1)),
+    ]);
+    return found.some(Boolean);
   }));
-  return group.filter((_, index) => found[index]!.every((n) => n === 0));
+  return group.filter((_, index) => !stored[index]);
 }
 
 /** A Queue that can close while Redis is unreachable. */

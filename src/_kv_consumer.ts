@@ -10,6 +10,7 @@
 import type { Holder } from "./_call.ts";
 import { errorText } from "./_error_text.ts";
 import { structuredSize } from "./_serializable.ts";
+import { reportUnknownTask } from "./_unknown_tasks.ts";
 import { runDelivery, type WorkerConfig } from "./_worker.ts";
 import type { DeadLetter } from "./dead_letter.ts";
 import type { RequestSummary } from "./task_info.ts";
@@ -52,6 +53,11 @@ export interface Keys {
   /** A failed task's dead letter; with no part, where they all are. */
   dead(...parts: [] | [chain: string, index: number]): Deno.KvKey;
   /**
+   * When a process last stored chains with a task of this name; with no
+   * part, where they all are.
+   */
+  tasks(...parts: [] | [name: string]): Deno.KvKey;
+  /**
    * Where Deno KV puts a step it gave up delivering; with fewer parts,
    * where a task's or all of them are.
    */
@@ -68,6 +74,7 @@ export function kvKeys(prefix: Deno.KvKey): Keys {
   return {
     progress: (chain) => [...prefix, "chains", chain],
     dead: (...parts) => [...prefix, "dead", ...parts],
+    tasks: (...parts) => [...prefix, "tasks", ...parts],
     undelivered: (...parts) => [...prefix, "undelivered", ...parts],
   };
 }
@@ -130,14 +137,13 @@ export async function runStep(step: Step, consumer: Consumer): Promise<void> {
   const id = `${step.chain}:${step.index}`;
   let operation = kv.atomic().check(progress);
   let retryDelay: number | undefined;
+  // A deploy that renamed or dropped the task: a dead letter, reported.
+  let missing: string | undefined;
   if (task === undefined) {
+    missing = `No task named "${queued.name}" in this process's 'tasks'`;
     operation = operation.set(
       keys.dead(step.chain, step.index),
-      deadLetter(
-        step,
-        id,
-        `No task named "${queued.name}" in this process's 'tasks'`,
-      ),
+      deadLetter(step, id, missing),
     );
   } else {
     const result = await runDelivery({
@@ -189,7 +195,21 @@ export async function runStep(step: Step, consumer: Consumer): Promise<void> {
     operation = operation.delete(progressKey);
   }
   // A failed check means another delivery of this message got there first.
-  await operation.commit();
+  const { ok } = await operation.commit();
+  if (ok && missing !== undefined) {
+    await reportUnknownTask(
+      {
+        name: queued.name,
+        index: step.index,
+        attempt: step.attempt,
+        id,
+        request: step.request,
+        delivered: step.delivered,
+      },
+      `${missing}: it is kept as dead letter "${id}" (backend.deadLetters() lists it)`,
+      config,
+    );
+  }
 }
 
 /**

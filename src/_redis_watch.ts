@@ -86,6 +86,24 @@ export function isConnectionError(error: unknown): boolean {
 }
 
 /**
+ * The codes with which Redis refuses a command while connected: a replica
+ * (read-only, as during a failover), memory full (`maxmemory`), a failed
+ * save (`MISCONF`), a dataset still loading, a script that runs too long,
+ * a Cluster without a master for a slot.
+ */
+const REFUSALS =
+  /^(?:READONLY|OOM|MISCONF|NOREPLICAS|MASTERDOWN|LOADING|BUSY|CLUSTERDOWN|TRYAGAIN)\b/;
+
+/**
+ * Whether `error` is Redis refusing a command while connected (see
+ * REFUSALS), rather than a lost connection or a command's own fault; or,
+ * given a status's error text, whether that text says so.
+ */
+export function isRefusal(error: unknown): boolean {
+  return REFUSALS.test(connectionErrorText(error));
+}
+
+/**
  * A connection error in one line: its message, or, for an `AggregateError`
  * of every address tried (which has none), the first one's; for a
  * transaction Redis discarded (EXECABORT), the first command's refusal

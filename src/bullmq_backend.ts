@@ -7,8 +7,10 @@ import {
   BACKOFF,
   connectionOptions,
   type JobData,
+  KEEP_COMPLETED,
   shardPrefixes,
   shardsKey,
+  tasksKey,
 } from "./_bullmq.ts";
 import { openShard } from "./_bullmq_shard.ts";
 import { escapeControls } from "./_describe_task.ts";
@@ -218,9 +220,18 @@ export interface BullmqBackend extends TaskBackend {
  * reconnects; if the connection drops in the middle of one, the backend
  * stores its chains again, 100 ms later, doubling up to 5 s between tries,
  * until they are stored or the signal `enqueue()` was given aborts (the
- * chain then rejects with the signal's reason). A chain of that transaction
- * or pipeline with a job already in Redis was stored (EXEC ran, or the
- * pipeline got that far, and the answer was lost) and is not added twice.
+ * chain then rejects with the signal's reason).
+ *
+ * A store whose answer was lost (Redis ran it, then the connection closed)
+ * adds nothing twice when it is sent again, by the backend or by ioredis on
+ * its own, though a worker ran and BullMQ removed the chain's jobs meanwhile.
+ * A chain of one task carries BullMQ's deduplication by the chain's id,
+ * whose key outlives the job: it is deleted once the store is answered, and
+ * expires after 24 hours if it never is. The jobs of a longer chain (a flow,
+ * on which BullMQ refuses deduplication) stay in Redis 60 s once done, so
+ * that a flow added again finds them: a store sent again more than 60 s
+ * after the chain's first task finished may run the finished tasks again.
+ * Delivery is at least once only for a worker that dies mid-task.
  *
  * Only tasks made by `defineTask` and listed in `tasks` can be added, with
  * arguments that survive JSON: anything else fails at `addTask()` with a
@@ -288,10 +299,18 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
   const shards = shardPrefixes(prefix, shardCount).map((shardPrefix) =>
     openShard(connection, queueName, shardPrefix, watch)
   );
-  // Workers that consume fewer shards say so: see bullmqWorker().
-  void shards[0]!.queue.client.then((client) =>
-    client.set(shardsKey(prefix, queueName), String(shardCount))
-  ).catch(() => {});
+  // Workers that consume fewer shards, or lack a task, say so: see
+  // bullmqWorker().
+  void shards[0]!.queue.client.then((client) => {
+    const now = Date.now();
+    return Promise.all([
+      client.set(shardsKey(prefix, queueName), String(shardCount)),
+      registry.size === 0 ? undefined : client.hset(
+        tasksKey(prefix, queueName),
+        Object.fromEntries([...registry.keys()].map((name) => [name, now])),
+      ),
+    ]);
+  }).catch(() => {});
   let next = 0;
 
   return {
@@ -391,7 +410,12 @@ function chainFlow(
         jobId: `${chain.id}.${index}`,
         attempts: task.retry?.maxAttempts ?? 1,
         backoff: { type: BACKOFF },
-        removeOnComplete: true,
+        // A flow's jobs stay a while once done, so that a store of it sent
+        // again finds them (see KEEP_COMPLETED); a chain of one task is
+        // deduplicated instead (see openShard()).
+        removeOnComplete: chain.tasks.length === 1
+          ? true
+          : { age: KEEP_COMPLETED },
         removeOnFail: false,
         // The next task runs even when this one failed.
         ignoreDependencyOnFailure: true,

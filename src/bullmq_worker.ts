@@ -9,13 +9,24 @@ import {
   type JobData,
   shardPrefixes,
   shardsKey,
+  tasksKey,
 } from "./_bullmq.ts";
 import { escapeControls } from "./_describe_task.ts";
 import { errorText } from "./_error_text.ts";
-import { ConnectionWatch, elapsed, isConnectionError } from "./_redis_watch.ts";
+import {
+  ConnectionWatch,
+  elapsed,
+  isConnectionError,
+  isRefusal,
+} from "./_redis_watch.ts";
 import { RUN_OPTIONS } from "./_options.ts";
-import { backoff } from "./_retry.ts";
+import { backoff, delay } from "./_retry.ts";
 import { assertInteger, assertOptions } from "./_util.ts";
+import {
+  quoteNames,
+  reportUnknownTask,
+  unknownNames,
+} from "./_unknown_tasks.ts";
 import { runDelivery, type WorkerConfig, workerConfig } from "./_worker.ts";
 import type { RedisConnection } from "./bullmq_backend.ts";
 import type { WorkerOptions } from "./worker_options.ts";
@@ -125,6 +136,14 @@ export interface BullmqWorker {
  * tasks' timeouts and the hooks of its options. Start one or many, on one
  * or many machines, all with the same tasks.
  *
+ * It says one line on `console.error` when Redis cannot be reached and one
+ * when it is back. While Redis refuses writes (a read-only replica during a
+ * failover, memory full), it pauses, says so in one line, tries a write at
+ * the pace of reconnections (1 s, up to 20 s apart), and resumes once one
+ * is taken, saying so. At start, it says in one line if the web processes
+ * store chains in other shards, or tasks it does not know; such a task,
+ * should one arrive, fails and is reported through `onTaskError`.
+ *
  * @example Run tasks until SIGTERM
  * ```ts ignore
  * import { bullmqWorker } from "@afterward/background-tasks/bullmq";
@@ -176,15 +195,24 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
   let closed = false;
   const watch = new ConnectionWatch((status, previous) => {
     if (closed) return;
-    console.error(
-      status.state === "down"
-        ? `The BullMQ worker cannot reach Redis (${
-          escapeControls(String(status.error))
-        }); it tries again until Redis is back`
-        : `The BullMQ worker reaches Redis again, after ${
-          elapsed(previous.since)
-        } without it`,
-    );
+    if (status.state === "down") {
+      const error = escapeControls(String(status.error));
+      console.error(
+        isRefusal(status.error)
+          ? `The BullMQ worker pauses: Redis refuses its writes (${error}); it tries again until Redis accepts them`
+          : `The BullMQ worker cannot reach Redis (${error}); it tries again until Redis is back`,
+      );
+    } else {
+      console.error(
+        isRefusal(previous.error)
+          ? `The BullMQ worker resumes: Redis accepts its writes again, after ${
+            elapsed(previous.since)
+          }`
+          : `The BullMQ worker reaches Redis again, after ${
+            elapsed(previous.since)
+          } without it`,
+      );
+    }
   });
   const workers = shardPrefixes(prefix, shards).map((shardPrefix) => {
     const worker = new WatchedWorker(queueName, (job) => run(job, config), {
@@ -200,10 +228,12 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
         },
       },
     });
-    // A line when Redis is lost and one when it is back, not one per retry.
+    // A line when Redis is lost (or refuses) and one when it is back, not
+    // one per retry.
     worker.on("error", (error) => {
       if (closed) return;
       if (isConnectionError(error)) watch.down(worker, error);
+      else if (isRefusal(error)) worker.refused(error);
       else console.error("The BullMQ worker failed:", errorText(error));
     });
     worker.on("ready", () => watch.up(worker));
@@ -211,6 +241,7 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
     return worker;
   });
   void checkShards(workers[0]!, prefix, queueName, shards);
+  void checkTasks(workers[0]!, prefix, queueName, config.registry);
   return {
     async close(): Promise<void> {
       closed = true;
@@ -222,12 +253,24 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
 /** Runs one job: one attempt of one task. */
 async function run(job: Job, config: WorkerConfig): Promise<null> {
   const task = config.registry.get(job.name);
-  if (task === undefined) {
-    throw new UnrecoverableError(
-      `No task named "${job.name}" in this worker's 'tasks'`,
-    );
-  }
   const data = job.data as JobData;
+  if (task === undefined) {
+    // Failed for good, and kept where backend.failed() finds it.
+    const missing = `No task named "${job.name}" in this worker's 'tasks'`;
+    await reportUnknownTask(
+      {
+        name: job.name,
+        index: data.index,
+        attempt: job.attemptsMade + 1,
+        id: `${data.chain}:${data.index}`,
+        request: data.request,
+        delivered: data.delivered,
+      },
+      `${missing}: its job ${job.id} failed, and is kept in queue "${job.queueName}" (backend.failed() lists it)`,
+      config,
+    );
+    throw new UnrecoverableError(missing);
+  }
   const result = await runDelivery({
     task,
     args: data.args,
@@ -288,12 +331,55 @@ async function checkShards(
 }
 
 /**
- * A Worker whose main connection is watched too: when Redis comes back
+ * Says once, at start, which tasks the web processes store that this worker
+ * does not know: their jobs would fail (each reported as it does). Names no
+ * web process wrote for a week are stale, and not mentioned.
+ */
+async function checkTasks(
+  worker: Worker,
+  prefix: string,
+  queueName: string,
+  registry: ReadonlyMap<string, unknown>,
+): Promise<void> {
+  try {
+    const client = await worker.client;
+    const written = await client.hgetall(tasksKey(prefix, queueName));
+    const unknown = unknownNames(
+      Object.entries(written).map(([name, at]) => [name, Number(at)]),
+      registry,
+    );
+    if (unknown.length > 0) {
+      console.error(
+        `The BullMQ worker does not know ${
+          unknown.length === 1 ? "task" : "tasks"
+        } ${quoteNames(unknown)}, which web processes store in queue "${
+          escapeControls(queueName)
+        }": add ${unknown.length === 1 ? "it" : "them"} to its 'tasks', or ${
+          unknown.length === 1 ? "its jobs" : "their jobs"
+        } fail`,
+      );
+    }
+  } catch {
+    // Closed, or Redis is down: the watch says so.
+  }
+}
+
+/**
+ * A Worker whose main connection is watched too (when Redis comes back
  * before ioredis's first reconnection fails, no error is ever emitted, but
- * the connection did close.
+ * the connection did close), and that pauses while Redis refuses its
+ * writes.
  */
 class WatchedWorker extends Worker {
+  #watch: ConnectionWatch | undefined;
+  /** The watch's source for a refusal, while there is one. */
+  readonly #refusal = {};
+  #refused = false;
+  /** Aborted by close(): ends the wait before a probe. */
+  readonly #closing = new AbortController();
+
   watch(watch: ConnectionWatch, closed: () => boolean): void {
+    this.#watch = watch;
     const connection = this.connection;
     connection.on("close", () => {
       if (!closed() && this.closing === undefined) {
@@ -302,4 +388,51 @@ class WatchedWorker extends Worker {
     });
     connection.on("ready", () => watch.up(connection));
   }
+
+  /**
+   * Redis refused a command while connected (a read-only replica, memory
+   * full): BullMQ tries the next job at once, and would spin, with an
+   * error each time, until Redis takes writes again. So the worker pauses
+   * (the tasks running go on), and a write probes Redis at the pace of a
+   * lost connection's reconnections (1 s, then up to 20 s apart), until
+   * one is taken: the worker then resumes.
+   */
+  refused(error: unknown): void {
+    this.#watch?.down(this.#refusal, error);
+    if (this.#refused) return;
+    this.#refused = true;
+    void this.pause(true).catch(() => {});
+    void this.#probe();
+  }
+
+  async #probe(): Promise<void> {
+    for (let attempt = 1;; attempt++) {
+      if (!await delay(probeDelay(attempt), this.#closing.signal)) return;
+      try {
+        const client = await this.client;
+        await client.set(this.toKey("probe"), "1", { PX: 1_000 });
+        break;
+      } catch {
+        // Still refused, or not reachable (which the watch tells).
+      }
+    }
+    if (this.closing !== undefined) return;
+    this.#refused = false;
+    this.#watch?.up(this.#refusal);
+    void Promise.resolve(this.resume()).catch(() => {});
+  }
+
+  override close(force?: boolean): Promise<void> {
+    this.#closing.abort();
+    return super.close(force);
+  }
+}
+
+/**
+ * Milliseconds before the `attempt`-th probe of a Redis that refuses
+ * writes: BullMQ's delays between reconnections (1 s for the first seven,
+ * then growing to 20 s).
+ */
+function probeDelay(attempt: number): number {
+  return Math.max(Math.min(Math.exp(attempt), 20_000), 1_000);
 }

@@ -9,6 +9,7 @@ import {
   type Consumer,
   enqueueStep,
   isStep,
+  type Keys,
   kvKeys,
   runStep,
   type Step,
@@ -24,6 +25,7 @@ import {
   assertOptions,
   describe,
 } from "./_util.ts";
+import { quoteNames, unknownNames } from "./_unknown_tasks.ts";
 import { workerConfig } from "./_worker.ts";
 import type { RequestSummary } from "./task_info.ts";
 import type { BackendChain, BackendTask } from "./backend_chain.ts";
@@ -272,8 +274,20 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
   // Chains handed over together share a commit: one costs about as much as
   // one chain, a hundred in one cost a few. A group fails as a whole when a
   // chain is already queued, or when it is over Deno KV's 800 KiB per
-  // operation; it is then split down to the chain at fault.
+  // operation; it is then split down to the chain at fault. Before the
+  // first, the names of the tasks are written, with the time, for listeners
+  // that lack one to say so (see sayUnknownTasks()).
+  let announced = false;
   const store = groupCommit<Step>(async (steps) => {
+    if (!announced) {
+      announced = true;
+      const now = Date.now();
+      await Promise.all(
+        [...config.registry.keys()].map((name) =>
+          kv.set(keys.tasks(name), now).catch(() => {})
+        ),
+      );
+    }
     let operation = kv.atomic();
     for (const step of steps) {
       operation = enqueueStep(
@@ -408,6 +422,41 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
         console.error("The KV backend stopped listening:", error);
       }
     });
+    void sayUnknownTasks(kv, keys, config.registry);
   }
   return backend;
+}
+
+/**
+ * Says once, when a backend starts listening, which tasks processes store
+ * chains with in this database that it does not know: their steps would
+ * become dead letters (each reported as it does). Names no process wrote
+ * for a week are stale, and not mentioned.
+ */
+async function sayUnknownTasks(
+  kv: Deno.Kv,
+  keys: Keys,
+  registry: ReadonlyMap<string, unknown>,
+): Promise<void> {
+  const written: [string, number][] = [];
+  try {
+    for await (const entry of kv.list<number>({ prefix: keys.tasks() })) {
+      written.push([String(entry.key.at(-1)), entry.value]);
+    }
+  } catch {
+    // The database closed already.
+    return;
+  }
+  const unknown = unknownNames(written, registry);
+  if (unknown.length === 0) return;
+  const one = unknown.length === 1;
+  console.error(
+    `The KV backend does not know ${one ? "task" : "tasks"} ${
+      quoteNames(unknown)
+    }, which processes store chains with in this database: add ${
+      one ? "it" : "them"
+    } to its 'tasks', or ${
+      one ? "its steps become" : "their steps become"
+    } dead letters`,
+  );
 }

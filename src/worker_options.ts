@@ -25,7 +25,10 @@ import type { DefinedTask } from "./define_task.ts";
 export interface WorkerOptions extends RunOptions {
   /**
    * The tasks this process can run, found by name: the same `defineTask`
-   * results the web process adds. A name may appear once.
+   * results the web process adds. A name may appear once. A task handed to
+   * this process under another name fails at once, reported through
+   * `onTaskError` with where it is kept (a failed job, a dead letter); the
+   * worker says at start which names the web processes store that it lacks.
    */
   tasks: readonly DefinedTask<never[]>[];
 }

@@ -1,6 +1,7 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 import assert from "node:assert/strict";
+import { mock } from "node:test";
 import {
   type BackgroundTasks,
   type TaskBackend,
@@ -186,4 +187,35 @@ export function within<T>(
       );
     }),
   ]).finally(() => clearTimeout(timer));
+}
+
+/** Lines written to console.error, until restored, and a way to await one. */
+export function consoleLines(): {
+  readonly lines: string[];
+  seen(pattern: RegExp): Promise<void>;
+  restore(): void;
+  [Symbol.dispose](): void;
+} {
+  const lines: string[] = [];
+  const waiters: { pattern: RegExp; resolve: () => void }[] = [];
+  const spy = mock.method(console, "error", (...args: unknown[]) => {
+    const line = args.map(String).join(" ");
+    lines.push(line);
+    for (const waiter of waiters) {
+      if (waiter.pattern.test(line)) waiter.resolve();
+    }
+  });
+  const restore = () => spy.mock.restore();
+  return {
+    lines,
+    /** Resolves once a line matching `pattern` has been written. */
+    seen(pattern: RegExp): Promise<void> {
+      if (lines.some((line) => pattern.test(line))) return Promise.resolve();
+      const { promise, resolve } = Promise.withResolvers<void>();
+      waiters.push({ pattern, resolve });
+      return promise;
+    },
+    restore,
+    [Symbol.dispose]: restore,
+  };
 }

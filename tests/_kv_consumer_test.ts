@@ -121,6 +121,8 @@ Deno.test("kvKeys() puts each kind of key under the prefix", () => {
   assert.deepEqual(keys.progress("c1"), ["app", 1, "chains", "c1"]);
   assert.deepEqual(keys.dead(), ["app", 1, "dead"]);
   assert.deepEqual(keys.dead("c1", 2), ["app", 1, "dead", "c1", 2]);
+  assert.deepEqual(keys.tasks(), ["app", 1, "tasks"]);
+  assert.deepEqual(keys.tasks("send"), ["app", 1, "tasks", "send"]);
   assert.deepEqual(keys.undelivered(), ["app", 1, "undelivered"]);
   assert.deepEqual(keys.undelivered("c1", 2), [
     "app",
@@ -294,7 +296,7 @@ guardedTest(
 );
 
 guardedTest(
-  "runStep() makes a dead letter of a task this process does not know, and the chain goes on",
+  "runStep() makes a dead letter of a task this process does not know, reports it, and the chain goes on",
   async () => {
     const step = stepOf([["retired", 42], ["ok"]]);
     const { progress, queued, dead, reported } = await deliver(step, [ok]);
@@ -306,7 +308,9 @@ guardedTest(
       [dead?.reason, dead?.name, dead?.args, dead?.attempts],
       ["failed", "retired", [42], 1],
     );
-    assert.deepEqual(reported, []);
+    assert.deepEqual(reported.map(String), [
+      `Error: No task named "retired" in this process's 'tasks': it is kept as dead letter "c1:0" (backend.deadLetters() lists it)`,
+    ]);
     assert.deepEqual(progress, { index: 1, attempt: 1 });
     assert.deepEqual(queued.map(([message]) => message), [
       { ...step, index: 1 },

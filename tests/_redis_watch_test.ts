@@ -8,6 +8,7 @@ import {
   connectionErrorText,
   ConnectionWatch,
   isConnectionError,
+  isRefusal,
 } from "../src/_redis_watch.ts";
 import type { BackendStatus } from "../mod.ts";
 
@@ -84,4 +85,34 @@ Deno.test("connectionErrorText() reads the first error of an AggregateError with
     connectionErrorText(refused(1)),
     "connect ECONNREFUSED 127.0.0.1:1",
   );
+});
+
+Deno.test("isRefusal() tells Redis refusing a command while connected from other errors, in an error or in a status's text", () => {
+  for (
+    const message of [
+      "READONLY You can't write against a read only replica. script: 6c4c, on @user_script:215.",
+      "OOM command not allowed when used memory > 'maxmemory'.",
+      "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.",
+      "LOADING Redis is loading the dataset in memory",
+    ]
+  ) {
+    assert.equal(isRefusal(new Error(message)), true, message);
+    assert.equal(isRefusal(message), true, message);
+  }
+  // A transaction Redis discarded for its first command's refusal.
+  assert.equal(
+    isRefusal(
+      Object.assign(new Error("EXECABORT Transaction discarded"), {
+        previousErrors: [new Error("OOM command not allowed")],
+      }),
+    ),
+    true,
+  );
+  assert.equal(isRefusal(refused(1)), false);
+  assert.equal(isRefusal(new Error("ERR unknown command")), false);
+  assert.equal(
+    isRefusal(new Error("Missing key for job 1. moveToFinished")),
+    false,
+  );
+  assert.equal(isRefusal(undefined), false);
 });

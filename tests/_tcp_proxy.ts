@@ -10,14 +10,22 @@
 // - "exec-reply": it forwards EXEC too, so Redis runs the transaction, but
 //   closes both sockets before EXEC's answer reaches the client.
 //
-// Later connections, and that one's bytes before MULTI, are forwarded as
+// Or, with "store-reply", it cuts the first store, the first MULTI, EVALSHA
+// or EVAL (a flow's transaction, or a pipeline of jobs) on the first
+// connection that sends one: everything reaches Redis, which runs it, but
+// of the answers from that command on only the first `answers` reach the
+// client; once `hold` resolves, both sockets close. ioredis sends again by
+// itself what got no answer at all, and gives up (AbortError) the rest of
+// what got part of its answers.
+//
+// Later connections, and that one's bytes before its store, are forwarded as
 // they are.
 
 /** A running proxy, closed with its connections when disposed. */
 export interface TcpProxy extends AsyncDisposable {
   /** The port it listens on, on 127.0.0.1. */
   readonly port: number;
-  /** How many transactions it cut before their EXEC. */
+  /** How many transactions (or stores) it cut. */
   readonly cuts: number;
 }
 
@@ -65,6 +73,37 @@ function parseCommand(
   return { end: position, name };
 }
 
+/**
+ * Where the RESP answer starting at `start` ends, or undefined if `buffer`
+ * does not hold all of it yet. Redis answers ioredis in RESP2.
+ */
+function parseReply(buffer: Uint8Array, start: number): number | undefined {
+  let lineEnd = -1;
+  for (let i = start; i + 1 < buffer.length; i++) {
+    if (buffer[i] === 13 && buffer[i + 1] === 10) {
+      lineEnd = i;
+      break;
+    }
+  }
+  if (lineEnd === -1) return undefined;
+  const type = String.fromCharCode(buffer[start]!);
+  const size = Number(decoder.decode(buffer.subarray(start + 1, lineEnd)));
+  const next = lineEnd + 2;
+  if (type === "$") {
+    if (size < 0) return next;
+    return next + size + 2 <= buffer.length ? next + size + 2 : undefined;
+  }
+  if (type === "*") {
+    let position: number | undefined = next;
+    for (let i = 0; i < size && position !== undefined; i++) {
+      position = parseReply(buffer, position);
+    }
+    return position;
+  }
+  if ("+-:".includes(type)) return next;
+  throw new Error(`Unexpected RESP from Redis: ${type}`);
+}
+
 /** Where each occurrence of `needle` in `haystack` ends. */
 function ends(haystack: Uint8Array, needle: Uint8Array): number[] {
   const found: number[] = [];
@@ -79,8 +118,15 @@ function ends(haystack: Uint8Array, needle: Uint8Array): number[] {
 
 /** Options for {@linkcode startTcpProxy}. */
 export interface TcpProxyOptions {
-  /** Where to cut the first transaction. */
-  cut?: "before-exec" | "exec-reply";
+  /** Where to cut the first transaction, or the first store. */
+  cut?: "before-exec" | "exec-reply" | "store-reply";
+  /**
+   * With "store-reply", how many answers, from the store's first command
+   * on, reach the client before the cut.
+   *
+   * @default {0}
+   */
+  answers?: number;
   /** Resolves when the cut may happen: until then, the connection hangs. */
   hold?: Promise<void>;
 }
@@ -88,7 +134,8 @@ export interface TcpProxyOptions {
 /** Starts a proxy on a free port of 127.0.0.1 that forwards to `target`. */
 export function startTcpProxy(
   target: number,
-  { cut = "before-exec", hold = Promise.resolve() }: TcpProxyOptions = {},
+  { cut = "before-exec", hold = Promise.resolve(), answers = 0 }:
+    TcpProxyOptions = {},
 ): TcpProxy {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const sockets = new Set<Deno.Conn>();
@@ -114,6 +161,7 @@ export function startTcpProxy(
       return;
     }
     sockets.add(server);
+    if (cut === "store-reply") return await cutStore(client, server);
     // Set once this connection sent MULTI: how many commands Redis must
     // answer QUEUED to, how many it did, and whether EXEC was seen.
     let cutting:
@@ -218,6 +266,92 @@ export function startTcpProxy(
       closeBoth();
     }
 
+    const ignore = () => {};
+    await Promise.all([
+      upstream().catch(ignore),
+      downstream().catch(ignore),
+    ]);
+    closeBoth();
+  }
+
+  /**
+   * Forwards a connection, cutting its first store after Redis ran it (see
+   * "store-reply" above).
+   */
+  async function cutStore(client: Deno.Conn, server: Deno.Conn): Promise<void> {
+    // Commands sent before the store, and answers forwarded; `store` is the
+    // index of the store's first command, once it is sent.
+    let sent = 0;
+    let store: number | undefined;
+    let answered = 0;
+    const closeBoth = () => {
+      closeQuietly(client);
+      closeQuietly(server);
+    };
+    async function upstream(): Promise<void> {
+      let pending = new Uint8Array(0);
+      const chunk = new Uint8Array(64 * 1024);
+      while (true) {
+        const read = await client.read(chunk);
+        if (read === null) break;
+        const joined = new Uint8Array(pending.length + read);
+        joined.set(pending);
+        joined.set(chunk.subarray(0, read), pending.length);
+        let position = 0;
+        // Another connection's store disarmed the proxy: this one is not cut.
+        if (!armed && store === undefined) position = joined.length;
+        while (position < joined.length && store === undefined) {
+          const command = parseCommand(joined, position);
+          if (command === undefined) break;
+          if (["MULTI", "EVALSHA", "EVAL"].includes(command.name)) {
+            armed = false;
+            store = sent;
+          }
+          sent++;
+          position = command.end;
+        }
+        // Once the store is found, the rest goes as it is.
+        const forward = store === undefined && armed ? position : joined.length;
+        await server.write(joined.subarray(0, forward));
+        pending = joined.slice(forward);
+      }
+      closeBoth();
+    }
+    async function downstream(): Promise<void> {
+      let pending = new Uint8Array(0);
+      const chunk = new Uint8Array(64 * 1024);
+      while (true) {
+        const read = await server.read(chunk);
+        if (read === null) break;
+        const joined = new Uint8Array(pending.length + read);
+        joined.set(pending);
+        joined.set(chunk.subarray(0, read), pending.length);
+        let position = 0;
+        let held = false;
+        // Another connection's store disarmed the proxy: this one is not cut.
+        if (!armed && store === undefined) position = joined.length;
+        while (position < joined.length) {
+          if (store !== undefined && answered >= store + answers) {
+            held = true;
+            break;
+          }
+          const end = parseReply(joined, position);
+          if (end === undefined) break;
+          answered++;
+          position = end;
+        }
+        await client.write(joined.subarray(0, position));
+        pending = joined.slice(position);
+        if (held) {
+          // Redis answered the store: it ran.
+          await hold;
+          cuts++;
+          closeBoth();
+          return;
+        }
+      }
+      closeBoth();
+    }
     const ignore = () => {};
     await Promise.all([
       upstream().catch(ignore),

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { mock } from "node:test";
-import { FlowProducer, Queue } from "npm:bullmq@^5";
+import { FlowProducer, Queue, QueueEvents } from "npm:bullmq@^5";
 import { Redis } from "npm:ioredis@^5";
 import {
   type BackendStatus,
@@ -35,7 +35,7 @@ import {
 } from "./_redis.ts";
 import { startTcpProxy } from "./_tcp_proxy.ts";
 import { shardPrefixes } from "../src/_bullmq.ts";
-import { addTaskError, within } from "./_helpers.ts";
+import { addTaskError, counter, within } from "./_helpers.ts";
 import {
   createAvatar,
   sendWelcomeEmail,
@@ -545,6 +545,127 @@ Deno.test({
 Deno.test({
   ...redisTest,
   name:
+    "bullmqBackend() runs each task once when a store's answer is lost after Redis ran it and a worker ran the chain",
+}, async (t) => {
+  const cases: {
+    name: string;
+    lengths: number[];
+    cut: "store-reply" | "exec-reply";
+    answers?: number;
+    /** How many of the jobs are done when the connection is cut: all by default. */
+    done?: number;
+  }[] = [
+    {
+      name: "a one-task chain, no answer at all (ioredis sends it again)",
+      lengths: [1],
+      cut: "store-reply",
+    },
+    {
+      name: "two one-task chains, the first answer only (stored again)",
+      lengths: [1, 1],
+      cut: "store-reply",
+      answers: 1,
+    },
+    {
+      name: "a two-task chain, no answer at all (ioredis sends it again)",
+      lengths: [2],
+      cut: "store-reply",
+    },
+    {
+      name: "a two-task chain, EXEC's answer lost (stored again)",
+      lengths: [2],
+      cut: "exec-reply",
+    },
+    {
+      name: "a three-task chain, no answer at all, its first task done",
+      lengths: [3],
+      cut: "store-reply",
+      done: 1,
+    },
+  ];
+  await using redis = await startRedis();
+  const connection = { host: "127.0.0.1", port: redis.port };
+  for (const { name, lengths, cut, answers, done } of cases) {
+    await t.step(name, async () => {
+      const queueName = `test-${crypto.randomUUID()}`;
+      const ran: string[] = [];
+      const step = defineTask(({ id }) => void ran.push(id), { name: "step" });
+      const chains = lengths.map((length, index): BackendChain => {
+        const { tasks: [task], ...chain } = chainOf(`chain-${index}`, step);
+        return { ...chain, tasks: Array(length).fill(task) };
+      });
+      const jobIds = chains.flatMap((chain) =>
+        chain.tasks.map((_, index) => `${chain.id}.${index}`)
+      );
+      // The proxy holds the store's answer back until the worker has run
+      // the first `done` jobs, and BullMQ finished them.
+      const events = new QueueEvents(queueName, {
+        connection,
+        prefix: PREFIX,
+        lastEventId: "0-0",
+      });
+      const completed = new Set<string>();
+      const heldDone = Promise.withResolvers<void>();
+      const allDone = Promise.withResolvers<void>();
+      events.on("completed", ({ jobId }) => {
+        completed.add(jobId);
+        const finished = (ids: string[]) =>
+          ids.every((id) => completed.has(id));
+        if (finished(jobIds.slice(0, done))) heldDone.resolve();
+        if (finished(jobIds)) allDone.resolve();
+      });
+      await using proxy = startTcpProxy(redis.port, {
+        cut,
+        hold: heldDone.promise,
+        ...(answers === undefined ? {} : { answers }),
+      });
+      const backend = bullmqBackend({
+        connection: { host: "127.0.0.1", port: proxy.port },
+        queue: queueName,
+        tasks: [step],
+      });
+      const worker = bullmqWorker({
+        connection,
+        queue: queueName,
+        tasks: [step],
+      });
+      const queue = new Queue(queueName, { connection, prefix: PREFIX });
+      try {
+        await within(
+          Promise.all(chains.map((chain) => backend.enqueue(chain))),
+          30_000,
+          "enqueue()",
+        );
+        assert.equal(proxy.cuts, 1);
+        await within(allDone.promise, 30_000, "the jobs");
+        // Nothing left to run: no job was added again.
+        assert.deepEqual(
+          await queue.getJobCounts(
+            "wait",
+            "active",
+            "delayed",
+            "waiting-children",
+          ),
+          { wait: 0, active: 0, delayed: 0, "waiting-children": 0 },
+        );
+        assert.deepEqual(
+          ran.sort(),
+          jobIds.map((id) => id.replace(".", ":")).sort(),
+        );
+      } finally {
+        await worker.close();
+        await backend.close();
+        await events.close();
+        await queue.obliterate({ force: true });
+        await queue.close();
+      }
+    });
+  }
+});
+
+Deno.test({
+  ...redisTest,
+  name:
     "bullmqBackend() adds a chain whose jobs are all in Redis already without a second copy or an error",
 }, async () => {
   // What a chain stored twice finds (ioredis sends a transaction again by
@@ -830,8 +951,12 @@ Deno.test({
         job?.opts.backoff,
         job?.opts.removeOnComplete,
         job?.opts.removeOnFail,
+        job?.opts.deduplication,
       ],
-      [3, { type: "background-tasks" }, true, false],
+      [3, { type: "background-tasks" }, true, false, {
+        id: "one-b",
+        ttl: 86_400_000,
+      }],
     );
     assert.deepEqual(
       await queue.getJobCounts("wait", "waiting-children"),
@@ -856,6 +981,65 @@ Deno.test({
   } finally {
     jobBulks.mock.restore();
     flowBulks.mock.restore();
+    await queue.obliterate({ force: true });
+    await queue.close();
+    await backend.close();
+  }
+});
+
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqBackend() keeps a one-task chain's deduplication key until its store is answered, and a flow's jobs a minute once done",
+}, async () => {
+  await using redis = await startRedis();
+  const connection = { host: "127.0.0.1", port: redis.port };
+  const queueName = `test-${crypto.randomUUID()}`;
+  const ran = counter(3);
+  const step = defineTask(() => ran.tick(), { name: "step" });
+  const backend = bullmqBackend({
+    connection,
+    queue: queueName,
+    tasks: [step],
+  });
+  const queue = new Queue(queueName, { connection, prefix: PREFIX });
+  const admin = new Redis(connection);
+  const two: BackendChain = {
+    ...chainOf("two", step),
+    tasks: [...chainOf("two", step).tasks, ...chainOf("two", step).tasks],
+  };
+  try {
+    {
+      // Deleted once the store is answered: nothing stores it again.
+      using monitor = await monitorRedis(redis.port, "del");
+      await backend.enqueue(chainOf("one", step));
+      await within(monitor.seen, 20_000, "the key's deletion");
+    }
+    assert.equal(await admin.exists(`${PREFIX}:${queueName}:de:one`), 0);
+    assert.equal(await (await queue.getJob("one.0"))?.getState(), "waiting");
+    await backend.enqueue(two);
+    const worker = bullmqWorker({
+      connection,
+      queue: queueName,
+      tasks: [step],
+    });
+    await within(ran.done, 20_000, "the tasks");
+    // Lets the jobs it holds finish.
+    await worker.close();
+    assert.equal(await queue.getJob("one.0"), undefined);
+    const kept = await Promise.all(
+      ["two.0", "two.1"].map((id) => queue.getJob(id)),
+    );
+    assert.deepEqual(
+      await Promise.all(kept.map((job) => job?.getState())),
+      ["completed", "completed"],
+    );
+    assert.deepEqual(kept.map((job) => job?.opts.removeOnComplete), [
+      { age: 60 },
+      { age: 60 },
+    ]);
+  } finally {
+    admin.disconnect();
     await queue.obliterate({ force: true });
     await queue.close();
     await backend.close();

@@ -3,42 +3,22 @@
 // A Redis outage in the middle of a flood: the web server goes on answering
 // (202 once a chain is stored, 503 once `maxPending` is reached), says once
 // that Redis is gone and once that it is back, and every task it accepted
-// runs, in order, exactly once, when Redis returns.
+// runs, in order, exactly once, when Redis returns. And a worker facing a
+// Redis that refuses its writes (a read-only replica, memory full) pauses
+// rather than spins, and runs the waiting chains once writes come back.
 
 import assert from "node:assert/strict";
 import { mock } from "node:test";
+import { Redis } from "npm:ioredis@^5";
 import { defineTask, QueueFullError, withBackgroundTasks } from "../mod.ts";
 import { bullmqBackend, bullmqWorker } from "../bullmq.ts";
-import { within } from "./_helpers.ts";
+import { callHandler } from "../testing.ts";
+import { consoleLines, within } from "./_helpers.ts";
 import { ownRedisTest, startRedisServer } from "./_redis.ts";
 
 const CLIENTS = 32;
 const LENGTH = 3;
 const MAX_PENDING = 45;
-
-/** Lines written to console.error, and a way to await one. */
-function consoleLines() {
-  const lines: string[] = [];
-  const waiters: { pattern: RegExp; resolve: () => void }[] = [];
-  const spy = mock.method(console, "error", (...args: unknown[]) => {
-    const line = args.map(String).join(" ");
-    lines.push(line);
-    for (const waiter of waiters) {
-      if (waiter.pattern.test(line)) waiter.resolve();
-    }
-  });
-  return {
-    lines,
-    /** Resolves once a line matching `pattern` has been written. */
-    seen(pattern: RegExp): Promise<void> {
-      if (lines.some((line) => pattern.test(line))) return Promise.resolve();
-      const { promise, resolve } = Promise.withResolvers<void>();
-      waiters.push({ pattern, resolve });
-      return promise;
-    },
-    restore: () => spy.mock.restore(),
-  };
-}
 
 Deno.test({
   ...ownRedisTest,
@@ -198,5 +178,167 @@ Deno.test({
     await worker.close();
     await backend.close();
     output.restore();
+  }
+});
+
+/**
+ * The worker's writes that probe a Redis refusing them (SETs of a key that
+ * ends in `:probe`), counted as they are refused.
+ */
+function refusedProbes(): {
+  /** Resolves once `count` probes have been refused. */
+  refused(count: number): Promise<void>;
+  [Symbol.dispose](): void;
+} {
+  let refused = 0;
+  const waiters: { count: number; resolve: () => void }[] = [];
+  const prototype = Redis.prototype as unknown as {
+    set(...args: unknown[]): Promise<unknown>;
+  };
+  const set = prototype.set;
+  const spy = mock.method(
+    prototype,
+    "set",
+    function (this: unknown, ...args: unknown[]) {
+      const result = set.apply(this, args);
+      if (String(args[0]).endsWith(":probe")) {
+        result.catch(() => {
+          refused++;
+          for (const waiter of waiters) {
+            if (refused >= waiter.count) waiter.resolve();
+          }
+        });
+      }
+      return result;
+    },
+  );
+  return {
+    refused(count: number): Promise<void> {
+      if (refused >= count) return Promise.resolve();
+      const { promise, resolve } = Promise.withResolvers<void>();
+      waiters.push({ count, resolve });
+      return promise;
+    },
+    [Symbol.dispose]: () => spy.mock.restore(),
+  };
+}
+
+Deno.test({
+  ...ownRedisTest,
+  name:
+    "a worker facing a Redis that refuses writes pauses: one line each way, no stack, and every waiting chain runs once when writes come back",
+}, async (t) => {
+  const cases: {
+    name: string;
+    refuse(admin: Redis): Promise<unknown>;
+    accept(admin: Redis): Promise<unknown>;
+    error: RegExp;
+  }[] = [
+    {
+      name: "a read-only replica, as during a failover",
+      refuse(admin) {
+        // A replica of a master that is not there: it keeps its data.
+        const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+        const { port } = listener.addr;
+        listener.close();
+        return admin.call("REPLICAOF", "127.0.0.1", String(port));
+      },
+      accept: (admin) => admin.call("REPLICAOF", "NO", "ONE"),
+      error: /^READONLY /,
+    },
+    {
+      name: "memory full",
+      async refuse(admin) {
+        await admin.config("SET", "maxmemory-policy", "noeviction");
+        return admin.config("SET", "maxmemory", "1");
+      },
+      accept: (admin) => admin.config("SET", "maxmemory", "0"),
+      error: /^OOM /,
+    },
+  ];
+  for (const { name, refuse, accept, error } of cases) {
+    await t.step(name, async () => {
+      await using redis = await startRedisServer();
+      const connection = { host: "127.0.0.1", port: redis.port };
+      const queue = `test-${crypto.randomUUID()}`;
+      const admin = new Redis(connection);
+      const ran = new Map<string, number[]>();
+      const runs = new Map<string, number>();
+      const chains = Array.from({ length: 20 }, (_, i) => `chain-${i}`);
+      let done = 0;
+      const allRan = Promise.withResolvers<void>();
+      const step = defineTask(({ id }, chain: string, index: number) => {
+        ran.set(chain, [...ran.get(chain) ?? [], index]);
+        runs.set(id, (runs.get(id) ?? 0) + 1);
+        if (++done === chains.length * LENGTH) allRan.resolve();
+      }, { name: "step" });
+      const backend = bullmqBackend({ connection, queue, tasks: [step] });
+      const handler = withBackgroundTasks((request, _info, tasks) => {
+        const chain = new URL(request.url).pathname.slice(1);
+        for (let index = 0; index < LENGTH; index++) {
+          tasks.addTask(step, chain, index);
+        }
+        return new Response("accepted", { status: 202 });
+      }, { backend });
+      // Stored while Redis takes writes, run by a worker that starts once
+      // it no longer does.
+      await Promise.all(
+        chains.map(async (chain) =>
+          await (await callHandler(handler, `/${chain}`)).tasks
+        ),
+      );
+      await refuse(admin);
+      using output = consoleLines();
+      using probes = refusedProbes();
+      const worker = bullmqWorker({
+        connection,
+        queue,
+        tasks: [step],
+        concurrency: 4,
+      });
+      try {
+        await within(
+          output.seen(/^The BullMQ worker pauses: Redis refuses its writes/),
+          20_000,
+          () =>
+            `no line said that Redis refuses within 20 s, but ${output.lines.length} others, the first: ${
+              output.lines[0]
+            }`,
+        );
+        // Refused a while: probed twice, at the pace of reconnections.
+        await within(probes.refused(2), 20_000, "two probes");
+        assert.deepEqual([output.lines.length, done], [1, 0]);
+        await accept(admin);
+        await within(
+          Promise.all([
+            output.seen(/^The BullMQ worker resumes: Redis accepts/),
+            allRan.promise,
+          ]),
+          30_000,
+          () => `${done} tasks ran; said: ${output.lines.join(" | ")}`,
+        );
+      } finally {
+        await worker.close();
+        await backend.close();
+        admin.disconnect();
+      }
+      const [refused, accepted, ...others] = output.lines;
+      assert.match(refused ?? "", /^The BullMQ worker pauses: Redis refuses/);
+      assert.match(
+        /\((.*)\); it tries again until Redis accepts them$/.exec(
+          refused ?? "",
+        )?.[1] ?? "",
+        error,
+      );
+      assert.match(
+        accepted ?? "",
+        /^The BullMQ worker resumes: Redis accepts its writes again, after \d+\.\d s$/,
+      );
+      assert.deepEqual(others, []);
+      for (const chain of chains) {
+        assert.deepEqual(ran.get(chain), [...Array(LENGTH).keys()], chain);
+      }
+      assert.ok([...runs.values()].every((count) => count === 1));
+    });
   }
 });

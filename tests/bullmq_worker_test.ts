@@ -8,15 +8,16 @@
 import assert from "node:assert/strict";
 import { mock } from "node:test";
 import { fileURLToPath } from "node:url";
-import { defineTask, withBackgroundTasks } from "../mod.ts";
+import { defineTask, type TaskInfo, withBackgroundTasks } from "../mod.ts";
 import {
+  type BullmqBackend,
   bullmqBackend,
   bullmqWorker,
   type BullmqWorkerOptions,
 } from "../bullmq.ts";
 import { callHandler } from "../testing.ts";
 import { redisTest, startRedis } from "./_redis.ts";
-import { hostileValues } from "./_helpers.ts";
+import { consoleLines, hostileValues, within } from "./_helpers.ts";
 import {
   createAvatar,
   notifyTeam,
@@ -220,7 +221,13 @@ Deno.test({
   const over = Promise.withResolvers<void>();
   const after = defineTask(() => over.resolve(), { name: "after" });
   const backend = bullmqBackend({ connection, queue, tasks: [ghost, after] });
-  const worker = bullmqWorker({ connection, queue, tasks: [after] });
+  const worker = bullmqWorker({
+    connection,
+    queue,
+    tasks: [after],
+    // Its report is the next test's.
+    onTaskError: () => {},
+  });
   try {
     const handler = withBackgroundTasks((_request, _info, tasks) => {
       tasks.addTask(ghost);
@@ -238,6 +245,112 @@ Deno.test({
     await worker.close();
     await backend.close();
   }
+});
+
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqWorker() reports a task it does not know like any failed task, and says at start which tasks the web processes store that it lacks",
+}, async (t) => {
+  await using redis = await startRedis();
+  const connection = { host: "127.0.0.1", port: redis.port };
+  // The web process knows a task this worker was deployed without.
+  const ghost = defineTask(() => {}, { name: "ghost" });
+  const phantom = defineTask(() => {}, { name: "phantom" });
+  /**
+   * Stores a chain of `ghost` then `after` from a web process that knows
+   * both, then starts a worker that knows only `after`, with `options`,
+   * and once `after` ran, calls `body`.
+   */
+  async function run(
+    options: Partial<BullmqWorkerOptions>,
+    body: (queue: string, backend: BullmqBackend) => Promise<void>,
+  ): Promise<void> {
+    const queue = `test-${crypto.randomUUID()}`;
+    const over = Promise.withResolvers<void>();
+    const after = defineTask(() => over.resolve(), { name: "after" });
+    const backend = bullmqBackend({
+      connection,
+      queue,
+      tasks: [ghost, phantom, after],
+    });
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(ghost);
+      tasks.addTask(after);
+      return new Response("ok");
+    }, { backend });
+    // Stored, and the names the web process writes at start with it.
+    await (await callHandler(
+      handler,
+      new Request("http://localhost/signup?token=secret", { method: "POST" }),
+    )).tasks;
+    const worker = bullmqWorker({
+      connection,
+      queue,
+      tasks: [after],
+      ...options,
+    });
+    try {
+      await within(over.promise, 20_000, "the task after");
+      await body(queue, backend);
+    } finally {
+      await worker.close();
+      await backend.close();
+    }
+  }
+
+  await t.step("to onTaskError, saying where the job is kept", async () => {
+    using output = consoleLines();
+    const reported: [unknown, TaskInfo][] = [];
+    await run({
+      onTaskError: (error, info) => void reported.push([error, info]),
+    }, async (queue) => {
+      // Reported before the job failed, so before the next task ran.
+      assert.equal(reported.length, 1);
+      const [error, info] = reported[0]!;
+      assert.ok(error instanceof Error);
+      assert.match(
+        error.message,
+        new RegExp(
+          `^No task named "ghost" in this worker's 'tasks': its job \\S+\\.0 failed, and is kept in queue "${queue}" \\(backend.failed\\(\\) lists it\\)$`,
+        ),
+      );
+      assert.deepEqual({ ...info, id: undefined }, {
+        name: "ghost",
+        index: 0,
+        attempt: 1,
+        id: undefined,
+        request: {
+          method: "POST",
+          url: "http://localhost/signup?token=secret",
+        },
+        delivered: undefined,
+      });
+      assert.match(info.id ?? "", /:0$/);
+      await within(
+        output.seen(/^The BullMQ worker does not know/),
+        20_000,
+        "the line at start",
+      );
+      assert.deepEqual(output.lines, [
+        `The BullMQ worker does not know tasks "ghost", "phantom", which web processes store in queue "${queue}": add them to its 'tasks', or their jobs fail`,
+      ]);
+    });
+  });
+
+  await t.step("by default, written by the default reporter", async () => {
+    using output = consoleLines();
+    await run({}, async (queue, backend) => {
+      const [failed] = await backend.failed();
+      // Written before the job failed, so before the next task ran.
+      assert.deepEqual(
+        output.lines.filter((line) => !/does not know/.test(line)),
+        [
+          `Background task "ghost" at index 0 of POST /signup failed: Error: No task named "ghost" in this worker's 'tasks': its job ${failed?.jobId} failed, and is kept in queue "${queue}" (backend.failed() lists it)`,
+        ],
+      );
+    });
+  });
 });
 
 /**

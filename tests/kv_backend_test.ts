@@ -24,9 +24,11 @@ import {
 import { callHandler } from "../testing.ts";
 import {
   addTaskError,
+  consoleLines,
   counter,
   guardedTest,
   hostileValues,
+  within,
 } from "./_helpers.ts";
 import { openBackend } from "./_kv.ts";
 
@@ -138,6 +140,113 @@ guardedTest(
     await rerun.done;
     assert.deepEqual(await db.backend.deadLetters(), []);
     assert.equal(await db.backend.requeue(letter!.id), false);
+  },
+);
+
+guardedTest(
+  "kvBackend() reports a task it does not know like any failed task, and a listening backend says at start which tasks others store that it lacks",
+  async (t) => {
+    // A process that stores chains knows tasks the listening one lacks.
+    const ghost = defineTask(() => {}, { name: "ghost" });
+    const phantom = defineTask(() => {}, { name: "phantom" });
+    /**
+     * Stores a chain of `ghost` then `after` from a backend that knows
+     * both and does not listen, then starts one that listens and knows
+     * only `after`, with `options`; once `after` ran, calls `body`.
+     */
+    async function run(
+      options: Partial<KvBackendOptions>,
+      body: (listener: ReturnType<typeof kvBackend>) => Promise<void>,
+    ): Promise<void> {
+      const kv = await Deno.openKv(":memory:");
+      const over = counter(1);
+      const after = defineTask(() => over.tick(), { name: "after" });
+      const web = kvBackend({
+        kv,
+        tasks: [ghost, phantom, after],
+        listen: false,
+      });
+      try {
+        const handler = withBackgroundTasks((_request, _info, tasks) => {
+          tasks.addTask(ghost);
+          tasks.addTask(after);
+          return new Response("ok");
+        }, { backend: web });
+        await (await callHandler(
+          handler,
+          new Request("http://localhost/signup?token=secret", {
+            method: "POST",
+          }),
+        )).tasks;
+        const listener = kvBackend({ kv, tasks: [after], ...options });
+        try {
+          await over.done;
+          await body(listener);
+        } finally {
+          listener.close();
+        }
+      } finally {
+        web.close();
+        kv.close();
+      }
+    }
+
+    await t.step("to onTaskError, saying where it is kept", async () => {
+      using output = consoleLines();
+      const reported = Promise.withResolvers<[unknown, TaskInfo]>();
+      await run({
+        onTaskError: (error, info) => reported.resolve([error, info]),
+      }, async (listener) => {
+        const [error, info] = await within(
+          reported.promise,
+          10_000,
+          "the report",
+        );
+        const [letter, ...others] = await listener.deadLetters();
+        assert.deepEqual(others, []);
+        assert.equal(
+          String(error),
+          `Error: No task named "ghost" in this process's 'tasks': it is kept as dead letter "${letter?.id}" (backend.deadLetters() lists it)`,
+        );
+        assert.deepEqual(info, {
+          name: "ghost",
+          index: 0,
+          attempt: 1,
+          id: letter?.id,
+          request: {
+            method: "POST",
+            url: "http://localhost/signup?token=secret",
+          },
+          delivered: undefined,
+        });
+        await within(
+          output.seen(/^The KV backend does not know/),
+          10_000,
+          "the line at start",
+        );
+        assert.deepEqual(output.lines, [
+          `The KV backend does not know tasks "ghost", "phantom", which processes store chains with in this database: add them to its 'tasks', or their steps become dead letters`,
+        ]);
+      });
+    });
+
+    await t.step("by default, written by the default reporter", async () => {
+      using output = consoleLines();
+      await run({}, async (listener) => {
+        await within(
+          output.seen(/^Background task "ghost"/),
+          10_000,
+          "the report",
+        );
+        const [letter] = await listener.deadLetters();
+        assert.deepEqual(
+          output.lines.filter((line) => !/does not know/.test(line)),
+          [
+            `Background task "ghost" at index 0 of POST /signup failed: Error: No task named "ghost" in this process's 'tasks': it is kept as dead letter "${letter?.id}" (backend.deadLetters() lists it)`,
+          ],
+        );
+      });
+    });
   },
 );
 
