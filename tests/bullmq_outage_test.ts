@@ -158,7 +158,7 @@ Deno.test({
     assert.deepEqual(
       output.lines.filter((line) =>
         !/reach(es)? Redis/.test(line) &&
-        !/^The BullMQ worker failed: Error: Missing key for job \S+ moveToFinished/
+        !/^The BullMQ worker failed: Error: Missing (key|lock) for job \S+ moveToFinished/
           .test(line)
       ),
       [],
