@@ -170,8 +170,11 @@ export interface KvBackend extends TaskBackend {
  * the chain goes on.
  *
  * Only tasks made by `defineTask` and listed in `tasks` can be added, with
- * arguments Deno KV can store (structured clone) and at most 64 KiB per
- * chain: anything else fails at `addTask()` with a `TypeError`.
+ * arguments Deno KV can store (structured clone) as they are, and at most
+ * 64 KiB per chain: anything else fails at `addTask()` with a `TypeError`
+ * naming the argument's path, such as an `Error` subclass (it would arrive
+ * as a plain `Error`), or a `Date` or an error with properties of its own
+ * (they would be dropped).
  *
  * Needs `--unstable-kv`.
  *
