@@ -78,7 +78,8 @@ export interface Consumer {
   readonly keys: Keys;
   /** Milliseconds between Deno KV's deliveries of a message. */
   readonly redelivery: number[];
-  readonly config: WorkerConfig;
+  /** Its tasks and hooks, with those of the handlers attached so far. */
+  config: WorkerConfig;
   /** The backend's shutdown, which gives up on the tasks running. */
   readonly shutdown: Holder;
   /** Where its messages come from, as its spans name it: its prefix. */

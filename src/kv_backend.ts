@@ -16,7 +16,7 @@ import {
 import { MessageBudget } from "./_message_budget.ts";
 import { assertSerializable } from "./_serializable.ts";
 import { groupCommit } from "./_group_commit.ts";
-import { RUN_OPTIONS } from "./_options.ts";
+import { executionConfig, givenRunOptions, RUN_OPTIONS } from "./_options.ts";
 import {
   abortIsolated,
   assertBoolean,
@@ -24,8 +24,8 @@ import {
   assertOptions,
   describe,
 } from "./_util.ts";
-import { workerConfig } from "./_worker.ts";
-import type { RequestSummary } from "./task_info.ts";
+import { combineRunOptions, workerConfig } from "./_worker.ts";
+import type { RequestSummary, RunOptions } from "./task_info.ts";
 import type { BackendChain, BackendTask } from "./backend_chain.ts";
 import type { DeadLetter } from "./dead_letter.ts";
 import type { TaskBackend } from "./task_backend.ts";
@@ -169,6 +169,14 @@ export interface KvBackend extends TaskBackend {
  * attempt becomes a dead letter (see {@linkcode KvBackend.deadLetters}) and
  * the chain goes on.
  *
+ * The attempts it runs in this process are told to its own hooks and to
+ * those of each handler made with it (`withBackgroundTasks()`, `serve()`, the
+ * Hono middleware), each in turn. A failure goes to every `onTaskError`
+ * given, the backend's first, or to `logTaskError` when none was: never
+ * twice by default. A task's own `timeout` applies, else the backend's, else
+ * the handler's (handlers with different ones need the backend's own);
+ * telemetry is on unless the backend or a handler turned it off.
+ *
  * Only tasks made by `defineTask` and listed in `tasks` can be added, with
  * arguments Deno KV can store (structured clone) as they are, and at most
  * 64 KiB per chain: anything else fails at `addTask()` with a `TypeError`
@@ -256,6 +264,8 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     assertInteger(delay, `redelivery[${index}]`, action, 0)
   );
   const config = workerConfig(options, action);
+  // Its own task options, then those of each handler attached (attach()).
+  const owners = [givenRunOptions(options)];
   const keys = kvKeys(prefix);
   const shutdown = new AbortController();
   const consumer: Consumer = {
@@ -332,6 +342,27 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
           : { trace: chain.traceparent }),
       };
       return store(step);
+    },
+
+    attach(handlerOptions: RunOptions): void {
+      const given = givenRunOptions(handlerOptions);
+      const attachAction = "Cannot use the KV backend with this handler";
+      executionConfig(given, attachAction);
+      const timeout = owners.find((owner) => owner.timeout !== undefined)
+        ?.timeout;
+      if (
+        owners[0]!.timeout === undefined && timeout !== undefined &&
+        given.timeout !== undefined && given.timeout !== timeout
+      ) {
+        throw new TypeError(
+          `${attachAction} as its 'timeout' (${given.timeout}) differs from the one another handler gave it (${timeout}): give the backend a 'timeout' of its own`,
+        );
+      }
+      owners.push(given);
+      consumer.config = {
+        ...executionConfig(combineRunOptions(owners), action),
+        registry: config.registry,
+      };
     },
 
     async handle(message: unknown): Promise<boolean> {

@@ -1,6 +1,6 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import type { RequestSummary } from "./task_info.ts";
+import type { RequestSummary, RunOptions } from "./task_info.ts";
 import type {
   BackendChain,
   BackendTask,
@@ -85,6 +85,21 @@ export interface TaskBackend {
    * for a shutdown's report. A backend that cannot tell leaves it out.
    */
   readonly status?: BackendStatus;
+  /**
+   * For a backend that runs tasks in this process (Deno KV's listener): the
+   * task options of a handler that uses it, as given (`onTaskStart`,
+   * `onTaskEnd`, `onTaskError`, `timeout`, `telemetry`; those left out are
+   * absent), so that the handler's hooks are told of every attempt the
+   * backend runs here. The wrapper calls it once, when the handler (or
+   * `serve()`, or the Hono middleware) is made with the backend. A backend
+   * whose tasks run in other processes leaves it out: their hooks are those
+   * processes' own (a BullMQ worker's options).
+   *
+   * @param options The handler's task options, as given.
+   * @throws {TypeError} If they cannot be combined with those of the
+   * backend or of another handler: the handler is then not made.
+   */
+  attach?(options: RunOptions): void;
 }
 
 /**

@@ -235,6 +235,12 @@ export interface WithBackgroundTasksOptions extends RunOptions {
    * "after-response"`. Tasks must then be made by `defineTask`, and the
    * backend checks their arguments as they are added.
    *
+   * The hooks (`onTaskStart`, `onTaskEnd`, `onTaskError`), `timeout` and
+   * `telemetry` given here apply to every attempt the backend runs in this
+   * process (the Deno KV listener), together with the backend's own (see
+   * `kvBackend()`). Where tasks run in other processes (BullMQ), their hooks
+   * are those processes' own: give them to `bullmqWorker()`.
+   *
    * @default {undefined, to run tasks in this process}
    */
   backend?: TaskBackend;
