@@ -84,6 +84,18 @@ export interface Consumer {
   readonly shutdown: Holder;
   /** Where its messages come from, as its spans name it: its prefix. */
   readonly source: string;
+  /** Whether the backend closed: a step delivered now is put back, not run. */
+  closing: boolean;
+}
+
+/** How a step whose attempt ran here ended, for a close's result. */
+export interface StepEnd {
+  readonly name: string;
+  /**
+   * `"retried"`: failed, its retry queued; `"handedBack"`: given up on at a
+   * close, and put back on the queue.
+   */
+  readonly outcome: "succeeded" | "failed" | "retried" | "handedBack";
 }
 
 /**
@@ -115,9 +127,14 @@ export function enqueueStep(
  * checked against the chain's progress its dead letter if it failed for
  * good, and the retry, the next step, or the end of the chain. Does nothing
  * for a message already acted on, and puts the step back when the backend
- * closed meanwhile.
+ * closed meanwhile, or closes during the attempt.
+ *
+ * @returns How its attempt ended, once that is written, if one ran.
  */
-export async function runStep(step: Step, consumer: Consumer): Promise<void> {
+export async function runStep(
+  step: Step,
+  consumer: Consumer,
+): Promise<StepEnd | undefined> {
   const { kv, keys, config, shutdown } = consumer;
   const progressKey = keys.progress(step.chain);
   const progress = await kv.get<Progress>(progressKey);
@@ -126,11 +143,14 @@ export async function runStep(step: Step, consumer: Consumer): Promise<void> {
     progress.value?.index !== step.index ||
     progress.value.attempt !== step.attempt
   ) return;
+  // Closed meanwhile: the step waits for a process that listens.
+  if (consumer.closing) return void await putBack(step, progress, consumer);
   const queued = step.tasks[step.index]!;
   const task = config.registry.get(queued.name);
   const id = `${step.chain}:${step.index}`;
   let operation = kv.atomic().check(progress);
   let retryDelay: number | undefined;
+  let outcome: StepEnd["outcome"] | undefined;
   if (task === undefined) {
     operation = operation.set(
       keys.dead(step.chain, step.index),
@@ -160,8 +180,14 @@ export async function runStep(step: Step, consumer: Consumer): Promise<void> {
       },
     }, config);
     if (result.outcome === "abandoned" || shutdown.signal.aborted) {
-      return putBack(step, progress, consumer);
+      await putBack(step, progress, consumer);
+      return { name: queued.name, outcome: "handedBack" };
     }
+    outcome = result.willRetry
+      ? "retried"
+      : result.outcome === "succeeded"
+      ? "succeeded"
+      : "failed";
     if (result.willRetry) retryDelay = result.delay;
     else if (result.outcome !== "succeeded") {
       operation = operation.set(
@@ -191,6 +217,7 @@ export async function runStep(step: Step, consumer: Consumer): Promise<void> {
   }
   // A failed check means another delivery of this message got there first.
   await operation.commit();
+  return outcome === undefined ? undefined : { name: queued.name, outcome };
 }
 
 /**

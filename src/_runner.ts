@@ -27,6 +27,7 @@ import { Tally } from "./_tally.ts";
 import { isThenable } from "./_util.ts";
 import { QueueFullError } from "./queue_full_error.ts";
 import type { DrainOptions, DrainResult, TaskStats } from "./task_controls.ts";
+import type { TaskBackend } from "./task_backend.ts";
 
 /** Executes the chains of one wrapped handler, and counts their tasks. */
 export class Runner implements ChainOwner {
@@ -60,6 +61,11 @@ export class Runner implements ChainOwner {
 
   get stats(): TaskStats {
     return this.#tally.snapshot(this.#config.backend?.status);
+  }
+
+  /** Where chains go instead of running here, if anywhere: serve() closes it. */
+  get backend(): TaskBackend | undefined {
+    return this.#config.backend;
   }
 
   /**

@@ -12,6 +12,7 @@ import {
   kvKeys,
   runStep,
   type Step,
+  type StepEnd,
 } from "./_kv_consumer.ts";
 import { MessageBudget } from "./_message_budget.ts";
 import { assertSerializable } from "./_serializable.ts";
@@ -28,7 +29,11 @@ import { combineRunOptions, workerConfig } from "./_worker.ts";
 import type { RequestSummary, RunOptions } from "./task_info.ts";
 import type { BackendChain, BackendTask } from "./backend_chain.ts";
 import type { DeadLetter } from "./dead_letter.ts";
-import type { TaskBackend } from "./task_backend.ts";
+import type {
+  BackendCloseOptions,
+  BackendCloseResult,
+  TaskBackend,
+} from "./task_backend.ts";
 import type { WorkerOptions } from "./worker_options.ts";
 
 export type { DeadLetter } from "./dead_letter.ts";
@@ -142,14 +147,24 @@ export interface KvBackend extends TaskBackend {
    */
   requeue(id: string): Promise<boolean>;
   /**
-   * Stops running tasks: aborts the signals of those running, whose
-   * attempts end as abandoned, and puts their steps back on the queue, to
-   * run again (delayed by the first `redelivery` step) wherever a backend
-   * listens. A step whose database closed first is left unfinished instead,
-   * and Deno KV delivers it again once the database is next opened, about a
-   * minute later, as after a crash. Close the database after.
+   * Stops running tasks. A step delivered from now on is put back on the
+   * queue unrun. The tasks running are given up on at `options.signal`, or
+   * at once without one: their signals are aborted, their attempts end as
+   * abandoned (told to `onTaskEnd` once), and their steps go back on the
+   * queue, to run again with the same id (delayed by the first `redelivery`
+   * step) wherever a backend listens. A step whose database closed first is
+   * left unfinished instead, and Deno KV delivers it again once the database
+   * is next opened, about a minute later, as after a crash. `serve()` calls
+   * it at its shutdown, with its deadline; calling it again is harmless, and
+   * a call without a signal then gives up on what still runs. Close the
+   * database after.
+   *
+   * @param options When to give up on the tasks still running.
+   * @returns What the tasks running at the close did: it resolves once each
+   * has ended and its step's outcome is written, and never rejects.
+   * @throws {TypeError} If `options.signal` is not an `AbortSignal`.
    */
-  close(): void;
+  close(options?: BackendCloseOptions): Promise<BackendCloseResult>;
 }
 
 /**
@@ -279,7 +294,20 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
       endsAttemptsAtOnce: true,
     },
     source: prefix.map(String).join("/"),
+    closing: false,
   };
+  // The deliveries under way, each settling with how its attempt ended:
+  // what a close waits for.
+  const running = new Set<Promise<StepEnd | undefined>>();
+  let closed: Promise<BackendCloseResult> | undefined;
+  const giveUp = (reason: unknown) =>
+    // An abort listener that throws must not end the process. A task's
+    // listeners are on its attempt's signal, which reports them as its.
+    abortIsolated(
+      shutdown,
+      reason,
+      (error) => console.error("An abort listener threw at close:", error),
+    );
   const budgets = new WeakMap<object, MessageBudget>();
 
   // Chains handed over together share a commit: one costs about as much as
@@ -367,7 +395,14 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
 
     async handle(message: unknown): Promise<boolean> {
       if (!isStep(message)) return false;
-      await runStep(message, consumer);
+      const run = runStep(message, consumer);
+      const settled = run.then((end) => end, () => undefined);
+      running.add(settled);
+      try {
+        await run;
+      } finally {
+        running.delete(settled);
+      }
       return true;
     },
 
@@ -419,14 +454,28 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
       return (await operation.commit()).ok;
     },
 
-    close(): void {
-      // An abort listener that throws must not end the process. A task's
-      // listeners are on its attempt's signal, which reports them as its.
-      abortIsolated(
-        shutdown,
-        new DOMException("The KV backend closed", "AbortError"),
-        (error) => console.error("An abort listener threw at close:", error),
-      );
+    close(options: BackendCloseOptions = {}): Promise<BackendCloseResult> {
+      const { signal } = options ?? {};
+      if (signal !== undefined && !(signal instanceof AbortSignal)) {
+        throw new TypeError(
+          `Cannot close KV backend as 'signal' must be an AbortSignal: current value is ${
+            describe(signal)
+          }`,
+        );
+      }
+      consumer.closing = true;
+      closed ??= Promise.all(running).then(closeResult);
+      if (signal === undefined || signal.aborted) {
+        giveUp(
+          signal?.reason ??
+            new DOMException("The KV backend closed", "AbortError"),
+        );
+      } else {
+        const onAbort = () => giveUp(signal.reason);
+        signal.addEventListener("abort", onAbort, { once: true });
+        closed.then(() => signal.removeEventListener("abort", onAbort));
+      }
+      return closed;
     },
   };
 
@@ -438,10 +487,27 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
         );
       }
     }).catch((error) => {
-      if (!shutdown.signal.aborted) {
+      if (!consumer.closing) {
         console.error("The KV backend stopped listening:", error);
       }
     });
   }
   return backend;
+}
+
+/** What the attempts running at a close did, counted. */
+function closeResult(ends: (StepEnd | undefined)[]): BackendCloseResult {
+  let succeeded = 0;
+  let failed = 0;
+  const handedBackTasks: Record<string, number> = {};
+  let handedBack = 0;
+  for (const end of ends) {
+    if (end?.outcome === "succeeded") succeeded++;
+    else if (end?.outcome === "failed") failed++;
+    else if (end?.outcome === "handedBack") {
+      handedBack++;
+      handedBackTasks[end.name] = (handedBackTasks[end.name] ?? 0) + 1;
+    }
+  }
+  return { succeeded, failed, handedBack, handedBackTasks };
 }
