@@ -6,10 +6,12 @@
 // hands each message to the consuming side (_kv_consumer.ts).
 
 import {
+  commitRetrying,
   type Consumer,
   enqueueStep,
   isStep,
   kvKeys,
+  LEASE,
   runStep,
   type Step,
   type StepEnd,
@@ -177,6 +179,12 @@ export interface KvBackend extends TaskBackend {
  * while a commit is in flight share the next one (up to 100 per commit), so
  * that under load a commit costs a fraction of a request.
  *
+ * Several processes may use one database file (a rolling restart's
+ * overlap): they share its queue and chains, each step runs once while they
+ * live (a delivery claims its step first, for 30 s renewed while it runs),
+ * and a write that meets the other's lock ("database is locked") is tried
+ * again, for up to 30 s.
+ *
  * Delivery is at least once: a task that finished just before a crash may run
  * again. Its context's `id` is the same on every delivery; use it to make the
  * task's effect happen once. Retries are messages delayed by the task's
@@ -295,6 +303,9 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     },
     source: prefix.map(String).join("/"),
     closing: false,
+    holder: crypto.randomUUID(),
+    lease: LEASE,
+    claimed: new Map(),
   };
   // The deliveries under way, each settling with how its attempt ended:
   // what a close waits for.
@@ -323,7 +334,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
         step,
       );
     }
-    if (!(await operation.commit()).ok) {
+    if (!(await commitRetrying(operation)).ok) {
       throw new Error(
         steps.length === 1
           ? `Chain ${steps[0]!.chain} is already queued`
@@ -451,7 +462,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
       for await (
         const entry of kv.list({ prefix: keys.undelivered(chain, index) })
       ) operation.delete(entry.key);
-      return (await operation.commit()).ok;
+      return (await commitRetrying(operation)).ok;
     },
 
     close(options: BackendCloseOptions = {}): Promise<BackendCloseResult> {
