@@ -124,9 +124,8 @@ const LOCKED_PATIENCE = 30_000;
  * does not wait for it (its SQLite backend waits only for a transaction as a
  * whole, and an atomic write's lock failure is reported inside one). Such a
  * commit did not apply (none of 9,228 such failures did, on Deno 2.9.6), so
- * trying it
- * again is safe, the more so as each of ours is checked against what it
- * read. Pauses grow from about 2 ms to 100 ms, with jitter, so that two
+ * trying it again is safe, the more so as each of ours is checked against
+ * what it read. Pauses grow from about 2 ms to 100 ms, with jitter, so that two
  * processes do not collide again.
  */
 export async function commitRetrying(
@@ -174,18 +173,31 @@ export function enqueueStep(
   step: Step,
   delay = 0,
 ): Deno.AtomicOperation {
-  return operation
-    .set(
+  return enqueueMessage(
+    operation.set(
       queue.keys.progress(step.chain),
       { index: step.index, attempt: step.attempt } satisfies Progress,
-    )
-    .enqueue(step, {
-      delay,
-      keysIfUndelivered: [
-        queue.keys.undelivered(step.chain, step.index, step.attempt),
-      ],
-      backoffSchedule: queue.redelivery,
-    });
+    ),
+    queue,
+    step,
+    delay,
+  );
+}
+
+/** Adds to `operation` a step's message alone, its progress left as it is. */
+function enqueueMessage(
+  operation: Deno.AtomicOperation,
+  queue: Pick<Consumer, "keys" | "redelivery">,
+  step: Step,
+  delay: number,
+): Deno.AtomicOperation {
+  return operation.enqueue(step, {
+    delay,
+    keysIfUndelivered: [
+      queue.keys.undelivered(step.chain, step.index, step.attempt),
+    ],
+    backoffSchedule: queue.redelivery,
+  });
 }
 
 /**
@@ -428,13 +440,7 @@ async function putBack(
       ours || current.value?.lease === undefined
         ? enqueueStep(kv.atomic().check(current), consumer, step, delay)
         // Another's claim stays as it is: only the copy is queued.
-        : kv.atomic().check(current).enqueue(step, {
-          delay: Math.round(delay),
-          keysIfUndelivered: [
-            consumer.keys.undelivered(step.chain, step.index, step.attempt),
-          ],
-          backoffSchedule: consumer.redelivery,
-        }),
+        : enqueueMessage(kv.atomic().check(current), consumer, step, delay),
     );
   } catch (error) {
     if (!(error instanceof Deno.errors.BadResource)) throw error;

@@ -142,7 +142,6 @@ export function runnerConfig(
     );
   }
   const storeFirst = backend !== undefined && handOver === "before-response";
-
   if (storeFirst && skipUndelivered) {
     throw new TypeError(
       `${action} as 'skipUndelivered' needs 'handOver: "after-response"' with a backend: chains are stored before their response is sent`,
