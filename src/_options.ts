@@ -73,6 +73,16 @@ export const WITH_BACKGROUND_TASKS_OPTIONS: readonly string[] = [
   "handOver",
 ];
 
+/** The run options among `options` that were given, without the rest. */
+export function givenRunOptions(options: RunOptions): RunOptions {
+  const given: Record<string, unknown> = {};
+  for (const key of RUN_OPTIONS) {
+    const value = (options as Record<string, unknown>)[key];
+    if (value !== undefined) given[key] = value;
+  }
+  return given as RunOptions;
+}
+
 /** Validates the options that say how tasks run, and applies their defaults. */
 export function executionConfig(
   options: RunOptions,
@@ -137,8 +147,11 @@ export function runnerConfig(
       `${action} as 'skipUndelivered' needs 'handOver: "after-response"' with a backend: chains are stored before their response is sent`,
     );
   }
+  const execution = executionConfig(options, action);
+  // A backend that runs tasks here tells the handler's hooks of them.
+  backend?.attach?.(givenRunOptions(options));
   return {
-    ...executionConfig(options, action),
+    ...execution,
     skipUndelivered,
     concurrency,
     maxPending,

@@ -28,6 +28,7 @@ import { Tally } from "./_tally.ts";
 import { isThenable } from "./_util.ts";
 import { QueueFullError } from "./queue_full_error.ts";
 import type { DrainOptions, DrainResult, TaskStats } from "./task_controls.ts";
+import type { TaskBackend } from "./task_backend.ts";
 
 /**
  * Whether a task's argument stops working once the response is sent: Deno
@@ -85,6 +86,11 @@ export class Runner implements ChainOwner {
 
   get stats(): TaskStats {
     return this.#tally.snapshot(this.#config.backend?.status);
+  }
+
+  /** Where chains go instead of running here, if anywhere: serve() closes it. */
+  get backend(): TaskBackend | undefined {
+    return this.#config.backend;
   }
 
   /**

@@ -107,7 +107,7 @@ export function describe(value: unknown): string {
  * Uint8Array" and "a URL", whose U sounds like "you" (a certificate read
  * with Deno.readFile() is a Uint8Array).
  */
-function article(name: string): "a" | "an" {
+export function article(name: string): "a" | "an" {
   return /^(?:[AEIO]|U(?!int|R[IL]))/.test(name) ? "an" : "a";
 }
 

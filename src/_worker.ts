@@ -9,10 +9,17 @@
 import { type AttemptResult, runAttempt } from "./_attempt.ts";
 import type { Holder } from "./_call.ts";
 import { type ExecutionConfig, executionConfig } from "./_options.ts";
+import { hook, report } from "./_report.ts";
 import type { AttemptSource } from "./_telemetry.ts";
 import { describe } from "./_util.ts";
 import { DefinedTask } from "./define_task.ts";
-import type { RequestSummary } from "./task_info.ts";
+import type {
+  RequestSummary,
+  RunOptions,
+  TaskEndEvent,
+  TaskErrorHandler,
+  TaskInfo,
+} from "./task_info.ts";
 import type { WorkerOptions } from "./worker_options.ts";
 
 /** {@linkcode WorkerOptions}, validated. */
@@ -50,6 +57,59 @@ export function workerConfig(
     registry.set(task.name, task as DefinedTask);
   }
   return { ...executionConfig(options, action), registry };
+}
+
+/**
+ * The run options of a worker that runs tasks for several owners (a
+ * backend's own options, then those of each handler using it) as one: every
+ * hook given is called, each isolated from the others; a failure goes to
+ * every `onTaskError` given, or to the default reporter when none was, so
+ * that it is never reported twice by default; the first `timeout` given
+ * applies; telemetry is on unless one of them turned it off.
+ */
+export function combineRunOptions(owners: readonly RunOptions[]): RunOptions {
+  const combined: RunOptions = {};
+  const reporters = owners.flatMap(({ onTaskError }) =>
+    onTaskError === undefined ? [] : [onTaskError]
+  );
+  if (reporters.length > 0) {
+    combined.onTaskError = reporters.length === 1
+      ? reporters[0]!
+      : everyReporter(reporters);
+  }
+  const starts = owners.flatMap(({ onTaskStart }) =>
+    onTaskStart === undefined ? [] : [onTaskStart]
+  );
+  if (starts.length > 0) {
+    combined.onTaskStart = (event: TaskInfo) => {
+      for (const fn of starts) hook("onTaskStart", fn, event);
+    };
+  }
+  const ends = owners.flatMap(({ onTaskEnd }) =>
+    onTaskEnd === undefined ? [] : [onTaskEnd]
+  );
+  if (ends.length > 0) {
+    combined.onTaskEnd = (event: TaskEndEvent) => {
+      for (const fn of ends) hook("onTaskEnd", fn, event);
+    };
+  }
+  const timeout = owners.find((owner) => owner.timeout !== undefined)?.timeout;
+  if (timeout !== undefined) combined.timeout = timeout;
+  if (owners.some((owner) => owner.telemetry === false)) {
+    combined.telemetry = false;
+  }
+  return combined;
+}
+
+/** Reports a failure to each of `reporters`, each isolated from the others. */
+function everyReporter(reporters: TaskErrorHandler[]): TaskErrorHandler {
+  return (error: unknown, info: TaskInfo) => {
+    const pending = reporters.flatMap((onTaskError) => {
+      const reporting = report(onTaskError, error, info);
+      return reporting === undefined ? [] : [reporting];
+    });
+    return pending.length === 0 ? undefined : Promise.all(pending);
+  };
 }
 
 /** One delivery of one task to a worker. */

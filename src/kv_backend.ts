@@ -6,18 +6,21 @@
 // hands each message to the consuming side (_kv_consumer.ts).
 
 import {
+  commitRetrying,
   type Consumer,
   enqueueStep,
   isStep,
   type Keys,
   kvKeys,
+  LEASE,
   runStep,
   type Step,
+  type StepEnd,
 } from "./_kv_consumer.ts";
 import { MessageBudget } from "./_message_budget.ts";
 import { assertSerializable } from "./_serializable.ts";
 import { groupCommit } from "./_group_commit.ts";
-import { RUN_OPTIONS } from "./_options.ts";
+import { executionConfig, givenRunOptions, RUN_OPTIONS } from "./_options.ts";
 import {
   abortIsolated,
   assertBoolean,
@@ -26,11 +29,15 @@ import {
   describe,
 } from "./_util.ts";
 import { quoteNames, unknownNames } from "./_unknown_tasks.ts";
-import { workerConfig } from "./_worker.ts";
-import type { RequestSummary } from "./task_info.ts";
+import { combineRunOptions, workerConfig } from "./_worker.ts";
+import type { RequestSummary, RunOptions } from "./task_info.ts";
 import type { BackendChain, BackendTask } from "./backend_chain.ts";
 import type { DeadLetter } from "./dead_letter.ts";
-import type { TaskBackend } from "./task_backend.ts";
+import type {
+  BackendCloseOptions,
+  BackendCloseResult,
+  TaskBackend,
+} from "./task_backend.ts";
 import type { WorkerOptions } from "./worker_options.ts";
 
 export type { DeadLetter } from "./dead_letter.ts";
@@ -144,14 +151,24 @@ export interface KvBackend extends TaskBackend {
    */
   requeue(id: string): Promise<boolean>;
   /**
-   * Stops running tasks: aborts the signals of those running, whose
-   * attempts end as abandoned, and puts their steps back on the queue, to
-   * run again (delayed by the first `redelivery` step) wherever a backend
-   * listens. A step whose database closed first is left unfinished instead,
-   * and Deno KV delivers it again once the database is next opened, about a
-   * minute later, as after a crash. Close the database after.
+   * Stops running tasks. A step delivered from now on is put back on the
+   * queue unrun. The tasks running are given up on at `options.signal`, or
+   * at once without one: their signals are aborted, their attempts end as
+   * abandoned (told to `onTaskEnd` once), and their steps go back on the
+   * queue, to run again with the same id (delayed by the first `redelivery`
+   * step) wherever a backend listens. A step whose database closed first is
+   * left unfinished instead, and Deno KV delivers it again once the database
+   * is next opened, about a minute later, as after a crash. `serve()` calls
+   * it at its shutdown, with its deadline; calling it again is harmless, and
+   * a call without a signal then gives up on what still runs. Close the
+   * database after.
+   *
+   * @param options When to give up on the tasks still running.
+   * @returns What the tasks running at the close did: it resolves once each
+   * has ended and its step's outcome is written, and never rejects.
+   * @throws {TypeError} If `options.signal` is not an `AbortSignal`.
    */
-  close(): void;
+  close(options?: BackendCloseOptions): Promise<BackendCloseResult>;
 }
 
 /**
@@ -164,6 +181,12 @@ export interface KvBackend extends TaskBackend {
  * while a commit is in flight share the next one (up to 100 per commit), so
  * that under load a commit costs a fraction of a request.
  *
+ * Several processes may use one database file (a rolling restart's
+ * overlap): they share its queue and chains, each step runs once while they
+ * live (a delivery claims its step first, for 30 s renewed while it runs),
+ * and a write that meets the other's lock ("database is locked") is tried
+ * again, for up to 30 s.
+ *
  * Delivery is at least once: a task that finished just before a crash may run
  * again. Its context's `id` is the same on every delivery; use it to make the
  * task's effect happen once. Retries are messages delayed by the task's
@@ -171,9 +194,20 @@ export interface KvBackend extends TaskBackend {
  * attempt becomes a dead letter (see {@linkcode KvBackend.deadLetters}) and
  * the chain goes on.
  *
+ * The attempts it runs in this process are told to its own hooks and to
+ * those of each handler made with it (`withBackgroundTasks()`, `serve()`, the
+ * Hono middleware), each in turn. A failure goes to every `onTaskError`
+ * given, the backend's first, or to `logTaskError` when none was: never
+ * twice by default. A task's own `timeout` applies, else the backend's, else
+ * the handler's (handlers with different ones need the backend's own);
+ * telemetry is on unless the backend or a handler turned it off.
+ *
  * Only tasks made by `defineTask` and listed in `tasks` can be added, with
- * arguments Deno KV can store (structured clone) and at most 64 KiB per
- * chain: anything else fails at `addTask()` with a `TypeError`.
+ * arguments Deno KV can store (structured clone) as they are, and at most
+ * 64 KiB per chain: anything else fails at `addTask()` with a `TypeError`
+ * naming the argument's path, such as an `Error` subclass (it would arrive
+ * as a plain `Error`), or a `Date` or an error with properties of its own
+ * (they would be dropped).
  *
  * Needs `--unstable-kv`.
  *
@@ -255,6 +289,8 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     assertInteger(delay, `redelivery[${index}]`, action, 0)
   );
   const config = workerConfig(options, action);
+  // Its own task options, then those of each handler attached (attach()).
+  const owners = [givenRunOptions(options)];
   const keys = kvKeys(prefix);
   const shutdown = new AbortController();
   const consumer: Consumer = {
@@ -268,7 +304,23 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
       endsAttemptsAtOnce: true,
     },
     source: prefix.map(String).join("/"),
+    closing: false,
+    holder: crypto.randomUUID(),
+    lease: LEASE,
+    claimed: new Map(),
   };
+  // The deliveries under way, each settling with how its attempt ended:
+  // what a close waits for.
+  const running = new Set<Promise<StepEnd | undefined>>();
+  let closed: Promise<BackendCloseResult> | undefined;
+  const giveUp = (reason: unknown) =>
+    // An abort listener that throws must not end the process. A task's
+    // listeners are on its attempt's signal, which reports them as its.
+    abortIsolated(
+      shutdown,
+      reason,
+      (error) => console.error("An abort listener threw at close:", error),
+    );
   const budgets = new WeakMap<object, MessageBudget>();
 
   // Chains handed over together share a commit: one costs about as much as
@@ -296,7 +348,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
         step,
       );
     }
-    if (!(await operation.commit()).ok) {
+    if (!(await commitRetrying(operation)).ok) {
       throw new Error(
         steps.length === 1
           ? `Chain ${steps[0]!.chain} is already queued`
@@ -345,9 +397,37 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
       return store(step);
     },
 
+    attach(handlerOptions: RunOptions): void {
+      const given = givenRunOptions(handlerOptions);
+      const attachAction = "Cannot use the KV backend with this handler";
+      executionConfig(given, attachAction);
+      const timeout = owners.find((owner) => owner.timeout !== undefined)
+        ?.timeout;
+      if (
+        owners[0]!.timeout === undefined && timeout !== undefined &&
+        given.timeout !== undefined && given.timeout !== timeout
+      ) {
+        throw new TypeError(
+          `${attachAction} as its 'timeout' (${given.timeout}) differs from the one another handler gave it (${timeout}): give the backend a 'timeout' of its own`,
+        );
+      }
+      owners.push(given);
+      consumer.config = {
+        ...executionConfig(combineRunOptions(owners), action),
+        registry: config.registry,
+      };
+    },
+
     async handle(message: unknown): Promise<boolean> {
       if (!isStep(message)) return false;
-      await runStep(message, consumer);
+      const run = runStep(message, consumer);
+      const settled = run.then((end) => end, () => undefined);
+      running.add(settled);
+      try {
+        await run;
+      } finally {
+        running.delete(settled);
+      }
       return true;
     },
 
@@ -396,17 +476,31 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
       for await (
         const entry of kv.list({ prefix: keys.undelivered(chain, index) })
       ) operation.delete(entry.key);
-      return (await operation.commit()).ok;
+      return (await commitRetrying(operation)).ok;
     },
 
-    close(): void {
-      // An abort listener that throws must not end the process. A task's
-      // listeners are on its attempt's signal, which reports them as its.
-      abortIsolated(
-        shutdown,
-        new DOMException("The KV backend closed", "AbortError"),
-        (error) => console.error("An abort listener threw at close:", error),
-      );
+    close(options: BackendCloseOptions = {}): Promise<BackendCloseResult> {
+      const { signal } = options ?? {};
+      if (signal !== undefined && !(signal instanceof AbortSignal)) {
+        throw new TypeError(
+          `Cannot close KV backend as 'signal' must be an AbortSignal: current value is ${
+            describe(signal)
+          }`,
+        );
+      }
+      consumer.closing = true;
+      closed ??= Promise.all(running).then(closeResult);
+      if (signal === undefined || signal.aborted) {
+        giveUp(
+          signal?.reason ??
+            new DOMException("The KV backend closed", "AbortError"),
+        );
+      } else {
+        const onAbort = () => giveUp(signal.reason);
+        signal.addEventListener("abort", onAbort, { once: true });
+        closed.then(() => signal.removeEventListener("abort", onAbort));
+      }
+      return closed;
     },
   };
 
@@ -418,7 +512,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
         );
       }
     }).catch((error) => {
-      if (!shutdown.signal.aborted) {
+      if (!consumer.closing) {
         console.error("The KV backend stopped listening:", error);
       }
     });
@@ -459,4 +553,21 @@ async function sayUnknownTasks(
       one ? "its steps become" : "their steps become"
     } dead letters`,
   );
+}
+
+/** What the attempts running at a close did, counted. */
+function closeResult(ends: (StepEnd | undefined)[]): BackendCloseResult {
+  let succeeded = 0;
+  let failed = 0;
+  const handedBackTasks: Record<string, number> = {};
+  let handedBack = 0;
+  for (const end of ends) {
+    if (end?.outcome === "succeeded") succeeded++;
+    else if (end?.outcome === "failed") failed++;
+    else if (end?.outcome === "handedBack") {
+      handedBack++;
+      handedBackTasks[end.name] = (handedBackTasks[end.name] ?? 0) + 1;
+    }
+  }
+  return { succeeded, failed, handedBack, handedBackTasks };
 }

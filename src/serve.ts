@@ -10,6 +10,7 @@ import type {
   DrainResult,
   WithBackgroundTasksOptions,
 } from "./task_controls.ts";
+import type { BackendCloseResult, TaskBackend } from "./task_backend.ts";
 import type {
   BackgroundTasksHandler,
   DrainableHandler,
@@ -83,18 +84,22 @@ export interface ServeOptions extends WithBackgroundTasksOptions {
   onError?: (error: unknown) => Response | Promise<Response>;
   /**
    * Milliseconds a shutdown may take in all: finishing the responses in
-   * flight, then the background tasks. Tasks still pending then are
-   * abandoned (their signals aborted) and reported. After a shutdown signal,
-   * it bounds the exit too: with Deno's telemetry on, `Deno.exit()` first
-   * exports what is left, and if it still is at the deadline, the process
-   * writes so and ends by SIGKILL (status 137).
+   * flight, then the background tasks, those a backend runs in this process
+   * (the Deno KV listener) included. Tasks still pending then are abandoned
+   * (their signals aborted) and reported; a backend's are handed back to
+   * its store, to run again. After a shutdown signal, it bounds the exit
+   * too: with Deno's telemetry on, `Deno.exit()` first exports what is
+   * left, and if it still is at the deadline, the process writes so and
+   * ends by SIGKILL (status 137).
    *
    * @default {10000}
    */
   shutdownTimeout?: number;
   /**
    * The signals that start a graceful shutdown and then end the process: with
-   * exit code 0 when every task finished, 1 when some were abandoned. One
+   * exit code 0 when every task finished, 1 when some were abandoned (those
+   * a backend ran here and handed back to its store at the deadline count
+   * among them: they were cut off, though they run again). One
    * received during a shutdown, however it started, abandons the remaining
    * tasks at once and ends the process. `[]` handles none.
    *
@@ -162,6 +167,13 @@ export interface BackgroundTasksServer
  * responses in flight, drain the background tasks up to `shutdownTimeout`,
  * abort the signals of tasks still running then, report what was abandoned,
  * and exit with code 0 when everything drained, 1 otherwise.
+ *
+ * With a `backend`, the drain waits until the chains are stored, then calls
+ * the backend's `close()` with the deadline's signal: the Deno KV backend
+ * takes no new task and lets those its listener runs finish until the
+ * deadline, when it hands them back to its store (counted in
+ * `DrainResult.handedBack`, among the abandoned); the BullMQ backend closes
+ * its connections. Closing the backend again afterwards is harmless.
  *
  * It never aborts `Deno.serve`'s own signal: on Deno 2.9, doing so after
  * `shutdown()` crashes the process.
@@ -348,10 +360,18 @@ export function serve(
       await untilAborted(server.shutdown(), giveUp.signal);
       // At the deadline, the tasks of handlers still running (their
       // responses will not go out) are abandoned too.
-      return await runnerOf.get(drainable)!.drain({
+      const runner = runnerOf.get(drainable)!;
+      const drained = await runner.drain({
         signal: giveUp.signal,
         open: true,
       });
+      // Its chains stored, the backend stops: one that runs tasks here (the
+      // Deno KV listener) lets them finish until the deadline, then hands
+      // them back to its store.
+      return withBackendClosed(
+        drained,
+        await closeBackend(runner.backend, giveUp.signal),
+      );
     } finally {
       clearTimeout(deadline);
       stopListening();
@@ -431,6 +451,51 @@ function answerError(error: unknown): Response {
   });
 }
 
+/**
+ * Closes `backend` within the deadline, if it can be closed: what the tasks
+ * it ran here did meanwhile. A close that fails is written, and the shutdown
+ * goes on.
+ */
+async function closeBackend(
+  backend: TaskBackend | undefined,
+  signal: AbortSignal,
+): Promise<BackendCloseResult | undefined> {
+  if (typeof backend?.close !== "function") return undefined;
+  try {
+    return (await backend.close({ signal })) ?? undefined;
+  } catch (error) {
+    try {
+      console.error("The backend's close() failed at the shutdown:", error);
+    } catch {
+      // console.error itself throws: nobody is left to tell.
+    }
+    return undefined;
+  }
+}
+
+/**
+ * A drain's result with what a backend's close saw of the tasks it ran in
+ * this process: those handed back to its store count as abandoned.
+ */
+function withBackendClosed(
+  drained: DrainResult,
+  closed: BackendCloseResult | undefined,
+): DrainResult {
+  if (closed === undefined) return drained;
+  const abandonedTasks = { ...drained.abandonedTasks };
+  for (const [name, count] of Object.entries(closed.handedBackTasks)) {
+    abandonedTasks[name] = (abandonedTasks[name] ?? 0) + count;
+  }
+  return {
+    ...drained,
+    succeeded: drained.succeeded + closed.succeeded,
+    failed: drained.failed + closed.failed,
+    abandoned: drained.abandoned + closed.handedBack,
+    abandonedTasks,
+    handedBack: (drained.handedBack ?? 0) + closed.handedBack,
+  };
+}
+
 /** Resolves when `promise` settles or `signal` aborts, whichever comes first. */
 function untilAborted(
   promise: Promise<unknown>,
@@ -474,7 +539,9 @@ function report(
  * The default shutdown reporter: writes one `console.error` line saying how
  * many tasks succeeded, failed or were handed to a backend while draining,
  * and, when some were abandoned at the deadline, how many of each task, how
- * many a backend had not stored yet, and why if it was down.
+ * many a backend was running here and handed back to its store, how many it
+ * had not stored yet, and why if it was down. It says "drained every
+ * background task" only when nothing was abandoned.
  *
  * @example Usage
  * ```ts
@@ -513,8 +580,11 @@ export function logShutdown(result: DrainResult): void {
     .map(([name, count]) => `${escapeControls(name)}: ${count}`)
     .join(", ");
   let unstored = "";
+  if (result.handedBack) {
+    unstored = `, ${result.handedBack} of them handed back to the store`;
+  }
   if (result.unstored > 0) {
-    unstored = `, ${result.unstored} of them not yet stored by the backend`;
+    unstored += `, ${result.unstored} of them not yet stored by the backend`;
     const { backend } = result;
     if (backend?.state === "down") {
       unstored += `, down since ${backend.since.toISOString()}${

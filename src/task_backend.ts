@@ -1,6 +1,6 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import type { RequestSummary } from "./task_info.ts";
+import type { RequestSummary, RunOptions } from "./task_info.ts";
 import type {
   BackendChain,
   BackendTask,
@@ -85,6 +85,91 @@ export interface TaskBackend {
    * for a shutdown's report. A backend that cannot tell leaves it out.
    */
   readonly status?: BackendStatus;
+  /**
+   * For a backend that runs tasks in this process (Deno KV's listener): the
+   * task options of a handler that uses it, as given (`onTaskStart`,
+   * `onTaskEnd`, `onTaskError`, `timeout`, `telemetry`; those left out are
+   * absent), so that the handler's hooks are told of every attempt the
+   * backend runs here. The wrapper calls it once, when the handler (or
+   * `serve()`, or the Hono middleware) is made with the backend. A backend
+   * whose tasks run in other processes leaves it out: their hooks are those
+   * processes' own (a BullMQ worker's options).
+   *
+   * @param options The handler's task options, as given.
+   * @throws {TypeError} If they cannot be combined with those of the
+   * backend or of another handler: the handler is then not made.
+   */
+  attach?(options: RunOptions): void;
+  /**
+   * Stops, for a shutdown: `serve()` calls it once its handler's chains are
+   * stored, with the deadline's signal. A backend that runs tasks in this
+   * process stops taking new ones, lets those running finish, and at the
+   * signal gives up on them and hands them back to its store, to run again;
+   * it resolves with what they did. Without a signal, it gives up on them
+   * at once. A backend whose tasks run elsewhere closes its connections
+   * (and resolves with nothing). A second call must be harmless: whoever
+   * made the backend may close it too.
+   *
+   * @param options The deadline: at its signal, what is still running is
+   * handed back.
+   * @returns What the tasks running in this process did meanwhile, if any
+   * ran here; the promise should never reject.
+   */
+  close?(options?: BackendCloseOptions): Promise<BackendCloseResult | void>;
+}
+
+/**
+ * Options for {@linkcode TaskBackend.close}.
+ *
+ * @example Close within a deadline
+ * ```ts
+ * import type { BackendCloseOptions } from "@afterward/background-tasks/backend";
+ * import assert from "node:assert/strict";
+ *
+ * const options: BackendCloseOptions = { signal: AbortSignal.timeout(5_000) };
+ * assert.ok(options.signal instanceof AbortSignal);
+ * ```
+ */
+export interface BackendCloseOptions {
+  /**
+   * When to stop waiting for the tasks running in this process: they are
+   * then given up on (their signals aborted, their attempts told as
+   * abandoned) and handed back to the store. Without it, at once.
+   */
+  signal?: AbortSignal;
+}
+
+/**
+ * What {@linkcode TaskBackend.close} saw of the tasks it was running in this
+ * process. An attempt that failed and will be retried counts in none: its
+ * retry is stored.
+ *
+ * @example Count what was cut off
+ * ```ts
+ * import type { BackendCloseResult } from "@afterward/background-tasks/backend";
+ * import assert from "node:assert/strict";
+ *
+ * const result: BackendCloseResult = {
+ *   succeeded: 2,
+ *   failed: 0,
+ *   handedBack: 1,
+ *   handedBackTasks: { resize: 1 },
+ * };
+ * assert.equal(result.handedBack === 0 ? 0 : 1, 1);
+ * ```
+ */
+export interface BackendCloseResult {
+  /** Tasks that succeeded while it waited. */
+  readonly succeeded: number;
+  /** Tasks that failed at their last attempt (timeouts included) while it waited. */
+  readonly failed: number;
+  /**
+   * Tasks still running at the signal, given up on and handed back to the
+   * store, to run again with the same id (here or in another process).
+   */
+  readonly handedBack: number;
+  /** The handed-back tasks by name, with how many of each. */
+  readonly handedBackTasks: Readonly<Record<string, number>>;
 }
 
 /**

@@ -111,21 +111,39 @@ export interface DrainOptions {
  * ```
  */
 export interface DrainResult {
-  /** Tasks of the drained chains that succeeded while it waited. */
+  /**
+   * Tasks of the drained chains that succeeded while it waited; at a
+   * `serve()` shutdown, with those a backend ran in this process (the Deno
+   * KV listener) meanwhile.
+   */
   readonly succeeded: number;
   /**
    * Tasks of the drained chains that failed (after their last attempt, a
-   * timeout included) while it waited.
+   * timeout included) while it waited; at a `serve()` shutdown, with those
+   * a backend ran in this process meanwhile.
    */
   readonly failed: number;
   /** Tasks of the drained chains that a backend took over while it waited. */
   readonly enqueued: number;
-  /** Tasks still pending at the deadline, running or not yet started. */
+  /**
+   * Tasks still pending at the deadline, running or not yet started; at a
+   * `serve()` shutdown, with those a backend was running in this process
+   * (see `handedBack`).
+   */
   readonly abandoned: number;
   /** The abandoned tasks by name, with how many of each. */
   readonly abandonedTasks: Readonly<Record<string, number>>;
   /** Tasks among `abandoned` that a backend was still storing. */
   readonly unstored: number;
+  /**
+   * Tasks among `abandoned` that a backend was running in this process at a
+   * `serve()` shutdown's deadline, and handed back to its store: they run
+   * again, with the same id, once a process takes them (this one restarted,
+   * or another on the same store). Nothing of theirs is lost, but they were
+   * cut off: the exit code is 1, as for the other abandoned tasks. Present
+   * only when the shutdown closed a backend that runs tasks here.
+   */
+  readonly handedBack?: number;
   /** The backend's status when the drain ended, when it tells it. */
   readonly backend?: BackendStatus;
 }
@@ -234,6 +252,12 @@ export interface WithBackgroundTasksOptions extends RunOptions {
    * before its response goes out, or after with `handOver:
    * "after-response"`. Tasks must then be made by `defineTask`, and the
    * backend checks their arguments as they are added.
+   *
+   * The hooks (`onTaskStart`, `onTaskEnd`, `onTaskError`), `timeout` and
+   * `telemetry` given here apply to every attempt the backend runs in this
+   * process (the Deno KV listener), together with the backend's own (see
+   * `kvBackend()`). Where tasks run in other processes (BullMQ), their hooks
+   * are those processes' own: give them to `bullmqWorker()`.
    *
    * @default {undefined, to run tasks in this process}
    */

@@ -12,10 +12,12 @@ import { type DefinedTask, defineTask, withBackgroundTasks } from "../mod.ts";
 import { type DeadLetter, kvBackend } from "../kv.ts";
 import { callHandler } from "../testing.ts";
 import {
+  commitRetrying,
   type Consumer,
   enqueueStep,
   isStep,
   kvKeys,
+  LEASE,
   runStep,
   type Step,
 } from "../src/_kv_consumer.ts";
@@ -46,6 +48,10 @@ function consumerOf(
       endsAttemptsAtOnce: true,
     },
     source: "test",
+    closing: false,
+    holder: crypto.randomUUID(),
+    lease: LEASE,
+    claimed: new Map(),
     reported,
   };
 }
@@ -367,7 +373,7 @@ guardedTest(
     kv.close();
     consumer.shutdown.controller!.abort(new Error("closing"));
     // Deno KV delivers the unacknowledged message again once it is reopened.
-    assert.equal(await running, undefined);
+    assert.deepEqual(await running, { name: "slow", outcome: "handedBack" });
   },
 );
 
@@ -406,6 +412,152 @@ guardedTest(
     });
   },
 );
+
+guardedTest(
+  "runStep() runs a step once when two backends are delivered it at once, and the other's copy comes back when the claim would lapse",
+  async () => {
+    let runs = 0;
+    const release = Promise.withResolvers<void>();
+    const slow = defineTask(async () => {
+      runs++;
+      await release.promise;
+    }, { name: "slow" }) as DefinedTask;
+    await using kv = await openKv();
+    const first = consumerOf(kv, [slow, ok]);
+    const second = consumerOf(kv, [slow, ok]);
+    const step = stepOf([["slow"], ["ok"]]);
+    await kv.set(keys.progress("c1"), { index: 0, attempt: 1 });
+    const enqueue = mock.method(Deno.AtomicOperation.prototype, "enqueue");
+    try {
+      const running = [runStep(step, first), runStep(step, second)];
+      // One claimed it and runs it; the other put a copy back and is done.
+      const done = await Promise.race(running.map((run) => run.then(() => 1)));
+      assert.equal(done, 1);
+      assert.equal(runs, 1);
+      const [copy, options] = enqueue.mock.calls[0]!.arguments as [
+        Step,
+        { delay: number },
+      ];
+      assert.deepEqual(copy, step);
+      assert.ok(
+        options.delay > LEASE - 1_000 && options.delay <= LEASE,
+        String(options.delay),
+      );
+      const claimed = (await kv.get<{ lease: { until: number } }>(
+        keys.progress("c1"),
+      )).value;
+      assert.ok(claimed?.lease.until! > Date.now());
+      release.resolve();
+      await Promise.all(running);
+      assert.equal(runs, 1);
+      assert.deepEqual((await kv.get(keys.progress("c1"))).value, {
+        index: 1,
+        attempt: 1,
+      });
+    } finally {
+      enqueue.mock.restore();
+    }
+  },
+);
+
+guardedTest(
+  "runStep() takes over a step whose claim lapsed, its process presumed dead",
+  async () => {
+    let runs = 0;
+    const counted = defineTask(() => void runs++, {
+      name: "counted",
+    }) as DefinedTask;
+    await using kv = await openKv();
+    await kv.set(keys.progress("c1"), {
+      index: 0,
+      attempt: 1,
+      lease: { holder: "a process that died", until: Date.now() - 1 },
+    });
+    await runStep(stepOf([["counted"]]), consumerOf(kv, [counted]));
+    assert.equal(runs, 1);
+    assert.equal((await kv.get(keys.progress("c1"))).value, null);
+  },
+);
+
+guardedTest(
+  "runStep() lets a step delivered again while this backend runs it wait for that run",
+  async () => {
+    let runs = 0;
+    const release = Promise.withResolvers<void>();
+    const slow = defineTask(async () => {
+      runs++;
+      await release.promise;
+    }, { name: "slow" }) as DefinedTask;
+    await using kv = await openKv();
+    const consumer = consumerOf(kv, [slow]);
+    const step = stepOf([["slow"]]);
+    await kv.set(keys.progress("c1"), { index: 0, attempt: 1 });
+    const enqueue = mock.method(Deno.AtomicOperation.prototype, "enqueue");
+    try {
+      const running = runStep(step, consumer);
+      let again = false;
+      const delivered = runStep(step, consumer).then(() => again = true);
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      assert.equal(again, false);
+      release.resolve();
+      await Promise.all([running, delivered]);
+      assert.equal(runs, 1);
+      assert.deepEqual(enqueue.mock.calls, []);
+    } finally {
+      enqueue.mock.restore();
+    }
+  },
+);
+
+guardedTest(
+  "runStep() renews its claim while a long attempt runs, and still writes the outcome",
+  async () => {
+    await using kv = await openKv();
+    const renewed: number[] = [];
+    const long = defineTask(async () => {
+      // Three renewals of a 30 ms lease, 10 ms apart, at least.
+      for (let i = 0; i < 4; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 15));
+        const { value } = await kv.get<{ lease: { until: number } }>(
+          keys.progress("c1"),
+        );
+        renewed.push(value!.lease.until);
+      }
+    }, { name: "long" }) as DefinedTask;
+    const consumer = { ...consumerOf(kv, [long, ok]), lease: 30 };
+    await kv.set(keys.progress("c1"), { index: 0, attempt: 1 });
+    const end = await runStep(stepOf([["long"], ["ok"]]), consumer);
+    assert.deepEqual(end, { name: "long", outcome: "succeeded" });
+    assert.ok(renewed.at(-1)! > renewed[0]!, String(renewed));
+    assert.deepEqual((await kv.get(keys.progress("c1"))).value, {
+      index: 1,
+      attempt: 1,
+    });
+  },
+);
+
+Deno.test("commitRetrying() commits again while the database is locked, and gives any other error at once", async () => {
+  const locked = () => Promise.reject(new TypeError("database is locked"));
+  let calls = 0;
+  const flaky = {
+    commit: () => ++calls < 3 ? locked() : Promise.resolve({ ok: true }),
+  } as unknown as Deno.AtomicOperation;
+  assert.deepEqual(await commitRetrying(flaky), { ok: true });
+  assert.equal(calls, 3);
+
+  calls = 0;
+  const broken = {
+    commit: () => {
+      calls++;
+      return Promise.reject(new TypeError("Value too large"));
+    },
+  } as unknown as Deno.AtomicOperation;
+  await assert.rejects(commitRetrying(broken), {
+    name: "TypeError",
+    message: "Value too large",
+  });
+  assert.equal(calls, 1);
+});
 
 // The same, through kvBackend().
 

@@ -3,7 +3,8 @@
 // The worker side of the backends: workerConfig() checks a worker's options
 // and indexes its tasks by name; runDelivery() runs one delivered task
 // through the attempt engine, with the attempts the queue fixed, when it
-// fixed them, winning over the task's own policy.
+// fixed them, winning over the task's own policy; combineRunOptions() makes
+// one set of options of a backend's and its handlers'.
 
 import assert from "node:assert/strict";
 import { mock } from "node:test";
@@ -16,6 +17,7 @@ import {
 } from "../mod.ts";
 import type { WorkerOptions } from "../backend.ts";
 import {
+  combineRunOptions,
   type Delivery,
   runDelivery,
   type WorkerConfig,
@@ -297,3 +299,82 @@ guardedTest(
     assert.deepEqual(reported, []);
   },
 );
+
+guardedTest(
+  "combineRunOptions() calls every hook given, each isolated, and reports a failure to each reporter given",
+  async () => {
+    const calls: string[] = [];
+    const consoleError = mock.method(console, "error", () => {});
+    try {
+      const combined = combineRunOptions([
+        {
+          onTaskStart: () => {
+            calls.push("backend start");
+            throw new Error("hook failed");
+          },
+          onTaskError: () => void calls.push("backend error"),
+          timeout: 100,
+        },
+        {},
+        {
+          onTaskStart: () => void calls.push("handler start"),
+          onTaskEnd: () => void calls.push("handler end"),
+          onTaskError: () => {
+            calls.push("handler error");
+            return Promise.reject(new Error("reporter failed"));
+          },
+          timeout: 200,
+          telemetry: false,
+        },
+      ]);
+      const info: TaskInfo = {
+        name: "task",
+        index: 0,
+        attempt: 1,
+        request: undefined,
+        delivered: undefined,
+      };
+      combined.onTaskStart!(info);
+      combined.onTaskEnd!({
+        ...info,
+        duration: 1,
+        outcome: "failed",
+        error: new Error("boom"),
+        willRetry: false,
+      });
+      await combined.onTaskError!(new Error("boom"), info);
+      assert.deepEqual(calls, [
+        "backend start",
+        "handler start",
+        "handler end",
+        "backend error",
+        "handler error",
+      ]);
+      // Each failing hook is written by the default reporter, and stops
+      // nothing else.
+      assert.deepEqual(
+        consoleError.mock.calls.map((call) =>
+          String(call.arguments[0]).split(" handler ")[0]
+        ),
+        [
+          "The 'onTaskStart'",
+          'Background task "task" at index 0 failed:',
+          "The 'onTaskError'",
+        ],
+      );
+      assert.equal(combined.timeout, 100);
+      assert.equal(combined.telemetry, false);
+    } finally {
+      consoleError.mock.restore();
+    }
+  },
+);
+
+Deno.test("combineRunOptions() leaves out what nobody gave, so that the defaults apply once", () => {
+  assert.deepEqual(combineRunOptions([{}, { telemetry: true }]), {});
+  const onTaskError = () => {};
+  assert.equal(
+    combineRunOptions([{}, { onTaskError }]).onTaskError,
+    onTaskError,
+  );
+});

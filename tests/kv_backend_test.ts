@@ -379,6 +379,79 @@ guardedTest("kvBackend() accepts what Deno KV stores", async () => {
 });
 
 guardedTest(
+  "kvBackend() refuses at addTask an argument Deno KV would change on the way, naming its path",
+  async (t) => {
+    const charge = defineTask((_context, _order: unknown) => {}, {
+      name: "charge",
+    });
+    await using db = await openBackend({ tasks: [charge], listen: false });
+    class PaymentError extends Error {
+      override name = "PaymentError";
+      code = "E_DECLINED";
+    }
+    const table: [string, unknown, string][] = [
+      [
+        "an Error subclass",
+        { lastError: new PaymentError("declined") },
+        `Cannot add task "charge" as args[0].lastError is a PaymentError built on an Error, which Deno KV would turn into a plain Error: current value is a PaymentError`,
+      ],
+      [
+        "an Error's code",
+        [Object.assign(new Error("declined"), { code: "E_DECLINED" })],
+        `Cannot add task "charge" as args[0][0] has a property of its own, 'code', which Deno KV would drop: current value is an Error`,
+      ],
+      [
+        "a Date's own property",
+        { at: Object.assign(new Date(0), { zone: "Europe/Paris" }) },
+        `Cannot add task "charge" as args[0].at has a property of its own, 'zone', which Deno KV would drop: current value is a Date`,
+      ],
+      [
+        "a Map's own property",
+        new Map([["a", Object.assign(new Set([1]), { label: "ids" })]]),
+        `Cannot add task "charge" as args[0].get(…) has a property of its own, 'label', which Deno KV would drop: current value is a Set`,
+      ],
+    ];
+    for (const [name, value, message] of table) {
+      await t.step(name, async () => {
+        const thrown = await addTaskError(
+          db.backend,
+          (tasks) => tasks.addTask(charge, value),
+        );
+        assert.ok(thrown instanceof TypeError, String(thrown));
+        assert.equal(thrown.message, message);
+      });
+    }
+  },
+);
+
+guardedTest(
+  "kvBackend() delivers an error argument as it was added: its class, message, stack and cause",
+  async () => {
+    const received = Promise.withResolvers<unknown[]>();
+    const keep = defineTask((_context, ...values: unknown[]) => {
+      received.resolve(values);
+    }, { name: "keep" });
+    await using db = await openBackend({ tasks: [keep] });
+    const sent = new RangeError("too far", { cause: new Error("root") });
+    const values = [
+      sent,
+      new String("boxed"),
+      new ArrayBuffer(4, { maxByteLength: 8 }),
+    ];
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(keep, ...values);
+      return new Response("ok");
+    }, { backend: db.backend });
+    await (await callHandler(handler, "/")).tasks;
+    const [error, boxed, buffer] = await received.promise;
+    assert.ok(error instanceof RangeError);
+    assert.equal(error.stack, sent.stack);
+    assert.deepStrictEqual(error.cause, new Error("root"));
+    assert.deepStrictEqual([error, boxed, buffer], values);
+  },
+);
+
+guardedTest(
   "a chain the backend cannot take after the response is reported as failed",
   async () => {
     const task = defineTask(() => {}, { name: "task" });

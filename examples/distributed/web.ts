@@ -32,7 +32,9 @@ const backend = bullmqBackend({
 });
 const signup = new URLPattern({ pathname: "/signup/:email" });
 
-const server = serve({
+// At a shutdown, serve() drains the chains into Redis, then closes the
+// backend's connections.
+serve({
   hostname: "127.0.0.1",
   port: Number(Deno.env.get("PORT") ?? 8000),
   backend,
@@ -53,6 +55,3 @@ const server = serve({
   tasks.addTask(notifyTeam, email);
   return Response.json({ email, status: "accepted" }, { status: 202 });
 });
-
-// Close Redis once the server has drained its chains into it.
-server.finished.then(() => backend.close());
