@@ -8,6 +8,7 @@ import { runnerOf, wrapHandler } from "./_wrap.ts";
 import { QueueFullError } from "./queue_full_error.ts";
 import type {
   DrainResult,
+  TaskStats,
   WithBackgroundTasksOptions,
 } from "./task_controls.ts";
 import type { BackendCloseResult, TaskBackend } from "./task_backend.ts";
@@ -354,6 +355,9 @@ export function serve(
         shutdownTimeout,
       )
       : undefined;
+    // What ends while responses in flight finish counts too: their tasks
+    // may run before the drain begins.
+    const before = drainable.stats;
     try {
       // Responses in flight schedule their tasks as they complete, so the
       // drain starts once they are done, or once time is up.
@@ -361,10 +365,11 @@ export function serve(
       // At the deadline, the tasks of handlers still running (their
       // responses will not go out) are abandoned too.
       const runner = runnerOf.get(drainable)!;
-      const drained = await runner.drain({
-        signal: giveUp.signal,
-        open: true,
-      });
+      const drained = sinceShutdown(
+        await runner.drain({ signal: giveUp.signal, open: true }),
+        before,
+        drainable.stats,
+      );
       // Its chains stored, the backend stops: one that runs tasks here (the
       // Deno KV listener) lets them finish until the deadline, then hands
       // them back to its store.
@@ -449,6 +454,24 @@ function answerError(error: unknown): Response {
   return new Response(new TextEncoder().encode("Internal Server Error"), {
     status: 500,
   });
+}
+
+/**
+ * A drain's result with what ended between the `before` and `after` stats of
+ * its handler: the tasks that ran while the responses in flight finished,
+ * before the drain began, count as drained.
+ */
+function sinceShutdown(
+  drained: DrainResult,
+  before: TaskStats,
+  after: TaskStats,
+): DrainResult {
+  return {
+    ...drained,
+    succeeded: after.succeeded - before.succeeded,
+    failed: after.failed - before.failed,
+    enqueued: after.enqueued - before.enqueued,
+  };
 }
 
 /**
