@@ -25,4 +25,4 @@
  * @module
  */
 
-export * from "./src/get_background_tasks.ts";
+export * from "./src/http/get_background_tasks.ts";

@@ -32,6 +32,4 @@
  * @module
  */
 
-export * from "./src/backend_chain.ts";
-export * from "./src/task_backend.ts";
-export * from "./src/worker_options.ts";
+export * from "./src/api/task_backend.ts";

@@ -31,5 +31,5 @@
  * @module
  */
 
-export * from "./src/bullmq_backend.ts";
-export * from "./src/bullmq_worker.ts";
+export * from "./src/bullmq/bullmq_backend.ts";
+export * from "./src/bullmq/bullmq_worker.ts";

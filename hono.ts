@@ -34,4 +34,4 @@
  * @module
  */
 
-export * from "./src/hono_middleware.ts";
+export * from "./src/http/hono_middleware.ts";

@@ -24,4 +24,4 @@
  * @module
  */
 
-export * from "./src/kv_backend.ts";
+export * from "./src/kv/kv_backend.ts";

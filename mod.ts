@@ -75,12 +75,12 @@
  * @module
  */
 
-export * from "./src/background_tasks.ts";
-export * from "./src/define_task.ts";
-export * from "./src/log_task_error.ts";
-export * from "./src/queue_full_error.ts";
-export * from "./src/serve.ts";
-export * from "./src/task_backend.ts";
-export * from "./src/task_controls.ts";
-export * from "./src/task_info.ts";
-export * from "./src/with_background_tasks.ts";
+export * from "./src/core/background_tasks.ts";
+export * from "./src/api/define_task.ts";
+export * from "./src/api/log_task_error.ts";
+export * from "./src/api/queue_full_error.ts";
+export * from "./src/http/serve.ts";
+export * from "./src/api/task_backend.ts";
+export * from "./src/api/task_controls.ts";
+export * from "./src/api/task_info.ts";
+export * from "./src/http/with_background_tasks.ts";

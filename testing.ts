@@ -30,4 +30,4 @@
  * @module
  */
 
-export * from "./src/testing.ts";
+export * from "./src/http/testing.ts";

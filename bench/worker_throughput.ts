@@ -20,7 +20,7 @@ import { connectable, freePort } from "./_harness.ts";
 import { Queue } from "npm:bullmq@^5";
 import { defineTask } from "../mod.ts";
 import { bullmqBackend } from "../bullmq.ts";
-import { shardPrefixes } from "../src/_bullmq.ts";
+import { shardPrefixes } from "../src/bullmq/_shared.ts";
 import { kvBackend } from "../kv.ts";
 
 const { values } = parseArgs({

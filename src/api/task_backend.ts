@@ -1,0 +1,350 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+// The backend contract, all of it: what a backend receives from the runner
+// (a chain and its tasks), what it must do with them, and what the workers
+// that run them take. What `@afterward/background-tasks/backend` exports.
+
+import type { RequestSummary, RunOptions } from "./task_info.ts";
+import type { DefinedTask, RetryPolicy } from "./define_task.ts";
+
+/**
+ * Where a wrapped handler sends its chains instead of running them in this
+ * process: a durable queue (`@afterward/background-tasks/kv`) or workers in
+ * other processes (`@afterward/background-tasks/bullmq`). A backend checks
+ * each task when it is added, so that a task it could not run fails in the
+ * handler, and takes over each chain when its handler returns (before the
+ * response goes out, by default).
+ *
+ * @example A backend that records what it receives
+ * ```ts
+ * import {
+ *   defineTask,
+ *   type TaskBackend,
+ *   withBackgroundTasks,
+ * } from "@afterward/background-tasks";
+ * import type { BackendChain } from "@afterward/background-tasks/backend";
+ * import { callHandler } from "@afterward/background-tasks/testing";
+ * import assert from "node:assert/strict";
+ *
+ * const received: BackendChain[] = [];
+ * const recorder: TaskBackend = {
+ *   accept(task) {
+ *     if (task.args.some((arg) => typeof arg === "function")) {
+ *       throw new TypeError(`Cannot add task "${task.name}" as functions cannot be queued`);
+ *     }
+ *   },
+ *   enqueue(chain) {
+ *     received.push(chain);
+ *     return Promise.resolve();
+ *   },
+ * };
+ *
+ * const sendEmail = defineTask((_context, to: string) => to, { name: "sendEmail" });
+ * const handler = withBackgroundTasks((_request, _info, tasks) => {
+ *   tasks.addTask(sendEmail, "a@example.com");
+ *   return new Response("ok");
+ * }, { backend: recorder });
+ * await (await callHandler(handler, "/")).tasks;
+ * assert.deepEqual(received[0]?.tasks.map((task) => [task.name, task.args]), [
+ *   ["sendEmail", ["a@example.com"]],
+ * ]);
+ * ```
+ */
+export interface TaskBackend {
+  /**
+   * Checks a task as it is added; throws a `TypeError` to refuse it. Only
+   * tasks made by `defineTask` reach it: the wrapper refuses plain functions
+   * itself when a backend is set.
+   *
+   * @param task The task being added.
+   * @param chain The chain it joins: the same object for every task of the
+   * chain (a task added once a request's chain was handed over starts a
+   * chain of its own), a key for state kept per chain (such as its size),
+   * with the `request` the chain will carry.
+   */
+  accept(
+    task: BackendTask,
+    chain: { readonly request?: RequestSummary | undefined },
+  ): void;
+  /**
+   * Takes over a chain: before its response is sent, or after with
+   * `handOver: "after-response"`. The promise resolves once the chain is
+   * safe (stored, or running), and rejects if it could not be taken over.
+   * A backend should keep trying through passing faults (a lost
+   * connection) until the chain is stored or `options.signal` aborts, when
+   * the wrapper has given up on the chain (a shutdown deadline).
+   *
+   * @param chain The request's tasks.
+   * @param options The signal that says when to stop trying.
+   * @returns A promise that settles once the chain is safe or lost.
+   */
+  enqueue(chain: BackendChain, options?: EnqueueOptions): Promise<void>;
+  /**
+   * Whether the backend can store chains now, for the wrapper's
+   * `stats.backend` (a health check can answer 503 while it is down) and
+   * for a shutdown's report. A backend that cannot tell leaves it out.
+   */
+  readonly status?: BackendStatus;
+  /**
+   * For a backend that runs tasks in this process (Deno KV's listener): the
+   * task options of a handler that uses it, as given (`onTaskStart`,
+   * `onTaskEnd`, `onTaskError`, `timeout`, `telemetry`; those left out are
+   * absent), so that the handler's hooks are told of every attempt the
+   * backend runs here. The wrapper calls it once, when the handler (or
+   * `serve()`, or the Hono middleware) is made with the backend. A backend
+   * whose tasks run in other processes leaves it out: their hooks are those
+   * processes' own (a BullMQ worker's options).
+   *
+   * @param options The handler's task options, as given.
+   * @throws {TypeError} If they cannot be combined with those of the
+   * backend or of another handler: the handler is then not made.
+   */
+  attach?(options: RunOptions): void;
+  /**
+   * Stops, for a shutdown: `serve()` calls it once its handler's chains are
+   * stored, with the deadline's signal. A backend that runs tasks in this
+   * process stops taking new ones, lets those running finish, and at the
+   * signal gives up on them and hands them back to its store, to run again;
+   * it resolves with what they did. Without a signal, it gives up on them
+   * at once. A backend whose tasks run elsewhere closes its connections
+   * (and resolves with nothing). A second call must be harmless: whoever
+   * made the backend may close it too.
+   *
+   * @param options The deadline: at its signal, what is still running is
+   * handed back.
+   * @returns What the tasks running in this process did meanwhile, if any
+   * ran here; the promise should never reject.
+   */
+  close?(options?: BackendCloseOptions): Promise<BackendCloseResult | void>;
+}
+
+/**
+ * Options for {@linkcode TaskBackend.close}.
+ *
+ * @example Close within a deadline
+ * ```ts
+ * import type { BackendCloseOptions } from "@afterward/background-tasks/backend";
+ * import assert from "node:assert/strict";
+ *
+ * const options: BackendCloseOptions = { signal: AbortSignal.timeout(5_000) };
+ * assert.ok(options.signal instanceof AbortSignal);
+ * ```
+ */
+export interface BackendCloseOptions {
+  /**
+   * When to stop waiting for the tasks running in this process: they are
+   * then given up on (their signals aborted, their attempts told as
+   * abandoned) and handed back to the store. Without it, at once.
+   */
+  signal?: AbortSignal;
+}
+
+/**
+ * What {@linkcode TaskBackend.close} saw of the tasks it was running in this
+ * process. An attempt that failed and will be retried counts in none: its
+ * retry is stored.
+ *
+ * @example Count what was cut off
+ * ```ts
+ * import type { BackendCloseResult } from "@afterward/background-tasks/backend";
+ * import assert from "node:assert/strict";
+ *
+ * const result: BackendCloseResult = {
+ *   succeeded: 2,
+ *   failed: 0,
+ *   handedBack: 1,
+ *   handedBackTasks: { resize: 1 },
+ * };
+ * assert.equal(result.handedBack === 0 ? 0 : 1, 1);
+ * ```
+ */
+export interface BackendCloseResult {
+  /** Tasks that succeeded while it waited. */
+  readonly succeeded: number;
+  /** Tasks that failed at their last attempt (timeouts included) while it waited. */
+  readonly failed: number;
+  /**
+   * Tasks still running at the signal, given up on and handed back to the
+   * store, to run again with the same id (here or in another process).
+   */
+  readonly handedBack: number;
+  /** The handed-back tasks by name, with how many of each. */
+  readonly handedBackTasks: Readonly<Record<string, number>>;
+}
+
+/**
+ * Whether a backend can store chains now, and since when.
+ *
+ * @example A health check
+ * ```ts
+ * import type { BackendStatus } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const health = (status: BackendStatus | undefined) =>
+ *   new Response(status?.state === "down" ? "down" : "ok", {
+ *     status: status?.state === "down" ? 503 : 200,
+ *   });
+ * const down: BackendStatus = { state: "down", since: new Date(), error: "connect ECONNREFUSED" };
+ * assert.equal(health(down).status, 503);
+ * assert.equal(health(undefined).status, 200);
+ * ```
+ */
+export interface BackendStatus {
+  /** `"down"` while its store is unreachable, refuses, or does not answer. */
+  readonly state: "up" | "down";
+  /** When it entered this state. */
+  readonly since: Date;
+  /** While down, why: the message of the error that brought it down. */
+  readonly error?: string;
+}
+
+/**
+ * One task of a chain, as a backend receives it.
+ *
+ * @example What a backend sees of a task
+ * ```ts
+ * import { defineTask } from "@afterward/background-tasks";
+ * import type { BackendTask, TaskBackend } from "@afterward/background-tasks/backend";
+ * import assert from "node:assert/strict";
+ *
+ * const names: string[] = [];
+ * const backend: TaskBackend = {
+ *   accept(task: BackendTask) {
+ *     names.push(`${task.name}(${task.args.length}) retry=${task.retry?.maxAttempts ?? 1}`);
+ *   },
+ *   enqueue: () => Promise.resolve(),
+ * };
+ * const resize = defineTask((_context, _path: string) => {}, { name: "resize", retry: {} });
+ * backend.accept({ name: resize.name, args: ["a.png"], timeout: undefined, retry: resize.retry, task: resize as never }, {});
+ * assert.deepEqual(names, ["resize(1) retry=3"]);
+ * ```
+ */
+export interface BackendTask {
+  /** The task's name, under which the workers find its function. */
+  readonly name: string;
+  /** The arguments it was added with, after its context. */
+  readonly args: readonly unknown[];
+  /** Milliseconds an attempt may take, if the task sets a limit. */
+  readonly timeout: number | undefined;
+  /** The retry policy, if the task has one. */
+  readonly retry: RetryPolicy | undefined;
+  /** The defined task itself, for a backend that runs in this process. */
+  readonly task: DefinedTask;
+}
+
+/**
+ * One request's chain, as a backend receives it.
+ *
+ * @example Log each chain a backend takes over
+ * ```ts
+ * import type { BackendChain } from "@afterward/background-tasks/backend";
+ * import assert from "node:assert/strict";
+ *
+ * function describeChain(chain: BackendChain): string {
+ *   const from = chain.request ? ` from ${chain.request.method} ${chain.request.url}` : "";
+ *   return `${chain.id}: ${chain.tasks.map((task) => task.name).join(" → ")}${from}`;
+ * }
+ * assert.equal(
+ *   describeChain({ id: "c1", tasks: [], request: { method: "POST", url: "http://localhost/x" }, delivered: true }),
+ *   "c1:  from POST http://localhost/x",
+ * );
+ * ```
+ */
+export interface BackendChain {
+  /** A unique id: with a task's index, it makes the task's stable id. */
+  readonly id: string;
+  /** The tasks, in the order they were added. */
+  readonly tasks: readonly BackendTask[];
+  /** The request whose handler added them. */
+  readonly request: RequestSummary | undefined;
+  /**
+   * Whether its response reached the client; `undefined` when the chain is
+   * handed over before the response is sent.
+   */
+  readonly delivered: boolean | undefined;
+  /**
+   * The W3C `traceparent` of the request's span, when Deno's telemetry is
+   * on and the handler's `telemetry` option is not `false`: a backend
+   * carries it with the chain, and its worker starts the tasks' spans under
+   * it, so that they join the request's trace, even in another process or
+   * after a crash.
+   */
+  readonly traceparent?: string | undefined;
+}
+
+/**
+ * Options for {@linkcode TaskBackend.enqueue}: when to stop trying to store a
+ * chain, such as when a drain deadline abandons it.
+ *
+ * @example A backend that retries until the signal gives up
+ * ```ts
+ * import type { BackendChain, EnqueueOptions, TaskBackend } from "@afterward/background-tasks/backend";
+ * import assert from "node:assert/strict";
+ *
+ * let reachable = false;
+ * async function write(_chain: BackendChain): Promise<void> {
+ *   if (!reachable) throw new Error("Connection refused");
+ * }
+ *
+ * const backend: TaskBackend = {
+ *   accept() {},
+ *   async enqueue(chain: BackendChain, { signal }: EnqueueOptions = {}) {
+ *     while (true) {
+ *       signal?.throwIfAborted();
+ *       try {
+ *         return await write(chain);
+ *       } catch {
+ *         await new Promise((resolve) => setTimeout(resolve, 10));
+ *       }
+ *     }
+ *   },
+ * };
+ *
+ * const chain: BackendChain = { id: "c1", tasks: [], request: undefined, delivered: true };
+ * const deadline = new AbortController();
+ * const lost = backend.enqueue(chain, { signal: deadline.signal });
+ * deadline.abort(new Error("Abandoned at the drain deadline"));
+ * await assert.rejects(lost, { message: "Abandoned at the drain deadline" });
+ *
+ * reachable = true;
+ * await backend.enqueue(chain, { signal: new AbortController().signal });
+ * ```
+ */
+export interface EnqueueOptions {
+  /**
+   * Gives up on the chain: a backend still trying to store it stops and
+   * rejects with `signal.reason`. A chain whose write was in flight when the
+   * signal aborted may still have been stored.
+   */
+  signal?: AbortSignal;
+}
+
+/**
+ * Options shared by the backends' workers, the processes that run the tasks:
+ * which tasks they know, and how to report and bound them.
+ *
+ * @example The same tasks in the web process and the workers
+ * ```ts
+ * import { defineTask } from "@afterward/background-tasks";
+ * import type { WorkerOptions } from "@afterward/background-tasks/backend";
+ * import assert from "node:assert/strict";
+ *
+ * const sendEmail = defineTask(async () => {}, { name: "sendEmail" });
+ * const resize = defineTask(async () => {}, { name: "resize", timeout: 60_000 });
+ * const options: WorkerOptions = {
+ *   tasks: [sendEmail, resize],
+ *   onTaskError: (error, info) => console.error(info.name, error),
+ * };
+ * assert.equal(options.tasks.length, 2);
+ * ```
+ */
+export interface WorkerOptions extends RunOptions {
+  /**
+   * The tasks this process can run, found by name: the same `defineTask`
+   * results the web process adds. A name may appear once. A task handed to
+   * this process under another name fails at once, reported through
+   * `onTaskError` with where it is kept (a failed job, a dead letter); the
+   * worker says at start which names the web processes store that it lacks.
+   */
+  tasks: readonly DefinedTask<never[]>[];
+}

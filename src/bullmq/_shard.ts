@@ -1,0 +1,296 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+// One shard of the BullMQ backend: its queue, and the transactions that
+// store chains in it, retried through outages and cut connections, with
+// what the shard's connections say about Redis told to the backend's
+// ConnectionWatch. The backend spreads chains over its shards and answers
+// for them; this is where a group of chains meets Redis.
+
+import {
+  type ConnectionOptions,
+  type FlowJob,
+  FlowProducer,
+  Queue,
+  type RedisConnection,
+} from "npm:bullmq@^5";
+import { DEDUPLICATION_TTL, type JobData } from "./_shared.ts";
+import { type GroupCommit, groupCommit } from "../durable/_group_commit.ts";
+import { type ConnectionWatch, isConnectionError } from "./_redis_watch.ts";
+
+/** Chains per transaction. */
+const GROUP_SIZE = 100;
+
+/** One shard: its queue, and the transactions that store chains in it. */
+export interface Shard {
+  readonly queue: Jobs;
+  readonly flows: Flows;
+  readonly store: GroupCommit<FlowJob>;
+}
+
+/** Opens a shard's connections; `watch` hears whether they are up. */
+export function openShard(
+  connection: ConnectionOptions,
+  queueName: string,
+  prefix: string,
+  watch: ConnectionWatch,
+): Shard {
+  const flows = new Flows({ connection, prefix });
+  const queue = new Jobs(queueName, { connection, prefix });
+  // Connection errors are told once per outage by the watch, and reach the
+  // chains through enqueue(); without a listener, ioredis would print each.
+  flows.watch(watch);
+  queue.watch(watch);
+  // A chain of one task is one job, which BullMQ's script adds atomically
+  // on its own: the queue adds many in one pipeline, without the MULTI a
+  // flow needs and the QUEUED answer per job that comes with it (10 to 30 %
+  // less CPU per chain in bench/bullmq_store.ts, ~10 % per request in the
+  // HTTP benchmark). A chain
+  // of more tasks is a flow, its jobs added in one transaction. Each kind
+  // has a group commit of its own, so that a group is always stored by one
+  // call, whose failure the group commit can reason about.
+  // Not awaited, not even by close(): a key left behind (Redis went away,
+  // the connection closed) expires (DEDUPLICATION_TTL).
+  const forget = (keys: string[]): void => {
+    void queue.client.then((client) => client.del(...keys)).catch(() => {});
+  };
+  const storeJobs = storeGroups(queue, watch, forget, {
+    // BullMQ's deduplication, by the chain's id: the script that adds the
+    // job writes the key too, and keeps it when the job completes (a key
+    // with a ttl outlives its job), so a store sent again, by this backend
+    // or by ioredis on its own, adds nothing. Deleted once answered.
+    guard: (flow) => queue.toKey(`de:${chainOf(flow)}`),
+    async add(group) {
+      // A closing queue would wait for a connection that never comes.
+      if (queue.closing !== undefined) throw new ClosingError();
+      const added = await queue.addBulk(group.map(({ name, data, opts }) => ({
+        name,
+        data,
+        opts: {
+          ...opts,
+          deduplication: { id: chainOf({ data }), ttl: DEDUPLICATION_TTL },
+        },
+      })));
+      if (added.length !== group.length) throw new ClosingError();
+    },
+  });
+  // A flow's jobs stay KEEP_COMPLETED seconds once done (see chainFlow()).
+  const storeFlows = storeGroups(queue, watch, forget, {
+    guard: () => undefined,
+    async add(group) {
+      const added = await flows.addBulk(group);
+      // A closing FlowProducer returns without storing anything.
+      if (added?.length !== group.length) throw new ClosingError();
+    },
+  });
+  const store = (flow: FlowJob, signal?: AbortSignal): Promise<void> =>
+    flow.children === undefined
+      ? storeJobs(flow, signal)
+      : storeFlows(flow, signal);
+  store.idle = async (): Promise<void> => {
+    await Promise.all([storeJobs.idle(), storeFlows.idle()]);
+  };
+  return { queue, flows, store };
+}
+
+/** How one kind of chain is stored. */
+interface StoreKind {
+  /** Stores a group of chains of this kind. */
+  add(group: FlowJob[]): Promise<void>;
+  /**
+   * The key, if any, that shows the chain was stored until its store is
+   * answered, even once its jobs are done and removed.
+   */
+  guard(flow: FlowJob): string | undefined;
+}
+
+/** The id of the chain a flow (or its data) belongs to. */
+function chainOf(flow: Pick<FlowJob, "data">): string {
+  return (flow.data as JobData).chain;
+}
+
+/**
+ * A group commit of chains that `kind` stores, retried through outages and
+ * cut connections. Once a group is stored, the guards of its chains are
+ * given to `forget`: nothing stores them again.
+ */
+function storeGroups(
+  queue: Queue,
+  watch: ConnectionWatch,
+  forget: (keys: string[]) => void,
+  kind: StoreKind,
+): GroupCommit<FlowJob> {
+  // Chains handed over together go in one call: ioredis builds a pipeline
+  // per call, which cost more than the chain itself.
+  // A group is split only for what one chain's data can cause (JSON.stringify
+  // throws a TypeError or a RangeError, before anything is sent). Anything
+  // else, such as a connection cut between MULTI and EXEC (ioredis's
+  // AbortError), is not the chains' fault: the call stored none, some or
+  // all of the chains (Redis discards a transaction it did not execute; a
+  // connection may be lost after EXEC ran, or in the middle of a pipeline,
+  // each of whose jobs is added atomically). So the group is stored again,
+  // less the chains that were stored.
+  const store = groupCommit<FlowJob>(
+    async (group, retrying) => {
+      const flowsToAdd = retrying ? await unstored(queue, kind, group) : group;
+      if (flowsToAdd.length > 0) await addWatched(flowsToAdd);
+      const guards = group.flatMap((flow) => kind.guard(flow) ?? []);
+      if (guards.length > 0) forget(guards);
+    },
+    GROUP_SIZE,
+    {
+      split: splits,
+      retry: (error, failures) =>
+        error instanceof ClosingError ? undefined : retryDelay(failures),
+    },
+  );
+
+  async function addWatched(group: FlowJob[]): Promise<void> {
+    // A store Redis leaves unanswered (a server that hangs, a network that
+    // drops packets) is an outage too, though no error comes.
+    const stall = setTimeout(
+      () =>
+        watch.down(
+          store,
+          new Error(`Redis left a store unanswered for ${STALL / 1000} s`),
+        ),
+      STALL,
+    );
+    try {
+      await kind.add(group);
+    } catch (error) {
+      // A store Redis refuses while connected (out of memory, a replica
+      // made read-only, a command timeout) is an outage too; it ends when
+      // a store succeeds, or when no chain is left waiting for one.
+      if (!(error instanceof ClosingError) && !splits(error)) {
+        watch.down(store, error);
+        void store.idle().then(() => watch.up(store));
+      }
+      throw error;
+    } finally {
+      clearTimeout(stall);
+    }
+    watch.up(store);
+  }
+
+  return store;
+}
+
+/**
+ * Whether a store's error may be one chain's fault: JSON.stringify throws a
+ * TypeError or a RangeError for data it cannot write.
+ */
+function splits(error: unknown): boolean {
+  return error instanceof TypeError || error instanceof RangeError;
+}
+
+/** Milliseconds a store may go unanswered before Redis counts as down. */
+const STALL = 5_000;
+
+/**
+ * The chains of `group` that were not stored. A store whose answer was
+ * lost may have stored its chains, and workers may have run their jobs
+ * since: adding such a chain again would run its tasks twice (and a first
+ * task added again would hold back the next one). A chain was stored if
+ * its guard is there (a chain of one task, whose job is removed once done)
+ * or one of its jobs is (a flow's are kept KEEP_COMPLETED seconds once
+ * done).
+ */
+async function unstored(
+  queue: Queue,
+  kind: StoreKind,
+  group: FlowJob[],
+): Promise<FlowJob[]> {
+  const client = await queue.client;
+  const stored = await Promise.all(group.map(async (flow) => {
+    const keys: string[] = [];
+    for (let job: FlowJob | undefined = flow; job; job = job.children?.[0]) {
+      keys.push(queue.toKey(job.opts!.jobId!));
+    }
+    const guard = kind.guard(flow);
+    const found = await Promise.all([
+      guard === undefined ? false : client.get(guard).then((v) => v !== null),
+      ...keys.map((key) => client.hexists(key, "name").then((n) => n === 1)),
+    ]);
+    return found.some(Boolean);
+  }));
+  return group.filter((_, index) => !stored[index]);
+}
+
+/** A Queue that can close while Redis is unreachable. */
+export class Jobs extends Queue {
+  /**
+   * Closes the connection without QUIT, which ioredis would queue behind a
+   * pipeline still waiting for Redis, one whose chains were all given up
+   * by their signals. Nothing else is in flight once the store is idle.
+   * A connection the caller owns stays open.
+   */
+  closeNow(): Promise<void> {
+    this.closing ??= this.connection.close(true);
+    return this.closing;
+  }
+
+  /** Tells `watch` when the connection is lost, and when it is back. */
+  watch(watch: ConnectionWatch): void {
+    watchConnection(this, this.connection, watch);
+  }
+}
+
+/** A FlowProducer that can close while Redis is unreachable. */
+class Flows extends FlowProducer {
+  /**
+   * Closes the connection without QUIT, which ioredis would queue behind a
+   * transaction still waiting for Redis, one whose chains were all given up
+   * by their signals. Nothing else is in flight once the store is idle.
+   * A connection the caller owns stays open.
+   */
+  closeNow(): Promise<void> {
+    this.closing ??= this.connection.close(true);
+    return this.closing;
+  }
+
+  /** Tells `watch` when the connection is lost, and when it is back. */
+  watch(watch: ConnectionWatch): void {
+    watchConnection(this, this.connection, watch);
+  }
+}
+
+/**
+ * Tells `watch` when the connection of `owner` (a queue or a flow producer,
+ * which emits its connection's errors) is lost, and when it is back. A close
+ * the owner asked for is no loss.
+ */
+function watchConnection(
+  owner: {
+    readonly closing: Promise<void> | undefined;
+    on(event: "error", listener: (error: Error) => void): unknown;
+  },
+  connection: RedisConnection,
+  watch: ConnectionWatch,
+): void {
+  owner.on("error", (error) => {
+    if (isConnectionError(error)) watch.down(owner, error);
+  });
+  connection.on("close", () => {
+    if (owner.closing === undefined) {
+      watch.down(owner, new Error("the connection to Redis closed"));
+    }
+  });
+  connection.on("ready", () => watch.up(owner));
+}
+
+/** A FlowProducer closed by `close()` stored nothing. */
+class ClosingError extends Error {
+  constructor() {
+    super("BullMQ stored no chain: its connection is closing");
+  }
+}
+
+/**
+ * Milliseconds before storing a group again after `failures` failed attempts
+ * in a row: 100 ms doubling up to 5 s, less up to half of it at random, so
+ * that the web processes a Redis restart cut off do not all come back at
+ * once.
+ */
+function retryDelay(failures: number): number {
+  return Math.min(5_000, 100 * 2 ** (failures - 1)) * (1 - Math.random() / 2);
+}

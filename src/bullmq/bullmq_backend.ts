@@ -1,0 +1,458 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+import type { FlowJob, Job } from "npm:bullmq@^5";
+import {
+  assertPrefix,
+  assertQueueName,
+  BACKOFF,
+  connectionOptions,
+  type JobData,
+  KEEP_COMPLETED,
+  shardPrefixes,
+  shardsKey,
+  tasksKey,
+} from "./_shared.ts";
+import { openShard } from "./_shard.ts";
+import { escapeControls } from "../api/_describe_task.ts";
+import { ConnectionWatch, elapsed } from "./_redis_watch.ts";
+import { assertSerializable } from "../durable/_serializable.ts";
+import { assertInteger, assertOptions, describe } from "../util/_assert.ts";
+import { workerConfig } from "../durable/_worker.ts";
+import type { RequestSummary } from "../api/task_info.ts";
+import type {
+  BackendChain,
+  BackendStatus,
+  BackendTask,
+  EnqueueOptions,
+  TaskBackend,
+  WorkerOptions,
+} from "../api/task_backend.ts";
+
+/**
+ * How to reach Redis: whatever BullMQ accepts, passed on to it (and to
+ * ioredis). A Redis URL (`redis://user:password@host:6379/2`, `rediss://…`
+ * for TLS); ioredis options (`{ host, port, password, tls: { ca } }`,
+ * Sentinel's `{ sentinels, name }`); or an ioredis `Redis` or `Cluster`
+ * instance that the caller owns: `close()` leaves it open. A Cluster is
+ * only ever such an instance (BullMQ makes a plain `Redis` of options), and
+ * needs nothing more: each shard's keys share a hash tag.
+ *
+ * The type is `object` because BullMQ's own `ConnectionOptions` names
+ * dozens of ioredis types that this package cannot document as its own;
+ * BullMQ and ioredis check the options. For the compiler's help, write
+ * `{ … } satisfies ConnectionOptions` with that type from `npm:bullmq`.
+ *
+ * @example From the environment
+ * ```ts
+ * import type { RedisConnection } from "@afterward/background-tasks/bullmq";
+ * import assert from "node:assert/strict";
+ *
+ * function connectionFrom(env: Record<string, string | undefined>): RedisConnection {
+ *   return env["REDIS_URL"] ?? { host: "127.0.0.1", port: 6379 };
+ * }
+ * assert.equal(
+ *   connectionFrom({ REDIS_URL: "rediss://default:secret@redis.example.com:6380/0" }),
+ *   "rediss://default:secret@redis.example.com:6380/0",
+ * );
+ * ```
+ */
+export type RedisConnection = string | object;
+
+/**
+ * Options for {@linkcode bullmqBackend}.
+ *
+ * @example The web side's options
+ * ```ts
+ * import { defineTask } from "@afterward/background-tasks";
+ * import type { BullmqBackendOptions } from "@afterward/background-tasks/bullmq";
+ * import assert from "node:assert/strict";
+ *
+ * const sendEmail = defineTask(async () => {}, { name: "sendEmail" });
+ * const options: BullmqBackendOptions = {
+ *   connection: { host: "127.0.0.1", port: 6379 },
+ *   tasks: [sendEmail],
+ *   queue: "emails",
+ * };
+ * assert.equal(options.queue, "emails");
+ * ```
+ */
+export interface BullmqBackendOptions {
+  /** How to reach Redis: a URL, ioredis options, or an ioredis instance. */
+  connection: RedisConnection;
+  /** The tasks the workers can run, so that others are refused at `addTask()`. */
+  tasks: WorkerOptions["tasks"];
+  /**
+   * The BullMQ queue's name, the same for the web processes and the workers.
+   *
+   * @default {"background-tasks"}
+   */
+  queue?: string;
+  /**
+   * The start of the hash tag of every key, the same for the web processes
+   * and the workers.
+   *
+   * @default {"bull"}
+   */
+  prefix?: string;
+  /**
+   * How many BullMQ queues the chains spread over, each with its own hash
+   * tag, so that on a Redis Cluster they spread over its nodes (a queue's
+   * keys all live on one node). A chain is always whole in one shard, so
+   * its order holds. Workers must be given the same number: each shard's
+   * hash tag depends on it. To change it, keep workers with the old number
+   * running until its queues are empty.
+   *
+   * @default {1}
+   */
+  shards?: number;
+  /**
+   * Told when Redis becomes unreachable (or refuses a store while connected,
+   * such as when out of memory, or leaves one unanswered for 5 s), and when
+   * it is back: once per change, not per retry. The chains
+   * meanwhile wait to be stored (see `stats.storing`).
+   *
+   * @default {A line on `console.error` each time}
+   */
+  onStatusChange?: (status: BackendStatus) => void;
+}
+
+/**
+ * A task that failed at its last attempt, kept by BullMQ for inspection.
+ *
+ * @example A line per failed task
+ * ```ts
+ * import type { FailedTask } from "@afterward/background-tasks/bullmq";
+ * import assert from "node:assert/strict";
+ *
+ * const line = (task: FailedTask) => `${task.name} (${task.id}): ${task.error}`;
+ * assert.equal(
+ *   line({ id: "c1:1", jobId: "c1.1", name: "charge", args: [], attempts: 5, error: "declined", request: undefined }),
+ *   "charge (c1:1): declined",
+ * );
+ * ```
+ */
+export interface FailedTask {
+  /** The task's stable id, `chain:index`, as its context showed it. */
+  readonly id: string;
+  /** The BullMQ job's id. */
+  readonly jobId: string;
+  /** The task's name. */
+  readonly name: string;
+  /** Its arguments. */
+  readonly args: readonly unknown[];
+  /** The attempts made. */
+  readonly attempts: number;
+  /** BullMQ's `failedReason`: the last error's message. */
+  readonly error: string;
+  /** The request whose handler added it. */
+  readonly request: RequestSummary | undefined;
+}
+
+/**
+ * What {@linkcode bullmqBackend} returns.
+ *
+ * @example Retry every failed task
+ * ```ts
+ * import type { BullmqBackend } from "@afterward/background-tasks/bullmq";
+ * import assert from "node:assert/strict";
+ *
+ * async function retryAll(backend: BullmqBackend): Promise<number> {
+ *   let retried = 0;
+ *   for (const task of await backend.failed()) {
+ *     if (await backend.retry(task.jobId)) retried++;
+ *   }
+ *   return retried;
+ * }
+ * assert.equal(typeof retryAll, "function");
+ * ```
+ */
+export interface BullmqBackend extends TaskBackend {
+  /** Whether Redis can be reached now, and since when. */
+  readonly status: BackendStatus;
+  /**
+   * The tasks that failed at their last attempt, newest first, over every
+   * shard.
+   *
+   * @returns Every failed task the queue keeps.
+   */
+  failed(): Promise<FailedTask[]>;
+  /**
+   * Runs a failed task again, with a fresh attempt count.
+   *
+   * @param jobId The failed job's id.
+   * @returns Whether there was such a failed job.
+   */
+  retry(jobId: string): Promise<boolean>;
+  /**
+   * Stores the chains handed over so far, then closes the connections to
+   * Redis. Chains handed over after it are refused: before their response,
+   * the handler fails (its tasks discarded); after it, their tasks are
+   * reported through `onTaskError`.
+   * While Redis is unreachable, it waits until each chain is stored or given
+   * up by the signal its `enqueue()` was given: a chain handed over without
+   * one waits for Redis to come back. A connection the caller owns is left
+   * open, so a transaction still queued on it when its chains were given up
+   * may yet run once Redis is back: those chains are then stored, though
+   * reported abandoned.
+   *
+   * @returns A promise that resolves once the connections are closed.
+   */
+  close(): Promise<void>;
+}
+
+/**
+ * A backend on Redis through BullMQ, for work that should outgrow one
+ * process: web processes enqueue each request's chain before its response is
+ * sent (see the wrapper's `handOver`), and worker processes started with {@linkcode bullmqWorker}, on
+ * this machine or others, run the tasks.
+ *
+ * A chain becomes a BullMQ flow, added atomically (the chains handed over
+ * together share one transaction), whose jobs depend on one another so that
+ * they run in order; a task that fails at its last attempt
+ * leaves the next one running. A chain of one task is a plain job, which
+ * BullMQ's script adds atomically by itself: the one-task chains handed over
+ * together go in one pipeline, without a transaction. Retries and backoff are BullMQ's, computed as
+ * the task's retry policy says. If a worker dies mid-task, BullMQ gives the
+ * task to another once its lock expires (stalled-job recovery): delivery is
+ * at least once, and the context's `id` is the same on every delivery.
+ *
+ * A chain handed over is never failed for a connection error. While Redis
+ * is unreachable, ioredis holds the transaction (or pipeline) until it
+ * reconnects; if the connection drops in the middle of one, the backend
+ * stores its chains again, 100 ms later, doubling up to 5 s between tries,
+ * until they are stored or the signal `enqueue()` was given aborts (the
+ * chain then rejects with the signal's reason).
+ *
+ * A store whose answer was lost (Redis ran it, then the connection closed)
+ * adds nothing twice when it is sent again, by the backend or by ioredis on
+ * its own, though a worker ran and BullMQ removed the chain's jobs meanwhile.
+ * A chain of one task carries BullMQ's deduplication by the chain's id,
+ * whose key outlives the job: it is deleted once the store is answered, and
+ * expires after 24 hours if it never is. The jobs of a longer chain (a flow,
+ * on which BullMQ refuses deduplication) stay in Redis 60 s once done, so
+ * that a flow added again finds them: a store sent again more than 60 s
+ * after the chain's first task finished may run the finished tasks again.
+ * Delivery is at least once only for a worker that dies mid-task.
+ *
+ * Only tasks made by `defineTask` and listed in `tasks` can be added, with
+ * arguments that survive JSON: anything else fails at `addTask()` with a
+ * `TypeError`.
+ *
+ * @example Web process and worker
+ * ```ts ignore
+ * import { defineTask, serve } from "@afterward/background-tasks";
+ * import { bullmqBackend, bullmqWorker } from "@afterward/background-tasks/bullmq";
+ *
+ * const sendEmail = defineTask(async ({ id }, to: string) => {
+ *   await mailer.send({ to, idempotencyKey: id });
+ * }, { name: "sendEmail", retry: { maxAttempts: 5 } });
+ * const connection = { host: "127.0.0.1", port: 6379 };
+ *
+ * // In the web process:
+ * serve({ backend: bullmqBackend({ connection, tasks: [sendEmail] }) }, (_request, _info, tasks) => {
+ *   tasks.addTask(sendEmail, "a@example.com");
+ *   return new Response("Accepted", { status: 202 });
+ * });
+ *
+ * // In each worker process:
+ * const worker = bullmqWorker({ connection, tasks: [sendEmail], concurrency: 8 });
+ * Deno.addSignalListener("SIGTERM", () => worker.close());
+ * ```
+ *
+ * @param options Where Redis listens, and the tasks the workers know.
+ * @returns The backend, for the `backend` option of a wrapped handler.
+ * @throws {TypeError} If an option has the wrong type.
+ */
+export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
+  const action = "Cannot create BullMQ backend";
+  assertOptions(options, [
+    "connection",
+    "tasks",
+    "queue",
+    "prefix",
+    "shards",
+    "onStatusChange",
+  ], action);
+  const {
+    queue: queueName = "background-tasks",
+    prefix = "bull",
+    shards: shardCount = 1,
+    onStatusChange,
+  } = options;
+  const connection = connectionOptions(options.connection, action);
+  assertQueueName(queueName, action);
+  assertPrefix(prefix, action);
+  assertInteger(shardCount, "shards", action, 1);
+  if (onStatusChange !== undefined && typeof onStatusChange !== "function") {
+    throw new TypeError(
+      `${action} as 'onStatusChange' must be a function: current value is ${
+        describe(onStatusChange)
+      }`,
+    );
+  }
+  const { registry } = workerConfig({ tasks: options.tasks }, action);
+  let closed = false;
+  const watch = new ConnectionWatch((status, previous) => {
+    if (closed) return;
+    if (onStatusChange === undefined) logStatus(status, previous);
+    else onStatusChange(status);
+  });
+  const shards = shardPrefixes(prefix, shardCount).map((shardPrefix) =>
+    openShard(connection, queueName, shardPrefix, watch)
+  );
+  // Workers that consume fewer shards, or lack a task, say so: see
+  // bullmqWorker().
+  void shards[0]!.queue.client.then((client) => {
+    const now = Date.now();
+    return Promise.all([
+      client.set(shardsKey(prefix, queueName), String(shardCount)),
+      registry.size === 0 ? undefined : client.hset(
+        tasksKey(prefix, queueName),
+        Object.fromEntries([...registry.keys()].map((name) => [name, now])),
+      ),
+    ]);
+  }).catch(() => {});
+  let next = 0;
+
+  return {
+    get status(): BackendStatus {
+      return watch.status;
+    },
+
+    accept(task: BackendTask): void {
+      const addAction = `Cannot add task "${task.name}"`;
+      if (registry.get(task.name) !== task.task) {
+        throw new TypeError(
+          `${addAction} as it is not among the BullMQ backend's tasks: list it in 'tasks'`,
+        );
+      }
+      task.args.forEach((arg, index) =>
+        assertSerializable(arg, `args[${index}]`, "json", addAction)
+      );
+    },
+
+    enqueue(chain: BackendChain, options: EnqueueOptions = {}): Promise<void> {
+      const { signal } = options;
+      if (signal !== undefined && !(signal instanceof AbortSignal)) {
+        return Promise.reject(
+          new TypeError(
+            `Cannot enqueue chain as 'signal' must be an AbortSignal: current value is ${
+              describe(signal)
+            }`,
+          ),
+        );
+      }
+      if (closed) {
+        return Promise.reject(
+          new Error("Cannot enqueue chain as the BullMQ backend is closed"),
+        );
+      }
+      const flow = chainFlow(chain, queueName);
+      if (flow === undefined) return Promise.resolve();
+      // Round robin: a chain is whole in one shard.
+      const shard = shards[next]!;
+      next = (next + 1) % shards.length;
+      return shard.store(flow, signal);
+    },
+
+    async failed(): Promise<FailedTask[]> {
+      const jobs = (await Promise.all(
+        shards.map((shard) => shard.queue.getFailed()),
+      )).flat();
+      jobs.sort((a, b) => (b.finishedOn ?? 0) - (a.finishedOn ?? 0));
+      return jobs.map(failedTask);
+    },
+
+    async retry(jobId: string): Promise<boolean> {
+      for (const { queue } of shards) {
+        const job = await queue.getJob(jobId);
+        if (job === undefined) continue;
+        if (!(await job.isFailed())) return false;
+        await job.retry("failed", { resetAttemptsMade: true });
+        return true;
+      }
+      return false;
+    },
+
+    async close(): Promise<void> {
+      // The chains handed over so far are stored (or given up by their
+      // signal) first; later ones fail.
+      closed = true;
+      await Promise.all(shards.map((shard) => shard.store.idle()));
+      await Promise.all(
+        shards.flatMap((
+          shard,
+        ) => [shard.flows.closeNow(), shard.queue.closeNow()]),
+      );
+    },
+  };
+}
+
+/** A chain as a BullMQ flow: each job the child of the next task's. */
+function chainFlow(
+  chain: BackendChain,
+  queueName: string,
+): FlowJob | undefined {
+  let flow: FlowJob | undefined;
+  chain.tasks.forEach((task, index) => {
+    const data: JobData = {
+      chain: chain.id,
+      index,
+      args: [...task.args],
+      ...(chain.request === undefined ? {} : { request: chain.request }),
+      ...(chain.delivered === undefined ? {} : { delivered: chain.delivered }),
+      ...(chain.traceparent === undefined ? {} : { trace: chain.traceparent }),
+    };
+    flow = {
+      name: task.name,
+      queueName,
+      data,
+      opts: {
+        jobId: `${chain.id}.${index}`,
+        attempts: task.retry?.maxAttempts ?? 1,
+        backoff: { type: BACKOFF },
+        // A flow's jobs stay a while once done, so that a store of it sent
+        // again finds them (see KEEP_COMPLETED); a chain of one task is
+        // deduplicated instead (see openShard()).
+        removeOnComplete: chain.tasks.length === 1
+          ? true
+          : { age: KEEP_COMPLETED },
+        removeOnFail: false,
+        // The next task runs even when this one failed.
+        ignoreDependencyOnFailure: true,
+      },
+      // The task added before this one runs first.
+      ...(flow === undefined ? {} : { children: [flow] }),
+    };
+  });
+  return flow;
+}
+
+function failedTask(job: Job): FailedTask {
+  const data = job.data as JobData;
+  return {
+    id: `${data.chain}:${data.index}`,
+    jobId: job.id!,
+    name: job.name,
+    args: data.args,
+    attempts: job.attemptsMade,
+    error: job.failedReason,
+    request: data.request,
+  };
+}
+
+/**
+ * The default of `onStatusChange`: one line when Redis is lost, one when
+ * it is back.
+ */
+function logStatus(status: BackendStatus, previous: BackendStatus): void {
+  console.error(
+    status.state === "down"
+      ? `The BullMQ backend cannot reach Redis (${
+        escapeControls(String(status.error))
+      }): chains wait to be stored until it is back`
+      : `The BullMQ backend reaches Redis again, after ${
+        elapsed(previous.since)
+      } without it`,
+  );
+}

@@ -1,0 +1,442 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+import { type Job, UnrecoverableError, Worker } from "npm:bullmq@^5";
+import {
+  assertPrefix,
+  assertQueueName,
+  BACKOFF,
+  connectionOptions,
+  type JobData,
+  shardPrefixes,
+  shardsKey,
+  tasksKey,
+} from "./_shared.ts";
+import { escapeControls } from "../api/_describe_task.ts";
+import { errorText } from "../util/_error_text.ts";
+import {
+  ConnectionWatch,
+  elapsed,
+  isConnectionError,
+  isRefusal,
+} from "./_redis_watch.ts";
+import { RUN_OPTIONS } from "../core/_config.ts";
+import { backoff, delay } from "../core/_retry.ts";
+import { assertInteger, assertOptions } from "../util/_assert.ts";
+import {
+  quoteNames,
+  reportUnknownTask,
+  unknownNames,
+} from "../durable/_unknown_tasks.ts";
+import {
+  runDelivery,
+  type WorkerConfig,
+  workerConfig,
+} from "../durable/_worker.ts";
+import type { RedisConnection } from "./bullmq_backend.ts";
+import type { WorkerOptions } from "../api/task_backend.ts";
+
+/**
+ * Options for {@linkcode bullmqWorker}.
+ *
+ * @example A worker for slow tasks
+ * ```ts
+ * import { defineTask } from "@afterward/background-tasks";
+ * import type { BullmqWorkerOptions } from "@afterward/background-tasks/bullmq";
+ * import assert from "node:assert/strict";
+ *
+ * const render = defineTask(async () => {}, { name: "render", timeout: 120_000 });
+ * const options: BullmqWorkerOptions = {
+ *   connection: { port: 6379 },
+ *   tasks: [render],
+ *   concurrency: 2,
+ *   lockDuration: 180_000,
+ *   onTaskEnd: ({ name, duration }) => console.log(name, duration),
+ * };
+ * assert.equal(options.concurrency, 2);
+ * ```
+ */
+export interface BullmqWorkerOptions extends WorkerOptions {
+  /** How to reach Redis: a URL, ioredis options, or an ioredis instance. */
+  connection: RedisConnection;
+  /**
+   * The BullMQ queue's name.
+   *
+   * @default {"background-tasks"}
+   */
+  queue?: string;
+  /**
+   * The start of the hash tag of every key, as the web processes have it.
+   *
+   * @default {"bull"}
+   */
+  prefix?: string;
+  /**
+   * How many shards to consume: the same number the web processes store
+   * chains in, since each shard's hash tag depends on it (a worker that
+   * finds another number in Redis says so at start).
+   *
+   * @default {1}
+   */
+  shards?: number;
+  /**
+   * How many tasks this worker runs at once from each shard.
+   *
+   * @default {1}
+   */
+  concurrency?: number;
+  /**
+   * Milliseconds a worker holds a task before others may take it back: a
+   * worker that died is noticed after at most this long, plus
+   * `stalledInterval`.
+   *
+   * @default {30000}
+   */
+  lockDuration?: number;
+  /**
+   * Milliseconds between checks for tasks whose worker died.
+   *
+   * @default {30000}
+   */
+  stalledInterval?: number;
+}
+
+/**
+ * What {@linkcode bullmqWorker} returns.
+ *
+ * @example Stop on SIGTERM
+ * ```ts
+ * import type { BullmqWorker } from "@afterward/background-tasks/bullmq";
+ * import assert from "node:assert/strict";
+ *
+ * function stopOnSigterm(worker: BullmqWorker): () => Promise<void> {
+ *   const stop = async () => {
+ *     await worker.close();
+ *   };
+ *   Deno.addSignalListener("SIGTERM", stop);
+ *   return async () => {
+ *     Deno.removeSignalListener("SIGTERM", stop);
+ *     await worker.close();
+ *   };
+ * }
+ * const closed: string[] = [];
+ * const stop = stopOnSigterm({ close: async () => void closed.push("closed") });
+ * await stop();
+ * assert.deepEqual(closed, ["closed"]);
+ * ```
+ */
+export interface BullmqWorker {
+  /**
+   * Stops taking tasks, lets the running ones finish, and closes the
+   * connection: call it on SIGTERM.
+   *
+   * @returns A promise that resolves once the worker has stopped.
+   */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a worker: a process that runs the tasks web processes enqueue
+ * through {@linkcode bullmqBackend}, `concurrency` at a time, with the
+ * tasks' timeouts and the hooks of its options. Start one or many, on one
+ * or many machines, all with the same tasks.
+ *
+ * It says one line on `console.error` when Redis cannot be reached and one
+ * when it is back. While Redis refuses writes (a read-only replica during a
+ * failover, memory full), it pauses, says so in one line, tries a write at
+ * the pace of reconnections (1 s, up to 20 s apart), and resumes once one
+ * is taken, saying so. At start, it says in one line if the web processes
+ * store chains in other shards, or tasks it does not know; such a task,
+ * should one arrive, fails and is reported through `onTaskError`.
+ *
+ * @example Run tasks until SIGTERM
+ * ```ts ignore
+ * import { bullmqWorker } from "@afterward/background-tasks/bullmq";
+ * import { resizeImage, sendEmail } from "./tasks.ts";
+ *
+ * const worker = bullmqWorker({
+ *   connection: { host: "127.0.0.1", port: 6379 },
+ *   tasks: [sendEmail, resizeImage],
+ *   concurrency: 8,
+ *   onTaskEnd: ({ name, outcome, duration }) => console.log(name, outcome, duration),
+ * });
+ * Deno.addSignalListener("SIGTERM", () => worker.close());
+ * ```
+ *
+ * @param options Where Redis listens, the tasks, and how to run them.
+ * @returns The worker; `close()` stops it gracefully.
+ * @throws {TypeError} If an option has the wrong type.
+ * @throws {RangeError} If a number is out of range.
+ */
+export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
+  const action = "Cannot start BullMQ worker";
+  assertOptions(options, [
+    ...RUN_OPTIONS,
+    "tasks",
+    "connection",
+    "queue",
+    "prefix",
+    "shards",
+    "concurrency",
+    "lockDuration",
+    "stalledInterval",
+  ], action);
+  const {
+    queue: queueName = "background-tasks",
+    prefix = "bull",
+    shards = 1,
+    concurrency = 1,
+    lockDuration = 30_000,
+    stalledInterval = 30_000,
+  } = options;
+  const connection = connectionOptions(options.connection, action, true);
+  assertQueueName(queueName, action);
+  assertPrefix(prefix, action);
+  assertInteger(shards, "shards", action, 1);
+  assertInteger(concurrency, "concurrency", action, 1);
+  assertInteger(lockDuration, "lockDuration", action, 1);
+  assertInteger(stalledInterval, "stalledInterval", action, 1);
+  const config = workerConfig(options, action);
+  let closed = false;
+  const watch = new ConnectionWatch((status, previous) => {
+    if (closed) return;
+    if (status.state === "down") {
+      const error = escapeControls(String(status.error));
+      console.error(
+        isRefusal(status.error)
+          ? `The BullMQ worker pauses: Redis refuses its writes (${error}); it tries again until Redis accepts them`
+          : `The BullMQ worker cannot reach Redis (${error}); it tries again until Redis is back`,
+      );
+    } else {
+      console.error(
+        isRefusal(previous.error)
+          ? `The BullMQ worker resumes: Redis accepts its writes again, after ${
+            elapsed(previous.since)
+          }`
+          : `The BullMQ worker reaches Redis again, after ${
+            elapsed(previous.since)
+          } without it`,
+      );
+    }
+  });
+  const workers = shardPrefixes(prefix, shards).map((shardPrefix) => {
+    const worker = new WatchedWorker(queueName, (job) => run(job, config), {
+      connection,
+      prefix: shardPrefix,
+      concurrency,
+      lockDuration,
+      stalledInterval,
+      settings: {
+        backoffStrategy(attemptsMade, type, _error, job) {
+          const policy = job && config.registry.get(job.name)?.retry;
+          return type === BACKOFF && policy ? backoff(policy, attemptsMade) : 0;
+        },
+      },
+    });
+    // A line when Redis is lost (or refuses) and one when it is back, not
+    // one per retry.
+    worker.on("error", (error) => {
+      if (closed) return;
+      if (isConnectionError(error)) watch.down(worker, error);
+      else if (isRefusal(error)) worker.refused(error);
+      else console.error("The BullMQ worker failed:", errorText(error));
+    });
+    worker.on("ready", () => watch.up(worker));
+    worker.watch(watch, () => closed);
+    return worker;
+  });
+  void checkShards(workers[0]!, prefix, queueName, shards);
+  void checkTasks(workers[0]!, prefix, queueName, config.registry);
+  return {
+    async close(): Promise<void> {
+      closed = true;
+      await Promise.all(workers.map((worker) => worker.close()));
+    },
+  };
+}
+
+/** Runs one job: one attempt of one task. */
+async function run(job: Job, config: WorkerConfig): Promise<null> {
+  const task = config.registry.get(job.name);
+  const data = job.data as JobData;
+  if (task === undefined) {
+    // Failed for good, and kept where backend.failed() finds it.
+    const missing = `No task named "${job.name}" in this worker's 'tasks'`;
+    await reportUnknownTask(
+      {
+        name: job.name,
+        index: data.index,
+        attempt: job.attemptsMade + 1,
+        id: `${data.chain}:${data.index}`,
+        request: data.request,
+        delivered: data.delivered,
+      },
+      `${missing}: its job ${job.id} failed, and is kept in queue "${job.queueName}" (backend.failed() lists it)`,
+      config,
+    );
+    throw new UnrecoverableError(missing);
+  }
+  const result = await runDelivery({
+    task,
+    args: data.args,
+    id: `${data.chain}:${data.index}`,
+    index: data.index,
+    attempt: job.attemptsMade + 1,
+    request: data.request,
+    delivered: data.delivered,
+    maxAttempts: job.opts.attempts ?? 1,
+    trace: data.trace,
+    source: config.telemetry === undefined ? undefined : {
+      consumer: {
+        system: "bullmq",
+        destination: job.queueName,
+        messageId: job.id!,
+      },
+    },
+  }, config);
+  if (result.outcome === "succeeded") return null;
+  // BullMQ reads the message and stack of what it is given, and a task may
+  // throw anything (a revoked proxy, getters that throw): it gets an error
+  // of ours, made of text that was read without throwing. Retry only what
+  // the task's policy would: BullMQ counts the attempts.
+  const error = result.willRetry
+    ? new Error(errorText(result.value, "message"))
+    : new UnrecoverableError(errorText(result.value, "message"));
+  error.stack = errorText(result.value);
+  throw error;
+}
+
+/**
+ * Says once, at start, if the web processes store chains in another number
+ * of shards than this worker consumes: a shard's hash tag depends on the
+ * count, so the chains of theirs that this worker does not consume (with
+ * more shards, possibly all of them) would wait for a worker that does.
+ */
+async function checkShards(
+  worker: Worker,
+  prefix: string,
+  queueName: string,
+  shards: number,
+): Promise<void> {
+  try {
+    const client = await worker.client;
+    const stored = Number(await client.get(shardsKey(prefix, queueName)));
+    if (stored > 0 && stored !== shards) {
+      console.error(
+        `The BullMQ worker consumes ${shards} ${
+          shards === 1 ? "shard" : "shards"
+        } of queue "${
+          escapeControls(queueName)
+        }", but web processes store chains in ${stored}: start workers with 'shards: ${stored}', or the chains of the other shards never run`,
+      );
+    }
+  } catch {
+    // Closed, or Redis is down: the watch says so.
+  }
+}
+
+/**
+ * Says once, at start, which tasks the web processes store that this worker
+ * does not know: their jobs would fail (each reported as it does). Names no
+ * web process wrote for a week are stale, and not mentioned.
+ */
+async function checkTasks(
+  worker: Worker,
+  prefix: string,
+  queueName: string,
+  registry: ReadonlyMap<string, unknown>,
+): Promise<void> {
+  try {
+    const client = await worker.client;
+    const written = await client.hgetall(tasksKey(prefix, queueName));
+    const unknown = unknownNames(
+      Object.entries(written).map(([name, at]) => [name, Number(at)]),
+      registry,
+    );
+    if (unknown.length > 0) {
+      console.error(
+        `The BullMQ worker does not know ${
+          unknown.length === 1 ? "task" : "tasks"
+        } ${quoteNames(unknown)}, which web processes store in queue "${
+          escapeControls(queueName)
+        }": add ${unknown.length === 1 ? "it" : "them"} to its 'tasks', or ${
+          unknown.length === 1 ? "its jobs" : "their jobs"
+        } fail`,
+      );
+    }
+  } catch {
+    // Closed, or Redis is down: the watch says so.
+  }
+}
+
+/**
+ * A Worker whose main connection is watched too (when Redis comes back
+ * before ioredis's first reconnection fails, no error is ever emitted, but
+ * the connection did close), and that pauses while Redis refuses its
+ * writes.
+ */
+class WatchedWorker extends Worker {
+  #watch: ConnectionWatch | undefined;
+  /** The watch's source for a refusal, while there is one. */
+  readonly #refusal = {};
+  #refused = false;
+  /** Aborted by close(): ends the wait before a probe. */
+  readonly #closing = new AbortController();
+
+  watch(watch: ConnectionWatch, closed: () => boolean): void {
+    this.#watch = watch;
+    const connection = this.connection;
+    connection.on("close", () => {
+      if (!closed() && this.closing === undefined) {
+        watch.down(connection, new Error("the connection to Redis closed"));
+      }
+    });
+    connection.on("ready", () => watch.up(connection));
+  }
+
+  /**
+   * Redis refused a command while connected (a read-only replica, memory
+   * full): BullMQ tries the next job at once, and would spin, with an
+   * error each time, until Redis takes writes again. So the worker pauses
+   * (the tasks running go on), and a write probes Redis at the pace of a
+   * lost connection's reconnections (1 s, then up to 20 s apart), until
+   * one is taken: the worker then resumes.
+   */
+  refused(error: unknown): void {
+    this.#watch?.down(this.#refusal, error);
+    if (this.#refused) return;
+    this.#refused = true;
+    void this.pause(true).catch(() => {});
+    void this.#probe();
+  }
+
+  async #probe(): Promise<void> {
+    for (let attempt = 1;; attempt++) {
+      if (!await delay(probeDelay(attempt), this.#closing.signal)) return;
+      try {
+        const client = await this.client;
+        await client.set(this.toKey("probe"), "1", { PX: 1_000 });
+        break;
+      } catch {
+        // Still refused, or not reachable (which the watch tells).
+      }
+    }
+    if (this.closing !== undefined) return;
+    this.#refused = false;
+    this.#watch?.up(this.#refusal);
+    void Promise.resolve(this.resume()).catch(() => {});
+  }
+
+  override close(force?: boolean): Promise<void> {
+    this.#closing.abort();
+    return super.close(force);
+  }
+}
+
+/**
+ * Milliseconds before the `attempt`-th probe of a Redis that refuses
+ * writes: BullMQ's delays between reconnections (1 s for the first seven,
+ * then growing to 20 s).
+ */
+function probeDelay(attempt: number): number {
+  return Math.max(Math.min(Math.exp(attempt), 20_000), 1_000);
+}

@@ -1,0 +1,397 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+// One request's tasks as the runner sees them: a queue of tasks, and a life
+// cycle whose states are named here, with the moves allowed between them in
+// one table. Every guard elsewhere reads a state, never a set of flags.
+
+import type { DefinedTask } from "../api/define_task.ts";
+import type { RequestSummary, TaskResult } from "../api/task_info.ts";
+import type { OtelContext } from "./_telemetry.ts";
+import { functionName } from "../util/_promise.ts";
+
+/** What a task without arguments keeps: one array for them all. */
+const NO_ARGS: readonly unknown[] = Object.freeze([]);
+
+/**
+ * One added task: the function, its arguments, and its definition if any.
+ * Made by {@linkcode taskOf}.
+ */
+export interface Task {
+  readonly fn: (...args: unknown[]) => unknown;
+  /** Set for a task made by `defineTask`: `fn` then takes a context first. */
+  readonly defined: DefinedTask | undefined;
+  /** The task added after this one. */
+  next: Task | undefined;
+  /** The arguments, in an array that must not be changed. */
+  readonly args: readonly unknown[];
+  /** The index of the first argument `test` holds for, or -1; `args` would make an array. */
+  findArgument(test: (argument: unknown) => boolean): number;
+  /** Calls the function with the arguments, as a plain function. */
+  call(): unknown;
+}
+
+// Two classes of their own rather than subclasses of one: a derived class
+// costs its constructor a super() call (measured: 42 against 24 ns).
+
+/** A task of one argument, kept as it is: the common task costs one object. */
+class OneArgument implements Task {
+  readonly fn: (...args: unknown[]) => unknown;
+  readonly defined: DefinedTask | undefined;
+  next: Task | undefined = undefined;
+  #argument: unknown;
+
+  constructor(
+    fn: (...args: unknown[]) => unknown,
+    argument: unknown,
+    defined: DefinedTask | undefined,
+  ) {
+    this.fn = fn;
+    this.defined = defined;
+    this.#argument = argument;
+  }
+
+  get args(): readonly unknown[] {
+    return [this.#argument];
+  }
+
+  findArgument(test: (argument: unknown) => boolean): number {
+    return test(this.#argument) ? 0 : -1;
+  }
+
+  call(): unknown {
+    const { fn } = this;
+    return fn(this.#argument);
+  }
+}
+
+/** A task of none or several arguments, kept in an array. */
+class Arguments implements Task {
+  readonly fn: (...args: unknown[]) => unknown;
+  readonly defined: DefinedTask | undefined;
+  next: Task | undefined = undefined;
+  #args: readonly unknown[];
+
+  constructor(
+    fn: (...args: unknown[]) => unknown,
+    args: readonly unknown[],
+    defined: DefinedTask | undefined,
+  ) {
+    this.fn = fn;
+    this.defined = defined;
+    this.#args = args.length === 0 ? NO_ARGS : args;
+  }
+
+  get args(): readonly unknown[] {
+    return this.#args;
+  }
+
+  findArgument(test: (argument: unknown) => boolean): number {
+    return this.#args.findIndex(test);
+  }
+
+  call(): unknown {
+    const { fn } = this;
+    return fn(...this.#args);
+  }
+}
+
+/** Makes the task that calls `fn` with `args` (which it keeps, unchanged). */
+export function taskOf(
+  fn: (...args: unknown[]) => unknown,
+  args: readonly unknown[],
+  defined?: DefinedTask,
+): Task {
+  return args.length === 1
+    ? new OneArgument(fn, args[0], defined)
+    : new Arguments(fn, args, defined);
+}
+
+/**
+ * The task `waitUntil()` adds: it settles as the promise it tracks does.
+ * Named so, and known to the runner: it adds no work, only a wait.
+ */
+export function waitUntil(promise: Promise<unknown>): Promise<unknown> {
+  return promise;
+}
+
+/**
+ * The name a task is reported by: its definition's, else its function's
+ * `name`, else `"anonymous"`. Worked out when asked, since most tasks are
+ * never reported.
+ */
+export function nameOf(task: Task): string {
+  return task.defined?.name ?? functionName(task.fn);
+}
+
+/**
+ * Where a chain is in its life:
+ *
+ * - `open`: its handler runs, and tasks join it;
+ * - `returned`: its handler returned without adding a task; the first task
+ *   added later (while the response is sent, or after) schedules it;
+ * - `waiting`: live, waiting for its response to be sent and for the timer
+ *   shared by the chains that became ready in the same turn;
+ * - `queued`: live, waiting for a free slot under `concurrency`;
+ * - `running`: live, its tasks run one after another;
+ * - `storing`: live, a backend is storing it;
+ * - and the end states: `finished` (every task ran, or a backend failed to
+ *   store it after its response), `handedOver` (a backend stored it),
+ *   `discarded` (its handler failed, or it could not be stored before its
+ *   response), `skipped` (its response was not delivered) and `abandoned`
+ *   (given up at a deadline).
+ */
+export type ChainState =
+  | "open"
+  | "returned"
+  | "waiting"
+  | "queued"
+  | "running"
+  | "storing"
+  | "finished"
+  | "handedOver"
+  | "discarded"
+  | "skipped"
+  | "abandoned";
+
+/** The moves a chain may make from each state; any other is a bug of ours. */
+const MOVES: { readonly [S in ChainState]: readonly ChainState[] } = {
+  // A chain of `new BackgroundTasks()` runs straight from open with run().
+  open: ["returned", "waiting", "storing", "running", "discarded", "abandoned"],
+  returned: ["waiting"],
+  waiting: ["queued", "running", "storing", "skipped", "abandoned"],
+  queued: ["running", "storing", "abandoned"],
+  running: ["finished", "abandoned"],
+  storing: ["handedOver", "finished", "discarded", "abandoned"],
+  finished: [],
+  handedOver: [],
+  discarded: [],
+  skipped: [],
+  abandoned: [],
+};
+
+/** The same table, as lookups: a move is checked on every step of a chain. */
+const ALLOWED = Object.fromEntries(
+  Object.entries(MOVES).map(([from, to]) => [
+    from,
+    Object.fromEntries(to.map((state) => [state, true])),
+  ]),
+) as { readonly [S in ChainState]: { readonly [T in ChainState]?: true } };
+
+/**
+ * The runner that owns a chain, told about every step so that it can count,
+ * refuse and report work.
+ */
+export interface ChainOwner {
+  /**
+   * Called before a task joins: throws to refuse it to the caller, or
+   * returns `false` when it refused it and reported why (past the handler,
+   * where nobody may catch an error).
+   */
+  accept(chain: Chain, task: Task): boolean;
+  /** The first task of a chain whose handler had returned is in it. */
+  scheduleReturned(chain: Chain): void;
+  /** A failed attempt will be retried. */
+  retried(chain: Chain): void;
+  /** A task is over, after its last attempt. */
+  taskSettled(
+    chain: Chain,
+    outcome: "succeeded" | "failed" | "timedOut",
+  ): void;
+  /** The chain has run its last task; it is `finished`. */
+  finished(chain: Chain): void;
+  /**
+   * Makes the chain that a task added to an ended chain starts: a chain of
+   * its own for the same request, which runs as soon as it can.
+   */
+  successor(ended: Chain): Chain;
+}
+
+/**
+ * The runner's view of one request's tasks. {@linkcode BackgroundTasks} is
+ * its public face.
+ */
+export class Chain {
+  state: ChainState = "open";
+  /**
+   * The first task not yet over: the one running, or the next to run. Tasks
+   * form a linked list, so a chain of one task costs no array, and a task is
+   * released as soon as it is over.
+   */
+  head: Task | undefined = undefined;
+  #tail: Task | undefined = undefined;
+  /** How many tasks have been added (for a successor, since the request began). */
+  size = 0;
+  /** How many are over: the index of `head`. */
+  position = 0;
+  /** The runner, set by a wrapper before its handler runs. */
+  owner: ChainOwner | undefined = undefined;
+  /**
+   * The public face a wrapper handed out (a `BackgroundTasks`), for ambient
+   * access while the chain runs.
+   */
+  facade: object | undefined = undefined;
+  /** The order in which the runner made it live, from 1; drains compare it. */
+  sequence = 0;
+  /** Neighbours in the runner's open list, then in its live list. */
+  previous: Chain | undefined = undefined;
+  next: Chain | undefined = undefined;
+  /** Method and URL of the request, captured while its handler ran. */
+  method: string | undefined = undefined;
+  url: string | undefined = undefined;
+  /** Whether the response reached the client; `undefined` when nobody said. */
+  delivered: boolean | undefined = undefined;
+  /**
+   * What few chains need, in an object of its own made on first use, so
+   * that thousands of chains waiting on long tasks hold less memory.
+   */
+  #rare: Rare | undefined = undefined;
+
+  /** Sets a rare field; clearing one of a chain without any makes nothing. */
+  #write<K extends keyof Rare>(key: K, value: Rare[K]): void {
+    if (value === undefined && this.#rare === undefined) return;
+    (this.#rare ??= new Rare())[key] = value;
+  }
+
+  /** The request of a `returned` chain, until its first task. */
+  get source(): Request | undefined {
+    return this.#rare?.source;
+  }
+  set source(request: Request | undefined) {
+    this.#write("source", request);
+  }
+
+  /** The info of a `returned` chain, until its first task. */
+  get serveInfo(): Deno.ServeHandlerInfo | undefined {
+    return this.#rare?.serveInfo;
+  }
+  set serveInfo(info: Deno.ServeHandlerInfo | undefined) {
+    this.#write("serveInfo", info);
+  }
+
+  /** Made on first use: with a task's index, the task's stable id. */
+  get id(): string | undefined {
+    return this.#rare?.id;
+  }
+  set id(id: string | undefined) {
+    this.#write("id", id);
+  }
+
+  /** Each task's result, when someone asked for them (`run()`, tests). */
+  get results(): TaskResult[] | undefined {
+    return this.#rare?.results;
+  }
+  set results(results: TaskResult[] | undefined) {
+    this.#write("results", results);
+  }
+
+  /**
+   * Aborted when the runner gives up on the chain: running attempts, their
+   * timeouts, retry delays and a backend's attempts to store it all end.
+   */
+  get signal(): AbortSignal {
+    return ((this.#rare ??= new Rare()).controller ??= new AbortController())
+      .signal;
+  }
+
+  /**
+   * With telemetry on, the context active when the chain's first task was
+   * added: its request's, which its tasks' spans are children of.
+   */
+  get trace(): OtelContext | undefined {
+    return this.#rare?.trace;
+  }
+  set trace(context: OtelContext | undefined) {
+    this.#write("trace", context);
+  }
+
+  /** The controller behind `signal`, if anyone asked for it. */
+  get controller(): AbortController | undefined {
+    return this.#rare?.controller;
+  }
+
+  /** Whether tasks can still join: not ended, and not being stored. */
+  get accepting(): boolean {
+    return MOVES[this.state].length > 0 && this.state !== "storing";
+  }
+
+  /** The request as reports show it. */
+  get request(): RequestSummary | undefined {
+    if (this.url === undefined) return undefined;
+    return { method: this.method!, url: this.url };
+  }
+
+  /** How many tasks are not over, the running one included. */
+  get remaining(): number {
+    return this.size - this.position;
+  }
+
+  /** Moves to `state`; throws if the table above does not allow it. */
+  moveTo(state: ChainState): void {
+    if (ALLOWED[this.state][state] !== true) {
+      throw new Error(
+        `Cannot move a chain from "${this.state}" to "${state}"`,
+      );
+    }
+    this.state = state;
+  }
+
+  add(task: Task): void {
+    if (!this.accepting) {
+      throw new Error(
+        "Cannot add task as the request's tasks have already run",
+      );
+    }
+    if (this.owner !== undefined && !this.owner.accept(this, task)) return;
+    if (this.#tail === undefined) this.head = task;
+    else this.#tail.next = task;
+    this.#tail = task;
+    this.size++;
+    if (this.state === "returned") this.owner!.scheduleReturned(this);
+  }
+
+  /** Lets go of the head once its task is over; the next task becomes the head. */
+  advance(): void {
+    this.head = this.head!.next;
+    if (this.head === undefined) this.#tail = undefined;
+    this.position++;
+  }
+
+  /** Lets go of every task, as a backend that took them over does. */
+  release(): void {
+    this.head = this.#tail = undefined;
+    this.position = this.size;
+  }
+
+  /** The names of the tasks that are not over, the running one included. */
+  unfinished(): string[] {
+    const names: string[] = [];
+    for (let task = this.head; task !== undefined; task = task.next) {
+      names.push(nameOf(task));
+    }
+    return names;
+  }
+}
+
+/** A chain's fields that few chains use (see `Chain`). */
+class Rare {
+  source: Request | undefined = undefined;
+  serveInfo: Deno.ServeHandlerInfo | undefined = undefined;
+  id: string | undefined = undefined;
+  results: TaskResult[] | undefined = undefined;
+  controller: AbortController | undefined = undefined;
+  trace: OtelContext | undefined = undefined;
+}
+
+/**
+ * Access to the chain behind a {@linkcode BackgroundTasks}, which keeps it in a
+ * private field. Filled in by the class's static block, so it is ready as soon
+ * as the class can be constructed: whoever holds a `BackgroundTasks` can use it.
+ */
+export const internals = {} as {
+  chainOf(tasks: object): Chain;
+  /**
+   * Told about each chain a wrapper creates, while set: how the testing
+   * helper finds the chain of the request it makes.
+   */
+  created?: ((chain: Chain) => void) | undefined;
+};

@@ -1,0 +1,479 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+// Traces and metrics through Deno's built-in OpenTelemetry, with no package:
+// each attempt of a task is a span, child of the span that was active when
+// its request added it (the request's server span), and its task's own
+// `fetch` calls and spans nest under it. A chain that crosses a process
+// carries its parent as a W3C `traceparent` string. Deno types its
+// telemetry as `any`: the few shapes used are declared here.
+//
+// Off unless Deno's telemetry is on (`OTEL_DENO=true`): then none of this
+// runs on a request's path, which only compares a config field with
+// undefined.
+
+import { errorText } from "../util/_error_text.ts";
+import { isInstance } from "../util/_promise.ts";
+import type { Outcome } from "./_call.ts";
+import type { TaskStats } from "../api/task_controls.ts";
+import type { TaskInfo } from "../api/task_info.ts";
+
+/** OpenTelemetry's context: immutable values by key. */
+export interface OtelContext {
+  getValue(key: symbol): unknown;
+  setValue(key: symbol, value: unknown): OtelContext;
+}
+
+/** What identifies a span across processes. */
+interface SpanContext {
+  readonly traceId: string;
+  readonly spanId: string;
+  readonly traceFlags: number;
+  readonly isRemote?: boolean;
+}
+
+type AttributeValue = string | number | boolean;
+
+/** The part of OpenTelemetry's span used here. */
+interface Span {
+  spanContext(): SpanContext;
+  setAttributes(attributes: Record<string, AttributeValue>): unknown;
+  setStatus(status: { code: number; message?: string }): unknown;
+  recordException(exception: unknown): unknown;
+  end(): void;
+}
+
+interface Tracer {
+  startSpan(
+    name: string,
+    options: { kind: number; attributes: Record<string, AttributeValue> },
+    context: OtelContext | undefined,
+  ): Span;
+}
+
+interface ContextManager {
+  active(): OtelContext;
+  with<R>(context: OtelContext, fn: () => R): R;
+}
+
+interface Histogram {
+  record(value: number, attributes: Record<string, AttributeValue>): void;
+}
+
+interface ObservableResult {
+  observe(value: number, attributes: Record<string, AttributeValue>): void;
+}
+
+interface Observable {
+  addCallback(callback: (result: ObservableResult) => void): void;
+}
+
+interface Meter {
+  createHistogram(
+    name: string,
+    options: { description: string; unit: string },
+  ): Histogram;
+  createObservableGauge(
+    name: string,
+    options: { description: string; unit: string },
+  ): Observable;
+  createObservableCounter(
+    name: string,
+    options: { description: string; unit: string },
+  ): Observable;
+}
+
+/** Deno's telemetry, as typed here. */
+interface DenoTelemetry {
+  readonly tracerProvider: {
+    getTracer(name: string, version?: string): Tracer;
+  };
+  readonly contextManager: ContextManager;
+  readonly meterProvider: { getMeter(name: string, version?: string): Meter };
+}
+
+/** The key under which OpenTelemetry's context holds the active span. */
+const SPAN_KEY = Symbol.for("OpenTelemetry Context Key SPAN");
+
+/** Where OpenTelemetry's JavaScript API looks for its global providers. */
+const API_KEY = Symbol.for("opentelemetry.js.api.1");
+
+/** Span kinds, as OpenTelemetry's JavaScript API numbers them. */
+const INTERNAL = 0;
+const CONSUMER = 4;
+
+/** OpenTelemetry's error status code. */
+const ERROR = 2;
+
+const SCOPE = "@afterward/background-tasks";
+const VERSION = "0.1.0";
+
+/** A W3C `traceparent`, version 00. */
+const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+
+/**
+ * The span context a `traceparent` names, if it is valid: of the form
+ * above, with neither id all zeros, as W3C requires (Deno's `startSpan()`
+ * throws on such a parent, and the task would have no span).
+ */
+function parseTraceparent(
+  traceparent: string,
+): SpanContext | undefined {
+  const match = TRACEPARENT.exec(traceparent);
+  if (match === null) return undefined;
+  const traceId = match[1]!;
+  const spanId = match[2]!;
+  if (/^0+$/.test(traceId) || /^0+$/.test(spanId)) return undefined;
+  return {
+    traceId,
+    spanId,
+    traceFlags: parseInt(match[3]!, 16),
+    isRemote: true,
+  };
+}
+
+/**
+ * Where an attempt runs, for the span's kind and attributes: in this
+ * process, or in a worker that took it from a queue.
+ */
+export interface AttemptSource {
+  /** Set for a worker: the queue's system and name, and the message's id. */
+  readonly consumer?: {
+    readonly system: string;
+    readonly destination: string;
+    readonly messageId: string;
+  };
+}
+
+/** An attempt's span, between its start and its end. */
+export interface AttemptSpan {
+  /** Runs `fn` with the span active, so that what it starts nests under it. */
+  run<R>(fn: () => R): R;
+  /**
+   * Ends the span with the attempt's outcome, and measures the attempt; only
+   * the first call counts (an attempt given up on ends at once, its task
+   * perhaps later).
+   */
+  end(outcome: Outcome, value: unknown, willRetry: boolean): void;
+}
+
+/**
+ * Deno's telemetry, when it is on: made once per process, since Deno reads
+ * `OTEL_DENO` at startup.
+ */
+export class Telemetry {
+  readonly #tracer: Tracer;
+  readonly #contexts: ContextManager;
+  readonly #duration: Histogram;
+  /** The runners alive, each with its stats when last seen. */
+  readonly #runners = new Map<
+    WeakRef<{ readonly stats: TaskStats }>,
+    TaskStats | undefined
+  >();
+  /**
+   * The outcomes of the runners collected since they were watched, as last
+   * seen, so that the outcomes counter never goes down.
+   */
+  readonly #retired: Outcomes = noOutcomes();
+
+  constructor(deno: DenoTelemetry) {
+    this.#tracer = deno.tracerProvider.getTracer(SCOPE, VERSION);
+    this.#contexts = deno.contextManager;
+    const meter = deno.meterProvider.getMeter(SCOPE, VERSION);
+    this.#duration = meter.createHistogram("background_task.attempt.duration", {
+      description: "How long an attempt of a background task took",
+      unit: "s",
+    });
+    meter.createObservableGauge("background_task.tasks", {
+      description:
+        "Background tasks accepted and not finished, by state: queued (waiting for their response, a slot or an earlier task), running, or being stored by a backend",
+      unit: "{task}",
+    }).addCallback((result) => {
+      const totals = { queued: 0, running: 0, storing: 0 };
+      this.#eachRunner((stats) => {
+        totals.queued += stats.queued;
+        totals.running += stats.running;
+        totals.storing += stats.storing;
+      });
+      for (const [state, value] of Object.entries(totals)) {
+        result.observe(value, { "background_task.state": state });
+      }
+    });
+    meter.createObservableCounter("background_task.outcomes", {
+      description:
+        "Background tasks of the wrapped handlers, by how they ended: succeeded, failed (a timeout aside), timedOut, or never run here: refused, discarded, skipped, abandoned, enqueued (handed to a backend)",
+      unit: "{task}",
+    }).addCallback((result) => {
+      const totals = noOutcomes();
+      this.#eachRunner((stats) => addOutcomes(totals, stats));
+      // After the runners, which may have retired some.
+      for (const key of Object.keys(totals) as (keyof Outcomes)[]) {
+        totals[key] += this.#retired[key];
+      }
+      for (const [outcome, value] of Object.entries(totals)) {
+        result.observe(value, { "background_task.outcome": outcome });
+      }
+    });
+  }
+
+  /** The context active now: in a handler, the request's. */
+  active(): OtelContext {
+    return this.#contexts.active();
+  }
+
+  /** Counts a runner's tasks in the gauges, for as long as it lives. */
+  watch(runner: { readonly stats: TaskStats }): void {
+    this.#runners.set(new WeakRef(runner), undefined);
+  }
+
+  /**
+   * Calls `fn` with the stats of each runner alive, keeping them; a runner
+   * collected since retires with the outcomes it was last seen with.
+   */
+  #eachRunner(fn: (stats: TaskStats) => void): void {
+    for (const [ref, last] of this.#runners) {
+      const runner = ref.deref();
+      if (runner === undefined) {
+        this.#runners.delete(ref);
+        if (last !== undefined) addOutcomes(this.#retired, last);
+        continue;
+      }
+      const stats = runner.stats;
+      this.#runners.set(ref, stats);
+      fn(stats);
+    }
+  }
+
+  /**
+   * Starts the span of an attempt, child of `parent` (the context captured
+   * when its request added the task, or made from a `traceparent`). Its
+   * attributes name the task, never its arguments or its request's URL.
+   */
+  start(
+    info: TaskInfo,
+    options: {
+      /** The task's stable id, `""` for a task without one. */
+      readonly id: string;
+      readonly parent?: OtelContext | undefined;
+      readonly source?: AttemptSource | undefined;
+    },
+  ): AttemptSpan | undefined {
+    // Telemetry must never cost a task its run: if it fails, the attempt
+    // goes on without a span.
+    try {
+      return this.#start(info, options);
+    } catch {
+      return undefined;
+    }
+  }
+
+  #start(
+    info: TaskInfo,
+    { id, parent, source }: {
+      readonly id: string;
+      readonly parent?: OtelContext | undefined;
+      readonly source?: AttemptSource | undefined;
+    },
+  ): AttemptSpan {
+    const attributes: Record<string, AttributeValue> = {
+      "background_task.name": info.name,
+      "background_task.index": info.index,
+      "background_task.attempt": info.attempt,
+    };
+    if (id !== "") attributes["background_task.id"] = id;
+    if (info.delivered !== undefined) {
+      attributes["background_task.response_delivered"] = info.delivered;
+    }
+    const consumer = source?.consumer;
+    if (consumer !== undefined) {
+      attributes["messaging.system"] = consumer.system;
+      attributes["messaging.operation.name"] = "process";
+      attributes["messaging.operation.type"] = "process";
+      attributes["messaging.destination.name"] = consumer.destination;
+      attributes["messaging.message.id"] = consumer.messageId;
+    }
+    const span = this.#tracer.startSpan(
+      `task ${info.name}`,
+      { kind: consumer === undefined ? INTERNAL : CONSUMER, attributes },
+      parent,
+    );
+    const startedAt = performance.now();
+    const active = (parent ?? this.#contexts.active()).setValue(SPAN_KEY, span);
+    let ended = false;
+    return {
+      run: (fn) => this.#contexts.with(active, fn),
+      end: (outcome, value, willRetry) => {
+        if (ended) return;
+        ended = true;
+        try {
+          // Each attribute is a call into Deno: `will_retry` is said only
+          // of an attempt that did not succeed.
+          const ended: Record<string, AttributeValue> = {
+            "background_task.outcome": outcome,
+          };
+          const measured: Record<string, AttributeValue> = {
+            "background_task.name": info.name,
+            "background_task.outcome": outcome,
+          };
+          if (outcome !== "succeeded") {
+            ended["background_task.will_retry"] = willRetry;
+            const name = errorName(value);
+            const type = errorType(outcome, name);
+            ended["error.type"] = measured["error.type"] = type;
+            const message = errorText(value, "message");
+            // The error as the default reporter writes it, read once and
+            // without throwing: its message and stack, which hold no
+            // argument of the task.
+            span.recordException({
+              name: name ?? type,
+              message,
+              stack: errorText(value),
+            });
+            span.setStatus({ code: ERROR, message });
+          }
+          span.setAttributes(ended);
+          this.#duration.record(
+            (performance.now() - startedAt) / 1000,
+            measured,
+          );
+        } catch {
+          // Telemetry failing changes nothing for the task.
+        } finally {
+          try {
+            span.end();
+          } catch {
+            // As above.
+          }
+        }
+      },
+    };
+  }
+
+  /**
+   * The `traceparent` of the span active in `context`, to carry with a
+   * chain to another process; `undefined` when it has none.
+   */
+  traceparent(context: OtelContext | undefined): string | undefined {
+    // The span may be anyone's: if it cannot say, the chain goes without.
+    try {
+      const span = context?.getValue(SPAN_KEY) as Partial<Span> | undefined;
+      if (typeof span?.spanContext !== "function") return undefined;
+      const { traceId, spanId, traceFlags } = span.spanContext();
+      const flags = (traceFlags & 0xff).toString(16).padStart(2, "0");
+      const traceparent = `00-${traceId}-${spanId}-${flags}`;
+      return parseTraceparent(traceparent) === undefined
+        ? undefined
+        : traceparent;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * The context whose parent is the remote span a `traceparent` names, or
+   * `undefined` for a missing or malformed one.
+   */
+  remote(traceparent: unknown): OtelContext | undefined {
+    if (typeof traceparent !== "string") return undefined;
+    const spanContext = parseTraceparent(traceparent);
+    if (spanContext === undefined) return undefined;
+    return this.#contexts.active().setValue(SPAN_KEY, {
+      spanContext: () => spanContext,
+      isRecording: () => false,
+    });
+  }
+}
+
+/** Tasks by how they ended, as the outcomes counter reports them. */
+interface Outcomes {
+  succeeded: number;
+  failed: number;
+  timedOut: number;
+  refused: number;
+  discarded: number;
+  skipped: number;
+  abandoned: number;
+  enqueued: number;
+}
+
+function noOutcomes(): Outcomes {
+  return {
+    succeeded: 0,
+    failed: 0,
+    timedOut: 0,
+    refused: 0,
+    discarded: 0,
+    skipped: 0,
+    abandoned: 0,
+    enqueued: 0,
+  };
+}
+
+/** Adds a runner's stats to `totals`; `failed` leaves out the timeouts. */
+function addOutcomes(totals: Outcomes, stats: TaskStats): void {
+  totals.succeeded += stats.succeeded;
+  totals.failed += stats.failed - stats.timedOut;
+  totals.timedOut += stats.timedOut;
+  totals.refused += stats.refused;
+  totals.discarded += stats.discarded;
+  totals.skipped += stats.skipped;
+  totals.abandoned += stats.abandoned;
+  totals.enqueued += stats.enqueued;
+}
+
+/** The name of a thrown `Error`, if it can be read; else `undefined`. */
+function errorName(value: unknown): string | undefined {
+  if (!isInstance(value, Error)) return undefined;
+  try {
+    const { name } = value;
+    return typeof name === "string" && name !== "" ? name : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The `error.type` of an attempt that did not succeed: `timeout`,
+ * `abandoned`, the error's name, or `_OTHER` as OpenTelemetry's conventions
+ * say for a value without one.
+ */
+function errorType(outcome: Outcome, name: string | undefined): string {
+  if (outcome === "timedOut") return "timeout";
+  if (outcome === "abandoned") return "abandoned";
+  return name ?? "_OTHER";
+}
+
+let telemetry: Telemetry | null | undefined;
+
+/**
+ * Deno's telemetry when it is on (`OTEL_DENO=true`), else `undefined`.
+ * Asked once: the answer cannot change while the process runs. On is told
+ * by Deno having registered its providers as OpenTelemetry's global ones,
+ * which asks no permission and never throws.
+ */
+export function denoTelemetry(): Telemetry | undefined {
+  if (telemetry === undefined) {
+    const deno = onTelemetry();
+    telemetry = deno === undefined ? null : new Telemetry(deno);
+  }
+  return telemetry ?? undefined;
+}
+
+/**
+ * Whether Deno's telemetry is on, whatever the `telemetry` options say:
+ * then `Deno.exit()` exports what is left before the process ends.
+ */
+export function denoTelemetryOn(): boolean {
+  return onTelemetry() !== undefined;
+}
+
+function onTelemetry(): DenoTelemetry | undefined {
+  try {
+    const deno = (globalThis as { Deno?: { telemetry?: DenoTelemetry } })
+      .Deno?.telemetry;
+    const api = (globalThis as Record<symbol, { trace?: unknown }>)[API_KEY];
+    if (deno !== undefined && api?.trace === deno.tracerProvider) return deno;
+  } catch {
+    // Not Deno's, or not on: no telemetry.
+  }
+  return undefined;
+}

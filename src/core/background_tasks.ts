@@ -1,0 +1,342 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+import { Chain, internals, type Task, taskOf, waitUntil } from "./_chain.ts";
+import { runChain } from "./_execute.ts";
+import { executionConfig, RUN_OPTIONS } from "./_config.ts";
+import { assertOptions, describe } from "../util/_assert.ts";
+import { isInstance, isThenable, toPromise } from "../util/_promise.ts";
+import { DefinedTask } from "../api/define_task.ts";
+import type { RunOptions, TaskResult } from "../api/task_info.ts";
+
+const NO_PROPS: Readonly<Record<string, never>> = Object.freeze({});
+
+function ignore(): void {}
+
+/**
+ * The tasks one request wants done after its response, in the order they were
+ * added: the counterpart of FastAPI's `BackgroundTasks`.
+ *
+ * {@linkcode withBackgroundTasks} creates one per request and passes it to the
+ * handler as its third argument; hand the same object to any helper that
+ * should add work, and every task joins one chain. Once the response has been
+ * sent, the tasks run one after another, each awaited; one that throws or
+ * rejects is reported and the next one runs.
+ *
+ * On its own, with {@linkcode BackgroundTasks.prototype.run}, it runs tasks
+ * anywhere: in a unit test, or under another framework.
+ *
+ * @example Add tasks and run them
+ * ```ts
+ * import { BackgroundTasks } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const sent: string[] = [];
+ * async function sendEmail(to: string, subject = "") {
+ *   await Promise.resolve();
+ *   sent.push(`${to}: ${subject}`);
+ * }
+ *
+ * const tasks = new BackgroundTasks();
+ * tasks.addTask(sendEmail, "a@example.com", "Welcome");
+ * tasks.addTask(sendEmail, "b@example.com");
+ *
+ * const results = await tasks.run();
+ * assert.deepEqual(sent, ["a@example.com: Welcome", "b@example.com: "]);
+ * assert.deepEqual(results.map((result) => result.status), [
+ *   "fulfilled",
+ *   "fulfilled",
+ * ]);
+ * ```
+ */
+export class BackgroundTasks {
+  #chain: Chain;
+  /** The promise of `run()`, which runs the tasks once. */
+  #run: Promise<TaskResult[]> | undefined;
+
+  /** Creates an empty list of tasks, to fill with `addTask()` and execute with `run()`. */
+  constructor() {
+    this.#chain = new Chain();
+  }
+
+  /**
+   * Adds a task: `fn` will be called with `args` after the response has been
+   * sent, once the tasks added before it have finished. `fn` may be
+   * synchronous or return a promise; `args` are checked against its
+   * parameters at compile time.
+   *
+   * Tasks are called with `this` undefined, as FastAPI calls them, so a
+   * method loses its object when passed on its own: add
+   * `mailer.send.bind(mailer)` or `(to) => mailer.send(to)`. A method that
+   * declares its `this` type is refused at compile time.
+   *
+   * @example Arguments are type-checked
+   * ```ts
+   * import { BackgroundTasks } from "@afterward/background-tasks";
+   * import assert from "node:assert/strict";
+   *
+   * function writeNotification(email: string, message = "") {
+   *   return `notification for ${email}: ${message}`;
+   * }
+   *
+   * const tasks = new BackgroundTasks();
+   * tasks.addTask(writeNotification, "a@example.com", "some notification");
+   * // @ts-expect-error: a number is not an email address
+   * tasks.addTask(writeNotification, 42);
+   * assert.equal(tasks.size, 2);
+   * ```
+   *
+   * @typeParam A The parameters of `fn`, which `args` must match.
+   * @param fn The function to call.
+   * @param args The arguments to call it with.
+   * @throws {TypeError} If `fn` is not a function, or, in a handler's
+   * tasks, if an argument is a `Request` or a `ReadableStream`, which cannot
+   * be read once the response is sent (read what the task needs in the
+   * handler and pass that).
+   * @throws {QueueFullError} If the handler's runner already holds
+   * `maxPending` tasks.
+   * @throws {Error} If the tasks were made with `new BackgroundTasks()` and
+   * `run()` has finished them. (A handler's tasks never refuse a late task:
+   * once the request's chain has finished, the task runs as a chain of its
+   * own.)
+   */
+  addTask<A extends unknown[]>(
+    fn: (this: void, ...args: A) => unknown,
+    ...args: NoInfer<A>
+  ): void;
+  /**
+   * Adds a task made by {@linkcode defineTask}: its function will be called
+   * with a {@linkcode TaskContext} and then `args`, with the task's timeout
+   * and retry policy. `args` are checked against the parameters after the
+   * context.
+   *
+   * @example Add a defined task
+   * ```ts
+   * import { BackgroundTasks, defineTask } from "@afterward/background-tasks";
+   * import assert from "node:assert/strict";
+   *
+   * const greet = defineTask(({ attempt }, name: string) => `${attempt}: hi ${name}`);
+   * const tasks = new BackgroundTasks();
+   * tasks.addTask(greet, "Ada");
+   * // @ts-expect-error: the context is passed by the runner, not by you
+   * tasks.addTask(greet, { attempt: 1 }, "Ada");
+   * const [result] = await tasks.run();
+   * assert.deepEqual(result, {
+   *   status: "fulfilled",
+   *   name: "anonymous",
+   *   index: 0,
+   *   value: "1: hi Ada",
+   * });
+   * ```
+   *
+   * @typeParam A The task's parameters after its context.
+   * @param task The task to run.
+   * @param args The arguments to call it with.
+   * @throws {TypeError} In a handler's tasks, if an argument is a `Request`
+   * or a `ReadableStream`.
+   * @throws {QueueFullError} If the handler's runner already holds
+   * `maxPending` tasks.
+   * @throws {Error} If the tasks were made with `new BackgroundTasks()` and
+   * `run()` has finished them.
+   */
+  addTask<A extends unknown[]>(
+    task: DefinedTask<A>,
+    ...args: NoInfer<A>
+  ): void;
+  addTask(
+    fn: ((...args: unknown[]) => unknown) | DefinedTask,
+    ...args: unknown[]
+  ): void {
+    if (isInstance(fn, DefinedTask)) {
+      this.#add(taskOf(fn.fn as (...args: unknown[]) => unknown, args, fn));
+      return;
+    }
+    if (typeof fn !== "function") {
+      throw new TypeError(
+        isThenable(fn)
+          ? "Cannot add task as 'fn' is a promise, which has started already: pass the function and its arguments, or use waitUntil() for a promise"
+          : `Cannot add task as 'fn' must be a function or a defined task: current value is ${
+            describe(fn)
+          }`,
+      );
+    }
+    this.#add(taskOf(fn, args));
+  }
+
+  #add(task: Task): void {
+    let chain = this.#chain;
+    // A handler's chain that has closed (run, handed over, discarded):
+    // the task starts a chain of its own rather than throwing where nobody
+    // may catch it (a timer the handler left behind).
+    if (!chain.accepting && chain.owner !== undefined) {
+      chain = this.#chain = chain.owner.successor(chain);
+    }
+    chain.add(task);
+  }
+
+  /**
+   * Keeps a promise that has already started in this request's chain, the
+   * way Workers' `ctx.waitUntil()` does: the chain (and `drain()`) waits for
+   * it in turn, and a rejection is reported like a failed task, named
+   * `"waitUntil"`. It is handled at once, so an early rejection never goes
+   * unhandled. With this method and {@linkcode passThroughOnException},
+   * `tasks` is an `ExecutionContext` for Hono and other Workers-style code.
+   *
+   * @example Track work that already started
+   * ```ts
+   * import { BackgroundTasks } from "@afterward/background-tasks";
+   * import assert from "node:assert/strict";
+   *
+   * const tasks = new BackgroundTasks();
+   * const saved: string[] = [];
+   * const write = Promise.resolve().then(() => saved.push("cache entry"));
+   * tasks.waitUntil(write);
+   * tasks.waitUntil(Promise.reject(new Error("cache is down")));
+   *
+   * const reported: string[] = [];
+   * await tasks.run({ onTaskError: (_error, info) => void reported.push(info.name) });
+   * assert.deepEqual(saved, ["cache entry"]);
+   * assert.deepEqual(reported, ["waitUntil"]);
+   * ```
+   *
+   * @param promise The promise to wait for.
+   * @throws {TypeError} If `promise` is not a promise or other thenable.
+   * @throws {Error} If the tasks were made with `new BackgroundTasks()` and
+   * `run()` has finished them.
+   */
+  waitUntil(promise: Promise<unknown>): void {
+    if (!isThenable(promise)) {
+      throw new TypeError(
+        `Cannot wait until as 'promise' must be a promise: current value is ${
+          describe(promise)
+        }`,
+      );
+    }
+    const tracked = toPromise(promise);
+    tracked.then(undefined, ignore);
+    this.addTask(waitUntil, tracked);
+  }
+
+  /**
+   * Does nothing: Workers use it to fall through to the origin on an
+   * exception, which has no meaning here. It exists so that `tasks` has the
+   * shape of an `ExecutionContext`.
+   *
+   * @example Usage
+   * ```ts
+   * import { BackgroundTasks } from "@afterward/background-tasks";
+   * import assert from "node:assert/strict";
+   *
+   * const tasks = new BackgroundTasks();
+   * tasks.passThroughOnException();
+   * assert.equal(tasks.size, 0);
+   * ```
+   */
+  passThroughOnException(): void {}
+
+  /**
+   * Workers' `ctx.props`, for the shape of an `ExecutionContext`: always an
+   * empty, frozen object.
+   *
+   * @example Usage
+   * ```ts
+   * import { BackgroundTasks } from "@afterward/background-tasks";
+   * import assert from "node:assert/strict";
+   *
+   * assert.deepEqual(new BackgroundTasks().props, {});
+   * ```
+   *
+   * @returns An empty, frozen object.
+   */
+  get props(): Readonly<Record<string, never>> {
+    return NO_PROPS;
+  }
+
+  /**
+   * How many tasks have been added, including those that have already run.
+   *
+   * @example Usage
+   * ```ts
+   * import { BackgroundTasks } from "@afterward/background-tasks";
+   * import assert from "node:assert/strict";
+   *
+   * const tasks = new BackgroundTasks();
+   * tasks.addTask(() => {});
+   * assert.equal(tasks.size, 1);
+   * ```
+   *
+   * @returns The number of tasks added.
+   */
+  get size(): number {
+    return this.#chain.size;
+  }
+
+  /**
+   * Runs the tasks in the order they were added, each awaited, and resolves
+   * with one settled result per task. A task that throws or rejects is
+   * reported through `onTaskError` and the next one runs; the promise never
+   * rejects. Tasks added while it runs join the end.
+   *
+   * The tasks run once: calling `run()` again returns the same promise.
+   *
+   * @example Failures are reported and do not stop the chain
+   * ```ts
+   * import { BackgroundTasks } from "@afterward/background-tasks";
+   * import assert from "node:assert/strict";
+   *
+   * const tasks = new BackgroundTasks();
+   * tasks.addTask(function failing() {
+   *   throw new Error("boom");
+   * });
+   * tasks.addTask(() => "still runs");
+   *
+   * const failed: string[] = [];
+   * const results = await tasks.run({
+   *   onTaskError: (_error, info) => {
+   *     failed.push(info.name);
+   *   },
+   * });
+   * assert.deepEqual(failed, ["failing"]);
+   * assert.equal(results[1]?.status, "fulfilled");
+   * ```
+   *
+   * @param options How to report failures, time out attempts and observe them.
+   * @returns The settled results, one per task, in order.
+   * @throws {TypeError} If an option has the wrong type.
+   * @throws {RangeError} If `timeout` is not a positive number.
+   * @throws {Error} If the tasks belong to a handler made by
+   * `withBackgroundTasks`, which runs them after its response.
+   */
+  run(options: RunOptions = {}): Promise<TaskResult[]> {
+    const action = "Cannot run tasks";
+    assertOptions(options, RUN_OPTIONS, action);
+    const config = executionConfig(options, action);
+    if (this.#chain.owner !== undefined) {
+      throw new Error(
+        "Cannot run tasks as they belong to a handler, which runs them after its response",
+      );
+    }
+    return this.#run ??= runChain(this.#chain, config);
+  }
+
+  /**
+   * Shows the number of tasks and their names, never their arguments.
+   *
+   * @param inspect Deno's inspect function.
+   * @returns A one-line description.
+   */
+  [Symbol.for("Deno.customInspect")](
+    inspect: (value: unknown) => string,
+  ): string {
+    const chain = this.#chain;
+    // Three states to the outside: tasks can join and none has started;
+    // they run (or a backend stores them); it is over.
+    const state = chain.accepting
+      ? (chain.state === "running" ? "running" : "open")
+      : (chain.state === "storing" ? "running" : "closed");
+    return `BackgroundTasks ${inspect({ size: this.size, state })}`;
+  }
+
+  static {
+    internals.chainOf = (tasks) => (tasks as BackgroundTasks).#chain;
+  }
+}

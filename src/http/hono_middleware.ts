@@ -1,0 +1,218 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+import { runnerConfig } from "../core/_config.ts";
+import { Runner } from "../core/_runner.ts";
+import { tasksFor, unstored, withControls } from "./_scope.ts";
+import { BackgroundTasks } from "../core/background_tasks.ts";
+import type {
+  TaskControls,
+  WithBackgroundTasksOptions,
+} from "../api/task_controls.ts";
+
+/**
+ * The variable {@linkcode backgroundTasks} sets on Hono's context:
+ * `c.var.backgroundTasks`.
+ *
+ * @example Declare it with your own variables
+ * ```ts
+ * import type { BackgroundTasksVariables } from "@afterward/background-tasks/hono";
+ * import { Hono } from "npm:hono@^4";
+ *
+ * const app = new Hono<{ Variables: BackgroundTasksVariables & { user: string } }>();
+ * app.get("/", (c) => c.text(`${c.var.user}: ${c.var.backgroundTasks.size}`));
+ * ```
+ */
+export interface BackgroundTasksVariables {
+  /** The request's tasks, to run after its response has been sent. */
+  backgroundTasks: BackgroundTasks;
+}
+
+/**
+ * The part of Hono's `Context` that the middleware uses. Hono's context
+ * satisfies it when the app's environment declares
+ * {@linkcode BackgroundTasksVariables}; the middleware depends on Hono's
+ * types only through this shape.
+ *
+ * @example Hono's context satisfies it
+ * ```ts
+ * import type { HonoContext } from "@afterward/background-tasks/hono";
+ * import type { BackgroundTasksVariables } from "@afterward/background-tasks/hono";
+ * import { Hono } from "npm:hono@^4";
+ * import assert from "node:assert/strict";
+ *
+ * const app = new Hono<{ Variables: BackgroundTasksVariables }>();
+ * app.get("/", (c) => {
+ *   const shape: HonoContext = c;
+ *   return c.text(shape.req.raw.method);
+ * });
+ * assert.equal(await (await app.request("/")).text(), "GET");
+ * ```
+ */
+export interface HonoContext {
+  /** The request, as Hono received it in `req.raw`. */
+  readonly req: { readonly raw: Request };
+  /** Hono's `env`: Deno's `ServeHandlerInfo` under `Deno.serve(app.fetch)`. */
+  readonly env: unknown;
+  /** The error a handler threw, once Hono has answered with its error handler. */
+  readonly error: Error | undefined;
+  /** The response the next handlers answered with. */
+  readonly res: Response;
+  /** Hono's execution context: a getter that throws when there is none. */
+  readonly executionCtx: unknown;
+  /**
+   * Sets a context variable.
+   *
+   * @param key The variable's name.
+   * @param value The request's tasks.
+   */
+  set(key: "backgroundTasks", value: BackgroundTasks): void;
+}
+
+/**
+ * What {@linkcode backgroundTasks} returns: a Hono middleware with the
+ * runner's `drain()` and `stats`.
+ *
+ * @example Drain the middleware's tasks on shutdown
+ * ```ts
+ * import { backgroundTasks, type BackgroundTasksVariables } from "@afterward/background-tasks/hono";
+ * import { Hono } from "npm:hono@^4";
+ * import assert from "node:assert/strict";
+ *
+ * const middleware = backgroundTasks();
+ * const app = new Hono<{ Variables: BackgroundTasksVariables }>().use(middleware);
+ * app.get("/", (c) => {
+ *   c.var.backgroundTasks.addTask(() => {});
+ *   return c.text("ok");
+ * });
+ * const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
+ * await (await fetch(`http://127.0.0.1:${server.addr.port}/`)).text();
+ * await server.shutdown();
+ * const result = await middleware.drain({ timeout: 5_000 });
+ * assert.equal(result.abandoned, 0);
+ * assert.equal(middleware.stats.succeeded, 1);
+ * ```
+ */
+export interface BackgroundTasksMiddleware extends TaskControls {
+  /**
+   * Handles one request: makes its tasks, calls the next handlers, and
+   * schedules the tasks once the response has been sent.
+   *
+   * @param c Hono's context.
+   * @param next Calls the next handlers.
+   * @returns A promise that settles once the next handlers have.
+   */
+  (c: HonoContext, next: () => Promise<void>): Promise<void>;
+}
+
+/**
+ * A Hono middleware that gives each request a {@linkcode BackgroundTasks} at
+ * `c.var.backgroundTasks`, and runs what it adds once the response has been
+ * sent, with the same guarantees as `withBackgroundTasks`.
+ *
+ * Served by `Deno.serve(app.fetch)`, the tasks wait for `c.env.completed`
+ * (Deno's `info`); called another way, as `app.request()` does in tests, they
+ * run one macrotask after the response. If a handler throws, Hono answers
+ * with its error handler and the request's tasks are discarded.
+ *
+ * When the app is served with `withBackgroundTasks()` or `serve()` and
+ * receives their tasks as its execution context
+ * (`app.fetch(request, info, tasks)`), the middleware puts those tasks at
+ * `c.var.backgroundTasks` instead of making its own: everything joins one
+ * chain, and the wrapper's options and shutdown apply. Its own options then
+ * go unused. A test does the same with Hono's
+ * `app.request(path, init, env, new BackgroundTasks())`, then `run()`.
+ *
+ * @example Served by Deno.serve
+ * ```ts ignore
+ * import { backgroundTasks, type BackgroundTasksVariables } from "@afterward/background-tasks/hono";
+ * import { Hono } from "npm:hono@^4";
+ *
+ * const app = new Hono<{ Variables: BackgroundTasksVariables }>();
+ * app.use(backgroundTasks({ onTaskError: (error, info) => console.error(info.name, error) }));
+ * app.post("/send-notification/:email", (c) => {
+ *   c.var.backgroundTasks.addTask(writeNotification, c.req.param("email"), "some notification");
+ *   return c.json({ message: "Notification sent in the background" });
+ * });
+ *
+ * Deno.serve(app.fetch);
+ * ```
+ *
+ * @example Tested with app.request()
+ * ```ts
+ * import { backgroundTasks, type BackgroundTasksVariables } from "@afterward/background-tasks/hono";
+ * import { Hono } from "npm:hono@^4";
+ * import assert from "node:assert/strict";
+ *
+ * const log: string[] = [];
+ * const tasks = backgroundTasks();
+ * const app = new Hono<{ Variables: BackgroundTasksVariables }>();
+ * app.use(tasks);
+ * app.get("/", (c) => {
+ *   c.var.backgroundTasks.addTask(() => log.push("after"));
+ *   log.push("response");
+ *   return c.text("ok");
+ * });
+ *
+ * const response = await app.request("/");
+ * assert.equal(await response.text(), "ok");
+ * await tasks.drain();
+ * assert.deepEqual(log, ["response", "after"]);
+ * ```
+ *
+ * @param options How tasks run, as for `withBackgroundTasks`.
+ * @returns The middleware, with `drain()` and `stats`.
+ * @throws {TypeError} If an option has the wrong type.
+ * @throws {RangeError} If a number is out of range.
+ */
+export function backgroundTasks(
+  options: WithBackgroundTasksOptions = {},
+): BackgroundTasksMiddleware {
+  const config = runnerConfig(options, "Cannot create middleware");
+  const runner = new Runner(config);
+  const { storage, storeFirst } = config;
+
+  async function backgroundTasksMiddleware(
+    c: HonoContext,
+    next: () => Promise<void>,
+  ): Promise<void> {
+    const given = executionContextOf(c);
+    if (given instanceof BackgroundTasks) {
+      c.set("backgroundTasks", given);
+      await next();
+      return;
+    }
+    const { tasks, chain } = tasksFor(runner, c.req.raw);
+    c.set("backgroundTasks", tasks);
+    try {
+      await (storage === undefined ? next() : storage.run(tasks, next));
+    } catch (error) {
+      runner.discard(chain);
+      throw error;
+    }
+    // Hono turns a handler's error into a response and records it here.
+    if (c.error !== undefined) {
+      runner.discard(chain);
+      return;
+    }
+    if (storeFirst && chain.remaining > 0) {
+      try {
+        await runner.store(chain, c.req.raw);
+      } catch (error) {
+        throw unstored(c.res, error);
+      }
+      return;
+    }
+    runner.schedule(chain, c.req.raw, c.env as Deno.ServeHandlerInfo);
+  }
+
+  return withControls(backgroundTasksMiddleware, runner);
+}
+
+function executionContextOf(c: HonoContext): unknown {
+  try {
+    return c.executionCtx;
+  } catch {
+    // Hono throws when the app was called without an execution context.
+    return undefined;
+  }
+}

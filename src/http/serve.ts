@@ -1,0 +1,624 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+import { escapeControls } from "../api/_describe_task.ts";
+import { exitBy } from "./_exit_watchdog.ts";
+import { serveConfig } from "./_serve_options.ts";
+import { MAX_TIMER_DELAY } from "../util/_assert.ts";
+import { isInstance } from "../util/_promise.ts";
+import { runnerOf, wrapHandler } from "./_scope.ts";
+import { QueueFullError } from "../api/queue_full_error.ts";
+import type {
+  DrainResult,
+  TaskStats,
+  WithBackgroundTasksOptions,
+} from "../api/task_controls.ts";
+import type { BackendCloseResult, TaskBackend } from "../api/task_backend.ts";
+import type {
+  BackgroundTasksHandler,
+  DrainableHandler,
+} from "./with_background_tasks.ts";
+
+/**
+ * Options for {@linkcode serve}: `Deno.serve`'s, the task options, and how to shut down.
+ *
+ * @example Everything a production server sets
+ * ```ts
+ * import { serve, type ServeOptions } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const options: ServeOptions = {
+ *   hostname: "127.0.0.1",
+ *   port: 0,
+ *   onListen() {},
+ *   shutdownTimeout: 5_000,
+ *   shutdownSignals: [],
+ *   concurrency: 8,
+ *   maxPending: 10_000,
+ *   timeout: 30_000,
+ *   onShutdown: (result) => assert.equal(result.abandoned, 0),
+ * };
+ * const server = serve(options, () => new Response("ok"));
+ * await server.shutdown();
+ * ```
+ */
+export interface ServeOptions extends WithBackgroundTasksOptions {
+  /**
+   * The port to listen on; `0` picks a free one.
+   *
+   * @default {8000}
+   */
+  port?: number;
+  /**
+   * The address to listen on.
+   *
+   * @default {"0.0.0.0"}
+   */
+  hostname?: string;
+  /** Lets several processes listen on the same port (Linux only). */
+  reusePort?: boolean;
+  /**
+   * The most connections the kernel queues before the server accepts them.
+   *
+   * @default {511}
+   */
+  tcpBacklog?: number;
+  /**
+   * Whether Deno compresses response bodies when the client accepts it.
+   *
+   * @default {true}
+   */
+  automaticCompression?: boolean;
+  /** The certificate, in PEM, to serve HTTPS; needs `key`. */
+  cert?: string;
+  /** The private key, in PEM, to serve HTTPS; needs `cert`. */
+  key?: string;
+  /** Called once the server listens; by default Deno prints the address. */
+  onListen?: (localAddr: Deno.NetAddr) => void;
+  /**
+   * Turns an error thrown by the handler into a response, as `Deno.serve`'s
+   * `onError` does (failed tasks go to `onTaskError`). It receives a
+   * {@linkcode QueueFullError} the handler did not catch too.
+   *
+   * @default {a 503 response with `Retry-After: 5` for a QueueFullError,
+   * which is counted in `stats.refused` and not written; else Deno's: a 500
+   * response, the error written to the console}
+   */
+  onError?: (error: unknown) => Response | Promise<Response>;
+  /**
+   * Milliseconds a shutdown may take in all: finishing the responses in
+   * flight, then the background tasks, those a backend runs in this process
+   * (the Deno KV listener) included. Tasks still pending then are abandoned
+   * (their signals aborted) and reported; a backend's are handed back to
+   * its store, to run again. After a shutdown signal, it bounds the exit
+   * too: with Deno's telemetry on, `Deno.exit()` first exports what is
+   * left, and if it still is at the deadline, the process writes so and
+   * ends by SIGKILL (status 137).
+   *
+   * @default {10000}
+   */
+  shutdownTimeout?: number;
+  /**
+   * The signals that start a graceful shutdown and then end the process: with
+   * exit code 0 when every task finished, 1 when some were abandoned (those
+   * a backend ran here and handed back to its store at the deadline count
+   * among them: they were cut off, though they run again). One
+   * received during a shutdown, however it started, abandons the remaining
+   * tasks at once and ends the process. `[]` handles none.
+   *
+   * @default {["SIGINT", "SIGTERM"], only "SIGINT" on Windows}
+   */
+  shutdownSignals?: readonly Deno.Signal[];
+  /** Starts a graceful shutdown when aborted, as `shutdown()` does; the process does not exit. */
+  signal?: AbortSignal;
+  /**
+   * Told what a shutdown drained and what it abandoned.
+   *
+   * @default {logShutdown}
+   */
+  onShutdown?: (result: DrainResult) => unknown;
+}
+
+/**
+ * What {@linkcode serve} returns: the `Deno.HttpServer`, whose `shutdown()`
+ * also drains the background tasks.
+ *
+ * @example Read the stats, then shut down
+ * ```ts
+ * import { serve } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const server = serve(
+ *   { hostname: "127.0.0.1", port: 0, shutdownSignals: [], onListen() {}, onShutdown() {} },
+ *   (_request, _info, tasks) => {
+ *     tasks.addTask(() => {});
+ *     return new Response("ok");
+ *   },
+ * );
+ * await (await fetch(`http://127.0.0.1:${server.addr.port}/`)).text();
+ * const result = await server.shutdown();
+ * await server.finished;
+ * assert.equal(server.handler.stats.succeeded, 1);
+ * assert.equal(result.abandoned, 0);
+ * ```
+ */
+export interface BackgroundTasksServer
+  extends Omit<Deno.HttpServer<Deno.NetAddr>, "shutdown" | "finished"> {
+  /**
+   * Resolves once a shutdown has finished: the server closed, the tasks
+   * drained or abandoned, and `onShutdown` called.
+   */
+  readonly finished: Promise<void>;
+  /** The wrapped handler: its `stats` and `drain()`. */
+  readonly handler: DrainableHandler;
+  /**
+   * Shuts down gracefully: stops accepting connections, lets the responses in
+   * flight finish, then waits for the background tasks, all within
+   * `shutdownTimeout`. What is still pending then is abandoned. Calling it
+   * again returns the same promise.
+   *
+   * @returns What was drained and what was abandoned, also passed to
+   * `onShutdown`; the promise never rejects.
+   */
+  shutdown(): Promise<DrainResult>;
+}
+
+/**
+ * Serves `handler` with `Deno.serve`, passing it the request's
+ * {@linkcode BackgroundTasks} as {@linkcode withBackgroundTasks} does, and
+ * shuts down gracefully on SIGINT and SIGTERM: stop accepting, finish the
+ * responses in flight, drain the background tasks up to `shutdownTimeout`,
+ * abort the signals of tasks still running then, report what was abandoned,
+ * and exit with code 0 when everything drained, 1 otherwise.
+ *
+ * With a `backend`, the drain waits until the chains are stored, then calls
+ * the backend's `close()` with the deadline's signal: the Deno KV backend
+ * takes no new task and lets those its listener runs finish until the
+ * deadline, when it hands them back to its store (counted in
+ * `DrainResult.handedBack`, among the abandoned); the BullMQ backend closes
+ * its connections. Closing the backend again afterwards is harmless.
+ *
+ * It never aborts `Deno.serve`'s own signal: on Deno 2.9, doing so after
+ * `shutdown()` crashes the process.
+ *
+ * @example Serve with a 5-second shutdown budget
+ * ```ts ignore
+ * import { serve } from "@afterward/background-tasks";
+ *
+ * serve({ port: 8000, shutdownTimeout: 5_000 }, (_request, _info, tasks) => {
+ *   tasks.addTask(async () => {
+ *     await new Promise((resolve) => setTimeout(resolve, 1_000));
+ *   });
+ *   return new Response("Accepted", { status: 202 });
+ * });
+ * ```
+ *
+ * @example Shut down from code, as a test does
+ * ```ts
+ * import { serve } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const log: string[] = [];
+ * const server = serve(
+ *   { hostname: "127.0.0.1", port: 0, shutdownSignals: [], onListen() {}, onShutdown() {} },
+ *   (_request, _info, tasks) => {
+ *     tasks.addTask(() => log.push("task"));
+ *     return new Response("ok");
+ *   },
+ * );
+ * const response = await fetch(`http://127.0.0.1:${server.addr.port}/`);
+ * await response.text();
+ * const result = await server.shutdown();
+ * assert.deepEqual(log, ["task"]);
+ * assert.equal(result.abandoned, 0);
+ * ```
+ *
+ * @example All in one options object, as Deno.serve takes it
+ * ```ts
+ * import { serve } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const server = serve({
+ *   hostname: "127.0.0.1",
+ *   port: 0,
+ *   shutdownSignals: [],
+ *   onListen() {},
+ *   onShutdown() {},
+ *   handler: () => new Response("ok"),
+ * });
+ * const response = await fetch(`http://127.0.0.1:${server.addr.port}/`);
+ * assert.equal(await response.text(), "ok");
+ * await server.shutdown();
+ * ```
+ *
+ * @param handler The handler, which receives the request's tasks third.
+ * @returns The server; its `shutdown()` drains the tasks.
+ * @throws {TypeError} If the handler is not a function.
+ */
+export function serve(handler: BackgroundTasksHandler): BackgroundTasksServer;
+/**
+ * Serves `handler` with the given options: where to listen, how tasks run,
+ * and how to shut down. `handler` may also be one already made by
+ * {@linkcode withBackgroundTasks} (an app a test calls directly), whose own
+ * options then apply: the task options are refused here.
+ *
+ * @example Serve an app the tests call directly
+ * ```ts
+ * import { serve, withBackgroundTasks } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const app = withBackgroundTasks((_request, _info, tasks) => {
+ *   tasks.addTask(() => {});
+ *   return new Response("ok");
+ * }, { maxPending: 1_000 });
+ * const server = serve(
+ *   { hostname: "127.0.0.1", port: 0, shutdownSignals: [], onListen() {}, onShutdown() {} },
+ *   app,
+ * );
+ * await (await fetch(`http://127.0.0.1:${server.addr.port}/`)).text();
+ * await server.shutdown();
+ * assert.equal(server.handler, app);
+ * assert.equal(app.stats.succeeded, 1);
+ * ```
+ *
+ * @param options Where to listen, how tasks run, and how to shut down.
+ * @param handler The handler, which receives the request's tasks third.
+ * @returns The server; its `shutdown()` drains the tasks.
+ * @throws {TypeError} If the handler or an option has the wrong type, or an
+ * option is unknown.
+ * @throws {RangeError} If a number is out of range.
+ */
+export function serve(
+  options: ServeOptions,
+  handler: BackgroundTasksHandler,
+): BackgroundTasksServer;
+/**
+ * Serves the `handler` given with the options, as `Deno.serve({ handler })`
+ * takes it.
+ *
+ * @param options Where to listen, how tasks run, how to shut down, and the
+ * handler.
+ * @returns The server; its `shutdown()` drains the tasks.
+ * @throws {TypeError} If the handler or an option has the wrong type, or an
+ * option is unknown.
+ * @throws {RangeError} If a number is out of range.
+ */
+export function serve(
+  options: ServeOptions & { handler: BackgroundTasksHandler },
+): BackgroundTasksServer;
+export function serve(
+  first: unknown,
+  second?: unknown,
+): BackgroundTasksServer {
+  const action = "Cannot serve";
+  const {
+    handler,
+    taskOptions,
+    denoOptions,
+    shutdownTimeout,
+    shutdownSignals,
+    signal,
+    onShutdown,
+  } = serveConfig(first, second, action);
+  let drainable: DrainableHandler;
+  if (runnerOf.has(handler)) {
+    const [given] = Object.keys(taskOptions);
+    if (given !== undefined) {
+      throw new TypeError(
+        `${action} as '${given}' belongs to the handler's own withBackgroundTasks(): the handler given was made by it`,
+      );
+    }
+    drainable = handler as unknown as DrainableHandler;
+  } else {
+    drainable = wrapHandler(
+      handler as unknown as BackgroundTasksHandler,
+      taskOptions,
+      action,
+    );
+  }
+  const server = Deno.serve(
+    { onError: answerError, ...denoOptions },
+    drainable,
+  );
+  // Listening for signals only once there is a server: had Deno.serve
+  // thrown (a port in use), a listener left behind would shut down nothing
+  // on the next signal, and fail doing it.
+  for (const name of shutdownSignals) Deno.addSignalListener(name, onSignal);
+
+  // Aborted at the deadline, or by a signal during the shutdown: whatever is still
+  // pending is abandoned.
+  const giveUp = new AbortController();
+  let closing: Promise<DrainResult> | undefined;
+  // When the shutdown's budget is spent, in milliseconds since the epoch.
+  let endsAt = Infinity;
+
+  const finished = Promise.withResolvers<void>();
+
+  function shutdown(): Promise<DrainResult> {
+    return closing ??= drainWithin().then((result) => {
+      report(onShutdown, result);
+      finished.resolve();
+      return result;
+    });
+  }
+
+  async function drainWithin(): Promise<DrainResult> {
+    const bounded = shutdownTimeout <= MAX_TIMER_DELAY;
+    if (bounded) endsAt = Date.now() + shutdownTimeout;
+    const deadline = bounded
+      ? setTimeout(
+        () =>
+          giveUp.abort(
+            new DOMException(
+              `Background task abandoned at the shutdown deadline (${shutdownTimeout} ms)`,
+              "AbortError",
+            ),
+          ),
+        shutdownTimeout,
+      )
+      : undefined;
+    // What ends while responses in flight finish counts too: their tasks
+    // may run before the drain begins.
+    const before = drainable.stats;
+    try {
+      // Responses in flight schedule their tasks as they complete, so the
+      // drain starts once they are done, or once time is up.
+      await untilAborted(server.shutdown(), giveUp.signal);
+      // At the deadline, the tasks of handlers still running (their
+      // responses will not go out) are abandoned too.
+      const runner = runnerOf.get(drainable)!;
+      const drained = sinceShutdown(
+        await runner.drain({ signal: giveUp.signal, open: true }),
+        before,
+        drainable.stats,
+      );
+      // Its chains stored, the backend stops: one that runs tasks here (the
+      // Deno KV listener) lets them finish until the deadline, then hands
+      // them back to its store.
+      return withBackendClosed(
+        drained,
+        await closeBackend(runner.backend, giveUp.signal),
+      );
+    } finally {
+      clearTimeout(deadline);
+      stopListening();
+    }
+  }
+
+  let exiting = false;
+  function onSignal(): void {
+    // A signal during a shutdown, however it started (a first signal, the
+    // `signal` option, a call), ends it at once: whatever is left is
+    // abandoned, and the process exits when the report is written.
+    if (closing !== undefined) {
+      giveUp.abort(
+        new DOMException(
+          "Background task abandoned at a shutdown signal during a shutdown",
+          "AbortError",
+        ),
+      );
+    }
+    if (exiting) return;
+    exiting = true;
+    shutdown().then(
+      (result) =>
+        exitBy(result.abandoned === 0 ? 0 : 1, endsAt, shutdownTimeout),
+      () => exitBy(1, endsAt, shutdownTimeout),
+    );
+  }
+
+  function onAbort(): void {
+    shutdown();
+  }
+
+  signal?.addEventListener("abort", onAbort, { once: true });
+  function stopListening(): void {
+    for (const name of shutdownSignals) {
+      Deno.removeSignalListener(name, onSignal);
+    }
+    signal?.removeEventListener("abort", onAbort);
+  }
+  if (signal?.aborted) shutdown();
+
+  return {
+    get addr() {
+      return server.addr;
+    },
+    finished: finished.promise,
+    handler: drainable,
+    ref: () => server.ref(),
+    unref: () => server.unref(),
+    shutdown,
+    async [Symbol.asyncDispose]() {
+      await shutdown();
+    },
+  };
+}
+
+/**
+ * serve()'s default `onError`: a task refused for `maxPending` is expected
+ * backpressure, already counted in `stats.refused`, so it gets the `503` the
+ * documentation recommends and no line, which a saturated server would
+ * otherwise write once per request. `Retry-After: 5`, as in that
+ * recommendation: a queue full at `maxPending` makes room in seconds rather
+ * than milliseconds, and clients sent back sooner would find it still full.
+ * Any other error gets what `Deno.serve`'s own default gives.
+ */
+function answerError(error: unknown): Response {
+  if (isInstance(error, QueueFullError)) {
+    return new Response("Service Unavailable", {
+      status: 503,
+      headers: { "retry-after": "5" },
+    });
+  }
+  console.error(error);
+  // Deno's own bytes: a body without a content type.
+  return new Response(new TextEncoder().encode("Internal Server Error"), {
+    status: 500,
+  });
+}
+
+/**
+ * A drain's result with what ended between the `before` and `after` stats of
+ * its handler: the tasks that ran while the responses in flight finished,
+ * before the drain began, count as drained.
+ */
+function sinceShutdown(
+  drained: DrainResult,
+  before: TaskStats,
+  after: TaskStats,
+): DrainResult {
+  return {
+    ...drained,
+    succeeded: after.succeeded - before.succeeded,
+    failed: after.failed - before.failed,
+    enqueued: after.enqueued - before.enqueued,
+  };
+}
+
+/**
+ * Closes `backend` within the deadline, if it can be closed: what the tasks
+ * it ran here did meanwhile. A close that fails is written, and the shutdown
+ * goes on.
+ */
+async function closeBackend(
+  backend: TaskBackend | undefined,
+  signal: AbortSignal,
+): Promise<BackendCloseResult | undefined> {
+  if (typeof backend?.close !== "function") return undefined;
+  try {
+    return (await backend.close({ signal })) ?? undefined;
+  } catch (error) {
+    try {
+      console.error("The backend's close() failed at the shutdown:", error);
+    } catch {
+      // console.error itself throws: nobody is left to tell.
+    }
+    return undefined;
+  }
+}
+
+/**
+ * A drain's result with what a backend's close saw of the tasks it ran in
+ * this process: those handed back to its store count as abandoned.
+ */
+function withBackendClosed(
+  drained: DrainResult,
+  closed: BackendCloseResult | undefined,
+): DrainResult {
+  if (closed === undefined) return drained;
+  const abandonedTasks = { ...drained.abandonedTasks };
+  for (const [name, count] of Object.entries(closed.handedBackTasks)) {
+    abandonedTasks[name] = (abandonedTasks[name] ?? 0) + count;
+  }
+  return {
+    ...drained,
+    succeeded: drained.succeeded + closed.succeeded,
+    failed: drained.failed + closed.failed,
+    abandoned: drained.abandoned + closed.handedBack,
+    abandonedTasks,
+    handedBack: (drained.handedBack ?? 0) + closed.handedBack,
+  };
+}
+
+/** Resolves when `promise` settles or `signal` aborts, whichever comes first. */
+function untilAborted(
+  promise: Promise<unknown>,
+  signal: AbortSignal,
+): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    signal.addEventListener("abort", done);
+    promise.then(done, done);
+  });
+}
+
+/**
+ * Tells `onShutdown` what the shutdown did, or the default reporter when
+ * none was given. If a handler of the user's throws, the default reporter
+ * writes the result and what the handler threw.
+ */
+function report(
+  onShutdown: ((result: DrainResult) => unknown) | undefined,
+  result: DrainResult,
+): void {
+  try {
+    if (onShutdown === undefined) logShutdown(result);
+    else onShutdown(result);
+  } catch (error) {
+    if (onShutdown === undefined) return; // The console itself failed.
+    try {
+      logShutdown(result);
+      console.error("The 'onShutdown' handler threw:", error);
+    } catch {
+      // console.error itself throws: nobody is left to tell.
+    }
+  }
+}
+
+/**
+ * The default shutdown reporter: writes one `console.error` line saying how
+ * many tasks succeeded, failed or were handed to a backend while draining,
+ * and, when some were abandoned at the deadline, how many of each task, how
+ * many a backend was running here and handed back to its store, how many it
+ * had not stored yet, and why if it was down. It says "drained every
+ * background task" only when nothing was abandoned.
+ *
+ * @example Usage
+ * ```ts
+ * import { logShutdown } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ * import { mock } from "node:test";
+ *
+ * const consoleError = mock.method(console, "error", () => {});
+ * logShutdown({
+ *   succeeded: 5,
+ *   failed: 1,
+ *   enqueued: 0,
+ *   abandoned: 3,
+ *   abandonedTasks: { sendEmail: 2, resizeImage: 1 },
+ *   unstored: 0,
+ * });
+ * consoleError.mock.restore();
+ * assert.deepEqual(consoleError.mock.calls[0]?.arguments, [
+ *   "Shutdown abandoned 3 background tasks (sendEmail: 2, resizeImage: 1); 5 succeeded and 1 failed while draining",
+ * ]);
+ * ```
+ *
+ * @param result What the shutdown drained and abandoned.
+ */
+export function logShutdown(result: DrainResult): void {
+  let finished =
+    `${result.succeeded} succeeded and ${result.failed} failed while draining`;
+  if (result.enqueued > 0) {
+    finished += `, ${result.enqueued} handed to the backend`;
+  }
+  if (result.abandoned === 0) {
+    console.error(`Shutdown drained every background task: ${finished}`);
+    return;
+  }
+  const byName = Object.entries(result.abandonedTasks)
+    .map(([name, count]) => `${escapeControls(name)}: ${count}`)
+    .join(", ");
+  let unstored = "";
+  if (result.handedBack) {
+    unstored = `, ${result.handedBack} of them handed back to the store`;
+  }
+  if (result.unstored > 0) {
+    unstored += `, ${result.unstored} of them not yet stored by the backend`;
+    const { backend } = result;
+    if (backend?.state === "down") {
+      unstored += `, down since ${backend.since.toISOString()}${
+        backend.error === undefined ? "" : ` (${escapeControls(backend.error)})`
+      }`;
+    }
+  }
+  console.error(
+    `Shutdown abandoned ${result.abandoned} background ${
+      result.abandoned === 1 ? "task" : "tasks"
+    } (${byName})${unstored}; ${finished}`,
+  );
+}

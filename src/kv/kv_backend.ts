@@ -1,0 +1,578 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+// The KV backend as its users meet it, and its wiring: the options, the
+// producing side (accept() through each chain's message budget, enqueue()
+// through a group commit), the dead letters, close(), and the listener that
+// hands each message to the consuming side (_kv_consumer.ts).
+
+import {
+  commitRetrying,
+  type Consumer,
+  enqueueStep,
+  isStep,
+  type Keys,
+  kvKeys,
+  LEASE,
+  runStep,
+  type Step,
+  type StepEnd,
+} from "./_consumer.ts";
+import { MessageBudget } from "./_message_budget.ts";
+import { assertSerializable } from "../durable/_serializable.ts";
+import { groupCommit } from "../durable/_group_commit.ts";
+import {
+  executionConfig,
+  givenRunOptions,
+  RUN_OPTIONS,
+} from "../core/_config.ts";
+import {
+  assertBoolean,
+  assertInteger,
+  assertOptions,
+  describe,
+} from "../util/_assert.ts";
+import { abortIsolated } from "../util/_promise.ts";
+import { quoteNames, unknownNames } from "../durable/_unknown_tasks.ts";
+import { combineRunOptions, workerConfig } from "../durable/_worker.ts";
+import type { RequestSummary, RunOptions } from "../api/task_info.ts";
+import type {
+  BackendChain,
+  BackendCloseOptions,
+  BackendCloseResult,
+  BackendTask,
+  TaskBackend,
+  WorkerOptions,
+} from "../api/task_backend.ts";
+import type { DeadLetter } from "./dead_letter.ts";
+
+export type { DeadLetter } from "./dead_letter.ts";
+
+/**
+ * The most a Deno KV queue message may weigh.
+ *
+ * @example The limit
+ * ```ts
+ * import { KV_MAX_PAYLOAD } from "@afterward/background-tasks/kv";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(KV_MAX_PAYLOAD, 64 * 1024);
+ * ```
+ */
+export const KV_MAX_PAYLOAD = 64 * 1024;
+/** Chains per commit: Deno KV allows 100 checks in an atomic operation. */
+const GROUP_SIZE = 100;
+
+/**
+ * Options for {@linkcode kvBackend}.
+ *
+ * @example A process that only enqueues
+ * ```ts
+ * import { defineTask } from "@afterward/background-tasks";
+ * import { kvBackend, type KvBackendOptions } from "@afterward/background-tasks/kv";
+ * import assert from "node:assert/strict";
+ *
+ * const sendEmail = defineTask(async () => {}, { name: "sendEmail" });
+ * const kv = await Deno.openKv(":memory:");
+ * const options: KvBackendOptions = {
+ *   kv,
+ *   tasks: [sendEmail],
+ *   listen: false,
+ *   prefix: ["app", "tasks"],
+ *   redelivery: [1_000, 10_000],
+ * };
+ * const backend = kvBackend(options);
+ * assert.deepEqual(await backend.deadLetters(), []);
+ * kv.close();
+ * ```
+ */
+export interface KvBackendOptions extends WorkerOptions {
+  /** The database, from `Deno.openKv(path)`; needs `--unstable-kv`. */
+  kv: Deno.Kv;
+  /**
+   * Whether this process runs the queued tasks: it calls `kv.listenQueue()`.
+   * Set it to `false` when the program listens to the queue itself, and pass
+   * each message to {@linkcode KvBackend.handle}.
+   *
+   * @default {true}
+   */
+  listen?: boolean;
+  /**
+   * The first part of every key the backend writes.
+   *
+   * @default {["background-tasks"]}
+   */
+  prefix?: Deno.KvKey;
+  /**
+   * Milliseconds between deliveries of a message whose handler did not
+   * finish, because the process crashed or was killed; Deno KV allows at most
+   * five. After the last, the message becomes a dead letter.
+   *
+   * @default {[1000, 5000, 10000, 30000, 60000]}
+   */
+  redelivery?: number[];
+}
+
+/**
+ * What {@linkcode kvBackend} returns.
+ *
+ * @example Route your own queue messages
+ * ```ts
+ * import { defineTask } from "@afterward/background-tasks";
+ * import { kvBackend } from "@afterward/background-tasks/kv";
+ * import assert from "node:assert/strict";
+ *
+ * const kv = await Deno.openKv(":memory:");
+ * const backend = kvBackend({ kv, tasks: [defineTask(() => {}, { name: "noop" })], listen: false });
+ * kv.listenQueue(async (message) => {
+ *   if (await backend.handle(message)) return;
+ *   // The program's own messages go on here.
+ * });
+ * assert.equal(await backend.handle({ kind: "mine" }), false);
+ * backend.close();
+ * kv.close();
+ * ```
+ */
+export interface KvBackend extends TaskBackend {
+  /**
+   * Runs one queue message, for a program that listens to the queue itself
+   * (`listen: false`).
+   *
+   * @param message A value from `kv.listenQueue()`.
+   * @returns Whether the message was one of this backend's.
+   */
+  handle(message: unknown): Promise<boolean>;
+  /**
+   * The dead letters, oldest chain first.
+   *
+   * @returns Every dead letter in the database.
+   */
+  deadLetters(): Promise<DeadLetter[]>;
+  /**
+   * Puts a dead letter's task back on the queue, as a chain of its own with
+   * a fresh attempt count, and removes the dead letter.
+   *
+   * @param id The dead letter's id.
+   * @returns Whether there was such a dead letter.
+   */
+  requeue(id: string): Promise<boolean>;
+  /**
+   * Stops running tasks. A step delivered from now on is put back on the
+   * queue unrun. The tasks running are given up on at `options.signal`, or
+   * at once without one: their signals are aborted, their attempts end as
+   * abandoned (told to `onTaskEnd` once), and their steps go back on the
+   * queue, to run again with the same id (delayed by the first `redelivery`
+   * step) wherever a backend listens. A step whose database closed first is
+   * left unfinished instead, and Deno KV delivers it again once the database
+   * is next opened, about a minute later, as after a crash. `serve()` calls
+   * it at its shutdown, with its deadline; calling it again is harmless, and
+   * a call without a signal then gives up on what still runs. Close the
+   * database after.
+   *
+   * @param options When to give up on the tasks still running.
+   * @returns What the tasks running at the close did: it resolves once each
+   * has ended and its step's outcome is written, and never rejects.
+   * @throws {TypeError} If `options.signal` is not an `AbortSignal`.
+   */
+  close(options?: BackendCloseOptions): Promise<BackendCloseResult>;
+}
+
+/**
+ * A durable backend on Deno KV, the embedded database of Deno (a local file,
+ * no server): each request's chain is enqueued atomically before its response
+ * is sent (see the wrapper's `handOver`), and its tasks run in order, one queue message per attempt,
+ * in this process (or whichever listens to the same database). A crash loses
+ * nothing: a message whose handler did not finish is delivered again (after
+ * about a minute), and the chain goes on where it stood. Chains handed over
+ * while a commit is in flight share the next one (up to 100 per commit), so
+ * that under load a commit costs a fraction of a request.
+ *
+ * Several processes may use one database file (a rolling restart's
+ * overlap): they share its queue and chains, each step runs once while they
+ * live (a delivery claims its step first, for 30 s renewed while it runs),
+ * and a write that meets the other's lock ("database is locked") is tried
+ * again, for up to 30 s.
+ *
+ * Delivery is at least once: a task that finished just before a crash may run
+ * again. Its context's `id` is the same on every delivery; use it to make the
+ * task's effect happen once. Retries are messages delayed by the task's
+ * backoff, so they survive restarts too. A task that fails at its last
+ * attempt becomes a dead letter (see {@linkcode KvBackend.deadLetters}) and
+ * the chain goes on.
+ *
+ * The attempts it runs in this process are told to its own hooks and to
+ * those of each handler made with it (`withBackgroundTasks()`, `serve()`, the
+ * Hono middleware), each in turn. A failure goes to every `onTaskError`
+ * given, the backend's first, or to `logTaskError` when none was: never
+ * twice by default. A task's own `timeout` applies, else the backend's, else
+ * the handler's (handlers with different ones need the backend's own);
+ * telemetry is on unless the backend or a handler turned it off.
+ *
+ * Only tasks made by `defineTask` and listed in `tasks` can be added, with
+ * arguments Deno KV can store (structured clone) as they are, and at most
+ * 64 KiB per chain: anything else fails at `addTask()` with a `TypeError`
+ * naming the argument's path, such as an `Error` subclass (it would arrive
+ * as a plain `Error`), or a `Date` or an error with properties of its own
+ * (they would be dropped).
+ *
+ * Needs `--unstable-kv`.
+ *
+ * @example Queue a chain and run it
+ * ```ts
+ * import { defineTask, withBackgroundTasks } from "@afterward/background-tasks";
+ * import { kvBackend } from "@afterward/background-tasks/kv";
+ * import { callHandler } from "@afterward/background-tasks/testing";
+ * import assert from "node:assert/strict";
+ *
+ * const sent = Promise.withResolvers<string>();
+ * const sendEmail = defineTask(({ id }, to: string) => sent.resolve(`${id} to ${to}`), {
+ *   name: "sendEmail",
+ * });
+ *
+ * const kv = await Deno.openKv(":memory:");
+ * const backend = kvBackend({ kv, tasks: [sendEmail] });
+ * const handler = withBackgroundTasks((_request, _info, tasks) => {
+ *   tasks.addTask(sendEmail, "a@example.com");
+ *   return new Response("ok");
+ * }, { backend });
+ *
+ * await (await callHandler(handler, "/")).tasks; // enqueued
+ * assert.match(await sent.promise, /^[\w-]+:0 to a@example\.com$/);
+ * backend.close();
+ * kv.close();
+ * ```
+ *
+ * @param options The database and the tasks this process can run.
+ * @returns The backend, for the `backend` option of a wrapped handler.
+ * @throws {TypeError} If an option is unknown or has the wrong type.
+ * @throws {RangeError} If `redelivery` has more than five steps, or a
+ * negative or fractional one.
+ */
+export function kvBackend(options: KvBackendOptions): KvBackend {
+  const action = "Cannot create KV backend";
+  assertOptions(options, [
+    ...RUN_OPTIONS,
+    "tasks",
+    "kv",
+    "listen",
+    "prefix",
+    "redelivery",
+  ], action);
+  const {
+    kv,
+    listen = true,
+    prefix = ["background-tasks"],
+    redelivery = [1000, 5000, 10_000, 30_000, 60_000],
+  } = options;
+  if (typeof kv?.listenQueue !== "function") {
+    throw new TypeError(
+      `${action} as 'kv' must be a Deno.Kv: current value is ${describe(kv)}`,
+    );
+  }
+  assertBoolean(listen, "listen", action);
+  if (!Array.isArray(prefix)) {
+    throw new TypeError(
+      `${action} as 'prefix' must be an array, a Deno KV key: current value is ${
+        describe(prefix)
+      }`,
+    );
+  }
+  if (!Array.isArray(redelivery)) {
+    throw new TypeError(
+      `${action} as 'redelivery' must be an array: current value is ${
+        describe(redelivery)
+      }`,
+    );
+  }
+  if (redelivery.length > 5) {
+    throw new RangeError(
+      `${action} as 'redelivery' must have at most 5 steps, Deno KV's limit: current value is ${
+        describe(redelivery)
+      }`,
+    );
+  }
+  redelivery.forEach((delay, index) =>
+    assertInteger(delay, `redelivery[${index}]`, action, 0)
+  );
+  const config = workerConfig(options, action);
+  // Its own task options, then those of each handler attached (attach()).
+  const owners = [givenRunOptions(options)];
+  const keys = kvKeys(prefix);
+  const shutdown = new AbortController();
+  const consumer: Consumer = {
+    kv,
+    keys,
+    redelivery,
+    config,
+    shutdown: {
+      controller: shutdown,
+      signal: shutdown.signal,
+      endsAttemptsAtOnce: true,
+    },
+    source: prefix.map(String).join("/"),
+    closing: false,
+    holder: crypto.randomUUID(),
+    lease: LEASE,
+    claimed: new Map(),
+  };
+  // The deliveries under way, each settling with how its attempt ended:
+  // what a close waits for.
+  const running = new Set<Promise<StepEnd | undefined>>();
+  let closed: Promise<BackendCloseResult> | undefined;
+  const giveUp = (reason: unknown) =>
+    // An abort listener that throws must not end the process. A task's
+    // listeners are on its attempt's signal, which reports them as its.
+    abortIsolated(
+      shutdown,
+      reason,
+      (error) => console.error("An abort listener threw at close:", error),
+    );
+  const budgets = new WeakMap<object, MessageBudget>();
+
+  // Chains handed over together share a commit: one costs about as much as
+  // one chain, a hundred in one cost a few. A group fails as a whole when a
+  // chain is already queued, or when it is over Deno KV's 800 KiB per
+  // operation; it is then split down to the chain at fault. Before the
+  // first, the names of the tasks are written, with the time, for listeners
+  // that lack one to say so (see sayUnknownTasks()).
+  let announced = false;
+  const store = groupCommit<Step>(async (steps) => {
+    if (!announced) {
+      announced = true;
+      const now = Date.now();
+      await Promise.all(
+        [...config.registry.keys()].map((name) =>
+          kv.set(keys.tasks(name), now).catch(() => {})
+        ),
+      );
+    }
+    let operation = kv.atomic();
+    for (const step of steps) {
+      operation = enqueueStep(
+        operation.check({ key: keys.progress(step.chain), versionstamp: null }),
+        consumer,
+        step,
+      );
+    }
+    if (!(await commitRetrying(operation)).ok) {
+      throw new Error(
+        steps.length === 1
+          ? `Chain ${steps[0]!.chain} is already queued`
+          : "A chain of the group is already queued",
+      );
+    }
+  }, GROUP_SIZE);
+
+  const backend: KvBackend = {
+    accept(
+      task: BackendTask,
+      chain: { readonly request?: RequestSummary | undefined },
+    ): void {
+      const addAction = `Cannot add task "${task.name}"`;
+      if (config.registry.get(task.name) !== task.task) {
+        throw new TypeError(
+          `${addAction} as it is not among the KV backend's tasks: list it in 'tasks'`,
+        );
+      }
+      task.args.forEach((arg, index) =>
+        assertSerializable(arg, `args[${index}]`, "structured", addAction)
+      );
+      let budget = budgets.get(chain);
+      if (budget === undefined) {
+        budget = new MessageBudget(KV_MAX_PAYLOAD);
+        budgets.set(chain, budget);
+      }
+      budget.add(task, chain.request);
+    },
+
+    enqueue(chain: BackendChain): Promise<void> {
+      const step: Step = {
+        afterwardStep: 1,
+        chain: chain.id,
+        index: 0,
+        attempt: 1,
+        tasks: chain.tasks.map(({ name, args }) => ({ name, args: [...args] })),
+        ...(chain.request === undefined ? {} : { request: chain.request }),
+        ...(chain.delivered === undefined
+          ? {}
+          : { delivered: chain.delivered }),
+        ...(chain.traceparent === undefined
+          ? {}
+          : { trace: chain.traceparent }),
+      };
+      return store(step);
+    },
+
+    attach(handlerOptions: RunOptions): void {
+      const given = givenRunOptions(handlerOptions);
+      const attachAction = "Cannot use the KV backend with this handler";
+      executionConfig(given, attachAction);
+      const timeout = owners.find((owner) => owner.timeout !== undefined)
+        ?.timeout;
+      if (
+        owners[0]!.timeout === undefined && timeout !== undefined &&
+        given.timeout !== undefined && given.timeout !== timeout
+      ) {
+        throw new TypeError(
+          `${attachAction} as its 'timeout' (${given.timeout}) differs from the one another handler gave it (${timeout}): give the backend a 'timeout' of its own`,
+        );
+      }
+      owners.push(given);
+      consumer.config = {
+        ...executionConfig(combineRunOptions(owners), action),
+        registry: config.registry,
+      };
+    },
+
+    async handle(message: unknown): Promise<boolean> {
+      if (!isStep(message)) return false;
+      const run = runStep(message, consumer);
+      const settled = run.then((end) => end, () => undefined);
+      running.add(settled);
+      try {
+        await run;
+      } finally {
+        running.delete(settled);
+      }
+      return true;
+    },
+
+    async deadLetters(): Promise<DeadLetter[]> {
+      const letters: DeadLetter[] = [];
+      for await (const entry of kv.list<DeadLetter>({ prefix: keys.dead() })) {
+        letters.push(entry.value);
+      }
+      for await (
+        const entry of kv.list<Step>({ prefix: keys.undelivered() })
+      ) {
+        const step = entry.value;
+        const task = step.tasks[step.index]!;
+        letters.push({
+          id: `${step.chain}:${step.index}`,
+          reason: "undelivered",
+          name: task.name,
+          args: task.args,
+          index: step.index,
+          attempts: step.attempt,
+          error: "Deno KV gave up delivering the task",
+          request: step.request,
+          at: new Date(Number(BigInt("0x" + entry.versionstamp) / 1_000_000n)),
+        });
+      }
+      return letters;
+    },
+
+    async requeue(id: string): Promise<boolean> {
+      const letter = (await backend.deadLetters()).find((dead) =>
+        dead.id === id
+      );
+      if (letter === undefined) return false;
+      const [chain, index] = [id.slice(0, id.lastIndexOf(":")), letter.index];
+      const step: Step = {
+        afterwardStep: 1,
+        chain: crypto.randomUUID(),
+        index: 0,
+        attempt: 1,
+        tasks: [{ name: letter.name, args: [...letter.args] }],
+        ...(letter.request === undefined ? {} : { request: letter.request }),
+      };
+      const operation = enqueueStep(kv.atomic(), consumer, step).delete(
+        keys.dead(chain, index),
+      );
+      for await (
+        const entry of kv.list({ prefix: keys.undelivered(chain, index) })
+      ) operation.delete(entry.key);
+      return (await commitRetrying(operation)).ok;
+    },
+
+    close(options: BackendCloseOptions = {}): Promise<BackendCloseResult> {
+      const { signal } = options ?? {};
+      if (signal !== undefined && !(signal instanceof AbortSignal)) {
+        throw new TypeError(
+          `Cannot close KV backend as 'signal' must be an AbortSignal: current value is ${
+            describe(signal)
+          }`,
+        );
+      }
+      consumer.closing = true;
+      closed ??= Promise.all(running).then(closeResult);
+      if (signal === undefined || signal.aborted) {
+        giveUp(
+          signal?.reason ??
+            new DOMException("The KV backend closed", "AbortError"),
+        );
+      } else {
+        const onAbort = () => giveUp(signal.reason);
+        signal.addEventListener("abort", onAbort, { once: true });
+        closed.then(() => signal.removeEventListener("abort", onAbort));
+      }
+      return closed;
+    },
+  };
+
+  if (listen) {
+    kv.listenQueue(async (message) => {
+      if (!await backend.handle(message)) {
+        console.error(
+          "The KV backend received a message that is not one of its own; pass listen: false and route messages yourself",
+        );
+      }
+    }).catch((error) => {
+      if (!consumer.closing) {
+        console.error("The KV backend stopped listening:", error);
+      }
+    });
+    void sayUnknownTasks(kv, keys, config.registry);
+  }
+  return backend;
+}
+
+/**
+ * Says once, when a backend starts listening, which tasks processes store
+ * chains with in this database that it does not know: their steps would
+ * become dead letters (each reported as it does). Names no process wrote
+ * for a week are stale, and not mentioned.
+ */
+async function sayUnknownTasks(
+  kv: Deno.Kv,
+  keys: Keys,
+  registry: ReadonlyMap<string, unknown>,
+): Promise<void> {
+  const written: [string, number][] = [];
+  try {
+    for await (const entry of kv.list<number>({ prefix: keys.tasks() })) {
+      written.push([String(entry.key.at(-1)), entry.value]);
+    }
+  } catch {
+    // The database closed already.
+    return;
+  }
+  const unknown = unknownNames(written, registry);
+  if (unknown.length === 0) return;
+  const one = unknown.length === 1;
+  console.error(
+    `The KV backend does not know ${one ? "task" : "tasks"} ${
+      quoteNames(unknown)
+    }, which processes store chains with in this database: add ${
+      one ? "it" : "them"
+    } to its 'tasks', or ${
+      one ? "its steps become" : "their steps become"
+    } dead letters`,
+  );
+}
+
+/** What the attempts running at a close did, counted. */
+function closeResult(ends: (StepEnd | undefined)[]): BackendCloseResult {
+  let succeeded = 0;
+  let failed = 0;
+  const handedBackTasks: Record<string, number> = {};
+  let handedBack = 0;
+  for (const end of ends) {
+    if (end?.outcome === "succeeded") succeeded++;
+    else if (end?.outcome === "failed") failed++;
+    else if (end?.outcome === "handedBack") {
+      handedBack++;
+      handedBackTasks[end.name] = (handedBackTasks[end.name] ?? 0) + 1;
+    }
+  }
+  return { succeeded, failed, handedBack, handedBackTasks };
+}

@@ -1,0 +1,143 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+// What the BullMQ backend and its workers share: the connection as BullMQ
+// takes it, and where each shard's keys live on a Cluster.
+
+import assert from "node:assert/strict";
+import { Redis } from "npm:ioredis@^5";
+import {
+  assertPrefix,
+  connectionOptions,
+  keySlot,
+  shardPrefixes,
+} from "../../src/bullmq/_shared.ts";
+
+const action = "Cannot create BullMQ backend";
+
+Deno.test("connectionOptions() hands a Redis URL to BullMQ, and ioredis options as they are", () => {
+  for (
+    const url of [
+      "redis://127.0.0.1:6379",
+      "rediss://default:secret@redis.example.com:6380/2",
+      "redis://:p%40ss@localhost/0",
+    ]
+  ) {
+    assert.deepEqual(connectionOptions(url, action), { url });
+  }
+  const options = { host: "redis.internal", port: 6380, tls: { ca: "PEM" } };
+  assert.equal(connectionOptions(options, action), options);
+  const sentinel = { sentinels: [{ host: "a", port: 26379 }], name: "main" };
+  assert.equal(connectionOptions(sentinel, action), sentinel);
+});
+
+Deno.test("connectionOptions() refuses what is not a Redis URL, options or instance, hiding a password", () => {
+  const refused: [unknown, string][] = [
+    [
+      "http://user:secret@example.com",
+      `${action} as 'connection' must be a redis:// or rediss:// URL: current value is "http://***@example.com"`,
+    ],
+    [
+      "localhost:6379",
+      `${action} as 'connection' must be a redis:// or rediss:// URL: current value is "localhost:6379"`,
+    ],
+    [
+      "not a url",
+      `${action} as 'connection' must be a redis:// or rediss:// URL: current value is "not a url"`,
+    ],
+    [
+      6379,
+      `${action} as 'connection' must be a Redis URL, ioredis options or an ioredis instance: current value is 6379`,
+    ],
+    [
+      null,
+      `${action} as 'connection' must be a Redis URL, ioredis options or an ioredis instance: current value is null`,
+    ],
+    [
+      ["redis://127.0.0.1"],
+      `${action} as 'connection' must be a Redis URL, ioredis options or an ioredis instance: current value is an array`,
+    ],
+  ];
+  for (const [connection, message] of refused) {
+    assert.throws(() => connectionOptions(connection, action), {
+      name: "TypeError",
+      message,
+    });
+  }
+});
+
+Deno.test("connectionOptions() hides a password with a slash, or without a scheme, in its message", () => {
+  // Cloud access keys are base64: a "/" ends the URL's authority early,
+  // and a URL without its scheme parses as one named after the user.
+  for (
+    const [connection, shown] of [
+      [
+        "rediss://:k3y/with+slash=@redis.example.com:6380",
+        "rediss://***@redis.example.com:6380",
+      ],
+      ["default:s3cret@redis.example.com:6379", "***@redis.example.com:6379"],
+      ["redis://user:a@b@[::1", "redis://***@[::1"],
+    ]
+  ) {
+    assert.throws(() => connectionOptions(connection, action), {
+      name: "TypeError",
+      message:
+        `${action} as 'connection' must be a redis:// or rediss:// URL: current value is "${shown}"`,
+    });
+  }
+});
+
+Deno.test("connectionOptions() refuses for a worker an instance whose requests BullMQ could not block on", () => {
+  const client = new Redis({ lazyConnect: true });
+  const blocking = new Redis({ lazyConnect: true, maxRetriesPerRequest: null });
+  try {
+    assert.equal(connectionOptions(client, action), client);
+    assert.throws(
+      () => connectionOptions(client, "Cannot start BullMQ worker", true),
+      {
+        name: "TypeError",
+        message:
+          "Cannot start BullMQ worker as the ioredis instance in 'connection' must be made with maxRetriesPerRequest: null (for a Cluster, in its redisOptions), as BullMQ's workers need: current value is 20",
+      },
+    );
+    assert.equal(
+      connectionOptions(blocking, "Cannot start BullMQ worker", true),
+      blocking,
+    );
+  } finally {
+    client.disconnect();
+    blocking.disconnect();
+  }
+});
+
+Deno.test("keySlot() hashes as Redis Cluster does", () => {
+  // CLUSTER KEYSLOT foo, and CRC-16/XMODEM's check value.
+  assert.equal(keySlot("foo"), 12182);
+  assert.equal(keySlot("123456789"), 0x31c3);
+});
+
+Deno.test("shardPrefixes() gives each shard a hash tag in its own equal range of slots", () => {
+  for (const shards of [1, 2, 3, 7, 16]) {
+    const prefixes = shardPrefixes("bull", shards);
+    assert.equal(prefixes.length, shards);
+    prefixes.forEach((prefix, shard) => {
+      const tag = /^\{(bull:\d+:\d+)\}$/.exec(prefix)?.[1];
+      assert.ok(tag, prefix);
+      const slot = keySlot(tag);
+      assert.ok(slot >= Math.floor(shard * 16384 / shards), prefix);
+      assert.ok(slot < Math.floor((shard + 1) * 16384 / shards), prefix);
+    });
+    // Web processes and workers compute the same.
+    assert.deepEqual(shardPrefixes("bull", shards), prefixes);
+  }
+});
+
+Deno.test("assertPrefix() refuses a prefix that is empty or has braces", () => {
+  assertPrefix("jobs", action);
+  for (const [prefix, shown] of [["", '""'], ["{a}", '"{a}"'], [1, "1"]]) {
+    assert.throws(() => assertPrefix(prefix, action), {
+      name: "TypeError",
+      message:
+        `${action} as 'prefix' must be a non-empty string without braces: current value is ${shown}`,
+    });
+  }
+});

@@ -1,0 +1,1095 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+// The BullMQ backend, the web side: what it refuses at addTask, how it
+// stores chains (in few transactions, once, through cut connections and a
+// Redis crash), close(), and failed()/retry(). The worker's own tests are in
+// bullmq_worker_test.ts.
+
+import assert from "node:assert/strict";
+import { mock } from "node:test";
+import { FlowProducer, Queue, QueueEvents } from "npm:bullmq@^5";
+import { Redis } from "npm:ioredis@^5";
+import {
+  type BackendStatus,
+  type BackgroundTasks,
+  type DefinedTask,
+  defineTask,
+  type TaskBackend,
+  type TaskInfo,
+  withBackgroundTasks,
+} from "../../mod.ts";
+import type { BackendChain } from "../../backend.ts";
+import {
+  type BullmqBackend,
+  bullmqBackend,
+  type BullmqBackendOptions,
+  bullmqWorker,
+} from "../../bullmq.ts";
+import { callHandler } from "../../testing.ts";
+import {
+  monitorRedis,
+  ownRedisTest,
+  redisTest,
+  startRedis,
+  startRedisServer,
+} from "../_helpers/redis.ts";
+import { startTcpProxy } from "../_helpers/tcp_proxy.ts";
+import { shardPrefixes } from "../../src/bullmq/_shared.ts";
+import { addTaskError, counter, within } from "../_helpers/common.ts";
+import {
+  createAvatar,
+  sendWelcomeEmail,
+  tasks as exampleTasks,
+} from "../../examples/distributed/tasks.ts";
+
+/** A chain `id` of one task, `step`, as a backend is handed it. */
+function chainOf<A extends unknown[]>(
+  id: string,
+  step: DefinedTask<A>,
+  ...args: A
+): BackendChain {
+  return {
+    id,
+    tasks: [{
+      name: step.name,
+      args,
+      timeout: undefined,
+      retry: undefined,
+      task: step as DefinedTask,
+    }],
+    request: undefined,
+    delivered: undefined,
+  };
+}
+
+/**
+ * The errors of every `addBulk()` of `Queue` (one-task chains) or
+ * `FlowProducer` (longer ones) until restored: which stores a crash cut.
+ */
+function recordCuts(
+  owner: typeof Queue | typeof FlowProducer,
+): { cut: unknown[]; restore(): void } {
+  const cut: unknown[] = [];
+  const prototype = owner.prototype as unknown as {
+    addBulk(items: unknown): Promise<unknown>;
+  };
+  const addBulk = prototype.addBulk;
+  const spy = mock.method(
+    prototype,
+    "addBulk",
+    function (this: unknown, items: unknown) {
+      return addBulk.call(this, items).catch((error) => {
+        cut.push(error);
+        throw error;
+      });
+    },
+  );
+  return { cut, restore: () => spy.mock.restore() };
+}
+
+/** The BullMQ prefix of the one shard of a backend with the defaults. */
+const PREFIX = shardPrefixes("bull", 1)[0]!;
+
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqBackend() runs a chain in order on a worker, retries, and keeps failed tasks",
+}, async () => {
+  await using redis = await startRedis();
+  const connection = { host: "127.0.0.1", port: redis.port };
+  const queue = `test-${crypto.randomUUID()}`;
+  const ran: string[] = [];
+  const finished = Promise.withResolvers<void>();
+  let healthy = false;
+  const rerun = Promise.withResolvers<void>();
+  const record = defineTask(({ id }, label: string) => {
+    ran.push(`${label} ${id.slice(id.lastIndexOf(":"))}`);
+    if (label === "last") finished.resolve();
+  }, { name: "record" });
+  const flaky = defineTask(({ attempt }) => {
+    ran.push(`flaky attempt ${attempt}`);
+    if (attempt === 1) throw new Error("once");
+  }, { name: "flaky", retry: { maxAttempts: 2, minDelay: 10, maxDelay: 10 } });
+  const failing = defineTask(({ attempt }, order: string) => {
+    ran.push(`failing attempt ${attempt}`);
+    if (!healthy) throw new Error(`declined ${order}`);
+    rerun.resolve();
+  }, {
+    name: "failing",
+    retry: { maxAttempts: 2, minDelay: 10, maxDelay: 10 },
+  });
+  const tasks = [record, flaky, failing];
+  const reported: TaskInfo[] = [];
+  const worker = bullmqWorker({
+    connection,
+    queue,
+    tasks,
+    onTaskError: (_error, info) => void reported.push(info),
+  });
+  const backend = bullmqBackend({ connection, queue, tasks });
+  try {
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(record, "first");
+      tasks.addTask(flaky);
+      tasks.addTask(failing, "order-9");
+      tasks.addTask(record, "last");
+      return new Response("ok");
+    }, { backend });
+    await (await callHandler(handler, "/pay?token=x")).tasks;
+    assert.equal(handler.stats.enqueued, 4);
+    await finished.promise;
+    assert.deepEqual(ran, [
+      "first :0",
+      "flaky attempt 1",
+      "flaky attempt 2",
+      "failing attempt 1",
+      "failing attempt 2",
+      "last :3",
+    ]);
+    assert.deepEqual(reported.map((info) => [info.name, info.attempt]), [
+      ["failing", 2],
+    ]);
+    const [failed, ...others] = await backend.failed();
+    assert.deepEqual(others, []);
+    assert.equal(failed?.name, "failing");
+    assert.deepEqual(failed?.args, ["order-9"]);
+    assert.equal(failed?.attempts, 2);
+    assert.equal(failed?.error, "declined order-9");
+    assert.equal(failed?.id, reported[0]?.id);
+    assert.deepEqual(failed?.request, {
+      method: "GET",
+      url: "http://localhost/pay?token=x",
+    });
+
+    healthy = true;
+    assert.equal(await backend.retry(failed!.jobId), true);
+    await rerun.promise;
+    assert.equal(ran.at(-1), "failing attempt 1");
+    assert.equal(await backend.retry("no-such-job"), false);
+  } finally {
+    await worker.close();
+    await backend.close();
+  }
+});
+
+Deno.test({
+  ...redisTest,
+  name: "bullmqBackend() refuses at addTask what a worker could not run",
+}, async (t) => {
+  await using redis = await startRedis();
+  const known = defineTask((_context, _value: unknown) => {}, {
+    name: "known",
+  });
+  const stranger = defineTask((_context, _value: unknown) => {}, {
+    name: "stranger",
+  });
+  const backend = bullmqBackend({
+    connection: { port: redis.port },
+    queue: `test-${crypto.randomUUID()}`,
+    tasks: [known],
+  });
+  try {
+    const table: [string, (tasks: BackgroundTasks) => void, string][] = [
+      [
+        "an unregistered task",
+        (tasks) => tasks.addTask(stranger, 1),
+        `Cannot add task "stranger" as it is not among the BullMQ backend's tasks: list it in 'tasks'`,
+      ],
+      [
+        "a date",
+        (tasks) => tasks.addTask(known, { at: new Date(0) }),
+        `Cannot add task "known" as args[0].at is an instance of Date, which JSON cannot store: current value is a Date`,
+      ],
+      [
+        "undefined",
+        (tasks) => tasks.addTask(known, [1, undefined]),
+        `Cannot add task "known" as args[0][1] is undefined, which JSON cannot store: current value is undefined`,
+      ],
+      [
+        "NaN",
+        (tasks) => tasks.addTask(known, NaN),
+        `Cannot add task "known" as args[0] is not finite, which JSON cannot store: current value is NaN`,
+      ],
+      [
+        "a bigint",
+        (tasks) => tasks.addTask(known, 1n),
+        `Cannot add task "known" as args[0] is a bigint, which JSON cannot store: current value is 1`,
+      ],
+      [
+        "a cycle",
+        (tasks) => {
+          const node: Record<string, unknown> = {};
+          node["self"] = node;
+          tasks.addTask(known, node);
+        },
+        `Cannot add task "known" as args[0].self is a cycle, which JSON cannot store: current value is an object`,
+      ],
+    ];
+    for (const [name, add, message] of table) {
+      await t.step(name, async () => {
+        const thrown = await addTaskError(backend, add);
+        assert.ok(thrown instanceof TypeError, String(thrown));
+        assert.equal(thrown.message, message);
+      });
+    }
+  } finally {
+    await backend.close();
+  }
+});
+
+Deno.test({
+  ...redisTest,
+  name: "bullmqBackend().enqueue() refuses a signal that is not an AbortSignal",
+}, async () => {
+  await using redis = await startRedis();
+  const step = defineTask((_context) => {}, { name: "step" });
+  const backend = bullmqBackend({
+    connection: { port: redis.port },
+    queue: `test-${crypto.randomUUID()}`,
+    tasks: [step],
+  });
+  try {
+    await assert.rejects(
+      backend.enqueue({
+        id: "chain-1",
+        tasks: [],
+        request: undefined,
+        delivered: undefined,
+      }, { signal: "at the deadline" as unknown as AbortSignal }),
+      {
+        name: "TypeError",
+        message:
+          `Cannot enqueue chain as 'signal' must be an AbortSignal: current value is "at the deadline"`,
+      },
+    );
+  } finally {
+    await backend.close();
+  }
+});
+
+Deno.test("bullmqBackend() rejects options of the wrong type", async (t) => {
+  const task = defineTask(() => {}, { name: "task" });
+  const table: [string, () => unknown, string, string][] = [
+    [
+      "connection",
+      () =>
+        bullmqBackend({
+          connection: "http://localhost",
+          tasks: [task],
+        }),
+      "TypeError",
+      `Cannot create BullMQ backend as 'connection' must be a redis:// or rediss:// URL: current value is "http://localhost"`,
+    ],
+    [
+      "tasks",
+      () =>
+        bullmqBackend({
+          connection: {},
+          tasks: "all" as unknown as DefinedTask<never[]>[],
+        }),
+      "TypeError",
+      `Cannot create BullMQ backend as 'tasks' must be an array of defined tasks: current value is "all"`,
+    ],
+    [
+      "a misspelt backend option",
+      () =>
+        bullmqBackend({
+          connection: {},
+          tasks: [task],
+          queueName: "emails",
+        } as unknown as BullmqBackendOptions),
+      "TypeError",
+      "Cannot create BullMQ backend as 'queueName' is not one of its options: did you mean 'queue'?",
+    ],
+  ];
+  for (const [name, call, errorName, message] of table) {
+    await t.step(name, () => {
+      assert.throws(call, { name: errorName, message });
+    });
+  }
+});
+
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqBackend() adds the chains handed over together in few transactions",
+}, async () => {
+  await using redis = await startRedis();
+  const connection = { host: "127.0.0.1", port: redis.port };
+  const queueName = `test-${crypto.randomUUID()}`;
+  const addBulk = mock.method(FlowProducer.prototype, "addBulk");
+  const add = mock.method(FlowProducer.prototype, "add");
+  const backend = bullmqBackend({
+    connection,
+    queue: queueName,
+    tasks: exampleTasks,
+  });
+  const queue = new Queue(queueName, { connection, prefix: PREFIX });
+  try {
+    await Promise.all(
+      Array.from({ length: 250 }, (_, index) =>
+        backend.enqueue({
+          id: `chain${index}`,
+          tasks: [sendWelcomeEmail, createAvatar].map((task) => ({
+            name: task.name,
+            args: [`user${index}@example.com`],
+            timeout: task.timeout,
+            retry: task.retry,
+            task: task as DefinedTask,
+          })),
+          request: undefined,
+          delivered: undefined,
+        })),
+    );
+    // 100 + 100 + 50 chains, two jobs each, the first waiting for a worker.
+    assert.equal(addBulk.mock.callCount(), 3);
+    assert.equal(add.mock.callCount(), 0);
+    const counts = await queue.getJobCounts("wait", "waiting-children");
+    assert.deepEqual(counts, { wait: 250, "waiting-children": 250 });
+  } finally {
+    addBulk.mock.restore();
+    add.mock.restore();
+    await queue.obliterate({ force: true });
+    await queue.close();
+    await backend.close();
+  }
+});
+
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqBackend().close() stores the chains handed over, and refuses later ones",
+}, async () => {
+  await using redis = await startRedis();
+  const connection = { host: "127.0.0.1", port: redis.port };
+  const queueName = `test-${crypto.randomUUID()}`;
+  const backend = bullmqBackend({
+    connection,
+    queue: queueName,
+    tasks: exampleTasks,
+  });
+  const errors: unknown[] = [];
+  const handler = withBackgroundTasks((request, _info, tasks) => {
+    tasks.addTask(sendWelcomeEmail, new URL(request.url).pathname);
+    return new Response("ok");
+  }, {
+    backend,
+    handOver: "after-response",
+    onTaskError: (error) => void errors.push(error),
+  });
+  const queue = new Queue(queueName, { connection, prefix: PREFIX });
+  try {
+    const calls = await Promise.all(
+      Array.from({ length: 150 }, (_, i) => callHandler(handler, `/${i}`)),
+    );
+    // Handed over (one macrotask after the responses), not yet stored.
+    await Promise.race(calls.map((call) => call.tasks));
+    await backend.close();
+    await handler.drain();
+    assert.deepEqual(
+      [handler.stats.enqueued, errors.length, await queue.count()],
+      [150, 0, 150],
+    );
+    await (await callHandler(handler, "/late")).tasks;
+    assert.equal(errors.length, 1);
+    assert.equal(
+      (errors[0] as Error).message,
+      "Cannot enqueue chain as the BullMQ backend is closed",
+    );
+    assert.deepEqual([handler.stats.failed, await queue.count()], [1, 150]);
+  } finally {
+    await queue.obliterate({ force: true });
+    await queue.close();
+  }
+});
+
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqBackend() stores a chain once when its connection is cut between MULTI and EXEC",
+}, async () => {
+  await using redis = await startRedis();
+  await using proxy = startTcpProxy(redis.port);
+  const queueName = `test-${crypto.randomUUID()}`;
+  const ran: number[] = [];
+  const last = Promise.withResolvers<void>();
+  const step = defineTask((_context, index: number) => {
+    ran.push(index);
+    if (index === 2) last.resolve();
+  }, { name: "step" });
+  // Through the proxy, which cuts the first transaction before its EXEC.
+  const backend = bullmqBackend({
+    connection: { host: "127.0.0.1", port: proxy.port },
+    queue: queueName,
+    tasks: [step],
+  });
+  const queue = new Queue(queueName, {
+    connection: { port: redis.port },
+    prefix: PREFIX,
+  });
+  const errors: unknown[] = [];
+  const handler = withBackgroundTasks((_request, _info, tasks) => {
+    tasks.addTask(step, 0);
+    tasks.addTask(step, 1);
+    tasks.addTask(step, 2);
+    return new Response("ok");
+  }, { backend, onTaskError: (error) => void errors.push(error) });
+  try {
+    await (await callHandler(handler, "/")).tasks;
+    assert.equal(proxy.cuts, 1);
+    // Messages only: an AbortError carries the transaction's commands.
+    assert.deepEqual(errors.map(String), []);
+    assert.deepEqual([handler.stats.enqueued, handler.stats.failed], [3, 0]);
+    const jobs = await queue.getJobs(["wait", "waiting-children"]);
+    const chain = (jobs[0]?.data as { chain: string }).chain;
+    assert.deepEqual(jobs.map((job) => job.id).sort(), [
+      `${chain}.0`,
+      `${chain}.1`,
+      `${chain}.2`,
+    ]);
+    assert.deepEqual(
+      await queue.getJobCounts("wait", "waiting-children"),
+      { wait: 1, "waiting-children": 2 },
+    );
+    const worker = bullmqWorker({
+      connection: { port: redis.port },
+      queue: queueName,
+      tasks: [step],
+    });
+    await last.promise;
+    await worker.close();
+    assert.deepEqual(ran, [0, 1, 2]);
+  } finally {
+    await queue.obliterate({ force: true });
+    await queue.close();
+    await backend.close();
+  }
+});
+
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqBackend() adds a chain again whose EXEC ran but whose answer was lost, without running a task twice",
+}, async () => {
+  await using redis = await startRedis();
+  const connection = { host: "127.0.0.1", port: redis.port };
+  const queueName = `test-${crypto.randomUUID()}`;
+  // The proxy lets the transaction run, keeps its answer back until the
+  // first task has run (and BullMQ removed it), then cuts the connection.
+  const firstRan = Promise.withResolvers<void>();
+  const secondStarted = Promise.withResolvers<void>();
+  const secondMayEnd = Promise.withResolvers<void>();
+  await using proxy = startTcpProxy(redis.port, {
+    cut: "exec-reply",
+    hold: secondStarted.promise,
+  });
+  const ran: string[] = [];
+  const last = Promise.withResolvers<void>();
+  const step = defineTask(async ({ id }, index: number) => {
+    ran.push(id.slice(id.lastIndexOf(":")));
+    if (index === 1) {
+      secondStarted.resolve();
+      await secondMayEnd.promise;
+    }
+    if (index === 2) last.resolve();
+  }, { name: "step" });
+  const backend = bullmqBackend({
+    connection: { host: "127.0.0.1", port: proxy.port },
+    queue: queueName,
+    tasks: [step],
+  });
+  const worker = bullmqWorker({
+    connection,
+    queue: queueName,
+    tasks: [step],
+    onTaskEnd: ({ index }) => {
+      if (index === 0) firstRan.resolve();
+    },
+  });
+  const errors: unknown[] = [];
+  const handler = withBackgroundTasks((_request, _info, tasks) => {
+    tasks.addTask(step, 0);
+    tasks.addTask(step, 1);
+    tasks.addTask(step, 2);
+    return new Response("ok");
+  }, { backend, onTaskError: (error) => void errors.push(error) });
+  try {
+    const call = await callHandler(handler, "/");
+    await firstRan.promise;
+    // Stored, its answer lost, then stored again: the chain is safe.
+    await call.tasks;
+    assert.equal(proxy.cuts, 1);
+    secondMayEnd.resolve();
+    await last.promise;
+    assert.deepEqual(ran, [":0", ":1", ":2"]);
+    assert.deepEqual(errors.map(String), []);
+    assert.deepEqual([handler.stats.enqueued, handler.stats.failed], [3, 0]);
+    await worker.close();
+    assert.deepEqual(await backend.failed(), []);
+    assert.deepEqual(
+      await new Queue(queueName, { connection, prefix: PREFIX }).getJobCounts(
+        "wait",
+        "waiting-children",
+        "active",
+        "failed",
+      ),
+      { wait: 0, "waiting-children": 0, active: 0, failed: 0 },
+    );
+  } finally {
+    secondMayEnd.resolve();
+    await worker.close();
+    await backend.close();
+  }
+});
+
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqBackend() runs each task once when a store's answer is lost after Redis ran it and a worker ran the chain",
+}, async (t) => {
+  const cases: {
+    name: string;
+    lengths: number[];
+    cut: "store-reply" | "exec-reply";
+    answers?: number;
+    /** How many of the jobs are done when the connection is cut: all by default. */
+    done?: number;
+  }[] = [
+    {
+      name: "a one-task chain, no answer at all (ioredis sends it again)",
+      lengths: [1],
+      cut: "store-reply",
+    },
+    {
+      name: "two one-task chains, the first answer only (stored again)",
+      lengths: [1, 1],
+      cut: "store-reply",
+      answers: 1,
+    },
+    {
+      name: "a two-task chain, no answer at all (ioredis sends it again)",
+      lengths: [2],
+      cut: "store-reply",
+    },
+    {
+      name: "a two-task chain, EXEC's answer lost (stored again)",
+      lengths: [2],
+      cut: "exec-reply",
+    },
+    {
+      name: "a three-task chain, no answer at all, its first task done",
+      lengths: [3],
+      cut: "store-reply",
+      done: 1,
+    },
+  ];
+  await using redis = await startRedis();
+  const connection = { host: "127.0.0.1", port: redis.port };
+  for (const { name, lengths, cut, answers, done } of cases) {
+    await t.step(name, async () => {
+      const queueName = `test-${crypto.randomUUID()}`;
+      const ran: string[] = [];
+      const step = defineTask(({ id }) => void ran.push(id), { name: "step" });
+      const chains = lengths.map((length, index): BackendChain => {
+        const { tasks: [task], ...chain } = chainOf(`chain-${index}`, step);
+        return { ...chain, tasks: Array(length).fill(task) };
+      });
+      const jobIds = chains.flatMap((chain) =>
+        chain.tasks.map((_, index) => `${chain.id}.${index}`)
+      );
+      // The proxy holds the store's answer back until the worker has run
+      // the first `done` jobs, and BullMQ finished them.
+      const events = new QueueEvents(queueName, {
+        connection,
+        prefix: PREFIX,
+        lastEventId: "0-0",
+      });
+      const completed = new Set<string>();
+      const heldDone = Promise.withResolvers<void>();
+      const allDone = Promise.withResolvers<void>();
+      events.on("completed", ({ jobId }) => {
+        completed.add(jobId);
+        const finished = (ids: string[]) =>
+          ids.every((id) => completed.has(id));
+        if (finished(jobIds.slice(0, done))) heldDone.resolve();
+        if (finished(jobIds)) allDone.resolve();
+      });
+      await using proxy = startTcpProxy(redis.port, {
+        cut,
+        hold: heldDone.promise,
+        ...(answers === undefined ? {} : { answers }),
+      });
+      const backend = bullmqBackend({
+        connection: { host: "127.0.0.1", port: proxy.port },
+        queue: queueName,
+        tasks: [step],
+      });
+      const worker = bullmqWorker({
+        connection,
+        queue: queueName,
+        tasks: [step],
+      });
+      const queue = new Queue(queueName, { connection, prefix: PREFIX });
+      try {
+        await within(
+          Promise.all(chains.map((chain) => backend.enqueue(chain))),
+          30_000,
+          "enqueue()",
+        );
+        assert.equal(proxy.cuts, 1);
+        await within(allDone.promise, 30_000, "the jobs");
+        // Nothing left to run: no job was added again.
+        assert.deepEqual(
+          await queue.getJobCounts(
+            "wait",
+            "active",
+            "delayed",
+            "waiting-children",
+          ),
+          { wait: 0, active: 0, delayed: 0, "waiting-children": 0 },
+        );
+        assert.deepEqual(
+          ran.sort(),
+          jobIds.map((id) => id.replace(".", ":")).sort(),
+        );
+      } finally {
+        await worker.close();
+        await backend.close();
+        await events.close();
+        await queue.obliterate({ force: true });
+        await queue.close();
+      }
+    });
+  }
+});
+
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqBackend() adds a chain whose jobs are all in Redis already without a second copy or an error",
+}, async () => {
+  // What a chain stored twice finds (ioredis sends a transaction again by
+  // itself when its connection closed before any answer came back).
+  await using redis = await startRedis();
+  const connection = { host: "127.0.0.1", port: redis.port };
+  const queueName = `test-${crypto.randomUUID()}`;
+  const step = defineTask((_context, _index: number) => {}, { name: "step" });
+  const backend = bullmqBackend({
+    connection,
+    queue: queueName,
+    tasks: [step],
+  });
+  const queue = new Queue(queueName, { connection, prefix: PREFIX });
+  const chain: BackendChain = {
+    id: "chain-1",
+    tasks: [0, 1, 2].map((index) => ({
+      name: step.name,
+      args: [index],
+      timeout: undefined,
+      retry: undefined,
+      task: step as DefinedTask,
+    })),
+    request: undefined,
+    delivered: undefined,
+  };
+  try {
+    await backend.enqueue(chain);
+    await backend.enqueue(chain);
+    const jobs = await queue.getJobs(["wait", "waiting-children"]);
+    assert.deepEqual(
+      jobs.map((job) => [job.id, job.data.args]).sort(),
+      [["chain-1.0", [0]], ["chain-1.1", [1]], ["chain-1.2", [2]]],
+    );
+  } finally {
+    await queue.obliterate({ force: true });
+    await queue.close();
+    await backend.close();
+  }
+});
+
+Deno.test({
+  ...ownRedisTest,
+  name:
+    "bullmqBackend() stores the chains a Redis crash cut off, and those handed over while it was down, once it is back",
+}, async () => {
+  // Durable, so that what Redis acknowledged before the crash is counted.
+  await using redis = await startRedisServer({ durable: true });
+  const connection = { host: "127.0.0.1", port: redis.port };
+  const queueName = `test-${crypto.randomUUID()}`;
+  const step = defineTask((_context, _index: number, _padding: string) => {}, {
+    name: "step",
+  });
+  const backend = bullmqBackend({
+    connection,
+    queue: queueName,
+    tasks: [step],
+  });
+  // Which transactions the crash cut: the test means nothing without one.
+  const { cut, restore } = recordCuts(FlowProducer);
+  const handedOver: string[] = [];
+  let onHandedOver = () => {};
+  const counting: TaskBackend = {
+    accept: (task, chain) => backend.accept(task, chain),
+    enqueue(chain: BackendChain, options) {
+      handedOver.push(chain.id);
+      onHandedOver();
+      return backend.enqueue(chain, options);
+    },
+  };
+  // About 3 MB a transaction of 100 chains: Redis reads it in many turns,
+  // and the crash comes in the middle.
+  const padding = "p".repeat(10_000);
+  const errors: unknown[] = [];
+  const handler = withBackgroundTasks((_request, _info, tasks) => {
+    for (let index = 0; index < 3; index++) {
+      tasks.addTask(step, index, padding);
+    }
+    return new Response("ok");
+  }, { backend: counting, onTaskError: (error) => void errors.push(error) });
+  const queue = new Queue(queueName, { connection, prefix: PREFIX });
+  try {
+    await (await callHandler(handler, "/before")).tasks;
+    // The responses wait for their chains to be stored, so they are awaited
+    // only once Redis is back.
+    const calls: Promise<unknown>[] = [];
+    {
+      using monitor = await monitorRedis(redis.port, "multi");
+      const crashed = monitor.seen.then(() => redis.kill());
+      for (let i = 0; i < 100; i++) calls.push(callHandler(handler, `/${i}`));
+      await crashed;
+    }
+    const down = Promise.withResolvers<void>();
+    onHandedOver = () => {
+      if (handedOver.length === 121) down.resolve();
+    };
+    for (let i = 0; i < 20; i++) {
+      calls.push(callHandler(handler, `/down/${i}`));
+    }
+    await down.promise;
+    await redis.restart();
+    await Promise.all(calls);
+    await handler.drain();
+
+    assert.ok(
+      cut.some((error) => (error as Error).name === "AbortError"),
+      `the crash cut no transaction: ${cut.map(String)}`,
+    );
+    // Messages only: an AbortError carries the transaction's commands.
+    assert.deepEqual(errors.map(String), []);
+    assert.deepEqual([handler.stats.enqueued, handler.stats.failed], [363, 0]);
+    const jobs = await queue.getJobs(["wait", "waiting-children"]);
+    assert.deepEqual(
+      jobs.map((job) => job.id).sort(),
+      handedOver.flatMap((id) => [`${id}.0`, `${id}.1`, `${id}.2`]).sort(),
+    );
+  } finally {
+    restore();
+    await queue.close();
+    await backend.close();
+  }
+});
+
+Deno.test({
+  ...ownRedisTest,
+  name:
+    "bullmqBackend() gives up a chain whose signal aborts while Redis is unreachable, and close() returns",
+}, async (t) => {
+  const step = defineTask((_context) => {}, { name: "step" });
+  const chain = (id: string) => chainOf(id, step);
+  /**
+   * Hands a chain over with a signal, closes the backend, and aborts the
+   * signal: the chain must reject with its reason, and close() return.
+   */
+  async function abortWhileUnreachable(backend: BullmqBackend): Promise<void> {
+    const deadline = new AbortController();
+    const enqueued = backend.enqueue(chain("lost"), {
+      signal: deadline.signal,
+    });
+    const closed = backend.close();
+    const reason = new Error("Abandoned at the drain deadline");
+    deadline.abort(reason);
+    await within(
+      assert.rejects(enqueued, (error) => error === reason),
+      20_000,
+      "enqueue()",
+    );
+    await within(closed, 20_000, "close()");
+  }
+
+  await t.step("Redis went away after the backend connected", async () => {
+    await using redis = await startRedisServer();
+    const backend = bullmqBackend({
+      connection: { host: "127.0.0.1", port: redis.port },
+      queue: `test-${crypto.randomUUID()}`,
+      tasks: [step],
+    });
+    await backend.enqueue(chain("before"));
+    await redis.kill();
+    await abortWhileUnreachable(backend);
+  });
+
+  await t.step("Redis was never there", async () => {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const { port } = listener.addr;
+    listener.close();
+    await abortWhileUnreachable(bullmqBackend({
+      connection: { host: "127.0.0.1", port },
+      queue: `test-${crypto.randomUUID()}`,
+      tasks: [step],
+    }));
+  });
+});
+
+Deno.test({
+  ...ownRedisTest,
+  name:
+    "bullmqBackend() says once that Redis refuses its stores while connected, and once that it stores again",
+}, async () => {
+  await using redis = await startRedisServer();
+  const step = defineTask((_context) => {}, { name: "step" });
+  const told: BackendStatus[] = [];
+  const changed = { resolve: () => {} };
+  const backend = bullmqBackend({
+    connection: { host: "127.0.0.1", port: redis.port },
+    queue: `test-${crypto.randomUUID()}`,
+    tasks: [step],
+    onStatusChange(status) {
+      told.push(status);
+      changed.resolve();
+    },
+  });
+  const chain = (id: string) => chainOf(id, step);
+  const admin = new Redis({ host: "127.0.0.1", port: redis.port });
+  try {
+    await backend.enqueue(chain("before"));
+    // Out of memory: every store fails, the connection stays up.
+    await admin.config("SET", "maxmemory", "1");
+    const down = new Promise<void>((resolve) => changed.resolve = resolve);
+    const stored = backend.enqueue(chain("during"));
+    await within(down, 20_000, "the status");
+    assert.equal(backend.status.state, "down");
+    assert.match(backend.status.error ?? "", /^OOM /);
+    await admin.config("SET", "maxmemory", "0");
+    await within(stored, 20_000, "enqueue()");
+    assert.deepEqual(told.map((status) => status.state), ["down", "up"]);
+    assert.equal(backend.status.state, "up");
+  } finally {
+    // So that close() can store what it holds.
+    await admin.config("SET", "maxmemory", "0");
+    admin.disconnect();
+    await backend.close();
+  }
+});
+
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqBackend() stores one-task chains as plain jobs outside a transaction, and longer ones as flows",
+}, async () => {
+  await using redis = await startRedis();
+  const connection = { host: "127.0.0.1", port: redis.port };
+  const queueName = `test-${crypto.randomUUID()}`;
+  const ran: string[] = [];
+  const allRan = Promise.withResolvers<void>();
+  const step = defineTask((context, _index: number) => {
+    ran.push(context.id);
+    if (ran.length === 7) allRan.resolve();
+  }, { name: "step", retry: { maxAttempts: 3 } });
+  const jobBulks = mock.method(Queue.prototype, "addBulk");
+  const flowBulks = mock.method(FlowProducer.prototype, "addBulk");
+  const backend = bullmqBackend({
+    connection,
+    queue: queueName,
+    tasks: [step],
+  });
+  const queue = new Queue(queueName, { connection, prefix: PREFIX });
+  const chain = (id: string, length: number): BackendChain => ({
+    id,
+    tasks: Array.from({ length }, (_, index) => ({
+      name: step.name,
+      args: [index],
+      timeout: undefined,
+      retry: step.retry,
+      task: step as DefinedTask,
+    })),
+    request: { method: "POST", url: "http://localhost/signup" },
+    delivered: undefined,
+  });
+  try {
+    // Handed over together: one group of each kind.
+    await Promise.all([
+      backend.enqueue(chain("one-a", 1)),
+      backend.enqueue(chain("two-a", 2)),
+      backend.enqueue(chain("one-b", 1)),
+      backend.enqueue(chain("two-b", 2)),
+      backend.enqueue(chain("one-c", 1)),
+    ]);
+    assert.deepEqual(
+      jobBulks.mock.calls.map((call) =>
+        call.arguments[0].map((job) => job.opts?.jobId)
+      ),
+      [["one-a.0", "one-b.0", "one-c.0"]],
+    );
+    assert.deepEqual(
+      flowBulks.mock.calls.map((call) =>
+        call.arguments[0].map((flow) => flow.opts?.jobId)
+      ),
+      [["two-a.1", "two-b.1"]],
+    );
+    // The same job as a single-node flow made: id, data and options.
+    const job = await queue.getJob("one-b.0");
+    assert.equal(await job?.getState(), "waiting");
+    assert.deepEqual(job?.data, {
+      chain: "one-b",
+      index: 0,
+      args: [0],
+      request: { method: "POST", url: "http://localhost/signup" },
+    });
+    assert.deepEqual(
+      [
+        job?.opts.attempts,
+        job?.opts.backoff,
+        job?.opts.removeOnComplete,
+        job?.opts.removeOnFail,
+        job?.opts.deduplication,
+      ],
+      [3, { type: "background-tasks" }, true, false, {
+        id: "one-b",
+        ttl: 86_400_000,
+      }],
+    );
+    assert.deepEqual(
+      await queue.getJobCounts("wait", "waiting-children"),
+      { wait: 5, "waiting-children": 2 },
+    );
+    const worker = bullmqWorker({
+      connection,
+      queue: queueName,
+      tasks: [step],
+    });
+    await within(allRan.promise, 20_000, "the tasks");
+    await worker.close();
+    assert.deepEqual(ran.sort(), [
+      "one-a:0",
+      "one-b:0",
+      "one-c:0",
+      "two-a:0",
+      "two-a:1",
+      "two-b:0",
+      "two-b:1",
+    ]);
+  } finally {
+    jobBulks.mock.restore();
+    flowBulks.mock.restore();
+    await queue.obliterate({ force: true });
+    await queue.close();
+    await backend.close();
+  }
+});
+
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqBackend() keeps a one-task chain's deduplication key until its store is answered, and a flow's jobs a minute once done",
+}, async () => {
+  await using redis = await startRedis();
+  const connection = { host: "127.0.0.1", port: redis.port };
+  const queueName = `test-${crypto.randomUUID()}`;
+  const ran = counter(3);
+  const step = defineTask(() => ran.tick(), { name: "step" });
+  const backend = bullmqBackend({
+    connection,
+    queue: queueName,
+    tasks: [step],
+  });
+  const queue = new Queue(queueName, { connection, prefix: PREFIX });
+  const admin = new Redis(connection);
+  const two: BackendChain = {
+    ...chainOf("two", step),
+    tasks: [...chainOf("two", step).tasks, ...chainOf("two", step).tasks],
+  };
+  try {
+    {
+      // Deleted once the store is answered: nothing stores it again.
+      using monitor = await monitorRedis(redis.port, "del");
+      await backend.enqueue(chainOf("one", step));
+      await within(monitor.seen, 20_000, "the key's deletion");
+    }
+    assert.equal(await admin.exists(`${PREFIX}:${queueName}:de:one`), 0);
+    assert.equal(await (await queue.getJob("one.0"))?.getState(), "waiting");
+    await backend.enqueue(two);
+    const worker = bullmqWorker({
+      connection,
+      queue: queueName,
+      tasks: [step],
+    });
+    await within(ran.done, 20_000, "the tasks");
+    // Lets the jobs it holds finish.
+    await worker.close();
+    assert.equal(await queue.getJob("one.0"), undefined);
+    const kept = await Promise.all(
+      ["two.0", "two.1"].map((id) => queue.getJob(id)),
+    );
+    assert.deepEqual(
+      await Promise.all(kept.map((job) => job?.getState())),
+      ["completed", "completed"],
+    );
+    assert.deepEqual(kept.map((job) => job?.opts.removeOnComplete), [
+      { age: 60 },
+      { age: 60 },
+    ]);
+  } finally {
+    admin.disconnect();
+    await queue.obliterate({ force: true });
+    await queue.close();
+    await backend.close();
+  }
+});
+
+Deno.test({
+  ...ownRedisTest,
+  name:
+    "bullmqBackend() stores the one-task chains a Redis crash cut off in the middle of their pipeline, once it is back",
+}, async () => {
+  // Durable, so that what Redis acknowledged before the crash is counted.
+  await using redis = await startRedisServer({ durable: true });
+  const connection = { host: "127.0.0.1", port: redis.port };
+  const queueName = `test-${crypto.randomUUID()}`;
+  const step = defineTask((_context, _padding: string) => {}, {
+    name: "step",
+  });
+  const backend = bullmqBackend({
+    connection,
+    queue: queueName,
+    tasks: [step],
+  });
+  // Which pipelines the crash cut: the test means nothing without one.
+  const { cut, restore } = recordCuts(Queue);
+  // About 1 MB a pipeline of 100 chains: Redis reads it in many turns, and
+  // the crash comes in the middle.
+  const padding = "p".repeat(10_000);
+  const ids = Array.from({ length: 300 }, (_, index) => `chain-${index}`);
+  const queue = new Queue(queueName, { connection, prefix: PREFIX });
+  try {
+    let stored: Promise<void>[];
+    {
+      using monitor = await monitorRedis(redis.port, "evalsha");
+      const crashed = monitor.seen.then(() => redis.kill());
+      stored = ids.map((id) => backend.enqueue(chainOf(id, step, padding)));
+      await crashed;
+    }
+    await redis.restart();
+    await within(Promise.all(stored), 30_000, "the chains");
+    assert.ok(cut.length > 0, "the crash cut no pipeline");
+    const jobs = await queue.getJobs(["wait"]);
+    assert.deepEqual(
+      jobs.map((job) => job.id).sort(),
+      ids.map((id) => `${id}.0`).sort(),
+    );
+    assert.equal(await queue.count(), ids.length);
+  } finally {
+    restore();
+    await queue.close();
+    await backend.close();
+  }
+});

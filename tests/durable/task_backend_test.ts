@@ -1,0 +1,323 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+import assert from "node:assert/strict";
+import { mock } from "node:test";
+import {
+  type BackendStatus,
+  type BackgroundTasks,
+  defineTask,
+  type TaskBackend,
+  withBackgroundTasks,
+} from "../../mod.ts";
+import type { BackendChain } from "../../backend.ts";
+import { callHandler, fakeServeHandlerInfo } from "../../testing.ts";
+import { addTaskError, guardedTest, sentInfo } from "../_helpers/common.ts";
+
+guardedTest(
+  "a task added while a chain is being handed to a backend is handed over as a chain of its own",
+  async () => {
+    const step = defineTask((_context, _n: number) => {}, { name: "step" });
+    const received: BackendChain[] = [];
+    const handing = Promise.withResolvers<void>();
+    const stored = Promise.withResolvers<void>();
+    const backend: TaskBackend = {
+      accept() {},
+      enqueue(chain) {
+        received.push(chain);
+        handing.resolve();
+        return stored.promise;
+      },
+    };
+    let tasks: BackgroundTasks | undefined;
+    const handler = withBackgroundTasks((_request, _info, given) => {
+      tasks = given;
+      given.addTask(step, 1);
+      return new Response("ok");
+    }, { backend, handOver: "after-response" });
+    const { tasks: settled } = await callHandler(handler, "/");
+    await handing.promise;
+    tasks!.addTask(step, 2);
+    assert.equal(handler.stats.pending, 2);
+    stored.resolve();
+    await settled;
+    await handler.drain();
+    assert.deepEqual(
+      received.map((chain) => chain.tasks.map((task) => task.args)),
+      [[[1]], [[2]]],
+    );
+    assert.deepEqual([handler.stats.pending, handler.stats.enqueued], [0, 2]);
+  },
+);
+
+guardedTest(
+  "a chain abandoned while a backend stores it leaves exact counters",
+  async () => {
+    const job = defineTask(() => {}, { name: "job" });
+    const never = Promise.withResolvers<void>();
+    const handing = Promise.withResolvers<void>();
+    const backend: TaskBackend = {
+      accept() {},
+      enqueue() {
+        handing.resolve();
+        return never.promise;
+      },
+    };
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(job);
+      tasks.addTask(job);
+      return new Response("ok");
+    }, { backend, handOver: "after-response" });
+    await callHandler(handler, "/");
+    await handing.promise;
+    const stop = new AbortController();
+    const drained = handler.drain({ signal: stop.signal });
+    stop.abort();
+    assert.deepEqual((await drained).abandonedTasks, { job: 2 });
+    const { pending, queued, running, abandoned } = handler.stats;
+    assert.deepEqual({ pending, queued, running, abandoned }, {
+      pending: 0,
+      queued: 0,
+      running: 0,
+      abandoned: 2,
+    });
+    never.resolve();
+  },
+);
+
+/** A backend whose enqueue() the test settles, recording what it is given. */
+function gatedBackend() {
+  const calls: {
+    chain: BackendChain;
+    signal: AbortSignal | undefined;
+    settle: PromiseWithResolvers<void>;
+  }[] = [];
+  const called = Promise.withResolvers<void>();
+  const backend: TaskBackend = {
+    accept() {},
+    enqueue(chain, options) {
+      const settle = Promise.withResolvers<void>();
+      calls.push({ chain, signal: options?.signal, settle });
+      called.resolve();
+      return settle.promise;
+    },
+  };
+  return { backend, calls, called: called.promise };
+}
+
+const job = defineTask((_context, _n: number) => {}, { name: "job" });
+
+guardedTest(
+  "with a backend, the response goes out only once the chain is stored",
+  async () => {
+    const { backend, calls, called } = gatedBackend();
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(job, 1);
+      return new Response("accepted", { status: 202 });
+    }, { backend });
+    let answered = false;
+    const response = Promise.resolve(
+      handler(new Request("http://localhost/"), fakeServeHandlerInfo()),
+    ).then((response) => {
+      answered = true;
+      return response;
+    });
+    await called;
+    // The response waits for the store, not for info.completed.
+    assert.equal(answered, false);
+    assert.equal(calls[0]?.chain.delivered, undefined);
+    calls[0]!.settle.resolve();
+    assert.equal(await (await response).text(), "accepted");
+    await handler.drain();
+    assert.deepEqual([handler.stats.enqueued, handler.stats.pending], [1, 0]);
+  },
+);
+
+guardedTest(
+  "with a backend, a chain that cannot be stored fails the handler and its tasks are discarded",
+  async () => {
+    const { backend, calls, called } = gatedBackend();
+    const reported: unknown[] = [];
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(job, 1);
+      tasks.addTask(job, 2);
+      return new Response("accepted", { status: 202 });
+    }, { backend, onTaskError: (error) => void reported.push(error) });
+    const response = handler(new Request("http://localhost/"), sentInfo());
+    await called;
+    const refusal = new Error("already queued");
+    calls[0]!.settle.reject(refusal);
+    await assert.rejects(async () => await response, (error: Error) => {
+      assert.equal(error.name, "Error");
+      assert.equal(
+        error.message,
+        "Cannot respond as the backend could not store the request's tasks",
+      );
+      assert.equal(error.cause, refusal);
+      return true;
+    });
+    await handler.drain();
+    assert.deepEqual(reported, []);
+    const { discarded, failed, pending } = handler.stats;
+    assert.deepEqual({ discarded, failed, pending }, {
+      discarded: 2,
+      failed: 0,
+      pending: 0,
+    });
+  },
+);
+
+guardedTest(
+  "with a backend, a chain that cannot be stored cancels the body its handler answered with",
+  async () => {
+    const backend: TaskBackend = {
+      accept() {},
+      enqueue: () => Promise.reject(new Error("already queued")),
+    };
+    const cancelled = Promise.withResolvers<unknown>();
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(job, 1);
+      const body = new ReadableStream<Uint8Array>({
+        cancel: (reason) => cancelled.resolve(reason),
+      });
+      return new Response(body, { status: 202 });
+    }, { backend });
+    await assert.rejects(
+      async () => await handler(new Request("http://localhost/"), sentInfo()),
+      {
+        message:
+          "Cannot respond as the backend could not store the request's tasks",
+      },
+    );
+    await cancelled.promise;
+  },
+);
+
+guardedTest(
+  "with a backend, a drain that gives up on a chain being stored aborts the store and fails the handler",
+  async () => {
+    const { backend, calls, called } = gatedBackend();
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(job, 1);
+      return new Response("accepted", { status: 202 });
+    }, { backend });
+    const response = handler(new Request("http://localhost/"), sentInfo());
+    await called;
+    const result = await handler.drain({ timeout: 0 });
+    assert.deepEqual(result.abandonedTasks, { job: 1 });
+    assert.equal(calls[0]?.signal?.aborted, true);
+    await assert.rejects(async () => await response, {
+      message:
+        "Cannot respond as the backend could not store the request's tasks",
+    });
+    assert.deepEqual([handler.stats.abandoned, handler.stats.pending], [1, 0]);
+  },
+);
+
+guardedTest(
+  "a backend's abort listener that throws when a drain gives up on a chain it stores is reported, not fatal",
+  async () => {
+    const consoleError = mock.method(console, "error", () => {});
+    try {
+      const handing = Promise.withResolvers<void>();
+      const backend: TaskBackend = {
+        accept() {},
+        enqueue(_chain, options) {
+          options?.signal?.addEventListener("abort", () => {
+            throw new Error("backend listener failed");
+          });
+          handing.resolve();
+          return new Promise(() => {});
+        },
+      };
+      const handler = withBackgroundTasks((_request, _info, tasks) => {
+        tasks.addTask(job, 1);
+        return new Response("ok");
+      }, { backend, handOver: "after-response" });
+      await callHandler(handler, "/");
+      await handing.promise;
+      const result = await handler.drain({ timeout: 0 });
+      assert.deepEqual(result.abandonedTasks, { job: 1 });
+      assert.match(
+        String(consoleError.mock.calls[0]?.arguments[0]),
+        /^An abort listener of background task "job" at index 0 .*threw:$/,
+      );
+    } finally {
+      consoleError.mock.restore();
+    }
+  },
+);
+
+guardedTest(
+  "with a backend, waitUntil() says why it cannot be used",
+  async () => {
+    const thrown = await addTaskError(
+      gatedBackend().backend,
+      (tasks) => tasks.waitUntil(Promise.resolve()),
+    );
+    assert.ok(thrown instanceof TypeError);
+    assert.equal(
+      thrown.message,
+      "Cannot wait until as the handler's backend runs tasks in other processes, which cannot wait for a promise of this one: await it in the handler, or make the work a task with defineTask",
+    );
+  },
+);
+
+guardedTest(
+  "stats shows the tasks a backend is storing and its status; a drain that gives up on them says so",
+  async () => {
+    const job = defineTask(function job() {}, { name: "job" });
+    let status: BackendStatus = { state: "up", since: new Date(0) };
+    const waiting: (() => void)[] = [];
+    const handed = Promise.withResolvers<void>();
+    const backend: TaskBackend = {
+      accept() {},
+      enqueue(_chain, options) {
+        const signal = options!.signal!;
+        return new Promise((resolve, reject) => {
+          if (waiting.push(resolve) === 2) handed.resolve();
+          signal.addEventListener("abort", () => reject(signal.reason));
+        });
+      },
+      get status() {
+        return status;
+      },
+    };
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(job);
+      tasks.addTask(job);
+      return new Response("ok");
+    }, { backend, handOver: "after-response" });
+    const first = await callHandler(handler, "/1");
+    await callHandler(handler, "/2");
+    await handed.promise;
+    assert.equal(handler.stats.storing, 4);
+    assert.equal(handler.stats.backend, status);
+    // A task being stored is neither queued nor running: the three add up
+    // to what is pending, as the tasks gauge shows them.
+    const { pending, queued, running, storing } = handler.stats;
+    assert.deepEqual({ pending, queued, running, storing }, {
+      pending: 4,
+      queued: 0,
+      running: 0,
+      storing: 4,
+    });
+    // One chain is stored; then the store goes away.
+    waiting[0]!();
+    await first.tasks;
+    const down: BackendStatus = {
+      state: "down",
+      since: new Date(),
+      error: "connect ECONNREFUSED 127.0.0.1:6379",
+    };
+    status = down;
+    const result = await handler.drain({ signal: AbortSignal.abort() });
+    assert.deepEqual(
+      [result.enqueued, result.abandoned, result.unstored, result.backend],
+      [0, 2, 2, down],
+    );
+    assert.deepEqual(
+      [handler.stats.storing, handler.stats.enqueued, handler.stats.abandoned],
+      [0, 2, 2],
+    );
+  },
+);
