@@ -9,6 +9,7 @@ import {
   assertTimeout,
   describe,
   MAX_TIMER_DELAY,
+  optionKeys,
 } from "../util/_assert.ts";
 import { functionName } from "../util/_promise.ts";
 
@@ -224,7 +225,7 @@ export class DefinedTask<A extends unknown[] = unknown[]> {
   ) {
     const action = "Cannot define task";
     assertFunction(fn, "fn", action);
-    assertOptions(options, ["name", "timeout", "retry"], action);
+    assertOptions(options, DEFINE_TASK_OPTIONS, action);
     const { name = functionName(fn), timeout, retry } = options;
     if (typeof name !== "string" || name === "") {
       throw new TypeError(
@@ -286,14 +287,20 @@ export function defineTask<A extends unknown[]>(
   return new DefinedTask(fn, options);
 }
 
-const RETRY_OPTIONS = [
-  "maxAttempts",
-  "minDelay",
-  "maxDelay",
-  "multiplier",
-  "jitter",
-  "isRetriable",
-];
+const DEFINE_TASK_OPTIONS = optionKeys<DefineTaskOptions>({
+  name: true,
+  timeout: true,
+  retry: true,
+});
+
+const RETRY_OPTIONS = optionKeys<RetryOptions>({
+  maxAttempts: true,
+  minDelay: true,
+  maxDelay: true,
+  multiplier: true,
+  jitter: true,
+  isRetriable: true,
+});
 
 function retryPolicy(options: RetryOptions, action: string): RetryPolicy {
   assertOptions(options, RETRY_OPTIONS, action, "retry");

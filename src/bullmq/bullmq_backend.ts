@@ -16,7 +16,12 @@ import { openShard } from "./_shard.ts";
 import { escapeControls } from "../api/_describe_task.ts";
 import { ConnectionWatch, elapsed } from "./_redis_watch.ts";
 import { assertSerializable } from "../durable/_serializable.ts";
-import { assertInteger, assertOptions, describe } from "../util/_assert.ts";
+import {
+  assertInteger,
+  assertOptions,
+  describe,
+  optionKeys,
+} from "../util/_assert.ts";
 import { workerConfig } from "../durable/_worker.ts";
 import type { RequestSummary } from "../api/task_info.ts";
 import type {
@@ -200,6 +205,16 @@ export interface BullmqBackend extends TaskBackend {
   close(): Promise<void>;
 }
 
+/** The keys of `BullmqBackendOptions`. */
+const BULLMQ_BACKEND_OPTIONS = optionKeys<BullmqBackendOptions>({
+  connection: true,
+  tasks: true,
+  queue: true,
+  prefix: true,
+  shards: true,
+  onStatusChange: true,
+});
+
 /**
  * A backend on Redis through BullMQ, for work that should outgrow one
  * process: web processes enqueue each request's chain before its response is
@@ -265,14 +280,7 @@ export interface BullmqBackend extends TaskBackend {
  */
 export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
   const action = "Cannot create BullMQ backend";
-  assertOptions(options, [
-    "connection",
-    "tasks",
-    "queue",
-    "prefix",
-    "shards",
-    "onStatusChange",
-  ], action);
+  assertOptions(options, BULLMQ_BACKEND_OPTIONS, action);
   const {
     queue: queueName = "background-tasks",
     prefix = "bull",

@@ -19,9 +19,8 @@ import {
   isConnectionError,
   isRefusal,
 } from "./_redis_watch.ts";
-import { RUN_OPTIONS } from "../core/_config.ts";
 import { backoff, delay } from "../core/_retry.ts";
-import { assertInteger, assertOptions } from "../util/_assert.ts";
+import { assertInteger, assertOptions, optionKeys } from "../util/_assert.ts";
 import {
   quoteNames,
   reportUnknownTask,
@@ -134,6 +133,23 @@ export interface BullmqWorker {
   close(): Promise<void>;
 }
 
+/** The keys of `BullmqWorkerOptions`. */
+const BULLMQ_WORKER_OPTIONS = optionKeys<BullmqWorkerOptions>({
+  onTaskError: true,
+  timeout: true,
+  onTaskStart: true,
+  onTaskEnd: true,
+  telemetry: true,
+  tasks: true,
+  connection: true,
+  queue: true,
+  prefix: true,
+  shards: true,
+  concurrency: true,
+  lockDuration: true,
+  stalledInterval: true,
+});
+
 /**
  * Starts a worker: a process that runs the tasks web processes enqueue
  * through {@linkcode bullmqBackend}, `concurrency` at a time, with the
@@ -169,17 +185,7 @@ export interface BullmqWorker {
  */
 export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
   const action = "Cannot start BullMQ worker";
-  assertOptions(options, [
-    ...RUN_OPTIONS,
-    "tasks",
-    "connection",
-    "queue",
-    "prefix",
-    "shards",
-    "concurrency",
-    "lockDuration",
-    "stalledInterval",
-  ], action);
+  assertOptions(options, BULLMQ_WORKER_OPTIONS, action);
   const {
     queue: queueName = "background-tasks",
     prefix = "bull",

@@ -24,6 +24,7 @@ import {
   assertTimeout,
   describe,
   MAX_TIMER_DELAY,
+  optionKeys,
 } from "../util/_assert.ts";
 import type { WithBackgroundTasksOptions } from "../api/task_controls.ts";
 
@@ -54,24 +55,30 @@ export interface RunnerConfig extends ExecutionConfig {
 }
 
 /** The keys of `RunOptions`. */
-export const RUN_OPTIONS: readonly string[] = [
-  "onTaskError",
-  "timeout",
-  "onTaskStart",
-  "onTaskEnd",
-  "telemetry",
-];
+export const RUN_OPTIONS: readonly string[] = optionKeys<RunOptions>({
+  onTaskError: true,
+  timeout: true,
+  onTaskStart: true,
+  onTaskEnd: true,
+  telemetry: true,
+});
 
 /** The keys of `WithBackgroundTasksOptions`. */
-export const WITH_BACKGROUND_TASKS_OPTIONS: readonly string[] = [
-  ...RUN_OPTIONS,
-  "skipUndelivered",
-  "concurrency",
-  "maxPending",
-  "ambient",
-  "backend",
-  "handOver",
-];
+export const WITH_BACKGROUND_TASKS_OPTIONS: readonly string[] = optionKeys<
+  WithBackgroundTasksOptions
+>({
+  onTaskError: true,
+  timeout: true,
+  onTaskStart: true,
+  onTaskEnd: true,
+  telemetry: true,
+  skipUndelivered: true,
+  concurrency: true,
+  maxPending: true,
+  ambient: true,
+  backend: true,
+  handOver: true,
+});
 
 /** The run options among `options` that were given, without the rest. */
 export function givenRunOptions(options: RunOptions): RunOptions {

@@ -13,6 +13,7 @@ import {
   assertNumber,
   assertOptions,
   describe,
+  optionKeys,
 } from "../util/_assert.ts";
 import { isThenable, toPromise } from "../util/_promise.ts";
 import { BackgroundTasks } from "../core/background_tasks.ts";
@@ -68,6 +69,9 @@ export function unstored(response: Response, cause: unknown): Error {
   );
 }
 
+/** The keys of `DrainOptions`. */
+const DRAIN_OPTIONS = optionKeys<DrainOptions>({ timeout: true, signal: true });
+
 /** The runner behind each handler or middleware given controls. */
 export const runnerOf: WeakMap<object, Runner> = new WeakMap();
 
@@ -78,7 +82,7 @@ export function withControls<F extends object>(
 ): F & TaskControls {
   function drain(options: DrainOptions = {}): Promise<DrainResult> {
     const action = "Cannot drain";
-    assertOptions(options, ["timeout", "signal"], action);
+    assertOptions(options, DRAIN_OPTIONS, action);
     // Infinity, the default, waits as long as it takes.
     if (options.timeout !== undefined) {
       assertNumber(options.timeout, "timeout", action, 0, true);

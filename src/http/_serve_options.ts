@@ -13,32 +13,141 @@ import {
   assertNumber,
   assertOptions,
   describe,
+  optionKeys,
 } from "../util/_assert.ts";
-import type { DrainResult } from "../api/task_controls.ts";
+import type {
+  DrainResult,
+  WithBackgroundTasksOptions,
+} from "../api/task_controls.ts";
 
-/** The options of `Deno.serve` that serve() passes on. */
-const DENO_SERVE_OPTIONS = [
-  "port",
-  "hostname",
-  "reusePort",
-  "tcpBacklog",
-  "automaticCompression",
-  "cert",
-  "key",
-  "onListen",
-  "onError",
-] as const;
+/**
+ * Options for {@linkcode serve}: `Deno.serve`'s, the task options, and how to shut down.
+ *
+ * @example Everything a production server sets
+ * ```ts
+ * import { serve, type ServeOptions } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const options: ServeOptions = {
+ *   hostname: "127.0.0.1",
+ *   port: 0,
+ *   onListen() {},
+ *   shutdownTimeout: 5_000,
+ *   shutdownSignals: [],
+ *   concurrency: 8,
+ *   maxPending: 10_000,
+ *   timeout: 30_000,
+ *   onShutdown: (result) => assert.equal(result.abandoned, 0),
+ * };
+ * const server = serve(options, () => new Response("ok"));
+ * await server.shutdown();
+ * ```
+ */
+export interface ServeOptions extends WithBackgroundTasksOptions {
+  /**
+   * The port to listen on; `0` picks a free one.
+   *
+   * @default {8000}
+   */
+  port?: number;
+  /**
+   * The address to listen on.
+   *
+   * @default {"0.0.0.0"}
+   */
+  hostname?: string;
+  /** Lets several processes listen on the same port (Linux only). */
+  reusePort?: boolean;
+  /**
+   * The most connections the kernel queues before the server accepts them.
+   *
+   * @default {511}
+   */
+  tcpBacklog?: number;
+  /**
+   * Whether Deno compresses response bodies when the client accepts it.
+   *
+   * @default {true}
+   */
+  automaticCompression?: boolean;
+  /** The certificate, in PEM, to serve HTTPS; needs `key`. */
+  cert?: string;
+  /** The private key, in PEM, to serve HTTPS; needs `cert`. */
+  key?: string;
+  /** Called once the server listens; by default Deno prints the address. */
+  onListen?: (localAddr: Deno.NetAddr) => void;
+  /**
+   * Turns an error thrown by the handler into a response, as `Deno.serve`'s
+   * `onError` does (failed tasks go to `onTaskError`). It receives a
+   * {@linkcode QueueFullError} the handler did not catch too.
+   *
+   * @default {a 503 response with `Retry-After: 5` for a QueueFullError,
+   * which is counted in `stats.refused` and not written; else Deno's: a 500
+   * response, the error written to the console}
+   */
+  onError?: (error: unknown) => Response | Promise<Response>;
+  /**
+   * Milliseconds a shutdown may take in all: finishing the responses in
+   * flight, then the background tasks, those a backend runs in this process
+   * (the Deno KV listener) included. Tasks still pending then are abandoned
+   * (their signals aborted) and reported; a backend's are handed back to
+   * its store, to run again. After a shutdown signal, it bounds the exit
+   * too: with Deno's telemetry on, `Deno.exit()` first exports what is
+   * left, and if it still is at the deadline, the process writes so and
+   * ends by SIGKILL (status 137).
+   *
+   * @default {10000}
+   */
+  shutdownTimeout?: number;
+  /**
+   * The signals that start a graceful shutdown and then end the process: with
+   * exit code 0 when every task finished, 1 when some were abandoned (those
+   * a backend ran here and handed back to its store at the deadline count
+   * among them: they were cut off, though they run again). One
+   * received during a shutdown, however it started, abandons the remaining
+   * tasks at once and ends the process. `[]` handles none.
+   *
+   * @default {["SIGINT", "SIGTERM"], only "SIGINT" on Windows}
+   */
+  shutdownSignals?: readonly Deno.Signal[];
+  /** Starts a graceful shutdown when aborted, as `shutdown()` does; the process does not exit. */
+  signal?: AbortSignal;
+  /**
+   * Told what a shutdown drained and what it abandoned.
+   *
+   * @default {logShutdown}
+   */
+  onShutdown?: (result: DrainResult) => unknown;
+}
 
-/** Every key of `ServeOptions`. */
-const SERVE_OPTIONS: readonly string[] = [
-  ...WITH_BACKGROUND_TASKS_OPTIONS,
-  ...DENO_SERVE_OPTIONS,
-  "transport",
-  "shutdownTimeout",
-  "shutdownSignals",
-  "signal",
-  "onShutdown",
-];
+/** Every key serve() takes, its handler's included. */
+const SERVE_OPTIONS = optionKeys<ServeOptions & { handler: unknown }>({
+  onTaskError: true,
+  timeout: true,
+  onTaskStart: true,
+  onTaskEnd: true,
+  telemetry: true,
+  skipUndelivered: true,
+  concurrency: true,
+  maxPending: true,
+  ambient: true,
+  backend: true,
+  handOver: true,
+  port: true,
+  hostname: true,
+  reusePort: true,
+  tcpBacklog: true,
+  automaticCompression: true,
+  cert: true,
+  key: true,
+  onListen: true,
+  onError: true,
+  shutdownTimeout: true,
+  shutdownSignals: true,
+  signal: true,
+  onShutdown: true,
+  handler: true,
+});
 
 const SHAPES =
   "serve(handler), serve(options, handler) or serve({ ...options, handler })";
@@ -71,7 +180,9 @@ export function serveConfig(
       : ["SIGINT", "SIGTERM"],
     signal,
     onShutdown,
+    // Checked here: serve() listens on TCP only.
     transport,
+    ...rest
   } = options;
   assertNumber(shutdownTimeout, "shutdownTimeout", action, 0, true);
   if (onShutdown !== undefined) {
@@ -94,8 +205,12 @@ export function serveConfig(
   checkDenoOptions(options, action);
   return {
     handler,
-    taskOptions: pick(options, WITH_BACKGROUND_TASKS_OPTIONS),
-    denoOptions: pick(options, DENO_SERVE_OPTIONS) as Deno.ServeTcpOptions,
+    taskOptions: pick(rest, WITH_BACKGROUND_TASKS_OPTIONS),
+    // Everything else is Deno's, a later Deno's new options included.
+    denoOptions: omit(
+      rest,
+      WITH_BACKGROUND_TASKS_OPTIONS,
+    ) as Deno.ServeTcpOptions,
     shutdownTimeout,
     shutdownSignals: signalNames(shutdownSignals, action),
     signal: signal as AbortSignal | undefined,
@@ -122,7 +237,9 @@ function callShape(
       }; call it as ${SHAPES}`,
     );
   }
-  assertOptions(first, [...SERVE_OPTIONS, "handler"], action);
+  // A key close to one of serve()'s is a misspelling; any other may be an
+  // option of a later Deno's, and goes to Deno.serve.
+  assertOptions(first, SERVE_OPTIONS, action, "options", true);
   const { handler: inOptions, ...options } = first as Record<string, unknown>;
   if (second === undefined && inOptions === undefined) {
     throw new TypeError(
@@ -214,6 +331,18 @@ function signalNames(names: unknown, action: string): Deno.Signal[] {
     }
   });
   return names;
+}
+
+/** The options given whose keys are not among `keys`, those left undefined out. */
+function omit(
+  options: Record<string, unknown>,
+  keys: readonly string[],
+): Record<string, unknown> {
+  const kept: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(options)) {
+    if (!keys.includes(key) && value !== undefined) kept[key] = value;
+  }
+  return kept;
 }
 
 /** The options given whose keys are among `keys`, those left undefined out. */

@@ -2,121 +2,19 @@
 
 import { escapeControls } from "../api/_describe_task.ts";
 import { exitBy } from "./_exit_watchdog.ts";
-import { serveConfig } from "./_serve_options.ts";
+import { serveConfig, type ServeOptions } from "./_serve_options.ts";
 import { MAX_TIMER_DELAY } from "../util/_assert.ts";
 import { isInstance } from "../util/_promise.ts";
 import { runnerOf, wrapHandler } from "./_scope.ts";
 import { QueueFullError } from "../api/queue_full_error.ts";
-import type {
-  DrainResult,
-  TaskStats,
-  WithBackgroundTasksOptions,
-} from "../api/task_controls.ts";
+import type { DrainResult, TaskStats } from "../api/task_controls.ts";
 import type { BackendCloseResult, TaskBackend } from "../api/task_backend.ts";
 import type {
   BackgroundTasksHandler,
   DrainableHandler,
 } from "./with_background_tasks.ts";
 
-/**
- * Options for {@linkcode serve}: `Deno.serve`'s, the task options, and how to shut down.
- *
- * @example Everything a production server sets
- * ```ts
- * import { serve, type ServeOptions } from "@afterward/background-tasks";
- * import assert from "node:assert/strict";
- *
- * const options: ServeOptions = {
- *   hostname: "127.0.0.1",
- *   port: 0,
- *   onListen() {},
- *   shutdownTimeout: 5_000,
- *   shutdownSignals: [],
- *   concurrency: 8,
- *   maxPending: 10_000,
- *   timeout: 30_000,
- *   onShutdown: (result) => assert.equal(result.abandoned, 0),
- * };
- * const server = serve(options, () => new Response("ok"));
- * await server.shutdown();
- * ```
- */
-export interface ServeOptions extends WithBackgroundTasksOptions {
-  /**
-   * The port to listen on; `0` picks a free one.
-   *
-   * @default {8000}
-   */
-  port?: number;
-  /**
-   * The address to listen on.
-   *
-   * @default {"0.0.0.0"}
-   */
-  hostname?: string;
-  /** Lets several processes listen on the same port (Linux only). */
-  reusePort?: boolean;
-  /**
-   * The most connections the kernel queues before the server accepts them.
-   *
-   * @default {511}
-   */
-  tcpBacklog?: number;
-  /**
-   * Whether Deno compresses response bodies when the client accepts it.
-   *
-   * @default {true}
-   */
-  automaticCompression?: boolean;
-  /** The certificate, in PEM, to serve HTTPS; needs `key`. */
-  cert?: string;
-  /** The private key, in PEM, to serve HTTPS; needs `cert`. */
-  key?: string;
-  /** Called once the server listens; by default Deno prints the address. */
-  onListen?: (localAddr: Deno.NetAddr) => void;
-  /**
-   * Turns an error thrown by the handler into a response, as `Deno.serve`'s
-   * `onError` does (failed tasks go to `onTaskError`). It receives a
-   * {@linkcode QueueFullError} the handler did not catch too.
-   *
-   * @default {a 503 response with `Retry-After: 5` for a QueueFullError,
-   * which is counted in `stats.refused` and not written; else Deno's: a 500
-   * response, the error written to the console}
-   */
-  onError?: (error: unknown) => Response | Promise<Response>;
-  /**
-   * Milliseconds a shutdown may take in all: finishing the responses in
-   * flight, then the background tasks, those a backend runs in this process
-   * (the Deno KV listener) included. Tasks still pending then are abandoned
-   * (their signals aborted) and reported; a backend's are handed back to
-   * its store, to run again. After a shutdown signal, it bounds the exit
-   * too: with Deno's telemetry on, `Deno.exit()` first exports what is
-   * left, and if it still is at the deadline, the process writes so and
-   * ends by SIGKILL (status 137).
-   *
-   * @default {10000}
-   */
-  shutdownTimeout?: number;
-  /**
-   * The signals that start a graceful shutdown and then end the process: with
-   * exit code 0 when every task finished, 1 when some were abandoned (those
-   * a backend ran here and handed back to its store at the deadline count
-   * among them: they were cut off, though they run again). One
-   * received during a shutdown, however it started, abandons the remaining
-   * tasks at once and ends the process. `[]` handles none.
-   *
-   * @default {["SIGINT", "SIGTERM"], only "SIGINT" on Windows}
-   */
-  shutdownSignals?: readonly Deno.Signal[];
-  /** Starts a graceful shutdown when aborted, as `shutdown()` does; the process does not exit. */
-  signal?: AbortSignal;
-  /**
-   * Told what a shutdown drained and what it abandoned.
-   *
-   * @default {logShutdown}
-   */
-  onShutdown?: (result: DrainResult) => unknown;
-}
+export type { ServeOptions } from "./_serve_options.ts";
 
 /**
  * What {@linkcode serve} returns: the `Deno.HttpServer`, whose `shutdown()`
@@ -263,8 +161,9 @@ export function serve(handler: BackgroundTasksHandler): BackgroundTasksServer;
  * @param options Where to listen, how tasks run, and how to shut down.
  * @param handler The handler, which receives the request's tasks third.
  * @returns The server; its `shutdown()` drains the tasks.
- * @throws {TypeError} If the handler or an option has the wrong type, or an
- * option is unknown.
+ * @throws {TypeError} If the handler or an option has the wrong type, or a
+ * key is a misspelling of one of its options (other keys go to `Deno.serve`,
+ * so that a later Deno's options work).
  * @throws {RangeError} If a number is out of range.
  */
 export function serve(
@@ -278,8 +177,9 @@ export function serve(
  * @param options Where to listen, how tasks run, how to shut down, and the
  * handler.
  * @returns The server; its `shutdown()` drains the tasks.
- * @throws {TypeError} If the handler or an option has the wrong type, or an
- * option is unknown.
+ * @throws {TypeError} If the handler or an option has the wrong type, or a
+ * key is a misspelling of one of its options (other keys go to `Deno.serve`,
+ * so that a later Deno's options work).
  * @throws {RangeError} If a number is out of range.
  */
 export function serve(

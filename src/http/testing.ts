@@ -3,7 +3,12 @@
 import { type Chain, internals, nameOf } from "../core/_chain.ts";
 import { describeTask } from "../api/_describe_task.ts";
 import type { TaskResult } from "../api/task_info.ts";
-import { assertFunction, assertOptions, describe } from "../util/_assert.ts";
+import {
+  assertFunction,
+  assertOptions,
+  describe,
+  optionKeys,
+} from "../util/_assert.ts";
 import type { DrainableHandler } from "./with_background_tasks.ts";
 
 /**
@@ -94,7 +99,7 @@ export function fakeServeHandlerInfo(
   options: FakeServeHandlerInfoOptions = {},
 ): FakeServeHandlerInfo {
   const action = "Cannot make handler info";
-  assertOptions(options, ["remoteAddr"], action);
+  assertOptions(options, FAKE_INFO_OPTIONS, action);
   const {
     remoteAddr = { transport: "tcp", hostname: "127.0.0.1", port: 54321 },
   } = options;
@@ -156,25 +161,28 @@ export interface CallHandlerOptions extends RequestInit {
 }
 
 /** What `new Request(input, init)` reads, and the handler's `info`. */
-const CALL_HANDLER_OPTIONS = [
-  "body",
-  "cache",
-  "client",
-  "credentials",
-  "duplex",
-  "headers",
-  "integrity",
-  "keepalive",
-  "method",
-  "mode",
-  "priority",
-  "redirect",
-  "referrer",
-  "referrerPolicy",
-  "signal",
-  "window",
-  "info",
-];
+const CALL_HANDLER_OPTIONS = optionKeys<CallHandlerOptions>({
+  body: true,
+  cache: true,
+  credentials: true,
+  headers: true,
+  integrity: true,
+  keepalive: true,
+  method: true,
+  mode: true,
+  priority: true,
+  redirect: true,
+  referrer: true,
+  referrerPolicy: true,
+  signal: true,
+  window: true,
+  info: true,
+});
+
+/** The keys of `FakeServeHandlerInfoOptions`. */
+const FAKE_INFO_OPTIONS = optionKeys<FakeServeHandlerInfoOptions>({
+  remoteAddr: true,
+});
 
 /**
  * What {@linkcode callHandler} returns.

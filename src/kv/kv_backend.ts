@@ -20,16 +20,13 @@ import {
 import { MessageBudget } from "./_message_budget.ts";
 import { assertSerializable } from "../durable/_serializable.ts";
 import { groupCommit } from "../durable/_group_commit.ts";
-import {
-  executionConfig,
-  givenRunOptions,
-  RUN_OPTIONS,
-} from "../core/_config.ts";
+import { executionConfig, givenRunOptions } from "../core/_config.ts";
 import {
   assertBoolean,
   assertInteger,
   assertOptions,
   describe,
+  optionKeys,
 } from "../util/_assert.ts";
 import { abortIsolated } from "../util/_promise.ts";
 import { quoteNames, unknownNames } from "../durable/_unknown_tasks.ts";
@@ -176,6 +173,20 @@ export interface KvBackend extends TaskBackend {
   close(options?: BackendCloseOptions): Promise<BackendCloseResult>;
 }
 
+/** The keys of `KvBackendOptions`. */
+const KV_BACKEND_OPTIONS = optionKeys<KvBackendOptions>({
+  onTaskError: true,
+  timeout: true,
+  onTaskStart: true,
+  onTaskEnd: true,
+  telemetry: true,
+  tasks: true,
+  kv: true,
+  listen: true,
+  prefix: true,
+  redelivery: true,
+});
+
 /**
  * A durable backend on Deno KV, the embedded database of Deno (a local file,
  * no server): each request's chain is enqueued atomically before its response
@@ -249,14 +260,7 @@ export interface KvBackend extends TaskBackend {
  */
 export function kvBackend(options: KvBackendOptions): KvBackend {
   const action = "Cannot create KV backend";
-  assertOptions(options, [
-    ...RUN_OPTIONS,
-    "tasks",
-    "kv",
-    "listen",
-    "prefix",
-    "redelivery",
-  ], action);
+  assertOptions(options, KV_BACKEND_OPTIONS, action);
   const {
     kv,
     listen = true,

@@ -137,13 +137,16 @@ export function assertBoolean(
 /**
  * Throws a `TypeError` unless `options` is a plain options object whose
  * keys are all among `known`: a misspelt option would otherwise be ignored
- * without a word. The message names the closest known key.
+ * without a word. The message names the closest known key. With
+ * `passUnknown`, only a key close to a known one (a misspelling) is
+ * refused: the others are someone else's (`Deno.serve`'s), and pass.
  */
 export function assertOptions(
   options: unknown,
   known: readonly string[],
   action: string,
   name = "options",
+  passUnknown = false,
 ): asserts options is object {
   if (!isPlainObject(options)) {
     throw new TypeError(
@@ -156,16 +159,13 @@ export function assertOptions(
   const path = (key: string) => name === "options" ? key : `${name}.${key}`;
   for (const key of Object.keys(options)) {
     if (known.includes(key)) continue;
-    const meant = meantBy(key, known).map((option) => `'${path(option)}'`);
+    const meant = meantBy(key, known);
+    if (passUnknown && meant === undefined) continue;
     throw new TypeError(
       `${action} as '${path(key)}' is not one of its options: ${
-        meant.length === 0
+        meant === undefined
           ? `they are ${known.map((option) => `'${path(option)}'`).join(", ")}`
-          : `did you mean ${
-            meant.length === 1
-              ? meant[0]
-              : `${meant.slice(0, -1).join(", ")} or ${meant.at(-1)}`
-          }?`
+          : `did you mean '${path(meant)}'?`
       }`,
     );
   }
@@ -183,21 +183,26 @@ function isPlainObject(value: unknown): value is object {
 }
 
 /**
- * The options `key` most likely meant: the shortest whose letters contain
- * its letters in order (a dropped letter, an old shorter name such as
- * `signals` for `shutdownSignals`); else the closest in spelling, if close
- * enough to be meant; else those that share the most words with it
- * (`drainTimeout` shares one with `timeout` and one with `shutdownTimeout`:
- * both are named).
+ * The keys of an options type, as a list `assertOptions()` takes: written as
+ * an object whose type requires every key of `T` and no other, so that the
+ * list cannot drift from the type.
  */
-function meantBy(key: string, known: readonly string[]): string[] {
+export function optionKeys<T>(
+  keys: { readonly [K in keyof T]-?: true },
+): readonly string[] {
+  return Object.keys(keys);
+}
+
+/**
+ * The option `key` most likely meant, if one is close enough in spelling to
+ * be a slip of the keyboard (`timout`, `shutdownTimout`): within a third of
+ * its letters, and at least two.
+ */
+export function meantBy(
+  key: string,
+  known: readonly string[],
+): string | undefined {
   const lower = key.toLowerCase();
-  if (lower.length >= 4) {
-    const containing = known
-      .filter((option) => isSubsequence(lower, option.toLowerCase()))
-      .sort((a, b) => a.length - b.length);
-    if (containing[0] !== undefined) return [containing[0]];
-  }
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const option of known) {
@@ -207,36 +212,9 @@ function meantBy(key: string, known: readonly string[]): string[] {
       bestDistance = distance;
     }
   }
-  if (
-    best !== undefined &&
-    bestDistance <= Math.max(2, Math.floor(key.length / 3))
-  ) return [best];
-  const keyWords = words(key);
-  let most = 0;
-  let sharing: string[] = [];
-  for (const option of known) {
-    const shared = words(option).filter((word) => keyWords.includes(word))
-      .length;
-    if (shared > most) [most, sharing] = [shared, [option]];
-    else if (shared === most && shared > 0) sharing.push(option);
-  }
-  return sharing.slice(0, 3);
-}
-
-/** The words of a camelCase name, lower case, plurals made singular, "on" left out. */
-function words(name: string): string[] {
-  return name.split(/(?=[A-Z])/)
-    .map((word) => word.toLowerCase().replace(/s$/, ""))
-    .filter((word) => word !== "on" && word !== "");
-}
-
-/** Whether the letters of `short` appear in `long` in the same order. */
-function isSubsequence(short: string, long: string): boolean {
-  let at = 0;
-  for (const letter of long) {
-    if (letter === short[at]) at++;
-  }
-  return at === short.length;
+  return bestDistance <= Math.max(2, Math.floor(key.length / 3))
+    ? best
+    : undefined;
 }
 
 /** Levenshtein distance: insertions, deletions and substitutions. */

@@ -299,7 +299,7 @@ Deno.test("bullmqBackend() rejects options of the wrong type", async (t) => {
           queueName: "emails",
         } as unknown as BullmqBackendOptions),
       "TypeError",
-      "Cannot create BullMQ backend as 'queueName' is not one of its options: did you mean 'queue'?",
+      "Cannot create BullMQ backend as 'queueName' is not one of its options: they are 'connection', 'tasks', 'queue', 'prefix', 'shards', 'onStatusChange'",
     ],
   ];
   for (const [name, call, errorName, message] of table) {

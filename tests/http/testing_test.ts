@@ -224,7 +224,7 @@ Deno.test("callHandler() and fakeServeHandlerInfo() refuse what they do not know
     {
       name: "TypeError",
       message:
-        "Cannot make handler info as 'remote' is not one of its options: did you mean 'remoteAddr'?",
+        "Cannot make handler info as 'remote' is not one of its options: they are 'remoteAddr'",
     },
   );
 });

@@ -650,7 +650,7 @@ Deno.test("withBackgroundTasks() rejects a handler or options of the wrong type"
         withBackgroundTasks(() => new Response(), {
           onError: () => {},
         } as WithBackgroundTasksOptions),
-      "Cannot wrap handler as 'onError' is not one of its options: did you mean 'onTaskError'?",
+      "Cannot wrap handler as 'onError' is not one of its options: they are 'onTaskError', 'timeout', 'onTaskStart', 'onTaskEnd', 'telemetry', 'skipUndelivered', 'concurrency', 'maxPending', 'ambient', 'backend', 'handOver'",
     ],
     [
       "an option of serve()",

@@ -22,11 +22,12 @@ Deno.test("assertOptions() names the option a misspelt key most likely meant", a
   ];
   const table: [string, string][] = [
     ["timout", "did you mean 'timeout'?"],
-    ["signals", "did you mean 'shutdownSignals'?"],
+    ["shutdownTimout", "did you mean 'shutdownTimeout'?"],
     ["onEror", "did you mean 'onError'?"],
-    ["queueName", "did you mean 'queue'?"],
-    ["drainTimeout", "did you mean 'timeout' or 'shutdownTimeout'?"],
-    ["errorHandler", "did you mean 'onError', 'onTaskError' or 'handler'?"],
+    ["Signal", "did you mean 'signal'?"],
+    // Too far from every key to be a slip of the keyboard.
+    ["retries", `they are ${known.map((key) => `'${key}'`).join(", ")}`],
+    ["queueName", `they are ${known.map((key) => `'${key}'`).join(", ")}`],
     ["xyz", `they are ${known.map((key) => `'${key}'`).join(", ")}`],
   ];
   for (const [key, hint] of table) {
