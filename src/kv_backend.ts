@@ -16,6 +16,7 @@ import {
   runStep,
   type Step,
   type StepEnd,
+  type StepWatch,
 } from "./_kv_consumer.ts";
 import { MessageBudget } from "./_message_budget.ts";
 import { assertSerializable } from "./_serializable.ts";
@@ -165,7 +166,10 @@ export interface KvBackend extends TaskBackend {
    *
    * @param options When to give up on the tasks still running.
    * @returns What the tasks running at the close did: it resolves once each
-   * has ended and its step's outcome is written, and never rejects.
+   * has ended and its step's outcome is written, or, at `options.signal`,
+   * once the tasks given up on have ended (at once), their steps then put
+   * back without being waited for (if the process ends first, Deno KV
+   * delivers them again at the database's next open); it never rejects.
    * @throws {TypeError} If `options.signal` is not an `AbortSignal`.
    */
   close(options?: BackendCloseOptions): Promise<BackendCloseResult>;
@@ -309,9 +313,9 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     lease: LEASE,
     claimed: new Map(),
   };
-  // The deliveries under way, each settling with how its attempt ended:
-  // what a close waits for.
-  const running = new Set<Promise<StepEnd | undefined>>();
+  // The deliveries under way, each settling with how its attempt ended
+  // once that is written: what a close waits for.
+  const running = new Set<Running>();
   let closed: Promise<BackendCloseResult> | undefined;
   const giveUp = (reason: unknown) =>
     // An abort listener that throws must not end the process. A task's
@@ -420,13 +424,17 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
 
     async handle(message: unknown): Promise<boolean> {
       if (!isStep(message)) return false;
-      const run = runStep(message, consumer);
-      const settled = run.then((end) => end, () => undefined);
-      running.add(settled);
+      const watch: StepWatch = {};
+      const run = runStep(message, consumer, watch);
+      const delivery = {
+        watch,
+        settled: run.then((end) => end, () => undefined),
+      };
+      running.add(delivery);
       try {
         await run;
       } finally {
-        running.delete(settled);
+        running.delete(delivery);
       }
       return true;
     },
@@ -489,7 +497,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
         );
       }
       consumer.closing = true;
-      closed ??= Promise.all(running).then(closeResult);
+      closed ??= closeWithin([...running], signal);
       if (signal === undefined || signal.aborted) {
         giveUp(
           signal?.reason ??
@@ -553,6 +561,40 @@ async function sayUnknownTasks(
       one ? "its steps become" : "their steps become"
     } dead letters`,
   );
+}
+
+/** A delivery under way. */
+interface Running {
+  readonly watch: StepWatch;
+  /** How its attempt ended, once written; `undefined` if none ran. */
+  readonly settled: Promise<StepEnd | undefined>;
+}
+
+/**
+ * What the deliveries under way at a close do, once each is written; or,
+ * at `signal`, as soon as the attempts given up on have ended (at once):
+ * their hand-back is then written after, and if the process ends first,
+ * Deno KV delivers the step again at the database's next open, as after a
+ * crash. So a shutdown's deadline bounds the close, even while another
+ * process holds the database's write lock.
+ */
+function closeWithin(
+  deliveries: readonly Running[],
+  signal: AbortSignal | undefined,
+): Promise<BackendCloseResult> {
+  const written = Promise.all(deliveries.map(({ settled }) => settled));
+  if (signal === undefined) return written.then(closeResult);
+  const { promise: cut, resolve } = Promise.withResolvers<void>();
+  const onAbort = () => resolve();
+  if (signal.aborted) resolve();
+  else {
+    signal.addEventListener("abort", onAbort, { once: true });
+    void written.then(() => signal.removeEventListener("abort", onAbort));
+  }
+  const given = cut.then(() =>
+    Promise.all(deliveries.map(({ watch }) => watch.attempt))
+  );
+  return Promise.race([written, given]).then(closeResult);
 }
 
 /** What the attempts running at a close did, counted. */
