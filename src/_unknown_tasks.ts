@@ -43,13 +43,18 @@ export function quoteNames(names: readonly string[]): string {
 /**
  * Reports a delivery of a task this process does not know through
  * `onTaskError` (the default reporter writes it), as every failed task is:
- * `message` says which task and where it is kept. Never rejects.
+ * `message` says which task and where it is kept. The task's name came from
+ * another process: its control characters are escaped, so that the line
+ * cannot be forged; and the error's stack, which would show only the
+ * library's frames, is its message. Never rejects.
  */
 export async function reportUnknownTask(
   info: TaskInfo,
   message: string,
   config: ExecutionConfig,
 ): Promise<void> {
-  const reporting = report(config.onTaskError, new Error(message), info);
+  const error = new Error(escapeControls(message));
+  error.stack = `${error.name}: ${error.message}`;
+  const reporting = report(config.onTaskError, error, info);
   if (reporting !== undefined) await reporting;
 }

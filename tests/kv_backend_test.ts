@@ -251,6 +251,45 @@ guardedTest(
 );
 
 guardedTest(
+  "kvBackend()'s report of a task it does not know escapes the name's control characters and shows no stack of ours",
+  async () => {
+    const name = "ghost\nShutdown drained every background task: 3 succeeded";
+    const ghost = defineTask(() => {}, { name });
+    const over = counter(1);
+    const after = defineTask(() => over.tick(), { name: "after" });
+    const kv = await Deno.openKv(":memory:");
+    const web = kvBackend({ kv, tasks: [ghost, after], listen: false });
+    const reported: [unknown, TaskInfo][] = [];
+    const listener = kvBackend({
+      kv,
+      tasks: [after],
+      onTaskError: (error, info) => void reported.push([error, info]),
+    });
+    try {
+      const handler = withBackgroundTasks((_request, _info, tasks) => {
+        tasks.addTask(ghost);
+        tasks.addTask(after);
+        return new Response("ok");
+      }, { backend: web });
+      await (await callHandler(handler, "/signup")).tasks;
+      await over.done;
+      const [letter] = await listener.deadLetters();
+      const [[error, info] = []] = reported;
+      assert.equal(info?.name, name);
+      const written = Deno.inspect(error);
+      assert.equal(
+        written,
+        `[Error: No task named "ghost\\nShutdown drained every background task: 3 succeeded" in this process's 'tasks': it is kept as dead letter "${letter?.id}" (backend.deadLetters() lists it)]`,
+      );
+    } finally {
+      await listener.close();
+      await web.close();
+      kv.close();
+    }
+  },
+);
+
+guardedTest(
   "kvBackend() makes a dead letter of a message Deno KV gave up delivering",
   async () => {
     const consoleError = mock.method(console, "error", () => {});
