@@ -14,10 +14,18 @@ import type { TaskInfo } from "./task_info.ts";
 /**
  * Milliseconds after which a name a web process wrote counts as stale, from
  * a deploy long gone: a worker starting later does not mention it. A web
- * process writes its names when it starts storing, so a name older than
- * this comes from processes a week old, not the deploy being rolled out.
+ * process writes its names when it starts storing, and again each day while
+ * it stores, so a name older than
+ * this comes from processes gone for days, not the deploy being rolled out
+ * (one still storing writes its names again every NAMES_REFRESH).
  */
 export const NAMES_STALE_AFTER = 7 * 24 * 60 * 60 * 1000;
+
+/**
+ * Milliseconds after which a web process writes its names again, while it
+ * stores: one that runs longer than NAMES_STALE_AFTER must not look gone.
+ */
+export const NAMES_REFRESH = 24 * 60 * 60 * 1000;
 
 /**
  * The names among `written` (each with when a web process last wrote it)

@@ -29,7 +29,7 @@ import {
   assertOptions,
   describe,
 } from "./_util.ts";
-import { quoteNames, unknownNames } from "./_unknown_tasks.ts";
+import { NAMES_REFRESH, quoteNames, unknownNames } from "./_unknown_tasks.ts";
 import { combineRunOptions, workerConfig } from "./_worker.ts";
 import type { RequestSummary, RunOptions } from "./task_info.ts";
 import type { BackendChain, BackendTask } from "./backend_chain.ts";
@@ -331,13 +331,12 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
   // one chain, a hundred in one cost a few. A group fails as a whole when a
   // chain is already queued, or when it is over Deno KV's 800 KiB per
   // operation; it is then split down to the chain at fault. Before the
-  // first, the names of the tasks are written, with the time, for listeners
-  // that lack one to say so (see sayUnknownTasks()).
-  let announced = false;
+  // first, and once a day after, the names of the tasks are written, with
+  // the time, for listeners that lack one to say so (see sayUnknownTasks()).
+  let announced = -Infinity;
   const store = groupCommit<Step>(async (steps) => {
-    if (!announced) {
-      announced = true;
-      const now = Date.now();
+    if (Date.now() - announced >= NAMES_REFRESH) {
+      const now = announced = Date.now();
       await Promise.all(
         [...config.registry.keys()].map((name) =>
           kv.set(keys.tasks(name), now).catch(() => {})

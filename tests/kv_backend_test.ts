@@ -290,6 +290,45 @@ guardedTest(
 );
 
 guardedTest(
+  "kvBackend() writes its task names again while it stores, so that a listener started after a week of it still says which it lacks",
+  async () => {
+    using clock = mock.timers;
+    clock.enable({ apis: ["Date"], now: Date.now() });
+    const ghost = defineTask(() => {}, { name: "ghost" });
+    const after = defineTask(() => {}, { name: "after" });
+    const kv = await Deno.openKv(":memory:");
+    const web = kvBackend({ kv, tasks: [ghost, after], listen: false });
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(after);
+      return new Response("ok");
+    }, { backend: web });
+    using output = consoleLines();
+    let listener: ReturnType<typeof kvBackend> | undefined;
+    try {
+      await (await callHandler(handler, "/")).tasks;
+      // The web process has run for eight days, storing all along.
+      for (let day = 1; day <= 8; day++) {
+        clock.tick(24 * 60 * 60 * 1000);
+        await (await callHandler(handler, "/")).tasks;
+      }
+      listener = kvBackend({ kv, tasks: [after] });
+      await within(
+        output.seen(/^The KV backend does not know/),
+        5_000,
+        "the line at start",
+      );
+      assert.deepEqual(output.lines, [
+        `The KV backend does not know task "ghost", which processes store chains with in this database: add it to its 'tasks', or its steps become dead letters`,
+      ]);
+    } finally {
+      await listener?.close();
+      await web.close();
+      kv.close();
+    }
+  },
+);
+
+guardedTest(
   "kvBackend() makes a dead letter of a message Deno KV gave up delivering",
   async () => {
     const consoleError = mock.method(console, "error", () => {});
