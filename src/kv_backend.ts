@@ -167,9 +167,11 @@ export interface KvBackend extends TaskBackend {
    * @param options When to give up on the tasks still running.
    * @returns What the tasks running at the close did: it resolves once each
    * has ended and its step's outcome is written, or, at `options.signal`,
-   * once the tasks given up on have ended (at once), their steps then put
-   * back without being waited for (if the process ends first, Deno KV
-   * delivers them again at the database's next open); it never rejects.
+   * once the tasks given up on have ended (at once) and their steps are put
+   * back, waiting at most half a second for that write (another program may
+   * hold the database's lock: if the process ends before the write, Deno KV
+   * delivers the step again once the database is next opened, as after a
+   * crash); it never rejects.
    * @throws {TypeError} If `options.signal` is not an `AbortSignal`.
    */
   close(options?: BackendCloseOptions): Promise<BackendCloseResult>;
@@ -570,12 +572,20 @@ interface Running {
 }
 
 /**
+ * Milliseconds a close at its signal waits for the steps it gives up on to
+ * be written back, once their attempts have ended: a write takes a few,
+ * unless another program holds the database's lock (then 5 s, and more).
+ */
+const HAND_BACK_GRACE = 500;
+
+/**
  * What the deliveries under way at a close do, once each is written; or,
- * at `signal`, as soon as the attempts given up on have ended (at once):
- * their hand-back is then written after, and if the process ends first,
- * Deno KV delivers the step again at the database's next open, as after a
- * crash. So a shutdown's deadline bounds the close, even while another
- * process holds the database's write lock.
+ * at `signal`, as soon as the attempts given up on have ended (at once) and
+ * their hand-back is written, or HAND_BACK_GRACE has passed: the hand-back
+ * is then written after, and if the process ends first, Deno KV delivers
+ * the step again once the database is next opened, as after a crash. So a
+ * shutdown's deadline bounds the close, even while another program holds
+ * the database's write lock.
  */
 function closeWithin(
   deliveries: readonly Running[],
@@ -590,9 +600,18 @@ function closeWithin(
     signal.addEventListener("abort", onAbort, { once: true });
     void written.then(() => signal.removeEventListener("abort", onAbort));
   }
-  const given = cut.then(() =>
-    Promise.all(deliveries.map(({ watch }) => watch.attempt))
-  );
+  const given = cut.then(async () => {
+    const ends = await Promise.all(
+      deliveries.map(({ watch }) => watch.attempt),
+    );
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      written,
+      new Promise((resolve) => timer = setTimeout(resolve, HAND_BACK_GRACE)),
+    ]);
+    clearTimeout(timer);
+    return ends;
+  });
   return Promise.race([written, given]).then(closeResult);
 }
 
