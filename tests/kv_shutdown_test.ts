@@ -370,7 +370,7 @@ Deno.test("serve() with kvBackend ends its shutdown at shutdownTimeout while the
     });
     // A long write of another process (a backup, say): SQLite's own lock,
     // on which each of Deno KV's writes waits 5 s before it fails.
-    const other = new DatabaseSync(path);
+    const other = new DatabaseSync(path, { timeout: 5_000 });
     let locked = false;
     let release: ReturnType<typeof setTimeout> | undefined;
     try {
