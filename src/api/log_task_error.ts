@@ -10,7 +10,9 @@ import type { TaskInfo } from "./task_info.ts";
  * The default error reporter: writes one `console.error` entry that names the
  * failed task, its index in the chain, the request as `METHOD /path` and the
  * number of attempts when there were several, followed by the error with its
- * stack.
+ * stack. Control characters in what it writes (a task's name, the path, an
+ * error's message, a string thrown) are escaped (`\n`, `\x1b`), so that
+ * nothing a request controls can forge or recolour a line.
  *
  * It never prints the task's arguments or the URL's query string, since either
  * may hold secrets, and never throws: a value the console cannot inspect (a
@@ -48,10 +50,47 @@ export function logTaskError(error: unknown, info: TaskInfo): void {
     // A timeout's stack shows only the library's timer: its message says it all.
     if (isInstance(error, TaskTimeoutError)) {
       console.error(line, `${error.name}: ${escapeControls(error.message)}`);
-    } else console.error(line, error);
+    } else console.error(line, escapedText(error) ?? error);
   } catch {
     // The console could not inspect it (a revoked proxy): its text will do.
     console.error(line, errorText(error));
+  }
+}
+
+/**
+ * What the task threw, as text with its control characters escaped, when
+ * it has some: a string, or an error whose name or message does (each line
+ * of its stack escaped, its cause and properties left out). Otherwise
+ * `undefined`: the console writes the value itself, and quotes and escapes
+ * the strings inside an object.
+ */
+function escapedText(error: unknown): string | undefined {
+  if (typeof error === "string") {
+    const escaped = escapeControls(error);
+    return escaped === error ? undefined : escaped;
+  }
+  if (!isInstance(error, Error)) return undefined;
+  try {
+    const { name, message, stack } = error;
+    const header = String(message) === ""
+      ? String(name)
+      : String(name) === ""
+      ? String(message)
+      : `${String(name)}: ${String(message)}`;
+    if (escapeControls(header) === header) return undefined;
+    // The frames follow the message the stack was made with (its name may
+    // have been set since); a message changed since leaves them out.
+    const at = typeof stack === "string" && String(message) !== ""
+      ? stack.indexOf(String(message))
+      : -1;
+    const frames = at === -1
+      ? ""
+      : stack!.slice(at + String(message).length).split("\n").map(
+        escapeControls,
+      ).join("\n");
+    return escapeControls(header) + frames;
+  } catch {
+    return escapeControls(errorText(error));
   }
 }
 

@@ -14,6 +14,7 @@ import {
 } from "./_shared.ts";
 import { openShard } from "./_shard.ts";
 import { escapeControls } from "../api/_describe_task.ts";
+import { NAMES_REFRESH } from "../durable/_unknown_tasks.ts";
 import { ConnectionWatch, elapsed } from "./_redis_watch.ts";
 import { assertSerializable } from "../durable/_serializable.ts";
 import {
@@ -309,17 +310,22 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
     openShard(connection, queueName, shardPrefix, watch)
   );
   // Workers that consume fewer shards, or lack a task, say so: see
-  // bullmqWorker().
-  void shards[0]!.queue.client.then((client) => {
-    const now = Date.now();
-    return Promise.all([
-      client.set(shardsKey(prefix, queueName), String(shardCount)),
-      registry.size === 0 ? undefined : client.hset(
-        tasksKey(prefix, queueName),
-        Object.fromEntries([...registry.keys()].map((name) => [name, now])),
-      ),
-    ]);
-  }).catch(() => {});
+  // bullmqWorker(). Written at start, and again each day while chains are
+  // stored, so that the names of a process that runs for weeks stay fresh.
+  let announced = Date.now();
+  const announce = (): void => {
+    const now = announced = Date.now();
+    void shards[0]!.queue.client.then((client) =>
+      Promise.all([
+        client.set(shardsKey(prefix, queueName), String(shardCount)),
+        registry.size === 0 ? undefined : client.hset(
+          tasksKey(prefix, queueName),
+          Object.fromEntries([...registry.keys()].map((name) => [name, now])),
+        ),
+      ])
+    ).catch(() => {});
+  };
+  announce();
   let next = 0;
 
   return {
@@ -357,6 +363,7 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
       }
       const flow = chainFlow(chain, queueName);
       if (flow === undefined) return Promise.resolve();
+      if (Date.now() - announced >= NAMES_REFRESH) announce();
       // Round robin: a chain is whole in one shard.
       const shard = shards[next]!;
       next = (next + 1) % shards.length;

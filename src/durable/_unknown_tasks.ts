@@ -14,10 +14,18 @@ import type { TaskInfo } from "../api/task_info.ts";
 /**
  * Milliseconds after which a name a web process wrote counts as stale, from
  * a deploy long gone: a worker starting later does not mention it. A web
- * process writes its names when it starts storing, so a name older than
- * this comes from processes a week old, not the deploy being rolled out.
+ * process writes its names when it starts storing, and again each day while
+ * it stores, so a name older than
+ * this comes from processes gone for days, not the deploy being rolled out
+ * (one still storing writes its names again every NAMES_REFRESH).
  */
 export const NAMES_STALE_AFTER = 7 * 24 * 60 * 60 * 1000;
+
+/**
+ * Milliseconds after which a web process writes its names again, while it
+ * stores: one that runs longer than NAMES_STALE_AFTER must not look gone.
+ */
+export const NAMES_REFRESH = 24 * 60 * 60 * 1000;
 
 /**
  * The names among `written` (each with when a web process last wrote it)
@@ -43,13 +51,18 @@ export function quoteNames(names: readonly string[]): string {
 /**
  * Reports a delivery of a task this process does not know through
  * `onTaskError` (the default reporter writes it), as every failed task is:
- * `message` says which task and where it is kept. Never rejects.
+ * `message` says which task and where it is kept. The task's name came from
+ * another process: its control characters are escaped, so that the line
+ * cannot be forged; and the error's stack, which would show only the
+ * library's frames, is its message. Never rejects.
  */
 export async function reportUnknownTask(
   info: TaskInfo,
   message: string,
   config: ExecutionConfig,
 ): Promise<void> {
-  const reporting = report(config.onTaskError, new Error(message), info);
+  const error = new Error(escapeControls(message));
+  error.stack = `${error.name}: ${error.message}`;
+  const reporting = report(config.onTaskError, error, info);
   if (reporting !== undefined) await reporting;
 }

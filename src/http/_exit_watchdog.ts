@@ -8,13 +8,22 @@
 // in a worker ends only the worker. A worker can still end the process with
 // a signal: Deno.kill() of the process's own pid asks no permission. So a
 // worker armed before the exit kills the process once the shutdown's
-// deadline has passed; a prompt export is never cut short, and with
-// telemetry off Deno.exit() waits for nothing and no worker starts.
+// deadline has passed; a prompt export is never cut short (when the drain
+// used the whole budget, the export still gets EXPORT_GRACE: the spans of
+// the tasks abandoned then are the ones worth having), and with telemetry
+// off Deno.exit() waits for nothing and no worker starts.
 
 import { denoTelemetryOn } from "../core/_telemetry.ts";
 
 /** How long arming the worker may take before the exit goes on without it (it starts in about 50 ms). */
 const ARMING_LIMIT = 1_000;
+
+/**
+ * Milliseconds the export at exit gets when the deadline has passed by
+ * then (the drain abandoned tasks): to a collector that answers, it takes
+ * tens of milliseconds.
+ */
+const EXPORT_GRACE = 1_000;
 
 // The worker's whole program. SIGKILL rather than SIGTERM: a SIGTERM
 // listener of the user's would take it, and its JavaScript cannot run.
@@ -30,7 +39,8 @@ onmessage = ({ data: { deadline, message } }) => {
 
 /**
  * Exits the process with `code`, and when Deno's telemetry is on, ends it
- * by SIGKILL at `deadline` (milliseconds since the epoch) if Deno is still
+ * by SIGKILL at `deadline` (milliseconds since the epoch), or
+ * {@linkcode EXPORT_GRACE} from now if it has passed, if Deno is still
  * exporting then, after writing a line that says so.
  */
 export async function exitBy(
@@ -39,9 +49,13 @@ export async function exitBy(
   budget: number,
 ): Promise<never> {
   if (Number.isFinite(deadline) && denoTelemetryOn()) {
+    const now = Date.now();
+    const passed = deadline <= now;
     await armWatchdog(
-      deadline,
-      `The shutdown deadline (${budget} ms) passed while Deno was still exporting telemetry at exit: ending the process without it (SIGKILL)`,
+      passed ? now + EXPORT_GRACE : deadline,
+      !passed
+        ? `The shutdown deadline (${budget} ms) passed while Deno was still exporting telemetry at exit: ending the process without it (SIGKILL)`
+        : `The shutdown deadline (${budget} ms) had passed, and Deno was still exporting telemetry at exit ${EXPORT_GRACE} ms later: ending the process without it (SIGKILL)`,
     );
   }
   Deno.exit(code);

@@ -93,8 +93,9 @@ export interface ServeOptions extends WithBackgroundTasksOptions {
    * (their signals aborted) and reported; a backend's are handed back to
    * its store, to run again. After a shutdown signal, it bounds the exit
    * too: with Deno's telemetry on, `Deno.exit()` first exports what is
-   * left, and if it still is at the deadline, the process writes so and
-   * ends by SIGKILL (status 137).
+   * left, and if it still is at the deadline (or 1 s after the exit began,
+   * when the drain used the whole budget), the process writes so and ends
+   * by SIGKILL (status 137).
    *
    * @default {10000}
    */

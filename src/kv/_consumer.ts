@@ -138,14 +138,18 @@ const LOCKED_PATIENCE = 30_000;
 export async function commitRetrying(
   operation: Deno.AtomicOperation,
 ): Promise<Deno.KvCommitResult | Deno.KvCommitError> {
-  for (let pause = 2, waited = 0;; pause = Math.min(pause * 2, 100)) {
+  const since = Date.now();
+  for (let pause = 2;; pause = Math.min(pause * 2, 100)) {
     try {
       return await operation.commit();
     } catch (error) {
-      if (!isLocked(error) || waited >= LOCKED_PATIENCE) throw error;
+      // The time the commits took counts: one that meets a lock held from
+      // outside Deno KV (a backup, say) waits 5 s before it fails.
+      if (!isLocked(error) || Date.now() - since >= LOCKED_PATIENCE) {
+        throw error;
+      }
       const delay = pause / 2 + Math.random() * pause;
       await new Promise((resolve) => setTimeout(resolve, delay));
-      waited += delay;
     }
   }
 }
@@ -168,6 +172,15 @@ export interface StepEnd {
    * close, and put back on the queue.
    */
   readonly outcome: "succeeded" | "failed" | "retried" | "handedBack";
+}
+
+/**
+ * A delivery as a close follows it: once its attempt begins, a promise of
+ * how that attempt ended, which settles before the outcome is written (a
+ * close at a deadline counts it without waiting for the write).
+ */
+export interface StepWatch {
+  attempt?: Promise<StepEnd>;
 }
 
 /**
@@ -222,6 +235,7 @@ function enqueueMessage(
 export async function runStep(
   step: Step,
   consumer: Consumer,
+  watch: StepWatch = {},
 ): Promise<StepEnd | undefined> {
   const claimed = await claim(step, consumer);
   if (claimed === undefined) return;
@@ -229,7 +243,7 @@ export async function runStep(
   const run = Promise.withResolvers<void>();
   consumer.claimed.set(key, run.promise);
   try {
-    return await actOn(step, claimed, consumer);
+    return await actOn(step, claimed, consumer, watch);
   } finally {
     consumer.claimed.delete(key);
     run.resolve();
@@ -299,6 +313,7 @@ async function actOn(
   step: Step,
   progress: Deno.KvEntry<Progress>,
   consumer: Consumer,
+  watch: StepWatch,
 ): Promise<StepEnd | undefined> {
   const { kv, keys, config, shutdown } = consumer;
   const progressKey = keys.progress(step.chain);
@@ -318,6 +333,8 @@ async function actOn(
     );
   } else {
     const renewal = renewLease(step, progress, consumer);
+    const ended = Promise.withResolvers<StepEnd>();
+    watch.attempt = ended.promise;
     const result = await runDelivery({
       task,
       args: queued.args,
@@ -336,18 +353,23 @@ async function actOn(
         },
       },
     }, config);
-    // The claim as last renewed: what the outcome is checked against.
-    const claimed = await renewal.stop();
-    if (result.outcome === "abandoned" || shutdown.signal.aborted) {
-      await putBack(step, claimed, consumer);
-      return { name: queued.name, outcome: "handedBack" };
-    }
-    operation = kv.atomic().check(claimed);
-    outcome = result.willRetry
+    const handedBack = result.outcome === "abandoned" ||
+      shutdown.signal.aborted;
+    outcome = handedBack
+      ? "handedBack"
+      : result.willRetry
       ? "retried"
       : result.outcome === "succeeded"
       ? "succeeded"
       : "failed";
+    ended.resolve({ name: queued.name, outcome });
+    // The claim as last renewed: what the outcome is checked against.
+    const claimed = await renewal.stop();
+    if (handedBack) {
+      await putBack(step, claimed, consumer);
+      return { name: queued.name, outcome };
+    }
+    operation = kv.atomic().check(claimed);
     if (result.willRetry) retryDelay = result.delay;
     else if (result.outcome !== "succeeded") {
       operation = operation.set(

@@ -16,6 +16,7 @@ import {
   runStep,
   type Step,
   type StepEnd,
+  type StepWatch,
 } from "./_consumer.ts";
 import { MessageBudget } from "./_message_budget.ts";
 import { assertSerializable } from "../durable/_serializable.ts";
@@ -29,7 +30,11 @@ import {
   optionKeys,
 } from "../util/_assert.ts";
 import { abortIsolated } from "../util/_promise.ts";
-import { quoteNames, unknownNames } from "../durable/_unknown_tasks.ts";
+import {
+  NAMES_REFRESH,
+  quoteNames,
+  unknownNames,
+} from "../durable/_unknown_tasks.ts";
 import { combineRunOptions, workerConfig } from "../durable/_worker.ts";
 import type { RequestSummary, RunOptions } from "../api/task_info.ts";
 import type {
@@ -167,7 +172,12 @@ export interface KvBackend extends TaskBackend {
    *
    * @param options When to give up on the tasks still running.
    * @returns What the tasks running at the close did: it resolves once each
-   * has ended and its step's outcome is written, and never rejects.
+   * has ended and its step's outcome is written, or, at `options.signal`,
+   * once the tasks given up on have ended (at once) and their steps are put
+   * back, waiting at most half a second for that write (another program may
+   * hold the database's lock: if the process ends before the write, Deno KV
+   * delivers the step again once the database is next opened, as after a
+   * crash); it never rejects.
    * @throws {TypeError} If `options.signal` is not an `AbortSignal`.
    */
   close(options?: BackendCloseOptions): Promise<BackendCloseResult>;
@@ -318,9 +328,9 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     lease: LEASE,
     claimed: new Map(),
   };
-  // The deliveries under way, each settling with how its attempt ended:
-  // what a close waits for.
-  const running = new Set<Promise<StepEnd | undefined>>();
+  // The deliveries under way, each settling with how its attempt ended
+  // once that is written: what a close waits for.
+  const running = new Set<Running>();
   let closed: Promise<BackendCloseResult> | undefined;
   const giveUp = (reason: unknown) =>
     // An abort listener that throws must not end the process. A task's
@@ -336,13 +346,12 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
   // one chain, a hundred in one cost a few. A group fails as a whole when a
   // chain is already queued, or when it is over Deno KV's 800 KiB per
   // operation; it is then split down to the chain at fault. Before the
-  // first, the names of the tasks are written, with the time, for listeners
-  // that lack one to say so (see sayUnknownTasks()).
-  let announced = false;
+  // first, and once a day after, the names of the tasks are written, with
+  // the time, for listeners that lack one to say so (see sayUnknownTasks()).
+  let announced = -Infinity;
   const store = groupCommit<Step>(async (steps) => {
-    if (!announced) {
-      announced = true;
-      const now = Date.now();
+    if (Date.now() - announced >= NAMES_REFRESH) {
+      const now = announced = Date.now();
       await Promise.all(
         [...config.registry.keys()].map((name) =>
           kv.set(keys.tasks(name), now).catch(() => {})
@@ -429,13 +438,17 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
 
     async handle(message: unknown): Promise<boolean> {
       if (!isStep(message)) return false;
-      const run = runStep(message, consumer);
-      const settled = run.then((end) => end, () => undefined);
-      running.add(settled);
+      const watch: StepWatch = {};
+      const run = runStep(message, consumer, watch);
+      const delivery = {
+        watch,
+        settled: run.then((end) => end, () => undefined),
+      };
+      running.add(delivery);
       try {
         await run;
       } finally {
-        running.delete(settled);
+        running.delete(delivery);
       }
       return true;
     },
@@ -498,7 +511,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
         );
       }
       consumer.closing = true;
-      closed ??= Promise.all(running).then(closeResult);
+      closed ??= closeWithin([...running], signal);
       if (signal === undefined || signal.aborted) {
         giveUp(
           signal?.reason ??
@@ -562,6 +575,57 @@ async function sayUnknownTasks(
       one ? "its steps become" : "their steps become"
     } dead letters`,
   );
+}
+
+/** A delivery under way. */
+interface Running {
+  readonly watch: StepWatch;
+  /** How its attempt ended, once written; `undefined` if none ran. */
+  readonly settled: Promise<StepEnd | undefined>;
+}
+
+/**
+ * Milliseconds a close at its signal waits for the steps it gives up on to
+ * be written back, once their attempts have ended: a write takes a few,
+ * unless another program holds the database's lock (then 5 s, and more).
+ */
+const HAND_BACK_GRACE = 500;
+
+/**
+ * What the deliveries under way at a close do, once each is written; or,
+ * at `signal`, as soon as the attempts given up on have ended (at once) and
+ * their hand-back is written, or HAND_BACK_GRACE has passed: the hand-back
+ * is then written after, and if the process ends first, Deno KV delivers
+ * the step again once the database is next opened, as after a crash. So a
+ * shutdown's deadline bounds the close, even while another program holds
+ * the database's write lock.
+ */
+function closeWithin(
+  deliveries: readonly Running[],
+  signal: AbortSignal | undefined,
+): Promise<BackendCloseResult> {
+  const written = Promise.all(deliveries.map(({ settled }) => settled));
+  if (signal === undefined) return written.then(closeResult);
+  const { promise: cut, resolve } = Promise.withResolvers<void>();
+  const onAbort = () => resolve();
+  if (signal.aborted) resolve();
+  else {
+    signal.addEventListener("abort", onAbort, { once: true });
+    void written.then(() => signal.removeEventListener("abort", onAbort));
+  }
+  const given = cut.then(async () => {
+    const ends = await Promise.all(
+      deliveries.map(({ watch }) => watch.attempt),
+    );
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      written,
+      new Promise((resolve) => timer = setTimeout(resolve, HAND_BACK_GRACE)),
+    ]);
+    clearTimeout(timer);
+    return ends;
+  });
+  return Promise.race([written, given]).then(closeResult);
 }
 
 /** What the attempts running at a close did, counted. */

@@ -248,3 +248,42 @@ Deno.test("the library's own errors escape control characters in a task's name, 
   );
   assert.equal(timeout.task, name);
 });
+
+Deno.test("the default reporter escapes control characters in what a task threw: an error's message, a string", () => {
+  const info: TaskInfo = {
+    name: "chargeCard",
+    index: 0,
+    attempt: 1,
+    request: undefined,
+    delivered: undefined,
+  };
+  const forged = "declined\nShutdown drained every background task\x1b[31m";
+  const error = new Error(forged);
+  const [, written] = logged(error, info);
+  const text = typeof written === "string" ? written : Deno.inspect(written);
+  const [first, ...frames] = text.split("\n");
+  assert.equal(
+    first,
+    "Error: declined\\nShutdown drained every background task\\x1b[31m",
+  );
+  assert.ok(frames.length > 0 && frames.every((line) => /^ {4}at /.test(line)));
+  assert.equal(error.message, forged, "the error itself is left as it is");
+  // A subclass that names itself after its stack was made.
+  class CardError extends Error {
+    constructor(message: string) {
+      super(message);
+      this.name = "CardError";
+    }
+  }
+  const [, subclass] = logged(new CardError(forged), info);
+  const [head, ...more] = String(subclass).split("\n");
+  assert.equal(
+    head,
+    "CardError: declined\\nShutdown drained every background task\\x1b[31m",
+  );
+  assert.ok(more.length > 0 && more.every((line) => /^ {4}at /.test(line)));
+  assert.deepEqual(
+    logged(forged, info)[1],
+    "declined\\nShutdown drained every background task\\x1b[31m",
+  );
+});

@@ -34,7 +34,7 @@ import {
   startRedisServer,
 } from "../_helpers/redis.ts";
 import { startTcpProxy } from "../_helpers/tcp_proxy.ts";
-import { shardPrefixes } from "../../src/bullmq/_shared.ts";
+import { shardPrefixes, tasksKey } from "../../src/bullmq/_shared.ts";
 import { addTaskError, counter, within } from "../_helpers/common.ts";
 import {
   createAvatar,
@@ -1091,5 +1091,34 @@ Deno.test({
     restore();
     await queue.close();
     await backend.close();
+  }
+});
+
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqBackend() writes its task names again each day it stores chains, so that a web process running for weeks does not look gone",
+}, async () => {
+  await using redis = await startRedis();
+  const connection = { host: "127.0.0.1", port: redis.port };
+  const queue = `test-${crypto.randomUUID()}`;
+  const step = defineTask(() => {}, { name: "step" });
+  const admin = new Redis(connection);
+  using clock = mock.timers;
+  const start = Date.now();
+  clock.enable({ apis: ["Date"], now: start });
+  const backend = bullmqBackend({ connection, queue, tasks: [step] });
+  try {
+    await backend.enqueue(chainOf("first", step));
+    const written = () => admin.hget(tasksKey("bull", queue), "step");
+    assert.equal(await written(), String(start));
+    clock.tick(8 * 24 * 60 * 60 * 1000);
+    await backend.enqueue(chainOf("eight days later", step));
+    // Written without being waited for: the next command sees it.
+    await backend.enqueue(chainOf("just after", step));
+    assert.equal(await written(), String(start + 8 * 24 * 60 * 60 * 1000));
+  } finally {
+    await backend.close();
+    admin.disconnect();
   }
 });

@@ -26,7 +26,7 @@ import {
   type Step,
 } from "../../src/kv/_consumer.ts";
 import { workerConfig } from "../../src/durable/_worker.ts";
-import { counter, guardedTest } from "../_helpers/common.ts";
+import { counter, guardedTest, within } from "../_helpers/common.ts";
 import { openBackend } from "../_helpers/kv.ts";
 
 const keys = kvKeys(["test"]);
@@ -561,6 +561,26 @@ Deno.test("commitRetrying() commits again while the database is locked, and give
     message: "Value too large",
   });
   assert.equal(calls, 1);
+});
+
+Deno.test("commitRetrying() gives up 30 s after its first commit, counting the time the commits took", async () => {
+  // Each commit meets a lock held from outside Deno KV, on which SQLite
+  // waits 5 s before it fails: the clock moves 5 s per commit.
+  using clock = mock.timers;
+  clock.enable({ apis: ["Date"], now: 0 });
+  let calls = 0;
+  const held = {
+    commit: () => {
+      calls++;
+      clock.tick(5_000);
+      return Promise.reject(new TypeError("database is locked"));
+    },
+  } as unknown as Deno.AtomicOperation;
+  await assert.rejects(
+    within(commitRetrying(held), 10_000, "commitRetrying()"),
+    { name: "TypeError", message: "database is locked" },
+  );
+  assert.equal(calls, 6);
 });
 
 // The same, through kvBackend().

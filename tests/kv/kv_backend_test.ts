@@ -246,6 +246,84 @@ guardedTest(
 );
 
 guardedTest(
+  "kvBackend()'s report of a task it does not know escapes the name's control characters and shows no stack of ours",
+  async () => {
+    const name = "ghost\nShutdown drained every background task: 3 succeeded";
+    const ghost = defineTask(() => {}, { name });
+    const over = counter(1);
+    const after = defineTask(() => over.tick(), { name: "after" });
+    const kv = await Deno.openKv(":memory:");
+    const web = kvBackend({ kv, tasks: [ghost, after], listen: false });
+    const reported: [unknown, TaskInfo][] = [];
+    const listener = kvBackend({
+      kv,
+      tasks: [after],
+      onTaskError: (error, info) => void reported.push([error, info]),
+    });
+    try {
+      const handler = withBackgroundTasks((_request, _info, tasks) => {
+        tasks.addTask(ghost);
+        tasks.addTask(after);
+        return new Response("ok");
+      }, { backend: web });
+      await (await callHandler(handler, "/signup")).tasks;
+      await over.done;
+      const [letter] = await listener.deadLetters();
+      const [[error, info] = []] = reported;
+      assert.equal(info?.name, name);
+      const written = Deno.inspect(error);
+      assert.equal(
+        written,
+        `[Error: No task named "ghost\\nShutdown drained every background task: 3 succeeded" in this process's 'tasks': it is kept as dead letter "${letter?.id}" (backend.deadLetters() lists it)]`,
+      );
+    } finally {
+      await listener.close();
+      await web.close();
+      kv.close();
+    }
+  },
+);
+
+guardedTest(
+  "kvBackend() writes its task names again while it stores, so that a listener started after a week of it still says which it lacks",
+  async () => {
+    using clock = mock.timers;
+    clock.enable({ apis: ["Date"], now: Date.now() });
+    const ghost = defineTask(() => {}, { name: "ghost" });
+    const after = defineTask(() => {}, { name: "after" });
+    const kv = await Deno.openKv(":memory:");
+    const web = kvBackend({ kv, tasks: [ghost, after], listen: false });
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(after);
+      return new Response("ok");
+    }, { backend: web });
+    using output = consoleLines();
+    let listener: ReturnType<typeof kvBackend> | undefined;
+    try {
+      await (await callHandler(handler, "/")).tasks;
+      // The web process has run for eight days, storing all along.
+      for (let day = 1; day <= 8; day++) {
+        clock.tick(24 * 60 * 60 * 1000);
+        await (await callHandler(handler, "/")).tasks;
+      }
+      listener = kvBackend({ kv, tasks: [after] });
+      await within(
+        output.seen(/^The KV backend does not know/),
+        5_000,
+        "the line at start",
+      );
+      assert.deepEqual(output.lines, [
+        `The KV backend does not know task "ghost", which processes store chains with in this database: add it to its 'tasks', or its steps become dead letters`,
+      ]);
+    } finally {
+      await listener?.close();
+      await web.close();
+      kv.close();
+    }
+  },
+);
+
+guardedTest(
   "kvBackend() makes a dead letter of a message Deno KV gave up delivering",
   async () => {
     const consoleError = mock.method(console, "error", () => {});

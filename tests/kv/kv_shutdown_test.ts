@@ -9,9 +9,11 @@
 // a BullMQ backend closed by serve() and again by its owner.
 
 import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
 import {
   type DefinedTask,
   defineTask,
+  type DrainResult,
   serve,
   withBackgroundTasks,
 } from "../../mod.ts";
@@ -325,5 +327,79 @@ Deno.test({
   await backend.close();
   await assert.rejects(backend.enqueue(late), {
     message: "Cannot enqueue chain as the BullMQ backend is closed",
+  });
+});
+
+Deno.test("serve() with kvBackend ends its shutdown at shutdownTimeout while the database's write lock is held elsewhere, and hands the task back once it is free", async () => {
+  await withDatabase(async (path) => {
+    const started = Promise.withResolvers<void>();
+    let runs = 0;
+    const step = defineTask(({ signal }) => {
+      if (++runs > 1) return;
+      started.resolve();
+      return new Promise<void>((_resolve, reject) =>
+        signal.addEventListener("abort", () => reject(signal.reason))
+      );
+    }, { name: "step" });
+    const kv = await Deno.openKv(path);
+    const backend = kvBackend({
+      kv,
+      tasks: [step],
+      listen: false,
+      redelivery: [100],
+    });
+    // The deliveries, routed here so that the test can wait for them.
+    const handled: Promise<boolean>[] = [];
+    kv.listenQueue(async (message) => {
+      const handling = backend.handle(message);
+      handled.push(handling);
+      await handling;
+    });
+    const results: DrainResult[] = [];
+    const server = serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      shutdownSignals: [],
+      shutdownTimeout: 200,
+      onListen() {},
+      onShutdown: (result) => void results.push(result),
+      backend,
+    }, (_request, _info, tasks) => {
+      tasks.addTask(step);
+      return new Response("accepted", { status: 202 });
+    });
+    // A long write of another process (a backup, say): SQLite's own lock,
+    // on which each of Deno KV's writes waits 5 s before it fails.
+    const other = new DatabaseSync(path, { timeout: 5_000 });
+    let locked = false;
+    let release: ReturnType<typeof setTimeout> | undefined;
+    try {
+      const response = await fetch(`http://127.0.0.1:${server.addr.port}/`);
+      await response.body?.cancel();
+      await started.promise;
+      other.exec("BEGIN IMMEDIATE");
+      locked = true;
+      // Released in any case, so that a shutdown that waits for it ends.
+      release = setTimeout(() => {
+        other.exec("COMMIT");
+        locked = false;
+      }, 15_000);
+      const begun = performance.now();
+      await server.shutdown();
+      const took = performance.now() - begun;
+      assert.ok(took < 2_000, `the shutdown took ${Math.round(took)} ms`);
+      assert.deepEqual(
+        results.map(({ abandoned, handedBack }) => [abandoned, handedBack]),
+        [[1, 1]],
+      );
+      assert.equal(runs, 1);
+    } finally {
+      clearTimeout(release);
+      if (locked) other.exec("COMMIT");
+      other.close();
+    }
+    // Once the lock is free, the step is put back, and its delivery ends.
+    assert.equal(await handled[0], true);
+    kv.close();
   });
 });

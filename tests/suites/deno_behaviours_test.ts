@@ -68,6 +68,17 @@ Deno.test("Deno: the request is closed once its response has completed: its URL 
   });
 });
 
+Deno.test("Deno: a request's headers got while the handler ran stay readable once its response has completed, unread or not", async () => {
+  let headers: Headers | undefined;
+  const { server, url } = listen((request) => {
+    headers = request.headers;
+    return new Response("ok");
+  });
+  await (await fetch(url, { headers: { "x-order": "42" } })).text();
+  await server.shutdown();
+  assert.equal(headers!.get("x-order"), "42");
+});
+
 Deno.test("Deno: info.completed first read after the response completed never settles", async () => {
   const { info } = await servedOnce();
   // A bound, not a wait for work: the claim is that nothing ever comes.

@@ -307,3 +307,71 @@ Deno.test("a shutdown signal still exits with code 0 when Deno's telemetry expor
     spans.some((span) => span.name === "task saveOrder")
   );
 });
+
+/** A server whose one route adds a task that never ends, saying when it starts. */
+const abandoningServe = `
+  import { serve } from "@afterward/background-tasks";
+  serve({
+    hostname: "127.0.0.1", port: 0, shutdownTimeout: 300,
+    onListen: ({ port }) => console.log(port),
+  }, (_request, _info, tasks) => {
+    tasks.addTask(function chargeCard() {
+      console.log("started");
+      return new Promise(() => {});
+    });
+    return new Response("accepted", { status: 202 });
+  });
+`;
+
+Deno.test("a shutdown that abandons a task at its deadline exits with code 1 when Deno's telemetry export at exit succeeds", async () => {
+  await using receiver = await startOtlpReceiver();
+  await using script = await startScript(
+    abandoningServe,
+    ["--allow-net=127.0.0.1"],
+    20_000,
+    receiver.env,
+  );
+  const port = await script.nextLine();
+  const response = await fetch(`http://127.0.0.1:${port}/orders`);
+  await response.body?.cancel();
+  assert.equal(await script.nextLine(), "started");
+  script.child.kill("SIGTERM");
+  const { code, stderr } = await script.exit();
+  assert.match(
+    stderr,
+    /Shutdown abandoned 1 background task \(chargeCard: 1\)/,
+  );
+  assert.doesNotMatch(stderr, /still exporting/);
+  assert.equal(code, 1, stderr);
+  await receiver.waitForSpans((spans) =>
+    spans.some((span) => span.name === "task chargeCard")
+  );
+});
+
+Deno.test("a shutdown that abandons a task at its deadline gives the export at exit 1 s more, then ends the process, saying so", async () => {
+  await using collector = silentCollector();
+  await using script = await startScript(
+    abandoningServe,
+    ["--allow-net=127.0.0.1"],
+    40_000,
+    { OTEL_DENO: "true", OTEL_EXPORTER_OTLP_ENDPOINT: collector.url },
+  );
+  const port = await script.nextLine();
+  const response = await fetch(`http://127.0.0.1:${port}/orders`);
+  await response.body?.cancel();
+  assert.equal(await script.nextLine(), "started");
+  const signalled = performance.now();
+  script.child.kill("SIGTERM");
+  const { code, stderr } = await script.exit();
+  const took = performance.now() - signalled;
+  assert.ok(took < 300 + 1_000 + 3_000, `it ended after ${took} ms`);
+  assert.match(
+    stderr,
+    /Shutdown abandoned 1 background task \(chargeCard: 1\)/,
+  );
+  assert.match(
+    stderr,
+    /The shutdown deadline \(300 ms\) had passed, and Deno was still exporting telemetry at exit 1000 ms later: ending the process without it \(SIGKILL\)/,
+  );
+  assert.equal(code, 137);
+});
