@@ -153,6 +153,16 @@ export type ChainState =
   | "skipped"
   | "abandoned";
 
+/**
+ * The states a chain ends in. Only the runner moves a chain to one (its
+ * `#close()`), except `finished` for a chain of `new BackgroundTasks()`,
+ * which has no runner.
+ */
+export type EndState = Extract<
+  ChainState,
+  "finished" | "handedOver" | "discarded" | "skipped" | "abandoned"
+>;
+
 /** The moves a chain may make from each state; any other is a bug of ours. */
 const MOVES: { readonly [S in ChainState]: readonly ChainState[] } = {
   // A chain of `new BackgroundTasks()` runs straight from open with run().
@@ -197,7 +207,7 @@ export interface ChainOwner {
     chain: Chain,
     outcome: "succeeded" | "failed" | "timedOut",
   ): void;
-  /** The chain has run its last task; it is `finished`. */
+  /** The chain has run its last task: the owner moves it to `finished`. */
   finished(chain: Chain): void;
   /**
    * Makes the chain that a task added to an ended chain starts: a chain of

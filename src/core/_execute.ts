@@ -233,9 +233,11 @@ function call(task: Task): Begun {
   }
 }
 
+/** Ends a chain that ran its last task: its runner's, through the runner. */
 function finish(chain: Chain): void {
-  chain.moveTo("finished");
-  chain.owner?.finished(chain);
+  const { owner } = chain;
+  if (owner === undefined) chain.moveTo("finished");
+  else owner.finished(chain);
 }
 
 /**

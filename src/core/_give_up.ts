@@ -2,46 +2,35 @@
 
 // Giving up at a deadline: the chains a drain still waits for, and, at a
 // shutdown, those whose handler still runs. The books are done first for
-// every chain given up on (its state, the counts, the drains); only then
-// are their signals aborted, which runs user code (abort listeners) that may
-// end other drains, and the runner frees their slots, which starts the next
-// queued chains.
+// every chain given up on (the runner's `close`: its state, the counts, the
+// drains, its list, its slot); only then are their signals aborted, which
+// runs user code (abort listeners) that may end other drains. The runner
+// holds the slots freed until then, so that no queued chain starts before
+// the deadline has given up on all it had to.
 
 import { type Chain, nameOf } from "./_chain.ts";
 import type { ChainList } from "./_chain_list.ts";
-import type { Drains } from "./_drain.ts";
 import { abortTask } from "./_report.ts";
-import type { Tally } from "./_tally.ts";
 import type { DrainResult } from "../api/task_controls.ts";
 
 /**
- * Abandons the live chains up to sequence `last`, aborting their signals
- * with `reason`. Returns how many slots they held.
+ * Abandons the live chains up to sequence `last`: `close` ends each (and
+ * takes it off `live`), then their signals are aborted with `reason`.
  */
 export function giveUpLive(
   live: ChainList,
   last: number,
   reason: unknown,
-  tally: Tally,
-  drains: Drains,
-): number {
+  close: (chain: Chain) => void,
+): void {
   const given: Chain[] = [];
-  let slots = 0;
   // The live list is in sequence order: those up to `last` come first.
   while (live.first !== undefined && live.first.sequence <= last) {
     const chain = live.first;
     const { state } = chain;
     // One that may be in an attempt gets a signal, to tell it to stop.
     if (state === "running" || state === "storing") void chain.signal;
-    const names = chain.unfinished();
-    chain.moveTo("abandoned");
-    if (state === "running") tally.running--;
-    if (state === "storing") tally.storing -= names.length;
-    if (state === "running" || state === "storing") slots++;
-    tally.dropped("abandoned", names.length);
-    drains.abandoned(chain.sequence, names, state === "storing");
-    live.remove(chain);
-    drains.ended(chain.sequence);
+    close(chain);
     given.push(chain);
   }
   for (const chain of given) {
@@ -56,26 +45,24 @@ export function giveUpLive(
       delivered: chain.delivered,
     });
   }
-  return slots;
 }
 
 /**
  * Abandons the chains whose handler still runs (at a shutdown deadline,
- * their responses will not go out), adding them to a drain's `result`.
+ * their responses will not go out): `close` ends each (and takes it off
+ * `open`), and their tasks are added to a drain's `result`.
  */
 export function giveUpOpen(
   open: ChainList,
-  tally: Tally,
   result: DrainResult,
+  close: (chain: Chain) => void,
 ): DrainResult {
   const abandonedTasks = { ...result.abandonedTasks };
   let abandoned = result.abandoned;
   while (open.first !== undefined) {
     const chain = open.first;
-    open.remove(chain);
+    close(chain);
     const names = chain.unfinished();
-    chain.moveTo("abandoned");
-    tally.dropped("abandoned", names.length);
     for (const name of names) {
       abandonedTasks[name] = (abandonedTasks[name] ?? 0) + 1;
     }

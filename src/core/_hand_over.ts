@@ -5,13 +5,12 @@
 // chain of its own). The backend keeps trying through passing faults until
 // the chain is stored or the chain's signal aborts, when the runner gives up
 // on it. Before its response, the response waits for the outcome; after,
-// a chain that could not be stored is reported as failed.
+// a chain that could not be stored is reported as failed. How the store
+// ended goes to the runner, which ends the chain and counts.
 
 import type { Chain, Task } from "./_chain.ts";
 import type { BackendTask, TaskBackend } from "../api/task_backend.ts";
-import type { Drains } from "./_drain.ts";
 import { report } from "./_report.ts";
-import type { Tally } from "./_tally.ts";
 import type { Telemetry } from "./_telemetry.ts";
 import { toPromise } from "../util/_promise.ts";
 import type { TaskErrorHandler } from "../api/task_info.ts";
@@ -28,19 +27,21 @@ export function backendTask(task: Task): BackendTask {
   };
 }
 
-/** The runner's books, which a hand-over keeps once it is over. */
-export interface HandOverBooks {
-  readonly tally: Tally;
-  readonly drains: Drains;
+/** What a hand-over needs of its runner. */
+export interface HandOverRunner {
   readonly onTaskError: TaskErrorHandler;
   /** Deno's telemetry, when on: the chain then carries its trace. */
   readonly telemetry: Telemetry | undefined;
-  /** Forgets a chain that has ended, freeing its slot. */
-  end(chain: Chain): void;
+  /**
+   * Ends the chain, once the store is over: stored (`handedOver`), or lost
+   * before its response (`discarded`) or after (`finished`, its tasks
+   * failed).
+   */
+  ended(chain: Chain, to: "handedOver" | "discarded" | "finished"): void;
 }
 
 /**
- * Hands a `storing` chain to `backend`, and tells `books` how it ended,
+ * Hands a `storing` chain to `backend`, and tells `runner` how it ended,
  * unless the chain was given up on meanwhile. Before the response, the
  * promise settles as the store does, and rejects at once when the chain is
  * given up on; after, it never rejects.
@@ -49,7 +50,7 @@ export function handOver(
   chain: Chain,
   backend: TaskBackend,
   beforeResponse: boolean,
-  books: HandOverBooks,
+  runner: HandOverRunner,
 ): Promise<void> {
   const first = chain.position;
   const tasks: BackendTask[] = [];
@@ -57,7 +58,6 @@ export function handOver(
     tasks.push(backendTask(task));
   }
   const { signal } = chain;
-  books.tally.storing += tasks.length;
   let enqueued: Promise<void>;
   try {
     enqueued = backend.enqueue({
@@ -65,17 +65,17 @@ export function handOver(
       tasks,
       request: chain.request,
       delivered: chain.delivered,
-      traceparent: books.telemetry?.traceparent(chain.trace),
+      traceparent: runner.telemetry?.traceparent(chain.trace),
     }, { signal });
   } catch (error) {
     enqueued = Promise.reject(error);
   }
   const settled = toPromise(enqueued).then(() => {
     // Given up on at a deadline: counted then.
-    if (chain.state === "storing") stored(chain, tasks.length, books);
+    if (chain.state === "storing") stored(chain, runner);
   }, (error) => {
     if (chain.state === "storing") {
-      lost(chain, tasks, first, error, beforeResponse, books);
+      lost(chain, tasks, first, error, beforeResponse, runner);
     }
     throw error;
   });
@@ -95,13 +95,9 @@ export function handOver(
 }
 
 /** The chain is stored: its tasks are the backend's now. */
-function stored(chain: Chain, count: number, books: HandOverBooks): void {
+function stored(chain: Chain, runner: HandOverRunner): void {
+  runner.ended(chain, "handedOver");
   chain.release();
-  books.tally.storing -= count;
-  books.tally.dropped("enqueued", count);
-  books.drains.count(chain.sequence, "enqueued", count);
-  chain.moveTo("handedOver");
-  books.end(chain);
 }
 
 /**
@@ -115,24 +111,15 @@ function lost(
   first: number,
   error: unknown,
   beforeResponse: boolean,
-  books: HandOverBooks,
+  runner: HandOverRunner,
 ): void {
+  // Ended before the reports, which may end drains that would give up on
+  // it again.
+  runner.ended(chain, beforeResponse ? "discarded" : "finished");
   chain.release();
-  books.tally.storing -= tasks.length;
-  if (beforeResponse) {
-    books.tally.dropped("discarded", tasks.length);
-    chain.moveTo("discarded");
-    books.end(chain);
-    return;
-  }
-  books.tally.settled("failed", tasks.length);
-  books.drains.count(chain.sequence, "failed", tasks.length);
-  chain.moveTo("finished");
-  // Forgotten before the reports, which may end drains that would give up
-  // on it again.
-  books.end(chain);
+  if (beforeResponse) return;
   tasks.forEach((task, index) =>
-    report(books.onTaskError, error, {
+    report(runner.onTaskError, error, {
       name: task.name,
       index: first + index,
       attempt: 0,

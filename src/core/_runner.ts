@@ -4,13 +4,16 @@
 // under `maxPending`, follows each chain from its handler to its end (the
 // moves of its state), keeps the lists a shutdown needs (chains whose
 // handler runs, chains live), and counts. Admission and counting are one
-// invariant (pending = queued + running + storing), so they stay together; when a
-// chain starts is the scheduler's business, drains are the drains', and a
-// backend's hand-over is the hand-over's.
+// invariant (pending = queued + running + storing), so they stay together:
+// every chain ends in `#close()`, and the counts are written here only. When
+// a chain starts is the scheduler's business, drains are the drains', a
+// backend's hand-over is the hand-over's, and giving up is the give-up's:
+// each tells the runner how a chain ended.
 
 import {
   Chain,
   type ChainOwner,
+  type EndState,
   nameOf,
   type Task,
   waitUntil,
@@ -18,7 +21,7 @@ import {
 import { ChainList } from "./_chain_list.ts";
 import { Drains } from "./_drain.ts";
 import { startChain } from "./_execute.ts";
-import { backendTask, handOver, type HandOverBooks } from "./_hand_over.ts";
+import { backendTask, handOver, type HandOverRunner } from "./_hand_over.ts";
 import type { RunnerConfig } from "./_config.ts";
 import { giveUpLive, giveUpOpen } from "./_give_up.ts";
 import { escapeControls } from "../api/_describe_task.ts";
@@ -69,7 +72,7 @@ export class Runner implements ChainOwner {
   readonly #live = new ChainList();
   #sequence = 0;
   readonly #tally = new Tally();
-  readonly #books: HandOverBooks;
+  readonly #handOver: HandOverRunner;
 
   constructor(config: RunnerConfig) {
     this.#config = config;
@@ -79,12 +82,10 @@ export class Runner implements ChainOwner {
       config.concurrency,
       (chain) => this.#start(chain),
     );
-    this.#books = {
-      tally: this.#tally,
-      drains: this.#drains,
+    this.#handOver = {
       onTaskError: config.onTaskError,
       telemetry: config.telemetry,
-      end: (chain) => this.#end(chain, true),
+      ended: (chain, to) => this.#close(chain, to),
     };
   }
 
@@ -130,7 +131,7 @@ export class Runner implements ChainOwner {
     }
     // waitUntil() adds no work, only a wait for a promise already running.
     if (this.#tally.pending >= maxPending && task.fn !== waitUntil) {
-      this.#tally.dropped("refused", 1);
+      this.#tally.refused();
       return this.#refuse(
         chain,
         task,
@@ -143,7 +144,8 @@ export class Runner implements ChainOwner {
     if (telemetry !== undefined && chain.trace === undefined) {
       chain.trace = telemetry.active();
     }
-    this.#tally.pending++;
+    this.#tally.added();
+    // The open list holds the chains with tasks only.
     if (chain.state === "open" && chain.remaining === 0) this.#open.push(chain);
     return true;
   }
@@ -200,6 +202,7 @@ export class Runner implements ChainOwner {
     this.#tally.retried();
   }
 
+  /** A task is over: it leaves the pending count (the rest, in `#close()`). */
   taskSettled(chain: Chain, outcome: "succeeded" | "failed" | "timedOut") {
     this.#tally.settled(outcome);
     this.#drains.count(
@@ -210,17 +213,13 @@ export class Runner implements ChainOwner {
   }
 
   finished(chain: Chain): void {
-    this.#tally.running--;
-    this.#end(chain, true);
+    this.#close(chain, "finished");
   }
 
   /** Drops the tasks of a handler that failed: none of them will run. */
   discard(chain: Chain): void {
     // Abandoned at a deadline while the handler ran: counted already.
-    if (chain.state !== "open") return;
-    if (chain.remaining > 0) this.#open.remove(chain);
-    this.#tally.dropped("discarded", chain.remaining);
-    chain.moveTo("discarded");
+    if (chain.state === "open") this.#close(chain, "discarded");
   }
 
   /**
@@ -265,10 +264,10 @@ export class Runner implements ChainOwner {
     }
     this.#open.remove(chain);
     this.#capture(chain, request);
-    chain.moveTo("storing");
+    this.#storing(chain);
     this.#makeLive(chain);
     this.#scheduler.occupy();
-    return handOver(chain, this.#config.backend!, true, this.#books);
+    return handOver(chain, this.#config.backend!, true, this.#handOver);
   }
 
   /**
@@ -288,7 +287,7 @@ export class Runner implements ChainOwner {
     return options.open
       ? drained.then((result) =>
         options.signal?.aborted
-          ? giveUpOpen(this.#open, this.#tally, result)
+          ? giveUpOpen(this.#open, result, this.#abandon)
           : result
       )
       : drained;
@@ -332,9 +331,7 @@ export class Runner implements ChainOwner {
     if (chain.state !== "waiting") return;
     chain.delivered = delivered;
     if (delivered === false && this.#config.skipUndelivered) {
-      this.#tally.dropped("skipped", chain.remaining);
-      chain.moveTo("skipped");
-      this.#end(chain, false);
+      this.#close(chain, "skipped");
       return;
     }
     this.#scheduler.ready(chain);
@@ -344,33 +341,54 @@ export class Runner implements ChainOwner {
   #start(chain: Chain): void {
     const { backend, storage } = this.#config;
     if (backend !== undefined) {
-      chain.moveTo("storing");
-      handOver(chain, backend, false, this.#books);
+      this.#storing(chain);
+      handOver(chain, backend, false, this.#handOver);
       return;
     }
     chain.moveTo("running");
-    this.#tally.running++;
+    this.#tally.started("running", 1);
     if (storage === undefined) startChain(chain, this.#config);
     else storage.run(chain.facade!, () => startChain(chain, this.#config));
   }
 
+  #storing(chain: Chain): void {
+    chain.moveTo("storing");
+    this.#tally.started("storing", chain.remaining);
+  }
+
   /** Gives up on the live chains up to `last`, at a drain's deadline. */
   #giveUp = (last: number, reason: unknown): void => {
-    const slots = giveUpLive(
-      this.#live,
-      last,
-      reason,
-      this.#tally,
-      this.#drains,
+    this.#scheduler.holding(() =>
+      giveUpLive(this.#live, last, reason, this.#abandon)
     );
-    for (let slot = 0; slot < slots; slot++) this.#scheduler.freed();
   };
 
-  /** Forgets a chain that has ended; `active` if it held a slot. */
-  #end(chain: Chain, active: boolean): void {
+  #abandon = (chain: Chain): void => this.#close(chain, "abandoned");
+
+  /**
+   * Ends a chain: every move to an end state is made here. Its tasks not
+   * over leave the pending count (each task that is over left it as it
+   * settled, in `taskSettled()`), counted as the tally's table says; the
+   * drains waiting for it count them and, if it was live, stop waiting for
+   * it; it leaves its list; and the slot it held, if any, is freed.
+   */
+  #close(chain: Chain, to: EndState): void {
+    const from = chain.state;
+    const n = chain.remaining;
+    chain.moveTo(to);
+    this.#tally.closed(from, to, n);
+    if (from === "open") {
+      if (n > 0) this.#open.remove(chain);
+      return;
+    }
+    const { sequence } = chain;
+    if (to === "abandoned") {
+      this.#drains.abandoned(sequence, chain.unfinished(), from === "storing");
+    } else if (to === "handedOver") this.#drains.count(sequence, "enqueued", n);
+    else if (to === "finished") this.#drains.count(sequence, "failed", n);
     this.#live.remove(chain);
-    this.#drains.ended(chain.sequence);
-    if (active) this.#scheduler.freed();
+    this.#drains.ended(sequence);
+    if (from === "running" || from === "storing") this.#scheduler.freed();
   }
 }
 

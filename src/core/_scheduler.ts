@@ -50,6 +50,23 @@ export class Scheduler {
     this.#startQueued();
   }
 
+  /**
+   * Runs `fn`, and gives the slots it freed to the chains queued only once
+   * it has returned: a deadline frees the slots of every chain it gives up
+   * on before any could go to a queued chain it is about to give up on too.
+   */
+  holding(fn: () => void): void {
+    // Inside #startQueued() already, whose loop picks the slots up after.
+    if (this.#starting) return fn();
+    this.#starting = true;
+    try {
+      fn();
+    } finally {
+      this.#starting = false;
+    }
+    this.#startQueued();
+  }
+
   #startReady = (): void => {
     this.#timer = undefined;
     const ready = this.#ready;

@@ -23,7 +23,10 @@ guardedTest(
         taskSettled() {
           throw bug;
         },
-        finished: (chain) => void finished.push(chain),
+        finished(chain) {
+          finished.push(chain);
+          chain.moveTo("finished");
+        },
         scheduleReturned() {},
         successor: () => new Chain(),
       };

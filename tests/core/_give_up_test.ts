@@ -2,10 +2,10 @@
 
 // Giving up on chains at a deadline: giveUpLive() for the chains a drain
 // waits for, giveUpOpen() for those whose handler still runs at a shutdown.
-// The books (states, counts, drains) are done for every chain first; only
-// then are signals aborted, since abort listeners are user code that may
-// end other drains. Then the same through drain(), ended from inside a
-// task, a hook or an abort listener.
+// The books (states, counts, drains, lists, slots: the runner's `close`)
+// are done for every chain first; only then are signals aborted, since
+// abort listeners are user code that may end other drains. Then the same
+// through drain(), ended from inside a task, a hook or an abort listener.
 
 import assert from "node:assert/strict";
 import { mock } from "node:test";
@@ -36,17 +36,38 @@ function chainOf(
   return chain;
 }
 
-/** The runner's books over `chains`, all pending, those running counted. */
-function booksOf(chains: Chain[]): { list: ChainList; tally: Tally } {
+/**
+ * The runner's books over `chains`, all pending, those running counted, and
+ * `close`, which abandons a chain as the runner's own does: its state, the
+ * counts, the drains, its list, and the slots it held (counted in `slots`).
+ */
+function booksOf(chains: Chain[], drains = new Drains()) {
   const list = new ChainList();
   const tally = new Tally();
   for (const chain of chains) {
     list.push(chain);
-    tally.pending += chain.remaining;
-    if (chain.state === "running") tally.running++;
-    if (chain.state === "storing") tally.storing += chain.remaining;
+    for (let task = 0; task < chain.remaining; task++) tally.added();
+    if (chain.state === "running" || chain.state === "storing") {
+      tally.started(chain.state, chain.remaining);
+    }
   }
-  return { list, tally };
+  const books = {
+    list,
+    tally,
+    slots: 0,
+    close(chain: Chain): void {
+      const from = chain.state;
+      const n = chain.remaining;
+      chain.moveTo("abandoned");
+      tally.closed(from, "abandoned", n);
+      list.remove(chain);
+      if (from === "open") return;
+      drains.abandoned(chain.sequence, chain.unfinished(), from === "storing");
+      drains.ended(chain.sequence);
+      if (from === "running" || from === "storing") books.slots++;
+    },
+  };
+  return books;
 }
 
 function members(list: ChainList): Chain[] {
@@ -60,25 +81,21 @@ function members(list: ChainList): Chain[] {
 const noDeadline = () => assert.fail("no deadline in this test");
 
 guardedTest(
-  "giveUpLive() abandons the live chains up to `last`, counts them, and returns the slots they held",
+  "giveUpLive() abandons the live chains up to `last`, counts them, and frees the slots they held",
   async () => {
     const running = chainOf(["a1", "a2"], ["waiting", "running"], 1);
     const queued = chainOf(["b"], ["waiting", "queued"], 2);
     const storing = chainOf(["c"], ["waiting", "queued", "storing"], 3);
     const waiting = chainOf(["d"], ["waiting"], 4);
     const later = chainOf(["e"], ["waiting", "running"], 5);
-    const { list, tally } = booksOf([
-      running,
-      queued,
-      storing,
-      waiting,
-      later,
-    ]);
     const drains = new Drains();
+    const books = booksOf([running, queued, storing, waiting, later], drains);
+    const { list, tally } = books;
     const drained = drains.begin(4, 4, {}, noDeadline);
     const reason = new Error("deadline");
 
-    assert.equal(giveUpLive(list, 4, reason, tally, drains), 2);
+    giveUpLive(list, 4, reason, books.close);
+    assert.equal(books.slots, 2);
 
     assert.deepEqual(
       [running, queued, storing, waiting].map((chain) => chain.state),
@@ -117,14 +134,14 @@ guardedTest(
 Deno.test("giveUpLive() does the books of every chain before it aborts a signal", () => {
   const first = chainOf(["a"], ["waiting", "running"], 1);
   const second = chainOf(["b"], ["waiting", "running"], 2);
-  const { list, tally } = booksOf([first, second]);
-  const drains = new Drains();
+  const { list, tally, close } = booksOf([first, second]);
   const seen: unknown[] = [];
   // An abort listener is user code: it sees the books done.
   first.signal.addEventListener("abort", () => {
-    seen.push(second.state, list.size, tally.pending, tally.running);
+    const { pending, running } = tally.snapshot();
+    seen.push(second.state, list.size, pending, running);
   });
-  giveUpLive(list, 2, new Error("deadline"), tally, drains);
+  giveUpLive(list, 2, new Error("deadline"), close);
   assert.deepEqual(seen, ["abandoned", 0, 0, 0]);
 });
 
@@ -134,12 +151,12 @@ Deno.test("giveUpLive() reports an abort listener that throws, naming its task, 
     const first = chainOf(["x", "charge"], ["waiting", "running"], 1);
     first.advance();
     const second = chainOf(["b"], ["waiting", "running"], 2);
-    const { list, tally } = booksOf([first, second]);
+    const { list, close } = booksOf([first, second]);
     const failure = new Error("listener failed");
     first.signal.addEventListener("abort", () => {
       throw failure;
     });
-    giveUpLive(list, 2, new Error("deadline"), tally, new Drains());
+    giveUpLive(list, 2, new Error("deadline"), close);
     assert.equal(second.signal.aborted, true);
     assert.deepEqual(
       consoleError.mock.calls.map((call) => call.arguments),
@@ -155,7 +172,7 @@ Deno.test("giveUpLive() reports an abort listener that throws, naming its task, 
 
 Deno.test("giveUpOpen() abandons every chain whose handler still runs, adding its tasks to the drain's result", () => {
   const open = [chainOf(["a", "b"], []), chainOf(["a"], [])];
-  const { list, tally } = booksOf(open);
+  const { list, tally, close } = booksOf(open);
   const drained = {
     succeeded: 2,
     failed: 1,
@@ -164,7 +181,7 @@ Deno.test("giveUpOpen() abandons every chain whose handler still runs, adding it
     abandonedTasks: { a: 1 },
     unstored: 0,
   };
-  assert.deepEqual(giveUpOpen(list, tally, drained), {
+  assert.deepEqual(giveUpOpen(list, drained, close), {
     succeeded: 2,
     failed: 1,
     enqueued: 0,

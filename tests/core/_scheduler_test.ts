@@ -6,6 +6,8 @@
 import assert from "node:assert/strict";
 import { withBackgroundTasks } from "../../mod.ts";
 import { fakeServeHandlerInfo } from "../../testing.ts";
+import { Chain } from "../../src/core/_chain.ts";
+import { Scheduler } from "../../src/core/_scheduler.ts";
 import { guardedTest, microtasks, sentInfo } from "../_helpers/common.ts";
 
 const request = () => new Request("http://localhost/orders?token=secret");
@@ -124,5 +126,32 @@ guardedTest(
     gate.resolve();
     await handler.drain();
     assert.deepEqual(order, Array.from({ length: 2_999 }, (_, i) => i + 1));
+  },
+);
+
+guardedTest(
+  "Scheduler.holding() gives the slots freed inside it to queued chains only once it returns",
+  async () => {
+    const started: string[] = [];
+    const first = Promise.withResolvers<void>();
+    const scheduler = new Scheduler(1, (chain) => {
+      started.push(chain.url!);
+      first.resolve();
+    });
+    const chains = ["first", "second"].map((url) => {
+      const chain = new Chain();
+      chain.url = url;
+      chain.moveTo("waiting");
+      return chain;
+    });
+    for (const chain of chains) scheduler.ready(chain);
+    await first.promise;
+    // One slot: the first holds it, the second waits for it.
+    assert.deepEqual(started, ["first"]);
+    scheduler.holding(() => {
+      scheduler.freed();
+      assert.deepEqual(started, ["first"], "started inside holding()");
+    });
+    assert.deepEqual(started, ["first", "second"]);
   },
 );
