@@ -14,6 +14,7 @@ import {
   Chain,
   type ChainOwner,
   type EndState,
+  internals,
   nameOf,
   type Task,
   waitUntil,
@@ -30,12 +31,12 @@ import { Scheduler } from "./_scheduler.ts";
 import { Tally } from "./_tally.ts";
 import { isThenable } from "../util/_promise.ts";
 import { QueueFullError } from "../api/queue_full_error.ts";
+import { BackgroundTasks } from "./background_tasks.ts";
 import type {
   DrainOptions,
   DrainResult,
   TaskStats,
 } from "../api/task_controls.ts";
-import type { TaskBackend } from "../api/task_backend.ts";
 
 /**
  * Whether a task's argument stops working once the response is sent: Deno
@@ -93,20 +94,21 @@ export class Runner implements ChainOwner {
     return this.#tally.snapshot(this.#config.backend?.status);
   }
 
-  /** Where chains go instead of running here, if anywhere: serve() closes it. */
-  get backend(): TaskBackend | undefined {
-    return this.#config.backend;
-  }
-
   /**
-   * Reads a new chain's request at once when a backend will weigh it as
-   * tasks are added (the message carries the URL); otherwise only chains
-   * with tasks pay for reading it, when their handler returns.
+   * Opens the chain of a request whose handler is about to run: its
+   * `facade` is the request's `BackgroundTasks`. Its request is read at
+   * once when a backend will weigh it as tasks are added (the message
+   * carries the URL); otherwise only chains with tasks pay for reading it,
+   * when their handler returns.
    */
-  opened(chain: Chain, request: Request): void {
-    if (this.#config.backend === undefined) return;
-    chain.method = request.method;
-    chain.url = request.url;
+  open(request: Request): Chain {
+    const tasks = new BackgroundTasks();
+    const chain = internals.chainOf(tasks);
+    chain.owner = this;
+    chain.facade = tasks;
+    if (this.#config.backend !== undefined) this.#capture(chain, request);
+    internals.created?.(chain);
+    return chain;
   }
 
   accept(chain: Chain, task: Task): boolean {

@@ -1,12 +1,17 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-// The wrapper itself: a Deno.serve handler in, a handler with controls
-// out. Per request it opens a chain, calls the user's handler with it,
-// and, once a Response is returned, hands the chain to the runner to be
-// run after the response (or stored by a backend before it).
+// The request scope, which both HTTP adapters follow (the Deno.serve
+// wrapper and the Hono middleware): a request's chain is opened before its
+// handler runs; once the handler has answered, the chain is discarded (the
+// handler threw, or answered with something other than a Response), or a
+// backend stores it before the response goes out (the response waits, and
+// fails when it cannot be stored), or it is scheduled to run after the
+// response. A request's scope is its chain, which the adapter hands back at
+// each step: a request holds no object of its own for it.
 
-import { type Chain, internals } from "../core/_chain.ts";
-import { runnerConfig } from "../core/_config.ts";
+import type { Chain } from "../core/_chain.ts";
+import { type RunnerConfig, runnerConfig } from "../core/_config.ts";
+import type { TaskStorage } from "../core/_ambient.ts";
 import { Runner } from "../core/_runner.ts";
 import {
   assertFunction,
@@ -16,7 +21,8 @@ import {
   optionKeys,
 } from "../util/_assert.ts";
 import { isThenable, toPromise } from "../util/_promise.ts";
-import { BackgroundTasks } from "../core/background_tasks.ts";
+import type { BackgroundTasks } from "../core/background_tasks.ts";
+import type { TaskBackend } from "../api/task_backend.ts";
 import type {
   DrainOptions,
   DrainResult,
@@ -42,67 +48,139 @@ type WrappedHandler =
   ) => Response | Promise<Response>)
   & TaskControls;
 
-/** Creates a request's tasks, owned by `runner`. */
-export function tasksFor(
-  runner: Runner,
-  request: Request,
-): { tasks: BackgroundTasks; chain: Chain } {
-  const tasks = new BackgroundTasks();
-  const chain = internals.chainOf(tasks);
-  chain.owner = runner;
-  chain.facade = tasks;
-  runner.opened(chain, request);
-  internals.created?.(chain);
-  return { tasks, chain };
-}
-
-/**
- * The error a request fails with when the backend could not store its
- * chain before its response: the response will not be sent, so its body is
- * cancelled, letting whatever produces it stop.
- */
-export function unstored(response: Response, cause: unknown): Error {
-  response.body?.cancel().catch(() => {});
-  return new Error(
-    "Cannot respond as the backend could not store the request's tasks",
-    { cause },
-  );
-}
-
 /** The keys of `DrainOptions`. */
 const DRAIN_OPTIONS = optionKeys<DrainOptions>({ timeout: true, signal: true });
 
-/** The runner behind each handler or middleware given controls. */
-export const runnerOf: WeakMap<object, Runner> = new WeakMap();
+/** The scopes behind each handler or middleware given controls. */
+const byTarget = new WeakMap<object, RequestScopes>();
 
-/** Gives a handler or middleware the runner's `drain()` and `stats`. */
-export function withControls<F extends object>(
-  target: F,
-  runner: Runner,
-): F & TaskControls {
-  function drain(options: DrainOptions = {}): Promise<DrainResult> {
-    const action = "Cannot drain";
-    assertOptions(options, DRAIN_OPTIONS, action);
-    // Infinity, the default, waits as long as it takes.
-    if (options.timeout !== undefined) {
-      assertNumber(options.timeout, "timeout", action, 0, true);
+/**
+ * The request scopes of one handler or middleware, over its runner: one
+ * object per adapter, whose methods take a request's chain.
+ */
+export class RequestScopes {
+  readonly #runner: Runner;
+  readonly #config: RunnerConfig;
+
+  /**
+   * @param options The adapter's options, checked here.
+   * @param action What a bad option's error starts with.
+   */
+  constructor(options: WithBackgroundTasksOptions, action: string) {
+    this.#config = runnerConfig(options, action);
+    this.#runner = new Runner(this.#config);
+  }
+
+  /** Set with `ambient: true`: the handler runs with its tasks in it. */
+  get storage(): TaskStorage | undefined {
+    return this.#config.storage;
+  }
+
+  /** Where chains go instead of running here, if anywhere: serve() closes it. */
+  get backend(): TaskBackend | undefined {
+    return this.#config.backend;
+  }
+
+  /** Opens a request's scope, before its handler runs: see `tasksOf()`. */
+  open(request: Request): Chain {
+    return this.#runner.open(request);
+  }
+
+  /** The handler threw or rejected: its tasks are discarded. */
+  fail(chain: Chain): void {
+    this.#runner.discard(chain);
+  }
+
+  /**
+   * The handler answered `response`, which is returned, as the same
+   * object: anything but a Response discards the tasks. With a backend that
+   * stores chains before their response, a promise of it instead, which
+   * resolves once the chain is stored; if it cannot be, the response will
+   * not be sent, so its body is cancelled, and the promise rejects with an
+   * error whose `cause` says why. Otherwise, the chain runs once the
+   * response has been sent.
+   */
+  respond<R>(
+    chain: Chain,
+    response: R,
+    request: Request,
+    info: Deno.ServeHandlerInfo | undefined,
+  ): R | Promise<R> {
+    if (!(response instanceof Response)) {
+      this.#runner.discard(chain);
+      return response;
     }
-    if (
-      options.signal !== undefined && !(options.signal instanceof AbortSignal)
-    ) {
-      throw new TypeError(
-        `${action} as 'signal' must be an AbortSignal: current value is ${
-          describe(options.signal)
-        }`,
+    if (this.#config.storeFirst && chain.remaining > 0) {
+      return this.#runner.store(chain, request).then(
+        () => response,
+        (cause) => {
+          response.body?.cancel().catch(() => {});
+          throw new Error(
+            "Cannot respond as the backend could not store the request's tasks",
+            { cause },
+          );
+        },
       );
     }
-    return runner.drain(options);
+    this.#runner.schedule(chain, request, info);
+    return response;
   }
-  runnerOf.set(target, runner);
-  return Object.defineProperties(target, {
-    drain: { value: drain },
-    stats: { get: () => runner.stats, enumerable: true },
-  }) as F & TaskControls;
+
+  /**
+   * At a shutdown: waits for the chains live now, as `drain()` does, and,
+   * once `signal` aborts, gives up on them and on the chains whose handler
+   * still runs (their responses will not go out).
+   */
+  shutdown(signal: AbortSignal): Promise<DrainResult> {
+    return this.#runner.drain({ signal, open: true });
+  }
+
+  /**
+   * Gives a handler or middleware the runner's `drain()` and `stats`, and
+   * makes these scopes its own for `scopesFor()`.
+   */
+  controls<F extends object>(target: F): F & TaskControls {
+    const runner = this.#runner;
+    function drain(options: DrainOptions = {}): Promise<DrainResult> {
+      const action = "Cannot drain";
+      assertOptions(options, DRAIN_OPTIONS, action);
+      // Infinity, the default, waits as long as it takes.
+      if (options.timeout !== undefined) {
+        assertNumber(options.timeout, "timeout", action, 0, true);
+      }
+      if (
+        options.signal !== undefined &&
+        !(options.signal instanceof AbortSignal)
+      ) {
+        throw new TypeError(
+          `${action} as 'signal' must be an AbortSignal: current value is ${
+            describe(options.signal)
+          }`,
+        );
+      }
+      return runner.drain(options);
+    }
+    byTarget.set(target, this);
+    return Object.defineProperties(target, {
+      drain: { value: drain },
+      stats: { get: () => runner.stats, enumerable: true },
+    }) as F & TaskControls;
+  }
+}
+
+/** A request's tasks, for its handler. */
+export function tasksOf(chain: Chain): BackgroundTasks {
+  return chain.facade as BackgroundTasks;
+}
+
+/**
+ * The request scopes behind a handler made by `withBackgroundTasks()` or
+ * `serve()`, or a middleware; `undefined` for any other value. Looked up
+ * in a table of this module's, which runs no code of the value's.
+ */
+export function scopesFor(target: unknown): RequestScopes | undefined {
+  // A WeakMap answers undefined for a value that cannot be a key.
+  return byTarget.get(target as object);
 }
 
 /**
@@ -115,58 +193,35 @@ export function wrapHandler(
   action: string,
 ): WrappedHandler {
   assertFunction(handler, "handler", action);
-  const config = runnerConfig(options, action);
-  const runner = new Runner(config);
-  const { storage, storeFirst } = config;
-
-  /** What the wrapper answers once the handler has answered `response`. */
-  function respond(
-    chain: Chain,
-    response: unknown,
-    request: Request,
-    info: Deno.ServeHandlerInfo,
-  ): Response | Promise<Response> {
-    if (!(response instanceof Response)) {
-      runner.discard(chain);
-      return response as Response;
-    }
-    if (storeFirst && chain.remaining > 0) {
-      return runner.store(chain, request).then(
-        () => response,
-        (error) => {
-          throw unstored(response, error);
-        },
-      );
-    }
-    runner.schedule(chain, request, info);
-    return response;
-  }
+  const scopes = new RequestScopes(options, action);
+  const { storage } = scopes;
 
   function backgroundTasksHandler(
     request: Request,
     info: Deno.ServeHandlerInfo,
   ): Response | Promise<Response> {
-    const { tasks, chain } = tasksFor(runner, request);
+    const chain = scopes.open(request);
+    const tasks = tasksOf(chain);
     let response: Response | Promise<Response>;
     try {
       response = storage === undefined
         ? handler(request, info, tasks)
         : storage.run(tasks, () => handler(request, info, tasks));
     } catch (error) {
-      runner.discard(chain);
+      scopes.fail(chain);
       throw error;
     }
     if (isThenable(response)) {
       return toPromise(response).then(
-        (resolved) => respond(chain, resolved, request, info),
+        (resolved) => scopes.respond(chain, resolved, request, info),
         (error) => {
-          runner.discard(chain);
+          scopes.fail(chain);
           throw error;
         },
-      );
+      ) as Promise<Response>;
     }
-    return respond(chain, response, request, info);
+    return scopes.respond(chain, response, request, info);
   }
 
-  return withControls(backgroundTasksHandler, runner);
+  return scopes.controls(backgroundTasksHandler);
 }

@@ -1,8 +1,6 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import { runnerConfig } from "../core/_config.ts";
-import { Runner } from "../core/_runner.ts";
-import { tasksFor, unstored, withControls } from "./_scope.ts";
+import { RequestScopes, tasksOf } from "./_scope.ts";
 import { BackgroundTasks } from "../core/background_tasks.ts";
 import type {
   TaskControls,
@@ -112,7 +110,8 @@ export interface BackgroundTasksMiddleware extends TaskControls {
  * Served by `Deno.serve(app.fetch)`, the tasks wait for `c.env.completed`
  * (Deno's `info`); called another way, as `app.request()` does in tests, they
  * run one macrotask after the response. If a handler throws, Hono answers
- * with its error handler and the request's tasks are discarded.
+ * with its error handler and the request's tasks are discarded, as they are
+ * when it answers with something other than a `Response`.
  *
  * When the app is served with `withBackgroundTasks()` or `serve()` and
  * receives their tasks as its execution context
@@ -167,9 +166,8 @@ export interface BackgroundTasksMiddleware extends TaskControls {
 export function backgroundTasks(
   options: WithBackgroundTasksOptions = {},
 ): BackgroundTasksMiddleware {
-  const config = runnerConfig(options, "Cannot create middleware");
-  const runner = new Runner(config);
-  const { storage, storeFirst } = config;
+  const scopes = new RequestScopes(options, "Cannot create middleware");
+  const { storage } = scopes;
 
   async function backgroundTasksMiddleware(
     c: HonoContext,
@@ -181,31 +179,29 @@ export function backgroundTasks(
       await next();
       return;
     }
-    const { tasks, chain } = tasksFor(runner, c.req.raw);
+    const chain = scopes.open(c.req.raw);
+    const tasks = tasksOf(chain);
     c.set("backgroundTasks", tasks);
     try {
       await (storage === undefined ? next() : storage.run(tasks, next));
     } catch (error) {
-      runner.discard(chain);
+      scopes.fail(chain);
       throw error;
     }
     // Hono turns a handler's error into a response and records it here.
-    if (c.error !== undefined) {
-      runner.discard(chain);
-      return;
-    }
-    if (storeFirst && chain.remaining > 0) {
-      try {
-        await runner.store(chain, c.req.raw);
-      } catch (error) {
-        throw unstored(c.res, error);
-      }
-      return;
-    }
-    runner.schedule(chain, c.req.raw, c.env as Deno.ServeHandlerInfo);
+    if (c.error !== undefined) return scopes.fail(chain);
+    // What the handlers answered: Hono keeps it here even when it is not a
+    // Response. A promise when a backend stores the tasks first.
+    const answered = scopes.respond(
+      chain,
+      c.res,
+      c.req.raw,
+      c.env as Deno.ServeHandlerInfo,
+    );
+    if (answered instanceof Promise) await answered;
   }
 
-  return withControls(backgroundTasksMiddleware, runner);
+  return scopes.controls(backgroundTasksMiddleware);
 }
 
 function executionContextOf(c: HonoContext): unknown {

@@ -5,7 +5,7 @@ import { exitBy } from "./_exit_watchdog.ts";
 import { serveConfig, type ServeOptions } from "./_serve_options.ts";
 import { MAX_TIMER_DELAY } from "../util/_assert.ts";
 import { isInstance } from "../util/_promise.ts";
-import { runnerOf, wrapHandler } from "./_scope.ts";
+import { scopesFor, wrapHandler } from "./_scope.ts";
 import { QueueFullError } from "../api/queue_full_error.ts";
 import type { DrainResult, TaskStats } from "../api/task_controls.ts";
 import type { BackendCloseResult, TaskBackend } from "../api/task_backend.ts";
@@ -200,7 +200,7 @@ export function serve(
     onShutdown,
   } = serveConfig(first, second, action);
   let drainable: DrainableHandler;
-  if (runnerOf.has(handler)) {
+  if (scopesFor(handler) !== undefined) {
     const [given] = Object.keys(taskOptions);
     if (given !== undefined) {
       throw new TypeError(
@@ -265,9 +265,9 @@ export function serve(
       await untilAborted(server.shutdown(), giveUp.signal);
       // At the deadline, the tasks of handlers still running (their
       // responses will not go out) are abandoned too.
-      const runner = runnerOf.get(drainable)!;
+      const scopes = scopesFor(drainable)!;
       const drained = sinceShutdown(
-        await runner.drain({ signal: giveUp.signal, open: true }),
+        await scopes.shutdown(giveUp.signal),
         before,
         drainable.stats,
       );
@@ -276,7 +276,7 @@ export function serve(
       // them back to its store.
       return withBackendClosed(
         drained,
-        await closeBackend(runner.backend, giveUp.signal),
+        await closeBackend(scopes.backend, giveUp.signal),
       );
     } finally {
       clearTimeout(deadline);

@@ -20,7 +20,6 @@ import type { BackendChain, BackendTask } from "../../backend.ts";
 import type { Chain } from "../../src/core/_chain.ts";
 import { runnerConfig } from "../../src/core/_config.ts";
 import { Runner } from "../../src/core/_runner.ts";
-import { tasksFor } from "../../src/http/_scope.ts";
 import { guardedTest, microtasks, sentInfo } from "../_helpers/common.ts";
 
 const request = () => new Request("http://localhost/orders?token=secret");
@@ -35,7 +34,8 @@ function open(
   runner: Runner,
 ): { tasks: BackgroundTasks; chain: Chain; request: Request } {
   const made = request();
-  return { ...tasksFor(runner, made), request: made };
+  const chain = runner.open(made);
+  return { tasks: chain.facade as BackgroundTasks, chain, request: made };
 }
 
 /** A backend whose stores the test settles, in the order they came. */
