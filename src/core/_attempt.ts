@@ -9,7 +9,6 @@
 import {
   call,
   type CallOptions,
-  type Holder,
   type Outcome,
   type Runnable,
 } from "./_call.ts";
@@ -59,34 +58,30 @@ export async function runAttempt(
   hook("onTaskStart", config.onTaskStart, info);
   const span = config.telemetry?.start(info, options);
   const startedAt = clock(config, options);
-  const { holder } = options;
   // The end of an attempt given up on is told at once, as the drain that
-  // gave up on it ends, not once the attempt notices.
-  let told = false;
-  const abandoned = (reason: unknown) => {
-    told = true;
-    // Its span too: a task that never settles would leave it open, and
-    // unexported, at the shutdown that gave up on it.
-    span?.end("abandoned", reason, false);
-    tell(info, startedAt, config, "abandoned", reason, false);
-  };
-  const given = holder?.controller?.signal;
+  // gave up on it ends, not once the attempt notices: call() tells it here.
+  const abandoned = config.onTaskEnd === undefined && span === undefined
+    ? undefined
+    : (reason: unknown) => {
+      // Its span too: a task that never settles would leave it open, and
+      // unexported, at the shutdown that gave up on it.
+      span?.end("abandoned", reason, false);
+      tell(info, startedAt, config, "abandoned", reason, false);
+    };
+  const { signal: given } = options;
   let outcome: Outcome;
   let value: unknown;
   if (given?.aborted) {
     // The hook gave up on the task (a drain it ended): it does not run.
-    abandoned(given.reason);
+    abandoned?.(given.reason);
     outcome = "abandoned";
     value = given.reason;
   } else {
-    const interrupted = config.onTaskEnd === undefined && span === undefined
-      ? undefined
-      : abandoned;
     // With telemetry on, the task runs in its span: its own spans and
     // `fetch` calls nest under it.
     const called = span === undefined
-      ? call(task, info, options, interrupted, startedAt)
-      : span.run(() => call(task, info, options, interrupted, startedAt));
+      ? call(task, info, options, abandoned, startedAt)
+      : span.run(() => call(task, info, options, abandoned, startedAt));
     // A task that returned at once costs no wait.
     ({ outcome, value } = called instanceof Promise ? await called : called);
   }
@@ -94,8 +89,11 @@ export async function runAttempt(
   const policy = task.defined?.retry;
   const willRetry = failed && info.attempt < options.maxAttempts &&
     (policy === undefined || isRetriable(policy, value, info));
-  span?.end(outcome, value, willRetry);
-  if (!told) tell(info, startedAt, config, outcome, value, willRetry);
+  // An abandoned attempt's end was told as it was given up on.
+  if (outcome !== "abandoned") {
+    span?.end(outcome, value, willRetry);
+    tell(info, startedAt, config, outcome, value, willRetry);
+  }
   if (failed && !willRetry) {
     const reporting = report(config.onTaskError, value, info);
     if (reporting !== undefined) await reporting;
@@ -113,13 +111,13 @@ export async function runAttempt(
 
 /**
  * Runs a task's attempts in this process, each after the backoff of the one
- * before, until one succeeds or is the last, or the holder gives up. Never
- * rejects.
+ * before, until one succeeds or is the last, or `options.signal` aborts.
+ * Never rejects.
  */
 export async function runAttempts(
   task: Runnable,
   infoOf: (attempt: number) => TaskInfo,
-  options: AttemptOptions & { readonly holder: Holder },
+  options: AttemptOptions & { readonly signal: AbortSignal },
   config: ExecutionConfig,
   retried: () => void,
 ): Promise<AttemptResult> {
@@ -130,7 +128,7 @@ export async function runAttempts(
     retried();
     // Given up on while it waits: the attempt's end is told once more, at
     // once, now that no other follows.
-    const { signal } = options.holder;
+    const { signal } = options;
     const abandon = () =>
       tell(info, result.startedAt, config, "abandoned", signal.reason, false);
     let waited = false;

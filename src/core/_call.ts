@@ -1,9 +1,11 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-// One call of a task, raced as std's deadline() and abortable() race a
-// promise against a signal: against its timeout, and against whoever holds
-// it (its chain, a worker's shutdown) giving up on it. A defined task gets
-// a context whose signal is its attempt's own, made when first read.
+// One call of a task, raced as std's abortable() races a promise against a
+// signal: the attempt's own signal, which its timeout aborts, and which
+// follows whoever holds the task (its chain, a worker's shutdown) for as
+// long as the attempt lasts. The abort event of that signal ends the
+// attempt, and tells of an abandonment, once. A defined task's context
+// carries the same signal.
 
 import { abortTask } from "./_report.ts";
 import {
@@ -25,31 +27,17 @@ export interface Runnable {
 /** How an attempt ended. */
 export type Outcome = "succeeded" | "failed" | "timedOut" | "abandoned";
 
-/**
- * Who may give up on a task: its chain, or a worker's shutdown. Its signal
- * is made on first use, so an attempt that never waits costs no signal.
- */
-export interface Holder {
-  /** The controller behind `signal`, once made: aborted when it gives up. */
-  readonly controller: AbortController | undefined;
-  /** Aborted when it gives up on the task; made on first use. */
-  readonly signal: AbortSignal;
-  /**
-   * Whether an attempt it gives up on ends at once, as a worker's must (its
-   * delivery then puts the message back), rather than when its task
-   * settles, as a chain's does: its loop is all that waits on the attempt,
-   * and not racing the task saves a promise and a listener per attempt.
-   * An attempt with a timeout is raced either way.
-   */
-  readonly endsAttemptsAtOnce?: boolean;
-}
-
 /** What a call needs besides the task. */
 export interface CallOptions {
   /** The task's stable id, for the context of a defined task. */
   readonly id: string;
-  /** Who may give up on the task: it then ends as abandoned. */
-  readonly holder: Holder | undefined;
+  /**
+   * Aborted when whoever holds the task gives up on it (its chain at a
+   * deadline, a worker's shutdown): the attempt then ends at once, as
+   * abandoned. Followed only while the attempt lasts, so that a signal that
+   * many attempts share gathers no listener.
+   */
+  readonly signal: AbortSignal | undefined;
   /** Milliseconds the call may take. */
   readonly timeout: number | undefined;
 }
@@ -61,11 +49,13 @@ export interface Called {
 }
 
 /**
- * Calls the task once. If it returns a promise, races it against its
- * timeout and, if the holder says so, its holder giving up; `abandoned`,
- * if given, is told at once when the holder gives up meanwhile. Settles at
- * once when the task did. The timeout counts from `clock`, when the caller
- * read `performance.now()` already, else from the call.
+ * Calls the task once. If it returns a promise, races it against the
+ * attempt's signal, which aborts at the timeout or when `options.signal`
+ * does. `abandoned` is told once, at once, if the attempt is abandoned:
+ * from that signal's abort event, or when the task returned after its
+ * holder gave up. Settles at once when the task did. The timeout counts
+ * from `clock`, when the caller read `performance.now()` already, else from
+ * the call.
  */
 export function call(
   task: Runnable,
@@ -74,69 +64,59 @@ export function call(
   abandoned: ((reason: unknown) => void) | undefined,
   clock?: number,
 ): Called | Promise<Called> {
-  const { holder } = options;
+  const { signal: given } = options;
   // A limit no timer can express is no limit.
   const timeout = options.timeout !== undefined &&
       options.timeout <= MAX_TIMER_DELAY
     ? options.timeout
     : undefined;
   const startedAt = timeout === undefined ? 0 : clock ?? performance.now();
-  // Made for a defined task, whose context reads it, or for a race.
-  let made = task.defined === undefined
+  // A defined task's context carries the attempt's signal from the start.
+  const attempt = task.defined === undefined
     ? undefined
-    : new Interrupts(holder, info);
+    : new AbortController();
+  const unfollow = attempt === undefined
+    ? undefined
+    : follow(given, attempt, info);
   let value: unknown;
   try {
     const { fn, args } = task as unknown as {
       fn: (...args: unknown[]) => unknown;
       args: unknown[];
     };
-    value = made === undefined
+    value = attempt === undefined
       // Called as a plain function, as FastAPI does: `this` is undefined.
       ? fn(...args)
-      : fn(new Context(made, info, options.id), ...args);
+      : fn(new Context(attempt.signal, info, options.id), ...args);
   } catch (error) {
-    made?.end();
-    return failure(error, holder);
+    unfollow?.();
+    return tellIfAbandoned(failure(error, given), abandoned);
   }
   if (!isThenable(value)) {
-    made?.end();
-    return success(value, holder);
+    unfollow?.();
+    return tellIfAbandoned(success(value, given), abandoned);
   }
   const settled = toPromise(value);
-  if (timeout === undefined && !holder?.endsAttemptsAtOnce) {
-    if (abandoned !== undefined) {
-      made ??= new Interrupts(holder, info);
-      made.onInterrupt = abandoned;
-      made.follow();
-    }
-    const following = made;
-    if (following === undefined) {
-      return settled.then(
-        (result) => success(result, holder),
-        (error) => failure(error, holder),
-      );
-    }
-    return settled.then((result): Called => {
-      following.end();
-      return success(result, holder);
-    }, (error) => {
-      following.end();
-      return failure(error, holder);
-    });
+  if (attempt === undefined && given === undefined && timeout === undefined) {
+    // Nothing may end it early: it ends when its task settles.
+    return settled.then(
+      (result) => success(result, undefined),
+      (error) => failure(error, undefined),
+    );
   }
-  const racing = made ?? new Interrupts(holder, info);
+  const controller = attempt ?? new AbortController();
+  const stop = unfollow ?? follow(given, controller, info);
+  const { signal } = controller;
   return new Promise<Called>((resolve) => {
     let expire: ReturnType<typeof setTimeout> | undefined;
-    const finish = (called: Called) => {
+    const end = (called: Called) => {
       clearTimeout(expire);
-      racing.end();
+      stop();
+      signal.removeEventListener("abort", interrupted);
       resolve(called);
     };
-    racing.onInterrupt = (reason) => {
-      if (holder?.controller?.signal.aborted) abandoned?.(reason);
-      finish(failure(reason, holder));
-    };
+    const interrupted = () =>
+      end(tellIfAbandoned(failure(signal.reason, given), abandoned));
     // The timeout counts from the call: what the task did synchronously
     // counts. The timer is set first: setTimeout may run pending
     // microtasks (the first timer of a `deno test` process does, Deno
@@ -144,127 +124,85 @@ export function call(
     // them, which must find the timer to clear.
     if (timeout !== undefined) {
       expire = setTimeout(
-        () => racing.interrupt(new TaskTimeoutError(info.name, timeout)),
+        () =>
+          abortTask(
+            controller,
+            new TaskTimeoutError(info.name, timeout),
+            info,
+          ),
         Math.max(0, timeout - (performance.now() - startedAt)),
       );
     }
     // Handled even once interrupted, so that a late rejection is never
     // unhandled.
     settled.then(
-      (result) => finish(success(result, holder)),
-      (error) => finish(failure(error, holder)),
+      (result) => end(success(result, given)),
+      (error) => end(failure(error, given)),
     );
-    racing.follow();
+    if (signal.aborted) interrupted();
+    else signal.addEventListener("abort", interrupted, { once: true });
   });
 }
 
-/** A defined task's context; its signal is made when first read. */
+/** A defined task's context. */
 class Context implements TaskContext {
-  readonly #interrupts: Interrupts;
+  readonly signal: AbortSignal;
   readonly attempt: number;
   readonly name: string;
   readonly id: string;
 
-  constructor(interrupts: Interrupts, info: TaskInfo, id: string) {
-    this.#interrupts = interrupts;
+  constructor(signal: AbortSignal, info: TaskInfo, id: string) {
+    this.signal = signal;
     this.attempt = info.attempt;
     this.name = info.name;
     this.id = id;
   }
-
-  get signal(): AbortSignal {
-    return this.#interrupts.signal;
-  }
 }
 
 /**
- * What may end an attempt early, as std's deadline() and abortable() race
- * a promise against a signal: its timeout, and its holder giving up. A
- * defined task's signal is made when it first reads it, and aborted then.
- * The holder is followed through one listener, only while the attempt
- * lasts, so that a worker's shutdown signal, which its attempts share,
- * gathers none.
+ * Aborts the attempt's `controller` when `given` aborts (a listener's throw
+ * reported as the task's), until the returned function is called.
  */
-class Interrupts {
-  readonly #holder: Holder | undefined;
-  readonly #info: TaskInfo;
-  #controller: AbortController | undefined;
-  #following: (() => void) | undefined;
-  #ended = false;
-  /** Told once, when the attempt is interrupted before it settles. */
-  onInterrupt: ((reason: unknown) => void) | undefined;
-
-  constructor(holder: Holder | undefined, info: TaskInfo) {
-    this.#holder = holder;
-    this.#info = info;
+function follow(
+  given: AbortSignal | undefined,
+  controller: AbortController,
+  info: TaskInfo,
+): () => void {
+  if (given === undefined) return ignore;
+  if (given.aborted) {
+    abortTask(controller, given.reason, info);
+    return ignore;
   }
+  const abort = () => abortTask(controller, given.reason, info);
+  given.addEventListener("abort", abort, { once: true });
+  return () => given.removeEventListener("abort", abort);
+}
 
-  /** The attempt's signal: aborted when it is interrupted. */
-  get signal(): AbortSignal {
-    if (this.#controller === undefined) {
-      this.#controller = new AbortController();
-      this.follow();
-    }
-    return this.#controller.signal;
-  }
+function ignore(): void {}
 
-  /** Interrupts the attempt when the holder gives up, until it ends. */
-  follow(): void {
-    if (
-      this.#holder === undefined || this.#following !== undefined ||
-      this.#ended
-    ) return;
-    const given = this.#holder.signal;
-    if (given.aborted) return this.interrupt(given.reason);
-    this.#following = () => {
-      this.#following = undefined;
-      this.interrupt(given.reason);
-    };
-    given.addEventListener("abort", this.#following, { once: true });
-  }
-
-  /**
-   * Aborts the signal (a listener's throw reported as the task's), then
-   * tells `onInterrupt`. Does nothing once the attempt has ended.
-   */
-  interrupt(reason: unknown): void {
-    if (this.#ended) return;
-    if (this.#controller !== undefined) {
-      abortTask(this.#controller, reason, this.#info);
-    }
-    const told = this.onInterrupt;
-    this.onInterrupt = undefined;
-    told?.(reason);
-  }
-
-  /** The attempt is over: the holder is no longer followed. */
-  end(): void {
-    this.#ended = true;
-    if (this.#following !== undefined) {
-      this.#holder!.signal.removeEventListener("abort", this.#following);
-      this.#following = undefined;
-    }
-  }
+/** `called`, once `abandoned` has been told if it was abandoned. */
+function tellIfAbandoned(
+  called: Called,
+  abandoned: ((reason: unknown) => void) | undefined,
+): Called {
+  if (called.outcome === "abandoned") abandoned?.(called.value);
+  return called;
 }
 
 /**
- * How a call that returned ended: succeeded, unless the holder gave up on
+ * How a call that returned ended: succeeded, unless its holder gave up on
  * it meanwhile (a drain it ended, say), when it counts as abandoned.
  */
-function success(value: unknown, holder: Holder | undefined): Called {
-  const given = holder?.controller?.signal;
+function success(value: unknown, given: AbortSignal | undefined): Called {
   return given?.aborted
     ? { outcome: "abandoned", value: given.reason }
     : { outcome: "succeeded", value };
 }
 
 /** How a failed call ended: given up on, timed out, or failed. */
-function failure(
-  error: unknown,
-  holder: Holder | undefined,
-): { outcome: Outcome; value: unknown } {
+function failure(error: unknown, given: AbortSignal | undefined): Called {
   return {
-    outcome: holder?.controller?.signal.aborted
+    outcome: given?.aborted
       ? "abandoned"
       : isInstance(error, TaskTimeoutError)
       ? "timedOut"

@@ -182,7 +182,7 @@ async function execute(
             id: task.defined === undefined
               ? ""
               : `${chain.id ??= crypto.randomUUID()}:${index}`,
-            holder: chain,
+            signal: chain.signal,
             timeout: task.defined?.timeout ?? config.timeout,
             maxAttempts: task.defined?.retry?.maxAttempts ?? 1,
             parent: chain.trace,

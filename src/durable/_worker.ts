@@ -7,7 +7,6 @@
 // wherever a task runs.
 
 import { type AttemptResult, runAttempt } from "../core/_attempt.ts";
-import type { Holder } from "../core/_call.ts";
 import { type ExecutionConfig, executionConfig } from "../core/_config.ts";
 import { hook, report } from "../core/_report.ts";
 import type { AttemptSource } from "../core/_telemetry.ts";
@@ -122,8 +121,8 @@ export interface Delivery {
   attempt: number;
   request: RequestSummary | undefined;
   delivered: boolean | undefined;
-  /** The worker's shutdown, which gives up on the task. */
-  holder?: Holder | undefined;
+  /** Aborted at the worker's shutdown, which gives up on the task. */
+  signal?: AbortSignal | undefined;
   /**
    * The attempts the queue will make, when it fixed them at enqueue time
    * (BullMQ): they win over this process's policy, which a deploy may
@@ -145,14 +144,14 @@ export function runDelivery(
   delivery: Delivery,
   config: WorkerConfig,
 ): Promise<AttemptResult> {
-  const { task, args, id, index, attempt, request, delivered, holder } =
+  const { task, args, id, index, attempt, request, delivered, signal } =
     delivery;
   return runAttempt(
     { fn: task.fn, args, defined: task },
     { name: task.name, index, attempt, id, request, delivered },
     {
       id,
-      holder,
+      signal,
       timeout: task.timeout ?? config.timeout,
       maxAttempts: delivery.maxAttempts ?? task.retry?.maxAttempts ?? 1,
       parent: config.telemetry?.remote(delivery.trace),

@@ -9,7 +9,6 @@
 // progress before running it, so that a message delivered twice at once (to
 // two processes on one file) runs once.
 
-import type { Holder } from "../core/_call.ts";
 import { errorText } from "../util/_error_text.ts";
 import { structuredSize } from "../durable/_serializable.ts";
 import { reportUnknownTask } from "../durable/_unknown_tasks.ts";
@@ -99,8 +98,8 @@ export interface Consumer {
   readonly redelivery: number[];
   /** Its tasks and hooks, with those of the handlers attached so far. */
   config: WorkerConfig;
-  /** The backend's shutdown, which gives up on the tasks running. */
-  readonly shutdown: Holder;
+  /** The backend's shutdown: aborted, it gives up on the tasks running. */
+  readonly shutdown: AbortController;
   /** Where its messages come from, as its spans name it: its prefix. */
   readonly source: string;
   /** Whether the backend closed: a step delivered now is put back, not run. */
@@ -343,7 +342,7 @@ async function actOn(
       attempt: step.attempt,
       request: step.request,
       delivered: step.delivered,
-      holder: shutdown,
+      signal: shutdown.signal,
       trace: step.trace,
       source: config.telemetry === undefined ? undefined : {
         consumer: {

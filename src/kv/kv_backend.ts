@@ -317,11 +317,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     keys,
     redelivery,
     config,
-    shutdown: {
-      controller: shutdown,
-      signal: shutdown.signal,
-      endsAttemptsAtOnce: true,
-    },
+    shutdown,
     source: prefix.map(String).join("/"),
     closing: false,
     holder: crypto.randomUUID(),

@@ -164,7 +164,6 @@ Deno.test("a worker's attempts leave no listener on the shutdown signal they sha
     listening--;
     remove(...args);
   }) as typeof remove;
-  const holder = { controller, signal };
   const config = executionConfig({ onTaskError: () => {} }, "Testing");
   const listens = defineTask(({ signal }) => {
     signal.addEventListener("abort", () => {});
@@ -184,7 +183,7 @@ Deno.test("a worker's attempts leave no listener on the shutdown signal they sha
           request: undefined,
           delivered: undefined,
         },
-        { id: "chain:0", holder, timeout: task.timeout, maxAttempts: 1 },
+        { id: "chain:0", signal, timeout: task.timeout, maxAttempts: 1 },
         config,
       );
     }
@@ -198,7 +197,7 @@ Deno.test("a worker's attempts leave no listener on the shutdown signal they sha
       request: undefined,
       delivered: undefined,
     },
-    { id: "chain:0", holder, timeout: undefined, maxAttempts: 1 },
+    { id: "chain:0", signal, timeout: undefined, maxAttempts: 1 },
     config,
   );
   assert.equal(listening, 0);

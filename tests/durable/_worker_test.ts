@@ -273,11 +273,7 @@ guardedTest(
     });
     const running = runDelivery(
       delivery(task, {
-        holder: {
-          controller: shutdown,
-          signal: shutdown.signal,
-          endsAttemptsAtOnce: true,
-        },
+        signal: shutdown.signal,
       }),
       config,
     );

@@ -46,11 +46,7 @@ function consumerOf(
       tasks,
       onTaskError: (error) => void reported.push(error),
     }, "Cannot create test consumer"),
-    shutdown: {
-      controller: shutdown,
-      signal: shutdown.signal,
-      endsAttemptsAtOnce: true,
-    },
+    shutdown,
     source: "test",
     closing: false,
     holder: crypto.randomUUID(),
@@ -344,7 +340,7 @@ guardedTest(
       [slow, ok],
       (consumer) => {
         started.promise.then(() =>
-          consumer.shutdown.controller!.abort(new Error("closing"))
+          consumer.shutdown.abort(new Error("closing"))
         );
       },
     );
@@ -375,7 +371,7 @@ guardedTest(
     const running = runStep(step, consumer);
     await started.promise;
     kv.close();
-    consumer.shutdown.controller!.abort(new Error("closing"));
+    consumer.shutdown.abort(new Error("closing"));
     // Deno KV delivers the unacknowledged message again once it is reopened.
     assert.deepEqual(await running, { name: "slow", outcome: "handedBack" });
   },
