@@ -5,7 +5,11 @@
 // follows whoever holds the task (its chain, a worker's shutdown) for as
 // long as the attempt lasts. The abort event of that signal ends the
 // attempt, and tells of an abandonment, once. A defined task's context
-// carries the same signal.
+// carries the same signal. Not AbortSignal.any() of the holder's signal
+// and the timeout's, as std's deadline() composes them: such a signal
+// follows the holder's for as long as it lives, after its attempt too, and
+// Deno (2.9.6) keeps it, with its listeners, for as long as the holder's
+// lives, which for a worker's shutdown signal is the worker's life.
 
 import { abortTask } from "./_report.ts";
 import {
