@@ -54,7 +54,7 @@ export interface TaskStats {
   /** Tasks given up on at a drain deadline. */
   readonly abandoned: number;
   /** Tasks handed over to a backend, to run elsewhere. */
-  readonly enqueued: number;
+  readonly handedOver: number;
   /**
    * Tasks among `pending` that a backend is storing now: while it cannot
    * reach its store, they wait here (bound them with `maxPending`).
@@ -124,7 +124,7 @@ export interface DrainResult {
    */
   readonly failed: number;
   /** Tasks of the drained chains that a backend took over while it waited. */
-  readonly enqueued: number;
+  readonly handedOver: number;
   /**
    * Tasks still pending at the deadline, running or not yet started; at a
    * `serve()` shutdown, with those a backend was running in this process

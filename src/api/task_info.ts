@@ -110,6 +110,27 @@ export type TaskErrorHandler = (
 ) => unknown;
 
 /**
+ * How an attempt ended: `"succeeded"`, `"failed"`, `"timedOut"` (it failed by
+ * its timeout), or `"abandoned"` (a drain's deadline gave up on it while it
+ * ran or waited to retry).
+ *
+ * @example Count the attempts by outcome
+ * ```ts
+ * import { BackgroundTasks, type TaskOutcome } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const counts: Partial<Record<TaskOutcome, number>> = {};
+ * const tasks = new BackgroundTasks();
+ * tasks.addTask(() => {});
+ * await tasks.run({
+ *   onTaskEnd: ({ outcome }) => void (counts[outcome] = (counts[outcome] ?? 0) + 1),
+ * });
+ * assert.deepEqual(counts, { succeeded: 1 });
+ * ```
+ */
+export type TaskOutcome = "succeeded" | "failed" | "timedOut" | "abandoned";
+
+/**
  * What `onTaskEnd` is told when an attempt is over.
  *
  * @example Log each attempt with its duration
@@ -134,7 +155,7 @@ export interface TaskEndEvent extends TaskInfo {
    * How the attempt ended: `"abandoned"` when a drain deadline gave up on the
    * task while it ran or waited to retry.
    */
-  readonly outcome: "succeeded" | "failed" | "timedOut" | "abandoned";
+  readonly outcome: TaskOutcome;
   /** What the attempt threw or rejected with; `undefined` when it succeeded. */
   readonly error: unknown;
   /** Whether another attempt follows: only the last failure reaches `onTaskError`. */

@@ -4,7 +4,7 @@
  * What the wrappers need of `AsyncLocalStorage`: it stores a request's
  * `BackgroundTasks`, seen here as an object.
  */
-export interface TaskStorage {
+export interface AmbientContext {
   run<R>(tasks: object, fn: () => R): R;
   getStore(): object | undefined;
 }
@@ -15,18 +15,18 @@ export interface TaskStorage {
  * start-up and 4 MB).
  */
 export const ambient: {
-  storage: TaskStorage | undefined;
+  context: AmbientContext | undefined;
   /** Whether some wrapper runs with `ambient: true`. */
   enabled: boolean;
-} = { storage: undefined, enabled: false };
+} = { context: undefined, enabled: false };
 
-/** The storage for a wrapper made with `ambient: true`; throws if it is not loaded. */
-export function ambientStorage(action: string): TaskStorage {
-  if (ambient.storage === undefined) {
+/** The context for a wrapper made with `ambient: true`; throws if it is not loaded. */
+export function ambientContext(action: string): AmbientContext {
+  if (ambient.context === undefined) {
     throw new TypeError(
       `${action} as 'ambient' needs "@afterward/background-tasks/ambient": import getBackgroundTasks from it`,
     );
   }
   ambient.enabled = true;
-  return ambient.storage;
+  return ambient.context;
 }

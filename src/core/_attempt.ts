@@ -6,21 +6,16 @@
 // failure; in this process, the attempts that follow, each after its
 // backoff.
 
-import {
-  call,
-  type CallOptions,
-  type Outcome,
-  type Runnable,
-} from "./_call.ts";
+import { call, type CallOptions, type Runnable } from "./_call.ts";
 import { hook, report } from "./_report.ts";
 import { backoff, delay, isRetriable } from "./_retry.ts";
 import type { ExecutionConfig } from "./_config.ts";
 import type { AttemptSource, OtelContext } from "./_telemetry.ts";
-import type { TaskInfo } from "../api/task_info.ts";
+import type { TaskInfo, TaskOutcome } from "../api/task_info.ts";
 
 /** How an attempt ended, and what follows it. */
 export interface AttemptResult {
-  readonly outcome: Outcome;
+  readonly outcome: TaskOutcome;
   /** What the task returned, or what it threw. */
   readonly value: unknown;
   /** Whether another attempt follows, after `delay` milliseconds. */
@@ -69,7 +64,7 @@ export async function runAttempt(
       tell(info, startedAt, config, "abandoned", reason, false);
     };
   const { signal: given } = options;
-  let outcome: Outcome;
+  let outcome: TaskOutcome;
   let value: unknown;
   if (given?.aborted) {
     // The hook gave up on the task (a drain it ended): it does not run.
@@ -167,7 +162,7 @@ function tell(
   info: TaskInfo,
   startedAt: number,
   config: ExecutionConfig,
-  outcome: Outcome,
+  outcome: TaskOutcome,
   value: unknown,
   willRetry: boolean,
 ): void {

@@ -19,7 +19,7 @@ import {
 } from "../api/define_task.ts";
 import { MAX_TIMER_DELAY } from "../util/_assert.ts";
 import { isInstance, isThenable, toPromise } from "../util/_promise.ts";
-import type { TaskInfo } from "../api/task_info.ts";
+import type { TaskInfo, TaskOutcome } from "../api/task_info.ts";
 
 /** What an attempt calls: a function, or a defined task's, which takes a context first. */
 export interface Runnable {
@@ -28,8 +28,8 @@ export interface Runnable {
   readonly defined: DefinedTask | undefined;
 }
 
-/** How an attempt ended. */
-export type Outcome = "succeeded" | "failed" | "timedOut" | "abandoned";
+/** How a task that was not given up on ended: every outcome but abandoned. */
+export type Settled = Exclude<TaskOutcome, "abandoned">;
 
 /** What a call needs besides the task. */
 export interface CallOptions {
@@ -48,7 +48,7 @@ export interface CallOptions {
 
 /** How a call ended. */
 export interface Called {
-  outcome: Outcome;
+  outcome: TaskOutcome;
   value: unknown;
 }
 

@@ -4,6 +4,7 @@
 // cycle whose states are named here, with the moves allowed between them in
 // one table. Every guard elsewhere reads a state, never a set of flags.
 
+import type { Settled } from "./_call.ts";
 import type { DefinedTask } from "../api/define_task.ts";
 import type { RequestSummary, TaskResult } from "../api/task_info.ts";
 import type { OtelContext } from "./_telemetry.ts";
@@ -205,7 +206,7 @@ export interface ChainOwner {
   /** A task is over, after its last attempt. */
   taskSettled(
     chain: Chain,
-    outcome: "succeeded" | "failed" | "timedOut",
+    outcome: Settled,
   ): void;
   /** The chain has run its last task: the owner moves it to `finished`. */
   finished(chain: Chain): void;
@@ -254,20 +255,20 @@ export class Chain {
    * What few chains need, in an object of its own made on first use, so
    * that thousands of chains waiting on long tasks hold less memory.
    */
-  #rare: Rare | undefined = undefined;
+  #rare: ChainExtras | undefined = undefined;
 
   /** Sets a rare field; clearing one of a chain without any makes nothing. */
-  #write<K extends keyof Rare>(key: K, value: Rare[K]): void {
+  #write<K extends keyof ChainExtras>(key: K, value: ChainExtras[K]): void {
     if (value === undefined && this.#rare === undefined) return;
-    (this.#rare ??= new Rare())[key] = value;
+    (this.#rare ??= new ChainExtras())[key] = value;
   }
 
   /** The request of a `returned` chain, until its first task. */
-  get source(): Request | undefined {
-    return this.#rare?.source;
+  get pendingRequest(): Request | undefined {
+    return this.#rare?.pendingRequest;
   }
-  set source(request: Request | undefined) {
-    this.#write("source", request);
+  set pendingRequest(request: Request | undefined) {
+    this.#write("pendingRequest", request);
   }
 
   /** The info of a `returned` chain, until its first task. */
@@ -299,7 +300,8 @@ export class Chain {
    * timeouts, retry delays and a backend's attempts to store it all end.
    */
   get signal(): AbortSignal {
-    return ((this.#rare ??= new Rare()).controller ??= new AbortController())
+    return ((this.#rare ??= new ChainExtras()).controller ??=
+      new AbortController())
       .signal;
   }
 
@@ -383,8 +385,8 @@ export class Chain {
 }
 
 /** A chain's fields that few chains use (see `Chain`). */
-class Rare {
-  source: Request | undefined = undefined;
+class ChainExtras {
+  pendingRequest: Request | undefined = undefined;
   serveInfo: Deno.ServeHandlerInfo | undefined = undefined;
   id: string | undefined = undefined;
   results: TaskResult[] | undefined = undefined;

@@ -6,7 +6,7 @@
 // adds (RunnerConfig: limits, the backend, the hand-over). The inside
 // never sees an unchecked option.
 
-import { ambientStorage, type TaskStorage } from "./_ambient.ts";
+import { type AmbientContext, ambientContext } from "./_ambient.ts";
 import type {
   RunOptions,
   TaskEndEvent,
@@ -47,7 +47,7 @@ export interface RunnerConfig extends ExecutionConfig {
   /** How many tasks may be pending; `Infinity` for no limit. */
   readonly maxPending: number;
   /** Set with `ambient: true`: chains run in their request's context. */
-  readonly storage: TaskStorage | undefined;
+  readonly ambient: AmbientContext | undefined;
   /** Where chains go instead of running here, if anywhere. */
   readonly backend: TaskBackend | undefined;
   /** Whether the backend stores a chain before its response goes out. */
@@ -162,7 +162,7 @@ export function runnerConfig(
     skipUndelivered,
     concurrency,
     maxPending,
-    storage: ambient ? ambientStorage(action) : undefined,
+    ambient: ambient ? ambientContext(action) : undefined,
     backend,
     storeFirst,
   };

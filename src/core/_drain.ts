@@ -16,7 +16,7 @@ interface Waiter {
   remaining: number;
   succeeded: number;
   failed: number;
-  enqueued: number;
+  handedOver: number;
   abandoned: number;
   abandonedTasks: Record<string, number>;
   unstored: number;
@@ -25,7 +25,7 @@ interface Waiter {
 }
 
 /** What happened to tasks, in the words of a drain's result. */
-export type Counted = "succeeded" | "failed" | "enqueued";
+export type Counted = "succeeded" | "failed" | "handedOver";
 
 /** The drains of one runner. */
 export class Drains {
@@ -54,7 +54,7 @@ export class Drains {
         remaining: live,
         succeeded: 0,
         failed: 0,
-        enqueued: 0,
+        handedOver: 0,
         abandoned: 0,
         abandonedTasks: {},
         unstored: 0,
@@ -121,13 +121,19 @@ export class Drains {
   #settle(waiter: Waiter): void {
     this.#waiters.delete(waiter);
     waiter.cleanup();
-    const { succeeded, failed, enqueued, abandoned, abandonedTasks, unstored } =
-      waiter;
+    const {
+      succeeded,
+      failed,
+      handedOver,
+      abandoned,
+      abandonedTasks,
+      unstored,
+    } = waiter;
     const backend = this.#backend?.status;
     waiter.resolve({
       succeeded,
       failed,
-      enqueued,
+      handedOver,
       abandoned,
       abandonedTasks,
       unstored,

@@ -58,9 +58,9 @@ export function handOver(
     tasks.push(backendTask(task));
   }
   const { signal } = chain;
-  let enqueued: Promise<void>;
+  let storing: Promise<void>;
   try {
-    enqueued = backend.enqueue({
+    storing = backend.enqueue({
       id: crypto.randomUUID(),
       tasks,
       request: chain.request,
@@ -68,9 +68,9 @@ export function handOver(
       traceparent: runner.telemetry?.traceparent(chain.trace),
     }, { signal });
   } catch (error) {
-    enqueued = Promise.reject(error);
+    storing = Promise.reject(error);
   }
-  const settled = toPromise(enqueued).then(() => {
+  const settled = toPromise(storing).then(() => {
     // Given up on at a deadline: counted then.
     if (chain.state === "storing") stored(chain, runner);
   }, (error) => {

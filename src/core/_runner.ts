@@ -10,6 +10,7 @@
 // backend's hand-over is the hand-over's, and giving up is the give-up's:
 // each tells the runner how a chain ended.
 
+import type { Settled } from "./_call.ts";
 import {
   Chain,
   type ChainOwner,
@@ -184,12 +185,12 @@ export class Runner implements ChainOwner {
   }
 
   scheduleReturned(chain: Chain): void {
-    const { source, serveInfo } = chain;
-    chain.source = chain.serveInfo = undefined;
-    if (chain.url === undefined && source !== undefined) {
+    const { pendingRequest, serveInfo } = chain;
+    chain.pendingRequest = chain.serveInfo = undefined;
+    if (chain.url === undefined && pendingRequest !== undefined) {
       try {
-        chain.method = source.method;
-        chain.url = source.url;
+        chain.method = pendingRequest.method;
+        chain.url = pendingRequest.url;
       } catch {
         // Closed: its response has completed. Reports go without the request.
       }
@@ -205,7 +206,7 @@ export class Runner implements ChainOwner {
   }
 
   /** A task is over: it leaves the pending count (the rest, in `#close()`). */
-  taskSettled(chain: Chain, outcome: "succeeded" | "failed" | "timedOut") {
+  taskSettled(chain: Chain, outcome: Settled) {
     this.#tally.settled(outcome);
     this.#drains.count(
       chain.sequence,
@@ -239,7 +240,7 @@ export class Runner implements ChainOwner {
       // No task yet: one added while the response is sent, or after, will
       // schedule the chain then.
       chain.moveTo("returned");
-      chain.source = request;
+      chain.pendingRequest = request;
       chain.serveInfo = info;
       return;
     }
@@ -341,7 +342,7 @@ export class Runner implements ChainOwner {
 
   /** Starts a chain in the slot the scheduler gave it. */
   #start(chain: Chain): void {
-    const { backend, storage } = this.#config;
+    const { backend, ambient } = this.#config;
     if (backend !== undefined) {
       this.#storing(chain);
       handOver(chain, backend, false, this.#handOver);
@@ -349,8 +350,8 @@ export class Runner implements ChainOwner {
     }
     chain.moveTo("running");
     this.#tally.started("running", 1);
-    if (storage === undefined) startChain(chain, this.#config);
-    else storage.run(chain.facade!, () => startChain(chain, this.#config));
+    if (ambient === undefined) startChain(chain, this.#config);
+    else ambient.run(chain.facade!, () => startChain(chain, this.#config));
   }
 
   #storing(chain: Chain): void {
@@ -386,8 +387,9 @@ export class Runner implements ChainOwner {
     const { sequence } = chain;
     if (to === "abandoned") {
       this.#drains.abandoned(sequence, chain.unfinished(), from === "storing");
-    } else if (to === "handedOver") this.#drains.count(sequence, "enqueued", n);
-    else if (to === "finished") this.#drains.count(sequence, "failed", n);
+    } else if (to === "handedOver") {
+      this.#drains.count(sequence, "handedOver", n);
+    } else if (to === "finished") this.#drains.count(sequence, "failed", n);
     this.#live.remove(chain);
     this.#drains.ended(sequence);
     if (from === "running" || from === "storing") this.#scheduler.freed();

@@ -5,6 +5,7 @@
 // storing: the three are disjoint. Only the runner writes them, as its
 // chains move; an end is counted from one table (`ENDED_AS`).
 
+import type { Settled } from "./_call.ts";
 import type { ChainState, EndState } from "./_chain.ts";
 import type { BackendStatus } from "../api/task_backend.ts";
 import type { TaskStats } from "../api/task_controls.ts";
@@ -19,7 +20,7 @@ interface Counts {
   discarded: number;
   skipped: number;
   abandoned: number;
-  enqueued: number;
+  handedOver: number;
 }
 
 /**
@@ -30,7 +31,7 @@ interface Counts {
  */
 const ENDED_AS: { readonly [S in EndState]: keyof Counts } = {
   finished: "failed",
-  handedOver: "enqueued",
+  handedOver: "handedOver",
   discarded: "discarded",
   skipped: "skipped",
   abandoned: "abandoned",
@@ -52,7 +53,7 @@ export class Tally {
     discarded: 0,
     skipped: 0,
     abandoned: 0,
-    enqueued: 0,
+    handedOver: 0,
   };
 
   /** How many tasks are pending: added, and neither over nor gone. */
@@ -77,7 +78,7 @@ export class Tally {
   }
 
   /** A task is over, after its last attempt. */
-  settled(outcome: "succeeded" | "failed" | "timedOut"): void {
+  settled(outcome: Settled): void {
     this.#pending--;
     if (outcome === "succeeded") this.#counts.succeeded++;
     else this.#counts.failed++;

@@ -13,9 +13,8 @@
 
 import { errorText } from "../util/_error_text.ts";
 import { isInstance } from "../util/_promise.ts";
-import type { Outcome } from "./_call.ts";
 import type { TaskStats } from "../api/task_controls.ts";
-import type { TaskInfo } from "../api/task_info.ts";
+import type { TaskInfo, TaskOutcome } from "../api/task_info.ts";
 
 /** OpenTelemetry's context: immutable values by key. */
 export interface OtelContext {
@@ -153,7 +152,7 @@ export interface AttemptSpan {
    * the first call counts (an attempt given up on ends at once, its task
    * perhaps later).
    */
-  end(outcome: Outcome, value: unknown, willRetry: boolean): void;
+  end(outcome: TaskOutcome, value: unknown, willRetry: boolean): void;
 }
 
 /**
@@ -200,7 +199,7 @@ export class Telemetry {
     });
     meter.createObservableCounter("background_task.outcomes", {
       description:
-        "Background tasks of the wrapped handlers, by how they ended: succeeded, failed (a timeout aside), timedOut, or never run here: refused, discarded, skipped, abandoned, enqueued (handed to a backend)",
+        "Background tasks of the wrapped handlers, by how they ended: succeeded, failed (a timeout aside), timedOut, or never run here: refused, discarded, skipped, abandoned, handedOver (handed to a backend)",
       unit: "{task}",
     }).addCallback((result) => {
       const totals = noOutcomes();
@@ -392,7 +391,7 @@ interface Outcomes {
   discarded: number;
   skipped: number;
   abandoned: number;
-  enqueued: number;
+  handedOver: number;
 }
 
 function noOutcomes(): Outcomes {
@@ -404,7 +403,7 @@ function noOutcomes(): Outcomes {
     discarded: 0,
     skipped: 0,
     abandoned: 0,
-    enqueued: 0,
+    handedOver: 0,
   };
 }
 
@@ -417,7 +416,7 @@ function addOutcomes(totals: Outcomes, stats: TaskStats): void {
   totals.discarded += stats.discarded;
   totals.skipped += stats.skipped;
   totals.abandoned += stats.abandoned;
-  totals.enqueued += stats.enqueued;
+  totals.handedOver += stats.handedOver;
 }
 
 /** The name of a thrown `Error`, if it can be read; else `undefined`. */
@@ -436,7 +435,7 @@ function errorName(value: unknown): string | undefined {
  * `abandoned`, the error's name, or `_OTHER` as OpenTelemetry's conventions
  * say for a value without one.
  */
-function errorType(outcome: Outcome, name: string | undefined): string {
+function errorType(outcome: TaskOutcome, name: string | undefined): string {
   if (outcome === "timedOut") return "timeout";
   if (outcome === "abandoned") return "abandoned";
   return name ?? "_OTHER";

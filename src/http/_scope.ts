@@ -11,7 +11,7 @@
 
 import type { Chain } from "../core/_chain.ts";
 import { type RunnerConfig, runnerConfig } from "../core/_config.ts";
-import type { TaskStorage } from "../core/_ambient.ts";
+import type { AmbientContext } from "../core/_ambient.ts";
 import { Runner } from "../core/_runner.ts";
 import {
   assertFunction,
@@ -72,8 +72,8 @@ export class RequestScopes {
   }
 
   /** Set with `ambient: true`: the handler runs with its tasks in it. */
-  get storage(): TaskStorage | undefined {
-    return this.#config.storage;
+  get ambient(): AmbientContext | undefined {
+    return this.#config.ambient;
   }
 
   /** Where chains go instead of running here, if anywhere: serve() closes it. */
@@ -194,7 +194,7 @@ export function wrapHandler(
 ): WrappedHandler {
   assertFunction(handler, "handler", action);
   const scopes = new RequestScopes(options, action);
-  const { storage } = scopes;
+  const { ambient } = scopes;
 
   function backgroundTasksHandler(
     request: Request,
@@ -204,9 +204,9 @@ export function wrapHandler(
     const tasks = tasksOf(chain);
     let response: Response | Promise<Response>;
     try {
-      response = storage === undefined
+      response = ambient === undefined
         ? handler(request, info, tasks)
-        : storage.run(tasks, () => handler(request, info, tasks));
+        : ambient.run(tasks, () => handler(request, info, tasks));
     } catch (error) {
       scopes.fail(chain);
       throw error;

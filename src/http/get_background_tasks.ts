@@ -4,8 +4,8 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import { ambient } from "../core/_ambient.ts";
 import type { BackgroundTasks } from "../core/background_tasks.ts";
 
-const storage = new AsyncLocalStorage<BackgroundTasks>();
-ambient.storage = storage;
+const context = new AsyncLocalStorage<BackgroundTasks>();
+ambient.context = context;
 
 /**
  * Returns the current request's {@linkcode BackgroundTasks} from anywhere in
@@ -50,7 +50,7 @@ ambient.storage = storage;
  * handler was wrapped with it.
  */
 export function getBackgroundTasks(): BackgroundTasks {
-  const tasks = storage.getStore();
+  const tasks = context.getStore();
   if (tasks !== undefined) return tasks;
   throw new Error(
     ambient.enabled

@@ -167,7 +167,7 @@ export function backgroundTasks(
   options: WithBackgroundTasksOptions = {},
 ): BackgroundTasksMiddleware {
   const scopes = new RequestScopes(options, "Cannot create middleware");
-  const { storage } = scopes;
+  const { ambient } = scopes;
 
   async function backgroundTasksMiddleware(
     c: HonoContext,
@@ -183,7 +183,7 @@ export function backgroundTasks(
     const tasks = tasksOf(chain);
     c.set("backgroundTasks", tasks);
     try {
-      await (storage === undefined ? next() : storage.run(tasks, next));
+      await (ambient === undefined ? next() : ambient.run(tasks, next));
     } catch (error) {
       scopes.fail(chain);
       throw error;

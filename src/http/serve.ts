@@ -371,7 +371,7 @@ function sinceShutdown(
     ...drained,
     succeeded: after.succeeded - before.succeeded,
     failed: after.failed - before.failed,
-    enqueued: after.enqueued - before.enqueued,
+    handedOver: after.handedOver - before.handedOver,
   };
 }
 
@@ -477,7 +477,7 @@ function report(
  * logShutdown({
  *   succeeded: 5,
  *   failed: 1,
- *   enqueued: 0,
+ *   handedOver: 0,
  *   abandoned: 3,
  *   abandonedTasks: { sendEmail: 2, resizeImage: 1 },
  *   unstored: 0,
@@ -493,8 +493,8 @@ function report(
 export function logShutdown(result: DrainResult): void {
   let finished =
     `${result.succeeded} succeeded and ${result.failed} failed while draining`;
-  if (result.enqueued > 0) {
-    finished += `, ${result.enqueued} handed to the backend`;
+  if (result.handedOver > 0) {
+    finished += `, ${result.handedOver} handed to the backend`;
   }
   if (result.abandoned === 0) {
     console.error(`Shutdown drained every background task: ${finished}`);

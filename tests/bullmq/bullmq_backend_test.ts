@@ -136,7 +136,7 @@ Deno.test({
       return new Response("ok");
     }, { backend });
     await (await callHandler(handler, "/pay?token=x")).tasks;
-    assert.equal(handler.stats.enqueued, 4);
+    assert.equal(handler.stats.handedOver, 4);
     await finished.promise;
     assert.deepEqual(ran, [
       "first :0",
@@ -387,7 +387,7 @@ Deno.test({
     await backend.close();
     await handler.drain();
     assert.deepEqual(
-      [handler.stats.enqueued, errors.length, await queue.count()],
+      [handler.stats.handedOver, errors.length, await queue.count()],
       [150, 0, 150],
     );
     await (await callHandler(handler, "/late")).tasks;
@@ -439,7 +439,7 @@ Deno.test({
     assert.equal(proxy.cuts, 1);
     // Messages only: an AbortError carries the transaction's commands.
     assert.deepEqual(errors.map(String), []);
-    assert.deepEqual([handler.stats.enqueued, handler.stats.failed], [3, 0]);
+    assert.deepEqual([handler.stats.handedOver, handler.stats.failed], [3, 0]);
     const jobs = await queue.getJobs(["wait", "waiting-children"]);
     const chain = (jobs[0]?.data as { chain: string }).chain;
     assert.deepEqual(jobs.map((job) => job.id).sort(), [
@@ -523,7 +523,7 @@ Deno.test({
     await last.promise;
     assert.deepEqual(ran, [":0", ":1", ":2"]);
     assert.deepEqual(errors.map(String), []);
-    assert.deepEqual([handler.stats.enqueued, handler.stats.failed], [3, 0]);
+    assert.deepEqual([handler.stats.handedOver, handler.stats.failed], [3, 0]);
     await worker.close();
     assert.deepEqual(await backend.failed(), []);
     assert.deepEqual(
@@ -776,7 +776,10 @@ Deno.test({
     );
     // Messages only: an AbortError carries the transaction's commands.
     assert.deepEqual(errors.map(String), []);
-    assert.deepEqual([handler.stats.enqueued, handler.stats.failed], [363, 0]);
+    assert.deepEqual([handler.stats.handedOver, handler.stats.failed], [
+      363,
+      0,
+    ]);
     const jobs = await queue.getJobs(["wait", "waiting-children"]);
     assert.deepEqual(
       jobs.map((job) => job.id).sort(),

@@ -112,7 +112,7 @@ Deno.test({
       await callHandler(handler, `/signup?email=user${i}@example.com`);
     }
     await handler.drain();
-    assert.equal(handler.stats.enqueued, chains * 3);
+    assert.equal(handler.stats.handedOver, chains * 3);
 
     // Kill the first worker once it hangs with tasks in hand.
     const [doomed, survivor] = workers as [

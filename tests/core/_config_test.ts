@@ -127,7 +127,7 @@ Deno.test("runnerConfig() applies its defaults: no limits, no backend, tasks run
     skipUndelivered: false,
     concurrency: Infinity,
     maxPending: Infinity,
-    storage: undefined,
+    ambient: undefined,
     backend: undefined,
     storeFirst: false,
   });

@@ -17,17 +17,17 @@ Deno.test("Drains count only the chains each waits for, and end when the last of
   assert.deepEqual(await first, {
     succeeded: 1,
     failed: 0,
-    enqueued: 0,
+    handedOver: 0,
     abandoned: 3,
     abandonedTasks: { a: 2, b: 1 },
     unstored: 0,
   });
-  drains.count(3, "enqueued", 4);
+  drains.count(3, "handedOver", 4);
   drains.ended(3);
   assert.deepEqual(await second, {
     succeeded: 1,
     failed: 2,
-    enqueued: 4,
+    handedOver: 4,
     abandoned: 3,
     abandonedTasks: { a: 2, b: 1 },
     unstored: 0,
@@ -49,7 +49,7 @@ Deno.test("Drains count the abandoned tasks a backend was storing, and say the b
   assert.deepEqual(await drain, {
     succeeded: 0,
     failed: 0,
-    enqueued: 0,
+    handedOver: 0,
     abandoned: 3,
     abandonedTasks: { a: 1, b: 1, c: 1 },
     unstored: 2,

@@ -114,7 +114,7 @@ guardedTest(
     assert.deepEqual(await drained, {
       succeeded: 0,
       failed: 0,
-      enqueued: 0,
+      handedOver: 0,
       abandoned: 5,
       abandonedTasks: { a1: 1, a2: 1, b: 1, c: 1, d: 1 },
       unstored: 1,
@@ -176,7 +176,7 @@ Deno.test("giveUpOpen() abandons every chain whose handler still runs, adding it
   const drained = {
     succeeded: 2,
     failed: 1,
-    enqueued: 0,
+    handedOver: 0,
     abandoned: 1,
     abandonedTasks: { a: 1 },
     unstored: 0,
@@ -184,7 +184,7 @@ Deno.test("giveUpOpen() abandons every chain whose handler still runs, adding it
   assert.deepEqual(giveUpOpen(list, drained, close), {
     succeeded: 2,
     failed: 1,
-    enqueued: 0,
+    handedOver: 0,
     abandoned: 4,
     abandonedTasks: { a: 3, b: 1 },
     unstored: 0,

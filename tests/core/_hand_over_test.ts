@@ -73,6 +73,6 @@ guardedTest(
       cause: late,
     });
     assert.equal(handler.stats.abandoned, 1);
-    assert.equal(handler.stats.enqueued, 0);
+    assert.equal(handler.stats.handedOver, 0);
   },
 );

@@ -320,10 +320,10 @@ guardedTest(
       [[0], [1], [2]],
     );
     assert.deepEqual(reported, [lost]);
-    const { pending, enqueued, failed } = runner.stats;
-    assert.deepEqual({ pending, enqueued, failed }, {
+    const { pending, handedOver, failed } = runner.stats;
+    assert.deepEqual({ pending, handedOver, failed }, {
       pending: 0,
-      enqueued: 2,
+      handedOver: 2,
       failed: 1,
     });
   },

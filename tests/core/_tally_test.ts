@@ -29,7 +29,7 @@ Deno.test("Tally keeps pending equal to queued plus running, and counts the rest
     discarded: 0,
     skipped: 1,
     abandoned: 0,
-    enqueued: 1,
+    handedOver: 1,
     storing: 0,
   });
   for (let task = 0; task < 3; task++) tally.added();
@@ -57,7 +57,7 @@ Deno.test("Tally counts what a chain held when it ended by the state it ended in
       running: 0,
       abandoned: 2,
     }],
-    ["stored", ["storing", "handedOver", 2], { storing: 0, enqueued: 2 }],
+    ["stored", ["storing", "handedOver", 2], { storing: 0, handedOver: 2 }],
     ["lost before its response", ["storing", "discarded", 2], {
       storing: 0,
       discarded: 2,

@@ -62,7 +62,7 @@ guardedTest(
     assert.deepEqual(await Promise.race([handler.drain(), "pending"]), {
       succeeded: 0,
       failed: 0,
-      enqueued: 0,
+      handedOver: 0,
       abandoned: 0,
       abandonedTasks: {},
       unstored: 0,
@@ -142,7 +142,7 @@ guardedTest("stats counts what happened to every task", async () => {
       discarded: 1,
       skipped: 1,
       abandoned: 0,
-      enqueued: 0,
+      handedOver: 0,
     });
   } finally {
     consoleError.mock.restore();
@@ -178,7 +178,7 @@ guardedTest(
     assert.deepEqual(result, {
       succeeded: 2,
       failed: 0,
-      enqueued: 0,
+      handedOver: 0,
       abandoned: 4,
       abandonedTasks: { hang: 2, never: 2 },
       unstored: 0,
@@ -244,7 +244,7 @@ guardedTest(
     assert.deepEqual(await draining, {
       succeeded: 0,
       failed: 0,
-      enqueued: 0,
+      handedOver: 0,
       abandoned: 1,
       abandonedTasks: { anonymous: 1 },
       unstored: 0,
@@ -294,7 +294,7 @@ Deno.test("drain() takes an Infinity timeout, its default", async () => {
   assert.deepEqual(await handler.drain({ timeout: Infinity }), {
     succeeded: 1,
     failed: 0,
-    enqueued: 0,
+    handedOver: 0,
     abandoned: 0,
     abandonedTasks: {},
     unstored: 0,
@@ -393,7 +393,7 @@ guardedTest(
     assert.deepEqual(second, {
       succeeded: 0,
       failed: 0,
-      enqueued: 0,
+      handedOver: 0,
       abandoned: 2,
       abandonedTasks: { hang: 2 },
       unstored: 0,
@@ -401,7 +401,7 @@ guardedTest(
     assert.deepEqual(await first, {
       succeeded: 0,
       failed: 0,
-      enqueued: 0,
+      handedOver: 0,
       abandoned: 1,
       abandonedTasks: { hang: 1 },
       unstored: 0,

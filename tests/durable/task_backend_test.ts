@@ -45,7 +45,7 @@ guardedTest(
       received.map((chain) => chain.tasks.map((task) => task.args)),
       [[[1]], [[2]]],
     );
-    assert.deepEqual([handler.stats.pending, handler.stats.enqueued], [0, 2]);
+    assert.deepEqual([handler.stats.pending, handler.stats.handedOver], [0, 2]);
   },
 );
 
@@ -128,7 +128,7 @@ guardedTest(
     calls[0]!.settle.resolve();
     assert.equal(await (await response).text(), "accepted");
     await handler.drain();
-    assert.deepEqual([handler.stats.enqueued, handler.stats.pending], [1, 0]);
+    assert.deepEqual([handler.stats.handedOver, handler.stats.pending], [1, 0]);
   },
 );
 
@@ -312,11 +312,15 @@ guardedTest(
     status = down;
     const result = await handler.drain({ signal: AbortSignal.abort() });
     assert.deepEqual(
-      [result.enqueued, result.abandoned, result.unstored, result.backend],
+      [result.handedOver, result.abandoned, result.unstored, result.backend],
       [0, 2, 2, down],
     );
     assert.deepEqual(
-      [handler.stats.storing, handler.stats.enqueued, handler.stats.abandoned],
+      [
+        handler.stats.storing,
+        handler.stats.handedOver,
+        handler.stats.abandoned,
+      ],
       [0, 2, 2],
     );
   },

@@ -140,11 +140,11 @@ for (const [adapter, serve] of adapters) {
       assert.equal(answered.cause, failure);
       await cancelled.promise;
       await controls.drain();
-      const { pending, discarded, enqueued } = controls.stats;
-      assert.deepEqual({ pending, discarded, enqueued }, {
+      const { pending, discarded, handedOver } = controls.stats;
+      assert.deepEqual({ pending, discarded, handedOver }, {
         pending: 0,
         discarded: 1,
-        enqueued: 0,
+        handedOver: 0,
       });
     },
   );
@@ -172,7 +172,7 @@ for (const [adapter, serve] of adapters) {
       ]);
       assert.deepEqual(stored, ["job"]);
       await controls.drain();
-      assert.equal(controls.stats.enqueued, 1);
+      assert.equal(controls.stats.handedOver, 1);
     },
   );
 

@@ -300,9 +300,9 @@ guardedTest(
       "Cannot respond as the backend could not store the request's tasks",
     );
     await middleware.drain();
-    const { enqueued, discarded, pending } = middleware.stats;
-    assert.deepEqual({ enqueued, discarded, pending }, {
-      enqueued: 1,
+    const { handedOver, discarded, pending } = middleware.stats;
+    assert.deepEqual({ handedOver, discarded, pending }, {
+      handedOver: 1,
       discarded: 1,
       pending: 0,
     });

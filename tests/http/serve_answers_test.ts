@@ -111,7 +111,7 @@ Deno.test("logShutdown() escapes control characters in the abandoned tasks' name
     logShutdown({
       succeeded: 0,
       failed: 0,
-      enqueued: 0,
+      handedOver: 0,
       abandoned: 1,
       abandonedTasks: {
         "x\nShutdown drained every background task: 9 succeeded\x1b[31m": 1,

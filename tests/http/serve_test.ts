@@ -49,7 +49,7 @@ guardedTest(
     const drained = {
       succeeded: 2,
       failed: 0,
-      enqueued: 0,
+      handedOver: 0,
       abandoned: 0,
       abandonedTasks: {},
       unstored: 0,
@@ -125,7 +125,7 @@ guardedTest(
     assert.deepEqual(result, {
       succeeded: 0,
       failed: 0,
-      enqueued: 0,
+      handedOver: 0,
       abandoned: 2,
       abandonedTasks: { sendNewsletter: 1, archive: 1 },
       unstored: 0,
@@ -269,7 +269,7 @@ Deno.test("logShutdown() writes one line, naming the abandoned tasks when there 
     logShutdown({
       succeeded: 3,
       failed: 1,
-      enqueued: 0,
+      handedOver: 0,
       abandoned: 0,
       abandonedTasks: {},
       unstored: 0,
@@ -277,7 +277,7 @@ Deno.test("logShutdown() writes one line, naming the abandoned tasks when there 
     logShutdown({
       succeeded: 0,
       failed: 0,
-      enqueued: 0,
+      handedOver: 0,
       abandoned: 3,
       abandonedTasks: { sendEmail: 2, resize: 1 },
       unstored: 0,
@@ -285,7 +285,7 @@ Deno.test("logShutdown() writes one line, naming the abandoned tasks when there 
     logShutdown({
       succeeded: 0,
       failed: 0,
-      enqueued: 4,
+      handedOver: 4,
       abandoned: 2,
       abandonedTasks: { sendEmail: 2 },
       unstored: 2,
@@ -298,7 +298,7 @@ Deno.test("logShutdown() writes one line, naming the abandoned tasks when there 
     logShutdown({
       succeeded: 1,
       failed: 0,
-      enqueued: 0,
+      handedOver: 0,
       abandoned: 1,
       abandonedTasks: { resize: 1 },
       unstored: 0,
@@ -346,7 +346,7 @@ guardedTest(
     assert.deepEqual(result, {
       succeeded: 0,
       failed: 0,
-      enqueued: 0,
+      handedOver: 0,
       abandoned: 1,
       abandonedTasks: { sendInvoice: 1 },
       unstored: 0,

@@ -47,7 +47,7 @@ guardedTest(
 
     const { tasks } = await callHandler(handler, "/");
     assert.deepEqual(await tasks, []);
-    assert.equal(handler.stats.enqueued, 3);
+    assert.equal(handler.stats.handedOver, 3);
     assert.equal(handler.stats.pending, 0);
     await finished.done;
     assert.deepEqual(ran, ["first :0", "second :1", "third :2"]);
@@ -545,7 +545,7 @@ guardedTest(
     await (await callHandler(handler, "/")).tasks;
     assert.deepEqual(reported, [["task", 0], ["task", 1]]);
     assert.deepEqual(
-      [handler.stats.failed, handler.stats.enqueued, handler.stats.pending],
+      [handler.stats.failed, handler.stats.handedOver, handler.stats.pending],
       [2, 0, 0],
     );
   },
@@ -754,7 +754,7 @@ guardedTest(
       refused[0]!,
       /^3: Cannot add task "keep" as the chain would weigh 8\d{4} bytes, more than the 65536 a Deno KV message may hold$/,
     );
-    assert.equal(handler.stats.enqueued, 3);
+    assert.equal(handler.stats.handedOver, 3);
   },
 );
 
@@ -777,13 +777,13 @@ guardedTest(
     }, { backend: db.backend });
     // With a short URL the message fits, and is stored.
     await (await callHandler(handler, "/")).tasks;
-    assert.deepEqual([errors.length, handler.stats.enqueued], [0, 1]);
+    assert.deepEqual([errors.length, handler.stats.handedOver], [0, 1]);
     // A long query string would take it over the limit at commit time:
     // refused in the handler instead.
     await (await callHandler(handler, `/?q=${"q".repeat(2_000)}`)).tasks;
     assert.equal(errors.length, 1);
     assert.ok(errors[0] instanceof TypeError);
-    assert.deepEqual([handler.stats.enqueued, handler.stats.failed], [1, 0]);
+    assert.deepEqual([handler.stats.handedOver, handler.stats.failed], [1, 0]);
   },
 );
 
@@ -812,7 +812,7 @@ guardedTest(
       /^Cannot add task "store" as the chain would weigh 100\d{3} bytes, more than the 65536 a Deno KV message may hold$/,
     );
     // The copy of the 16 bytes fits, and was stored.
-    assert.deepEqual([handler.stats.enqueued, handler.stats.failed], [1, 0]);
+    assert.deepEqual([handler.stats.handedOver, handler.stats.failed], [1, 0]);
   },
 );
 

@@ -62,7 +62,10 @@ async function runFullChain(
     refused.message,
     /^Cannot add task "step" as the chain would weigh \d+ bytes, more than the 65536 a Deno KV message may hold$/,
   );
-  assert.deepEqual([handler.stats.enqueued, handler.stats.failed], [added, 0]);
+  assert.deepEqual([handler.stats.handedOver, handler.stats.failed], [
+    added,
+    0,
+  ]);
   await over.promise;
   return { added, ran, letters: await db.backend.deadLetters() };
 }

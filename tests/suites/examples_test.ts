@@ -416,7 +416,7 @@ Deno.test("examples/observability.ts logs one line per attempt and serves the st
     discarded: 0,
     skipped: 0,
     abandoned: 0,
-    enqueued: 0,
+    handedOver: 0,
   });
   assert.equal((await example.stop()).code, 0);
 });

@@ -239,7 +239,7 @@ guardedTest("fault: a request with zero tasks", async () => {
     discarded: 0,
     skipped: 0,
     abandoned: 0,
-    enqueued: 0,
+    handedOver: 0,
   });
 });
 
@@ -300,7 +300,7 @@ guardedTest("fault: shutdown while a task runs", async () => {
   assert.deepEqual(await server.shutdown(), {
     succeeded: 1,
     failed: 0,
-    enqueued: 0,
+    handedOver: 0,
     abandoned: 0,
     abandonedTasks: {},
     unstored: 0,
@@ -335,7 +335,7 @@ guardedTest("fault: shutdown past the deadline", async () => {
   assert.deepEqual(result, {
     succeeded: 0,
     failed: 0,
-    enqueued: 0,
+    handedOver: 0,
     abandoned: 2,
     abandonedTasks: { forever: 1, cooperative: 1 },
     unstored: 0,

@@ -322,7 +322,7 @@ Deno.test("telemetry: attempts are measured by task and outcome, and the runners
     discarded: 0,
     skipped: 0,
     abandoned: 0,
-    enqueued: 0,
+    handedOver: 0,
   });
   const states = ours("background_task.tasks").map((point) =>
     point.attributes["background_task.state"]
