@@ -57,15 +57,16 @@ export interface TaskBackend {
    * itself when a backend is set.
    *
    * @param task The task being added.
-   * @param chain The chain it joins: the same object for every task of the
-   * chain (a task added once a request's chain was handed over starts a
-   * chain of its own), a key for state kept per chain (such as its size),
-   * with the `request` the chain will carry.
+   * @param chain The chain it joins: its `id`, made when its first task was
+   * added, the `id` that {@linkcode TaskBackend.enqueue} will carry, and the
+   * `request` it will carry. A task added once a request's chain was handed
+   * over starts a chain of its own, with an id of its own. The object is
+   * the same for every task of the chain: state kept per chain until it is
+   * enqueued (such as its size) belongs in a `WeakMap` keyed by it, which
+   * lets it go with a chain that is never enqueued (its handler threw);
+   * `enqueue()` receives another object, with the same `id`.
    */
-  accept(
-    task: BackendTask,
-    chain: { readonly request?: RequestSummary | undefined },
-  ): void;
+  accept(task: BackendTask, chain: Pick<BackendChain, "id" | "request">): void;
   /**
    * Takes over a chain: before its response is sent, or after with
    * `handOver: "after-response"`. The promise resolves once the chain is
@@ -251,7 +252,11 @@ export interface BackendTask {
  * ```
  */
 export interface BackendChain {
-  /** A unique id: with a task's index, it makes the task's stable id. */
+  /**
+   * A unique id, made when the chain's first task was added (the `id` its
+   * {@linkcode TaskBackend.accept} calls saw): with a task's index, it makes
+   * the task's stable id.
+   */
   readonly id: string;
   /** The tasks, in the order they were added. */
   readonly tasks: readonly BackendTask[];
