@@ -174,8 +174,9 @@ export interface DurableBackend extends TaskBackend {
   /**
    * Runs a failed task again, under the same `id` and `index`, with a fresh
    * attempt count, and removes it from {@linkcode DurableBackend.failed}.
-   * Its chain's later tasks ran already, and do not run again. Of several
-   * calls at once for one task, one runs it and resolves `true`.
+   * Its chain's later tasks went on without it, and a retry does not run
+   * them again. Of several calls at once for one task, one runs it and
+   * resolves `true`.
    *
    * @param id The failed task's `id`.
    * @returns Whether it was a failed task: `false` for an id the backend
@@ -184,10 +185,13 @@ export interface DurableBackend extends TaskBackend {
    */
   retry(id: string): Promise<boolean>;
   /**
-   * Stops the backend: it stores the chains handed over so far, stops
-   * running tasks here if it runs any (with `options.signal`, as
-   * {@linkcode TaskBackend.close} says), and closes what it opened. A
-   * second call is harmless.
+   * Stops the backend, for a shutdown or at the end of a script, as
+   * {@linkcode TaskBackend.close} says: one that runs tasks in this process
+   * stops taking new ones and gives up on those still running at
+   * `options.signal` (at once without one); one whose store is a server
+   * closes its connections once the chains handed over so far are stored.
+   * What the caller made and passed in (a `Deno.Kv`, an ioredis instance)
+   * stays open. A second call is harmless.
    *
    * @param options When to give up on the tasks running in this process.
    * @returns What those tasks did meanwhile, if any ran here; the promise

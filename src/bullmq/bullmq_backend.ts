@@ -169,7 +169,8 @@ export interface BullmqBackend extends DurableBackend {
    * The failed jobs of every shard, newest first (see
    * {@linkcode DurableBackend.failed}): tasks that failed at their last
    * attempt, that no worker knew, or that BullMQ's stalled-job check failed
-   * (their worker died during each of their deliveries).
+   * (their workers died while running them, more often than
+   * `maxStalledCount` allows).
    *
    * @returns Every failed task the queue keeps.
    */
@@ -457,9 +458,9 @@ function chainFlow(
 }
 
 /**
- * A failed job as a failed task. The error is its last stack, the error's
- * text as the worker wrote it (see run() in bullmq_worker.ts); a job that
- * BullMQ failed itself (its stalled-job check) has only a reason.
+ * A failed job as a failed task. The error is its last stack: the task's
+ * error as the worker wrote it (see run() in bullmq_worker.ts), or BullMQ's
+ * own for a job its stalled-job check failed; its reason if it has none.
  */
 function failedTask(job: Job): BullmqFailedTask {
   const data = job.data as JobData;
