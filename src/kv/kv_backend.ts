@@ -2,14 +2,14 @@
 
 // The KV backend as its users meet it, and its wiring: the options, the
 // producing side (accept() through each chain's message budget, enqueue()
-// through a group commit), the failed tasks, close(), and the listener that
-// hands each message to the consuming side (_consumer.ts).
+// through a group commit), close(), and the listener that hands each
+// message to the consuming side (_consumer.ts); failed() and retry() are
+// _failed.ts's.
 
 import {
   commitRetrying,
   type Consumer,
   enqueueStep,
-  identity,
   isStep,
   type Keys,
   kvKeys,
@@ -19,6 +19,7 @@ import {
   type StepEnd,
   type StepWatch,
 } from "./_consumer.ts";
+import { listFailed, retryFailed } from "./_failed.ts";
 import { MessageBudget } from "./_message_budget.ts";
 import { assertSerializable } from "../durable/_serializable.ts";
 import { groupCommit } from "../durable/_group_commit.ts";
@@ -382,49 +383,6 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     }
   }, GROUP_SIZE);
 
-  /**
-   * The failed tasks, newest first, with where each is kept; those Deno KV
-   * gave up delivering filed among them first. Deno KV keeps such a message
-   * under its `keysIfUndelivered` key and says nothing: each is filed in one
-   * atomic operation checked against it (so that two processes file it
-   * once), dated when it was found.
-   */
-  async function listFailed(): Promise<Deno.KvEntry<KvFailedTask>[]> {
-    for await (const entry of kv.list<Step>({ prefix: keys.undelivered() })) {
-      const step = entry.value;
-      const { name, args } = step.tasks[step.index]!;
-      const task: KvFailedTask = {
-        ...identity(step),
-        reason: "undelivered",
-        name,
-        args,
-        attempts: step.attempt,
-        error: "Deno KV gave up delivering the task",
-        request: step.request,
-        at: new Date(),
-      };
-      await commitRetrying(
-        kv.atomic().check(entry).delete(entry.key).set(
-          keys.failed(step.chain, step.index),
-          task,
-        ),
-      );
-    }
-    const entries: Deno.KvEntry<KvFailedTask>[] = [];
-    for await (
-      const entry of kv.list<KvFailedTask>({ prefix: keys.failed() })
-    ) entries.push(entry);
-    // By when, then by commit: a commit can wait on another process's lock.
-    return entries.sort((a, b) =>
-      b.value.at.getTime() - a.value.at.getTime() ||
-      (a.versionstamp < b.versionstamp
-        ? 1
-        : a.versionstamp > b.versionstamp
-        ? -1
-        : 0)
-    );
-  }
-
   const backend: KvBackend = {
     accept(
       task: BackendTask,
@@ -504,32 +462,11 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     },
 
     async failed(): Promise<KvFailedTask[]> {
-      return (await listFailed()).map(({ value }) => value);
+      return (await listFailed(consumer)).map(({ value }) => value);
     },
 
-    async retry(id: string): Promise<boolean> {
-      if (typeof id !== "string") {
-        throw new TypeError(
-          `Cannot retry task as 'id' must be a string: current value is ${
-            describe(id)
-          }`,
-        );
-      }
-      const entry = (await listFailed()).find(({ value }) => value.id === id);
-      if (entry === undefined) return false;
-      const { name, args, index, request } = entry.value;
-      const step: Step = {
-        afterwardStep: 1,
-        chain: crypto.randomUUID(),
-        index: 0,
-        attempt: 1,
-        tasks: [{ name, args: [...args], id, index }],
-        ...(request === undefined ? {} : { request }),
-      };
-      // Checked: of two retries at once, the second finds it gone.
-      const operation = enqueueStep(kv.atomic().check(entry), consumer, step)
-        .delete(entry.key);
-      return (await commitRetrying(operation)).ok;
+    retry(id: string): Promise<boolean> {
+      return retryFailed(consumer, id);
     },
 
     close(options: BackendCloseOptions = {}): Promise<BackendCloseResult> {
