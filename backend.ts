@@ -4,7 +4,9 @@
  * For writing a backend of your own: the shapes a backend receives from the
  * wrapper ({@linkcode BackendChain}, {@linkcode BackendTask}), the options of
  * its `enqueue()`, and the options its workers share. The backends of
- * `@afterward/background-tasks/kv` and `/bullmq` are built on them.
+ * `@afterward/background-tasks/kv` and `/bullmq` are built on them, and share
+ * one admin shape, {@linkcode DurableBackend}: `failed()` lists the tasks they
+ * keep as failed ({@linkcode FailedTask}), `retry(id)` runs one again.
  *
  * ```ts
  * import { defineTask, withBackgroundTasks } from "@afterward/background-tasks";

@@ -1,8 +1,9 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 // The backend contract, all of it: what a backend receives from the runner
-// (a chain and its tasks), what it must do with them, and what the workers
-// that run them take. What `@afterward/background-tasks/backend` exports.
+// (a chain and its tasks), what it must do with them, what the workers
+// that run them take, and the admin shape every durable backend shares. What
+// `@afterward/background-tasks/backend` exports.
 
 import type { RequestSummary, RunOptions } from "./task_info.ts";
 import type { DefinedTask, RetryPolicy } from "./define_task.ts";
@@ -57,15 +58,16 @@ export interface TaskBackend {
    * itself when a backend is set.
    *
    * @param task The task being added.
-   * @param chain The chain it joins: the same object for every task of the
-   * chain (a task added once a request's chain was handed over starts a
-   * chain of its own), a key for state kept per chain (such as its size),
-   * with the `request` the chain will carry.
+   * @param chain The chain it joins: its `id`, made when its first task was
+   * added, the `id` that {@linkcode TaskBackend.enqueue} will carry, and the
+   * `request` it will carry. A task added once a request's chain was handed
+   * over starts a chain of its own, with an id of its own. The object is
+   * the same for every task of the chain: state kept per chain until it is
+   * enqueued (such as its size) belongs in a `WeakMap` keyed by it, which
+   * lets it go with a chain that is never enqueued (its handler threw);
+   * `enqueue()` receives another object, with the same `id`.
    */
-  accept(
-    task: BackendTask,
-    chain: { readonly request?: RequestSummary | undefined },
-  ): void;
+  accept(task: BackendTask, chain: Pick<BackendChain, "id" | "request">): void;
   /**
    * Takes over a chain: before its response is sent, or after with
    * `handOver: "after-response"`. The promise resolves once the chain is
@@ -116,6 +118,146 @@ export interface TaskBackend {
    * ran here; the promise should never reject.
    */
   close?(options?: BackendCloseOptions): Promise<BackendCloseResult | void>;
+}
+
+/**
+ * A backend that keeps the request's tasks in a store (Deno KV, Redis) with
+ * one admin shape: the tasks it keeps because they failed, a way to run one
+ * again, and a close. The backends of `@afterward/background-tasks/kv` and
+ * `/bullmq` implement it, so that an admin page, a script or a test can
+ * treat them alike, and a backend of your own has this shape to follow.
+ *
+ * @example An admin endpoint for any durable backend
+ * ```ts
+ * import { defineTask } from "@afterward/background-tasks";
+ * import type { DurableBackend } from "@afterward/background-tasks/backend";
+ * import { kvBackend } from "@afterward/background-tasks/kv";
+ * import assert from "node:assert/strict";
+ *
+ * function failedTasks(backend: DurableBackend) {
+ *   return async function failedTasks(request: Request): Promise<Response> {
+ *     if (request.method === "POST") {
+ *       const id = new URL(request.url).searchParams.get("id") ?? "";
+ *       return new Response(null, { status: await backend.retry(id) ? 204 : 404 });
+ *     }
+ *     const tasks = await backend.failed();
+ *     return Response.json(tasks.map(({ id, name, attempts, error, at }) => ({
+ *       id,
+ *       name,
+ *       attempts,
+ *       error: error.split("\n")[0],
+ *       at,
+ *     })));
+ *   };
+ * }
+ *
+ * const kv = await Deno.openKv(":memory:");
+ * const backend = kvBackend({ kv, tasks: [defineTask(() => {}, { name: "noop" })], listen: false });
+ * const admin = failedTasks(backend);
+ * assert.deepEqual(await (await admin(new Request("http://localhost/failed"))).json(), []);
+ * const retry = new Request("http://localhost/failed?id=c1:0", { method: "POST" });
+ * assert.equal((await admin(retry)).status, 404);
+ * await backend.close();
+ * kv.close();
+ * ```
+ */
+export interface DurableBackend extends TaskBackend {
+  /**
+   * The tasks the backend keeps because they will not run again unless
+   * retried (see {@linkcode FailedTask}), newest first: the one whose `at`
+   * is latest comes first (tasks that failed within the same millisecond
+   * may come in either order).
+   *
+   * @returns Every failed task the store keeps.
+   */
+  failed(): Promise<FailedTask[]>;
+  /**
+   * Runs a failed task again, under the same `id` and `index`, with a fresh
+   * attempt count, and removes it from {@linkcode DurableBackend.failed}.
+   * Its chain's later tasks went on without it, and a retry does not run
+   * them again. Of several calls at once for one task, one runs it and
+   * resolves `true`.
+   *
+   * @param id The failed task's `id`.
+   * @returns Whether it was a failed task: `false` for an id the backend
+   * does not know, or a task that is no longer failed.
+   * @throws {TypeError} If `id` is not a string.
+   */
+  retry(id: string): Promise<boolean>;
+  /**
+   * Stops the backend, for a shutdown or at the end of a script, as
+   * {@linkcode TaskBackend.close} says: one that runs tasks in this process
+   * stops taking new ones and gives up on those still running at
+   * `options.signal` (at once without one); one whose store is a server
+   * closes its connections once the chains handed over so far are stored.
+   * What the caller made and passed in (a `Deno.Kv`, an ioredis instance)
+   * stays open. A second call is harmless.
+   *
+   * @param options When to give up on the tasks running in this process.
+   * @returns What those tasks did meanwhile, if any ran here; the promise
+   * never rejects.
+   */
+  close(options?: BackendCloseOptions): Promise<BackendCloseResult | void>;
+}
+
+/**
+ * A task that a {@linkcode DurableBackend} keeps because it will not run
+ * again unless retried: it failed at its last attempt (a timeout included),
+ * no worker knew its name, or its store gave up delivering it. The same
+ * shape on every backend; a backend may add fields of its own (Deno KV's
+ * `reason`, BullMQ's `jobId`). Its chain's later tasks ran, or run, without
+ * it.
+ *
+ * @example A line per failed task
+ * ```ts
+ * import type { FailedTask } from "@afterward/background-tasks/backend";
+ * import assert from "node:assert/strict";
+ *
+ * const line = (task: FailedTask) =>
+ *   `${task.at.toISOString()} ${task.name} (${task.id}) after ${task.attempts} attempts: ${
+ *     task.error.split("\n")[0]
+ *   }`;
+ * const task: FailedTask = {
+ *   id: "c1:1",
+ *   name: "charge",
+ *   args: ["order-7"],
+ *   index: 1,
+ *   attempts: 5,
+ *   error: "Error: card declined\n    at charge (file:///app/tasks.ts:3:9)",
+ *   request: { method: "POST", url: "https://shop.example/checkout" },
+ *   at: new Date(0),
+ * };
+ * assert.equal(line(task), "1970-01-01T00:00:00.000Z charge (c1:1) after 5 attempts: Error: card declined");
+ * ```
+ */
+export interface FailedTask {
+  /**
+   * The task's stable id: the `id` its context and `TaskInfo` showed on
+   * every attempt, which it keeps when retried, and which
+   * {@linkcode DurableBackend.retry} takes. Compare it; do not parse it.
+   */
+  readonly id: string;
+  /** The task's name. */
+  readonly name: string;
+  /**
+   * The arguments it was added with (empty when a backend could not keep
+   * them, and `error` then says so).
+   */
+  readonly args: readonly unknown[];
+  /** Its index in its request's chain, from 0. */
+  readonly index: number;
+  /** The attempts made since it was added, or last retried. */
+  readonly attempts: number;
+  /**
+   * The last error, as text: its stack when it had one (the error's name
+   * and message first), a thrown string as it is, any other value as it
+   * can be shown.
+   */
+  readonly error: string;
+  /** The request whose handler added it. */
+  readonly request: RequestSummary | undefined;
+  /** When it failed for good. */
+  readonly at: Date;
 }
 
 /**
@@ -215,7 +357,7 @@ export interface BackendStatus {
  *   enqueue: () => Promise.resolve(),
  * };
  * const resize = defineTask((_context, _path: string) => {}, { name: "resize", retry: {} });
- * backend.accept({ name: resize.name, args: ["a.png"], timeout: undefined, retry: resize.retry, task: resize as never }, {});
+ * backend.accept({ name: resize.name, args: ["a.png"], timeout: undefined, retry: resize.retry, task: resize as never }, { id: "c1", request: undefined });
  * assert.deepEqual(names, ["resize(1) retry=3"]);
  * ```
  */
@@ -251,7 +393,11 @@ export interface BackendTask {
  * ```
  */
 export interface BackendChain {
-  /** A unique id: with a task's index, it makes the task's stable id. */
+  /**
+   * A unique id, made when the chain's first task was added (the `id` its
+   * {@linkcode TaskBackend.accept} calls saw): with a task's index, it makes
+   * the task's stable id.
+   */
   readonly id: string;
   /** The tasks, in the order they were added. */
   readonly tasks: readonly BackendTask[];
@@ -343,7 +489,7 @@ export interface WorkerOptions extends RunOptions {
    * The tasks this process can run, found by name: the same `defineTask`
    * results the web process adds. A name may appear once. A task handed to
    * this process under another name fails at once, reported through
-   * `onTaskError` with where it is kept (a failed job, a dead letter); the
+   * `onTaskError` with where it is kept (among the backend's `failed()`); the
    * worker says at start which names the web processes store that it lacks.
    */
   tasks: readonly DefinedTask<never[]>[];

@@ -24,13 +24,13 @@ import {
   optionKeys,
 } from "../util/_assert.ts";
 import { workerConfig } from "../durable/_worker.ts";
-import type { RequestSummary } from "../api/task_info.ts";
 import type {
   BackendChain,
   BackendStatus,
   BackendTask,
+  DurableBackend,
   EnqueueOptions,
-  TaskBackend,
+  FailedTask,
   WorkerOptions,
 } from "../api/task_backend.ts";
 
@@ -123,35 +123,25 @@ export interface BullmqBackendOptions {
 }
 
 /**
- * A task that failed at its last attempt, kept by BullMQ for inspection.
+ * A task that BullMQ keeps as a failed job: a {@linkcode FailedTask}, with
+ * the job's id, for finding it with BullMQ's own tools.
  *
- * @example A line per failed task
+ * @example Find the job in a BullMQ dashboard
  * ```ts
- * import type { FailedTask } from "@afterward/background-tasks/bullmq";
+ * import type { BullmqFailedTask } from "@afterward/background-tasks/bullmq";
  * import assert from "node:assert/strict";
  *
- * const line = (task: FailedTask) => `${task.name} (${task.id}): ${task.error}`;
- * assert.equal(
- *   line({ id: "c1:1", jobId: "c1.1", name: "charge", args: [], attempts: 5, error: "declined", request: undefined }),
- *   "charge (c1:1): declined",
- * );
+ * const line = (task: BullmqFailedTask) => `${task.name} (job ${task.jobId}): ${task.error.split("\n")[0]}`;
+ * const task: BullmqFailedTask = {
+ *   id: "c1:1", jobId: "c1.1", name: "charge", args: [], index: 1, attempts: 5,
+ *   error: "Error: declined\n    at charge (file:///app/tasks.ts:3:9)", request: undefined, at: new Date(0),
+ * };
+ * assert.equal(line(task), "charge (job c1.1): Error: declined");
  * ```
  */
-export interface FailedTask {
-  /** The task's stable id, `chain:index`, as its context showed it. */
-  readonly id: string;
-  /** The BullMQ job's id. */
+export interface BullmqFailedTask extends FailedTask {
+  /** The BullMQ job's id, as BullMQ's tools show it. */
   readonly jobId: string;
-  /** The task's name. */
-  readonly name: string;
-  /** Its arguments. */
-  readonly args: readonly unknown[];
-  /** The attempts made. */
-  readonly attempts: number;
-  /** BullMQ's `failedReason`: the last error's message. */
-  readonly error: string;
-  /** The request whose handler added it. */
-  readonly request: RequestSummary | undefined;
 }
 
 /**
@@ -165,30 +155,35 @@ export interface FailedTask {
  * async function retryAll(backend: BullmqBackend): Promise<number> {
  *   let retried = 0;
  *   for (const task of await backend.failed()) {
- *     if (await backend.retry(task.jobId)) retried++;
+ *     if (await backend.retry(task.id)) retried++;
  *   }
  *   return retried;
  * }
  * assert.equal(typeof retryAll, "function");
  * ```
  */
-export interface BullmqBackend extends TaskBackend {
+export interface BullmqBackend extends DurableBackend {
   /** Whether Redis can be reached now, and since when. */
   readonly status: BackendStatus;
   /**
-   * The tasks that failed at their last attempt, newest first, over every
-   * shard.
+   * The failed jobs of every shard, newest first (see
+   * {@linkcode DurableBackend.failed}): tasks that failed at their last
+   * attempt, that no worker knew, or that BullMQ's stalled-job check failed
+   * (their workers died while running them, more often than
+   * `maxStalledCount` allows).
    *
    * @returns Every failed task the queue keeps.
    */
-  failed(): Promise<FailedTask[]>;
+  failed(): Promise<BullmqFailedTask[]>;
   /**
-   * Runs a failed task again, with a fresh attempt count.
+   * Runs a failed task's job again, under the same id and index, with a
+   * fresh attempt count (see {@linkcode DurableBackend.retry}).
    *
-   * @param jobId The failed job's id.
-   * @returns Whether there was such a failed job.
+   * @param id The failed task's `id` (not its `jobId`).
+   * @returns Whether the queue kept such a failed job.
+   * @throws {TypeError} If `id` is not a string.
    */
-  retry(jobId: string): Promise<boolean>;
+  retry(id: string): Promise<boolean>;
   /**
    * Stores the chains handed over so far, then closes the connections to
    * Redis. Chains handed over after it are refused: before their response,
@@ -370,20 +365,39 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
       return shard.store(flow, signal);
     },
 
-    async failed(): Promise<FailedTask[]> {
+    async failed(): Promise<BullmqFailedTask[]> {
       const jobs = (await Promise.all(
         shards.map((shard) => shard.queue.getFailed()),
       )).flat();
-      jobs.sort((a, b) => (b.finishedOn ?? 0) - (a.finishedOn ?? 0));
-      return jobs.map(failedTask);
+      return jobs.map(failedTask).sort((a, b) =>
+        b.at.getTime() - a.at.getTime()
+      );
     },
 
-    async retry(jobId: string): Promise<boolean> {
+    async retry(id: string): Promise<boolean> {
+      if (typeof id !== "string") {
+        throw new TypeError(
+          `Cannot retry task as 'id' must be a string: current value is ${
+            describe(id)
+          }`,
+        );
+      }
+      // A task's job is `chain.index` (see chainFlow()).
+      const colon = id.lastIndexOf(":");
+      if (colon === -1) return false;
+      const jobId = `${id.slice(0, colon)}.${id.slice(colon + 1)}`;
       for (const { queue } of shards) {
         const job = await queue.getJob(jobId);
         if (job === undefined) continue;
         if (!(await job.isFailed())) return false;
-        await job.retry("failed", { resetAttemptsMade: true });
+        try {
+          await job.retry("failed", { resetAttemptsMade: true });
+        } catch (error) {
+          // Retried by another call meanwhile: BullMQ's script refuses a
+          // job no longer failed.
+          if (!(await job.isFailed())) return false;
+          throw error;
+        }
         return true;
       }
       return false;
@@ -443,16 +457,23 @@ function chainFlow(
   return flow;
 }
 
-function failedTask(job: Job): FailedTask {
+/**
+ * A failed job as a failed task. The error is its last stack: the task's
+ * error as the worker wrote it (see run() in bullmq_worker.ts), or BullMQ's
+ * own for a job its stalled-job check failed; its reason if it has none.
+ */
+function failedTask(job: Job): BullmqFailedTask {
   const data = job.data as JobData;
   return {
     id: `${data.chain}:${data.index}`,
     jobId: job.id!,
     name: job.name,
     args: data.args,
+    index: data.index,
     attempts: job.attemptsMade,
-    error: job.failedReason,
+    error: job.stacktrace?.at(-1) ?? job.failedReason,
     request: data.request,
+    at: new Date(job.finishedOn ?? job.timestamp),
   };
 }
 

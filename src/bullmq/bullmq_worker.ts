@@ -279,7 +279,10 @@ async function run(job: Job, config: WorkerConfig): Promise<null> {
       `${missing}: its job ${job.id} failed, and is kept in queue "${job.queueName}" (backend.failed() lists it)`,
       config,
     );
-    throw new UnrecoverableError(missing);
+    const error = new UnrecoverableError(missing);
+    // What backend.failed() shows, as for Deno KV: no stack of ours.
+    error.stack = missing;
+    throw error;
   }
   const result = await runDelivery({
     task,

@@ -61,7 +61,8 @@ export function handOver(
   let storing: Promise<void>;
   try {
     storing = backend.enqueue({
-      id: crypto.randomUUID(),
+      // Made at its first task's accept().
+      id: chain.id ??= crypto.randomUUID(),
       tasks,
       request: chain.request,
       delivered: chain.delivered,

@@ -38,6 +38,7 @@ import type {
   DrainResult,
   TaskStats,
 } from "../api/task_controls.ts";
+import type { BackendChain } from "../api/task_backend.ts";
 
 /**
  * Whether a task's argument stops working once the response is sent: Deno
@@ -141,7 +142,14 @@ export class Runner implements ChainOwner {
         new QueueFullError(nameOf(task), maxPending),
       );
     }
-    if (backend !== undefined) backend.accept(backendTask(task), chain);
+    if (backend !== undefined) {
+      // Made at the chain's first task: the id its hand-over carries.
+      chain.id ??= crypto.randomUUID();
+      backend.accept(
+        backendTask(task),
+        chain as Pick<BackendChain, "id" | "request">,
+      );
+    }
     // The request's context, while its handler (or a timer it set) runs.
     const { telemetry } = this.#config;
     if (telemetry !== undefined && chain.trace === undefined) {

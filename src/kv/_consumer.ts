@@ -3,7 +3,7 @@
 // The consuming side of the KV backend: what a queue message holds, where
 // the backend keeps a chain's state, and what one delivery of a message
 // does. A chain's progress in the database says which message is the live
-// one, and a step's outcome (the next step, its retry, or a dead letter) is
+// one, and a step's outcome (the next step, its retry, or a failed task) is
 // written in one atomic operation checked against that progress, so that a
 // message delivered twice acts once. A delivery claims its step in that
 // progress before running it, so that a message delivered twice at once (to
@@ -13,13 +13,19 @@ import { errorText } from "../util/_error_text.ts";
 import { structuredSize } from "../durable/_serializable.ts";
 import { reportUnknownTask } from "../durable/_unknown_tasks.ts";
 import { runDelivery, type WorkerConfig } from "../durable/_worker.ts";
-import type { DeadLetter } from "./dead_letter.ts";
+import type { KvFailedTask } from "./kv_failed_task.ts";
 import type { RequestSummary } from "../api/task_info.ts";
 
 /** A task as its chain's message holds it. */
 interface QueuedTask {
   name: string;
   args: unknown[];
+  /**
+   * For a task that `retry()` put back, as a chain of its own: the id and
+   * index it failed under, which it keeps (see `identity()`).
+   */
+  id?: string;
+  index?: number;
 }
 
 /** A queue message: one step of a chain. */
@@ -61,8 +67,8 @@ export function isStep(value: unknown): value is Step {
 export interface Keys {
   /** A chain's progress: there while the chain has a message queued. */
   progress(chain: string): Deno.KvKey;
-  /** A failed task's dead letter; with no part, where they all are. */
-  dead(...parts: [] | [chain: string, index: number]): Deno.KvKey;
+  /** A failed task; with no part, where they all are. */
+  failed(...parts: [] | [chain: string, index: number]): Deno.KvKey;
   /**
    * When a process last stored chains with a task of this name; with no
    * part, where they all are.
@@ -84,7 +90,7 @@ export interface Keys {
 export function kvKeys(prefix: Deno.KvKey): Keys {
   return {
     progress: (chain) => [...prefix, "chains", chain],
-    dead: (...parts) => [...prefix, "dead", ...parts],
+    failed: (...parts) => [...prefix, "failed", ...parts],
     tasks: (...parts) => [...prefix, "tasks", ...parts],
     undelivered: (...parts) => [...prefix, "undelivered", ...parts],
   };
@@ -158,6 +164,19 @@ function isLocked(error: unknown): boolean {
   return error instanceof Error && error.message === "database is locked";
 }
 
+/**
+ * The id and index of a step's task, as its context, its reports and its
+ * failed task show them: `chain:index` and its index in the chain, or for a
+ * task that `retry()` put back, those it failed under.
+ */
+export function identity(step: Step): { id: string; index: number } {
+  const { id, index } = step.tasks[step.index]!;
+  return {
+    id: id ?? `${step.chain}:${step.index}`,
+    index: index ?? step.index,
+  };
+}
+
 /** A step's key among those a backend runs: its chain, index and attempt. */
 function stepKey(step: Step): string {
   return `${step.chain}:${step.index}:${step.attempt}`;
@@ -222,7 +241,7 @@ function enqueueMessage(
 /**
  * Runs one delivery of one step: claims it, runs the task's attempt (the
  * claim renewed meanwhile), then in one operation checked against the
- * chain's progress writes its dead letter if it failed for good, and the
+ * chain's progress writes its failed task if it failed for good, and the
  * retry, the next step, or the end of the chain. Does nothing for a message
  * already acted on; waits for the run of a step this backend runs already;
  * puts the step back when another process holds its claim (to come back
@@ -318,17 +337,17 @@ async function actOn(
   const progressKey = keys.progress(step.chain);
   const queued = step.tasks[step.index]!;
   const task = config.registry.get(queued.name);
-  const id = `${step.chain}:${step.index}`;
+  const { id, index } = identity(step);
   let operation = kv.atomic().check(progress);
   let retryDelay: number | undefined;
   let outcome: StepEnd["outcome"] | undefined;
-  // A deploy that renamed or dropped the task: a dead letter, reported.
+  // A deploy that renamed or dropped the task: a failed task, reported.
   let missing: string | undefined;
   if (task === undefined) {
     missing = `No task named "${queued.name}" in this process's 'tasks'`;
     operation = operation.set(
-      keys.dead(step.chain, step.index),
-      deadLetter(step, id, missing),
+      keys.failed(step.chain, step.index),
+      failedTask(step, missing),
     );
   } else {
     const renewal = renewLease(step, progress, consumer);
@@ -338,7 +357,7 @@ async function actOn(
       task,
       args: queued.args,
       id,
-      index: step.index,
+      index,
       attempt: step.attempt,
       request: step.request,
       delivered: step.delivered,
@@ -372,8 +391,8 @@ async function actOn(
     if (result.willRetry) retryDelay = result.delay;
     else if (result.outcome !== "succeeded") {
       operation = operation.set(
-        keys.dead(step.chain, step.index),
-        deadLetter(step, id, errorText(result.value)),
+        keys.failed(step.chain, step.index),
+        failedTask(step, errorText(result.value)),
       );
     }
   }
@@ -403,13 +422,13 @@ async function actOn(
     await reportUnknownTask(
       {
         name: queued.name,
-        index: step.index,
+        index,
         attempt: step.attempt,
         id,
         request: step.request,
         delivered: step.delivered,
       },
-      `${missing}: it is kept as dead letter "${id}" (backend.deadLetters() lists it)`,
+      `${missing}: it is kept as failed task "${id}" (backend.failed() lists it)`,
       config,
     );
   }
@@ -488,44 +507,42 @@ async function putBack(
   }
 }
 
-/** The most a Deno KV value may weigh, a dead letter included. */
+/** The most a Deno KV value may weigh, a failed task included. */
 const KV_MAX_VALUE = 64 * 1024;
 /** What a cut error text ends with. */
 const CUT = " [cut to fit in Deno KV]";
 
 /**
- * A dead letter that fits in a Deno KV value (64 KiB, like a message): the
- * error text (a stack, say) gives way first; arguments too large to keep
- * with the rest are dropped, and the error says so.
+ * A step's failed task, in a form that fits in a Deno KV value (64 KiB,
+ * like a message): the error text (a stack, say) gives way first;
+ * arguments too large to keep with the rest are dropped, and the error says
+ * so.
  */
-function deadLetter(step: Step, id: string, error: string): DeadLetter {
+function failedTask(step: Step, error: string): KvFailedTask {
   const task = step.tasks[step.index]!;
-  let letter: DeadLetter = {
-    id,
+  let kept: KvFailedTask = {
+    ...identity(step),
     reason: "failed",
     name: task.name,
     args: task.args,
-    index: step.index,
     attempts: step.attempt,
     error,
     request: step.request,
     at: new Date(),
   };
   for (
-    let excess = structuredSize(letter) - KV_MAX_VALUE;
+    let excess = structuredSize(kept) - KV_MAX_VALUE;
     excess > 0;
-    excess = structuredSize(letter) - KV_MAX_VALUE
+    excess = structuredSize(kept) - KV_MAX_VALUE
   ) {
-    const keep = letter.error.length - excess - CUT.length;
-    letter = keep > 0
-      ? { ...letter, error: letter.error.slice(0, keep) + CUT }
-      : {
-        ...letter,
-        args: [],
-        error: `${
-          error.slice(0, 4096)
-        }${CUT}; its arguments were too large to keep`,
-      };
+    const keep = kept.error.length - excess - CUT.length;
+    kept = keep > 0 ? { ...kept, error: kept.error.slice(0, keep) + CUT } : {
+      ...kept,
+      args: [],
+      error: `${
+        error.slice(0, 4096)
+      }${CUT}; its arguments were too large to keep`,
+    };
   }
-  return letter;
+  return kept;
 }

@@ -2,8 +2,9 @@
 
 // The KV backend as its users meet it, and its wiring: the options, the
 // producing side (accept() through each chain's message budget, enqueue()
-// through a group commit), the dead letters, close(), and the listener that
-// hands each message to the consuming side (_kv_consumer.ts).
+// through a group commit), close(), and the listener that hands each
+// message to the consuming side (_consumer.ts); failed() and retry() are
+// _failed.ts's.
 
 import {
   commitRetrying,
@@ -18,6 +19,7 @@ import {
   type StepEnd,
   type StepWatch,
 } from "./_consumer.ts";
+import { listFailed, retryFailed } from "./_failed.ts";
 import { MessageBudget } from "./_message_budget.ts";
 import { assertSerializable } from "../durable/_serializable.ts";
 import { groupCommit } from "../durable/_group_commit.ts";
@@ -42,12 +44,12 @@ import type {
   BackendCloseOptions,
   BackendCloseResult,
   BackendTask,
-  TaskBackend,
+  DurableBackend,
   WorkerOptions,
 } from "../api/task_backend.ts";
-import type { DeadLetter } from "./dead_letter.ts";
+import type { KvFailedTask } from "./kv_failed_task.ts";
 
-export type { DeadLetter } from "./dead_letter.ts";
+export type { KvFailedTask } from "./kv_failed_task.ts";
 
 /**
  * The most a Deno KV queue message may weigh.
@@ -83,7 +85,8 @@ const GROUP_SIZE = 100;
  *   redelivery: [1_000, 10_000],
  * };
  * const backend = kvBackend(options);
- * assert.deepEqual(await backend.deadLetters(), []);
+ * assert.deepEqual(await backend.failed(), []);
+ * await backend.close();
  * kv.close();
  * ```
  */
@@ -107,7 +110,7 @@ export interface KvBackendOptions extends WorkerOptions {
   /**
    * Milliseconds between deliveries of a message whose handler did not
    * finish, because the process crashed or was killed; Deno KV allows at most
-   * five. After the last, the message becomes a dead letter.
+   * five. After the last, its task is kept as failed (`"undelivered"`).
    *
    * @default {[1000, 5000, 10000, 30000, 60000]}
    */
@@ -130,11 +133,11 @@ export interface KvBackendOptions extends WorkerOptions {
  *   // The program's own messages go on here.
  * });
  * assert.equal(await backend.handle({ kind: "mine" }), false);
- * backend.close();
+ * await backend.close();
  * kv.close();
  * ```
  */
-export interface KvBackend extends TaskBackend {
+export interface KvBackend extends DurableBackend {
   /**
    * Runs one queue message, for a program that listens to the queue itself
    * (`listen: false`).
@@ -144,19 +147,24 @@ export interface KvBackend extends TaskBackend {
    */
   handle(message: unknown): Promise<boolean>;
   /**
-   * The dead letters, oldest chain first.
+   * The tasks the database keeps as failed, with why, newest first (see
+   * {@linkcode DurableBackend.failed}). Those Deno KV gave up delivering
+   * are filed among them first, dated now.
    *
-   * @returns Every dead letter in the database.
+   * @returns Every failed task in the database.
    */
-  deadLetters(): Promise<DeadLetter[]>;
+  failed(): Promise<KvFailedTask[]>;
   /**
-   * Puts a dead letter's task back on the queue, as a chain of its own with
-   * a fresh attempt count, and removes the dead letter.
+   * Puts a failed task back on the queue, as a chain of its own, under the
+   * same id and index, with a fresh attempt count, and removes it from the
+   * failed tasks, in one atomic operation: of several calls at once, one
+   * does it (see {@linkcode DurableBackend.retry}).
    *
-   * @param id The dead letter's id.
-   * @returns Whether there was such a dead letter.
+   * @param id The failed task's `id`.
+   * @returns Whether the database kept such a failed task.
+   * @throws {TypeError} If `id` is not a string.
    */
-  requeue(id: string): Promise<boolean>;
+  retry(id: string): Promise<boolean>;
   /**
    * Stops running tasks. A step delivered from now on is put back on the
    * queue unrun. The tasks running are given up on at `options.signal`, or
@@ -217,8 +225,8 @@ const KV_BACKEND_OPTIONS = optionKeys<KvBackendOptions>({
  * again. Its context's `id` is the same on every delivery; use it to make the
  * task's effect happen once. Retries are messages delayed by the task's
  * backoff, so they survive restarts too. A task that fails at its last
- * attempt becomes a dead letter (see {@linkcode KvBackend.deadLetters}) and
- * the chain goes on.
+ * attempt is kept as failed (see {@linkcode KvBackend.failed}) and the chain
+ * goes on.
  *
  * The attempts it runs in this process are told to its own hooks and to
  * those of each handler made with it (`withBackgroundTasks()`, `serve()`, the
@@ -258,7 +266,7 @@ const KV_BACKEND_OPTIONS = optionKeys<KvBackendOptions>({
  *
  * await (await callHandler(handler, "/")).tasks; // enqueued
  * assert.match(await sent.promise, /^[\w-]+:0 to a@example\.com$/);
- * backend.close();
+ * await backend.close();
  * kv.close();
  * ```
  *
@@ -449,52 +457,12 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
       return true;
     },
 
-    async deadLetters(): Promise<DeadLetter[]> {
-      const letters: DeadLetter[] = [];
-      for await (const entry of kv.list<DeadLetter>({ prefix: keys.dead() })) {
-        letters.push(entry.value);
-      }
-      for await (
-        const entry of kv.list<Step>({ prefix: keys.undelivered() })
-      ) {
-        const step = entry.value;
-        const task = step.tasks[step.index]!;
-        letters.push({
-          id: `${step.chain}:${step.index}`,
-          reason: "undelivered",
-          name: task.name,
-          args: task.args,
-          index: step.index,
-          attempts: step.attempt,
-          error: "Deno KV gave up delivering the task",
-          request: step.request,
-          at: new Date(Number(BigInt("0x" + entry.versionstamp) / 1_000_000n)),
-        });
-      }
-      return letters;
+    async failed(): Promise<KvFailedTask[]> {
+      return (await listFailed(consumer)).map(({ value }) => value);
     },
 
-    async requeue(id: string): Promise<boolean> {
-      const letter = (await backend.deadLetters()).find((dead) =>
-        dead.id === id
-      );
-      if (letter === undefined) return false;
-      const [chain, index] = [id.slice(0, id.lastIndexOf(":")), letter.index];
-      const step: Step = {
-        afterwardStep: 1,
-        chain: crypto.randomUUID(),
-        index: 0,
-        attempt: 1,
-        tasks: [{ name: letter.name, args: [...letter.args] }],
-        ...(letter.request === undefined ? {} : { request: letter.request }),
-      };
-      const operation = enqueueStep(kv.atomic(), consumer, step).delete(
-        keys.dead(chain, index),
-      );
-      for await (
-        const entry of kv.list({ prefix: keys.undelivered(chain, index) })
-      ) operation.delete(entry.key);
-      return (await commitRetrying(operation)).ok;
+    retry(id: string): Promise<boolean> {
+      return retryFailed(consumer, id);
     },
 
     close(options: BackendCloseOptions = {}): Promise<BackendCloseResult> {
@@ -542,7 +510,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
 /**
  * Says once, when a backend starts listening, which tasks processes store
  * chains with in this database that it does not know: their steps would
- * become dead letters (each reported as it does). Names no process wrote
+ * fail (each reported as it does). Names no process wrote
  * for a week are stale, and not mentioned.
  */
 async function sayUnknownTasks(
@@ -567,9 +535,7 @@ async function sayUnknownTasks(
       quoteNames(unknown)
     }, which processes store chains with in this database: add ${
       one ? "it" : "them"
-    } to its 'tasks', or ${
-      one ? "its steps become" : "their steps become"
-    } dead letters`,
+    } to its 'tasks', or ${one ? "its steps fail" : "their steps fail"}`,
   );
 }
 

@@ -3,8 +3,8 @@
 import { isInstance } from "./_promise.ts";
 
 /**
- * A task's failure as text, for a dead letter or a queue's record of the
- * job: an error's stack (or its message, when `part` says so), a string as
+ * A task's failure as text, for the failed task a durable backend keeps:
+ * an error's stack (or its message, when `part` says so), a string as
  * it is, any other value as JSON, else as `String()` or `Deno.inspect()`
  * shows it. Never throws: a task may throw anything, and each of these can
  * throw on some value (a cycle, a null prototype, a revoked proxy, a getter

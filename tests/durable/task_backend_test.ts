@@ -50,6 +50,55 @@ guardedTest(
 );
 
 guardedTest(
+  "a backend's accept() sees the id its enqueue() carries, one per chain, from the chain's first task",
+  async () => {
+    const step = defineTask((_context, _n: number) => {}, { name: "step" });
+    const seen: string[] = [];
+    const handing = Promise.withResolvers<void>();
+    const stored = Promise.withResolvers<void>();
+    const backend: TaskBackend = {
+      accept(task, chain) {
+        seen.push(`accept ${task.args[0]} ${chain.id}`);
+      },
+      enqueue(chain) {
+        seen.push(`enqueue ${chain.tasks.length} ${chain.id}`);
+        handing.resolve();
+        return stored.promise;
+      },
+    };
+    let tasks: BackgroundTasks | undefined;
+    const handler = withBackgroundTasks((_request, _info, given) => {
+      tasks = given;
+      given.addTask(step, 1);
+      given.addTask(step, 2);
+      return new Response("ok");
+    }, { backend, handOver: "after-response" });
+    const { tasks: settled } = await callHandler(handler, "/");
+    await handing.promise;
+    // Added while the chain is stored: a chain of its own, an id of its own.
+    tasks!.addTask(step, 3);
+    stored.resolve();
+    await settled;
+    await handler.drain();
+    await (await callHandler(handler, "/")).tasks;
+    const ids = [...new Set(seen.map((line) => line.split(" ")[2]))];
+    assert.equal(ids.length, 3);
+    assert.ok(ids.every((id) => typeof id === "string" && id.length > 0));
+    const [a, b, c] = ids;
+    assert.deepEqual(seen, [
+      `accept 1 ${a}`,
+      `accept 2 ${a}`,
+      `enqueue 2 ${a}`,
+      `accept 3 ${b}`,
+      `enqueue 1 ${b}`,
+      `accept 1 ${c}`,
+      `accept 2 ${c}`,
+      `enqueue 2 ${c}`,
+    ]);
+  },
+);
+
+guardedTest(
   "a chain abandoned while a backend stores it leaves exact counters",
   async () => {
     const job = defineTask(() => {}, { name: "job" });

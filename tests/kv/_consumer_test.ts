@@ -2,8 +2,8 @@
 
 // The KV backend's consuming side: its keys, what a queue message is, and
 // one delivery of a step (runStep) on an in-memory Deno KV: the next step,
-// a retry or a dead letter written against the chain's progress, a message
-// already acted on ignored, a step put back at close, and a dead letter cut
+// a retry or a failed task written against the chain's progress, a message
+// already acted on ignored, a step put back at close, and a failed task cut
 // to fit in 64 KiB. Then the same through kvBackend().
 
 import assert from "node:assert/strict";
@@ -13,7 +13,7 @@ import {
   defineTask,
   withBackgroundTasks,
 } from "../../mod.ts";
-import { type DeadLetter, kvBackend } from "../../kv.ts";
+import { kvBackend, type KvFailedTask } from "../../kv.ts";
 import { callHandler } from "../../testing.ts";
 import {
   commitRetrying,
@@ -82,7 +82,7 @@ async function deliver(
   during: (consumer: Consumer) => void = () => {},
 ): Promise<{
   progress: unknown;
-  dead: DeadLetter | null;
+  failed: KvFailedTask | null;
   queued: [unknown, { delay?: number }][];
   reported: unknown[];
 }> {
@@ -98,7 +98,7 @@ async function deliver(
     await runStep(step, consumer);
     return {
       progress: (await kv.get(keys.progress(step.chain))).value,
-      dead: (await kv.get<DeadLetter>(keys.dead(step.chain, step.index)))
+      failed: (await kv.get<KvFailedTask>(keys.failed(step.chain, step.index)))
         .value,
       queued: enqueue.mock.calls.map((call) =>
         call.arguments as [unknown, { delay?: number }]
@@ -125,8 +125,8 @@ const ok = defineTask((_context, ..._args: unknown[]) => {}, {
 Deno.test("kvKeys() puts each kind of key under the prefix", () => {
   const keys = kvKeys(["app", 1]);
   assert.deepEqual(keys.progress("c1"), ["app", 1, "chains", "c1"]);
-  assert.deepEqual(keys.dead(), ["app", 1, "dead"]);
-  assert.deepEqual(keys.dead("c1", 2), ["app", 1, "dead", "c1", 2]);
+  assert.deepEqual(keys.failed(), ["app", 1, "failed"]);
+  assert.deepEqual(keys.failed("c1", 2), ["app", 1, "failed", "c1", 2]);
   assert.deepEqual(keys.tasks(), ["app", 1, "tasks"]);
   assert.deepEqual(keys.tasks("send"), ["app", 1, "tasks", "send"]);
   assert.deepEqual(keys.undelivered(), ["app", 1, "undelivered"]);
@@ -211,11 +211,15 @@ guardedTest(
       keysIfUndelivered: [keys.undelivered("c1", 1, 1)],
       backoffSchedule: [1_000, 5_000],
     }]]);
-    assert.equal(first.dead, null);
+    assert.equal(first.failed, null);
 
     const last = await deliver({ ...step, index: 1 }, [record]);
     assert.deepEqual(ran, [["a"], ["b"]]);
-    assert.deepEqual([last.progress, last.queued, last.dead], [null, [], null]);
+    assert.deepEqual([last.progress, last.queued, last.failed], [
+      null,
+      [],
+      null,
+    ]);
   },
 );
 
@@ -257,7 +261,7 @@ guardedTest(
       retry: { maxAttempts: 3, minDelay: 250, maxDelay: 250, jitter: 0 },
     }) as DefinedTask;
     const step = stepOf([["flaky"], ["ok"]], 0, 2);
-    const { progress, queued, dead, reported } = await deliver(step, [
+    const { progress, queued, failed, reported } = await deliver(step, [
       flaky,
       ok,
     ]);
@@ -266,24 +270,24 @@ guardedTest(
       queued.map(([message, { delay }]) => [message, delay]),
       [[{ ...step, attempt: 3 }, 250]],
     );
-    assert.deepEqual([dead, reported], [null, []]);
+    assert.deepEqual([failed, reported], [null, []]);
   },
 );
 
 guardedTest(
-  "runStep() writes the dead letter of a last failed attempt, and the chain goes on",
+  "runStep() writes the failed task of a last failed attempt, and the chain goes on",
   async () => {
     const declined = defineTask((_context, _order: string) => {
       throw "card declined";
     }, { name: "declined" }) as DefinedTask;
     const step = stepOf([["declined", "order-7"], ["ok"]]);
-    const { progress, queued, dead, reported } = await deliver(step, [
+    const { progress, queued, failed, reported } = await deliver(step, [
       declined,
       ok,
     ]);
     assert.deepEqual(reported, ["card declined"]);
-    assert.ok(dead?.at instanceof Date);
-    assert.deepEqual({ ...dead, at: undefined }, {
+    assert.ok(failed?.at instanceof Date);
+    assert.deepEqual({ ...failed, at: undefined }, {
       id: "c1:0",
       reason: "failed",
       name: "declined",
@@ -302,20 +306,20 @@ guardedTest(
 );
 
 guardedTest(
-  "runStep() makes a dead letter of a task this process does not know, reports it, and the chain goes on",
+  "runStep() keeps as failed a task this process does not know, reports it, and the chain goes on",
   async () => {
     const step = stepOf([["retired", 42], ["ok"]]);
-    const { progress, queued, dead, reported } = await deliver(step, [ok]);
+    const { progress, queued, failed, reported } = await deliver(step, [ok]);
     assert.equal(
-      dead?.error,
+      failed?.error,
       `No task named "retired" in this process's 'tasks'`,
     );
     assert.deepEqual(
-      [dead?.reason, dead?.name, dead?.args, dead?.attempts],
+      [failed?.reason, failed?.name, failed?.args, failed?.attempts],
       ["failed", "retired", [42], 1],
     );
     assert.deepEqual(reported.map(String), [
-      `Error: No task named "retired" in this process's 'tasks': it is kept as dead letter "c1:0" (backend.deadLetters() lists it)`,
+      `Error: No task named "retired" in this process's 'tasks': it is kept as failed task "c1:0" (backend.failed() lists it)`,
     ]);
     assert.deepEqual(progress, { index: 1, attempt: 1 });
     assert.deepEqual(queued.map(([message]) => message), [
@@ -335,7 +339,7 @@ guardedTest(
       );
     }, { name: "slow" }) as DefinedTask;
     const step = stepOf([["slow"], ["ok"]], 0, 2);
-    const { progress, queued, dead, reported } = await deliver(
+    const { progress, queued, failed, reported } = await deliver(
       step,
       [slow, ok],
       (consumer) => {
@@ -350,7 +354,7 @@ guardedTest(
       queued.map(([message, { delay }]) => [message, delay]),
       [[step, 1_000]],
     );
-    assert.deepEqual([dead, reported], [null, []]);
+    assert.deepEqual([failed, reported], [null, []]);
   },
 );
 
@@ -378,7 +382,7 @@ guardedTest(
 );
 
 guardedTest(
-  "runStep() cuts a dead letter to fit in a Deno KV value, the error text first",
+  "runStep() cuts a failed task to fit in a Deno KV value, the error text first",
   async (t) => {
     // Deno KV refuses a value over 64 KiB: a letter that did not fit would
     // fail the commit, and runStep() would reject.
@@ -388,23 +392,23 @@ guardedTest(
 
     await t.step("an error text too long to keep whole", async () => {
       const args = ["x".repeat(20_000)];
-      const { dead } = await deliver(stepOf([["failing", ...args]]), [
+      const { failed } = await deliver(stepOf([["failing", ...args]]), [
         failing,
       ]);
-      assert.deepEqual(dead?.args, args);
-      assert.match(dead!.error, /^declined e+ \[cut to fit in Deno KV\]$/);
+      assert.deepEqual(failed?.args, args);
+      assert.match(failed!.error, /^declined e+ \[cut to fit in Deno KV\]$/);
       // Cut by what was too much: 64 KiB, less the arguments and the rest.
-      assert.ok(dead!.error.length > 45_000, `${dead!.error.length}`);
+      assert.ok(failed!.error.length > 45_000, `${failed!.error.length}`);
     });
 
     await t.step("arguments too large to keep with the rest", async () => {
-      const { dead } = await deliver(
+      const { failed } = await deliver(
         stepOf([["failing", "x".repeat(70_000)]]),
         [failing],
       );
-      assert.deepEqual(dead?.args, []);
+      assert.deepEqual(failed?.args, []);
       assert.equal(
-        dead?.error,
+        failed?.error,
         `declined ${
           "e".repeat(4_087)
         } [cut to fit in Deno KV]; its arguments were too large to keep`,
@@ -620,7 +624,7 @@ guardedTest(
 );
 
 guardedTest(
-  "kvBackend() keeps a dead letter within Deno KV's limits, and goes on",
+  "kvBackend() keeps a failed task within Deno KV's limits, and goes on",
   async () => {
     const finished = counter(1);
     const big = defineTask((_context, _text: string) => {
@@ -638,7 +642,7 @@ guardedTest(
     }, { backend: db.backend });
     await (await callHandler(handler, "/")).tasks;
     await finished.done;
-    const [letter, ...others] = await db.backend.deadLetters();
+    const [letter, ...others] = await db.backend.failed();
     assert.deepEqual(others, []);
     assert.equal(letter?.reason, "failed");
     assert.deepEqual(letter?.args, ["x".repeat(64_000)]);

@@ -1,7 +1,7 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 // kvBackend(): chains run through Deno KV's queue, in order, retried and
-// dead-lettered; what it refuses at addTask; its options; storing chains
+// kept as failed; what it refuses at addTask; its options; storing chains
 // in few commits, within Deno KV's limits. One delivery of a step, as the
 // consumer runs it, is tested in _consumer_test.ts.
 
@@ -90,7 +90,7 @@ guardedTest(
 );
 
 guardedTest(
-  "kvBackend() turns a task that fails its last attempt into a dead letter and goes on",
+  "kvBackend() keeps a task that fails its last attempt as failed and goes on",
   async () => {
     const reported: TaskInfo[] = [];
     const finished = counter(1);
@@ -115,7 +115,7 @@ guardedTest(
     assert.deepEqual(reported.map((info) => [info.name, info.attempt]), [
       ["charge", 2],
     ]);
-    const [letter, ...others] = await db.backend.deadLetters();
+    const [letter, ...others] = await db.backend.failed();
     assert.deepEqual(others, []);
     assert.equal(letter?.reason, "failed");
     assert.equal(letter?.name, "charge");
@@ -127,14 +127,14 @@ guardedTest(
       url: "http://localhost/checkout?token=x",
     });
 
-    // Requeued once the cause is fixed, it runs and leaves the dead letters.
+    // Retried once the cause is fixed, it runs and leaves the failed tasks.
     const rerun = counter(1);
     finished.tick = rerun.tick;
     healthy = true;
-    assert.equal(await db.backend.requeue(letter!.id), true);
+    assert.equal(await db.backend.retry(letter!.id), true);
     await rerun.done;
-    assert.deepEqual(await db.backend.deadLetters(), []);
-    assert.equal(await db.backend.requeue(letter!.id), false);
+    assert.deepEqual(await db.backend.failed(), []);
+    assert.equal(await db.backend.retry(letter!.id), false);
   },
 );
 
@@ -197,11 +197,11 @@ guardedTest(
           10_000,
           "the report",
         );
-        const [letter, ...others] = await listener.deadLetters();
+        const [letter, ...others] = await listener.failed();
         assert.deepEqual(others, []);
         assert.equal(
           String(error),
-          `Error: No task named "ghost" in this process's 'tasks': it is kept as dead letter "${letter?.id}" (backend.deadLetters() lists it)`,
+          `Error: No task named "ghost" in this process's 'tasks': it is kept as failed task "${letter?.id}" (backend.failed() lists it)`,
         );
         assert.deepEqual(info, {
           name: "ghost",
@@ -220,7 +220,7 @@ guardedTest(
           "the line at start",
         );
         assert.deepEqual(output.lines, [
-          `The KV backend does not know tasks "ghost", "phantom", which processes store chains with in this database: add them to its 'tasks', or their steps become dead letters`,
+          `The KV backend does not know tasks "ghost", "phantom", which processes store chains with in this database: add them to its 'tasks', or their steps fail`,
         ]);
       });
     });
@@ -233,11 +233,11 @@ guardedTest(
           10_000,
           "the report",
         );
-        const [letter] = await listener.deadLetters();
+        const [letter] = await listener.failed();
         assert.deepEqual(
           output.lines.filter((line) => !/does not know/.test(line)),
           [
-            `Background task "ghost" at index 0 of POST /signup failed: Error: No task named "ghost" in this process's 'tasks': it is kept as dead letter "${letter?.id}" (backend.deadLetters() lists it)`,
+            `Background task "ghost" at index 0 of POST /signup failed: Error: No task named "ghost" in this process's 'tasks': it is kept as failed task "${letter?.id}" (backend.failed() lists it)`,
           ],
         );
       });
@@ -268,13 +268,13 @@ guardedTest(
       }, { backend: web });
       await (await callHandler(handler, "/signup")).tasks;
       await over.done;
-      const [letter] = await listener.deadLetters();
+      const [letter] = await listener.failed();
       const [[error, info] = []] = reported;
       assert.equal(info?.name, name);
       const written = Deno.inspect(error);
       assert.equal(
         written,
-        `[Error: No task named "ghost\\nShutdown drained every background task: 3 succeeded" in this process's 'tasks': it is kept as dead letter "${letter?.id}" (backend.deadLetters() lists it)]`,
+        `[Error: No task named "ghost\\nShutdown drained every background task: 3 succeeded" in this process's 'tasks': it is kept as failed task "${letter?.id}" (backend.failed() lists it)]`,
       );
     } finally {
       await listener.close();
@@ -313,7 +313,7 @@ guardedTest(
         "the line at start",
       );
       assert.deepEqual(output.lines, [
-        `The KV backend does not know task "ghost", which processes store chains with in this database: add it to its 'tasks', or its steps become dead letters`,
+        `The KV backend does not know task "ghost", which processes store chains with in this database: add it to its 'tasks', or its steps fail`,
       ]);
     } finally {
       await listener?.close();
@@ -324,7 +324,7 @@ guardedTest(
 );
 
 guardedTest(
-  "kvBackend() makes a dead letter of a message Deno KV gave up delivering",
+  "kvBackend() keeps as failed, undelivered, a message Deno KV gave up delivering",
   async () => {
     const consoleError = mock.method(console, "error", () => {});
     const task = defineTask((_context, _n: number) => {}, { name: "task" });
@@ -346,19 +346,28 @@ guardedTest(
         tasks.addTask(task, 42);
         return new Response("ok");
       }, { backend });
+      const started = Date.now();
       await (await callHandler(handler, "/")).tasks;
       await delivered.promise;
-      // Deno KV writes the message as a dead letter after its last delivery,
+      // Deno KV keeps the message aside after its last delivery,
       // on its own schedule: kv.watch() does not report that write, so the test
       // looks again, for at most five seconds.
-      let letters = await backend.deadLetters();
+      let letters = await backend.failed();
       for (let tries = 0; letters.length === 0 && tries < 500; tries++) {
         await new Promise((resolve) => setTimeout(resolve, 10));
-        letters = await backend.deadLetters();
+        letters = await backend.failed();
       }
       assert.equal(letters[0]?.reason, "undelivered");
       assert.equal(letters[0]?.name, "task");
       assert.deepEqual(letters[0]?.args, [42]);
+      // Dated when found: Deno KV does not say when it gave up.
+      const at = letters[0]!.at.getTime();
+      assert.ok(
+        at >= started && at <= Date.now(),
+        letters[0]!.at.toISOString(),
+      );
+      // Filed once: a later list finds it as it was.
+      assert.deepEqual(await backend.failed(), letters);
     } finally {
       backend.close();
       kv.close();
@@ -817,7 +826,7 @@ guardedTest(
 );
 
 guardedTest(
-  "kvBackend() makes a failed dead letter of a task that rejects with a value that resists description",
+  "kvBackend() keeps as failed a task that rejects with a value that resists description",
   async (t) => {
     for (const { label, value, text } of hostileValues()) {
       await t.step(label, async () => {
@@ -852,7 +861,7 @@ guardedTest(
         assert.deepEqual(outcomes, ["hostile failed", "after succeeded"]);
         assert.equal(reported.length, 1);
         assert.ok(reported[0] === value);
-        const letters = await db.backend.deadLetters();
+        const letters = await db.backend.failed();
         assert.deepEqual(
           letters.map(({ reason, name, attempts }) => [reason, name, attempts]),
           [["failed", "hostile", 1]],

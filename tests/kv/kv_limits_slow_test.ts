@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { defineTask, withBackgroundTasks } from "../../mod.ts";
-import type { DeadLetter } from "../../kv.ts";
+import type { KvFailedTask } from "../../kv.ts";
 import { callHandler } from "../../testing.ts";
 import { guardedTest } from "../_helpers/common.ts";
 import { openBackend } from "../_helpers/kv.ts";
@@ -15,13 +15,13 @@ import { openBackend } from "../_helpers/kv.ts";
  * Fills one chain with `step(i, padding)` until `addTask` refuses, runs it,
  * and resolves once its last task ran, or once a task ran again or out of
  * order (its message was delivered again): the indexes run, in order, and
- * the dead letters. A task throws what `fail` returns for it, if anything.
+ * the failed tasks. A task throws what `fail` returns for it, if anything.
  */
 async function runFullChain(
   padding: string,
   fail: (index: number, attempt: number, last: number) => Error | undefined =
     () => undefined,
-): Promise<{ added: number; ran: number[]; letters: DeadLetter[] }> {
+): Promise<{ added: number; ran: number[]; letters: KvFailedTask[] }> {
   const ran: number[] = [];
   const over = Promise.withResolvers<void>();
   let added = 0;
@@ -67,7 +67,7 @@ async function runFullChain(
     0,
   ]);
   await over.promise;
-  return { added, ran, letters: await db.backend.deadLetters() };
+  return { added, ran, letters: await db.backend.failed() };
 }
 
 guardedTest(
@@ -93,7 +93,7 @@ guardedTest(
 );
 
 guardedTest(
-  "kvBackend() retries, and writes the dead letter of, a chain filled up to Deno KV's limit",
+  "kvBackend() retries, and keeps as failed, a chain filled up to Deno KV's limit",
   async () => {
     const { added, ran, letters } = await runFullChain(
       "p".repeat(400),

@@ -1,0 +1,98 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+// The KV backend's failed tasks, as its failed() and retry() see them: the
+// ones its consumer wrote, and the messages Deno KV gave up delivering,
+// filed among them when found; and a retry, a chain of its own that keeps
+// the task's id and index.
+
+import {
+  commitRetrying,
+  type Consumer,
+  enqueueStep,
+  identity,
+  type Step,
+} from "./_consumer.ts";
+import { describe } from "../util/_assert.ts";
+import type { KvFailedTask } from "./kv_failed_task.ts";
+
+/** What the failed tasks need of a backend. */
+type Store = Pick<Consumer, "kv" | "keys" | "redelivery">;
+
+/**
+ * The failed tasks, newest first, each with where it is kept; those Deno KV
+ * gave up delivering are filed among them first. Deno KV keeps such a
+ * message under its `keysIfUndelivered` key and says nothing, not even
+ * when: each is filed in one atomic operation checked against it (so that
+ * two processes file it once), dated when it was found.
+ */
+export async function listFailed(
+  store: Store,
+): Promise<Deno.KvEntry<KvFailedTask>[]> {
+  const { kv, keys } = store;
+  for await (const entry of kv.list<Step>({ prefix: keys.undelivered() })) {
+    const step = entry.value;
+    const { name, args } = step.tasks[step.index]!;
+    const task: KvFailedTask = {
+      ...identity(step),
+      reason: "undelivered",
+      name,
+      args,
+      attempts: step.attempt,
+      error: "Deno KV gave up delivering the task",
+      request: step.request,
+      at: new Date(),
+    };
+    await commitRetrying(
+      kv.atomic().check(entry).delete(entry.key).set(
+        keys.failed(step.chain, step.index),
+        task,
+      ),
+    );
+  }
+  const entries: Deno.KvEntry<KvFailedTask>[] = [];
+  for await (const entry of kv.list<KvFailedTask>({ prefix: keys.failed() })) {
+    entries.push(entry);
+  }
+  // By when, then by commit: a commit can wait on another process's lock.
+  return entries.sort((a, b) =>
+    b.value.at.getTime() - a.value.at.getTime() ||
+    (a.versionstamp < b.versionstamp
+      ? 1
+      : a.versionstamp > b.versionstamp
+      ? -1
+      : 0)
+  );
+}
+
+/**
+ * Puts the failed task `id` back on the queue, as a chain of its own under
+ * the same id and index, with a fresh attempt count, and removes it, in one
+ * operation checked against it: of two retries at once, the second finds
+ * it gone.
+ *
+ * @returns Whether it was a failed task, and this call retried it.
+ * @throws {TypeError} If `id` is not a string.
+ */
+export async function retryFailed(store: Store, id: unknown): Promise<boolean> {
+  if (typeof id !== "string") {
+    throw new TypeError(
+      `Cannot retry task as 'id' must be a string: current value is ${
+        describe(id)
+      }`,
+    );
+  }
+  const entry = (await listFailed(store)).find(({ value }) => value.id === id);
+  if (entry === undefined) return false;
+  const { name, args, index, request } = entry.value;
+  const step: Step = {
+    afterwardStep: 1,
+    chain: crypto.randomUUID(),
+    index: 0,
+    attempt: 1,
+    tasks: [{ name, args: [...args], id, index }],
+    ...(request === undefined ? {} : { request }),
+  };
+  const operation = enqueueStep(store.kv.atomic().check(entry), store, step)
+    .delete(entry.key);
+  return (await commitRetrying(operation)).ok;
+}
