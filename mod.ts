@@ -78,6 +78,7 @@
 export * from "./src/core/background_tasks.ts";
 export * from "./src/api/define_task.ts";
 export * from "./src/api/log_task_error.ts";
+export * from "./src/api/options.ts";
 export * from "./src/api/queue_full_error.ts";
 export * from "./src/http/serve.ts";
 export * from "./src/api/task_backend.ts";

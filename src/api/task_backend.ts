@@ -5,7 +5,7 @@
 // that run them take, and the admin shape every durable backend shares. What
 // `@afterward/background-tasks/backend` exports.
 
-import type { RequestSummary, RunOptions } from "./task_info.ts";
+import type { ExecutionOptions, RequestSummary } from "./task_info.ts";
 import type { DefinedTask, RetryPolicy } from "./define_task.ts";
 
 /**
@@ -101,7 +101,7 @@ export interface TaskBackend {
    * @throws {TypeError} If they cannot be combined with those of the
    * backend or of another handler: the handler is then not made.
    */
-  attach?(options: RunOptions): void;
+  attach?(options: ExecutionOptions): void;
   /**
    * Stops, for a shutdown: `serve()` calls it once its handler's chains are
    * stored, with the deadline's signal. A backend that runs tasks in this
@@ -484,7 +484,7 @@ export interface EnqueueOptions {
  * assert.equal(options.tasks.length, 2);
  * ```
  */
-export interface WorkerOptions extends RunOptions {
+export interface WorkerOptions extends ExecutionOptions {
   /**
    * The tasks this process can run, found by name: the same `defineTask`
    * results the web process adds. A name may appear once. A task handed to

@@ -193,7 +193,9 @@ export type TaskResult = PromiseSettledResult<unknown> & {
 };
 
 /**
- * Options for {@linkcode BackgroundTasks.prototype.run}, and the task options of {@linkcode withBackgroundTasks}.
+ * How tasks are executed and observed: the options every runner takes,
+ * {@linkcode BackgroundTasks.prototype.run}, {@linkcode withBackgroundTasks}
+ * (so `serve()` and the Hono middleware) and the backends' workers.
  *
  * @example Bound every attempt and observe it
  * ```ts
@@ -213,7 +215,7 @@ export type TaskResult = PromiseSettledResult<unknown> & {
  * assert.deepEqual(ends, ["hang: timedOut"]);
  * ```
  */
-export interface RunOptions {
+export interface ExecutionOptions {
   /**
    * Called once for each task that fails, after its last attempt, with the
    * task's name, index and request.

@@ -8,7 +8,7 @@
 
 import { type AmbientContext, ambientContext } from "./_ambient.ts";
 import type {
-  RunOptions,
+  ExecutionOptions,
   TaskEndEvent,
   TaskErrorHandler,
   TaskInfo,
@@ -26,7 +26,7 @@ import {
   MAX_TIMER_DELAY,
   optionKeys,
 } from "../util/_assert.ts";
-import type { WithBackgroundTasksOptions } from "../api/task_controls.ts";
+import type { WithBackgroundTasksOptions } from "../api/options.ts";
 
 /** How tasks are executed and reported: the same for a runner and for `run()`. */
 export interface ExecutionConfig {
@@ -54,8 +54,10 @@ export interface RunnerConfig extends ExecutionConfig {
   readonly storeFirst: boolean;
 }
 
-/** The keys of `RunOptions`. */
-export const RUN_OPTIONS: readonly string[] = optionKeys<RunOptions>({
+/** The keys of `ExecutionOptions`. */
+export const EXECUTION_OPTIONS: readonly string[] = optionKeys<
+  ExecutionOptions
+>({
   onTaskError: true,
   timeout: true,
   onTaskStart: true,
@@ -80,19 +82,21 @@ export const WITH_BACKGROUND_TASKS_OPTIONS: readonly string[] = optionKeys<
   handOver: true,
 });
 
-/** The run options among `options` that were given, without the rest. */
-export function givenRunOptions(options: RunOptions): RunOptions {
+/** The execution options among `options` that were given, without the rest. */
+export function givenExecutionOptions(
+  options: ExecutionOptions,
+): ExecutionOptions {
   const given: Record<string, unknown> = {};
-  for (const key of RUN_OPTIONS) {
+  for (const key of EXECUTION_OPTIONS) {
     const value = (options as Record<string, unknown>)[key];
     if (value !== undefined) given[key] = value;
   }
-  return given as RunOptions;
+  return given as ExecutionOptions;
 }
 
 /** Validates the options that say how tasks run, and applies their defaults. */
 export function executionConfig(
-  options: RunOptions,
+  options: ExecutionOptions,
   action: string,
 ): ExecutionConfig {
   const { onTaskError = logTaskError, timeout, onTaskStart, onTaskEnd } =
@@ -156,7 +160,7 @@ export function runnerConfig(
   }
   const execution = executionConfig(options, action);
   // A backend that runs tasks here tells the handler's hooks of them.
-  backend?.attach?.(givenRunOptions(options));
+  backend?.attach?.(givenExecutionOptions(options));
   return {
     ...execution,
     skipUndelivered,

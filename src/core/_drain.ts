@@ -7,7 +7,8 @@
 
 import { MAX_TIMER_DELAY } from "../util/_assert.ts";
 import type { TaskBackend } from "../api/task_backend.ts";
-import type { DrainOptions, DrainResult } from "../api/task_controls.ts";
+import type { DrainResult } from "../api/task_controls.ts";
+import type { DrainOptions } from "../api/options.ts";
 
 interface Waiter {
   /** The chains it waits for: the live ones up to this sequence number. */

@@ -33,11 +33,8 @@ import { Tally } from "./_tally.ts";
 import { isThenable } from "../util/_promise.ts";
 import { QueueFullError } from "../api/queue_full_error.ts";
 import { BackgroundTasks } from "./background_tasks.ts";
-import type {
-  DrainOptions,
-  DrainResult,
-  TaskStats,
-} from "../api/task_controls.ts";
+import type { DrainResult, TaskStats } from "../api/task_controls.ts";
+import type { DrainOptions } from "../api/options.ts";
 import type { BackendChain } from "../api/task_backend.ts";
 
 /**

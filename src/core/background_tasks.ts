@@ -2,11 +2,11 @@
 
 import { Chain, internals, type Task, taskOf, waitUntil } from "./_chain.ts";
 import { runChain } from "./_execute.ts";
-import { executionConfig, RUN_OPTIONS } from "./_config.ts";
+import { EXECUTION_OPTIONS, executionConfig } from "./_config.ts";
 import { assertOptions, describe } from "../util/_assert.ts";
 import { isInstance, isThenable, toPromise } from "../util/_promise.ts";
 import { DefinedTask } from "../api/define_task.ts";
-import type { RunOptions, TaskResult } from "../api/task_info.ts";
+import type { ExecutionOptions, TaskResult } from "../api/task_info.ts";
 
 const NO_PROPS: Readonly<Record<string, never>> = Object.freeze({});
 
@@ -306,9 +306,9 @@ export class BackgroundTasks {
    * @throws {Error} If the tasks belong to a handler made by
    * `withBackgroundTasks`, which runs them after its response.
    */
-  run(options: RunOptions = {}): Promise<TaskResult[]> {
+  run(options: ExecutionOptions = {}): Promise<TaskResult[]> {
     const action = "Cannot run tasks";
-    assertOptions(options, RUN_OPTIONS, action);
+    assertOptions(options, EXECUTION_OPTIONS, action);
     const config = executionConfig(options, action);
     if (this.#chain.owner !== undefined) {
       throw new Error(

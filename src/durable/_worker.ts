@@ -13,8 +13,8 @@ import type { AttemptSource } from "../core/_telemetry.ts";
 import { describe } from "../util/_assert.ts";
 import { DefinedTask } from "../api/define_task.ts";
 import type {
+  ExecutionOptions,
   RequestSummary,
-  RunOptions,
   TaskEndEvent,
   TaskErrorHandler,
   TaskInfo,
@@ -59,15 +59,17 @@ export function workerConfig(
 }
 
 /**
- * The run options of a worker that runs tasks for several owners (a
+ * The execution options of a worker that runs tasks for several owners (a
  * backend's own options, then those of each handler using it) as one: every
  * hook given is called, each isolated from the others; a failure goes to
  * every `onTaskError` given, or to the default reporter when none was, so
  * that it is never reported twice by default; the first `timeout` given
  * applies; telemetry is on unless one of them turned it off.
  */
-export function combineRunOptions(owners: readonly RunOptions[]): RunOptions {
-  const combined: RunOptions = {};
+export function combineExecutionOptions(
+  owners: readonly ExecutionOptions[],
+): ExecutionOptions {
+  const combined: ExecutionOptions = {};
   const reporters = owners.flatMap(({ onTaskError }) =>
     onTaskError === undefined ? [] : [onTaskError]
   );

@@ -23,12 +23,11 @@ import {
 import { isThenable, toPromise } from "../util/_promise.ts";
 import type { BackgroundTasks } from "../core/background_tasks.ts";
 import type { TaskBackend } from "../api/task_backend.ts";
+import type { DrainResult, TaskControls } from "../api/task_controls.ts";
 import type {
   DrainOptions,
-  DrainResult,
-  TaskControls,
   WithBackgroundTasksOptions,
-} from "../api/task_controls.ts";
+} from "../api/options.ts";
 
 /**
  * A handler that receives the request's tasks third: what

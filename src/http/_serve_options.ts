@@ -15,10 +15,8 @@ import {
   describe,
   optionKeys,
 } from "../util/_assert.ts";
-import type {
-  DrainResult,
-  WithBackgroundTasksOptions,
-} from "../api/task_controls.ts";
+import type { DrainResult } from "../api/task_controls.ts";
+import type { WithBackgroundTasksOptions } from "../api/options.ts";
 
 /**
  * Options for {@linkcode serve}: `Deno.serve`'s, the task options, and how to shut down.

@@ -2,10 +2,8 @@
 
 import { RequestScopes, tasksOf } from "./_scope.ts";
 import { BackgroundTasks } from "../core/background_tasks.ts";
-import type {
-  TaskControls,
-  WithBackgroundTasksOptions,
-} from "../api/task_controls.ts";
+import type { TaskControls } from "../api/task_controls.ts";
+import type { WithBackgroundTasksOptions } from "../api/options.ts";
 
 /**
  * The variable {@linkcode backgroundTasks} sets on Hono's context:

@@ -2,10 +2,8 @@
 
 import { wrapHandler } from "./_scope.ts";
 import type { BackgroundTasks } from "../core/background_tasks.ts";
-import type {
-  TaskControls,
-  WithBackgroundTasksOptions,
-} from "../api/task_controls.ts";
+import type { TaskControls } from "../api/task_controls.ts";
+import type { WithBackgroundTasksOptions } from "../api/options.ts";
 
 /**
  * A `Deno.serve` handler that also receives the request's

@@ -23,7 +23,7 @@ import { listFailed, retryFailed } from "./_failed.ts";
 import { MessageBudget } from "./_message_budget.ts";
 import { assertSerializable } from "../durable/_serializable.ts";
 import { groupCommit } from "../durable/_group_commit.ts";
-import { executionConfig, givenRunOptions } from "../core/_config.ts";
+import { executionConfig, givenExecutionOptions } from "../core/_config.ts";
 import {
   assertBoolean,
   assertInteger,
@@ -37,8 +37,8 @@ import {
   quoteNames,
   unknownNames,
 } from "../durable/_unknown_tasks.ts";
-import { combineRunOptions, workerConfig } from "../durable/_worker.ts";
-import type { RequestSummary, RunOptions } from "../api/task_info.ts";
+import { combineExecutionOptions, workerConfig } from "../durable/_worker.ts";
+import type { ExecutionOptions, RequestSummary } from "../api/task_info.ts";
 import type {
   BackendChain,
   BackendCloseOptions,
@@ -317,7 +317,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
   );
   const config = workerConfig(options, action);
   // Its own task options, then those of each handler attached (attach()).
-  const owners = [givenRunOptions(options)];
+  const owners = [givenExecutionOptions(options)];
   const keys = kvKeys(prefix);
   const shutdown = new AbortController();
   const consumer: Consumer = {
@@ -419,8 +419,8 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
       return store(step);
     },
 
-    attach(handlerOptions: RunOptions): void {
-      const given = givenRunOptions(handlerOptions);
+    attach(handlerOptions: ExecutionOptions): void {
+      const given = givenExecutionOptions(handlerOptions);
       const attachAction = "Cannot use the KV backend with this handler";
       executionConfig(given, attachAction);
       const timeout = owners.find((owner) => owner.timeout !== undefined)
@@ -435,7 +435,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
       }
       owners.push(given);
       consumer.config = {
-        ...executionConfig(combineRunOptions(owners), action),
+        ...executionConfig(combineExecutionOptions(owners), action),
         registry: config.registry,
       };
     },

@@ -7,15 +7,15 @@
 
 import assert from "node:assert/strict";
 import {
+  type ExecutionOptions,
   logTaskError,
-  type RunOptions,
   type TaskBackend,
   withBackgroundTasks,
   type WithBackgroundTasksOptions,
 } from "../../mod.ts";
 import {
+  EXECUTION_OPTIONS,
   executionConfig,
-  RUN_OPTIONS,
   runnerConfig,
   WITH_BACKGROUND_TASKS_OPTIONS,
 } from "../../src/core/_config.ts";
@@ -30,7 +30,7 @@ function storingBackend(): TaskBackend {
 
 Deno.test("the lists of option names are the keys of the options' types", () => {
   // Each type checks that every key is listed, and no other.
-  const run: Record<keyof RunOptions, true> = {
+  const run: Record<keyof ExecutionOptions, true> = {
     onTaskError: true,
     timeout: true,
     onTaskStart: true,
@@ -46,7 +46,7 @@ Deno.test("the lists of option names are the keys of the options' types", () => 
     backend: true,
     handOver: true,
   };
-  assert.deepEqual([...RUN_OPTIONS].sort(), Object.keys(run).sort());
+  assert.deepEqual([...EXECUTION_OPTIONS].sort(), Object.keys(run).sort());
   assert.deepEqual(
     [...WITH_BACKGROUND_TASKS_OPTIONS].sort(),
     Object.keys(wrapper).sort(),
@@ -81,7 +81,7 @@ Deno.test("executionConfig() applies its defaults, and takes a timeout no timer 
 });
 
 Deno.test("executionConfig() rejects hooks and timeouts it cannot use", async (t) => {
-  const table: [string, RunOptions, string, string][] = [
+  const table: [string, ExecutionOptions, string, string][] = [
     [
       "an onTaskError that is not a function",
       { onTaskError: "log" as unknown as () => void },

@@ -3,7 +3,7 @@
 // The worker side of the backends: workerConfig() checks a worker's options
 // and indexes its tasks by name; runDelivery() runs one delivered task
 // through the attempt engine, with the attempts the queue fixed, when it
-// fixed them, winning over the task's own policy; combineRunOptions() makes
+// fixed them, winning over the task's own policy; combineExecutionOptions() makes
 // one set of options of a backend's and its handlers'.
 
 import assert from "node:assert/strict";
@@ -17,7 +17,7 @@ import {
 } from "../../mod.ts";
 import type { WorkerOptions } from "../../backend.ts";
 import {
-  combineRunOptions,
+  combineExecutionOptions,
   type Delivery,
   runDelivery,
   type WorkerConfig,
@@ -297,12 +297,12 @@ guardedTest(
 );
 
 guardedTest(
-  "combineRunOptions() calls every hook given, each isolated, and reports a failure to each reporter given",
+  "combineExecutionOptions() calls every hook given, each isolated, and reports a failure to each reporter given",
   async () => {
     const calls: string[] = [];
     const consoleError = mock.method(console, "error", () => {});
     try {
-      const combined = combineRunOptions([
+      const combined = combineExecutionOptions([
         {
           onTaskStart: () => {
             calls.push("backend start");
@@ -366,11 +366,11 @@ guardedTest(
   },
 );
 
-Deno.test("combineRunOptions() leaves out what nobody gave, so that the defaults apply once", () => {
-  assert.deepEqual(combineRunOptions([{}, { telemetry: true }]), {});
+Deno.test("combineExecutionOptions() leaves out what nobody gave, so that the defaults apply once", () => {
+  assert.deepEqual(combineExecutionOptions([{}, { telemetry: true }]), {});
   const onTaskError = () => {};
   assert.equal(
-    combineRunOptions([{}, { onTaskError }]).onTaskError,
+    combineExecutionOptions([{}, { onTaskError }]).onTaskError,
     onTaskError,
   );
 });

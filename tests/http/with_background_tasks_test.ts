@@ -5,7 +5,7 @@ import { mock } from "node:test";
 import {
   BackgroundTasks,
   type DrainOptions,
-  type RunOptions,
+  type ExecutionOptions,
   type TaskInfo,
   withBackgroundTasks,
   type WithBackgroundTasksOptions,
@@ -662,7 +662,10 @@ Deno.test("withBackgroundTasks() rejects a handler or options of the wrong type"
     ],
     [
       "a misspelt run() option",
-      () => new BackgroundTasks().run({ onTaskErorr: () => {} } as RunOptions),
+      () =>
+        new BackgroundTasks().run(
+          { onTaskErorr: () => {} } as ExecutionOptions,
+        ),
       "Cannot run tasks as 'onTaskErorr' is not one of its options: did you mean 'onTaskError'?",
     ],
     [
