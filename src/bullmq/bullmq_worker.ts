@@ -27,7 +27,7 @@ import {
   unknownNames,
 } from "../durable/_unknown_tasks.ts";
 import {
-  runDelivery,
+  runQueued,
   type WorkerConfig,
   workerConfig,
 } from "../durable/_worker.ts";
@@ -284,7 +284,7 @@ async function run(job: Job, config: WorkerConfig): Promise<null> {
     error.stack = missing;
     throw error;
   }
-  const result = await runDelivery({
+  const result = await runQueued({
     task,
     args: data.args,
     id: `${data.chain}:${data.index}`,

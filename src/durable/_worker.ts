@@ -1,8 +1,8 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 // The side of a backend that runs what another process stored: a worker's
-// options checked once (its tasks indexed by name), and one delivery of a
-// task run through the same attempt engine as the in-process runner, so
+// options checked once (its tasks indexed by name), and one attempt of a
+// queued task run through the same attempt engine as the in-process runner, so
 // that hooks, timeouts, outcomes and retry decisions mean the same
 // wherever a task runs.
 
@@ -113,8 +113,11 @@ function everyReporter(reporters: TaskErrorHandler[]): TaskErrorHandler {
   };
 }
 
-/** One delivery of one task to a worker. */
-export interface Delivery {
+/**
+ * One attempt of a queued task, as a worker took it from its queue (a
+ * message, a job).
+ */
+export interface QueuedAttempt {
   task: DefinedTask;
   args: readonly unknown[];
   /** The task's stable id. */
@@ -138,16 +141,15 @@ export interface Delivery {
 }
 
 /**
- * Runs one delivery of a task: one attempt, through the same engine as the
+ * Runs one queued attempt of a task, through the same engine as the
  * in-process runner (hooks, timeout, outcome, retry decision, and the report
  * of a failure that will not be retried). Never rejects.
  */
-export function runDelivery(
-  delivery: Delivery,
+export function runQueued(
+  queued: QueuedAttempt,
   config: WorkerConfig,
 ): Promise<AttemptResult> {
-  const { task, args, id, index, attempt, request, delivered, signal } =
-    delivery;
+  const { task, args, id, index, attempt, request, delivered, signal } = queued;
   return runAttempt(
     { fn: task.fn, args, defined: task },
     { name: task.name, index, attempt, id, request, delivered },
@@ -155,9 +157,9 @@ export function runDelivery(
       id,
       signal,
       timeout: task.timeout ?? config.timeout,
-      maxAttempts: delivery.maxAttempts ?? task.retry?.maxAttempts ?? 1,
-      parent: config.telemetry?.remote(delivery.trace),
-      source: delivery.source,
+      maxAttempts: queued.maxAttempts ?? task.retry?.maxAttempts ?? 1,
+      parent: config.telemetry?.remote(queued.trace),
+      source: queued.source,
     },
     config,
   );

@@ -12,7 +12,7 @@
 import { errorText } from "../util/_error_text.ts";
 import { structuredSize } from "../durable/_serializable.ts";
 import { reportUnknownTask } from "../durable/_unknown_tasks.ts";
-import { runDelivery, type WorkerConfig } from "../durable/_worker.ts";
+import { runQueued, type WorkerConfig } from "../durable/_worker.ts";
 import type { KvFailedTask } from "./kv_failed_task.ts";
 import type { RequestSummary } from "../api/task_info.ts";
 
@@ -353,7 +353,7 @@ async function actOn(
     const renewal = renewLease(step, progress, consumer);
     const ended = Promise.withResolvers<StepEnd>();
     watch.attempt = ended.promise;
-    const result = await runDelivery({
+    const result = await runQueued({
       task,
       args: queued.args,
       id,

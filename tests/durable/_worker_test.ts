@@ -1,7 +1,7 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 // The worker side of the backends: workerConfig() checks a worker's options
-// and indexes its tasks by name; runDelivery() runs one delivered task
+// and indexes its tasks by name; runQueued() runs one queued attempt
 // through the attempt engine, with the attempts the queue fixed, when it
 // fixed them, winning over the task's own policy; combineExecutionOptions() makes
 // one set of options of a backend's and its handlers'.
@@ -18,8 +18,8 @@ import {
 import type { WorkerOptions } from "../../backend.ts";
 import {
   combineExecutionOptions,
-  type Delivery,
-  runDelivery,
+  type QueuedAttempt,
+  runQueued,
   type WorkerConfig,
   workerConfig,
 } from "../../src/durable/_worker.ts";
@@ -27,8 +27,11 @@ import { guardedTest, microtasks } from "../_helpers/common.ts";
 
 const action = "Cannot start test worker";
 
-/** A delivery of `task`'s first attempt, as a queue would make it. */
-function delivery(task: DefinedTask, more: Partial<Delivery> = {}): Delivery {
+/** `task`'s first attempt, as a queue would hand it to a worker. */
+function queuedAttempt(
+  task: DefinedTask,
+  more: Partial<QueuedAttempt> = {},
+): QueuedAttempt {
   return {
     task,
     args: [],
@@ -128,7 +131,7 @@ Deno.test("workerConfig() rejects tasks it could not find by name, and bad execu
 });
 
 guardedTest(
-  "runDelivery() runs the task with the delivery's id, attempt and request",
+  "runQueued() runs the task with the queued attempt's id, attempt and request",
   async () => {
     const seen: unknown[] = [];
     const task = defineTask((context, order: string) => {
@@ -141,8 +144,8 @@ guardedTest(
       onTaskStart: (info) => void starts.push(info),
     });
     const request = { method: "POST", url: "http://localhost/orders" };
-    const result = await runDelivery(
-      delivery(task as DefinedTask, {
+    const result = await runQueued(
+      queuedAttempt(task as DefinedTask, {
         args: ["order-7"],
         id: "chain-9:2",
         index: 2,
@@ -178,7 +181,7 @@ guardedTest(
 );
 
 guardedTest(
-  "runDelivery() retries as the queue fixed the attempts, else as the task's policy says",
+  "runQueued() retries as the queue fixed the attempts, else as the task's policy says",
   async (t) => {
     const error = new Error("gateway down");
     const retry = { maxAttempts: 3, minDelay: 100, maxDelay: 100, jitter: 0 };
@@ -188,7 +191,7 @@ guardedTest(
     const withoutPolicy = defineTask(() => {
       throw error;
     }, { name: "withoutPolicy" }) as DefinedTask;
-    const table: [string, DefinedTask, Partial<Delivery>, boolean][] = [
+    const table: [string, DefinedTask, Partial<QueuedAttempt>, boolean][] = [
       ["the task's policy, with no word from the queue", withPolicy, {}, true],
       ["the queue's one attempt over the task's three", withPolicy, {
         maxAttempts: 1,
@@ -206,7 +209,7 @@ guardedTest(
     for (const [name, task, more, willRetry] of table) {
       await t.step(name, async () => {
         const { config, reported } = collecting([task]);
-        const result = await runDelivery(delivery(task, more), config);
+        const result = await runQueued(queuedAttempt(task, more), config);
         assert.deepEqual([result.outcome, result.value], ["failed", error]);
         assert.equal(result.willRetry, willRetry);
         // A failure that will be retried is not reported; the last one is.
@@ -218,12 +221,15 @@ guardedTest(
     }
     // The delay before the retry is the task's backoff.
     const { config } = collecting([withPolicy]);
-    assert.equal((await runDelivery(delivery(withPolicy), config)).delay, 100);
+    assert.equal(
+      (await runQueued(queuedAttempt(withPolicy), config)).delay,
+      100,
+    );
   },
 );
 
 guardedTest(
-  "runDelivery() bounds an attempt by the task's timeout, else the worker's",
+  "runQueued() bounds an attempt by the task's timeout, else the worker's",
   async (t) => {
     const never = () => new Promise<void>(() => {});
     const table: [string, DefinedTask, number][] = [
@@ -243,7 +249,7 @@ guardedTest(
         mock.timers.enable({ apis: ["setTimeout"] });
         try {
           const { config } = collecting([task], { timeout: 70 });
-          const running = runDelivery(delivery(task), config);
+          const running = runQueued(queuedAttempt(task), config);
           mock.timers.runAll();
           const result = await running;
           assert.equal(result.outcome, "timedOut");
@@ -258,7 +264,7 @@ guardedTest(
 );
 
 guardedTest(
-  "runDelivery() ends at once as abandoned when the worker's shutdown gives up on the task",
+  "runQueued() ends at once as abandoned when the worker's shutdown gives up on the task",
   async () => {
     const started = Promise.withResolvers<void>();
     const gate = Promise.withResolvers<void>();
@@ -271,8 +277,8 @@ guardedTest(
     const { config, reported } = collecting([task], {
       onTaskEnd: ({ outcome }) => void ends.push(outcome),
     });
-    const running = runDelivery(
-      delivery(task, {
+    const running = runQueued(
+      queuedAttempt(task, {
         signal: shutdown.signal,
       }),
       config,

@@ -534,13 +534,13 @@ Deno.test("telemetry: a worker's task gets a span of its own when its stored tra
   await using script = await startScript(
     `
 import { defineTask } from "@afterward/background-tasks";
-import { runDelivery, workerConfig } from ${JSON.stringify(worker)};
+import { runQueued, workerConfig } from ${JSON.stringify(worker)};
 
 const task = defineTask(() => {}, { name: "stored" });
 const config = workerConfig({ tasks: [task] }, "Cannot run");
 const traces = ${JSON.stringify(traces.map((trace) => trace ?? null))};
 for (const [index, trace] of traces.entries()) {
-  const result = await runDelivery({
+  const result = await runQueued({
     task, args: [], id: "chain:" + index, index, attempt: 1,
     request: undefined, delivered: undefined, trace: trace ?? undefined,
   }, config);
