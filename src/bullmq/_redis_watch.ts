@@ -25,9 +25,9 @@ export class ConnectionWatch {
     return this.#status;
   }
 
-  /** `source` (a connection, a stalled store) failed, with `error`. */
-  down(source: unknown, error: unknown): void {
-    this.#down.add(source);
+  /** `part` (a connection, a stalled store) failed, with `error`. */
+  down(part: unknown, error: unknown): void {
+    this.#down.add(part);
     if (this.#status.state === "down") return;
     this.#change({
       state: "down",
@@ -36,9 +36,9 @@ export class ConnectionWatch {
     });
   }
 
-  /** `source` works again; the state is up once every source does. */
-  up(source: unknown): void {
-    this.#down.delete(source);
+  /** `part` works again; the state is up once every part does. */
+  up(part: unknown): void {
+    this.#down.delete(part);
     if (this.#status.state === "up" || this.#down.size > 0) return;
     this.#change({ state: "up", since: new Date() });
   }

@@ -294,12 +294,10 @@ async function run(job: Job, config: WorkerConfig): Promise<null> {
     delivered: data.delivered,
     maxAttempts: job.opts.attempts ?? 1,
     trace: data.trace,
-    source: config.telemetry === undefined ? undefined : {
-      consumer: {
-        system: "bullmq",
-        destination: job.queueName,
-        messageId: job.id!,
-      },
+    messaging: config.telemetry === undefined ? undefined : {
+      system: "bullmq",
+      destination: job.queueName,
+      messageId: job.id!,
     },
   }, config);
   if (result.outcome === "succeeded") return null;
@@ -385,7 +383,7 @@ async function checkTasks(
  */
 class WatchedWorker extends Worker {
   #watch: ConnectionWatch | undefined;
-  /** The watch's source for a refusal, while there is one. */
+  /** The watch's part for a refusal, while there is one. */
   readonly #refusal = {};
   #refused = false;
   /** Aborted by close(): ends the wait before a probe. */

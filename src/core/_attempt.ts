@@ -10,7 +10,7 @@ import { call, type CallOptions, type Runnable } from "./_call.ts";
 import { hook, report } from "./_report.ts";
 import { backoff, delay, isRetriable } from "./_retry.ts";
 import type { ExecutionConfig } from "./_config.ts";
-import type { AttemptSource, OtelContext } from "./_telemetry.ts";
+import type { MessagingAttributes, OtelContext } from "./_telemetry.ts";
 import type { TaskInfo, TaskOutcome } from "../api/task_info.ts";
 
 /** How an attempt ended, and what follows it. */
@@ -35,8 +35,11 @@ export interface AttemptOptions extends CallOptions {
    * `traceparent` a chain carried from another process.
    */
   readonly parent?: OtelContext | undefined;
-  /** With telemetry on, where the attempt runs: here, or in a worker. */
-  readonly source?: AttemptSource | undefined;
+  /**
+   * With telemetry on, for an attempt a worker took from a queue: the
+   * queue's and the message's attributes.
+   */
+  readonly messaging?: MessagingAttributes | undefined;
 }
 
 /**

@@ -131,16 +131,17 @@ function parseTraceparent(
 }
 
 /**
- * Where an attempt runs, for the span's kind and attributes: in this
- * process, or in a worker that took it from a queue.
+ * The messaging attributes of an attempt that a worker took from a queue:
+ * its span is then a consumer span that carries them. An attempt without
+ * them runs in this process, in an internal span.
  */
-export interface AttemptSource {
-  /** Set for a worker: the queue's system and name, and the message's id. */
-  readonly consumer?: {
-    readonly system: string;
-    readonly destination: string;
-    readonly messageId: string;
-  };
+export interface MessagingAttributes {
+  /** The queue's system: `messaging.system`. */
+  readonly system: string;
+  /** The queue's name: `messaging.destination.name`. */
+  readonly destination: string;
+  /** The message's id: `messaging.message.id`. */
+  readonly messageId: string;
 }
 
 /** An attempt's span, between its start and its end. */
@@ -253,7 +254,7 @@ export class Telemetry {
       /** The task's stable id, `""` for a task without one. */
       readonly id: string;
       readonly parent?: OtelContext | undefined;
-      readonly source?: AttemptSource | undefined;
+      readonly messaging?: MessagingAttributes | undefined;
     },
   ): AttemptSpan | undefined {
     // Telemetry must never cost a task its run: if it fails, the attempt
@@ -267,10 +268,10 @@ export class Telemetry {
 
   #start(
     info: TaskInfo,
-    { id, parent, source }: {
+    { id, parent, messaging }: {
       readonly id: string;
       readonly parent?: OtelContext | undefined;
-      readonly source?: AttemptSource | undefined;
+      readonly messaging?: MessagingAttributes | undefined;
     },
   ): AttemptSpan {
     const attributes: Record<string, AttributeValue> = {
@@ -282,17 +283,16 @@ export class Telemetry {
     if (info.delivered !== undefined) {
       attributes["background_task.response_delivered"] = info.delivered;
     }
-    const consumer = source?.consumer;
-    if (consumer !== undefined) {
-      attributes["messaging.system"] = consumer.system;
+    if (messaging !== undefined) {
+      attributes["messaging.system"] = messaging.system;
       attributes["messaging.operation.name"] = "process";
       attributes["messaging.operation.type"] = "process";
-      attributes["messaging.destination.name"] = consumer.destination;
-      attributes["messaging.message.id"] = consumer.messageId;
+      attributes["messaging.destination.name"] = messaging.destination;
+      attributes["messaging.message.id"] = messaging.messageId;
     }
     const span = this.#tracer.startSpan(
       `task ${info.name}`,
-      { kind: consumer === undefined ? INTERNAL : CONSUMER, attributes },
+      { kind: messaging === undefined ? INTERNAL : CONSUMER, attributes },
       parent,
     );
     const startedAt = performance.now();

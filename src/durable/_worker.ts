@@ -9,7 +9,7 @@
 import { type AttemptResult, runAttempt } from "../core/_attempt.ts";
 import { type ExecutionConfig, executionConfig } from "../core/_config.ts";
 import { hook, report } from "../core/_report.ts";
-import type { AttemptSource } from "../core/_telemetry.ts";
+import type { MessagingAttributes } from "../core/_telemetry.ts";
 import { describe } from "../util/_assert.ts";
 import { DefinedTask } from "../api/define_task.ts";
 import type {
@@ -136,8 +136,8 @@ export interface QueuedAttempt {
   maxAttempts?: number | undefined;
   /** The `traceparent` the chain carried from its request, if any. */
   trace?: string | undefined;
-  /** The queue it came from, for its span. */
-  source?: AttemptSource | undefined;
+  /** The queue it came from and its message, for its span. */
+  messaging?: MessagingAttributes | undefined;
 }
 
 /**
@@ -159,7 +159,7 @@ export function runQueued(
       timeout: task.timeout ?? config.timeout,
       maxAttempts: queued.maxAttempts ?? task.retry?.maxAttempts ?? 1,
       parent: config.telemetry?.remote(queued.trace),
-      source: queued.source,
+      messaging: queued.messaging,
     },
     config,
   );

@@ -106,8 +106,8 @@ export interface Consumer {
   config: WorkerConfig;
   /** The backend's shutdown: aborted, it gives up on the tasks running. */
   readonly shutdown: AbortController;
-  /** Where its messages come from, as its spans name it: its prefix. */
-  readonly source: string;
+  /** The queue's name in its spans (`messaging.destination.name`): its prefix. */
+  readonly queueName: string;
   /** Whether the backend closed: a step delivered now is put back, not run. */
   closing: boolean;
   /** This backend, in the claims it writes: unique to it. */
@@ -363,12 +363,10 @@ async function actOn(
       delivered: step.delivered,
       signal: shutdown.signal,
       trace: step.trace,
-      source: config.telemetry === undefined ? undefined : {
-        consumer: {
-          system: "deno_kv",
-          destination: consumer.source,
-          messageId: id,
-        },
+      messaging: config.telemetry === undefined ? undefined : {
+        system: "deno_kv",
+        destination: consumer.queueName,
+        messageId: id,
       },
     }, config);
     const handedBack = result.outcome === "abandoned" ||

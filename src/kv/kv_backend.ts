@@ -326,7 +326,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     redelivery,
     config,
     shutdown,
-    source: prefix.map(String).join("/"),
+    queueName: prefix.map(String).join("/"),
     closing: false,
     holder: crypto.randomUUID(),
     lease: LEASE,

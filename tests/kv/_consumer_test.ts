@@ -47,7 +47,7 @@ function consumerOf(
       onTaskError: (error) => void reported.push(error),
     }, "Cannot create test consumer"),
     shutdown,
-    source: "test",
+    queueName: "test",
     closing: false,
     holder: crypto.randomUUID(),
     lease: LEASE,
