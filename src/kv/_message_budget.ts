@@ -18,13 +18,13 @@ import type { RequestSummary } from "../api/task_info.ts";
 export const ENVELOPE_BYTES = 512;
 
 /** What a message holds of a task. */
-type Counted = Readonly<Pick<BackendTask, "name" | "args">>;
+type MessageTask = Readonly<Pick<BackendTask, "name" | "args">>;
 
 /** What one chain's message weighs so far, against a limit. */
 export class MessageBudget {
   readonly #limit: number;
   /** The chain's tasks so far. */
-  readonly #tasks: Counted[] = [];
+  readonly #tasks: MessageTask[] = [];
   /** Bytes of the tasks measured at the last exact measure, the envelope included. */
   #measured: number | undefined;
   /** Upper bounds of the tasks added since. */
@@ -52,10 +52,10 @@ export class MessageBudget {
    * @throws {TypeError} If the message would weigh more than the limit; the
    * task is then not counted.
    */
-  add(task: Counted, request: RequestSummary | undefined): void {
+  add(task: MessageTask, request: RequestSummary | undefined): void {
     this.#measured ??= ENVELOPE_BYTES + structuredSizeBound(request);
     // What the message will hold of it, not the task's other fields.
-    const counted: Counted = { name: task.name, args: task.args };
+    const counted: MessageTask = { name: task.name, args: task.args };
     const bound = structuredSizeBound(counted);
     this.#tasks.push(counted);
     if (this.#measured + this.#bounded + bound <= this.#limit) {
