@@ -7,16 +7,13 @@
 
 import {
   commitRetrying,
-  type Consumer,
   enqueueStep,
   identity,
   type Step,
-} from "./_consumer.ts";
+  type StepQueue,
+} from "./_step.ts";
 import { describe } from "../util/_assert.ts";
 import type { KvFailedTask } from "./kv_failed_task.ts";
-
-/** What the failed tasks need of a backend. */
-type Store = Pick<Consumer, "kv" | "keys" | "redelivery">;
 
 /**
  * The failed tasks, newest first, each with where it is kept; those Deno KV
@@ -26,7 +23,7 @@ type Store = Pick<Consumer, "kv" | "keys" | "redelivery">;
  * two processes file it once), dated when it was found.
  */
 export async function listFailed(
-  store: Store,
+  store: StepQueue,
 ): Promise<Deno.KvEntry<KvFailedTask>[]> {
   const { kv, keys } = store;
   for await (const entry of kv.list<Step>({ prefix: keys.undelivered() })) {
@@ -73,7 +70,10 @@ export async function listFailed(
  * @returns Whether it was a failed task, and this call retried it.
  * @throws {TypeError} If `id` is not a string.
  */
-export async function retryFailed(store: Store, id: unknown): Promise<boolean> {
+export async function retryFailed(
+  store: StepQueue,
+  id: unknown,
+): Promise<boolean> {
   if (typeof id !== "string") {
     throw new TypeError(
       `Cannot retry task as 'id' must be a string: current value is ${

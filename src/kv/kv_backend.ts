@@ -6,19 +6,21 @@
 // message to the consuming side (_consumer.ts); failed() and retry() are
 // _failed.ts's.
 
+import { LEASE } from "./_claim.ts";
+import {
+  type Consumer,
+  runStep,
+  type StepEnd,
+  type StepWatch,
+} from "./_consumer.ts";
 import {
   commitRetrying,
-  type Consumer,
   enqueueStep,
   isStep,
   type Keys,
   kvKeys,
-  LEASE,
-  runStep,
   type Step,
-  type StepEnd,
-  type StepWatch,
-} from "./_consumer.ts";
+} from "./_step.ts";
 import { listFailed, retryFailed } from "./_failed.ts";
 import { MessageBudget } from "./_message_budget.ts";
 import { assertSerializable } from "../durable/_serializable.ts";

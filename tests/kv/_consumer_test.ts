@@ -15,16 +15,15 @@ import {
 } from "../../mod.ts";
 import { kvBackend, type KvFailedTask } from "../../kv.ts";
 import { callHandler } from "../../testing.ts";
+import { LEASE } from "../../src/kv/_claim.ts";
+import { type Consumer, runStep } from "../../src/kv/_consumer.ts";
 import {
   commitRetrying,
-  type Consumer,
   enqueueStep,
   isStep,
   kvKeys,
-  LEASE,
-  runStep,
   type Step,
-} from "../../src/kv/_consumer.ts";
+} from "../../src/kv/_step.ts";
 import { workerConfig } from "../../src/durable/_worker.ts";
 import { counter, guardedTest, within } from "../_helpers/common.ts";
 import { openBackend } from "../_helpers/kv.ts";

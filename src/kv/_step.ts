@@ -1,0 +1,194 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+// A KV backend's chains as the database holds them: each step of a chain
+// is one queue message, and the chain's progress, under a key of the
+// backend's, says which message is the live one. The two are written
+// together, in one atomic operation checked against what was read, through
+// commitRetrying(), since Deno KV does not wait for another process's lock.
+// The producing side (kv_backend.ts), the consuming side (_consumer.ts and
+// its claims, _claim.ts) and the failed tasks (_failed.ts) build on it.
+
+import type { RequestSummary } from "../api/task_info.ts";
+
+/** A task as its chain's message holds it. */
+interface QueuedTask {
+  name: string;
+  args: unknown[];
+  /**
+   * For a task that `retry()` put back, as a chain of its own: the id and
+   * index it failed under, which it keeps (see `identity()`).
+   */
+  id?: string;
+  index?: number;
+}
+
+/** A queue message: one step of a chain. */
+export interface Step {
+  afterwardStep: 1;
+  chain: string;
+  index: number;
+  attempt: number;
+  tasks: QueuedTask[];
+  request?: RequestSummary;
+  delivered?: boolean;
+  /** The `traceparent` of the request's span, when telemetry was on. */
+  trace?: string;
+}
+
+/** Where a chain stands: the task and attempt its next message carries. */
+export interface Progress {
+  index: number;
+  attempt: number;
+  /** Who runs that step now, if anyone, and until when unless renewed. */
+  lease?: Lease;
+}
+
+/** A claim on a step, renewed while its attempt runs. */
+interface Lease {
+  /** The backend that runs it: its `Claimant.holder`. */
+  holder: string;
+  /** `Date.now()` past which the claim lapses, its holder presumed dead. */
+  until: number;
+}
+
+/** Whether a queue message is one of the backend's. */
+export function isStep(value: unknown): value is Step {
+  return typeof value === "object" && value !== null &&
+    (value as Step).afterwardStep === 1;
+}
+
+/** The keys the backend writes, each under its prefix. */
+export interface Keys {
+  /** A chain's progress: there while the chain has a message queued. */
+  progress(chain: string): Deno.KvKey;
+  /** A failed task; with no part, where they all are. */
+  failed(...parts: [] | [chain: string, index: number]): Deno.KvKey;
+  /**
+   * When a process last stored chains with a task of this name; with no
+   * part, where they all are.
+   */
+  tasks(...parts: [] | [name: string]): Deno.KvKey;
+  /**
+   * Where Deno KV puts a step it gave up delivering; with fewer parts,
+   * where a task's or all of them are.
+   */
+  undelivered(
+    ...parts:
+      | []
+      | [chain: string, index: number]
+      | [chain: string, index: number, attempt: number]
+  ): Deno.KvKey;
+}
+
+/** The key schema under `prefix`. */
+export function kvKeys(prefix: Deno.KvKey): Keys {
+  return {
+    progress: (chain) => [...prefix, "chains", chain],
+    failed: (...parts) => [...prefix, "failed", ...parts],
+    tasks: (...parts) => [...prefix, "tasks", ...parts],
+    undelivered: (...parts) => [...prefix, "undelivered", ...parts],
+  };
+}
+
+/** Where a backend queues its steps. */
+export interface StepQueue {
+  readonly kv: Deno.Kv;
+  readonly keys: Keys;
+  /** Milliseconds between Deno KV's deliveries of a message. */
+  readonly redelivery: number[];
+}
+
+/**
+ * How long a commit tries again while another process holds the database's
+ * write lock, before the error goes to its caller.
+ */
+const LOCKED_PATIENCE = 30_000;
+
+/**
+ * Commits `operation`, again and again while Deno KV answers "database is
+ * locked": another process on the file holds its write lock, and Deno KV
+ * does not wait for it (its SQLite backend waits only for a transaction as a
+ * whole, and an atomic write's lock failure is reported inside one). Such a
+ * commit did not apply (none of 9,228 such failures did, on Deno 2.9.6), so
+ * trying it again is safe, the more so as each of ours is checked against
+ * what it read. Pauses grow from about 2 ms to 100 ms, with jitter, so that two
+ * processes do not collide again.
+ */
+export async function commitRetrying(
+  operation: Deno.AtomicOperation,
+): Promise<Deno.KvCommitResult | Deno.KvCommitError> {
+  const since = Date.now();
+  for (let pause = 2;; pause = Math.min(pause * 2, 100)) {
+    try {
+      return await operation.commit();
+    } catch (error) {
+      // The time the commits took counts: one that meets a lock held from
+      // outside Deno KV (a backup, say) waits 5 s before it fails.
+      if (!isLocked(error) || Date.now() - since >= LOCKED_PATIENCE) {
+        throw error;
+      }
+      const delay = pause / 2 + Math.random() * pause;
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+}
+
+/** Whether Deno KV refused a write because another process held the file. */
+function isLocked(error: unknown): boolean {
+  return error instanceof Error && error.message === "database is locked";
+}
+
+/**
+ * The id and index of a step's task, as its context, its reports and its
+ * failed task show them: `chain:index` and its index in the chain, or for a
+ * task that `retry()` put back, those it failed under.
+ */
+export function identity(step: Step): { id: string; index: number } {
+  const { id, index } = step.tasks[step.index]!;
+  return {
+    id: id ?? `${step.chain}:${step.index}`,
+    index: index ?? step.index,
+  };
+}
+
+/** A step's key among those a backend runs: its chain, index and attempt. */
+export function stepKey(step: Step): string {
+  return `${step.chain}:${step.index}:${step.attempt}`;
+}
+
+/**
+ * Adds to `operation` what queues a step: the chain's progress, and the
+ * message, delayed by `delay` milliseconds.
+ */
+export function enqueueStep(
+  operation: Deno.AtomicOperation,
+  queue: Pick<StepQueue, "keys" | "redelivery">,
+  step: Step,
+  delay = 0,
+): Deno.AtomicOperation {
+  return enqueueMessage(
+    operation.set(
+      queue.keys.progress(step.chain),
+      { index: step.index, attempt: step.attempt } satisfies Progress,
+    ),
+    queue,
+    step,
+    delay,
+  );
+}
+
+/** Adds to `operation` a step's message alone, its progress left as it is. */
+export function enqueueMessage(
+  operation: Deno.AtomicOperation,
+  queue: Pick<StepQueue, "keys" | "redelivery">,
+  step: Step,
+  delay: number,
+): Deno.AtomicOperation {
+  return operation.enqueue(step, {
+    delay,
+    keysIfUndelivered: [
+      queue.keys.undelivered(step.chain, step.index, step.attempt),
+    ],
+    backoffSchedule: queue.redelivery,
+  });
+}
