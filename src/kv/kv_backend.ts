@@ -2,26 +2,21 @@
 
 // The KV backend as its users meet it, and its wiring: the options, the
 // producing side (accept() through each chain's message budget, enqueue()
-// through a group commit), close(), and the listener that hands each
-// message to the consuming side (_consumer.ts); failed() and retry() are
-// _failed.ts's.
+// through a group commit), and handle() and close(), which hand each
+// message to the consuming side (_consumer.ts); the listener's start and
+// the wait at a close are _listener.ts's, failed() and retry() _failed.ts's.
 
 import { LEASE } from "./_claim.ts";
-import {
-  type Consumer,
-  runStep,
-  type StepEnd,
-  type StepWatch,
-} from "./_consumer.ts";
+import { type Consumer, runStep, type StepWatch } from "./_consumer.ts";
 import {
   commitRetrying,
   enqueueStep,
   isStep,
-  type Keys,
   kvKeys,
   type Step,
 } from "./_step.ts";
 import { listFailed, retryFailed } from "./_failed.ts";
+import { closeWithin, type Running, startListener } from "./_listener.ts";
 import { MessageBudget } from "./_message_budget.ts";
 import { assertSerializable } from "../durable/_serializable.ts";
 import { groupCommit } from "../durable/_group_commit.ts";
@@ -34,11 +29,7 @@ import {
   optionKeys,
 } from "../util/_assert.ts";
 import { abortIsolated } from "../util/_promise.ts";
-import {
-  NAMES_REFRESH,
-  quoteNames,
-  unknownNames,
-} from "../durable/_unknown_tasks.ts";
+import { NAMES_REFRESH } from "../durable/_unknown_tasks.ts";
 import { combineExecutionOptions, workerConfig } from "../durable/_worker.ts";
 import type { ExecutionOptions, RequestSummary } from "../api/task_info.ts";
 import type {
@@ -353,7 +344,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
   // chain is already queued, or when it is over Deno KV's 800 KiB per
   // operation; it is then split down to the chain at fault. Before the
   // first, and once a day after, the names of the tasks are written, with
-  // the time, for listeners that lack one to say so (see sayUnknownTasks()).
+  // the time, for listeners that lack one to say so (_listener.ts).
   let announced = -Infinity;
   const store = groupCommit<Step>(async (steps) => {
     if (Date.now() - announced >= NAMES_REFRESH) {
@@ -491,120 +482,6 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
       return closed;
     },
   };
-
-  if (listen) {
-    kv.listenQueue(async (message) => {
-      if (!await backend.handle(message)) {
-        console.error(
-          "The KV backend received a message that is not one of its own; pass listen: false and route messages yourself",
-        );
-      }
-    }).catch((error) => {
-      if (!consumer.closing) {
-        console.error("The KV backend stopped listening:", error);
-      }
-    });
-    void sayUnknownTasks(kv, keys, config.registry);
-  }
+  if (listen) startListener(consumer, (message) => backend.handle(message));
   return backend;
-}
-
-/**
- * Says once, when a backend starts listening, which tasks processes store
- * chains with in this database that it does not know: their steps would
- * fail (each reported as it does). Names no process wrote
- * for a week are stale, and not mentioned.
- */
-async function sayUnknownTasks(
-  kv: Deno.Kv,
-  keys: Keys,
-  registry: ReadonlyMap<string, unknown>,
-): Promise<void> {
-  const written: [string, number][] = [];
-  try {
-    for await (const entry of kv.list<number>({ prefix: keys.tasks() })) {
-      written.push([String(entry.key.at(-1)), entry.value]);
-    }
-  } catch {
-    // The database closed already.
-    return;
-  }
-  const unknown = unknownNames(written, registry);
-  if (unknown.length === 0) return;
-  const one = unknown.length === 1;
-  console.error(
-    `The KV backend does not know ${one ? "task" : "tasks"} ${
-      quoteNames(unknown)
-    }, which processes store chains with in this database: add ${
-      one ? "it" : "them"
-    } to its 'tasks', or ${one ? "its steps fail" : "their steps fail"}`,
-  );
-}
-
-/** A delivery under way. */
-interface Running {
-  readonly watch: StepWatch;
-  /** How its attempt ended, once written; `undefined` if none ran. */
-  readonly settled: Promise<StepEnd | undefined>;
-}
-
-/**
- * Milliseconds a close at its signal waits for the steps it gives up on to
- * be written back, once their attempts have ended: a write takes a few,
- * unless another program holds the database's lock (then 5 s, and more).
- */
-const HAND_BACK_GRACE = 500;
-
-/**
- * What the deliveries under way at a close do, once each is written; or,
- * at `signal`, as soon as the attempts given up on have ended (at once) and
- * their hand-back is written, or HAND_BACK_GRACE has passed: the hand-back
- * is then written after, and if the process ends first, Deno KV delivers
- * the step again once the database is next opened, as after a crash. So a
- * shutdown's deadline bounds the close, even while another program holds
- * the database's write lock.
- */
-function closeWithin(
-  deliveries: readonly Running[],
-  signal: AbortSignal | undefined,
-): Promise<BackendCloseResult> {
-  const written = Promise.all(deliveries.map(({ settled }) => settled));
-  if (signal === undefined) return written.then(closeResult);
-  const { promise: cut, resolve } = Promise.withResolvers<void>();
-  const onAbort = () => resolve();
-  if (signal.aborted) resolve();
-  else {
-    signal.addEventListener("abort", onAbort, { once: true });
-    void written.then(() => signal.removeEventListener("abort", onAbort));
-  }
-  const given = cut.then(async () => {
-    const ends = await Promise.all(
-      deliveries.map(({ watch }) => watch.attempt),
-    );
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      written,
-      new Promise((resolve) => timer = setTimeout(resolve, HAND_BACK_GRACE)),
-    ]);
-    clearTimeout(timer);
-    return ends;
-  });
-  return Promise.race([written, given]).then(closeResult);
-}
-
-/** What the attempts running at a close did, counted. */
-function closeResult(ends: (StepEnd | undefined)[]): BackendCloseResult {
-  let succeeded = 0;
-  let failed = 0;
-  const handedBackTasks: Record<string, number> = {};
-  let handedBack = 0;
-  for (const end of ends) {
-    if (end?.outcome === "succeeded") succeeded++;
-    else if (end?.outcome === "failed") failed++;
-    else if (end?.outcome === "handedBack") {
-      handedBack++;
-      handedBackTasks[end.name] = (handedBackTasks[end.name] ?? 0) + 1;
-    }
-  }
-  return { succeeded, failed, handedBack, handedBackTasks };
 }
