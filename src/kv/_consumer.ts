@@ -8,7 +8,7 @@
 // two processes on one file) runs once.
 
 import { errorText } from "../util/_error_text.ts";
-import { structuredSize } from "../durable/_serializable.ts";
+import { structuredSize } from "../durable/_structured_size.ts";
 import { reportUnknownTask } from "../durable/_unknown_tasks.ts";
 import { runQueued, type WorkerConfig } from "../durable/_worker.ts";
 import { claim, type Claimant, putBack, renewLease } from "./_claim.ts";

@@ -7,7 +7,10 @@
 // addTask(), so each chain keeps a budget: most tasks are bounded cheaply,
 // and the chain is measured exactly only when the bounds come near the limit.
 
-import { messageSize, structuredSizeBound } from "../durable/_serializable.ts";
+import {
+  messageSize,
+  structuredSizeBound,
+} from "../durable/_structured_size.ts";
 import type { BackendTask } from "../api/task_backend.ts";
 import type { RequestSummary } from "../api/task_info.ts";
 

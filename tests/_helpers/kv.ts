@@ -1,6 +1,6 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-// What the KV backend's tests share: a backend on an in-memory database.
+// What the Deno KV tests share: an in-memory database, and a backend on one.
 
 import { kvBackend, type KvBackendOptions } from "../../kv.ts";
 
@@ -25,4 +25,15 @@ export async function openBackend(
       return Promise.resolve();
     },
   };
+}
+
+/** A Deno KV database for one test. */
+export async function openKv(): Promise<Deno.Kv & AsyncDisposable> {
+  const kv = await Deno.openKv(":memory:");
+  return Object.assign(kv, {
+    [Symbol.asyncDispose]() {
+      kv.close();
+      return Promise.resolve();
+    },
+  });
 }

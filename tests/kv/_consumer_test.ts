@@ -26,7 +26,7 @@ import {
 } from "../../src/kv/_step.ts";
 import { workerConfig } from "../../src/durable/_worker.ts";
 import { counter, guardedTest, within } from "../_helpers/common.ts";
-import { openBackend } from "../_helpers/kv.ts";
+import { openBackend, openKv } from "../_helpers/kv.ts";
 
 const keys = kvKeys(["test"]);
 
@@ -107,14 +107,6 @@ async function deliver(
   } finally {
     enqueue.mock.restore();
   }
-}
-
-/** An in-memory database, closed with the test. */
-async function openKv(): Promise<Deno.Kv & AsyncDisposable> {
-  const kv = await Deno.openKv(":memory:");
-  return Object.assign(kv, {
-    [Symbol.asyncDispose]: () => Promise.resolve(kv.close()),
-  });
 }
 
 const ok = defineTask((_context, ..._args: unknown[]) => {}, {

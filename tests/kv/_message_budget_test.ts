@@ -5,7 +5,7 @@ import { ENVELOPE_BYTES, MessageBudget } from "../../src/kv/_message_budget.ts";
 import {
   messageSize,
   structuredSizeBound,
-} from "../../src/durable/_serializable.ts";
+} from "../../src/durable/_structured_size.ts";
 import type { RequestSummary } from "../../src/api/task_info.ts";
 
 const LIMIT = 64 * 1024;
