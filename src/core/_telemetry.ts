@@ -4,8 +4,9 @@
 // each attempt of a task is a span, child of the span that was active when
 // its request added it (the request's server span), and its task's own
 // `fetch` calls and spans nest under it. A chain that crosses a process
-// carries its parent as a W3C `traceparent` string. Deno types its
-// telemetry as `any`: the few shapes used are declared here.
+// carries its parent as a W3C `traceparent` string. The metrics are
+// _metrics.ts's, on a meter made here. Deno types its telemetry as `any`:
+// the few shapes used are declared here and there.
 //
 // Off unless Deno's telemetry is on (`OTEL_DENO=true`): then none of this
 // runs on a request's path, which only compares a config field with
@@ -15,6 +16,7 @@ import { errorText } from "../util/_error_text.ts";
 import { isInstance } from "../util/_promise.ts";
 import type { TaskStats } from "../api/task_controls.ts";
 import type { TaskInfo, TaskOutcome } from "../api/task_info.ts";
+import { type AttributeValue, type Meter, Metrics } from "./_metrics.ts";
 
 /** OpenTelemetry's context: immutable values by key. */
 export interface OtelContext {
@@ -29,8 +31,6 @@ interface SpanContext {
   readonly traceFlags: number;
   readonly isRemote?: boolean;
 }
-
-type AttributeValue = string | number | boolean;
 
 /** The part of OpenTelemetry's span used here. */
 interface Span {
@@ -52,33 +52,6 @@ interface Tracer {
 interface ContextManager {
   active(): OtelContext;
   with<R>(context: OtelContext, fn: () => R): R;
-}
-
-interface Histogram {
-  record(value: number, attributes: Record<string, AttributeValue>): void;
-}
-
-interface ObservableResult {
-  observe(value: number, attributes: Record<string, AttributeValue>): void;
-}
-
-interface Observable {
-  addCallback(callback: (result: ObservableResult) => void): void;
-}
-
-interface Meter {
-  createHistogram(
-    name: string,
-    options: { description: string; unit: string },
-  ): Histogram;
-  createObservableGauge(
-    name: string,
-    options: { description: string; unit: string },
-  ): Observable;
-  createObservableCounter(
-    name: string,
-    options: { description: string; unit: string },
-  ): Observable;
 }
 
 /** Deno's telemetry, as typed here. */
@@ -163,58 +136,13 @@ export interface AttemptSpan {
 export class Telemetry {
   readonly #tracer: Tracer;
   readonly #contexts: ContextManager;
-  readonly #duration: Histogram;
-  /** The runners alive, each with its stats when last seen. */
-  readonly #runners = new Map<
-    WeakRef<{ readonly stats: TaskStats }>,
-    TaskStats | undefined
-  >();
-  /**
-   * The outcomes of the runners collected since they were watched, as last
-   * seen, so that the outcomes counter never goes down.
-   */
-  readonly #retired: Outcomes = noOutcomes();
+  readonly #metrics: Metrics;
 
   constructor(deno: DenoTelemetry) {
     this.#tracer = deno.tracerProvider.getTracer(SCOPE, VERSION);
     this.#contexts = deno.contextManager;
-    const meter = deno.meterProvider.getMeter(SCOPE, VERSION);
-    this.#duration = meter.createHistogram("background_task.attempt.duration", {
-      description: "How long an attempt of a background task took",
-      unit: "s",
-    });
-    meter.createObservableGauge("background_task.tasks", {
-      description:
-        "Background tasks accepted and not finished, by state: queued (waiting for their response, a slot or an earlier task), running, or being stored by a backend",
-      unit: "{task}",
-    }).addCallback((result) => {
-      const totals = { queued: 0, running: 0, storing: 0 };
-      this.#eachRunner((stats) => {
-        totals.queued += stats.queued;
-        totals.running += stats.running;
-        totals.storing += stats.storing;
-      });
-      for (const [state, value] of Object.entries(totals)) {
-        result.observe(value, { "background_task.state": state });
-      }
-    });
-    meter.createObservableCounter("background_task.outcomes", {
-      description:
-        "Background tasks of the wrapped handlers, by how they ended: succeeded, failed (a timeout aside), timedOut, or never run here: refused, discarded, skipped, abandoned, handedOver (handed to a backend)",
-      unit: "{task}",
-    }).addCallback((result) => {
-      const totals = noOutcomes();
-      this.#eachRunner((stats) => addOutcomes(totals, stats));
-      // After the runners, which may have retired some.
-      for (const key of Object.keys(totals) as (keyof Outcomes)[]) {
-        totals[key] += this.#retired[key];
-      }
-      for (const [outcome, value] of Object.entries(totals)) {
-        result.observe(value, { "background_task.outcome": outcome });
-      }
-    });
+    this.#metrics = new Metrics(deno.meterProvider.getMeter(SCOPE, VERSION));
   }
-
   /** The context active now: in a handler, the request's. */
   active(): OtelContext {
     return this.#contexts.active();
@@ -222,25 +150,7 @@ export class Telemetry {
 
   /** Counts a runner's tasks in the gauges, for as long as it lives. */
   watch(runner: { readonly stats: TaskStats }): void {
-    this.#runners.set(new WeakRef(runner), undefined);
-  }
-
-  /**
-   * Calls `fn` with the stats of each runner alive, keeping them; a runner
-   * collected since retires with the outcomes it was last seen with.
-   */
-  #eachRunner(fn: (stats: TaskStats) => void): void {
-    for (const [ref, last] of this.#runners) {
-      const runner = ref.deref();
-      if (runner === undefined) {
-        this.#runners.delete(ref);
-        if (last !== undefined) addOutcomes(this.#retired, last);
-        continue;
-      }
-      const stats = runner.stats;
-      this.#runners.set(ref, stats);
-      fn(stats);
-    }
+    this.#metrics.watch(runner);
   }
 
   /**
@@ -330,7 +240,7 @@ export class Telemetry {
             span.setStatus({ code: ERROR, message });
           }
           span.setAttributes(ended);
-          this.#duration.record(
+          this.#metrics.attempted(
             (performance.now() - startedAt) / 1000,
             measured,
           );
@@ -380,43 +290,6 @@ export class Telemetry {
       isRecording: () => false,
     });
   }
-}
-
-/** Tasks by how they ended, as the outcomes counter reports them. */
-interface Outcomes {
-  succeeded: number;
-  failed: number;
-  timedOut: number;
-  refused: number;
-  discarded: number;
-  skipped: number;
-  abandoned: number;
-  handedOver: number;
-}
-
-function noOutcomes(): Outcomes {
-  return {
-    succeeded: 0,
-    failed: 0,
-    timedOut: 0,
-    refused: 0,
-    discarded: 0,
-    skipped: 0,
-    abandoned: 0,
-    handedOver: 0,
-  };
-}
-
-/** Adds a runner's stats to `totals`; `failed` leaves out the timeouts. */
-function addOutcomes(totals: Outcomes, stats: TaskStats): void {
-  totals.succeeded += stats.succeeded;
-  totals.failed += stats.failed - stats.timedOut;
-  totals.timedOut += stats.timedOut;
-  totals.refused += stats.refused;
-  totals.discarded += stats.discarded;
-  totals.skipped += stats.skipped;
-  totals.abandoned += stats.abandoned;
-  totals.handedOver += stats.handedOver;
 }
 
 /** The name of a thrown `Error`, if it can be read; else `undefined`. */
