@@ -21,6 +21,11 @@ import {
   waitUntil,
 } from "./_chain.ts";
 import { ChainList } from "./_chain_list.ts";
+import {
+  closesAfter,
+  isClosed,
+  requestArgumentError,
+} from "./_closed_request.ts";
 import { Drains } from "./_drain.ts";
 import { startChain } from "./_execute.ts";
 import { backendTask, handOver, type HandOverRunner } from "./_hand_over.ts";
@@ -36,30 +41,6 @@ import { BackgroundTasks } from "./background_tasks.ts";
 import type { DrainResult, TaskStats } from "../api/task_controls.ts";
 import type { DrainOptions } from "../api/options.ts";
 import type { BackendChain } from "../api/task_backend.ts";
-
-/**
- * Whether a task's argument stops working once the response is sent: Deno
- * closes the request then (its URL, headers and body throw "Request
- * closed" unless read before), and a request's body stream can no longer be
- * read past what had arrived. Headers once read, and what was read from the
- * body (a Blob, FormData, JSON), stay readable, as a Response does. Any
- * ReadableStream counts: that of a request cannot be told from others, and
- * a task that needs another can open it itself.
- */
-function closesAfter(argument: unknown): boolean {
-  return argument instanceof Request || argument instanceof ReadableStream;
-}
-
-function requestArgumentError(task: Task, index: number): TypeError {
-  const argument = task.args[index];
-  return new TypeError(
-    `Cannot add task "${escapeControls(nameOf(task))}" as argument ${index} ${
-      argument instanceof Request
-        ? "is a Request, which Deno closes once the response is sent: read what the task needs in the handler and pass that instead"
-        : "is a ReadableStream, which a request's body is and which cannot be read once the response is sent: read it in the handler (await request.arrayBuffer(), say) and pass that instead"
-    }`,
-  );
-}
 
 /** Executes the chains of one wrapped handler, and counts their tasks. */
 export class Runner implements ChainOwner {
@@ -398,19 +379,5 @@ export class Runner implements ChainOwner {
     this.#live.remove(chain);
     this.#drains.ended(sequence);
     if (from === "running" || from === "storing") this.#scheduler.freed();
-  }
-}
-
-/**
- * Whether Deno has closed the request `info` came with, its response
- * completed: its `remoteAddr` then throws, read before or not (Deno 2.9).
- * Another `info` (a test's, an adapter's) is taken as open.
- */
-function isClosed(info: Deno.ServeHandlerInfo | undefined): boolean {
-  try {
-    void info?.remoteAddr;
-    return false;
-  } catch {
-    return true;
   }
 }
