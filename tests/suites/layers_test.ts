@@ -31,7 +31,8 @@ async function importGraph(): Promise<Map<string, string[]>> {
 
 /**
  * The src/ paths that `text`, the file at `path`, imports: `import ... from`,
- * `import type ...`, `export ... from`, and `import()`, on one line or many.
+ * `import type ...`, `export ... from`, a side-effect `import "..."`, and
+ * `import()`, on one line or many.
  */
 function importsOf(path: string, text: string): string[] {
   const imported = new Set<string>();
@@ -39,6 +40,7 @@ function importsOf(path: string, text: string): string[] {
     ...text.matchAll(
       /(?:^|\n)\s*(?:import|export)\b[^;]*?\bfrom\s*"(\.\.?\/[\w./]+\.ts)"/g,
     ),
+    ...text.matchAll(/(?:^|\n)\s*import\s*"(\.\.?\/[\w./]+\.ts)"/g),
     ...text.matchAll(/import\(\s*"(\.\.?\/[\w./]+\.ts)"/g),
   ].map(([, specifier]) => specifier!);
   const base = new URL(path, src);
@@ -162,7 +164,7 @@ Deno.test("the layer check finds an engine file importing a backend, a backend i
   ]);
 });
 
-Deno.test("the import reader resolves paths across folders, type-only and multi-line imports included", () => {
+Deno.test("the import reader resolves paths across folders, type-only, multi-line and side-effect imports included", () => {
   assert.deepEqual(
     importsOf(
       "kv/kv_backend.ts",
@@ -171,10 +173,12 @@ import type {
   B,
 } from "../api/task_backend.ts";
 export { c } from "../durable/_worker.ts";
+import "../bullmq/_shared.ts";
 const d = await import("../util/_assert.ts");`,
     ),
     [
       "api/task_backend.ts",
+      "bullmq/_shared.ts",
       "durable/_worker.ts",
       "kv/_consumer.ts",
       "util/_assert.ts",
