@@ -81,7 +81,12 @@ export * from "./src/api/log_task_error.ts";
 export * from "./src/api/options.ts";
 export * from "./src/api/queue_full_error.ts";
 export * from "./src/http/serve.ts";
-export * from "./src/api/task_backend.ts";
+export type {
+  BackendCloseOptions,
+  BackendCloseResult,
+  BackendStatus,
+  TaskBackend,
+} from "./src/api/task_backend.ts";
 export * from "./src/api/task_controls.ts";
 export * from "./src/api/task_info.ts";
 export * from "./src/http/with_background_tasks.ts";

@@ -10,6 +10,8 @@ import {
   type DrainableHandler,
   withBackgroundTasks,
 } from "../../mod.ts";
+import type * as root from "../../mod.ts";
+import type * as backend from "../../backend.ts";
 
 function writeNotification(email: string, message = ""): string {
   return `notification for ${email}: ${message}`;
@@ -98,4 +100,40 @@ Deno.test("addTask() refuses a method that needs its this, which a task is calle
   tasks.addTask(mailer.send.bind(mailer), "b@example.com");
   assert.equal(typeof rejected, "function");
   assert.equal(tasks.size, 2);
+});
+
+Deno.test("the root entry point names of the backend contract what its options and results use: the rest is /backend's", () => {
+  // What the `backend` option, `stats.backend` and a backend's close are.
+  const used = (
+    backend: root.TaskBackend,
+    status: root.BackendStatus,
+    close: root.BackendCloseOptions,
+    closed: root.BackendCloseResult,
+  ) => [backend, status, close, closed];
+  // Written as functions that are never called: only the types are tested.
+  const notRoot = [
+    // @ts-expect-error: a backend's chain is /backend's
+    (chain: root.BackendChain) => chain,
+    // @ts-expect-error: a backend's task is /backend's
+    (task: root.BackendTask) => task,
+    // @ts-expect-error: enqueue()'s options are /backend's
+    (options: root.EnqueueOptions) => options,
+    // @ts-expect-error: a worker's options are /backend's
+    (options: root.WorkerOptions) => options,
+    // @ts-expect-error: the durable backends' admin shape is /backend's
+    (durable: root.DurableBackend) => durable,
+    // @ts-expect-error: a durable backend's failed task is /backend's
+    (task: root.FailedTask) => task,
+  ];
+  const inBackend = (
+    chain: backend.BackendChain,
+    task: backend.BackendTask,
+    options: backend.EnqueueOptions,
+    worker: backend.WorkerOptions,
+    durable: backend.DurableBackend,
+    failed: backend.FailedTask,
+  ) => [chain, task, options, worker, durable, failed];
+  assert.equal(typeof used, "function");
+  assert.equal(notRoot.length, 6);
+  assert.equal(typeof inBackend, "function");
 });
