@@ -198,7 +198,7 @@ export function optionKeys<T>(
  * be a slip of the keyboard (`timout`, `shutdownTimout`): within a third of
  * its letters, and at least two.
  */
-export function meantBy(
+function meantBy(
   key: string,
   known: readonly string[],
 ): string | undefined {
