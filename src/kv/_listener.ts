@@ -11,30 +11,40 @@ import type { Consumer, StepEnd, StepWatch } from "./_consumer.ts";
 import type { Keys } from "./_step.ts";
 import { quoteNames, unknownNames } from "../durable/_unknown_tasks.ts";
 import type { BackendCloseResult } from "../api/task_backend.ts";
+import { CANNOT_LISTEN, queueRefusal } from "./_queue_support.ts";
 
 /**
- * Starts the listener of a backend that runs its tasks in this process:
- * each queue message goes to `handle`, and a message that is not one of
- * the backend's is said on stderr. Says once which tasks processes store in
- * this database that the backend does not know.
+ * Starts the listener of a backend that runs its tasks in this process,
+ * once it knows that the database can queue messages (a remote one cannot:
+ * it then says so on stderr, and does not listen): each queue message goes
+ * to `handle`, and a message that is not one of the backend's is said on
+ * stderr. Says once which tasks processes store in this database that the
+ * backend does not know.
  */
 export function startListener(
   consumer: Consumer,
   handle: (message: unknown) => Promise<boolean>,
 ): void {
   const { kv, keys, config } = consumer;
-  kv.listenQueue(async (message) => {
-    if (!await handle(message)) {
-      console.error(
-        "The KV backend received a message that is not one of its own; pass listen: false and route messages yourself",
-      );
+  void queueRefusal(kv, keys.neverWritten()).then((refusal) => {
+    if (consumer.closing) return;
+    if (refusal !== undefined) {
+      console.error(CANNOT_LISTEN);
+      return;
     }
-  }).catch((error) => {
-    if (!consumer.closing) {
-      console.error("The KV backend stopped listening:", error);
-    }
+    kv.listenQueue(async (message) => {
+      if (!await handle(message)) {
+        console.error(
+          "The KV backend received a message that is not one of its own; pass listen: false and route messages yourself",
+        );
+      }
+    }).catch((error) => {
+      if (!consumer.closing) {
+        console.error("The KV backend stopped listening:", error);
+      }
+    });
+    void sayUnknownTasks(kv, keys, config.registry);
   });
-  void sayUnknownTasks(kv, keys, config.registry);
 }
 
 /**

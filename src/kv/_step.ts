@@ -78,6 +78,8 @@ export interface Keys {
       | [chain: string, index: number]
       | [chain: string, index: number, attempt: number]
   ): Deno.KvKey;
+  /** A key never written: what asking whether the database can queue checks. */
+  neverWritten(): Deno.KvKey;
 }
 
 /** The key schema under `prefix`. */
@@ -87,6 +89,7 @@ export function kvKeys(prefix: Deno.KvKey): Keys {
     failed: (...parts) => [...prefix, "failed", ...parts],
     tasks: (...parts) => [...prefix, "tasks", ...parts],
     undelivered: (...parts) => [...prefix, "undelivered", ...parts],
+    neverWritten: () => [...prefix, "never-written"],
   };
 }
 

@@ -18,6 +18,7 @@ import {
 import { listFailed, retryFailed } from "./_failed.ts";
 import { closeWithin, type Running, startListener } from "./_listener.ts";
 import { MessageBudget } from "./_message_budget.ts";
+import { cannotStore, refusesQueue } from "./_queue_support.ts";
 import { assertSerializable } from "../durable/_serializable.ts";
 import { groupCommit } from "../durable/_group_commit.ts";
 import { executionConfig, givenExecutionOptions } from "../core/_config.ts";
@@ -84,7 +85,12 @@ const GROUP_SIZE = 100;
  * ```
  */
 export interface KvBackendOptions extends WorkerOptions {
-  /** The database, from `Deno.openKv(path)`; needs `--unstable-kv`. */
+  /**
+   * The database, from `Deno.openKv(path)`; needs `--unstable-kv`. A file
+   * on this host (or `":memory:"`): a remote database, reached through KV
+   * Connect (Deno Deploy's KV is one), cannot queue messages, so each store
+   * fails, saying so, and the backend does not listen.
+   */
   kv: Deno.Kv;
   /**
    * Whether this process runs the queued tasks: it calls `kv.listenQueue()`.
@@ -236,7 +242,11 @@ const KV_BACKEND_OPTIONS = optionKeys<KvBackendOptions>({
  * as a plain `Error`), or a `Date` or an error with properties of its own
  * (they would be dropped).
  *
- * Needs `--unstable-kv`.
+ * Needs `--unstable-kv`, and a database file on this host: Deno KV's queues
+ * do not work through KV Connect, so on Deno Deploy, or with a remote
+ * database, every store fails with an error that says so, and a backend that
+ * was to listen writes a line that says so instead (use the BullMQ backend
+ * there).
  *
  * @example Queue a chain and run it
  * ```ts
@@ -346,31 +356,51 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
   // first, and once a day after, the names of the tasks are written, with
   // the time, for listeners that lack one to say so (_listener.ts).
   let announced = -Infinity;
-  const store = groupCommit<Step>(async (steps) => {
-    if (Date.now() - announced >= NAMES_REFRESH) {
-      const now = announced = Date.now();
-      await Promise.all(
-        [...config.registry.keys()].map((name) =>
-          kv.set(keys.tasks(name), now).catch(() => {})
-        ),
-      );
-    }
-    let operation = kv.atomic();
-    for (const step of steps) {
-      operation = enqueueStep(
-        operation.check({ key: keys.progress(step.chain), versionstamp: null }),
-        consumer,
-        step,
-      );
-    }
-    if (!(await commitRetrying(operation)).ok) {
-      throw new Error(
-        steps.length === 1
-          ? `Chain ${steps[0]!.chain} is already queued`
-          : "A chain of the group is already queued",
-      );
-    }
-  }, GROUP_SIZE);
+  // Set once a commit showed that the database cannot queue messages (KV
+  // Connect, Deno Deploy): every store fails then, saying why, at once.
+  let refusal: Error | undefined;
+  const store = groupCommit<Step>(
+    async (steps) => {
+      if (refusal !== undefined) throw cannotStore(refusal);
+      if (Date.now() - announced >= NAMES_REFRESH) {
+        const now = announced = Date.now();
+        await Promise.all(
+          [...config.registry.keys()].map((name) =>
+            kv.set(keys.tasks(name), now).catch(() => {})
+          ),
+        );
+      }
+      let operation = kv.atomic();
+      for (const step of steps) {
+        operation = enqueueStep(
+          operation.check({
+            key: keys.progress(step.chain),
+            versionstamp: null,
+          }),
+          consumer,
+          step,
+        );
+      }
+      let committed: Deno.KvCommitResult | Deno.KvCommitError;
+      try {
+        committed = await commitRetrying(operation);
+      } catch (error) {
+        if (!refusesQueue(error)) throw error;
+        refusal = error as Error;
+        throw cannotStore(error);
+      }
+      if (!committed.ok) {
+        throw new Error(
+          steps.length === 1
+            ? `Chain ${steps[0]!.chain} is already queued`
+            : "A chain of the group is already queued",
+        );
+      }
+      // No chain is at fault when the database cannot queue: no split.
+    },
+    GROUP_SIZE,
+    { split: () => refusal === undefined },
+  );
 
   const backend: KvBackend = {
     accept(
