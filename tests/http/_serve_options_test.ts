@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { serve, type ServeOptions } from "../../mod.ts";
 import { serveConfig } from "../../src/http/_serve_options.ts";
+import { startScript } from "../_helpers/process.ts";
 
 const action = "Cannot test serve";
 
@@ -48,6 +49,78 @@ Deno.test("serveConfig() applies its defaults", () => {
     signal: undefined,
     onShutdown: undefined,
   });
+});
+
+/**
+ * The shutdownTimeout serve() takes by default in a process of its own,
+ * with `env` added to its environment and the given permission flags.
+ */
+async function defaultInProcess(
+  env: Record<string, string>,
+  flags: string[],
+  options = "{}",
+): Promise<string> {
+  const module = new URL("../../src/http/_serve_options.ts", import.meta.url);
+  await using script = await startScript(
+    `
+    import { serveConfig } from ${JSON.stringify(module.href)};
+    console.log(serveConfig(${options}, () => new Response(), "Cannot serve").shutdownTimeout);
+    `,
+    flags,
+    20_000,
+    env,
+  );
+  const { code, stdout, stderr } = await script.exit();
+  assert.equal(code, 0, stderr);
+  return stdout.join("\n");
+}
+
+Deno.test("serveConfig() makes the default shutdownTimeout fit inside Deno Deploy's 5 s from SIGINT to SIGKILL when DENO_DEPLOY is set", async (t) => {
+  // Deploy's docs give "true" (deploy/reference/env_vars_and_contexts.md)
+  // and once gave "1" (deploy/changelog.md).
+  for (const value of ["true", "1"]) {
+    await t.step(`DENO_DEPLOY=${value}`, async () => {
+      assert.equal(
+        await defaultInProcess({ DENO_DEPLOY: value }, ["--allow-env"]),
+        "3000",
+      );
+    });
+  }
+  await t.step("only the variable it reads needs a permission", async () => {
+    assert.equal(
+      await defaultInProcess({ DENO_DEPLOY: "true" }, [
+        "--allow-env=DENO_DEPLOY",
+      ]),
+      "3000",
+    );
+  });
+  await t.step("a shutdownTimeout given is kept as it is", async () => {
+    assert.equal(
+      await defaultInProcess(
+        { DENO_DEPLOY: "true" },
+        ["--allow-env"],
+        "{ shutdownTimeout: 4_500 }",
+      ),
+      "4500",
+    );
+  });
+});
+
+Deno.test("serveConfig() keeps the 10 s default off Deno Deploy, and without the permission to read DENO_DEPLOY, which it never asks for", async (t) => {
+  const cases: [string, Record<string, string>, string[]][] = [
+    ["DENO_DEPLOY unset", {}, ["--allow-env"]],
+    ["DENO_DEPLOY=false", { DENO_DEPLOY: "false" }, ["--allow-env"]],
+    ["DENO_DEPLOY=0", { DENO_DEPLOY: "0" }, ["--allow-env"]],
+    ["DENO_DEPLOY empty", { DENO_DEPLOY: "" }, ["--allow-env"]],
+    // Deploy grants every permission: a program run without this one is
+    // not on Deploy, and is neither prompted nor refused.
+    ["no permission to read it", { DENO_DEPLOY: "true" }, []],
+  ];
+  for (const [name, env, flags] of cases) {
+    await t.step(name, async () => {
+      assert.equal(await defaultInProcess(env, flags), "10000");
+    });
+  }
 });
 
 Deno.test("serveConfig() passes a key that is none of serve()'s options, nor a misspelling of one, on to Deno.serve", () => {

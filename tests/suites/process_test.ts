@@ -375,3 +375,45 @@ Deno.test("a shutdown that abandons a task at its deadline gives the export at e
   );
   assert.equal(code, 137);
 });
+
+Deno.test("on Deno Deploy (DENO_DEPLOY set), a SIGINT ends the process within Deploy's 5 s even when a task never ends and Deno's telemetry export at exit never does: 3 s to drain, 1 s for the export", async () => {
+  await using collector = silentCollector();
+  await using script = await startScript(
+    `
+    import { serve } from "@afterward/background-tasks";
+    serve({
+      hostname: "127.0.0.1", port: 0,
+      onListen: ({ port }) => console.log(port),
+    }, (_request, _info, tasks) => {
+      tasks.addTask(function chargeCard() {
+        console.log("started");
+        return new Promise(() => {});
+      });
+      return new Response("accepted", { status: 202 });
+    });
+    `,
+    ["--allow-net=127.0.0.1", "--allow-env"],
+    40_000,
+    {
+      DENO_DEPLOY: "true",
+      OTEL_DENO: "true",
+      OTEL_EXPORTER_OTLP_ENDPOINT: collector.url,
+    },
+  );
+  const port = await script.nextLine();
+  const response = await fetch(`http://127.0.0.1:${port}/orders`);
+  await response.body?.cancel();
+  assert.equal(await script.nextLine(), "started");
+  // What Deploy sends, 5 s before its SIGKILL.
+  script.child.kill("SIGINT");
+  const { code, stderr } = await script.exit();
+  assert.match(
+    stderr,
+    /Shutdown abandoned 1 background task \(chargeCard: 1\)/,
+  );
+  assert.match(
+    stderr,
+    /The shutdown deadline \(3000 ms\) had passed, and Deno was still exporting telemetry at exit 1000 ms later: ending the process without it \(SIGKILL\)/,
+  );
+  assert.equal(code, 137);
+});
