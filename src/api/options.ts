@@ -106,8 +106,11 @@ export interface WithBackgroundTasksOptions extends ExecutionOptions {
    * Where to send each request's chain instead of running it in this
    * process: a durable queue or workers elsewhere. The chain is stored
    * before its response goes out, or after with `handOver:
-   * "after-response"`. Tasks must then be made by `defineTask`, and the
-   * backend checks their arguments as they are added.
+   * "after-response"`. Tasks must then be made by `defineTask` and listed
+   * in the backend, which checks their arguments as they are added (the
+   * handler's `tasks` are then typed {@linkcode DurableTasks}, so that
+   * `deno check` refuses a plain function); those the handler adds to
+   * `tasks.inProcess` run in this process instead, after the response.
    *
    * The hooks (`onTaskStart`, `onTaskEnd`, `onTaskError`), `timeout` and
    * `telemetry` given here apply to every attempt the backend runs in this

@@ -215,6 +215,12 @@ export interface ChainOwner {
    * its own for the same request, which runs as soon as it can.
    */
   successor(ended: Chain): Chain;
+  /**
+   * The public face of the request's in-process chain (`tasks.inProcess`),
+   * made on first use, for a chain whose tasks go to a backend; `undefined`
+   * for any other chain, whose tasks run in this process already.
+   */
+  inProcess(chain: Chain): object | undefined;
 }
 
 /**
@@ -316,6 +322,28 @@ export class Chain {
     this.#write("trace", context);
   }
 
+  /**
+   * With a backend: the request's in-process chain, once `tasks.inProcess`
+   * made it (on a successor, its request's).
+   */
+  get inProcess(): Chain | undefined {
+    return this.#rare?.inProcess;
+  }
+  set inProcess(chain: Chain | undefined) {
+    this.#write("inProcess", chain);
+  }
+
+  /**
+   * With a backend: whether this chain runs in this process (it is a
+   * request's `tasks.inProcess`) rather than going to the backend.
+   */
+  get runsHere(): boolean {
+    return this.#rare?.runsHere ?? false;
+  }
+  set runsHere(here: boolean) {
+    this.#write("runsHere", here || undefined);
+  }
+
   /** The controller behind `signal`, if anyone asked for it. */
   get controller(): AbortController | undefined {
     return this.#rare?.controller;
@@ -392,6 +420,8 @@ class ChainExtras {
   results: TaskResult[] | undefined = undefined;
   controller: AbortController | undefined = undefined;
   trace: OtelContext | undefined = undefined;
+  inProcess: Chain | undefined = undefined;
+  runsHere: true | undefined = undefined;
 }
 
 /**

@@ -31,6 +31,7 @@ import { startChain } from "./_execute.ts";
 import { backendTask, handOver, type HandOverRunner } from "./_hand_over.ts";
 import type { RunnerConfig } from "./_config.ts";
 import { giveUpLive, giveUpOpen } from "./_give_up.ts";
+import { openInProcess } from "./_in_process.ts";
 import { escapeControls } from "../api/_describe_task.ts";
 import { report } from "./_report.ts";
 import { Scheduler } from "./_scheduler.ts";
@@ -97,19 +98,15 @@ export class Runner implements ChainOwner {
     if (closing !== -1) {
       return this.#refuse(chain, task, requestArgumentError(task, closing));
     }
-    if (backend !== undefined) {
-      if (task.fn === waitUntil) {
-        throw new TypeError(
-          "Cannot wait until as the handler's backend runs tasks in other processes, which cannot wait for a promise of this one: await it in the handler, or make the work a task with defineTask",
-        );
-      }
-      if (task.defined === undefined) {
-        throw new TypeError(
-          `Cannot add task "${
-            escapeControls(nameOf(task))
-          }" as the handler's backend runs only tasks made by defineTask`,
-        );
-      }
+    // Never a fallback: a task the backend cannot take is refused, and only
+    // the request's in-process chain (tasks.inProcess) runs here.
+    const durable = backend !== undefined && !chain.runsHere;
+    if (durable && task.defined === undefined) {
+      throw new TypeError(
+        `Cannot add task "${
+          escapeControls(nameOf(task))
+        }" as the handler's backend runs only tasks made by defineTask: make it one and list it in the backend's 'tasks', or add it to tasks.inProcess to run it in this process`,
+      );
     }
     // waitUntil() adds no work, only a wait for a promise already running.
     if (this.#tally.pending >= maxPending && task.fn !== waitUntil) {
@@ -120,7 +117,7 @@ export class Runner implements ChainOwner {
         new QueueFullError(nameOf(task), maxPending),
       );
     }
-    if (backend !== undefined) {
+    if (durable) {
       // Made at the chain's first task: the id its hand-over carries.
       chain.id ??= crypto.randomUUID();
       backend.accept(
@@ -164,6 +161,8 @@ export class Runner implements ChainOwner {
     chain.url = ended.url;
     chain.delivered = ended.delivered;
     if (ended.trace !== undefined) chain.trace = ended.trace;
+    chain.runsHere = ended.runsHere;
+    chain.inProcess = ended.inProcess;
     // Its tasks are numbered after the request's earlier ones.
     chain.size = chain.position = ended.size;
     chain.moveTo("returned");
@@ -187,6 +186,11 @@ export class Runner implements ChainOwner {
     this.#takeOver(chain, isClosed(serveInfo) ? undefined : serveInfo);
   }
 
+  inProcess(chain: Chain): object | undefined {
+    if (this.#config.backend === undefined || chain.runsHere) return undefined;
+    return (chain.inProcess ??= openInProcess(chain, this)).facade;
+  }
+
   retried(): void {
     this.#tally.retried();
   }
@@ -205,10 +209,16 @@ export class Runner implements ChainOwner {
     this.#close(chain, "finished");
   }
 
-  /** Drops the tasks of a handler that failed: none of them will run. */
+  /**
+   * Drops the tasks of a handler that failed: none of them will run, those
+   * of its request's in-process chain included.
+   */
   discard(chain: Chain): void {
     // Abandoned at a deadline while the handler ran: counted already.
     if (chain.state === "open") this.#close(chain, "discarded");
+    if (this.#config.backend === undefined) return;
+    const inProcess = chain.inProcess;
+    if (inProcess?.state === "open") this.#close(inProcess, "discarded");
   }
 
   /**
@@ -329,7 +339,7 @@ export class Runner implements ChainOwner {
   /** Starts a chain in the slot the scheduler gave it. */
   #start(chain: Chain): void {
     const { backend, ambient } = this.#config;
-    if (backend !== undefined) {
+    if (backend !== undefined && !chain.runsHere) {
       this.#storing(chain);
       handOver(chain, backend, false, this.#handOver);
       return;

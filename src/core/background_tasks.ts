@@ -213,7 +213,53 @@ export class BackgroundTasks {
     }
     const tracked = toPromise(promise);
     tracked.then(undefined, ignore);
-    this.addTask(waitUntil, tracked);
+    // A promise of this process: with a backend, the request's in-process
+    // chain waits for it.
+    this.inProcess.addTask(waitUntil, tracked);
+  }
+
+  /**
+   * The request's tasks that run in this process. In a handler with a
+   * `backend`, whose `addTask()` takes only the tasks the backend runs
+   * (made by {@linkcode defineTask} and listed in it), these are a chain of
+   * their own, made on first use: its tasks run in order after the response
+   * has been sent, with the handler's limits, hooks, timeouts and retries,
+   * and its drains and shutdown count them, as without a backend; neither
+   * chain waits for the other. A handler that fails discards both. Anywhere
+   * else (no backend, or `new BackgroundTasks()`), they are these tasks
+   * themselves.
+   *
+   * @example Keep a task in process beside durable ones
+   * ```ts
+   * import { defineTask, withBackgroundTasks } from "@afterward/background-tasks";
+   * import { kvBackend } from "@afterward/background-tasks/kv";
+   * import { callHandler } from "@afterward/background-tasks/testing";
+   * import assert from "node:assert/strict";
+   *
+   * const chargeCard = defineTask((_context, _order: string) => {}, { name: "chargeCard" });
+   * const kv = await Deno.openKv(":memory:");
+   * const backend = kvBackend({ kv, tasks: [chargeCard], listen: false });
+   * const log: string[] = [];
+   * const handler = withBackgroundTasks((_request, _info, tasks) => {
+   *   tasks.addTask(chargeCard, "42"); // stored in Deno KV before the response
+   *   tasks.inProcess.addTask((line: string) => log.push(line), "order 42 seen");
+   *   // @ts-expect-error: a plain function cannot go to the backend
+   *   const _wrong = () => tasks.addTask((line: string) => log.push(line), "lost");
+   *   return new Response("Accepted", { status: 202 });
+   * }, { backend });
+   * await (await callHandler(handler, "/orders/42")).tasks;
+   * assert.deepEqual(log, ["order 42 seen"]);
+   * assert.deepEqual([handler.stats.succeeded, handler.stats.handedOver], [1, 1]);
+   * await backend.close();
+   * kv.close();
+   * ```
+   *
+   * @returns The request's in-process tasks.
+   */
+  get inProcess(): BackgroundTasks {
+    const chain = this.#chain;
+    return (chain.owner?.inProcess(chain) as BackgroundTasks | undefined) ??
+      this;
   }
 
   /**
@@ -339,4 +385,76 @@ export class BackgroundTasks {
   static {
     internals.chainOf = (tasks) => (tasks as BackgroundTasks).#chain;
   }
+}
+
+/**
+ * A request's tasks in a handler whose options name a `backend`: the type
+ * its third argument has, so that `deno check` refuses what the backend
+ * would refuse at run time. `addTask()` takes only tasks made by
+ * {@linkcode defineTask}, which go to the backend (it must list them in its
+ * `tasks`, or `addTask()` throws a `TypeError`: nothing falls back to this
+ * process); `inProcess` holds the tasks that run in this process. At run
+ * time it is the request's {@linkcode BackgroundTasks}, which has this shape.
+ *
+ * @example A handler with a backend, and a helper it calls
+ * ```ts
+ * import { defineTask, type DurableTasks, withBackgroundTasks } from "@afterward/background-tasks";
+ * import { kvBackend } from "@afterward/background-tasks/kv";
+ * import { callHandler } from "@afterward/background-tasks/testing";
+ * import assert from "node:assert/strict";
+ *
+ * const shipOrder = defineTask((_context, _order: string) => {}, { name: "shipOrder" });
+ * const seen: string[] = [];
+ * function acceptOrder(tasks: DurableTasks, order: string): void {
+ *   tasks.addTask(shipOrder, order);
+ *   tasks.inProcess.addTask((id: string) => seen.push(id), order);
+ * }
+ *
+ * const kv = await Deno.openKv(":memory:");
+ * const backend = kvBackend({ kv, tasks: [shipOrder], listen: false });
+ * const handler = withBackgroundTasks((_request, _info, tasks) => {
+ *   acceptOrder(tasks, "42");
+ *   return new Response("Accepted", { status: 202 });
+ * }, { backend });
+ * await (await callHandler(handler, "/orders/42")).tasks;
+ * assert.deepEqual(seen, ["42"]);
+ * await backend.close();
+ * kv.close();
+ * ```
+ */
+export interface DurableTasks {
+  /**
+   * Adds a task for the backend: made by {@linkcode defineTask}, listed in
+   * the backend's `tasks`, with arguments the backend can store. It is
+   * checked at once (a `TypeError` names what the backend refuses), and
+   * handed to the backend with the request's other such tasks, before the
+   * response by default.
+   *
+   * @typeParam A The task's parameters after its context.
+   * @param task The task to run.
+   * @param args The arguments to call it with.
+   * @throws {TypeError} If the backend refuses the task or an argument.
+   * @throws {QueueFullError} If the handler's runner already holds
+   * `maxPending` tasks.
+   */
+  addTask<A extends unknown[]>(task: DefinedTask<A>, ...args: NoInfer<A>): void;
+  /**
+   * The request's tasks that run in this process, after the response: see
+   * {@linkcode BackgroundTasks.prototype.inProcess}.
+   */
+  readonly inProcess: BackgroundTasks;
+  /**
+   * Keeps a promise of this process in the request's in-process tasks, as
+   * {@linkcode BackgroundTasks.prototype.waitUntil} does.
+   *
+   * @param promise The promise to wait for.
+   * @throws {TypeError} If `promise` is not a promise or other thenable.
+   */
+  waitUntil(promise: Promise<unknown>): void;
+  /** Does nothing, as {@linkcode BackgroundTasks.prototype.passThroughOnException}. */
+  passThroughOnException(): void;
+  /** An empty, frozen object, as {@linkcode BackgroundTasks.prototype.props}. */
+  readonly props: Readonly<Record<string, never>>;
+  /** How many tasks have been added for the backend, including those handed over. */
+  readonly size: number;
 }

@@ -95,9 +95,10 @@ export class RequestScopes {
    * object: anything but a Response discards the tasks. With a backend that
    * stores chains before their response, a promise of it instead, which
    * resolves once the chain is stored; if it cannot be, the response will
-   * not be sent, so its body is cancelled, and the promise rejects with an
-   * error whose `cause` says why. Otherwise, the chain runs once the
-   * response has been sent.
+   * not be sent, so its body is cancelled, the request's in-process tasks
+   * are discarded, and the promise rejects with an error whose `cause` says
+   * why. Otherwise, the chain runs once the response has been sent, and so
+   * does the request's in-process chain (`tasks.inProcess`), if any.
    */
   respond<R>(
     chain: Chain,
@@ -109,10 +110,32 @@ export class RequestScopes {
       this.#runner.discard(chain);
       return response;
     }
+    if (this.#config.backend !== undefined) {
+      return this.#respondDurable(chain, response, request, info);
+    }
+    this.#runner.schedule(chain, request, info);
+    return response;
+  }
+
+  /** respond() with a backend: the chain it takes, and the in-process one. */
+  #respondDurable<R extends Response>(
+    chain: Chain,
+    response: R,
+    request: Request,
+    info: Deno.ServeHandlerInfo | undefined,
+  ): R | Promise<R> {
+    const runner = this.#runner;
+    const { inProcess } = chain;
     if (this.#config.storeFirst && chain.remaining > 0) {
-      return this.#runner.store(chain, request).then(
-        () => response,
+      return runner.store(chain, request).then(
+        () => {
+          if (inProcess !== undefined) {
+            runner.schedule(inProcess, request, info);
+          }
+          return response;
+        },
         (cause) => {
+          if (inProcess !== undefined) runner.discard(inProcess);
           response.body?.cancel().catch(() => {});
           throw new Error(
             "Cannot respond as the backend could not store the request's tasks",
@@ -121,7 +144,8 @@ export class RequestScopes {
         },
       );
     }
-    this.#runner.schedule(chain, request, info);
+    runner.schedule(chain, request, info);
+    if (inProcess !== undefined) runner.schedule(inProcess, request, info);
     return response;
   }
 

@@ -1,7 +1,10 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 import { RequestScopes, tasksOf } from "./_scope.ts";
-import { BackgroundTasks } from "../core/background_tasks.ts";
+import {
+  BackgroundTasks,
+  type DurableTasks,
+} from "../core/background_tasks.ts";
 import type { TaskControls } from "../api/task_controls.ts";
 import type { WithBackgroundTasksOptions } from "../api/options.ts";
 
@@ -21,6 +24,48 @@ import type { WithBackgroundTasksOptions } from "../api/options.ts";
 export interface BackgroundTasksVariables {
   /** The request's tasks, to run after its response has been sent. */
   backgroundTasks: BackgroundTasks;
+}
+
+/**
+ * The variable {@linkcode backgroundTasks} sets on Hono's context when its
+ * options name a `backend`: declare it instead of
+ * {@linkcode BackgroundTasksVariables}, and `deno check` refuses a plain
+ * function given to `c.var.backgroundTasks.addTask()` (the backend runs
+ * only tasks made by `defineTask`); `c.var.backgroundTasks.inProcess` takes
+ * the tasks that run in this process. (Hono's types do not tie an app's
+ * variables to its middleware: declare the one that matches.)
+ *
+ * @example Durable orders, in-process mails
+ * ```ts
+ * import { defineTask } from "@afterward/background-tasks";
+ * import { backgroundTasks, type DurableTasksVariables } from "@afterward/background-tasks/hono";
+ * import { kvBackend } from "@afterward/background-tasks/kv";
+ * import { Hono } from "npm:hono@^4";
+ * import assert from "node:assert/strict";
+ *
+ * const shipOrder = defineTask((_context, _order: string) => {}, { name: "shipOrder" });
+ * const kv = await Deno.openKv(":memory:");
+ * const backend = kvBackend({ kv, tasks: [shipOrder], listen: false });
+ * const middleware = backgroundTasks({ backend });
+ * const mailed: string[] = [];
+ * const app = new Hono<{ Variables: DurableTasksVariables }>().use(middleware);
+ * app.post("/orders/:id", (c) => {
+ *   c.var.backgroundTasks.addTask(shipOrder, c.req.param("id"));
+ *   c.var.backgroundTasks.inProcess.addTask((id: string) => mailed.push(id), c.req.param("id"));
+ *   // @ts-expect-error: the backend runs only tasks made by defineTask
+ *   const _wrong = () => c.var.backgroundTasks.addTask((id: string) => mailed.push(id), "42");
+ *   return c.text("Accepted", 202);
+ * });
+ * assert.equal((await app.request("/orders/42", { method: "POST" })).status, 202);
+ * await middleware.drain();
+ * assert.deepEqual(mailed, ["42"]);
+ * await backend.close();
+ * kv.close();
+ * ```
+ */
+export interface DurableTasksVariables {
+  /** The request's tasks: for the backend, and `inProcess`. */
+  backgroundTasks: DurableTasks;
 }
 
 /**
@@ -118,6 +163,11 @@ export interface BackgroundTasksMiddleware extends TaskControls {
  * chain, and the wrapper's options and shutdown apply. Its own options then
  * go unused. A test does the same with Hono's
  * `app.request(path, init, env, new BackgroundTasks())`, then `run()`.
+ *
+ * With a `backend`, `c.var.backgroundTasks.addTask()` takes the tasks the
+ * backend runs, and `c.var.backgroundTasks.inProcess` those that run in this
+ * process: declare {@linkcode DurableTasksVariables} so that `deno check`
+ * knows.
  *
  * @example Served by Deno.serve
  * ```ts ignore

@@ -12,6 +12,7 @@ import type { BackendCloseResult, TaskBackend } from "../api/task_backend.ts";
 import type {
   BackgroundTasksHandler,
   DrainableHandler,
+  DurableTasksHandler,
 } from "./with_background_tasks.ts";
 
 export type { ServeOptions } from "./_serve_options.ts";
@@ -134,6 +135,43 @@ export interface BackgroundTasksServer
  */
 export function serve(handler: BackgroundTasksHandler): BackgroundTasksServer;
 /**
+ * Serves `handler` with options that name a `backend`: its tasks go to the
+ * backend, but for those it adds to `tasks.inProcess`, which run in this
+ * process after the response. Its `tasks` are {@linkcode DurableTasks}, so
+ * that `deno check` refuses a plain function given to `addTask()`. The
+ * shutdown drains both, closes the backend, and reports both in one line.
+ *
+ * @example Orders stored in Deno KV, welcome mails sent from this process
+ * ```ts ignore
+ * import { defineTask, serve } from "@afterward/background-tasks";
+ * import { kvBackend } from "@afterward/background-tasks/kv";
+ *
+ * const chargeCard = defineTask(async ({ id }, order: string) => {
+ *   await payments.charge(order, { idempotencyKey: id });
+ * }, { name: "chargeCard", retry: { maxAttempts: 5 } });
+ * const kv = await Deno.openKv("./tasks.sqlite3");
+ *
+ * serve({ port: 8000, backend: kvBackend({ kv, tasks: [chargeCard] }) }, (request, _info, tasks) => {
+ *   const { pathname } = new URL(request.url);
+ *   if (pathname === "/signup") tasks.inProcess.addTask(sendWelcomeEmail, "ada@example.com");
+ *   else tasks.addTask(chargeCard, "42");
+ *   return new Response("Accepted", { status: 202 });
+ * });
+ * ```
+ *
+ * @param options Where to listen, the backend, how tasks run, and how to
+ * shut down.
+ * @param handler The handler, which receives the request's tasks third.
+ * @returns The server; its `shutdown()` drains the tasks.
+ * @throws {TypeError} If the handler or an option has the wrong type, or a
+ * key is a misspelling of one of its options.
+ * @throws {RangeError} If a number is out of range.
+ */
+export function serve(
+  options: ServeOptions & { backend: TaskBackend },
+  handler: DurableTasksHandler,
+): BackgroundTasksServer;
+/**
  * Serves `handler` with the given options: where to listen, how tasks run,
  * and how to shut down. `handler` may also be one already made by
  * {@linkcode withBackgroundTasks} (an app a test calls directly), whose own
@@ -169,6 +207,24 @@ export function serve(handler: BackgroundTasksHandler): BackgroundTasksServer;
 export function serve(
   options: ServeOptions,
   handler: BackgroundTasksHandler,
+): BackgroundTasksServer;
+/**
+ * Serves the `handler` given with options that name a `backend`, as
+ * `Deno.serve({ handler })` takes it: see the overload with the handler
+ * apart.
+ *
+ * @param options Where to listen, the backend, how tasks run, how to shut
+ * down, and the handler.
+ * @returns The server; its `shutdown()` drains the tasks.
+ * @throws {TypeError} If the handler or an option has the wrong type, or a
+ * key is a misspelling of one of its options.
+ * @throws {RangeError} If a number is out of range.
+ */
+export function serve(
+  options: ServeOptions & {
+    backend: TaskBackend;
+    handler: DurableTasksHandler;
+  },
 ): BackgroundTasksServer;
 /**
  * Serves the `handler` given with the options, as `Deno.serve({ handler })`

@@ -209,7 +209,9 @@ export interface HandlerCall {
   response: Response;
   /**
    * Resolves with one settled result per task of this request, once they have
-   * all run; with none when it added no task. It never rejects.
+   * all run; with none when it added no task. With a backend, those of the
+   * tasks it ran in this process (`tasks.inProcess`), once the backend has
+   * taken the others. It never rejects.
    */
   tasks: Promise<TaskResult[]>;
 }
@@ -309,8 +311,12 @@ export async function callHandler(
     internals.created = previous;
   }
   const response = await returned;
-  // Returning scheduled the chain, so a drain started now covers it.
-  const tasks = handler.drain().then(() => chain?.results ?? []);
+  // Returning scheduled the chain, so a drain started now covers it, and
+  // with a backend, the request's in-process chain too.
+  const tasks = handler.drain().then(() => [
+    ...chain?.results ?? [],
+    ...chain?.inProcess?.results ?? [],
+  ]);
   return { response, tasks };
 }
 

@@ -28,6 +28,7 @@ guardedTest(
           chain.moveTo("finished");
         },
         scheduleReturned() {},
+        inProcess: () => undefined,
         successor: () => new Chain(),
       };
       const chain = new Chain();

@@ -152,7 +152,7 @@ guardedTest(
     assert.throws(() => tasks.addTask(function sendEmail() {}), {
       name: "TypeError",
       message:
-        `Cannot add task "sendEmail" as the handler's backend runs only tasks made by defineTask`,
+        `Cannot add task "sendEmail" as the handler's backend runs only tasks made by defineTask: make it one and list it in the backend's 'tasks', or add it to tasks.inProcess to run it in this process`,
     });
     assert.deepEqual([accepted.length, runner.stats.pending], [1, 1]);
     runner.discard(chain);

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { mock } from "node:test";
 import {
   BackgroundTasks,
+  type DrainableHandler,
   type DrainOptions,
   type ExecutionOptions,
   type TaskInfo,
@@ -151,12 +152,16 @@ guardedTest(
       await t.step(how, async () => {
         let ran = 0;
         let captured: BackgroundTasks | undefined;
-        const handler = withBackgroundTasks((_request, _info, tasks) => {
-          captured = tasks;
-          tasks.addTask(() => ran++);
-          assert.equal(handler.stats.pending, 1);
-          return fail(tasks);
-        });
+        // Typed, as a handler that reads itself must be (an overload's
+        // return type is worked out from the arguments).
+        const handler: DrainableHandler = withBackgroundTasks(
+          (_request, _info, tasks) => {
+            captured = tasks;
+            tasks.addTask(() => ran++);
+            assert.equal(handler.stats.pending, 1);
+            return fail(tasks);
+          },
+        );
         let thrown: unknown;
         try {
           await handler(request(), sentInfo());

@@ -393,7 +393,7 @@ guardedTest(
       [
         "a plain function",
         (tasks) => tasks.addTask(function sendEmail() {}),
-        `Cannot add task "sendEmail" as the handler's backend runs only tasks made by defineTask`,
+        `Cannot add task "sendEmail" as the handler's backend runs only tasks made by defineTask: make it one and list it in the backend's 'tasks', or add it to tasks.inProcess to run it in this process`,
       ],
       [
         "an unregistered task",

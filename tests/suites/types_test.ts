@@ -7,11 +7,24 @@
 import assert from "node:assert/strict";
 import {
   BackgroundTasks,
+  type BackgroundTasksHandler,
+  defineTask,
   type DrainableHandler,
+  type DurableTasks,
+  type DurableTasksHandler,
+  serve,
+  type TaskBackend,
   withBackgroundTasks,
+  type WithBackgroundTasksOptions,
 } from "../../mod.ts";
 import type * as root from "../../mod.ts";
 import type * as backend from "../../backend.ts";
+import {
+  backgroundTasks,
+  type BackgroundTasksVariables,
+  type DurableTasksVariables,
+} from "../../hono.ts";
+import { Hono } from "npm:hono@^4";
 
 function writeNotification(email: string, message = ""): string {
   return `notification for ${email}: ${message}`;
@@ -136,4 +149,104 @@ Deno.test("the root entry point names of the backend contract what its options a
   assert.equal(typeof used, "function");
   assert.equal(notRoot.length, 6);
   assert.equal(typeof inBackend, "function");
+});
+
+const sendInvoice = defineTask((_context, _order: string) => {}, {
+  name: "sendInvoice",
+});
+
+/** A backend that takes every chain and keeps nothing. */
+const anyBackend: TaskBackend = {
+  accept() {},
+  enqueue: () => Promise.resolve(),
+};
+
+Deno.test("with a backend in its options, a handler's addTask() takes only defined tasks at compile time, and tasks.inProcess takes any", () => {
+  // Written as functions that are never called: only the types are tested.
+  const handlers = [
+    () =>
+      withBackgroundTasks((_request, _info, tasks) => {
+        tasks.addTask(sendInvoice, "42");
+        tasks.inProcess.addTask(writeNotification, "a@example.com");
+        tasks.waitUntil(Promise.resolve());
+        // @ts-expect-error: the backend runs only tasks made by defineTask
+        tasks.addTask(writeNotification, "a@example.com");
+        // @ts-expect-error: a defined task's arguments are checked too
+        tasks.addTask(sendInvoice, 42);
+        return new Response("ok");
+      }, { backend: anyBackend }),
+    () =>
+      withBackgroundTasks(async (_request, _info, tasks) => {
+        await Promise.resolve();
+        // @ts-expect-error: so in an async handler
+        tasks.addTask(() => {});
+        return new Response("ok");
+      }, { backend: anyBackend, handOver: "after-response", maxPending: 10 }),
+    () =>
+      serve({ port: 0, backend: anyBackend }, (_request, _info, tasks) => {
+        // @ts-expect-error: serve(options, handler) too
+        tasks.addTask(writeNotification, "a@example.com");
+        tasks.inProcess.addTask(writeNotification, "a@example.com");
+        return new Response("ok");
+      }),
+    () =>
+      serve({
+        port: 0,
+        backend: anyBackend,
+        handler: (_request, _info, tasks) => {
+          // @ts-expect-error: serve({ ...options, handler }) too
+          tasks.addTask(writeNotification, "a@example.com");
+          return new Response("ok");
+        },
+      }),
+  ];
+  // A helper of the handler's declares the tasks it takes.
+  const helper = (tasks: DurableTasks) => tasks.addTask(sendInvoice, "42");
+  const durable: DurableTasksHandler = (_request, _info, tasks) => {
+    helper(tasks);
+    return new Response("ok");
+  };
+  withBackgroundTasks(durable, { backend: anyBackend });
+  // Where the types cannot tell, the run-time TypeError remains: options
+  // typed without their backend, or a handler typed for none.
+  const options: WithBackgroundTasksOptions = { backend: anyBackend };
+  const plain: BackgroundTasksHandler = (_request, _info, tasks) => {
+    tasks.addTask(writeNotification, "a@example.com");
+    return new Response("ok");
+  };
+  const untold = [
+    () => withBackgroundTasks(plain, options),
+    () => withBackgroundTasks(plain, { backend: anyBackend }),
+  ];
+  // Without a backend, the handler and its helpers are as they were.
+  withBackgroundTasks((_request, _info, tasks: BackgroundTasks) => {
+    tasks.addTask(writeNotification, "a@example.com");
+    assert.equal(tasks.inProcess, tasks);
+    return new Response("ok");
+  });
+  // The request's tasks have the shape a helper for a backend expects.
+  const shaped: DurableTasks = new BackgroundTasks();
+  assert.equal(shaped.size, 0);
+  withBackgroundTasks((_request, _info, tasks) => {
+    // @ts-expect-error: a helper that adds plain functions is not one for a backend
+    ((all: BackgroundTasks) => all.addTask(() => {}))(tasks);
+    return new Response("ok");
+  }, { backend: anyBackend });
+  assert.equal(handlers.length + untold.length, 6);
+});
+
+Deno.test("an app that declares DurableTasksVariables takes only defined tasks at c.var.backgroundTasks.addTask() at compile time", () => {
+  const durable = new Hono<{ Variables: DurableTasksVariables }>();
+  durable.use(backgroundTasks({ backend: anyBackend }));
+  durable.post("/orders/:id", (c) => {
+    c.var.backgroundTasks.addTask(sendInvoice, c.req.param("id"));
+    c.var.backgroundTasks.inProcess.addTask(writeNotification, "a@b.c");
+    // @ts-expect-error: the backend runs only tasks made by defineTask
+    c.var.backgroundTasks.addTask(writeNotification, "a@example.com");
+    return c.text("ok");
+  });
+  // Hono does not tie the app's variables to the middleware's options.
+  const untold = new Hono<{ Variables: BackgroundTasksVariables }>();
+  untold.use(backgroundTasks({ backend: anyBackend }));
+  assert.equal(typeof durable.fetch, "function");
 });
