@@ -525,6 +525,39 @@ Deno.test("examples/durable_kv.ts queues an order's chain in Deno KV and runs it
   assert.ok((await Deno.stat(`${example.cwd}/tasks.sqlite3`)).isFile);
 });
 
+Deno.test("examples/in_process_and_durable.ts sends /signup's mail from this process and stores /orders' chain in Deno KV, in one serve() whose shutdown drains both", async () => {
+  await using example = await Example.start("in_process_and_durable.ts", [
+    "--unstable-kv",
+    "--allow-net=127.0.0.1",
+    "--allow-env=PORT,KV_PATH",
+    "--allow-read=tasks.sqlite3",
+    "--allow-write=tasks.sqlite3",
+  ]);
+  const signup = await fetch(`${example.url}/signup`, {
+    method: "POST",
+    body: "ada@example.com",
+  });
+  assert.equal(signup.status, 201);
+  assert.deepEqual(await signup.json(), {
+    email: "ada@example.com",
+    status: "signed up",
+  });
+  const order = await fetch(`${example.url}/orders/42`, { method: "POST" });
+  assert.equal(order.status, 202);
+  assert.deepEqual(await order.json(), { order: "42", status: "accepted" });
+  const lines = [];
+  for (let i = 0; i < 3; i++) lines.push(await example.nextLine());
+  // The mail and the order's chain run apart: only the chain keeps its order.
+  const durable = lines.filter((line) => !line.startsWith("welcomed"));
+  const chain = /\(([\w-]+):0\)$/.exec(durable[0] ?? "")?.[1];
+  assert.deepEqual(durable, [
+    `charged order 42 (${chain}:0)`,
+    `shipped order 42 (${chain}:1)`,
+  ]);
+  assert.ok(lines.includes("welcomed ada@example.com"), lines.join("\n"));
+  assertDrained(await example.stop());
+});
+
 Deno.test("what the examples write in a clone is ignored by git", async () => {
   const written = new Set<string>();
   for await (const entry of Deno.readDir(examples)) {

@@ -417,3 +417,52 @@ Deno.test("on Deno Deploy (DENO_DEPLOY set), a SIGINT ends the process within De
   );
   assert.equal(code, 137);
 });
+
+Deno.test("a serve() with a Deno KV backend whose shutdown deadline cuts off /signup's in-process task and /orders' Deno KV task counts both in one line, and exits with code 1", async () => {
+  await using script = await startScript(
+    `
+    import { defineTask, serve } from "@afterward/background-tasks";
+    import { kvBackend } from "@afterward/background-tasks/kv";
+    const started = (name) => console.log("started " + name);
+    const chargeCard = defineTask(function chargeCard() {
+      started("chargeCard");
+      return new Promise(() => {});
+    }, { name: "chargeCard" });
+    const kv = await Deno.openKv(":memory:");
+    serve({
+      hostname: "127.0.0.1", port: 0, shutdownTimeout: 300,
+      onListen: ({ port }) => console.log(port),
+      backend: kvBackend({ kv, tasks: [chargeCard] }),
+    }, (request, _info, tasks) => {
+      if (new URL(request.url).pathname === "/signup") {
+        tasks.inProcess.addTask(function sendWelcome() {
+          started("sendWelcome");
+          return new Promise(() => {});
+        });
+      } else {
+        tasks.addTask(chargeCard);
+      }
+      return new Response("accepted", { status: 202 });
+    });
+    `,
+    ["--unstable-kv", "--allow-net=127.0.0.1"],
+  );
+  const port = await script.nextLine();
+  for (const path of ["/signup", "/orders"]) {
+    const response = await fetch(`http://127.0.0.1:${port}${path}`);
+    assert.equal(response.status, 202);
+    await response.body?.cancel();
+  }
+  const started = [await script.nextLine(), await script.nextLine()];
+  assert.deepEqual(started.sort(), [
+    "started chargeCard",
+    "started sendWelcome",
+  ]);
+  script.child.kill("SIGTERM");
+  const { code, stderr } = await script.exit();
+  assert.match(
+    stderr,
+    /^Shutdown abandoned 2 background tasks \((sendWelcome: 1, chargeCard: 1|chargeCard: 1, sendWelcome: 1)\), 1 of them handed back to the store; 0 succeeded and 0 failed while draining$/m,
+  );
+  assert.equal(code, 1, stderr);
+});
