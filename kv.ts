@@ -4,7 +4,10 @@
  * A durable backend on Deno KV: the request's tasks survive a crash, a
  * restart or a deploy. Pass {@linkcode kvBackend} as the `backend` option of
  * `withBackgroundTasks()` or `serve()`; tasks must then be made by
- * `defineTask` and listed in the backend's `tasks`. Needs `--unstable-kv`.
+ * `defineTask` and listed in the backend's `tasks`, or added to
+ * `tasks.inProcess` to run in this process. Needs `--unstable-kv` and a
+ * database file on this host: Deno KV's queues do not work on Deno Deploy,
+ * nor with any remote database (KV Connect).
  *
  * ```ts ignore
  * import { defineTask, serve } from "@afterward/background-tasks";

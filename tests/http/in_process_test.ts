@@ -408,3 +408,36 @@ guardedTest(
     );
   },
 );
+
+guardedTest(
+  "serve()'s shutdown does not see a wrapper nested in its handler, as docs/durable.md says: its report leaves that wrapper's tasks out",
+  async () => {
+    using console = consoleLines();
+    const gate = Promise.withResolvers<void>();
+    const started = Promise.withResolvers<void>();
+    const nested = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(async function chargeCard() {
+        started.resolve();
+        await gate.promise;
+      });
+      return new Response("Accepted", { status: 202 });
+    });
+    const server = serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      shutdownSignals: [],
+      onListen() {},
+    }, (request, info) => nested(request, info));
+    const response = await fetch(`http://127.0.0.1:${server.addr.port}/`);
+    await response.body?.cancel();
+    await started.promise;
+    const result = await server.shutdown();
+    assert.deepEqual([result.succeeded, result.abandoned], [0, 0]);
+    assert.equal(nested.stats.running, 1);
+    assert.deepEqual(console.lines, [
+      "Shutdown drained every background task: 0 succeeded and 0 failed while draining",
+    ]);
+    gate.resolve();
+    await nested.drain();
+  },
+);
