@@ -19,9 +19,13 @@ import {
 import { backgroundTasks } from "../../hono.ts";
 import type { BackendChain } from "../../backend.ts";
 import { kvBackend } from "../../kv.ts";
-import { callHandler, trackTasks } from "../../testing.ts";
+import {
+  callHandler,
+  fakeServeHandlerInfo,
+  trackTasks,
+} from "../../testing.ts";
 import { internals } from "../../src/core/_chain.ts";
-import { consoleLines, guardedTest } from "../_helpers/common.ts";
+import { consoleLines, guardedTest, macrotasks } from "../_helpers/common.ts";
 import { openKv } from "../_helpers/kv.ts";
 import { Hono } from "npm:hono@^4";
 import type { DurableTasksVariables } from "../../hono.ts";
@@ -48,40 +52,51 @@ const saveOrder = defineTask((_context, _order: string) => {}, {
 });
 
 guardedTest(
-  "with a backend, tasks.inProcess runs plain tasks in this process after the response, while defined tasks go to the backend",
-  async () => {
-    const backend = storingBackend();
-    const log: string[] = [];
-    const handler = withBackgroundTasks((_request, _info, tasks) => {
-      tasks.addTask(saveOrder, "42");
-      tasks.inProcess.addTask(function sendReceipt(to: string) {
-        log.push(`receipt to ${to}`);
-        return to;
-      }, "a@example.com");
-      log.push("response");
-      return new Response("Accepted", { status: 202 });
-    }, { backend });
+  "with a backend, tasks.inProcess runs plain tasks in this process once the response has been sent, while defined tasks go to the backend",
+  async (t) => {
+    for (const handOver of ["before-response", "after-response"] as const) {
+      await t.step(handOver, async () => {
+        const backend = storingBackend();
+        const log: string[] = [];
+        const handler = withBackgroundTasks((_request, _info, tasks) => {
+          tasks.addTask(saveOrder, "42");
+          tasks.inProcess.addTask(function sendReceipt(to: string) {
+            log.push(`receipt to ${to}`);
+            return to;
+          }, "a@example.com");
+          return new Response("Accepted", { status: 202 });
+        }, { backend, handOver });
 
-    const { response, tasks } = await callHandler(handler, "/orders/42");
-    assert.equal(response.status, 202);
-    // The results of the tasks run here.
-    assert.deepEqual(await tasks, [{
-      status: "fulfilled",
-      name: "sendReceipt",
-      index: 0,
-      value: "a@example.com",
-    }]);
-    assert.deepEqual(log, ["response", "receipt to a@example.com"]);
-    assert.deepEqual(
-      backend.stored.map((chain) => chain.tasks.map((task) => task.name)),
-      [["saveOrder"]],
-    );
-    const { succeeded, handedOver, pending } = handler.stats;
-    assert.deepEqual({ succeeded, handedOver, pending }, {
-      succeeded: 1,
-      handedOver: 1,
-      pending: 0,
-    });
+        const info = fakeServeHandlerInfo();
+        const { response, tasks } = await callHandler(handler, "/orders/42", {
+          info,
+        });
+        assert.equal(response.status, 202);
+        await response.body?.cancel();
+        // Nothing runs before the response is sent.
+        await macrotasks(3);
+        assert.deepEqual(log, []);
+        info.complete();
+        // The results of the tasks run here.
+        assert.deepEqual(await tasks, [{
+          status: "fulfilled",
+          name: "sendReceipt",
+          index: 0,
+          value: "a@example.com",
+        }]);
+        assert.deepEqual(log, ["receipt to a@example.com"]);
+        assert.deepEqual(
+          backend.stored.map((chain) => chain.tasks.map((task) => task.name)),
+          [["saveOrder"]],
+        );
+        const { succeeded, handedOver, pending } = handler.stats;
+        assert.deepEqual({ succeeded, handedOver, pending }, {
+          succeeded: 1,
+          handedOver: 1,
+          pending: 0,
+        });
+      });
+    }
   },
 );
 
