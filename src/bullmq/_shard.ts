@@ -12,7 +12,7 @@ import {
   FlowProducer,
   Queue,
   type RedisConnection,
-} from "npm:bullmq@^5";
+} from "npm:bullmq@^6";
 import { DEDUPLICATION_TTL, type JobData } from "./_shared.ts";
 import { type GroupCommit, groupCommit } from "../durable/_group_commit.ts";
 import { type ConnectionWatch, isConnectionError } from "./_redis_watch.ts";
@@ -51,7 +51,9 @@ export function openShard(
   // Not awaited, not even by close(): a key left behind (Redis went away,
   // the connection closed) expires (DEDUPLICATION_TTL).
   const forget = (keys: string[]): void => {
-    void queue.client.then((client) => client.del(...keys)).catch(() => {});
+    void queue.backend.client.then((client) => client.del(...keys)).catch(
+      () => {},
+    );
   };
   const storeJobs = storeGroups(queue, watch, forget, {
     // BullMQ's deduplication, by the chain's id: the script that adds the
@@ -200,7 +202,7 @@ async function unstored(
   kind: StoreKind,
   group: FlowJob[],
 ): Promise<FlowJob[]> {
-  const client = await queue.client;
+  const client = await queue.backend.client;
   const stored = await Promise.all(group.map(async (flow) => {
     const keys: string[] = [];
     for (let job: FlowJob | undefined = flow; job; job = job.children?.[0]) {
@@ -225,13 +227,13 @@ export class Jobs extends Queue {
    * A connection the caller owns stays open.
    */
   closeNow(): Promise<void> {
-    this.closing ??= this.connection.close(true);
+    this.closing ??= this.backend.close(true);
     return this.closing;
   }
 
   /** Tells `watch` when the connection is lost, and when it is back. */
   watch(watch: ConnectionWatch): void {
-    watchConnection(this, this.connection, watch);
+    watchConnection(this, this.backend.connection, watch);
   }
 }
 
@@ -244,13 +246,13 @@ class Flows extends FlowProducer {
    * A connection the caller owns stays open.
    */
   closeNow(): Promise<void> {
-    this.closing ??= this.connection.close(true);
+    this.closing ??= this.backend.close(true);
     return this.closing;
   }
 
   /** Tells `watch` when the connection is lost, and when it is back. */
   watch(watch: ConnectionWatch): void {
-    watchConnection(this, this.connection, watch);
+    watchConnection(this, this.backend.connection, watch);
   }
 }
 

@@ -4,7 +4,10 @@
 // job, the name of the backoff strategy, the checks of the options both
 // take, the connection as BullMQ takes it, and where each shard's keys live.
 
-import type { ConnectionOptions } from "npm:bullmq@^5";
+// BullMQ 6 loads ioredis only when it makes a Redis connection, as an
+// optional peer dependency that Deno resolves only if something imports it.
+import "npm:ioredis@^5";
+import type { ConnectionOptions } from "npm:bullmq@^6";
 import { describe } from "../util/_assert.ts";
 import type { RequestSummary } from "../api/task_info.ts";
 

@@ -1,6 +1,6 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import type { FlowJob, Job } from "npm:bullmq@^5";
+import type { FlowJob, Job } from "npm:bullmq@^6";
 import {
   assertPrefix,
   assertQueueName,
@@ -310,7 +310,7 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
   let announced = Date.now();
   const announce = (): void => {
     const now = announced = Date.now();
-    void shards[0]!.queue.client.then((client) =>
+    void shards[0]!.queue.backend.client.then((client) =>
       Promise.all([
         client.set(shardsKey(prefix, queueName), String(shardCount)),
         registry.size === 0 ? undefined : client.hset(

@@ -1,6 +1,6 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import { type Job, UnrecoverableError, Worker } from "npm:bullmq@^5";
+import { type Job, UnrecoverableError, Worker } from "npm:bullmq@^6";
 import {
   assertPrefix,
   assertQueueName,
@@ -327,7 +327,7 @@ async function checkShards(
   shards: number,
 ): Promise<void> {
   try {
-    const client = await worker.client;
+    const client = await worker.backend.client;
     const stored = Number(await client.get(shardsKey(prefix, queueName)));
     if (stored > 0 && stored !== shards) {
       console.error(
@@ -355,7 +355,7 @@ async function checkTasks(
   registry: ReadonlyMap<string, unknown>,
 ): Promise<void> {
   try {
-    const client = await worker.client;
+    const client = await worker.backend.client;
     const written = await client.hgetall(tasksKey(prefix, queueName));
     const unknown = unknownNames(
       Object.entries(written).map(([name, at]) => [name, Number(at)]),
@@ -393,7 +393,7 @@ class WatchedWorker extends Worker {
 
   watch(watch: ConnectionWatch, closed: () => boolean): void {
     this.#watch = watch;
-    const connection = this.connection;
+    const connection = this.backend.connection;
     connection.on("close", () => {
       if (!closed() && this.closing === undefined) {
         watch.down(connection, new Error("the connection to Redis closed"));
@@ -422,7 +422,7 @@ class WatchedWorker extends Worker {
     for (let attempt = 1;; attempt++) {
       if (!await delay(probeDelay(attempt), this.#closing.signal)) return;
       try {
-        const client = await this.client;
+        const client = await this.backend.client;
         await client.set(this.toKey("probe"), "1", { PX: 1_000 });
         break;
       } catch {

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { mock } from "node:test";
-import { FlowProducer, Job, Queue, QueueEvents } from "npm:bullmq@^5";
+import { FlowProducer, Job, Queue, QueueEvents } from "npm:bullmq@^6";
 import { Redis } from "npm:ioredis@^5";
 import {
   type BackendStatus,

@@ -6,7 +6,7 @@
 // with chains spread over shards.
 
 import assert from "node:assert/strict";
-import { Queue } from "npm:bullmq@^5";
+import { Queue } from "npm:bullmq@^6";
 import { Cluster, Redis } from "npm:ioredis@^5";
 import {
   type DefinedTask,

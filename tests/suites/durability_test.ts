@@ -4,7 +4,7 @@
 // process killed the moment its clients got their answers loses nothing.
 
 import assert from "node:assert/strict";
-import { Queue } from "npm:bullmq@^5";
+import { Queue } from "npm:bullmq@^6";
 import { shardPrefixes } from "../../src/bullmq/_shared.ts";
 import { startScript } from "../_helpers/process.ts";
 import { redisAvailable, startRedis } from "../_helpers/redis.ts";
