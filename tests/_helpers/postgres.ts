@@ -125,8 +125,11 @@ export async function startPostgres(
     `-p ${port}`,
     `-k ${dir}`,
     "-c listen_addresses=127.0.0.1",
+    // What a commit wrote reaches the operating system before PostgreSQL
+    // answers (synchronous_commit stays on), so that it survives kill(), as
+    // a process crash; not the disk (fsync off), which only a machine's
+    // crash would need.
     "-c fsync=off",
-    "-c synchronous_commit=off",
     "-c full_page_writes=off",
     "-c max_connections=200",
   ].join(" ");

@@ -34,27 +34,27 @@ Deno.test("connectionOptions() refuses what is not a Redis URL, options or insta
   const refused: [unknown, string][] = [
     [
       "http://user:secret@example.com",
-      `${action} as 'connection' must be a redis:// or rediss:// URL: current value is "http://***@example.com"`,
+      `${action} as 'connection' must be a redis://, rediss://, postgres:// or postgresql:// URL: current value is "http://***@example.com"`,
     ],
     [
       "localhost:6379",
-      `${action} as 'connection' must be a redis:// or rediss:// URL: current value is "localhost:6379"`,
+      `${action} as 'connection' must be a redis://, rediss://, postgres:// or postgresql:// URL: current value is "localhost:6379"`,
     ],
     [
       "not a url",
-      `${action} as 'connection' must be a redis:// or rediss:// URL: current value is "not a url"`,
+      `${action} as 'connection' must be a redis://, rediss://, postgres:// or postgresql:// URL: current value is "not a url"`,
     ],
     [
       6379,
-      `${action} as 'connection' must be a Redis URL, ioredis options or an ioredis instance: current value is 6379`,
+      `${action} as 'connection' must be a Redis or PostgreSQL URL, ioredis options, an ioredis instance or a pg.Pool: current value is 6379`,
     ],
     [
       null,
-      `${action} as 'connection' must be a Redis URL, ioredis options or an ioredis instance: current value is null`,
+      `${action} as 'connection' must be a Redis or PostgreSQL URL, ioredis options, an ioredis instance or a pg.Pool: current value is null`,
     ],
     [
       ["redis://127.0.0.1"],
-      `${action} as 'connection' must be a Redis URL, ioredis options or an ioredis instance: current value is an array`,
+      `${action} as 'connection' must be a Redis or PostgreSQL URL, ioredis options, an ioredis instance or a pg.Pool: current value is an array`,
     ],
   ];
   for (const [connection, message] of refused) {
@@ -81,7 +81,7 @@ Deno.test("connectionOptions() hides a password with a slash, or without a schem
     assert.throws(() => connectionOptions(connection, action), {
       name: "TypeError",
       message:
-        `${action} as 'connection' must be a redis:// or rediss:// URL: current value is "${shown}"`,
+        `${action} as 'connection' must be a redis://, rediss://, postgres:// or postgresql:// URL: current value is "${shown}"`,
     });
   }
 });

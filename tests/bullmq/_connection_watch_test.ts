@@ -9,7 +9,7 @@ import {
   ConnectionWatch,
   isConnectionError,
   isRefusal,
-} from "../../src/bullmq/_redis_watch.ts";
+} from "../../src/bullmq/_connection_watch.ts";
 import type { BackendStatus } from "../../mod.ts";
 
 function refused(port: number): Error {
@@ -57,7 +57,7 @@ Deno.test("ConnectionWatch writes what its hook throws, and goes on", () => {
     assert.equal(consoleError.mock.callCount(), 1);
     assert.equal(
       consoleError.mock.calls[0]?.arguments[0],
-      "A Redis status hook threw:",
+      "A BullMQ status hook threw:",
     );
   } finally {
     consoleError.mock.restore();
