@@ -275,8 +275,10 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
           settings: {
             backoffStrategy(attemptsMade, type, _error, job) {
               const policy = job && config.registry.get(job.name)?.retry;
+              // Whole milliseconds: PostgreSQL keeps a job's due time in a
+              // bigint column, and refuses a fraction (the retry was lost).
               return type === BACKOFF && policy
-                ? backoff(policy, attemptsMade)
+                ? Math.round(backoff(policy, attemptsMade))
                 : 0;
             },
           },
