@@ -126,8 +126,15 @@ export function openPostgres(
     if (probing) return;
     probing = true;
     try {
-      for (let attempt = 1; lostSources.size > 0; attempt++) {
-        if (!await delay(reconnectDelay(attempt), closing.signal)) return;
+      // At once first: a connection that was cut while PostgreSQL is there
+      // is made again as soon as asked.
+      for (let attempt = 0; lostSources.size > 0; attempt++) {
+        if (
+          attempt > 0 && !await delay(reconnectDelay(attempt), closing.signal)
+        ) {
+          return;
+        }
+        if (closing.signal.aborted) return;
         try {
           await pool.query("SELECT 1");
         } catch {
