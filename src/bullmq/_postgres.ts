@@ -236,10 +236,12 @@ export function openPostgres(
  */
 function lazyPool(url: string): PgPool & { options: { keepAlive: boolean } } {
   let made: Promise<PgPool> | undefined;
-  let ended = false;
+  let ended: Promise<void> | undefined;
   const errorListeners: ((error: Error) => void)[] = [];
   const real = (): Promise<PgPool> => {
-    if (ended) return Promise.reject(new Error("The pool has ended"));
+    if (ended !== undefined) {
+      return Promise.reject(new Error("The pool has ended"));
+    }
     made ??= loadPg().then((pg) => {
       const pool = new pg.Pool({
         connectionString: url,
@@ -268,10 +270,12 @@ function lazyPool(url: string): PgPool & { options: { keepAlive: boolean } } {
     connect: async () => (await real()).connect(),
     query: async (text: string, params?: readonly unknown[]) =>
       (await real()).query(text, params),
-    async end(): Promise<void> {
-      const pool = made;
-      ended = true;
-      await (await pool?.catch(() => undefined))?.end();
+    end(): Promise<void> {
+      // Once, however many ask: node-postgres throws on a second end().
+      ended ??= (async () => {
+        await (await made?.catch(() => undefined))?.end();
+      })();
+      return ended;
     },
     on(event: string, listener: (error: Error) => void) {
       if (event === "error") errorListeners.push(listener);
