@@ -70,6 +70,8 @@ export interface PostgresServer extends AsyncDisposable {
   readonly password: string;
   /** `postgres://postgres:<password>@127.0.0.1:<port>/postgres`. */
   readonly url: string;
+  /** Its directory; the cluster's files are in `data/` under it. */
+  readonly dir: string;
   /** Stops it at once (`pg_ctl stop -m immediate`), as a crash would. */
   kill(): Promise<void>;
   /** Starts it again on the same port, and waits until it accepts connections. */
@@ -109,7 +111,11 @@ async function run(command: string, args: string[]): Promise<string> {
 
 /** Starts a PostgreSQL server in a new directory, on a free port of 127.0.0.1. */
 export async function startPostgres(
-  { password = "test-secret" }: { password?: string } = {},
+  { password = "test-secret", durable = false }: {
+    password?: string;
+    /** Whether it writes to disk as a production server does (benchmarks). */
+    durable?: boolean;
+  } = {},
 ): Promise<PostgresServer> {
   if (bin === undefined) throw new Error("There is no initdb");
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -139,8 +145,7 @@ export async function startPostgres(
     // answers (synchronous_commit stays on), so that it survives kill(), as
     // a process crash; not the disk (fsync off), which only a machine's
     // crash would need.
-    "-c fsync=off",
-    "-c full_page_writes=off",
+    ...durable ? [] : ["-c fsync=off", "-c full_page_writes=off"],
     "-c max_connections=200",
   ].join(" ");
   let running = false;
@@ -169,6 +174,7 @@ export async function startPostgres(
     url: `postgres://postgres:${
       encodeURIComponent(password)
     }@127.0.0.1:${port}/postgres`,
+    dir,
     kill: () => stop("immediate"),
     restart: start,
     async [Symbol.asyncDispose]() {
