@@ -3,6 +3,8 @@
 // What the BullMQ backend and its workers share: the connection as BullMQ
 // takes it, and where each shard's keys live on a Cluster.
 
+import pg from "npm:pg@^8";
+import { parseConnection } from "../../src/bullmq/_datastore.ts";
 import assert from "node:assert/strict";
 import { Redis } from "npm:ioredis@^5";
 import {
@@ -140,4 +142,39 @@ Deno.test("assertPrefix() refuses a prefix that is empty or has braces", () => {
         `${action} as 'prefix' must be a non-empty string without braces: current value is ${shown}`,
     });
   }
+});
+
+Deno.test("parseConnection() tells PostgreSQL (a postgres:// or postgresql:// URL, a pg.Pool) from Redis, and reads the password to hide", () => {
+  const action = "Cannot create BullMQ backend";
+  assert.deepEqual(
+    parseConnection("postgres://app:s%2Fcret@db:5432/app", action),
+    {
+      datastore: "PostgreSQL",
+      target: "postgres://app:s%2Fcret@db:5432/app",
+      password: "s/cret",
+    },
+  );
+  assert.deepEqual(parseConnection("postgresql://db/app", action), {
+    datastore: "PostgreSQL",
+    target: "postgresql://db/app",
+    password: undefined,
+  });
+  const pool = new pg.Pool();
+  try {
+    assert.deepEqual(parseConnection(pool, action), {
+      datastore: "PostgreSQL",
+      target: pool,
+      password: undefined,
+    });
+  } finally {
+    void pool.end();
+  }
+  assert.deepEqual(parseConnection("redis://:pw@localhost:6379/2", action), {
+    datastore: "Redis",
+    options: { url: "redis://:pw@localhost:6379/2" },
+  });
+  assert.deepEqual(parseConnection({ port: 6379 }, action), {
+    datastore: "Redis",
+    options: { port: 6379 },
+  });
 });
