@@ -1,12 +1,13 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 // What the BullMQ backend and its workers share: the connection as BullMQ
-// takes it, and where each shard's keys live on a Cluster.
+// takes it (Redis's, or PostgreSQL's), and where each shard's keys live on a
+// Cluster.
 
-import pg from "npm:pg@^8";
-import { parseConnection } from "../../src/bullmq/_datastore.ts";
 import assert from "node:assert/strict";
+import pg from "npm:pg@^8";
 import { Redis } from "npm:ioredis@^5";
+import { parseConnection } from "../../src/bullmq/_datastore.ts";
 import {
   assertPrefix,
   connectionOptions,

@@ -445,3 +445,68 @@ Deno.test({
     });
   }
 });
+
+Deno.test({
+  ...postgresTest,
+  name:
+    "a program that imports the package alone runs on PostgreSQL at its first run, without a config, a lockfile or an import of pg",
+}, async () => {
+  await using server = await startPostgres();
+  const dir = await Deno.makeTempDir({ prefix: "background_tasks_pg_user_" });
+  const entry = (name: string) =>
+    JSON.stringify(new URL(`../../${name}`, import.meta.url).href);
+  try {
+    await Deno.writeTextFile(
+      `${dir}/main.ts`,
+      `import { defineTask, withBackgroundTasks } from ${entry("mod.ts")};
+import { bullmqBackend, bullmqWorker } from ${entry("bullmq.ts")};
+
+const connection = Deno.env.get("DATABASE_URL")!;
+const ran = Promise.withResolvers<void>();
+const hello = defineTask(() => ran.resolve(), { name: "hello" });
+const worker = bullmqWorker({ connection, tasks: [hello] });
+const backend = bullmqBackend({ connection, tasks: [hello] });
+const handler = withBackgroundTasks((_request, _info, tasks) => {
+  tasks.addTask(hello);
+  return new Response("accepted", { status: 202 });
+}, { backend });
+const response = await handler(new Request("http://localhost/"), {
+  remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 1 },
+  completed: Promise.resolve(),
+} as Deno.ServeHandlerInfo);
+console.log(response.status);
+await ran.promise;
+console.log("ran");
+await worker.close();
+await backend.close();
+`,
+    );
+    const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-net=127.0.0.1", "--allow-env", "main.ts"],
+      cwd: dir,
+      env: { DATABASE_URL: server.url, NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const decoder = new TextDecoder();
+    assert.deepEqual(
+      {
+        code,
+        stdout: decoder.decode(stdout),
+        stderr: decoder.decode(stderr).split("\n").filter((line) =>
+          line !== "" && !/^Download /.test(line) &&
+          !/[╭│╰]|Ignored build scripts|msgpackr-extract|nodeModulesDir|Lifecycle scripts/
+            .test(line)
+        ),
+      },
+      { code: 0, stdout: "202\nran\n", stderr: [] },
+    );
+    // No lockfile was there, nor made.
+    assert.deepEqual(
+      (await Array.fromAsync(Deno.readDir(dir))).map((entry) => entry.name),
+      ["main.ts"],
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
