@@ -214,9 +214,11 @@ for (
     let done = 0;
     const allRan = Promise.withResolvers<void>();
     const firstRound = Promise.withResolvers<void>();
+    const lastRan = Promise.withResolvers<void>();
     const step = defineTask(({ id }, chain: string, index: number) => {
       runs.set(id, (runs.get(id) ?? 0) + 1);
       ran.push(`${chain}:${index}`);
+      if (chain === "last") lastRan.resolve();
       // The cut store's chains ran (of a longer chain, its first task),
       // the answer still held back: now the connection may go.
       if (ran.filter((task) => task.endsWith(":0")).length === chains.length) {
@@ -258,9 +260,7 @@ for (
       // the time a chain stored after it runs: the worker takes the jobs in
       // the order they were added.
       await backend.enqueue(chainOf("last", step, 1));
-      while (!ran.includes("last:0")) {
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
+      await within(lastRan.promise, 10_000, "the last chain");
       // The cut was an outage, told once each way (or not at all, when the
       // chains were stored again before the backend told it).
       if (statuses.length > 0) await within(back.promise, 10_000, "back up");

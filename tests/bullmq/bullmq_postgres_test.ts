@@ -79,6 +79,8 @@ Deno.test({
       server.url,
       "SELECT nspname AS name FROM pg_namespace WHERE nspname = 'bullmq'",
     )).length;
+  // The worker tells nobody when it made the schema: the database is asked
+  // until it has it.
   while (await schema() === 0) {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
@@ -301,7 +303,8 @@ Deno.test({
   });
   using output = consoleLines();
   try {
-    // The names are written once BullMQ's schema is there.
+    // The names are written once BullMQ's schema is there, and the backend
+    // tells nobody when: the database is asked until it has them.
     const written = async () =>
       (await query<{ field: string }>(
         server.url,
@@ -400,10 +403,14 @@ Deno.test({
     await t.step(name, async () => {
       using output = consoleLines();
       const statuses: BackendStatus[] = [];
+      const told = Promise.withResolvers<void>();
       const backend = bullmqBackend({
         connection: url,
         tasks: [step],
-        onStatusChange: (status) => void statuses.push(status),
+        onStatusChange(status) {
+          statuses.push(status);
+          told.resolve();
+        },
       });
       const worker = bullmqWorker({ connection: url, tasks: [step] });
       try {
@@ -417,15 +424,7 @@ Deno.test({
           10_000,
           "the worker's line",
         );
-        await within(
-          (async () => {
-            while (statuses.length === 0) {
-              await new Promise((resolve) => setTimeout(resolve, 20));
-            }
-          })(),
-          10_000,
-          "the backend's status",
-        );
+        await within(told.promise, 10_000, "the backend's status");
         await handler.drain({ timeout: 100 });
       } finally {
         await worker.close();
