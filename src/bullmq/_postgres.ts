@@ -117,6 +117,8 @@ export function openPostgres(
   const lazy = typeof target === "string" ? lazyPool(target) : undefined;
   const pool: PgPool = lazy ?? target as PgPool;
 
+  /** The deletions of deduplication keys under way (see forget()). */
+  const forgets = new Set<Promise<void>>();
   /** The sources that lost PostgreSQL, up once it answers a probe. */
   const lostSources = new Set<unknown>();
   /** The source of the stores' connection errors. */
@@ -195,11 +197,14 @@ export function openPostgres(
     },
     forget(_queue, chains) {
       // BullMQ's own delete_deduplication_key command, for many ids at
-      // once: one statement per group, not one per chain.
-      pool.query(
+      // once: one statement per group, not one per chain. PostgreSQL does
+      // not expire a row as Redis expires a key, so close() waits for them.
+      const forgetting = pool.query(
         "DELETE FROM dedup WHERE queue = $1 AND dedup_id = ANY($2::text[])",
         [queueName, chains],
-      ).catch(() => {});
+      ).then(() => {}, () => {});
+      forgets.add(forgetting);
+      void forgetting.then(() => forgets.delete(forgetting));
     },
     async announce(queue, names, _shards, now) {
       if (names.length === 0) return;
@@ -223,6 +228,7 @@ export function openPostgres(
     },
     async close(): Promise<void> {
       closing.abort();
+      await Promise.all(forgets);
       await lazy?.end();
     },
   };

@@ -171,6 +171,54 @@ Deno.test({
   }
 });
 
+Deno.test({
+  ...postgresTest,
+  name:
+    "bullmqBackend() on PostgreSQL stores a one-task chain with the chain's id as its deduplication key, and deletes the key once the store is answered",
+}, async () => {
+  await using server = await startPostgres();
+  const queue = `test-${crypto.randomUUID()}`;
+  const step = defineTask(() => {}, { name: "step" });
+  const backend = bullmqBackend({
+    connection: server.url,
+    queue,
+    tasks: [step],
+  });
+  const ids: string[] = [];
+  try {
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(step);
+      return new Response("accepted", { status: 202 });
+    }, { backend });
+    for (let i = 0; i < 3; i++) {
+      const { response } = await callHandler(handler, "/");
+      await response.body?.cancel();
+    }
+  } finally {
+    // The deletions are not awaited by the stores; the pool ends once they
+    // are done.
+    await backend.close();
+  }
+  const jobs = await query<{ id: string; dedup_id: string }>(
+    server.url,
+    "SELECT id, dedup_id FROM bullmq.job WHERE queue = $1 ORDER BY id",
+    [queue],
+  );
+  for (const { id, dedup_id } of jobs) {
+    assert.equal(id, `${dedup_id}.0`);
+    ids.push(dedup_id);
+  }
+  assert.equal(ids.length, 3);
+  assert.deepEqual(
+    await query(
+      server.url,
+      "SELECT dedup_id FROM bullmq.dedup WHERE queue = $1",
+      [queue],
+    ),
+    [],
+  );
+});
+
 Deno.test("bullmqBackend() and bullmqWorker() refuse on PostgreSQL what means nothing there, and a connection that is no PostgreSQL URL or pool, hiding its password", async (t) => {
   const step = defineTask(() => {}, { name: "step" });
   const url = "postgres://app:s3cret@127.0.0.1:5432/app";
