@@ -23,7 +23,7 @@
 
 import { parseArgs } from "node:util";
 import process from "node:process";
-import { type FlowJob, FlowProducer, Job, Queue } from "npm:bullmq@^5";
+import { type FlowJob, FlowProducer, Job, Queue } from "npm:bullmq@^6";
 import { connectable, freePort } from "./_harness.ts";
 import { bullmqBackend } from "../bullmq.ts";
 import { defineTask } from "../mod.ts";
@@ -130,7 +130,7 @@ const ways: Record<string, Way> = {
     const queue = new Queue(queueName, { connection });
     return Promise.resolve({
       async store(n) {
-        const client = await queue.client;
+        const client = await queue.backend.client;
         const multi = client.multi();
         for (let i = 0; i < n; i++) {
           const chain = `c${serial++}`;

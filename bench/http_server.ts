@@ -239,7 +239,7 @@ async function awaitedKvEnqueue(): Promise<Deno.ServeHandler> {
 
 /** The same with BullMQ: the handler awaits `queue.add()` of one job. */
 async function awaitedQueueAdd(): Promise<Deno.ServeHandler> {
-  const { Queue } = await import("npm:bullmq@^5");
+  const { Queue } = await import("npm:bullmq@^6");
   const queue = new Queue(`bench-${crypto.randomUUID()}`, {
     connection: {
       host: "127.0.0.1",

@@ -17,7 +17,7 @@
 
 import { parseArgs } from "node:util";
 import { connectable, freePort } from "./_harness.ts";
-import { Queue } from "npm:bullmq@^5";
+import { Queue } from "npm:bullmq@^6";
 import { defineTask } from "../mod.ts";
 import { bullmqBackend } from "../bullmq.ts";
 import { shardPrefixes } from "../src/bullmq/_shared.ts";

@@ -2,7 +2,7 @@
 
 /**
  * The web process of a distributed setup: `POST /signup/{email}` answers
- * `202` and enqueues three tasks on Redis; worker processes
+ * `202` and enqueues three tasks on Redis or PostgreSQL; worker processes
  * (`deno task worker`, see worker.ts) run them, in order, on this machine or
  * others.
  *
@@ -11,8 +11,11 @@
  *   deno task worker               # in one or more other terminals
  *   curl -X POST http://127.0.0.1:8000/signup/ada@example.com
  *
- * `REDIS_HOST` and `REDIS_PORT` say where Redis listens (127.0.0.1:6379),
- * `QUEUE` names the queue (`background-tasks`).
+ * `BULLMQ_URL` says where BullMQ keeps the queue, the same for the web
+ * process and the workers: Redis (`redis://127.0.0.1:6379`, the default) or
+ * PostgreSQL (`postgres://user:password@127.0.0.1:5432/app`: BullMQ's tables
+ * are made in its `bullmq` schema at the first start). `QUEUE` names the
+ * queue (`background-tasks`).
  *
  * @module
  */
@@ -21,10 +24,7 @@ import { serve } from "../../mod.ts";
 import { bullmqBackend } from "../../bullmq.ts";
 import { createAvatar, notifyTeam, sendWelcomeEmail, tasks } from "./tasks.ts";
 
-const connection = {
-  host: Deno.env.get("REDIS_HOST") ?? "127.0.0.1",
-  port: Number(Deno.env.get("REDIS_PORT") ?? 6379),
-};
+const connection = Deno.env.get("BULLMQ_URL") ?? "redis://127.0.0.1:6379";
 const backend = bullmqBackend({
   connection,
   tasks,
@@ -32,8 +32,8 @@ const backend = bullmqBackend({
 });
 const signup = new URLPattern({ pathname: "/signup/:email" });
 
-// At a shutdown, serve() drains the chains into Redis, then closes the
-// backend's connections.
+// At a shutdown, serve() drains the chains into Redis or PostgreSQL, then
+// closes the backend's connections.
 serve({
   hostname: "127.0.0.1",
   port: Number(Deno.env.get("PORT") ?? 8000),

@@ -2,16 +2,17 @@
 
 /**
  * A worker process of a distributed setup: runs the tasks the web processes
- * enqueue on Redis, `CONCURRENCY` at a time (8), and prints a line when an
- * attempt starts and when it ends. Start as many as you like, on as many machines; on SIGTERM or
- * Ctrl-C each finishes its running tasks and exits. If one dies, another
- * takes its tasks over once their lock expires.
+ * enqueue on Redis or PostgreSQL, `CONCURRENCY` at a time (8), and prints a
+ * line when an attempt starts and when it ends. Start as many as you like, on
+ * as many machines; on SIGTERM or Ctrl-C each finishes its running tasks and
+ * exits. If one dies, another takes its tasks over once their lock expires.
  *
  *   deno task worker
  *   deno run --lock=deno.lock --allow-net=127.0.0.1 --allow-env examples/distributed/worker.ts
  *
- * `REDIS_HOST`, `REDIS_PORT`, `QUEUE`, `CONCURRENCY`, `LOCK_MS` (30000) and
- * `STALLED_MS` (30000) tune it.
+ * `BULLMQ_URL` (as the web process has it: `redis://127.0.0.1:6379` by
+ * default, or a `postgres://` URL), `QUEUE`, `CONCURRENCY`, `LOCK_MS` (30000)
+ * and `STALLED_MS` (30000) tune it.
  *
  * @module
  */
@@ -23,10 +24,7 @@ const env = (name: string, fallback: number) =>
   Number(Deno.env.get(name) ?? fallback);
 
 const worker = bullmqWorker({
-  connection: {
-    host: Deno.env.get("REDIS_HOST") ?? "127.0.0.1",
-    port: env("REDIS_PORT", 6379),
-  },
+  connection: Deno.env.get("BULLMQ_URL") ?? "redis://127.0.0.1:6379",
   tasks,
   queue: Deno.env.get("QUEUE") ?? "background-tasks",
   concurrency: env("CONCURRENCY", 8),

@@ -2,20 +2,31 @@
 
 // One shard of the BullMQ backend: its queue, and the transactions that
 // store chains in it, retried through outages and cut connections, with
-// what the shard's connections say about Redis told to the backend's
-// ConnectionWatch. The backend spreads chains over its shards and answers
-// for them; this is where a group of chains meets Redis.
+// what the shard's connections say about the datastore told to the
+// backend's ConnectionWatch. The backend spreads chains over its shards
+// and answers for them; this is where a group of chains meets Redis or
+// PostgreSQL.
 
 import {
-  type ConnectionOptions,
+  type BackendFactory,
   type FlowJob,
   FlowProducer,
+  type FlowProducerOptions,
+  type IQueueBackend,
   Queue,
-  type RedisConnection,
-} from "npm:bullmq@^5";
-import { DEDUPLICATION_TTL, type JobData } from "./_shared.ts";
+  type QueueOptions,
+} from "npm:bullmq@^6";
+import {
+  type Datastore,
+  DEDUPLICATION_TTL,
+  type JobData,
+  type Owner,
+} from "./_shared.ts";
 import { type GroupCommit, groupCommit } from "../durable/_group_commit.ts";
-import { type ConnectionWatch, isConnectionError } from "./_redis_watch.ts";
+import {
+  type ConnectionWatch,
+  isConnectionError,
+} from "./_connection_watch.ts";
 
 /** Chains per transaction. */
 const GROUP_SIZE = 100;
@@ -29,36 +40,32 @@ export interface Shard {
 
 /** Opens a shard's connections; `watch` hears whether they are up. */
 export function openShard(
-  connection: ConnectionOptions,
+  datastore: Datastore,
   queueName: string,
   prefix: string,
   watch: ConnectionWatch,
 ): Shard {
-  const flows = new Flows({ connection, prefix });
-  const queue = new Jobs(queueName, { connection, prefix });
+  const { connection, factory } = datastore;
+  const flows = new Flows({ connection, prefix }, factory);
+  const queue = new Jobs(queueName, { connection, prefix }, factory);
   // Connection errors are told once per outage by the watch, and reach the
   // chains through enqueue(); without a listener, ioredis would print each.
-  flows.watch(watch);
-  queue.watch(watch);
-  // A chain of one task is one job, which BullMQ's script adds atomically
-  // on its own: the queue adds many in one pipeline, without the MULTI a
-  // flow needs and the QUEUED answer per job that comes with it (10 to 30 %
-  // less CPU per chain in bench/bullmq_store.ts, ~10 % per request in the
-  // HTTP benchmark). A chain
+  watchOwner(flows, datastore);
+  watchOwner(queue, datastore);
+  // A chain of one task is one job, which BullMQ adds atomically on its
+  // own (a script on Redis, a statement on PostgreSQL): the queue adds many
+  // in one pipeline, without the MULTI a flow needs and the QUEUED answer
+  // per job that comes with it (10 to 30 % less CPU per chain in
+  // bench/bullmq_store.ts, ~10 % per request in the HTTP benchmark). A chain
   // of more tasks is a flow, its jobs added in one transaction. Each kind
   // has a group commit of its own, so that a group is always stored by one
   // call, whose failure the group commit can reason about.
-  // Not awaited, not even by close(): a key left behind (Redis went away,
-  // the connection closed) expires (DEDUPLICATION_TTL).
-  const forget = (keys: string[]): void => {
-    void queue.client.then((client) => client.del(...keys)).catch(() => {});
-  };
-  const storeJobs = storeGroups(queue, watch, forget, {
-    // BullMQ's deduplication, by the chain's id: the script that adds the
-    // job writes the key too, and keeps it when the job completes (a key
-    // with a ttl outlives its job), so a store sent again, by this backend
-    // or by ioredis on its own, adds nothing. Deleted once answered.
-    guard: (flow) => queue.toKey(`de:${chainOf(flow)}`),
+  const storeJobs = storeGroups(datastore, queue, watch, {
+    // BullMQ's deduplication, by the chain's id: what adds the job writes
+    // the key too, and keeps it when the job completes (a key with a ttl
+    // outlives its job), so a store sent again, by this backend or by
+    // ioredis on its own, adds nothing. Deleted once answered.
+    guard: (flow) => chainOf(flow),
     async add(group) {
       // A closing queue would wait for a connection that never comes.
       if (queue.closing !== undefined) throw new ClosingError();
@@ -74,7 +81,7 @@ export function openShard(
     },
   });
   // A flow's jobs stay KEEP_COMPLETED seconds once done (see chainFlow()).
-  const storeFlows = storeGroups(queue, watch, forget, {
+  const storeFlows = storeGroups(datastore, queue, watch, {
     guard: () => undefined,
     async add(group) {
       const added = await flows.addBulk(group);
@@ -97,8 +104,8 @@ interface StoreKind {
   /** Stores a group of chains of this kind. */
   add(group: FlowJob[]): Promise<void>;
   /**
-   * The key, if any, that shows the chain was stored until its store is
-   * answered, even once its jobs are done and removed.
+   * The deduplication id, if any, that shows the chain was stored until its
+   * store is answered, even once its jobs are done and removed.
    */
   guard(flow: FlowJob): string | undefined;
 }
@@ -111,12 +118,12 @@ function chainOf(flow: Pick<FlowJob, "data">): string {
 /**
  * A group commit of chains that `kind` stores, retried through outages and
  * cut connections. Once a group is stored, the guards of its chains are
- * given to `forget`: nothing stores them again.
+ * forgotten: nothing stores them again.
  */
 function storeGroups(
-  queue: Queue,
+  datastore: Datastore,
+  queue: Jobs,
   watch: ConnectionWatch,
-  forget: (keys: string[]) => void,
   kind: StoreKind,
 ): GroupCommit<FlowJob> {
   // Chains handed over together go in one call: ioredis builds a pipeline
@@ -127,14 +134,21 @@ function storeGroups(
   // AbortError), is not the chains' fault: the call stored none, some or
   // all of the chains (Redis discards a transaction it did not execute; a
   // connection may be lost after EXEC ran, or in the middle of a pipeline,
-  // each of whose jobs is added atomically). So the group is stored again,
-  // less the chains that were stored.
+  // each of whose jobs is added atomically; PostgreSQL commits a group's
+  // statement whole or not at all, and may lose the connection after its
+  // COMMIT). So the group is stored again, less the chains that were stored.
   const store = groupCommit<FlowJob>(
     async (group, retrying) => {
-      const flowsToAdd = retrying ? await unstored(queue, kind, group) : group;
-      if (flowsToAdd.length > 0) await addWatched(flowsToAdd);
+      await watched(async () => {
+        // On PostgreSQL, reached and BullMQ's schema made, at first.
+        await datastore.prepare();
+        const flowsToAdd = retrying
+          ? await unstored(queue, kind, group)
+          : group;
+        if (flowsToAdd.length > 0) await kind.add(flowsToAdd);
+      });
       const guards = group.flatMap((flow) => kind.guard(flow) ?? []);
-      if (guards.length > 0) forget(guards);
+      if (guards.length > 0) datastore.forget(queue, guards);
     },
     GROUP_SIZE,
     {
@@ -144,26 +158,30 @@ function storeGroups(
     },
   );
 
-  async function addWatched(group: FlowJob[]): Promise<void> {
-    // A store Redis leaves unanswered (a server that hangs, a network that
-    // drops packets) is an outage too, though no error comes.
+  async function watched(add: () => Promise<void>): Promise<void> {
+    // A store the datastore leaves unanswered (a server that hangs, a
+    // network that drops packets) is an outage too, though no error comes.
     const stall = setTimeout(
       () =>
         watch.down(
           store,
-          new Error(`Redis left a store unanswered for ${STALL / 1000} s`),
+          new Error(
+            `${datastore.name} left a store unanswered for ${STALL / 1000} s`,
+          ),
         ),
       STALL,
     );
     try {
-      await kind.add(group);
+      await add();
     } catch (error) {
-      // A store Redis refuses while connected (out of memory, a replica
-      // made read-only, a command timeout) is an outage too; it ends when
-      // a store succeeds, or when no chain is left waiting for one.
+      // A store the datastore refuses while connected (out of memory, a
+      // replica made read-only, a command timeout), or cannot take yet
+      // (PostgreSQL without BullMQ's schema), is an outage too; it ends
+      // when a store succeeds, or when no chain is left waiting for one.
       if (!(error instanceof ClosingError) && !splits(error)) {
         watch.down(store, error);
         void store.idle().then(() => watch.up(store));
+        if (isConnectionError(error)) datastore.unreachable(error);
       }
       throw error;
     } finally {
@@ -183,7 +201,7 @@ function splits(error: unknown): boolean {
   return error instanceof TypeError || error instanceof RangeError;
 }
 
-/** Milliseconds a store may go unanswered before Redis counts as down. */
+/** Milliseconds a store may go unanswered before the datastore counts as down. */
 const STALL = 5_000;
 
 /**
@@ -196,28 +214,49 @@ const STALL = 5_000;
  * done).
  */
 async function unstored(
-  queue: Queue,
+  queue: Jobs,
   kind: StoreKind,
   group: FlowJob[],
 ): Promise<FlowJob[]> {
-  const client = await queue.client;
+  const { backend } = queue;
   const stored = await Promise.all(group.map(async (flow) => {
-    const keys: string[] = [];
+    const jobs: string[] = [];
     for (let job: FlowJob | undefined = flow; job; job = job.children?.[0]) {
-      keys.push(queue.toKey(job.opts!.jobId!));
+      jobs.push(job.opts!.jobId!);
     }
     const guard = kind.guard(flow);
     const found = await Promise.all([
-      guard === undefined ? false : client.get(guard).then((v) => v !== null),
-      ...keys.map((key) => client.hexists(key, "name").then((n) => n === 1)),
+      guard === undefined
+        ? false
+        : backend.getDeduplicationJobId(guard).then((id) => id !== null),
+      ...jobs.map((id) =>
+        backend.getJobData(id).then((data) => data !== undefined)
+      ),
     ]);
     return found.some(Boolean);
   }));
   return group.filter((_, index) => !stored[index]);
 }
 
-/** A Queue that can close while Redis is unreachable. */
-export class Jobs extends Queue {
+/** A Queue that can close while its datastore is unreachable. */
+export class Jobs extends Queue<
+  unknown,
+  unknown,
+  string,
+  unknown,
+  unknown,
+  string,
+  IQueueBackend,
+  unknown
+> {
+  constructor(
+    name: string,
+    options: QueueOptions<unknown>,
+    factory: BackendFactory<IQueueBackend, unknown>,
+  ) {
+    super(name, options, factory);
+  }
+
   /**
    * Closes the connection without QUIT, which ioredis would queue behind a
    * pipeline still waiting for Redis, one whose chains were all given up
@@ -225,18 +264,22 @@ export class Jobs extends Queue {
    * A connection the caller owns stays open.
    */
   closeNow(): Promise<void> {
-    this.closing ??= this.connection.close(true);
-    return this.closing;
-  }
-
-  /** Tells `watch` when the connection is lost, and when it is back. */
-  watch(watch: ConnectionWatch): void {
-    watchConnection(this, this.connection, watch);
+    return this.closing ??= this.backend.close(true);
   }
 }
 
-/** A FlowProducer that can close while Redis is unreachable. */
-class Flows extends FlowProducer {
+/** A FlowProducer that can close while its datastore is unreachable. */
+class Flows extends FlowProducer<IQueueBackend, unknown> {
+  /** Public here, as a Queue's is: its datastore watches it. */
+  declare public backend: IQueueBackend;
+
+  constructor(
+    options: FlowProducerOptions<unknown>,
+    factory: BackendFactory<IQueueBackend, unknown>,
+  ) {
+    super(options, factory);
+  }
+
   /**
    * Closes the connection without QUIT, which ioredis would queue behind a
    * transaction still waiting for Redis, one whose chains were all given up
@@ -244,38 +287,27 @@ class Flows extends FlowProducer {
    * A connection the caller owns stays open.
    */
   closeNow(): Promise<void> {
-    this.closing ??= this.connection.close(true);
-    return this.closing;
-  }
-
-  /** Tells `watch` when the connection is lost, and when it is back. */
-  watch(watch: ConnectionWatch): void {
-    watchConnection(this, this.connection, watch);
+    return this.closing ??= this.backend.close(true);
   }
 }
 
 /**
- * Tells `watch` when the connection of `owner` (a queue or a flow producer,
- * which emits its connection's errors) is lost, and when it is back. A close
- * the owner asked for is no loss.
+ * Tells the datastore when the connection of `owner` (a queue or a flow
+ * producer, which emits its connection's errors) is lost, and lets it tell
+ * the watch when it is back. A close the owner asked for is no loss.
  */
-function watchConnection(
-  owner: {
-    readonly closing: Promise<void> | undefined;
+function watchOwner(
+  owner: Owner & {
     on(event: "error", listener: (error: Error) => void): unknown;
   },
-  connection: RedisConnection,
-  watch: ConnectionWatch,
+  datastore: Datastore,
 ): void {
   owner.on("error", (error) => {
-    if (isConnectionError(error)) watch.down(owner, error);
-  });
-  connection.on("close", () => {
-    if (owner.closing === undefined) {
-      watch.down(owner, new Error("the connection to Redis closed"));
+    if (owner.closing === undefined && isConnectionError(error)) {
+      datastore.lost(owner, error);
     }
   });
-  connection.on("ready", () => watch.up(owner));
+  datastore.watch(owner, () => false);
 }
 
 /** A FlowProducer closed by `close()` stored nothing. */
@@ -288,8 +320,8 @@ class ClosingError extends Error {
 /**
  * Milliseconds before storing a group again after `failures` failed attempts
  * in a row: 100 ms doubling up to 5 s, less up to half of it at random, so
- * that the web processes a Redis restart cut off do not all come back at
- * once.
+ * that the web processes a restart of the datastore cut off do not all come
+ * back at once.
  */
 function retryDelay(failures: number): number {
   return Math.min(5_000, 100 * 2 ** (failures - 1)) * (1 - Math.random() / 2);

@@ -1,10 +1,18 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 // What the BullMQ backend (web side) and its workers share: the shape of a
-// job, the name of the backoff strategy, the checks of the options both
-// take, the connection as BullMQ takes it, and where each shard's keys live.
+// job, what differs between the datastores (see _datastore.ts), the name of
+// the backoff strategy, the checks of the options both take, the connection
+// to Redis as BullMQ takes it, and where each shard's keys live.
 
-import type { ConnectionOptions } from "npm:bullmq@^5";
+// BullMQ 6 loads ioredis only when it makes a Redis connection, as an
+// optional peer dependency that Deno resolves only if something imports it.
+import "npm:ioredis@^5";
+import type {
+  BackendFactory,
+  ConnectionOptions,
+  IQueueBackend,
+} from "npm:bullmq@^6";
 import { describe } from "../util/_assert.ts";
 import type { RequestSummary } from "../api/task_info.ts";
 
@@ -17,6 +25,69 @@ export interface JobData {
   delivered?: boolean;
   /** The `traceparent` of the request's span, when telemetry was on. */
   trace?: string;
+}
+
+/** A Queue, FlowProducer or Worker, whose connection a datastore watches. */
+export interface Owner {
+  readonly backend: IQueueBackend;
+  readonly closing: Promise<void> | undefined;
+}
+
+/** What differs between Redis and PostgreSQL, for one backend or worker. */
+export interface Datastore {
+  /** As messages name it: "Redis" or "PostgreSQL". */
+  readonly name: "Redis" | "PostgreSQL";
+  /** The `connection` BullMQ's classes are made with. */
+  readonly connection: unknown;
+  /** The factory of their backends. */
+  readonly factory: BackendFactory<IQueueBackend, unknown>;
+  /** Options a Worker adds to ours. */
+  readonly workerOptions: { runRetryDelay?: number };
+  /**
+   * Resolves once BullMQ's queues can be used: at once on Redis; on
+   * PostgreSQL, once it was reached and BullMQ's schema is there (made if
+   * it was not). Rejects if it cannot be, such as while PostgreSQL is down;
+   * each call tries again, until one succeeds.
+   */
+  prepare(): Promise<void>;
+  /** Tells the watch when `owner`'s connection closes and comes back. */
+  watch(owner: Owner, closed: () => boolean): void;
+  /**
+   * `source` (a queue, flow producer or worker) lost its connection with
+   * `error`: the watch hears it, and hears that it is back once the
+   * datastore can be reached again.
+   */
+  lost(source: object, error: unknown): void;
+  /**
+   * A store failed with `error`, a connection error. On Redis, nothing more:
+   * its connections' events tell the watch. On PostgreSQL, which has no such
+   * events, the watch hears that it is down until it answers again, whether
+   * or not chains still wait to be stored.
+   */
+  unreachable(error: unknown): void;
+  /**
+   * Deletes the deduplication keys of `chains`, whose stores were answered,
+   * without waiting: what is left (the datastore went away) expires.
+   */
+  forget(queue: Owner, chains: string[]): void;
+  /**
+   * Writes, for the workers to check theirs against, how many shards the
+   * web processes store chains in and the names of their tasks, with when.
+   */
+  announce(
+    queue: Owner,
+    names: readonly string[],
+    shards: number,
+    now: number,
+  ): Promise<void>;
+  /** The shard count web processes wrote, if any. */
+  shards(queue: Owner): Promise<number | undefined>;
+  /** The task names web processes wrote, each with when they last did. */
+  names(queue: Owner): Promise<[string, number][]>;
+  /** A small write, to learn whether the datastore takes writes again. */
+  probe(worker: Owner): Promise<void>;
+  /** Closes what the datastore opened itself, once its owners are closed. */
+  close(): Promise<void>;
 }
 
 /** The backoff strategy whose delays the task's retry policy computes. */
@@ -100,7 +171,7 @@ export function connectionOptions(
     }
     if (url?.protocol !== "redis:" && url?.protocol !== "rediss:") {
       throw new TypeError(
-        `${action} as 'connection' must be a redis:// or rediss:// URL: current value is ${
+        `${action} as 'connection' must be a redis://, rediss://, postgres:// or postgresql:// URL: current value is ${
           describe(redact(connection))
         }`,
       );
@@ -112,7 +183,7 @@ export function connectionOptions(
     Array.isArray(connection)
   ) {
     throw new TypeError(
-      `${action} as 'connection' must be a Redis URL, ioredis options or an ioredis instance: current value is ${
+      `${action} as 'connection' must be a Redis or PostgreSQL URL, ioredis options, an ioredis instance or a pg.Pool: current value is ${
         describe(connection)
       }`,
     );
@@ -148,7 +219,7 @@ export function connectionOptions(
  * may hold a `/` (base64 access keys do) or an `@`, and the string may have
  * no scheme at all.
  */
-function redact(text: string): string {
+export function redact(text: string): string {
   const at = text.lastIndexOf("@");
   if (at === -1) return text;
   const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(text)?.[0] ?? "";

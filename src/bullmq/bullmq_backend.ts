@@ -1,21 +1,24 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import type { FlowJob, Job } from "npm:bullmq@^5";
+import type { FlowJob, Job } from "npm:bullmq@^6";
 import {
   assertPrefix,
   assertQueueName,
   BACKOFF,
-  connectionOptions,
   type JobData,
   KEEP_COMPLETED,
   shardPrefixes,
-  shardsKey,
-  tasksKey,
 } from "./_shared.ts";
 import { openShard } from "./_shard.ts";
+import {
+  assertRedisOnly,
+  type Connection,
+  openDatastore,
+  parseConnection,
+} from "./_datastore.ts";
 import { escapeControls } from "../api/_describe_task.ts";
 import { NAMES_REFRESH } from "../durable/_unknown_tasks.ts";
-import { ConnectionWatch, elapsed } from "./_redis_watch.ts";
+import { ConnectionWatch, elapsed } from "./_connection_watch.ts";
 import { assertSerializable } from "../durable/_serializable.ts";
 import {
   assertInteger,
@@ -35,13 +38,25 @@ import type {
 } from "../api/task_backend.ts";
 
 /**
- * How to reach Redis: whatever BullMQ accepts, passed on to it (and to
- * ioredis). A Redis URL (`redis://user:password@host:6379/2`, `rediss://…`
- * for TLS); ioredis options (`{ host, port, password, tls: { ca } }`,
- * Sentinel's `{ sentinels, name }`); or an ioredis `Redis` or `Cluster`
- * instance that the caller owns: `close()` leaves it open. A Cluster is
- * only ever such an instance (BullMQ makes a plain `Redis` of options), and
- * needs nothing more: each shard's keys share a hash tag.
+ * Where BullMQ keeps the queues: Redis or PostgreSQL.
+ *
+ * For Redis, whatever BullMQ accepts, passed on to it (and to ioredis): a
+ * Redis URL (`redis://user:password@host:6379/2`, `rediss://…` for TLS);
+ * ioredis options (`{ host, port, password, tls: { ca } }`, Sentinel's
+ * `{ sentinels, name }`); or an ioredis `Redis` or `Cluster` instance that
+ * the caller owns: `close()` leaves it open. A Cluster is only ever such an
+ * instance (BullMQ makes a plain `Redis` of options), and needs nothing
+ * more: each shard's keys share a hash tag.
+ *
+ * For PostgreSQL, through BullMQ's own PostgreSQL backend: a
+ * `postgres://user:password@host:5432/database` URL (or `postgresql://`,
+ * with node-postgres's query parameters, such as `sslmode=require`), from
+ * which a pool is made and ended by `close()`; or a node-postgres `pg.Pool`
+ * that the caller owns, made with `options: "-c search_path=bullmq"` (BullMQ's
+ * queries name its tables without their schema), which `close()` leaves
+ * open. BullMQ's tables live in the `bullmq` schema, made by whichever web
+ * process or worker starts first. node-postgres is loaded only then, and
+ * needs no import of your own.
  *
  * The type is `object` because BullMQ's own `ConnectionOptions` names
  * dozens of ioredis types that this package cannot document as its own;
@@ -50,19 +65,19 @@ import type {
  *
  * @example From the environment
  * ```ts
- * import type { RedisConnection } from "@afterward/background-tasks/bullmq";
+ * import type { BullmqConnection } from "@afterward/background-tasks/bullmq";
  * import assert from "node:assert/strict";
  *
- * function connectionFrom(env: Record<string, string | undefined>): RedisConnection {
- *   return env["REDIS_URL"] ?? { host: "127.0.0.1", port: 6379 };
+ * function connectionFrom(env: Record<string, string | undefined>): BullmqConnection {
+ *   return env["DATABASE_URL"] ?? env["REDIS_URL"] ?? { host: "127.0.0.1", port: 6379 };
  * }
  * assert.equal(
- *   connectionFrom({ REDIS_URL: "rediss://default:secret@redis.example.com:6380/0" }),
- *   "rediss://default:secret@redis.example.com:6380/0",
+ *   connectionFrom({ DATABASE_URL: "postgres://app:secret@db.example.com:5432/app" }),
+ *   "postgres://app:secret@db.example.com:5432/app",
  * );
  * ```
  */
-export type RedisConnection = string | object;
+export type BullmqConnection = string | object;
 
 /**
  * Options for {@linkcode bullmqBackend}.
@@ -83,8 +98,11 @@ export type RedisConnection = string | object;
  * ```
  */
 export interface BullmqBackendOptions {
-  /** How to reach Redis: a URL, ioredis options, or an ioredis instance. */
-  connection: RedisConnection;
+  /**
+   * Where BullMQ keeps the queues: a Redis URL, ioredis options or an
+   * ioredis instance; or a PostgreSQL URL or a pg.Pool.
+   */
+  connection: BullmqConnection;
   /** The tasks the workers can run, so that others are refused at `addTask()`. */
   tasks: WorkerOptions["tasks"];
   /**
@@ -95,7 +113,7 @@ export interface BullmqBackendOptions {
   queue?: string;
   /**
    * The start of the hash tag of every key, the same for the web processes
-   * and the workers.
+   * and the workers. Redis only: on PostgreSQL, `queue` tells queues apart.
    *
    * @default {"bull"}
    */
@@ -106,16 +124,16 @@ export interface BullmqBackendOptions {
    * keys all live on one node). A chain is always whole in one shard, so
    * its order holds. Workers must be given the same number: each shard's
    * hash tag depends on it. To change it, keep workers with the old number
-   * running until its queues are empty.
+   * running until its queues are empty. Redis only.
    *
    * @default {1}
    */
   shards?: number;
   /**
-   * Told when Redis becomes unreachable (or refuses a store while connected,
-   * such as when out of memory, or leaves one unanswered for 5 s), and when
-   * it is back: once per change, not per retry. The chains
-   * meanwhile wait to be stored (see `stats.storing`).
+   * Told when Redis or PostgreSQL becomes unreachable (or refuses a store
+   * while connected, such as when out of memory, or leaves one unanswered
+   * for 5 s), and when it is back: once per change, not per retry. The
+   * chains meanwhile wait to be stored (see `stats.storing`).
    *
    * @default {A line on `console.error` each time}
    */
@@ -163,7 +181,7 @@ export interface BullmqFailedTask extends FailedTask {
  * ```
  */
 export interface BullmqBackend extends DurableBackend {
-  /** Whether Redis can be reached now, and since when. */
+  /** Whether Redis or PostgreSQL can be reached now, and since when. */
   readonly status: BackendStatus;
   /**
    * The failed jobs of every shard, newest first (see
@@ -186,15 +204,15 @@ export interface BullmqBackend extends DurableBackend {
   retry(id: string): Promise<boolean>;
   /**
    * Stores the chains handed over so far, then closes the connections to
-   * Redis. Chains handed over after it are refused: before their response,
-   * the handler fails (its tasks discarded); after it, their tasks are
-   * reported through `onTaskError`.
-   * While Redis is unreachable, it waits until each chain is stored or given
-   * up by the signal its `enqueue()` was given: a chain handed over without
-   * one waits for Redis to come back. A connection the caller owns is left
-   * open, so a transaction still queued on it when its chains were given up
-   * may yet run once Redis is back: those chains are then stored, though
-   * reported abandoned.
+   * Redis or PostgreSQL. Chains handed over after it are refused: before
+   * their response, the handler fails (its tasks discarded); after it, their
+   * tasks are reported through `onTaskError`.
+   * While the datastore is unreachable, it waits until each chain is stored
+   * or given up by the signal its `enqueue()` was given: a chain handed over
+   * without one waits for it to come back. A connection the caller owns (an
+   * ioredis instance, a pg.Pool) is left open, so a transaction still queued
+   * on it when its chains were given up may yet run once Redis is back:
+   * those chains are then stored, though reported abandoned.
    *
    * @returns A promise that resolves once the connections are closed.
    */
@@ -212,35 +230,40 @@ const BULLMQ_BACKEND_OPTIONS = optionKeys<BullmqBackendOptions>({
 });
 
 /**
- * A backend on Redis through BullMQ, for work that should outgrow one
- * process: web processes enqueue each request's chain before its response is
- * sent (see the wrapper's `handOver`), and worker processes started with {@linkcode bullmqWorker}, on
- * this machine or others, run the tasks.
+ * A backend on Redis or PostgreSQL through BullMQ, for work that should
+ * outgrow one process: web processes enqueue each request's chain before its
+ * response is sent (see the wrapper's `handOver`), and worker processes
+ * started with {@linkcode bullmqWorker}, on this machine or others, run the
+ * tasks. On PostgreSQL, BullMQ's tables are made in the `bullmq` schema by
+ * whichever of the web processes and workers starts first.
  *
  * A chain becomes a BullMQ flow, added atomically (the chains handed over
  * together share one transaction), whose jobs depend on one another so that
  * they run in order; a task that fails at its last attempt
  * leaves the next one running. A chain of one task is a plain job, which
- * BullMQ's script adds atomically by itself: the one-task chains handed over
- * together go in one pipeline, without a transaction. Retries and backoff are BullMQ's, computed as
+ * BullMQ adds atomically by itself: the one-task chains handed over
+ * together go in one pipeline (one statement on PostgreSQL), without a
+ * transaction of their own. Retries and backoff are BullMQ's, computed as
  * the task's retry policy says. If a worker dies mid-task, BullMQ gives the
  * task to another once its lock expires (stalled-job recovery): delivery is
  * at least once, and the context's `id` is the same on every delivery.
  *
  * A chain handed over is never failed for a connection error. While Redis
  * is unreachable, ioredis holds the transaction (or pipeline) until it
- * reconnects; if the connection drops in the middle of one, the backend
- * stores its chains again, 100 ms later, doubling up to 5 s between tries,
- * until they are stored or the signal `enqueue()` was given aborts (the
- * chain then rejects with the signal's reason).
+ * reconnects; if the connection drops in the middle of one, or PostgreSQL
+ * cannot be reached, the backend stores its chains again, 100 ms later,
+ * doubling up to 5 s between tries, until they are stored or the signal
+ * `enqueue()` was given aborts (the chain then rejects with the signal's
+ * reason).
  *
- * A store whose answer was lost (Redis ran it, then the connection closed)
- * adds nothing twice when it is sent again, by the backend or by ioredis on
- * its own, though a worker ran and BullMQ removed the chain's jobs meanwhile.
+ * A store whose answer was lost (the datastore ran it, then the connection
+ * closed) adds nothing twice when it is sent again, by the backend or by
+ * ioredis on its own, though a worker ran and BullMQ removed the chain's jobs
+ * meanwhile.
  * A chain of one task carries BullMQ's deduplication by the chain's id,
  * whose key outlives the job: it is deleted once the store is answered, and
  * expires after 24 hours if it never is. The jobs of a longer chain (a flow,
- * on which BullMQ refuses deduplication) stay in Redis 60 s once done, so
+ * on which BullMQ refuses deduplication) stay 60 s once done, so
  * that a flow added again finds them: a store sent again more than 60 s
  * after the chain's first task finished may run the finished tasks again.
  * Delivery is at least once only for a worker that dies mid-task.
@@ -257,7 +280,8 @@ const BULLMQ_BACKEND_OPTIONS = optionKeys<BullmqBackendOptions>({
  * const sendEmail = defineTask(async ({ id }, to: string) => {
  *   await mailer.send({ to, idempotencyKey: id });
  * }, { name: "sendEmail", retry: { maxAttempts: 5 } });
- * const connection = { host: "127.0.0.1", port: 6379 };
+ * // Redis, or PostgreSQL: "postgres://app:secret@127.0.0.1:5432/app".
+ * const connection = "redis://127.0.0.1:6379";
  *
  * // In the web process:
  * serve({ backend: bullmqBackend({ connection, tasks: [sendEmail] }) }, (_request, _info, tasks) => {
@@ -270,20 +294,23 @@ const BULLMQ_BACKEND_OPTIONS = optionKeys<BullmqBackendOptions>({
  * Deno.addSignalListener("SIGTERM", () => worker.close());
  * ```
  *
- * @param options Where Redis listens, and the tasks the workers know.
+ * @param options Where Redis or PostgreSQL listens, and the tasks the workers
+ * know.
  * @returns The backend, for the `backend` option of a wrapped handler.
- * @throws {TypeError} If an option has the wrong type.
+ * @throws {TypeError} If an option has the wrong type, or means nothing on
+ * PostgreSQL (`prefix`, `shards`).
  */
 export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
   const action = "Cannot create BullMQ backend";
   assertOptions(options, BULLMQ_BACKEND_OPTIONS, action);
+  const connection: Connection = parseConnection(options.connection, action);
+  assertRedisOnly(connection, options, action);
   const {
     queue: queueName = "background-tasks",
     prefix = "bull",
     shards: shardCount = 1,
     onStatusChange,
   } = options;
-  const connection = connectionOptions(options.connection, action);
   assertQueueName(queueName, action);
   assertPrefix(prefix, action);
   assertInteger(shardCount, "shards", action, 1);
@@ -298,11 +325,17 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
   let closed = false;
   const watch = new ConnectionWatch((status, previous) => {
     if (closed) return;
-    if (onStatusChange === undefined) logStatus(status, previous);
-    else onStatusChange(status);
-  });
+    if (onStatusChange === undefined) {
+      logStatus(connection.datastore, status, previous);
+    } else onStatusChange(status);
+  }, connection.datastore === "PostgreSQL" ? connection.password : undefined);
+  const datastore = openDatastore(
+    connection,
+    { queue: queueName, prefix },
+    watch,
+  );
   const shards = shardPrefixes(prefix, shardCount).map((shardPrefix) =>
-    openShard(connection, queueName, shardPrefix, watch)
+    openShard(datastore, queueName, shardPrefix, watch)
   );
   // Workers that consume fewer shards, or lack a task, say so: see
   // bullmqWorker(). Written at start, and again each day while chains are
@@ -310,14 +343,13 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
   let announced = Date.now();
   const announce = (): void => {
     const now = announced = Date.now();
-    void shards[0]!.queue.client.then((client) =>
-      Promise.all([
-        client.set(shardsKey(prefix, queueName), String(shardCount)),
-        registry.size === 0 ? undefined : client.hset(
-          tasksKey(prefix, queueName),
-          Object.fromEntries([...registry.keys()].map((name) => [name, now])),
-        ),
-      ])
+    datastore.prepare().then(() =>
+      datastore.announce(
+        shards[0]!.queue,
+        [...registry.keys()],
+        shardCount,
+        now,
+      )
     ).catch(() => {});
   };
   announce();
@@ -366,6 +398,7 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
     },
 
     async failed(): Promise<BullmqFailedTask[]> {
+      await datastore.prepare();
       const jobs = (await Promise.all(
         shards.map((shard) => shard.queue.getFailed()),
       )).flat();
@@ -386,6 +419,7 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
       const colon = id.lastIndexOf(":");
       if (colon === -1) return false;
       const jobId = `${id.slice(0, colon)}.${id.slice(colon + 1)}`;
+      await datastore.prepare();
       for (const { queue } of shards) {
         const job = await queue.getJob(jobId);
         if (job === undefined) continue;
@@ -413,6 +447,7 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
           shard,
         ) => [shard.flows.closeNow(), shard.queue.closeNow()]),
       );
+      await datastore.close();
     },
   };
 }
@@ -478,16 +513,20 @@ function failedTask(job: Job): BullmqFailedTask {
 }
 
 /**
- * The default of `onStatusChange`: one line when Redis is lost, one when
- * it is back.
+ * The default of `onStatusChange`: one line when the datastore is lost, one
+ * when it is back.
  */
-function logStatus(status: BackendStatus, previous: BackendStatus): void {
+function logStatus(
+  datastore: string,
+  status: BackendStatus,
+  previous: BackendStatus,
+): void {
   console.error(
     status.state === "down"
-      ? `The BullMQ backend cannot reach Redis (${
+      ? `The BullMQ backend cannot reach ${datastore} (${
         escapeControls(String(status.error))
       }): chains wait to be stored until it is back`
-      : `The BullMQ backend reaches Redis again, after ${
+      : `The BullMQ backend reaches ${datastore} again, after ${
         elapsed(previous.since)
       } without it`,
   );

@@ -1,16 +1,19 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import { type Job, UnrecoverableError, Worker } from "npm:bullmq@^5";
+import { type Job, UnrecoverableError } from "npm:bullmq@^6";
 import {
   assertPrefix,
   assertQueueName,
   BACKOFF,
-  connectionOptions,
   type JobData,
   shardPrefixes,
-  shardsKey,
-  tasksKey,
 } from "./_shared.ts";
+import {
+  assertRedisOnly,
+  type Connection,
+  openDatastore,
+  parseConnection,
+} from "./_datastore.ts";
 import { escapeControls } from "../api/_describe_task.ts";
 import { errorText } from "../util/_error_text.ts";
 import {
@@ -18,20 +21,22 @@ import {
   elapsed,
   isConnectionError,
   isRefusal,
-} from "./_redis_watch.ts";
-import { backoff, delay } from "../core/_retry.ts";
+} from "./_connection_watch.ts";
+import { backoff } from "../core/_retry.ts";
 import { assertInteger, assertOptions, optionKeys } from "../util/_assert.ts";
-import {
-  quoteNames,
-  reportUnknownTask,
-  unknownNames,
-} from "../durable/_unknown_tasks.ts";
+import { reportUnknownTask } from "../durable/_unknown_tasks.ts";
 import {
   runQueued,
   type WorkerConfig,
   workerConfig,
 } from "../durable/_worker.ts";
-import type { RedisConnection } from "./bullmq_backend.ts";
+import type { BullmqConnection } from "./bullmq_backend.ts";
+import {
+  checkShards,
+  checkTasks,
+  prepared,
+  WatchedWorker,
+} from "./_watched_worker.ts";
 import type { WorkerOptions } from "../api/task_backend.ts";
 
 /**
@@ -55,8 +60,13 @@ import type { WorkerOptions } from "../api/task_backend.ts";
  * ```
  */
 export interface BullmqWorkerOptions extends WorkerOptions {
-  /** How to reach Redis: a URL, ioredis options, or an ioredis instance. */
-  connection: RedisConnection;
+  /**
+   * Where BullMQ keeps the queues, as the web processes have it: a Redis
+   * URL, ioredis options or an ioredis instance; or a PostgreSQL URL or a
+   * pg.Pool (which needs at least two connections: BullMQ keeps one for
+   * LISTEN).
+   */
+  connection: BullmqConnection;
   /**
    * The BullMQ queue's name.
    *
@@ -65,6 +75,7 @@ export interface BullmqWorkerOptions extends WorkerOptions {
   queue?: string;
   /**
    * The start of the hash tag of every key, as the web processes have it.
+   * Redis only.
    *
    * @default {"bull"}
    */
@@ -72,7 +83,7 @@ export interface BullmqWorkerOptions extends WorkerOptions {
   /**
    * How many shards to consume: the same number the web processes store
    * chains in, since each shard's hash tag depends on it (a worker that
-   * finds another number in Redis says so at start).
+   * finds another number in Redis says so at start). Redis only.
    *
    * @default {1}
    */
@@ -156,13 +167,16 @@ const BULLMQ_WORKER_OPTIONS = optionKeys<BullmqWorkerOptions>({
  * tasks' timeouts and the hooks of its options. Start one or many, on one
  * or many machines, all with the same tasks.
  *
- * It says one line on `console.error` when Redis cannot be reached and one
- * when it is back. While Redis refuses writes (a read-only replica during a
- * failover, memory full), it pauses, says so in one line, tries a write at
- * the pace of reconnections (1 s, up to 20 s apart), and resumes once one
- * is taken, saying so. At start, it says in one line if the web processes
- * store chains in other shards, or tasks it does not know; such a task,
- * should one arrive, fails and is reported through `onTaskError`.
+ * It says one line on `console.error` when Redis or PostgreSQL cannot be
+ * reached and one when it is back. While the datastore refuses writes (a
+ * read-only replica during a failover, memory or disk full), it pauses, says
+ * so in one line, tries a write at the pace of reconnections (1 s, up to 20 s
+ * apart), and resumes once one is taken, saying so. At start, it says in one
+ * line if the web processes store chains in other shards, or tasks it does
+ * not know; such a task, should one arrive, fails and is reported through
+ * `onTaskError`. On PostgreSQL, it first makes BullMQ's tables if no web
+ * process or worker made them yet, and waits for PostgreSQL while it cannot
+ * be reached.
  *
  * @example Run tasks until SIGTERM
  * ```ts ignore
@@ -170,7 +184,7 @@ const BULLMQ_WORKER_OPTIONS = optionKeys<BullmqWorkerOptions>({
  * import { resizeImage, sendEmail } from "./tasks.ts";
  *
  * const worker = bullmqWorker({
- *   connection: { host: "127.0.0.1", port: 6379 },
+ *   connection: Deno.env.get("DATABASE_URL") ?? "redis://127.0.0.1:6379",
  *   tasks: [sendEmail, resizeImage],
  *   concurrency: 8,
  *   onTaskEnd: ({ name, outcome, duration }) => console.log(name, outcome, duration),
@@ -178,14 +192,22 @@ const BULLMQ_WORKER_OPTIONS = optionKeys<BullmqWorkerOptions>({
  * Deno.addSignalListener("SIGTERM", () => worker.close());
  * ```
  *
- * @param options Where Redis listens, the tasks, and how to run them.
+ * @param options Where Redis or PostgreSQL listens, the tasks, and how to
+ * run them.
  * @returns The worker; `close()` stops it gracefully.
- * @throws {TypeError} If an option has the wrong type.
+ * @throws {TypeError} If an option has the wrong type, or means nothing on
+ * PostgreSQL (`prefix`, `shards`).
  * @throws {RangeError} If a number is out of range.
  */
 export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
   const action = "Cannot start BullMQ worker";
   assertOptions(options, BULLMQ_WORKER_OPTIONS, action);
+  const connection: Connection = parseConnection(
+    options.connection,
+    action,
+    true,
+  );
+  assertRedisOnly(connection, options, action);
   const {
     queue: queueName = "background-tasks",
     prefix = "bull",
@@ -194,7 +216,6 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
     lockDuration = 30_000,
     stalledInterval = 30_000,
   } = options;
-  const connection = connectionOptions(options.connection, action, true);
   assertQueueName(queueName, action);
   assertPrefix(prefix, action);
   assertInteger(shards, "shards", action, 1);
@@ -202,6 +223,7 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
   assertInteger(lockDuration, "lockDuration", action, 1);
   assertInteger(stalledInterval, "stalledInterval", action, 1);
   const config = workerConfig(options, action);
+  const place = connection.datastore;
   let closed = false;
   const watch = new ConnectionWatch((status, previous) => {
     if (closed) return;
@@ -209,53 +231,81 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
       const error = escapeControls(String(status.error));
       console.error(
         isRefusal(status.error)
-          ? `The BullMQ worker pauses: Redis refuses its writes (${error}); it tries again until Redis accepts them`
-          : `The BullMQ worker cannot reach Redis (${error}); it tries again until Redis is back`,
+          ? `The BullMQ worker pauses: ${place} refuses its writes (${error}); it tries again until ${place} accepts them`
+          : `The BullMQ worker cannot reach ${place} (${error}); it tries again until ${place} is back`,
       );
     } else {
       console.error(
         isRefusal(previous.error)
-          ? `The BullMQ worker resumes: Redis accepts its writes again, after ${
+          ? `The BullMQ worker resumes: ${place} accepts its writes again, after ${
             elapsed(previous.since)
           }`
-          : `The BullMQ worker reaches Redis again, after ${
+          : `The BullMQ worker reaches ${place} again, after ${
             elapsed(previous.since)
           } without it`,
       );
     }
-  });
-  const workers = shardPrefixes(prefix, shards).map((shardPrefix) => {
-    const worker = new WatchedWorker(queueName, (job) => run(job, config), {
-      connection,
-      prefix: shardPrefix,
-      concurrency,
-      lockDuration,
-      stalledInterval,
-      settings: {
-        backoffStrategy(attemptsMade, type, _error, job) {
-          const policy = job && config.registry.get(job.name)?.retry;
-          return type === BACKOFF && policy ? backoff(policy, attemptsMade) : 0;
+  }, connection.datastore === "PostgreSQL" ? connection.password : undefined);
+  const datastore = openDatastore(
+    connection,
+    { queue: queueName, prefix },
+    watch,
+  );
+  const closing = new AbortController();
+  const start = (): WatchedWorker[] => {
+    const workers = shardPrefixes(prefix, shards).map((shardPrefix) => {
+      const worker = new WatchedWorker(
+        queueName,
+        (job) => run(job, config),
+        {
+          ...datastore.workerOptions,
+          connection: datastore.connection,
+          prefix: shardPrefix,
+          concurrency,
+          lockDuration,
+          stalledInterval,
+          settings: {
+            backoffStrategy(attemptsMade, type, _error, job) {
+              const policy = job && config.registry.get(job.name)?.retry;
+              // Whole milliseconds: PostgreSQL keeps a job's due time in a
+              // bigint column, and refuses a fraction (the retry was lost).
+              return type === BACKOFF && policy
+                ? Math.round(backoff(policy, attemptsMade))
+                : 0;
+            },
+          },
         },
-      },
+        datastore,
+        watch,
+      );
+      // A line when the datastore is lost (or refuses) and one when it is
+      // back, not one per retry.
+      worker.on("error", (error) => {
+        if (closed) return;
+        if (isConnectionError(error)) datastore.lost(worker, error);
+        else if (isRefusal(error)) worker.refused(error);
+        else console.error("The BullMQ worker failed:", errorText(error));
+      });
+      worker.on("ready", () => watch.up(worker));
+      datastore.watch(worker, () => closed);
+      return worker;
     });
-    // A line when Redis is lost (or refuses) and one when it is back, not
-    // one per retry.
-    worker.on("error", (error) => {
-      if (closed) return;
-      if (isConnectionError(error)) watch.down(worker, error);
-      else if (isRefusal(error)) worker.refused(error);
-      else console.error("The BullMQ worker failed:", errorText(error));
-    });
-    worker.on("ready", () => watch.up(worker));
-    worker.watch(watch, () => closed);
-    return worker;
-  });
-  void checkShards(workers[0]!, prefix, queueName, shards);
-  void checkTasks(workers[0]!, prefix, queueName, config.registry);
+    void checkShards(workers[0]!, datastore, queueName, shards);
+    void checkTasks(workers[0]!, datastore, queueName, config.registry);
+    return workers;
+  };
+  // On PostgreSQL, BullMQ's workers start once its schema is there: before,
+  // they would fail every query, at once and again.
+  const started = prepared(datastore, watch, closing.signal).then((ready) =>
+    ready ? start() : []
+  );
   return {
     async close(): Promise<void> {
       closed = true;
+      closing.abort();
+      const workers = await started;
       await Promise.all(workers.map((worker) => worker.close()));
+      await datastore.close();
     },
   };
 }
@@ -310,140 +360,4 @@ async function run(job: Job, config: WorkerConfig): Promise<null> {
     : new UnrecoverableError(errorText(result.value, "message"));
   error.stack = errorText(result.value);
   throw error;
-}
-
-/**
- * Says once, at start, if the web processes store chains in another number
- * of shards than this worker consumes: a shard's hash tag depends on the
- * count, so the chains of theirs that this worker does not consume (with
- * more shards, possibly all of them) would wait for a worker that does.
- */
-async function checkShards(
-  worker: Worker,
-  prefix: string,
-  queueName: string,
-  shards: number,
-): Promise<void> {
-  try {
-    const client = await worker.client;
-    const stored = Number(await client.get(shardsKey(prefix, queueName)));
-    if (stored > 0 && stored !== shards) {
-      console.error(
-        `The BullMQ worker consumes ${shards} ${
-          shards === 1 ? "shard" : "shards"
-        } of queue "${
-          escapeControls(queueName)
-        }", but web processes store chains in ${stored}: start workers with 'shards: ${stored}', or the chains of the other shards never run`,
-      );
-    }
-  } catch {
-    // Closed, or Redis is down: the watch says so.
-  }
-}
-
-/**
- * Says once, at start, which tasks the web processes store that this worker
- * does not know: their jobs would fail (each reported as it does). Names no
- * web process wrote for a week are stale, and not mentioned.
- */
-async function checkTasks(
-  worker: Worker,
-  prefix: string,
-  queueName: string,
-  registry: ReadonlyMap<string, unknown>,
-): Promise<void> {
-  try {
-    const client = await worker.client;
-    const written = await client.hgetall(tasksKey(prefix, queueName));
-    const unknown = unknownNames(
-      Object.entries(written).map(([name, at]) => [name, Number(at)]),
-      registry,
-    );
-    if (unknown.length > 0) {
-      console.error(
-        `The BullMQ worker does not know ${
-          unknown.length === 1 ? "task" : "tasks"
-        } ${quoteNames(unknown)}, which web processes store in queue "${
-          escapeControls(queueName)
-        }": add ${unknown.length === 1 ? "it" : "them"} to its 'tasks', or ${
-          unknown.length === 1 ? "its jobs" : "their jobs"
-        } fail`,
-      );
-    }
-  } catch {
-    // Closed, or Redis is down: the watch says so.
-  }
-}
-
-/**
- * A Worker whose main connection is watched too (when Redis comes back
- * before ioredis's first reconnection fails, no error is ever emitted, but
- * the connection did close), and that pauses while Redis refuses its
- * writes.
- */
-class WatchedWorker extends Worker {
-  #watch: ConnectionWatch | undefined;
-  /** The watch's part for a refusal, while there is one. */
-  readonly #refusal = {};
-  #refused = false;
-  /** Aborted by close(): ends the wait before a probe. */
-  readonly #closing = new AbortController();
-
-  watch(watch: ConnectionWatch, closed: () => boolean): void {
-    this.#watch = watch;
-    const connection = this.connection;
-    connection.on("close", () => {
-      if (!closed() && this.closing === undefined) {
-        watch.down(connection, new Error("the connection to Redis closed"));
-      }
-    });
-    connection.on("ready", () => watch.up(connection));
-  }
-
-  /**
-   * Redis refused a command while connected (a read-only replica, memory
-   * full): BullMQ tries the next job at once, and would spin, with an
-   * error each time, until Redis takes writes again. So the worker pauses
-   * (the tasks running go on), and a write probes Redis at the pace of a
-   * lost connection's reconnections (1 s, then up to 20 s apart), until
-   * one is taken: the worker then resumes.
-   */
-  refused(error: unknown): void {
-    this.#watch?.down(this.#refusal, error);
-    if (this.#refused) return;
-    this.#refused = true;
-    void this.pause(true).catch(() => {});
-    void this.#probe();
-  }
-
-  async #probe(): Promise<void> {
-    for (let attempt = 1;; attempt++) {
-      if (!await delay(probeDelay(attempt), this.#closing.signal)) return;
-      try {
-        const client = await this.client;
-        await client.set(this.toKey("probe"), "1", { PX: 1_000 });
-        break;
-      } catch {
-        // Still refused, or not reachable (which the watch tells).
-      }
-    }
-    if (this.closing !== undefined) return;
-    this.#refused = false;
-    this.#watch?.up(this.#refusal);
-    void Promise.resolve(this.resume()).catch(() => {});
-  }
-
-  override close(force?: boolean): Promise<void> {
-    this.#closing.abort();
-    return super.close(force);
-  }
-}
-
-/**
- * Milliseconds before the `attempt`-th probe of a Redis that refuses
- * writes: BullMQ's delays between reconnections (1 s for the first seven,
- * then growing to 20 s).
- */
-function probeDelay(attempt: number): number {
-  return Math.max(Math.min(Math.exp(attempt), 20_000), 1_000);
 }

@@ -34,7 +34,7 @@ const stalling = tasks.map((task) => {
 });
 
 const worker = bullmqWorker({
-  connection: { host: "127.0.0.1", port: env("REDIS_PORT") },
+  connection: Deno.env.get("BULLMQ_URL")!,
   tasks: stalling,
   queue: Deno.env.get("QUEUE")!,
   concurrency: env("CONCURRENCY"),

@@ -20,6 +20,10 @@
 //
 // Later connections, and that one's bytes before its store, are forwarded as
 // they are.
+//
+// startPostgresProxy() does the same in front of PostgreSQL, for the first
+// statement that stores chains: cut before PostgreSQL runs it, or after it
+// committed it with the whole answer kept back.
 
 /** A running proxy, closed with its connections when disposed. */
 export interface TcpProxy extends AsyncDisposable {
@@ -352,6 +356,196 @@ export function startTcpProxy(
       }
       closeBoth();
     }
+    const ignore = () => {};
+    await Promise.all([
+      upstream().catch(ignore),
+      downstream().catch(ignore),
+    ]);
+    closeBoth();
+  }
+
+  const accepting = (async () => {
+    try {
+      for await (const client of listener) {
+        sockets.add(client);
+        pumps.push(proxy(client));
+      }
+    } catch {
+      // The listener was closed.
+    }
+  })();
+
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    get cuts() {
+      return cuts;
+    },
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await accepting;
+      for (const socket of [...sockets]) closeQuietly(socket);
+      await Promise.all(pumps);
+    },
+  };
+}
+
+/** Options for {@linkcode startPostgresProxy}. */
+export interface PostgresProxyOptions {
+  /**
+   * Where to cut the first store: "before-execute" forwards its statement's
+   * Parse and Bind but not its Execute, so that PostgreSQL never runs it;
+   * "after-commit" forwards all of it and lets PostgreSQL run and commit it,
+   * but keeps every byte of the answer back.
+   */
+  cut: "before-execute" | "after-commit";
+  /** Resolves when the cut may happen: until then, the connection hangs. */
+  hold?: Promise<void>;
+}
+
+/**
+ * Starts a proxy on a free port of 127.0.0.1 that forwards to the
+ * PostgreSQL at `target`, and cuts, as `cut` says, the first store of
+ * chains it sees: the first statement that calls BullMQ's `add_flow` or
+ * `add_jobs_bulk`, on whichever connection sends it. node-postgres sends a
+ * query with parameters as Parse, Bind, Describe, Execute and Sync
+ * messages, and one query at a time on a connection: once the store is
+ * sent, every byte PostgreSQL sends on that connection answers it, up to
+ * ReadyForQuery, which it sends once the statement's transaction ended.
+ * Later stores, and the other connections, are forwarded as they are.
+ */
+export function startPostgresProxy(
+  target: number,
+  { cut, hold = Promise.resolve() }: PostgresProxyOptions,
+): TcpProxy {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const sockets = new Set<Deno.Conn>();
+  const pumps: Promise<void>[] = [];
+  let armed = true;
+  let cuts = 0;
+
+  function closeQuietly(conn: Deno.Conn): void {
+    if (!sockets.delete(conn)) return;
+    try {
+      conn.close();
+    } catch {
+      // Already closed.
+    }
+  }
+
+  async function proxy(client: Deno.Conn): Promise<void> {
+    let server: Deno.Conn;
+    try {
+      server = await Deno.connect({ hostname: "127.0.0.1", port: target });
+    } catch {
+      closeQuietly(client);
+      return;
+    }
+    sockets.add(server);
+    const closeBoth = () => {
+      closeQuietly(client);
+      closeQuietly(server);
+    };
+    /** Set once this connection sent the store, PostgreSQL running it. */
+    let storing = false;
+    let cutDone = false;
+    async function cutNow(): Promise<void> {
+      if (cutDone) return;
+      cutDone = true;
+      await hold;
+      cuts++;
+      closeBoth();
+    }
+
+    async function upstream(): Promise<void> {
+      let pending = new Uint8Array(0);
+      // The startup message has a length but no type byte.
+      let started = false;
+      const chunk = new Uint8Array(64 * 1024);
+      while (true) {
+        const read = await client.read(chunk);
+        if (read === null) break;
+        if (storing || (!armed && !storing)) {
+          await server.write(chunk.subarray(0, read));
+          continue;
+        }
+        const joined = new Uint8Array(pending.length + read);
+        joined.set(pending);
+        joined.set(chunk.subarray(0, read), pending.length);
+        let position = 0;
+        let found: number | undefined;
+        while (true) {
+          const header = started ? 5 : 4;
+          if (position + header > joined.length) break;
+          const view = new DataView(joined.buffer, position + header - 4, 4);
+          const end = position + header - 4 + view.getUint32(0);
+          if (end > joined.length) break;
+          if (!started) {
+            started = true;
+          } else if (
+            found === undefined && joined[position] === 0x50 /* Parse */ &&
+            /\b(?:add_flow|add_jobs_bulk)\(/.test(
+              decoder.decode(joined.subarray(position, end)),
+            )
+          ) {
+            found = position;
+          } else if (
+            found !== undefined && cut === "before-execute" &&
+            joined[position] === 0x45 /* Execute */
+          ) {
+            armed = false;
+            await server.write(joined.subarray(0, position));
+            await cutNow();
+            return;
+          }
+          position = end;
+        }
+        if (found !== undefined && cut === "after-commit") {
+          armed = false;
+          storing = true;
+          await server.write(joined);
+          pending = new Uint8Array(0);
+          continue;
+        }
+        if (found !== undefined) {
+          // Wait for the Execute: keep what follows the store's start.
+          await server.write(joined.subarray(0, found));
+          pending = joined.slice(found);
+          continue;
+        }
+        await server.write(joined.subarray(0, position));
+        pending = joined.slice(position);
+      }
+      closeBoth();
+    }
+
+    async function downstream(): Promise<void> {
+      const chunk = new Uint8Array(64 * 1024);
+      let held = new Uint8Array(0);
+      while (true) {
+        const read = await server.read(chunk);
+        if (read === null) break;
+        if (!storing) {
+          await client.write(chunk.subarray(0, read));
+          continue;
+        }
+        // The store's answer: kept back, and read up to ReadyForQuery.
+        const joined = new Uint8Array(held.length + read);
+        joined.set(held);
+        joined.set(chunk.subarray(0, read), held.length);
+        held = joined;
+        let position = 0;
+        while (position + 5 <= held.length) {
+          const type = held[position];
+          const end = position + 1 +
+            new DataView(held.buffer, position + 1, 4).getUint32(0);
+          if (end > held.length) break;
+          if (type === 0x5a /* ReadyForQuery */) return await cutNow();
+          position = end;
+        }
+      }
+      closeBoth();
+    }
+
     const ignore = () => {};
     await Promise.all([
       upstream().catch(ignore),

@@ -1,10 +1,13 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 // What the BullMQ backend and its workers share: the connection as BullMQ
-// takes it, and where each shard's keys live on a Cluster.
+// takes it (Redis's, or PostgreSQL's), and where each shard's keys live on a
+// Cluster.
 
 import assert from "node:assert/strict";
+import pg from "npm:pg@^8";
 import { Redis } from "npm:ioredis@^5";
+import { parseConnection } from "../../src/bullmq/_datastore.ts";
 import {
   assertPrefix,
   connectionOptions,
@@ -34,27 +37,27 @@ Deno.test("connectionOptions() refuses what is not a Redis URL, options or insta
   const refused: [unknown, string][] = [
     [
       "http://user:secret@example.com",
-      `${action} as 'connection' must be a redis:// or rediss:// URL: current value is "http://***@example.com"`,
+      `${action} as 'connection' must be a redis://, rediss://, postgres:// or postgresql:// URL: current value is "http://***@example.com"`,
     ],
     [
       "localhost:6379",
-      `${action} as 'connection' must be a redis:// or rediss:// URL: current value is "localhost:6379"`,
+      `${action} as 'connection' must be a redis://, rediss://, postgres:// or postgresql:// URL: current value is "localhost:6379"`,
     ],
     [
       "not a url",
-      `${action} as 'connection' must be a redis:// or rediss:// URL: current value is "not a url"`,
+      `${action} as 'connection' must be a redis://, rediss://, postgres:// or postgresql:// URL: current value is "not a url"`,
     ],
     [
       6379,
-      `${action} as 'connection' must be a Redis URL, ioredis options or an ioredis instance: current value is 6379`,
+      `${action} as 'connection' must be a Redis or PostgreSQL URL, ioredis options, an ioredis instance or a pg.Pool: current value is 6379`,
     ],
     [
       null,
-      `${action} as 'connection' must be a Redis URL, ioredis options or an ioredis instance: current value is null`,
+      `${action} as 'connection' must be a Redis or PostgreSQL URL, ioredis options, an ioredis instance or a pg.Pool: current value is null`,
     ],
     [
       ["redis://127.0.0.1"],
-      `${action} as 'connection' must be a Redis URL, ioredis options or an ioredis instance: current value is an array`,
+      `${action} as 'connection' must be a Redis or PostgreSQL URL, ioredis options, an ioredis instance or a pg.Pool: current value is an array`,
     ],
   ];
   for (const [connection, message] of refused) {
@@ -81,7 +84,7 @@ Deno.test("connectionOptions() hides a password with a slash, or without a schem
     assert.throws(() => connectionOptions(connection, action), {
       name: "TypeError",
       message:
-        `${action} as 'connection' must be a redis:// or rediss:// URL: current value is "${shown}"`,
+        `${action} as 'connection' must be a redis://, rediss://, postgres:// or postgresql:// URL: current value is "${shown}"`,
     });
   }
 });
@@ -140,4 +143,39 @@ Deno.test("assertPrefix() refuses a prefix that is empty or has braces", () => {
         `${action} as 'prefix' must be a non-empty string without braces: current value is ${shown}`,
     });
   }
+});
+
+Deno.test("parseConnection() tells PostgreSQL (a postgres:// or postgresql:// URL, a pg.Pool) from Redis, and reads the password to hide", () => {
+  const action = "Cannot create BullMQ backend";
+  assert.deepEqual(
+    parseConnection("postgres://app:s%2Fcret@db:5432/app", action),
+    {
+      datastore: "PostgreSQL",
+      target: "postgres://app:s%2Fcret@db:5432/app",
+      password: "s/cret",
+    },
+  );
+  assert.deepEqual(parseConnection("postgresql://db/app", action), {
+    datastore: "PostgreSQL",
+    target: "postgresql://db/app",
+    password: undefined,
+  });
+  const pool = new pg.Pool();
+  try {
+    assert.deepEqual(parseConnection(pool, action), {
+      datastore: "PostgreSQL",
+      target: pool,
+      password: undefined,
+    });
+  } finally {
+    void pool.end();
+  }
+  assert.deepEqual(parseConnection("redis://:pw@localhost:6379/2", action), {
+    datastore: "Redis",
+    options: { url: "redis://:pw@localhost:6379/2" },
+  });
+  assert.deepEqual(parseConnection({ port: 6379 }, action), {
+    datastore: "Redis",
+    options: { port: 6379 },
+  });
 });

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { mock } from "node:test";
-import { FlowProducer, Job, Queue, QueueEvents } from "npm:bullmq@^5";
+import { FlowProducer, Job, Queue, QueueEvents } from "npm:bullmq@^6";
 import { Redis } from "npm:ioredis@^5";
 import {
   type BackendStatus,
@@ -338,7 +338,7 @@ Deno.test("bullmqBackend() rejects options of the wrong type", async (t) => {
           tasks: [task],
         }),
       "TypeError",
-      `Cannot create BullMQ backend as 'connection' must be a redis:// or rediss:// URL: current value is "http://localhost"`,
+      `Cannot create BullMQ backend as 'connection' must be a redis://, rediss://, postgres:// or postgresql:// URL: current value is "http://localhost"`,
     ],
     [
       "tasks",

@@ -6,7 +6,7 @@
 // with chains spread over shards.
 
 import assert from "node:assert/strict";
-import { Queue } from "npm:bullmq@^5";
+import { Queue } from "npm:bullmq@^6";
 import { Cluster, Redis } from "npm:ioredis@^5";
 import {
   type DefinedTask,
@@ -16,8 +16,8 @@ import {
 } from "../../mod.ts";
 import {
   bullmqBackend,
+  type BullmqConnection,
   bullmqWorker,
-  type RedisConnection,
 } from "../../bullmq.ts";
 import { shardPrefixes } from "../../src/bullmq/_shared.ts";
 import { callHandler } from "../../testing.ts";
@@ -60,8 +60,8 @@ function chainsHandler(
  * chain, in the order it ran.
  */
 async function roundTrip(
-  backendConnection: RedisConnection,
-  workerConnection: RedisConnection,
+  backendConnection: BullmqConnection,
+  workerConnection: BullmqConnection,
   { chains = 3, length = 3, shards = 1 } = {},
 ): Promise<Map<string, number[]>> {
   const queue = `test-${crypto.randomUUID()}`;

@@ -1,8 +1,9 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 // Two worker processes run 2,000 chains while one of them is killed: every
-// chain completes, in order. Slow (seconds of BullMQ's stalled-job
-// recovery); run by `deno task test:slow`, not the everyday `deno task test`.
+// chain completes, in order; on Redis, and on PostgreSQL. Slow (seconds of
+// BullMQ's stalled-job recovery); run by `deno task test:slow`, not the
+// everyday `deno task test`.
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
@@ -10,6 +11,7 @@ import { withBackgroundTasks } from "../../mod.ts";
 import { bullmqBackend } from "../../bullmq.ts";
 import { callHandler } from "../../testing.ts";
 import { redisTest, startRedis } from "../_helpers/redis.ts";
+import { postgresTest, startPostgres } from "../_helpers/postgres.ts";
 import {
   createAvatar,
   notifyTeam,
@@ -22,7 +24,7 @@ import {
  * lines it prints.
  */
 function spawnWorker(
-  port: number,
+  url: string,
   queue: string,
   script = "../../examples/distributed/worker.ts",
   env: Record<string, string> = {},
@@ -37,7 +39,7 @@ function spawnWorker(
       fileURLToPath(new URL(script, import.meta.url)),
     ],
     env: {
-      REDIS_PORT: String(port),
+      BULLMQ_URL: url,
       QUEUE: queue,
       WORK_MS: "5",
       CONCURRENCY: "8",
@@ -84,18 +86,36 @@ Deno.test({
     "2 workers run 2,000 chains; one killed mid-run, every chain completes in order",
 }, async () => {
   await using redis = await startRedis();
+  await killOneOfTwo(`redis://127.0.0.1:${redis.port}`);
+});
+
+Deno.test({
+  ...postgresTest,
+  name:
+    "2 workers run 2,000 chains on PostgreSQL; one killed mid-run, every chain completes in order",
+}, async () => {
+  await using server = await startPostgres();
+  await killOneOfTwo(server.url);
+});
+
+/**
+ * Two workers on `url` run 2,000 chains of three tasks, stored by a backend
+ * on the same; the first hangs after 300 attempts and is killed with
+ * SIGKILL: the other takes over its tasks, under the same ids.
+ */
+async function killOneOfTwo(url: string): Promise<void> {
   const queue = `test-${crypto.randomUUID()}`;
   const chains = 2_000;
   // The first worker hangs after 300 attempts, so it dies with tasks in hand.
   const stallAfter = 300;
   const workers = [
-    spawnWorker(redis.port, queue, "../_helpers/stalling_worker.ts", {
+    spawnWorker(url, queue, "../_helpers/stalling_worker.ts", {
       STALL_AFTER: String(stallAfter),
     }),
-    spawnWorker(redis.port, queue),
+    spawnWorker(url, queue),
   ];
   const backend = bullmqBackend({
-    connection: { port: redis.port },
+    connection: url,
     queue,
     tasks: exampleTasks,
   });
@@ -216,7 +236,7 @@ Deno.test({
     // At least once: only tasks the killed worker had in hand may run twice.
     assert.ok(duplicates <= 8, `${duplicates} tasks ran twice`);
     console.log(
-      `${
+      `${new URL(url).protocol} ${
         chains * 3
       } tasks; ${inHand.length} in the killed worker's hands, taken over; ${duplicates} ran twice`,
     );
@@ -231,4 +251,4 @@ Deno.test({
     }
     await backend.close();
   }
-});
+}

@@ -59,7 +59,7 @@ Deno.test("bullmqWorker() checks its connection, its intervals and its tasks bef
       "a connection that is not an object",
       { connection: null as unknown as BullmqWorkerOptions["connection"] },
       "TypeError",
-      "Cannot start BullMQ worker as 'connection' must be a Redis URL, ioredis options or an ioredis instance: current value is null",
+      "Cannot start BullMQ worker as 'connection' must be a Redis or PostgreSQL URL, ioredis options, an ioredis instance or a pg.Pool: current value is null",
     ],
     [
       "a lockDuration of zero",

@@ -20,6 +20,7 @@ import { kvBackend } from "../../kv.ts";
 import { bullmqBackend, bullmqWorker } from "../../bullmq.ts";
 import { callHandler } from "../../testing.ts";
 import { redisTest, startRedis } from "../_helpers/redis.ts";
+import { postgresTest, startPostgres } from "../_helpers/postgres.ts";
 
 /** A backend that runs `tasks`, with whatever runs them, for one test. */
 interface Opened extends AsyncDisposable {
@@ -82,6 +83,30 @@ const backends: {
           await worker.close();
           await backend.close();
           await redis[Symbol.asyncDispose]();
+        },
+      };
+    },
+  },
+  {
+    name: "bullmqBackend() on PostgreSQL",
+    test: postgresTest,
+    async open(tasks, onTaskStart) {
+      const server = await startPostgres();
+      const queue = `test-${crypto.randomUUID()}`;
+      const worker = bullmqWorker({
+        connection: server.url,
+        queue,
+        tasks,
+        onTaskStart,
+        onTaskError: () => {},
+      });
+      const backend = bullmqBackend({ connection: server.url, queue, tasks });
+      return {
+        backend,
+        async [Symbol.asyncDispose]() {
+          await worker.close();
+          await backend.close();
+          await server[Symbol.asyncDispose]();
         },
       };
     },

@@ -4,10 +4,13 @@
 // process killed the moment its clients got their answers loses nothing.
 
 import assert from "node:assert/strict";
-import { Queue } from "npm:bullmq@^5";
+import { Queue } from "npm:bullmq@^6";
 import { shardPrefixes } from "../../src/bullmq/_shared.ts";
 import { startScript } from "../_helpers/process.ts";
 import { redisAvailable, startRedis } from "../_helpers/redis.ts";
+import { postgresTest, startPostgres } from "../_helpers/postgres.ts";
+import { bullmqWorker } from "../../bullmq.ts";
+import { defineTask } from "../../mod.ts";
 
 const CHAINS = 10;
 
@@ -107,4 +110,42 @@ Deno.test({
     await queue.obliterate({ force: true });
     await queue.close();
   }
+});
+
+Deno.test({
+  ...postgresTest,
+  name:
+    "bullmqBackend() on PostgreSQL: every chain whose 202 went out runs, though the process was killed at once",
+}, async () => {
+  await using postgres = await startPostgres();
+  const queueName = `test-${crypto.randomUUID()}`;
+  {
+    await using script = await startScript(
+      server(`bullmqBackend({
+        connection: ${JSON.stringify(postgres.url)},
+        queue: ${JSON.stringify(queueName)},
+        tasks: [step],
+      })`),
+      ["--allow-net=127.0.0.1", "--allow-env", "--allow-sys"],
+    );
+    await killAfterAnswers(script);
+  }
+  // A worker started afterwards runs every chain the dead process answered
+  // for.
+  let ran = 0;
+  const all = Promise.withResolvers<void>();
+  const step = defineTask(() => {
+    if (++ran === CHAINS) all.resolve();
+  }, { name: "step" });
+  const worker = bullmqWorker({
+    connection: postgres.url,
+    queue: queueName,
+    tasks: [step],
+  });
+  try {
+    await all.promise;
+  } finally {
+    await worker.close();
+  }
+  assert.equal(ran, CHAINS);
 });

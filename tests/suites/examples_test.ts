@@ -6,6 +6,8 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import denoJson from "../../deno.json" with { type: "json" };
+import { redisAvailable, startRedis } from "../_helpers/redis.ts";
+import { postgresAvailable, startPostgres } from "../_helpers/postgres.ts";
 
 const examples = new URL("../../examples/", import.meta.url);
 
@@ -556,6 +558,85 @@ Deno.test("examples/in_process_and_durable.ts sends /signup's mail from this pro
   ]);
   assert.ok(lines.includes("welcomed ada@example.com"), lines.join("\n"));
   assertDrained(await example.stop());
+});
+
+/**
+ * examples/distributed, web process and worker, on the datastore at `url`,
+ * as `deno task worker` and the web process's header run them: a signup's
+ * three tasks run in order on the worker.
+ */
+async function runDistributed(url: string): Promise<void> {
+  const root = fileURLToPath(new URL("../../", import.meta.url));
+  const env = { BULLMQ_URL: url, QUEUE: `example-${crypto.randomUUID()}` };
+  const flags = taskFlags("worker", "examples/distributed/worker.ts")
+    .map((flag) =>
+      flag === "--lock=deno.lock" ? `--lock=${root}deno.lock` : flag
+    );
+  await using web = await Example.start("distributed/web.ts", flags, env);
+  const worker = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...flags, `${root}examples/distributed/worker.ts`],
+    env: { NO_COLOR: "1", WORK_MS: "5", ...env },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const output = lines(worker.stdout);
+  const errors = rest(lines(worker.stderr));
+  try {
+    assert.match((await output.next()).value ?? "", /^worker \d+ ready$/);
+    const response = await fetch(`${web.url}/signup/ada@example.com`, {
+      method: "POST",
+    });
+    assert.equal(response.status, 202);
+    assert.deepEqual(await response.json(), {
+      email: "ada@example.com",
+      status: "accepted",
+    });
+    const said: string[] = [];
+    for (let i = 0; i < 6; i++) said.push((await output.next()).value ?? "");
+    const chain = said[0]!.split(" ")[2]!.split(":")[0];
+    assert.deepEqual(
+      said.map((line) => line.split(" ").slice(0, 5).join(" ")),
+      [
+        `started sendWelcomeEmail ${chain}:0 attempt 1`,
+        `succeeded sendWelcomeEmail ${chain}:0 attempt 1`,
+        `started createAvatar ${chain}:1 attempt 1`,
+        `succeeded createAvatar ${chain}:1 attempt 1`,
+        `started notifyTeam ${chain}:2 attempt 1`,
+        `succeeded notifyTeam ${chain}:2 attempt 1`,
+      ],
+    );
+  } finally {
+    worker.kill("SIGTERM");
+    assert.equal((await worker.status).code, 0);
+    await rest(output);
+    assert.deepEqual(
+      (await errors).filter((line) => !/^Download /.test(line)),
+      [],
+    );
+  }
+  assertDrained(await web.stop());
+}
+
+Deno.test({
+  name:
+    "examples/distributed runs a signup's tasks on a worker, in order, on Redis",
+  ignore: !redisAvailable,
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  await using redis = await startRedis();
+  await runDistributed(`redis://127.0.0.1:${redis.port}`);
+});
+
+Deno.test({
+  name:
+    "examples/distributed runs a signup's tasks on a worker, in order, on PostgreSQL, by its BULLMQ_URL alone",
+  ignore: !postgresAvailable,
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  await using server = await startPostgres();
+  await runDistributed(server.url);
 });
 
 Deno.test("what the examples write in a clone is ignored by git", async () => {

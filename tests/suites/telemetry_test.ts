@@ -16,6 +16,7 @@ import { type Script, startScript } from "../_helpers/process.ts";
 import { withBackgroundTasks } from "../../mod.ts";
 import { sentInfo } from "../_helpers/common.ts";
 import { redisTest, startRedis } from "../_helpers/redis.ts";
+import { postgresTest, startPostgres } from "../_helpers/postgres.ts";
 
 /** A server whose routes add tasks that succeed, fail, retry and fetch. */
 const server = `
@@ -450,14 +451,16 @@ Deno.test("telemetry: a chain stored in Deno KV runs in its request's trace afte
 });
 
 /**
- * A chain on Redis: `ROLE=web` stores it with the BullMQ backend before its
- * response; `ROLE=worker`, another process, runs it.
+ * A chain on Redis (or on PostgreSQL, at the URL in CONNECTION): `ROLE=web`
+ * stores it with the BullMQ backend before its response; `ROLE=worker`,
+ * another process, runs it.
  */
 const bullmqProgram = `
 import { defineTask, withBackgroundTasks } from "@afterward/background-tasks";
 import { bullmqBackend, bullmqWorker } from "@afterward/background-tasks/bullmq";
 
-const connection = { host: "127.0.0.1", port: Number(Deno.env.get("REDIS_PORT")) };
+const connection = Deno.env.get("CONNECTION") ??
+  { host: "127.0.0.1", port: Number(Deno.env.get("REDIS_PORT")) };
 const queue = Deno.env.get("QUEUE")!;
 const reserve = defineTask((_context, _secret: string) => {}, { name: "reserve" });
 const charge = defineTask(() => {
@@ -488,6 +491,44 @@ Deno.test({
   const env = {
     ...receiver.env,
     REDIS_PORT: String(redis.port),
+    QUEUE: `otel-${crypto.randomUUID()}`,
+  };
+  const flags = ["--allow-net=127.0.0.1", "--allow-env", "--allow-sys"];
+  await using web = await startScript(bullmqProgram, flags, 20_000, {
+    ...env,
+    ROLE: "web",
+  });
+  await postOrder(web);
+  await using worker = await startScript(bullmqProgram, flags, 20_000, {
+    ...env,
+    ROLE: "worker",
+  });
+  assert.equal(await worker.nextLine(), "listening");
+  assert.equal(await worker.nextLine(), "charged");
+  const spans = await receiver.waitForSpans((spans) =>
+    spans.some(isTask("reserve")) && spans.some(isTask("charge")) &&
+    spans.some((span) => span.kind === "server")
+  );
+  const request = spans.find((span) => span.kind === "server")!;
+  assertWorkerSpans(
+    spans,
+    request,
+    "bullmq",
+    env.QUEUE,
+    (index) => new RegExp(`^[0-9a-f-]{36}\\.${index}$`),
+  );
+});
+
+Deno.test({
+  name:
+    "telemetry: a chain stored in PostgreSQL runs in its request's trace in a BullMQ worker",
+  ...postgresTest,
+}, async () => {
+  await using postgres = await startPostgres();
+  await using receiver = startOtlpReceiver();
+  const env = {
+    ...receiver.env,
+    CONNECTION: postgres.url,
     QUEUE: `otel-${crypto.randomUUID()}`,
   };
   const flags = ["--allow-net=127.0.0.1", "--allow-env", "--allow-sys"];

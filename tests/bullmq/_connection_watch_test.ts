@@ -1,6 +1,7 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-// Whether Redis can be reached, said once per change.
+// Whether the datastore (Redis or PostgreSQL) can be reached, said once per
+// change, and how its errors are told apart.
 
 import assert from "node:assert/strict";
 import { mock } from "node:test";
@@ -9,7 +10,7 @@ import {
   ConnectionWatch,
   isConnectionError,
   isRefusal,
-} from "../../src/bullmq/_redis_watch.ts";
+} from "../../src/bullmq/_connection_watch.ts";
 import type { BackendStatus } from "../../mod.ts";
 
 function refused(port: number): Error {
@@ -57,7 +58,7 @@ Deno.test("ConnectionWatch writes what its hook throws, and goes on", () => {
     assert.equal(consoleError.mock.callCount(), 1);
     assert.equal(
       consoleError.mock.calls[0]?.arguments[0],
-      "A Redis status hook threw:",
+      "A BullMQ status hook threw:",
     );
   } finally {
     consoleError.mock.restore();
@@ -115,4 +116,55 @@ Deno.test("isRefusal() tells Redis refusing a command while connected from other
     false,
   );
   assert.equal(isRefusal(undefined), false);
+});
+
+Deno.test("isConnectionError() and isRefusal() know PostgreSQL's words and codes", () => {
+  const postgres = (message: string, code?: string) =>
+    Object.assign(new Error(message), code === undefined ? {} : { code });
+  for (
+    const error of [
+      postgres("Connection terminated unexpectedly"),
+      postgres("Connection terminated due to connection timeout"),
+      postgres("timeout exceeded when trying to connect"),
+      postgres(
+        "Client has encountered a connection error and is not queryable",
+      ),
+      postgres("terminating connection due to administrator command", "57P01"),
+      postgres("the database system is starting up", "57P03"),
+      postgres("connection failure", "08006"),
+    ]
+  ) {
+    assert.equal(isConnectionError(error), true, error.message);
+    assert.equal(isRefusal(error), false, error.message);
+  }
+  for (
+    const [message, code] of [
+      ["cannot execute INSERT in a read-only transaction", "25006"],
+      [
+        'could not extend file "base/5/16384": No space left on device',
+        "53100",
+      ],
+      ["out of memory", "53200"],
+    ] as const
+  ) {
+    const error = postgres(message, code);
+    assert.equal(isRefusal(error), true, message);
+    // A status keeps the text alone.
+    assert.equal(isRefusal(message), true, message);
+    assert.equal(isConnectionError(error), false, message);
+  }
+  assert.equal(
+    isRefusal(postgres('relation "job" does not exist', "42P01")),
+    false,
+  );
+  assert.equal(
+    isConnectionError(postgres('relation "job" does not exist', "42P01")),
+    false,
+  );
+});
+
+Deno.test("ConnectionWatch hides its secret in a status's error", () => {
+  const watch = new ConnectionWatch(() => {}, "s3cret/+");
+  watch.down({}, new Error("could not use s3cret/+ to connect, s3cret/+"));
+  assert.equal(watch.status.error, "could not use *** to connect, ***");
 });
