@@ -5,6 +5,7 @@
 // one table. Every guard elsewhere reads a state, never a set of flags.
 
 import type { Settled } from "./_call.ts";
+import type { ExecutionConfig } from "./_config.ts";
 import type { DefinedTask } from "../api/define_task.ts";
 import type { RequestSummary, TaskResult } from "../api/task_info.ts";
 import type { OtelContext } from "./_telemetry.ts";
@@ -193,6 +194,8 @@ const ALLOWED = Object.fromEntries(
  * refuse and report work.
  */
 export interface ChainOwner {
+  /** How its chains' tasks run and are reported. */
+  readonly config: ExecutionConfig;
   /**
    * Called before a task joins: throws to refuse it to the caller, or
    * returns `false` when it refused it and reported why (past the handler,
@@ -237,16 +240,11 @@ export class Chain {
   head: Task | undefined = undefined;
   #tail: Task | undefined = undefined;
   /** How many tasks have been added (for a successor, since the request began). */
-  size = 0;
+  added = 0;
   /** How many are over: the index of `head`. */
   position = 0;
   /** The runner, set by a wrapper before its handler runs. */
   owner: ChainOwner | undefined = undefined;
-  /**
-   * The public face a wrapper handed out (a `BackgroundTasks`), for ambient
-   * access while the chain runs.
-   */
-  facade: object | undefined = undefined;
   /** The order in which the runner made it live, from 1; drains compare it. */
   sequence = 0;
   /** Neighbours in the runner's open list, then in its live list. */
@@ -257,6 +255,11 @@ export class Chain {
   url: string | undefined = undefined;
   /** Whether the response reached the client; `undefined` when nobody said. */
   delivered: boolean | undefined = undefined;
+  /**
+   * While a plain task's promise is awaited: how many tasks the chain ran in
+   * a row before it, which the event loop's turn counts on.
+   */
+  runInTurn = 0;
   /**
    * What few chains need, in an object of its own made on first use, so
    * that thousands of chains waiting on long tasks hold less memory.
@@ -326,11 +329,42 @@ export class Chain {
    * With a backend: the request's in-process chain, once `tasks.inProcess`
    * made it (on a successor, its request's).
    */
-  get inProcess(): Chain | undefined {
+  get inProcessChain(): Chain | undefined {
     return this.#rare?.inProcess;
   }
-  set inProcess(chain: Chain | undefined) {
+  set inProcessChain(chain: Chain | undefined) {
     this.#write("inProcess", chain);
+  }
+
+  /**
+   * The `BackgroundTasks` its handler was given, for ambient access while
+   * it runs: the chain itself, but for a chain a late task started, whose
+   * request's first chain it is.
+   */
+  get facade(): Chain {
+    return this.#rare?.facade ?? this;
+  }
+  set facade(chain: Chain) {
+    this.#write("facade", chain === this ? undefined : chain);
+  }
+
+  /**
+   * The chain a task added to this one now joins: itself, or, once it has
+   * ended, the chain the latest late task started.
+   */
+  get current(): Chain {
+    return this.#rare?.current ?? this;
+  }
+  set current(chain: Chain) {
+    this.#write("current", chain);
+  }
+
+  /** The promise of `run()`, which runs the tasks once. */
+  get running(): Promise<TaskResult[]> | undefined {
+    return this.#rare?.running;
+  }
+  set running(promise: Promise<TaskResult[]> | undefined) {
+    this.#write("running", promise);
   }
 
   /**
@@ -362,7 +396,7 @@ export class Chain {
 
   /** How many tasks are not over, the running one included. */
   get remaining(): number {
-    return this.size - this.position;
+    return this.added - this.position;
   }
 
   /** Moves to `state`; throws if the table above does not allow it. */
@@ -385,7 +419,7 @@ export class Chain {
     if (this.#tail === undefined) this.head = task;
     else this.#tail.next = task;
     this.#tail = task;
-    this.size++;
+    this.added++;
     if (this.state === "returned") this.owner!.scheduleReturned(this);
   }
 
@@ -399,7 +433,7 @@ export class Chain {
   /** Lets go of every task, as a backend that took them over does. */
   release(): void {
     this.head = this.#tail = undefined;
-    this.position = this.size;
+    this.position = this.added;
   }
 
   /** The names of the tasks that are not over, the running one included. */
@@ -422,15 +456,13 @@ class ChainExtras {
   trace: OtelContext | undefined = undefined;
   inProcess: Chain | undefined = undefined;
   runsHere: true | undefined = undefined;
+  facade: Chain | undefined = undefined;
+  current: Chain | undefined = undefined;
+  running: Promise<TaskResult[]> | undefined = undefined;
 }
 
-/**
- * Access to the chain behind a {@linkcode BackgroundTasks}, which keeps it in a
- * private field. Filled in by the class's static block, so it is ready as soon
- * as the class can be constructed: whoever holds a `BackgroundTasks` can use it.
- */
+/** Hooks into the making of chains. */
 export const internals = {} as {
-  chainOf(tasks: object): Chain;
   /**
    * Told about each chain a wrapper creates, while set: how the testing
    * helper finds the chain of the request it makes.

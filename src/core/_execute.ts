@@ -81,7 +81,7 @@ function runPlain(chain: Chain, config: ExecutionConfig, run: number): void {
         return;
       }
       if (isThenable(value)) {
-        awaitPlain(chain, config, value, run);
+        awaitPlain(chain, value, run);
         return;
       }
       // The task may have given up on its own chain (a drain it ended).
@@ -102,32 +102,35 @@ function runPlain(chain: Chain, config: ExecutionConfig, run: number): void {
  * the collector feels (bench/latency.ts, "wrapped, 1 task of 100 ms").
  * A rejection goes on in execute(), which reports it.
  */
-function awaitPlain(
-  chain: Chain,
-  config: ExecutionConfig,
-  value: unknown,
-  run: number,
-): void {
+function awaitPlain(chain: Chain, value: unknown, run: number): void {
+  chain.runInTurn = run;
   // Promise's own then, as await uses: a then of the promise's own (which
-  // may call back twice, or throw) is not asked.
+  // may call back twice, or throw) is not asked. Bound functions, not
+  // closures: a chain waiting on a long task holds less.
   then.call(
     toPromise(value),
-    () => {
-      if (chain.state !== "running") return;
-      try {
-        chain.advance();
-        chain.owner?.taskSettled(chain, "succeeded");
-      } catch (error) {
-        internalError(chain, error);
-        return;
-      }
-      runPlain(chain, config, run);
-    },
-    (reason) => {
-      if (chain.state !== "running") return;
-      void execute(chain, config, { failed: true, value: reason });
-    },
+    plainSettled.bind(chain),
+    plainFailed.bind(chain),
   );
+}
+
+/** A plain task's promise fulfilled: its chain (`this`) goes on. */
+function plainSettled(this: Chain): void {
+  if (this.state !== "running") return;
+  try {
+    this.advance();
+    this.owner!.taskSettled(this, "succeeded");
+  } catch (error) {
+    internalError(this, error);
+    return;
+  }
+  runPlain(this, this.owner!.config, this.runInTurn);
+}
+
+/** A plain task's promise rejected: its chain (`this`) goes on in execute(). */
+function plainFailed(this: Chain, reason: unknown): void {
+  if (this.state !== "running") return;
+  void execute(this, this.owner!.config, { failed: true, value: reason });
 }
 
 /** The loop. Never rejects. */

@@ -8,8 +8,9 @@
 // never hands it to the backend. The request scope schedules it with its
 // request's other chain (_scope.ts), or discards it with it.
 
-import { type Chain, type ChainOwner, internals } from "./_chain.ts";
-import { BackgroundTasks } from "./background_tasks.ts";
+import { Chain, type ChainOwner, internals } from "./_chain.ts";
+// What makes a chain a BackgroundTasks, for the handler it is given to.
+import "./background_tasks.ts";
 
 /**
  * Makes the in-process chain of `durable`'s request, owned by `owner`. If
@@ -17,10 +18,8 @@ import { BackgroundTasks } from "./background_tasks.ts";
  * a task added late to an ended chain does.
  */
 export function openInProcess(durable: Chain, owner: ChainOwner): Chain {
-  const tasks = new BackgroundTasks();
-  const chain = internals.chainOf(tasks);
+  const chain = new Chain();
   chain.owner = owner;
-  chain.facade = tasks;
   chain.runsHere = true;
   // Read when the request was opened: a backend weighs its URL.
   chain.method = durable.method;

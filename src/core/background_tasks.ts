@@ -1,6 +1,6 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import { Chain, internals, type Task, taskOf, waitUntil } from "./_chain.ts";
+import { Chain, type Task, taskOf, waitUntil } from "./_chain.ts";
 import { runChain } from "./_execute.ts";
 import { EXECUTION_OPTIONS, executionConfig } from "./_config.ts";
 import { assertOptions, describe } from "../util/_assert.ts";
@@ -49,13 +49,22 @@ function ignore(): void {}
  * ```
  */
 export class BackgroundTasks {
-  #chain: Chain;
-  /** The promise of `run()`, which runs the tasks once. */
-  #run: Promise<TaskResult[]> | undefined;
-
-  /** Creates an empty list of tasks, to fill with `addTask()` and execute with `run()`. */
+  /**
+   * Creates an empty list of tasks, to fill with `addTask()` and execute with `run()`.
+   *
+   * @throws {TypeError} If called for a subclass: a `BackgroundTasks` is
+   * the chain the runner follows (one object per request), which a
+   * subclass's instance would not be.
+   */
   constructor() {
-    this.#chain = new Chain();
+    if (new.target !== BackgroundTasks) {
+      throw new TypeError(
+        "Cannot construct a subclass of BackgroundTasks: wrap one instead",
+      );
+    }
+    // The request's tasks are one object: the chain, which has this class's
+    // prototype below its own (see below the class).
+    return new Chain() as unknown as BackgroundTasks;
   }
 
   /**
@@ -147,7 +156,7 @@ export class BackgroundTasks {
     ...args: unknown[]
   ): void {
     if (isInstance(fn, DefinedTask)) {
-      this.#add(taskOf(fn.fn as (...args: unknown[]) => unknown, args, fn));
+      addTo(this, taskOf(fn.fn as (...args: unknown[]) => unknown, args, fn));
       return;
     }
     if (typeof fn !== "function") {
@@ -159,18 +168,7 @@ export class BackgroundTasks {
           }`,
       );
     }
-    this.#add(taskOf(fn, args));
-  }
-
-  #add(task: Task): void {
-    let chain = this.#chain;
-    // A handler's chain that has closed (run, handed over, discarded):
-    // the task starts a chain of its own rather than throwing where nobody
-    // may catch it (a timer the handler left behind).
-    if (!chain.accepting && chain.owner !== undefined) {
-      chain = this.#chain = chain.owner.successor(chain);
-    }
-    chain.add(task);
+    addTo(this, taskOf(fn, args));
   }
 
   /**
@@ -257,7 +255,7 @@ export class BackgroundTasks {
    * @returns The request's in-process tasks.
    */
   get inProcess(): BackgroundTasks {
-    const chain = this.#chain;
+    const chain = chainOf(this).current;
     return (chain.owner?.inProcess(chain) as BackgroundTasks | undefined) ??
       this;
   }
@@ -313,7 +311,7 @@ export class BackgroundTasks {
    * @returns The number of tasks added.
    */
   get size(): number {
-    return this.#chain.size;
+    return chainOf(this).current.added;
   }
 
   /**
@@ -356,12 +354,13 @@ export class BackgroundTasks {
     const action = "Cannot run tasks";
     assertOptions(options, EXECUTION_OPTIONS, action);
     const config = executionConfig(options, action);
-    if (this.#chain.owner !== undefined) {
+    const chain = chainOf(this);
+    if (chain.owner !== undefined) {
       throw new Error(
         "Cannot run tasks as they belong to a handler, which runs them after its response",
       );
     }
-    return this.#run ??= runChain(this.#chain, config);
+    return chain.running ??= runChain(chain, config);
   }
 
   /**
@@ -373,7 +372,7 @@ export class BackgroundTasks {
   [Symbol.for("Deno.customInspect")](
     inspect: (value: unknown) => string,
   ): string {
-    const chain = this.#chain;
+    const chain = chainOf(this).current;
     // Three states to the outside: tasks can join and none has started;
     // they run (or a backend stores them); it is over.
     const state = chain.accepting
@@ -381,10 +380,31 @@ export class BackgroundTasks {
       : (chain.state === "storing" ? "running" : "closed");
     return `BackgroundTasks ${inspect({ size: this.size, state })}`;
   }
+}
 
-  static {
-    internals.chainOf = (tasks) => (tasks as BackgroundTasks).#chain;
+// A Chain is the BackgroundTasks its handler is given: the public methods
+// are found below the chain's own on its prototype chain, so that a
+// request's tasks cost one object (not a chain and a face of it), and a
+// chain is made without a superclass's constructor to call.
+Object.setPrototypeOf(Chain.prototype, BackgroundTasks.prototype);
+
+/** The chain a `BackgroundTasks` is. */
+function chainOf(tasks: BackgroundTasks): Chain {
+  return tasks as unknown as Chain;
+}
+
+/**
+ * Adds a task to the request's tasks: to its chain, or, once that has
+ * ended (run, handed over, discarded), to a chain of its own rather than
+ * throwing where nobody may catch it (a timer the handler left behind).
+ */
+function addTo(tasks: BackgroundTasks, task: Task): void {
+  const first = chainOf(tasks);
+  let chain = first.current;
+  if (!chain.accepting && chain.owner !== undefined) {
+    chain = first.current = chain.owner.successor(chain);
   }
+  chain.add(task);
 }
 
 /**

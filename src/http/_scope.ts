@@ -125,7 +125,7 @@ export class RequestScopes {
     info: Deno.ServeHandlerInfo | undefined,
   ): R | Promise<R> {
     const runner = this.#runner;
-    const { inProcess } = chain;
+    const { inProcessChain: inProcess } = chain;
     if (this.#config.storeFirst && chain.remaining > 0) {
       return runner.store(chain, request).then(
         () => {
@@ -193,7 +193,7 @@ export class RequestScopes {
 
 /** A request's tasks, for its handler. */
 export function tasksOf(chain: Chain): BackgroundTasks {
-  return chain.facade as BackgroundTasks;
+  return chain.facade as unknown as BackgroundTasks;
 }
 
 /**

@@ -315,7 +315,7 @@ export async function callHandler(
   // with a backend, the request's in-process chain too.
   const tasks = handler.drain().then(() => [
     ...chain?.results ?? [],
-    ...chain?.inProcess?.results ?? [],
+    ...chain?.inProcessChain?.results ?? [],
   ]);
   return { response, tasks };
 }

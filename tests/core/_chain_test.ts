@@ -60,7 +60,7 @@ Deno.test("a chain takes tasks until it ends or is being stored", () => {
   const task = () => taskOf(() => {}, []);
   const open = new Chain();
   open.add(task());
-  assert.equal(open.size, 1);
+  assert.equal(open.added, 1);
   for (
     const path of [["storing"], ["discarded"], [
       "running",

@@ -17,7 +17,15 @@ guardedTest(
     try {
       const bug = new Error("bookkeeping bug");
       const finished: Chain[] = [];
+      const config = {
+        onTaskError: logTaskError,
+        onTaskStart: undefined,
+        onTaskEnd: undefined,
+        timeout: undefined,
+        telemetry: undefined,
+      };
       const owner: ChainOwner = {
+        config,
         accept: () => true,
         retried() {},
         taskSettled() {
@@ -35,13 +43,7 @@ guardedTest(
       chain.owner = owner;
       const fn = () => "done";
       chain.add(taskOf(fn, []));
-      const results = await runChain(chain, {
-        onTaskError: logTaskError,
-        onTaskStart: undefined,
-        onTaskEnd: undefined,
-        timeout: undefined,
-        telemetry: undefined,
-      });
+      const results = await runChain(chain, config);
       assert.deepEqual(results, [
         { status: "fulfilled", name: "fn", index: 0, value: "done" },
       ]);

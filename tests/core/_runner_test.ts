@@ -35,7 +35,11 @@ function open(
 ): { tasks: BackgroundTasks; chain: Chain; request: Request } {
   const made = request();
   const chain = runner.open(made);
-  return { tasks: chain.facade as BackgroundTasks, chain, request: made };
+  return {
+    tasks: chain.facade as unknown as BackgroundTasks,
+    chain,
+    request: made,
+  };
 }
 
 /** A backend whose stores the test settles, in the order they came. */
@@ -91,11 +95,14 @@ guardedTest(
       return true;
     });
     tasks.waitUntil(Promise.resolve());
-    assert.deepEqual([chain.size, runner.stats.pending, runner.stats.refused], [
-      3,
-      3,
-      1,
-    ]);
+    assert.deepEqual(
+      [chain.added, runner.stats.pending, runner.stats.refused],
+      [
+        3,
+        3,
+        1,
+      ],
+    );
     runner.discard(chain);
     await runner.drain();
     assert.deepEqual([runner.stats.pending, runner.stats.discarded], [0, 3]);
@@ -258,7 +265,7 @@ guardedTest(
     assert.equal(next.owner, runner);
     assert.equal(next.facade, tasks);
     assert.deepEqual(
-      [next.state, next.size, next.position, next.remaining],
+      [next.state, next.added, next.position, next.remaining],
       ["returned", 2, 2, 0],
     );
     assert.deepEqual([next.request, next.delivered], [chain.request, true]);
