@@ -266,10 +266,18 @@ export class Chain {
    */
   #rare: ChainExtras | undefined = undefined;
 
-  /** Sets a rare field; clearing one of a chain without any makes nothing. */
-  #write<K extends keyof ChainExtras>(key: K, value: ChainExtras[K]): void {
-    if (value === undefined && this.#rare === undefined) return;
-    (this.#rare ??= new ChainExtras())[key] = value;
+  /**
+   * Sets a rare field; clearing one of a chain without any makes nothing.
+   * Static: an instance's private method costs every chain a slot (its
+   * brand; measured in bench/heap_by_constructor.ts).
+   */
+  static #write<K extends keyof ChainExtras>(
+    chain: Chain,
+    key: K,
+    value: ChainExtras[K],
+  ): void {
+    if (value === undefined && chain.#rare === undefined) return;
+    (chain.#rare ??= new ChainExtras())[key] = value;
   }
 
   /** The request of a `returned` chain, until its first task. */
@@ -277,7 +285,7 @@ export class Chain {
     return this.#rare?.pendingRequest;
   }
   set pendingRequest(request: Request | undefined) {
-    this.#write("pendingRequest", request);
+    Chain.#write(this, "pendingRequest", request);
   }
 
   /** The info of a `returned` chain, until its first task. */
@@ -285,7 +293,7 @@ export class Chain {
     return this.#rare?.serveInfo;
   }
   set serveInfo(info: Deno.ServeHandlerInfo | undefined) {
-    this.#write("serveInfo", info);
+    Chain.#write(this, "serveInfo", info);
   }
 
   /** Made on first use: with a task's index, the task's stable id. */
@@ -293,7 +301,7 @@ export class Chain {
     return this.#rare?.id;
   }
   set id(id: string | undefined) {
-    this.#write("id", id);
+    Chain.#write(this, "id", id);
   }
 
   /** Each task's result, when someone asked for them (`run()`, tests). */
@@ -301,7 +309,7 @@ export class Chain {
     return this.#rare?.results;
   }
   set results(results: TaskResult[] | undefined) {
-    this.#write("results", results);
+    Chain.#write(this, "results", results);
   }
 
   /**
@@ -322,7 +330,7 @@ export class Chain {
     return this.#rare?.trace;
   }
   set trace(context: OtelContext | undefined) {
-    this.#write("trace", context);
+    Chain.#write(this, "trace", context);
   }
 
   /**
@@ -333,7 +341,7 @@ export class Chain {
     return this.#rare?.inProcess;
   }
   set inProcessChain(chain: Chain | undefined) {
-    this.#write("inProcess", chain);
+    Chain.#write(this, "inProcess", chain);
   }
 
   /**
@@ -345,7 +353,7 @@ export class Chain {
     return this.#rare?.facade ?? this;
   }
   set facade(chain: Chain) {
-    this.#write("facade", chain === this ? undefined : chain);
+    Chain.#write(this, "facade", chain === this ? undefined : chain);
   }
 
   /**
@@ -356,7 +364,7 @@ export class Chain {
     return this.#rare?.current ?? this;
   }
   set current(chain: Chain) {
-    this.#write("current", chain);
+    Chain.#write(this, "current", chain);
   }
 
   /** The promise of `run()`, which runs the tasks once. */
@@ -364,7 +372,7 @@ export class Chain {
     return this.#rare?.running;
   }
   set running(promise: Promise<TaskResult[]> | undefined) {
-    this.#write("running", promise);
+    Chain.#write(this, "running", promise);
   }
 
   /**
@@ -375,7 +383,7 @@ export class Chain {
     return this.#rare?.runsHere ?? false;
   }
   set runsHere(here: boolean) {
-    this.#write("runsHere", here || undefined);
+    Chain.#write(this, "runsHere", here || undefined);
   }
 
   /** The controller behind `signal`, if anyone asked for it. */
