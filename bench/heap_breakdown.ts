@@ -10,12 +10,16 @@
  *   deno task bench:heap
  *   deno run --v8-flags=--expose-gc --allow-write=/tmp bench/heap_breakdown.ts --tasks 1
  *
+ * `--module PATH` measures another checkout's `mod.ts` (an older commit in a
+ * `git worktree`) with this same script.
+ *
  * @module
  */
 
 import v8 from "node:v8";
+import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { withBackgroundTasks } from "../mod.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -23,8 +27,14 @@ const { values } = parseArgs({
     requests: { type: "string", default: "10000" },
     tasks: { type: "string", default: "1" },
     top: { type: "string", default: "20" },
+    module: { type: "string" },
   },
 });
+const { withBackgroundTasks } = (await import(
+  values.module === undefined
+    ? "../mod.ts"
+    : pathToFileURL(resolve(values.module)).href
+)) as typeof import("../mod.ts");
 const requests = Number(values.requests);
 const tasksPerRequest = Number(values.tasks);
 const gc = (globalThis as { gc?: () => void }).gc;

@@ -316,10 +316,9 @@ export class Runner implements ChainOwner {
     const completed: unknown = info?.completed;
     if (isThenable(completed)) {
       try {
-        // One bound function for both outcomes, not two closures: a pending
-        // request holds 104 bytes less (measured in bench/memory.ts).
-        const settled = responseSettled.bind(chain);
-        completed.then(settled, settled);
+        // Bound functions, not closures: a pending request holds 56 bytes
+        // less (measured in bench/memory.ts).
+        completed.then(delivered.bind(chain), undelivered.bind(chain));
         return;
       } catch {
         // A `then` that cannot be read or called (not Deno's): no signal.
@@ -396,12 +395,12 @@ export class Runner implements ChainOwner {
   }
 }
 
-/**
- * `completed` settled: the chain (`this`) may start. Deno fulfils it with
- * `undefined` (pinned in tests/suites/deno_behaviours_test.ts) and rejects it
- * with an error when an HTTP/2 client is gone, so anything else means the
- * response was not delivered.
- */
-function responseSettled(this: Chain, outcome: unknown): void {
-  (this.owner as Runner).sent(this, outcome === undefined);
+/** `completed` resolved: the chain (`this`) may start, its response delivered. */
+function delivered(this: Chain): void {
+  (this.owner as Runner).sent(this, true);
+}
+
+/** `completed` rejected (an HTTP/2 client gone): the chain (`this`) may start. */
+function undelivered(this: Chain): void {
+  (this.owner as Runner).sent(this, false);
 }
