@@ -64,9 +64,12 @@ export function postgresConnection(
         }`,
       );
     }
+    // node-postgres takes a password parameter over the URL's own.
+    const password = url.searchParams.get("password") ??
+      safeDecode(url.password);
     return {
       target: connection,
-      password: url.password === "" ? undefined : safeDecode(url.password),
+      password: password === "" ? undefined : password,
     };
   }
   if (typeof connection !== "object" || connection === null) return undefined;
