@@ -46,7 +46,7 @@ export function parseConnection(
   action: string,
   worker = false,
 ): Connection {
-  const postgres = postgresConnection(connection, action);
+  const postgres = postgresConnection(connection, action, worker);
   if (postgres !== undefined) return { datastore: "PostgreSQL", ...postgres };
   return {
     datastore: "Redis",

@@ -46,10 +46,14 @@ function loadPg(): Promise<PgModule> {
   return pgModule;
 }
 
-/** The PostgreSQL connection of `connection`, or undefined if it is not one. */
+/**
+ * The PostgreSQL connection of `connection`, or undefined if it is not one;
+ * `worker` when a worker is to use it.
+ */
 export function postgresConnection(
   connection: unknown,
   action: string,
+  worker = false,
 ): { target: string | PgPool; password: string | undefined } | undefined {
   if (typeof connection === "string") {
     if (!/^postgres(?:ql)?:\/\//i.test(connection)) return undefined;
@@ -90,6 +94,14 @@ export function postgresConnection(
       `${action} as 'connection' must be a pg.Pool, not a single client: current value is ${
         describe(connection)
       }`,
+    );
+  }
+  // A worker's pool of one connection would give it to BullMQ's LISTEN, and
+  // every query would wait for it: no task would ever run, and nothing said.
+  const max = (value["options"] as { max?: unknown } | undefined)?.max;
+  if (worker && typeof max === "number" && max < 2) {
+    throw new RangeError(
+      `${action} as the pg.Pool in 'connection' must allow at least 2 connections ('max'), as BullMQ's worker holds one for LISTEN and runs its queries on the others: current value is ${max}`,
     );
   }
   return { target: connection as unknown as PgPool, password: undefined };

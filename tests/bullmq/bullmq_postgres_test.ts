@@ -278,6 +278,20 @@ Deno.test("bullmqBackend() and bullmqWorker() refuse on PostgreSQL what means no
   }
 });
 
+Deno.test("bullmqWorker() refuses a pg.Pool of one connection, which BullMQ's LISTEN would hold: no task would ever run", () => {
+  const step = defineTask(() => {}, { name: "step" });
+  const pool = new pg.Pool({ max: 1, options: "-c search_path=bullmq" });
+  try {
+    assert.throws(() => bullmqWorker({ connection: pool, tasks: [step] }), {
+      name: "RangeError",
+      message:
+        "Cannot start BullMQ worker as the pg.Pool in 'connection' must allow at least 2 connections ('max'), as BullMQ's worker holds one for LISTEN and runs its queries on the others: current value is 1",
+    });
+  } finally {
+    void pool.end();
+  }
+});
+
 Deno.test({
   ...postgresTest,
   name:
