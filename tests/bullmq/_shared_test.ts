@@ -124,6 +124,21 @@ Deno.test("connectionOptions() and parseConnection() hide a password given as a 
   }
 });
 
+Deno.test("parseConnection() refuses a URL object, whose fields ioredis would not see (it took one for options, and connected to 127.0.0.1:6379)", () => {
+  for (
+    const url of [
+      "postgres://app:s3cret@db.example.com:5432/app",
+      "redis://:s3cret@redis.example.com:6380",
+    ]
+  ) {
+    assert.throws(() => parseConnection(new URL(url), action), {
+      name: "TypeError",
+      message:
+        `${action} as 'connection' must be the URL as a string (its href), not a URL object: current value is a URL`,
+    });
+  }
+});
+
 Deno.test("connectionOptions() refuses for a worker an instance whose requests BullMQ could not block on", () => {
   const client = new Redis({ lazyConnect: true });
   const blocking = new Redis({ lazyConnect: true, maxRetriesPerRequest: null });
