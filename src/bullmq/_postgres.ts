@@ -265,9 +265,7 @@ function lazyPool(url: string): PgPool & { options: { keepAlive: boolean } } {
     }
     made ??= loadPg().then((pg) => {
       const pool = new pg.Pool({
-        connectionString: url,
-        // BullMQ's queries name its tables without their schema.
-        options: `-c search_path=${DEFAULT_SCHEMA}`,
+        ...withSearchPath(url),
         // BullMQ's LISTEN connection must notice one that silently died.
         keepAlive: true,
         // As ioredis's connectTimeout: a host that drops packets is down
@@ -308,6 +306,24 @@ function lazyPool(url: string): PgPool & { options: { keepAlive: boolean } } {
     },
   };
   return facade as unknown as PgPool & { options: { keepAlive: boolean } };
+}
+
+/**
+ * node-postgres's `connectionString` and `options` for `url`, with BullMQ's
+ * schema first in the search path, as BullMQ's queries name its tables
+ * without it. node-postgres takes the URL's own `options` parameter over
+ * the pool's, so that one is moved into the pool's, before the search path
+ * (as BullMQ does with the options it is given): a later setting wins.
+ */
+function withSearchPath(
+  url: string,
+): { connectionString: string; options: string } {
+  const searchPath = `-c search_path=${DEFAULT_SCHEMA}`;
+  const parsed = new URL(url);
+  const own = parsed.searchParams.get("options");
+  if (own === null) return { connectionString: url, options: searchPath };
+  parsed.searchParams.delete("options");
+  return { connectionString: parsed.href, options: `${own} ${searchPath}` };
 }
 
 /**

@@ -11,6 +11,7 @@ import pg from "npm:pg@^8";
 import { runMigrations } from "npm:bullmq@^6";
 import {
   type BackendStatus,
+  type DefinedTask,
   defineTask,
   type TaskInfo,
   withBackgroundTasks,
@@ -275,6 +276,54 @@ Deno.test("bullmqBackend() and bullmqWorker() refuse on PostgreSQL what means no
         { name: "TypeError", message: message("Cannot start BullMQ worker") },
       );
     });
+  }
+});
+
+Deno.test({
+  ...postgresTest,
+  name:
+    "bullmqBackend() on PostgreSQL keeps the options parameter of the URL beside the search path it sets",
+}, async () => {
+  await using server = await startPostgres();
+  const queue = `test-${crypto.randomUUID()}`;
+  const step = defineTask(() => {}, { name: "step" });
+  const options = encodeURIComponent("-c application_name=orders-web");
+  const backend = bullmqBackend({
+    connection: `${server.url}?sslmode=disable&options=${options}`,
+    queue,
+    tasks: [step],
+  });
+  try {
+    // node-postgres takes the URL's options over the pool's own: the
+    // search path was lost, and the backend down for good.
+    await backend.enqueue({
+      id: "chain",
+      tasks: [{
+        name: step.name,
+        args: [],
+        timeout: undefined,
+        retry: undefined,
+        task: step as DefinedTask,
+      }],
+      request: undefined,
+      delivered: undefined,
+    }, { signal: AbortSignal.timeout(10_000) });
+    assert.deepEqual(
+      await query(
+        server.url,
+        "SELECT id FROM bullmq.job WHERE queue = $1",
+        [queue],
+      ),
+      [{ id: "chain.0" }],
+    );
+    // The pool's connections, idle now, carry the URL's option too.
+    const [{ count }] = await query<{ count: string }>(
+      server.url,
+      "SELECT count(*) AS count FROM pg_stat_activity WHERE application_name = 'orders-web'",
+    ) as [{ count: string }];
+    assert.ok(Number(count) > 0, count);
+  } finally {
+    await backend.close();
   }
 });
 
