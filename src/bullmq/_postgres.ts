@@ -318,12 +318,11 @@ function lazyPool(url: string): PgPool & { options: { keepAlive: boolean } } {
 function withSearchPath(
   url: string,
 ): { connectionString: string; options: string } {
-  const searchPath = `-c search_path=${DEFAULT_SCHEMA}`;
   const parsed = new URL(url);
   const own = parsed.searchParams.get("options");
-  if (own === null) return { connectionString: url, options: searchPath };
   parsed.searchParams.delete("options");
-  return { connectionString: parsed.href, options: `${own} ${searchPath}` };
+  const options = `${own ?? ""} -c search_path=${DEFAULT_SCHEMA}`.trim();
+  return { connectionString: own === null ? url : parsed.href, options };
 }
 
 /**
