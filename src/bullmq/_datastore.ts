@@ -24,6 +24,7 @@ import {
 } from "./_shared.ts";
 import type { ConnectionWatch } from "./_connection_watch.ts";
 import { openPostgres, postgresConnection } from "./_postgres.ts";
+import { describe } from "../util/_assert.ts";
 
 /** A connection as given, once checked: where BullMQ keeps the queues. */
 export type Connection =
@@ -46,7 +47,16 @@ export function parseConnection(
   action: string,
   worker = false,
 ): Connection {
-  const postgres = postgresConnection(connection, action);
+  // ioredis would take a URL object for options and, its fields being
+  // getters it does not see, connect to 127.0.0.1:6379 instead.
+  if (connection instanceof URL) {
+    throw new TypeError(
+      `${action} as 'connection' must be the URL as a string (its href), not a URL object: current value is ${
+        describe(connection)
+      }`,
+    );
+  }
+  const postgres = postgresConnection(connection, action, worker);
   if (postgres !== undefined) return { datastore: "PostgreSQL", ...postgres };
   return {
     datastore: "Redis",

@@ -1,10 +1,10 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 // BullMQ on PostgreSQL, through BullMQ's own PostgreSQL backend: the
-// connection (a postgres:// URL, or a pg.Pool the caller owns), the pool
-// this package makes of a URL, BullMQ's schema made by whichever of the web
-// processes and workers starts first, and what the backend and workers
-// write beside BullMQ's tables, through BullMQ's queue metadata.
+// connection (a postgres:// URL, or a pg.Pool the caller owns; the pool
+// BullMQ is given is in _pg_pool.ts), BullMQ's schema made by whichever of
+// the web processes and workers starts first, and what the backend and
+// workers write beside BullMQ's tables, through BullMQ's queue metadata.
 
 import {
   assertSchemaCompatibility,
@@ -13,7 +13,6 @@ import {
   DEFAULT_SCHEMA,
   type IQueueBackend,
   LATEST_SCHEMA_VERSION,
-  type PgModule,
   type PgPool,
   type PgPoolClient,
   type PostgresConnectionOptions,
@@ -25,31 +24,16 @@ import { describe } from "../util/_assert.ts";
 import { delay } from "../core/_retry.ts";
 import { type ConnectionWatch, reconnectDelay } from "./_connection_watch.ts";
 import { type Datastore, redact } from "./_shared.ts";
+import { openPool } from "./_pg_pool.ts";
 
 /**
- * node-postgres, loaded when a PostgreSQL connection is first given, so that
- * a Redis user never loads it. The specifier is built, not written out: a
- * literal `import("npm:pg@^8")` puts pg in Deno's graph as an optional peer
- * of bullmq, and on Deno 2.9.6 a program's first run without a lockfile then
- * fails to resolve `npm:bullmq` at all (`Cannot find module …/bullmq/6.7.6_1/
- * index.js`), Redis users' included. Built this way, pg is resolved when
- * imported; BullMQ, which would `require()` it, is given the pool instead.
+ * The PostgreSQL connection of `connection`, or undefined if it is not one;
+ * `worker` when a worker is to use it.
  */
-const PG = ["npm:pg", "8"].join("@^");
-
-let pgModule: Promise<PgModule> | undefined;
-
-function loadPg(): Promise<PgModule> {
-  pgModule ??= import(PG).then((module) => module.default as PgModule);
-  // A failed load (no network on a first run) is tried again next time.
-  pgModule.catch(() => pgModule = undefined);
-  return pgModule;
-}
-
-/** The PostgreSQL connection of `connection`, or undefined if it is not one. */
 export function postgresConnection(
   connection: unknown,
   action: string,
+  worker = false,
 ): { target: string | PgPool; password: string | undefined } | undefined {
   if (typeof connection === "string") {
     if (!/^postgres(?:ql)?:\/\//i.test(connection)) return undefined;
@@ -64,9 +48,12 @@ export function postgresConnection(
         }`,
       );
     }
+    // node-postgres takes a password parameter over the URL's own.
+    const password = url.searchParams.get("password") ??
+      safeDecode(url.password);
     return {
       target: connection,
-      password: url.password === "" ? undefined : safeDecode(url.password),
+      password: password === "" ? undefined : password,
     };
   }
   if (typeof connection !== "object" || connection === null) return undefined;
@@ -89,6 +76,14 @@ export function postgresConnection(
       }`,
     );
   }
+  // A worker's pool of one connection would give it to BullMQ's LISTEN, and
+  // every query would wait for it: no task would ever run, and nothing said.
+  const max = (value["options"] as { max?: unknown } | undefined)?.max;
+  if (worker && typeof max === "number" && max < 2) {
+    throw new RangeError(
+      `${action} as the pg.Pool in 'connection' must allow at least 2 connections ('max'), as BullMQ's worker holds one for LISTEN and runs its queries on the others: current value is ${max}`,
+    );
+  }
   return { target: connection as unknown as PgPool, password: undefined };
 }
 
@@ -106,7 +101,8 @@ const TASK_FIELD = "background-tasks:task:";
 
 /**
  * PostgreSQL: BullMQ's PostgreSQL backend on one pool: a pool of this
- * package's for a URL (ended by `close()`), or the caller's (left open).
+ * package's for a URL (ended by `close()`), or the caller's (left open, as
+ * it was found).
  */
 export function openPostgres(
   target: string | PgPool,
@@ -114,8 +110,7 @@ export function openPostgres(
   watch: ConnectionWatch,
 ): Datastore {
   const closing = new AbortController();
-  const lazy = typeof target === "string" ? lazyPool(target) : undefined;
-  const pool: PgPool = lazy ?? target as PgPool;
+  const { pool, close: closePool } = openPool(target);
 
   /** The deletions of deduplication keys under way (see forget()). */
   const forgets = new Set<Promise<void>>();
@@ -229,70 +224,9 @@ export function openPostgres(
     async close(): Promise<void> {
       closing.abort();
       await Promise.all(forgets);
-      await lazy?.end();
+      await closePool();
     },
   };
-}
-
-/**
- * A pool of this package's, made of `url` once node-postgres is loaded, at
- * its first use: BullMQ takes it as a pool the caller owns (it never ends
- * it), so that BullMQ never loads node-postgres itself (see PG), and its
- * classes can be made at once.
- */
-function lazyPool(url: string): PgPool & { options: { keepAlive: boolean } } {
-  let made: Promise<PgPool> | undefined;
-  let ended: Promise<void> | undefined;
-  const errorListeners: ((error: Error) => void)[] = [];
-  const real = (): Promise<PgPool> => {
-    if (ended !== undefined) {
-      return Promise.reject(new Error("The pool has ended"));
-    }
-    made ??= loadPg().then((pg) => {
-      const pool = new pg.Pool({
-        connectionString: url,
-        // BullMQ's queries name its tables without their schema.
-        options: `-c search_path=${DEFAULT_SCHEMA}`,
-        // BullMQ's LISTEN connection must notice one that silently died.
-        keepAlive: true,
-        // As ioredis's connectTimeout: a host that drops packets is down
-        // after 10 s, not the system's minutes.
-        connectionTimeoutMillis: 10_000,
-      });
-      // An idle connection that dies (PostgreSQL restarted) is told
-      // through the queues' 'error' events; without a listener, the pool's
-      // own would end the process.
-      pool.on("error", (error) => {
-        for (const listener of errorListeners) listener(error);
-      });
-      return pool;
-    });
-    made.catch(() => made = undefined);
-    return made;
-  };
-  const facade = {
-    // What BullMQ reads of a pool's options: its LISTEN connection's.
-    options: { keepAlive: true },
-    connect: async () => (await real()).connect(),
-    query: async (text: string, params?: readonly unknown[]) =>
-      (await real()).query(text, params),
-    end(): Promise<void> {
-      // Once, however many ask: node-postgres throws on a second end().
-      ended ??= (async () => {
-        await (await made?.catch(() => undefined))?.end();
-      })();
-      return ended;
-    },
-    on(event: string, listener: (error: Error) => void) {
-      if (event === "error") errorListeners.push(listener);
-      return facade;
-    },
-    removeAllListeners() {
-      errorListeners.length = 0;
-      return facade;
-    },
-  };
-  return facade as unknown as PgPool & { options: { keepAlive: boolean } };
 }
 
 /**

@@ -215,15 +215,18 @@ export function connectionOptions(
 
 /**
  * A URL-like string with what might be a password hidden, for a message:
- * everything between the scheme (if any) and the last `@`, since a password
- * may hold a `/` (base64 access keys do) or an `@`, and the string may have
- * no scheme at all.
+ * the value of a query parameter whose name ends in `password` (node-postgres
+ * and ioredis take the query's parameters as options: `?password=`,
+ * ioredis's `?sentinelPassword=`), then everything between the scheme (if
+ * any) and the last `@`, since a password may hold a `/` (base64 access keys
+ * do) or an `@`, and the string may have no scheme at all.
  */
 export function redact(text: string): string {
-  const at = text.lastIndexOf("@");
-  if (at === -1) return text;
-  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(text)?.[0] ?? "";
-  return `${scheme}***${text.slice(at)}`;
+  const hidden = text.replace(/([?&][^&#=]*password=)[^&#]*/gi, "$1***");
+  const at = hidden.lastIndexOf("@");
+  if (at === -1) return hidden;
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(hidden)?.[0] ?? "";
+  return `${scheme}***${hidden.slice(at)}`;
 }
 
 /** Hash slots in a Redis Cluster. */

@@ -19,6 +19,7 @@ import {
 import { escapeControls } from "../api/_describe_task.ts";
 import { NAMES_REFRESH } from "../durable/_unknown_tasks.ts";
 import { ConnectionWatch, elapsed } from "./_connection_watch.ts";
+import { prepared } from "./_watched_worker.ts";
 import { assertSerializable } from "../durable/_serializable.ts";
 import {
   assertInteger,
@@ -352,7 +353,14 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
       )
     ).catch(() => {});
   };
-  announce();
+  // At start, on PostgreSQL, BullMQ's schema is found (or made) before the
+  // names are written. A datastore that cannot be reached then is said at
+  // once, as ioredis's first connection says it on Redis, not at the first
+  // store, and tried again at the pace of reconnections until it is.
+  const closing = new AbortController();
+  void prepared(datastore, watch, closing.signal).then((ready) => {
+    if (ready) announce();
+  });
   let next = 0;
 
   return {
@@ -441,6 +449,7 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
       // The chains handed over so far are stored (or given up by their
       // signal) first; later ones fail.
       closed = true;
+      closing.abort();
       await Promise.all(shards.map((shard) => shard.store.idle()));
       await Promise.all(
         shards.flatMap((

@@ -64,7 +64,7 @@ export interface BullmqWorkerOptions extends WorkerOptions {
    * Where BullMQ keeps the queues, as the web processes have it: a Redis
    * URL, ioredis options or an ioredis instance; or a PostgreSQL URL or a
    * pg.Pool (which needs at least two connections: BullMQ keeps one for
-   * LISTEN).
+   * LISTEN; a pool of one is refused).
    */
   connection: BullmqConnection;
   /**
@@ -197,7 +197,8 @@ const BULLMQ_WORKER_OPTIONS = optionKeys<BullmqWorkerOptions>({
  * @returns The worker; `close()` stops it gracefully.
  * @throws {TypeError} If an option has the wrong type, or means nothing on
  * PostgreSQL (`prefix`, `shards`).
- * @throws {RangeError} If a number is out of range.
+ * @throws {RangeError} If a number is out of range, or a pg.Pool allows
+ * only one connection.
  */
 export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
   const action = "Cannot start BullMQ worker";

@@ -89,6 +89,56 @@ Deno.test("connectionOptions() hides a password with a slash, or without a schem
   }
 });
 
+Deno.test("connectionOptions() and parseConnection() hide a password given as a query parameter in their messages", () => {
+  // node-postgres and ioredis both take the URL's query parameters as
+  // options: ?password= (or ioredis's ?sentinelPassword=) is a password.
+  for (
+    const [connection, shown, message] of [
+      [
+        "redis://redis.example.com:99999/0?password=hunter2",
+        "redis://redis.example.com:99999/0?password=***",
+        "must be a redis://, rediss://, postgres:// or postgresql:// URL",
+      ],
+      [
+        "redis://:a@redis.example.com:99999?db=1&sentinelPassword=p@ss&x=1",
+        "redis://***@redis.example.com:99999?db=1&sentinelPassword=***&x=1",
+        "must be a redis://, rediss://, postgres:// or postgresql:// URL",
+      ],
+      [
+        "postgres://app@db.example.com:99999/app?sslmode=require&password=hunter2",
+        "postgres://***@db.example.com:99999/app?sslmode=require&password=***",
+        "must be a valid postgres:// or postgresql:// URL",
+      ],
+      [
+        "postgresql://db.example.com:1:2/app?user=app&PASSWORD=p@ss#x",
+        "postgresql://db.example.com:1:2/app?user=app&PASSWORD=***#x",
+        "must be a valid postgres:// or postgresql:// URL",
+      ],
+    ]
+  ) {
+    assert.throws(() => parseConnection(connection, action), {
+      name: "TypeError",
+      message:
+        `${action} as 'connection' ${message}: current value is "${shown}"`,
+    });
+  }
+});
+
+Deno.test("parseConnection() refuses a URL object, whose fields ioredis would not see (it took one for options, and connected to 127.0.0.1:6379)", () => {
+  for (
+    const url of [
+      "postgres://app:s3cret@db.example.com:5432/app",
+      "redis://:s3cret@redis.example.com:6380",
+    ]
+  ) {
+    assert.throws(() => parseConnection(new URL(url), action), {
+      name: "TypeError",
+      message:
+        `${action} as 'connection' must be the URL as a string (its href), not a URL object: current value is a URL`,
+    });
+  }
+});
+
 Deno.test("connectionOptions() refuses for a worker an instance whose requests BullMQ could not block on", () => {
   const client = new Redis({ lazyConnect: true });
   const blocking = new Redis({ lazyConnect: true, maxRetriesPerRequest: null });
@@ -160,6 +210,15 @@ Deno.test("parseConnection() tells PostgreSQL (a postgres:// or postgresql:// UR
     target: "postgresql://db/app",
     password: undefined,
   });
+  // node-postgres takes a password parameter over the URL's own.
+  assert.deepEqual(
+    parseConnection("postgres://app:old@db/app?password=s%2Fcret", action),
+    {
+      datastore: "PostgreSQL",
+      target: "postgres://app:old@db/app?password=s%2Fcret",
+      password: "s/cret",
+    },
+  );
   const pool = new pg.Pool();
   try {
     assert.deepEqual(parseConnection(pool, action), {

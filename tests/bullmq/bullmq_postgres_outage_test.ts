@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { mock } from "node:test";
 import pg from "npm:pg@^8";
 import {
+  type BackendStatus,
   type DefinedTask,
   defineTask,
   withBackgroundTasks,
@@ -144,6 +145,40 @@ Deno.test({
       "The BullMQ worker reaches PostgreSQL again, after … without it",
     ],
   );
+});
+
+Deno.test({
+  ...postgresTest,
+  name:
+    "bullmqBackend() started while PostgreSQL is down says so before any request, as on Redis, and that it is back once it is",
+}, async () => {
+  await using server = await startPostgres();
+  await server.kill();
+  const step = defineTask(() => {}, { name: "step" });
+  const statuses: BackendStatus[] = [];
+  const down = Promise.withResolvers<void>();
+  const up = Promise.withResolvers<void>();
+  const backend = bullmqBackend({
+    connection: server.url,
+    queue: `test-${crypto.randomUUID()}`,
+    tasks: [step],
+    onStatusChange(status) {
+      statuses.push(status);
+      (status.state === "down" ? down : up).resolve();
+    },
+  });
+  try {
+    // No chain is handed over: a health check that reads the status (or
+    // stats.backend) learns of the outage all the same.
+    await within(down.promise, 10_000, "the status 'down'");
+    assert.equal(backend.status.state, "down");
+    assert.match(backend.status.error ?? "", /ECONNREFUSED/);
+    await server.restart();
+    await within(up.promise, 30_000, "the status 'up'");
+    assert.deepEqual(statuses.map((status) => status.state), ["down", "up"]);
+  } finally {
+    await backend.close();
+  }
 });
 
 Deno.test({

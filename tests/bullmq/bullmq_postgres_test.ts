@@ -11,6 +11,7 @@ import pg from "npm:pg@^8";
 import { runMigrations } from "npm:bullmq@^6";
 import {
   type BackendStatus,
+  type DefinedTask,
   defineTask,
   type TaskInfo,
   withBackgroundTasks,
@@ -281,6 +282,68 @@ Deno.test("bullmqBackend() and bullmqWorker() refuse on PostgreSQL what means no
 Deno.test({
   ...postgresTest,
   name:
+    "bullmqBackend() on PostgreSQL keeps the options parameter of the URL beside the search path it sets",
+}, async () => {
+  await using server = await startPostgres();
+  const queue = `test-${crypto.randomUUID()}`;
+  const step = defineTask(() => {}, { name: "step" });
+  const options = encodeURIComponent("-c application_name=orders-web");
+  const backend = bullmqBackend({
+    connection: `${server.url}?sslmode=disable&options=${options}`,
+    queue,
+    tasks: [step],
+  });
+  try {
+    // node-postgres takes the URL's options over the pool's own: the
+    // search path was lost, and the backend down for good.
+    await backend.enqueue({
+      id: "chain",
+      tasks: [{
+        name: step.name,
+        args: [],
+        timeout: undefined,
+        retry: undefined,
+        task: step as DefinedTask,
+      }],
+      request: undefined,
+      delivered: undefined,
+    }, { signal: AbortSignal.timeout(10_000) });
+    assert.deepEqual(
+      await query(
+        server.url,
+        "SELECT id FROM bullmq.job WHERE queue = $1",
+        [queue],
+      ),
+      [{ id: "chain.0" }],
+    );
+    // The pool's connections, idle now, carry the URL's option too.
+    const [{ count }] = await query<{ count: string }>(
+      server.url,
+      "SELECT count(*) AS count FROM pg_stat_activity WHERE application_name = 'orders-web'",
+    ) as [{ count: string }];
+    assert.ok(Number(count) > 0, count);
+  } finally {
+    await backend.close();
+  }
+});
+
+Deno.test("bullmqWorker() refuses a pg.Pool of one connection, which BullMQ's LISTEN would hold: no task would ever run", () => {
+  const step = defineTask(() => {}, { name: "step" });
+  const pool = new pg.Pool({ max: 1, options: "-c search_path=bullmq" });
+  try {
+    assert.throws(() => bullmqWorker({ connection: pool, tasks: [step] }), {
+      name: "RangeError",
+      message:
+        "Cannot start BullMQ worker as the pg.Pool in 'connection' must allow at least 2 connections ('max'), as BullMQ's worker holds one for LISTEN and runs its queries on the others: current value is 1",
+    });
+  } finally {
+    void pool.end();
+  }
+});
+
+Deno.test({
+  ...postgresTest,
+  name:
     "bullmqBackend() and bullmqWorker() on a pg.Pool the caller owns leave it open, and say when its search path lacks BullMQ's schema",
 }, async () => {
   await using server = await startPostgres();
@@ -304,8 +367,11 @@ Deno.test({
     assert.equal(await ran.promise, "on the caller's pool");
     await worker.close();
     await backend.close();
-    // Still the caller's, and open.
+    // Still the caller's, and open, and as it was: BullMQ's listeners, one
+    // per queue, flow producer and worker, made Node's MaxListeners warning
+    // appear at the fourth backend and worker on one pool.
     assert.deepEqual((await pool.query("SELECT 1 AS one")).rows, [{ one: 1 }]);
+    assert.equal(pool.listenerCount("error"), 0);
   } finally {
     await pool.end();
   }
