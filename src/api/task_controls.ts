@@ -51,6 +51,11 @@ export interface TaskStats {
   readonly discarded: number;
   /** Tasks dropped with `skipUndelivered` because their response was not delivered. */
   readonly skipped: number;
+  /**
+   * Keyed tasks that did not run because a duplicate took their place
+   * (`onDuplicate: "skip"` or `"replace"`).
+   */
+  readonly deduplicated: number;
   /** Tasks given up on at a drain deadline. */
   readonly abandoned: number;
   /** Tasks handed over to a backend, to run elsewhere. */

@@ -9,6 +9,7 @@
 // ended goes to the runner, which ends the chain and counts.
 
 import type { Chain, Task } from "./_chain.ts";
+import { isKeyed } from "./_keyed_task.ts";
 import type { BackendTask, TaskBackend } from "../api/task_backend.ts";
 import { report } from "./_report.ts";
 import type { Telemetry } from "./_telemetry.ts";
@@ -18,11 +19,21 @@ import type { TaskErrorHandler } from "../api/task_info.ts";
 /** A task as a backend receives it; it must have been made by `defineTask`. */
 export function backendTask(task: Task): BackendTask {
   const defined = task.defined!;
+  const { name, timeout, retry } = defined;
+  // A task without a key has none of a keyed task's fields.
+  if (!isKeyed(task)) {
+    return { name, args: task.args, timeout, retry, task: defined };
+  }
+  const { key } = task;
+  const { onDuplicate, delay } = defined;
   return {
-    name: defined.name,
+    name,
     args: task.args,
-    timeout: defined.timeout,
-    retry: defined.retry,
+    timeout,
+    retry,
+    key,
+    onDuplicate,
+    delay,
     task: defined,
   };
 }

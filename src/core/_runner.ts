@@ -31,6 +31,7 @@ import { startChain } from "./_execute.ts";
 import { backendTask, handOver, type HandOverRunner } from "./_hand_over.ts";
 import type { RunnerConfig } from "./_config.ts";
 import { giveUpLive, giveUpOpen } from "./_give_up.ts";
+import { checkKey, isKeyed } from "./_keyed_task.ts";
 import { openInProcess } from "./_in_process.ts";
 import { escapeControls } from "../api/_describe_task.ts";
 import { report } from "./_report.ts";
@@ -101,6 +102,8 @@ export class Runner implements ChainOwner {
     if (closing !== -1) {
       return this.#refuse(chain, task, requestArgumentError(task, closing));
     }
+    const keyError = isKeyed(task) ? checkKey(task) : undefined;
+    if (keyError !== undefined) return this.#refuse(chain, task, keyError);
     // Never a fallback: a task the backend cannot take is refused, and only
     // the request's in-process chain (tasks.inProcess) runs here.
     const durable = backend !== undefined && !chain.runsHere;

@@ -19,6 +19,7 @@ interface Counts {
   refused: number;
   discarded: number;
   skipped: number;
+  deduplicated: number;
   abandoned: number;
   handedOver: number;
 }
@@ -52,6 +53,7 @@ export class Tally {
     refused: 0,
     discarded: 0,
     skipped: 0,
+    deduplicated: 0,
     abandoned: 0,
     handedOver: 0,
   };

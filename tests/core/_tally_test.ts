@@ -28,6 +28,7 @@ Deno.test("Tally keeps pending equal to queued plus running, and counts the rest
     refused: 1,
     discarded: 0,
     skipped: 1,
+    deduplicated: 0,
     abandoned: 0,
     handedOver: 1,
     storing: 0,

@@ -417,6 +417,7 @@ Deno.test("examples/observability.ts logs one line per attempt and serves the st
     refused: 0,
     discarded: 0,
     skipped: 0,
+    deduplicated: 0,
     abandoned: 0,
     handedOver: 0,
   });

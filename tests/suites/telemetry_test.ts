@@ -322,6 +322,7 @@ Deno.test("telemetry: attempts are measured by task and outcome, and the runners
     refused: 0,
     discarded: 0,
     skipped: 0,
+    deduplicated: 0,
     abandoned: 0,
     handedOver: 0,
   });
