@@ -127,7 +127,7 @@ export interface RetryOptions {
 
 /**
  * What a keyed task does when a duplicate of it (a task of the same name and
- * the same key) is waiting, added and not yet started:
+ * the same key) is waiting to start, once the task's handler has answered:
  *
  * - `"queue"`: it waits behind it; duplicates run one at a time, in the
  *   order they were added, across requests;
@@ -207,24 +207,59 @@ export interface DefineTaskOptions<A extends unknown[] = unknown[]> {
    *
    * @default {none: the task runs in its request's chain}
    *
-   * @example One reindex per user at a time
+   * @example One reindex per user at a time, in order, across requests
    * ```ts
-   * import { defineTask } from "@afterward/background-tasks";
+   * import { defineTask, withBackgroundTasks } from "@afterward/background-tasks";
+   * import { callHandler } from "@afterward/background-tasks/testing";
    * import assert from "node:assert/strict";
    *
-   * const reindex = defineTask(async ({ signal }, userId: string) => {
-   *   signal.throwIfAborted();
+   * const log: string[] = [];
+   * const reindex = defineTask(async (_context, userId: string, version: number) => {
+   *   log.push(`start ${userId}@${version}`);
+   *   await new Promise((resolve) => setTimeout(resolve, 10));
+   *   log.push(`end ${userId}@${version}`);
    * }, { name: "reindex", key: (userId) => userId });
-   * assert.equal(reindex.key?.("u42"), "u42");
-   * assert.equal(reindex.onDuplicate, "queue");
+   * const handler = withBackgroundTasks((request, _info, tasks) => {
+   *   tasks.addTask(reindex, "u42", Number(new URL(request.url).searchParams.get("v")));
+   *   return new Response("saved");
+   * });
+   * await callHandler(handler, "/profile?v=1");
+   * await callHandler(handler, "/profile?v=2");
+   * await handler.drain();
+   * assert.deepEqual(log, ["start u42@1", "end u42@1", "start u42@2", "end u42@2"]);
    * ```
    */
   key?: (...args: A) => string;
   /**
    * What a keyed task does when a duplicate is waiting: see
-   * {@linkcode OnDuplicate}. Needs `key`.
+   * {@linkcode OnDuplicate}. Needs `key`. The decision is taken once the
+   * task's handler has answered (a task added later, at once): a task whose
+   * handler fails is discarded without having taken a duplicate's place.
    *
    * @default {"queue"}
+   *
+   * @example Warm each page once, however often it is asked for
+   * ```ts
+   * import { defineTask, withBackgroundTasks } from "@afterward/background-tasks";
+   * import { callHandler } from "@afterward/background-tasks/testing";
+   * import assert from "node:assert/strict";
+   *
+   * const warmed: string[] = [];
+   * const warm = defineTask((_context, page: string) => void warmed.push(page), {
+   *   name: "warm",
+   *   key: (page) => page,
+   *   onDuplicate: "skip",
+   * });
+   * const handler = withBackgroundTasks((_request, _info, tasks) => {
+   *   tasks.addTask(warm, "/home");
+   *   tasks.addTask(warm, "/home");
+   *   tasks.addTask(warm, "/about");
+   *   return new Response("ok");
+   * });
+   * await (await callHandler(handler, "/")).tasks;
+   * assert.deepEqual(warmed.toSorted(), ["/about", "/home"]);
+   * assert.equal(handler.stats.deduplicated, 1);
+   * ```
    */
   onDuplicate?: OnDuplicate;
   /**

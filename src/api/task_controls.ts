@@ -29,7 +29,11 @@ import type { DrainOptions } from "./options.ts";
 export interface TaskStats {
   /** Tasks accepted and not finished: `queued + running + storing`. */
   readonly pending: number;
-  /** Tasks waiting: for their response, for a free slot, or behind earlier tasks of their chain. */
+  /**
+   * Tasks waiting: for their response, for a free slot, behind earlier
+   * tasks of their chain, or, keyed, for their turn in their key's lane or
+   * their delay.
+   */
   readonly queued: number;
   /** Tasks running now, a retry delay included. */
   readonly running: number;

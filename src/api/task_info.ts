@@ -55,7 +55,10 @@ export interface RequestSummary {
 export interface TaskInfo {
   /** The task's name: its function's `name`, else `"anonymous"`. */
   readonly name: string;
-  /** The task's position in its chain, from 0. */
+  /**
+   * The task's position in its chain, from 0. A keyed task is alone in a
+   * chain of its own, in its key's lane: 0.
+   */
   readonly index: number;
   /**
    * The attempt, from 1: above 1 only for a task defined with a `retry`

@@ -8,7 +8,8 @@
 // a chain that could not be stored is reported as failed. How the store
 // ended goes to the runner, which ends the chain and counts.
 
-import type { Chain, Task } from "./_chain.ts";
+import type { Chain } from "./_chain.ts";
+import type { Task } from "./_task.ts";
 import { isKeyed } from "./_keyed_task.ts";
 import type { BackendTask, TaskBackend } from "../api/task_backend.ts";
 import { report } from "./_report.ts";

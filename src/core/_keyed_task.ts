@@ -5,7 +5,7 @@
 // kept for its lane or for a backend. A task without a key never meets this
 // file: it costs nothing more.
 
-import { nameOf, type Task } from "./_chain.ts";
+import { nameOf, type Task } from "./_task.ts";
 import { escapeControls } from "../api/_describe_task.ts";
 import type { DefinedTask } from "../api/define_task.ts";
 import { describe } from "../util/_assert.ts";

@@ -35,6 +35,7 @@ const ENDED_AS: { readonly [S in EndState]: keyof Counts } = {
   handedOver: "handedOver",
   discarded: "discarded",
   skipped: "skipped",
+  deduplicated: "deduplicated",
   abandoned: "abandoned",
 };
 

@@ -1,6 +1,7 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import { Chain, type Task, taskOf, waitUntil } from "./_chain.ts";
+import { Chain } from "./_chain.ts";
+import { type Task, taskOf, waitUntil } from "./_task.ts";
 import { runChain } from "./_execute.ts";
 import { KeyedTask } from "./_keyed_task.ts";
 import { escapeControls } from "../api/_describe_task.ts";
@@ -303,7 +304,8 @@ export class BackgroundTasks {
   }
 
   /**
-   * How many tasks have been added, including those that have already run.
+   * How many tasks have been added, including those that have already run,
+   * and keyed tasks, which left for their keys' lanes.
    *
    * @example Usage
    * ```ts
@@ -318,7 +320,8 @@ export class BackgroundTasks {
    * @returns The number of tasks added.
    */
   get size(): number {
-    return chainOf(this).current.added;
+    const chain = chainOf(this);
+    return chain.current.added + (chain.keyed?.added ?? 0);
   }
 
   /**
