@@ -7,6 +7,8 @@
  * delta of the first over 10,000; bytes per pending task is the extra heap of
  * the second over its 90,000 extra tasks, each the median of five rounds
  * (a single round is thrown off now and then by what the collector left).
+ * Then with one keyed task each (a key per request, so a lane each): what a
+ * keyed task costs more than a plain one is the difference with the first.
  * Counted: everything the wrapper
  * keeps for a request, including the `completed` promise Deno creates only
  * because the wrapper asks for it.
@@ -17,7 +19,7 @@
  * @module
  */
 
-import { withBackgroundTasks } from "../mod.ts";
+import { defineTask, withBackgroundTasks } from "../mod.ts";
 
 const requests = 10_000;
 const gc = (globalThis as { gc?: () => void }).gc;
@@ -46,12 +48,26 @@ let sink = 0;
 function trivialTask(n: number): void {
   sink += n;
 }
+const keyedTask = defineTask((_context, n: number) => trivialTask(n), {
+  name: "keyed",
+  key: String,
+});
 
-/** Heap held by `requests` pending requests with `tasksPerRequest` tasks each. */
-async function pendingHeap(tasksPerRequest: number): Promise<number> {
+/**
+ * Heap held by `requests` pending requests with `tasksPerRequest` tasks each,
+ * or, with `keyed`, one keyed task each, of a key of its own.
+ */
+async function pendingHeap(
+  tasksPerRequest: number,
+  keyed = false,
+): Promise<number> {
   const release = Promise.withResolvers<void>();
+  let key = 0;
   const handler = withBackgroundTasks((_request, _info, tasks) => {
-    for (let i = 0; i < tasksPerRequest; i++) tasks.addTask(trivialTask, i);
+    if (keyed) tasks.addTask(keyedTask, key++);
+    else {for (let i = 0; i < tasksPerRequest; i++) {
+        tasks.addTask(trivialTask, i);
+      }}
     return new Response(null);
   });
   // The requests and their infos are made up front and kept in both
@@ -86,12 +102,15 @@ function median(values: number[]): number {
 // Warm up, so that compiled code and inline caches are not counted.
 await pendingHeap(1);
 await pendingHeap(10);
+await pendingHeap(1, true);
 
 const ones: number[] = [];
 const tens: number[] = [];
+const keyeds: number[] = [];
 for (let round = 0; round < 5; round++) {
   ones.push(await pendingHeap(1));
   tens.push(await pendingHeap(10));
+  keyeds.push(await pendingHeap(1, true));
 }
 const oneTask = median(ones);
 const tenTasks = median(tens);
@@ -99,6 +118,7 @@ const result = {
   requests,
   bytesPerPendingRequest: Math.round(oneTask / requests),
   bytesPerPendingTask: Math.round((tenTasks - oneTask) / (requests * 9)),
+  bytesMorePerKeyedTask: Math.round((median(keyeds) - oneTask) / requests),
 };
 if (Deno.args.includes("--json")) {
   console.log(JSON.stringify(result));
@@ -107,5 +127,8 @@ if (Deno.args.includes("--json")) {
     `${result.bytesPerPendingRequest} bytes per pending request (with its first task)`,
   );
   console.log(`${result.bytesPerPendingTask} bytes per further pending task`);
+  console.log(
+    `${result.bytesMorePerKeyedTask} bytes more when the first task is keyed (a lane of its own)`,
+  );
 }
 globalThis.addEventListener("unload", () => void sink);

@@ -126,7 +126,37 @@ export interface RetryOptions {
 }
 
 /**
+ * What a keyed task does when a duplicate of it (a task of the same name and
+ * the same key) is waiting to start, once the task's handler has answered:
+ *
+ * - `"queue"`: it waits behind it; duplicates run one at a time, in the
+ *   order they were added, across requests;
+ * - `"skip"`: it is not run, and ends as `"deduplicated"`;
+ * - `"replace"`: it takes the waiting one's place (its arguments win, and
+ *   the one it replaced ends as `"deduplicated"`).
+ *
+ * Under every mode, a task waits while a duplicate runs.
+ *
+ * @example A mode per task
+ * ```ts
+ * import { defineTask, type OnDuplicate } from "@afterward/background-tasks";
+ * import assert from "node:assert/strict";
+ *
+ * const mode: OnDuplicate = "skip";
+ * const warmCache = defineTask((_context, _page: string) => {}, {
+ *   name: "warmCache",
+ *   key: (page) => page,
+ *   onDuplicate: mode,
+ * });
+ * assert.equal(warmCache.onDuplicate, "skip");
+ * ```
+ */
+export type OnDuplicate = "queue" | "skip" | "replace";
+
+/**
  * Options for {@linkcode defineTask}.
+ *
+ * @typeParam A The task's parameters after its context, which `key` takes.
  *
  * @example Name, bound and retry a task
  * ```ts
@@ -143,7 +173,7 @@ export interface RetryOptions {
  * assert.equal(task.retry?.maxAttempts, 4);
  * ```
  */
-export interface DefineTaskOptions {
+export interface DefineTaskOptions<A extends unknown[] = unknown[]> {
   /**
    * The name reports, hooks and statistics use for the task.
    *
@@ -164,6 +194,97 @@ export interface DefineTaskOptions {
    * @default {no retry}
    */
   retry?: RetryOptions;
+  /**
+   * Makes the task keyed: the entity it acts on, from its own arguments,
+   * called at `addTask()`. Two tasks of the same name and the same key are
+   * duplicates, which `onDuplicate` says what to do with. A keyed task
+   * leaves its request's chain for its key's lane: the request's other
+   * tasks do not wait for it, nor it for them. It still starts only once
+   * its request's response has been sent.
+   *
+   * It must return a non-empty string of at most 256 characters: otherwise,
+   * or if it throws, `addTask()` throws a `TypeError` that names `key`.
+   *
+   * @default {none: the task runs in its request's chain}
+   *
+   * @example One reindex per user at a time, in order, across requests
+   * ```ts
+   * import { defineTask, withBackgroundTasks } from "@afterward/background-tasks";
+   * import { callHandler } from "@afterward/background-tasks/testing";
+   * import assert from "node:assert/strict";
+   *
+   * const log: string[] = [];
+   * const reindex = defineTask(async (_context, userId: string, version: number) => {
+   *   log.push(`start ${userId}@${version}`);
+   *   await new Promise((resolve) => setTimeout(resolve, 10));
+   *   log.push(`end ${userId}@${version}`);
+   * }, { name: "reindex", key: (userId) => userId });
+   * const handler = withBackgroundTasks((request, _info, tasks) => {
+   *   tasks.addTask(reindex, "u42", Number(new URL(request.url).searchParams.get("v")));
+   *   return new Response("saved");
+   * });
+   * await callHandler(handler, "/profile?v=1");
+   * await callHandler(handler, "/profile?v=2");
+   * await handler.drain();
+   * assert.deepEqual(log, ["start u42@1", "end u42@1", "start u42@2", "end u42@2"]);
+   * ```
+   */
+  key?: (...args: A) => string;
+  /**
+   * What a keyed task does when a duplicate is waiting: see
+   * {@linkcode OnDuplicate}. Needs `key`. The decision is taken once the
+   * task's handler has answered (a task added later, at once): a task whose
+   * handler fails is discarded without having taken a duplicate's place.
+   *
+   * @default {"queue"}
+   *
+   * @example Warm each page once, however often it is asked for
+   * ```ts
+   * import { defineTask, withBackgroundTasks } from "@afterward/background-tasks";
+   * import { callHandler } from "@afterward/background-tasks/testing";
+   * import assert from "node:assert/strict";
+   *
+   * const warmed: string[] = [];
+   * const warm = defineTask((_context, page: string) => void warmed.push(page), {
+   *   name: "warm",
+   *   key: (page) => page,
+   *   onDuplicate: "skip",
+   * });
+   * const handler = withBackgroundTasks((_request, _info, tasks) => {
+   *   tasks.addTask(warm, "/home");
+   *   tasks.addTask(warm, "/home");
+   *   tasks.addTask(warm, "/about");
+   *   return new Response("ok");
+   * });
+   * await (await callHandler(handler, "/")).tasks;
+   * assert.deepEqual(warmed.toSorted(), ["/about", "/home"]);
+   * assert.equal(handler.stats.deduplicated, 1);
+   * ```
+   */
+  onDuplicate?: OnDuplicate;
+  /**
+   * Milliseconds a keyed task waits, from when it was added, before it may
+   * start: an integer from 0 to 2147483647, the longest timer. With
+   * `onDuplicate: "replace"`, each replacement starts the wait again, so
+   * that a burst runs once, after it stops (debounce). Needs `key`.
+   *
+   * @default {0}
+   *
+   * @example Debounce: the last of a burst, once it is over
+   * ```ts
+   * import { defineTask } from "@afterward/background-tasks";
+   * import assert from "node:assert/strict";
+   *
+   * const reindex = defineTask(async (_context, userId: string) => {}, {
+   *   name: "reindex",
+   *   key: (userId) => userId,
+   *   onDuplicate: "replace",
+   *   delay: 2_000,
+   * });
+   * assert.deepEqual([reindex.onDuplicate, reindex.delay], ["replace", 2_000]);
+   * ```
+   */
+  delay?: number;
 }
 
 /**
@@ -212,21 +333,27 @@ export class DefinedTask<A extends unknown[] = unknown[]> {
   readonly retry: RetryPolicy | undefined;
   /** The function, which receives a {@linkcode TaskContext} before its arguments. */
   readonly fn: (this: void, context: TaskContext, ...args: A) => unknown;
+  /** The key function of a keyed task, else `undefined`. */
+  readonly key: ((this: void, ...args: A) => string) | undefined;
+  /** What a keyed task does with a waiting duplicate; `undefined` unless keyed. */
+  readonly onDuplicate: OnDuplicate | undefined;
+  /** Milliseconds a keyed task waits before it may start; `undefined` unless keyed. */
+  readonly delay: number | undefined;
 
   /**
    * Same as {@linkcode defineTask}.
    *
    * @param fn The function to run; it may return a promise.
-   * @param options The task's name, timeout and retry policy.
+   * @param options The task's name, timeout, retry policy and key.
    */
   constructor(
     fn: (this: void, context: TaskContext, ...args: A) => unknown,
-    options: DefineTaskOptions = {},
+    options: DefineTaskOptions<A> = {},
   ) {
     const action = "Cannot define task";
     assertFunction(fn, "fn", action);
     assertOptions(options, DEFINE_TASK_OPTIONS, action);
-    const { name = functionName(fn), timeout, retry } = options;
+    const { name = functionName(fn), timeout, retry, key } = options;
     if (typeof name !== "string" || name === "") {
       throw new TypeError(
         `${action} as 'name' must be a non-empty string: current value is ${
@@ -239,8 +366,51 @@ export class DefinedTask<A extends unknown[] = unknown[]> {
     this.name = name;
     this.timeout = timeout;
     this.retry = retry === undefined ? undefined : retryPolicy(retry, action);
+    this.key = key;
+    ({ onDuplicate: this.onDuplicate, delay: this.delay } = keying(
+      options,
+      action,
+    ));
   }
 }
+
+/** The options of a keyed task, checked; both `undefined` for a task without `key`. */
+function keying<A extends unknown[]>(
+  options: DefineTaskOptions<A>,
+  action: string,
+): { onDuplicate: OnDuplicate | undefined; delay: number | undefined } {
+  const { key, onDuplicate, delay } = options;
+  if (key === undefined) {
+    for (
+      const [name, value] of [["onDuplicate", onDuplicate], ["delay", delay]]
+    ) {
+      if (value === undefined) continue;
+      throw new TypeError(
+        `${action} as '${name}' needs a 'key': without one, a task has no duplicate and starts once its response is sent`,
+      );
+    }
+    return { onDuplicate: undefined, delay: undefined };
+  }
+  assertFunction(key, "key", action);
+  if (onDuplicate !== undefined && !DUPLICATE_MODES.includes(onDuplicate)) {
+    throw new TypeError(
+      `${action} as 'onDuplicate' must be "queue", "skip" or "replace": current value is ${
+        describe(onDuplicate)
+      }`,
+    );
+  }
+  if (delay !== undefined) {
+    assertInteger(delay, "delay", action, 0);
+    if (delay > MAX_TIMER_DELAY) {
+      throw new RangeError(
+        `${action} as 'delay' must be <= ${MAX_TIMER_DELAY}, the longest timer: current value is ${delay}`,
+      );
+    }
+  }
+  return { onDuplicate: onDuplicate ?? "queue", delay: delay ?? 0 };
+}
+
+const DUPLICATE_MODES: readonly unknown[] = ["queue", "skip", "replace"];
 
 /**
  * Defines a task that receives a {@linkcode TaskContext} (its abort `signal`,
@@ -274,15 +444,15 @@ export class DefinedTask<A extends unknown[] = unknown[]> {
  *
  * @typeParam A The task's parameters after its context.
  * @param fn The function to run; it may return a promise.
- * @param options The task's name, timeout and retry policy.
+ * @param options The task's name, timeout, retry policy and key.
  * @returns A task to pass to `addTask`.
- * @throws {TypeError} If `fn` is not a function or an option has the wrong
- * type.
+ * @throws {TypeError} If `fn` is not a function, an option has the wrong
+ * type, or `onDuplicate` or `delay` is given without `key`.
  * @throws {RangeError} If a number is out of range.
  */
 export function defineTask<A extends unknown[]>(
   fn: (this: void, context: TaskContext, ...args: A) => unknown,
-  options: DefineTaskOptions = {},
+  options: DefineTaskOptions<A> = {},
 ): DefinedTask<A> {
   return new DefinedTask(fn, options);
 }
@@ -291,6 +461,9 @@ const DEFINE_TASK_OPTIONS = optionKeys<DefineTaskOptions>({
   name: true,
   timeout: true,
   retry: true,
+  key: true,
+  onDuplicate: true,
+  delay: true,
 });
 
 const RETRY_OPTIONS = optionKeys<RetryOptions>({

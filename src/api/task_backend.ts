@@ -6,7 +6,8 @@
 // `@afterward/background-tasks/backend` exports.
 
 import type { ExecutionOptions, RequestSummary } from "./task_info.ts";
-import type { DefinedTask, RetryPolicy } from "./define_task.ts";
+import type { DefinedTask, OnDuplicate, RetryPolicy } from "./define_task.ts";
+import { escapeControls } from "./_describe_task.ts";
 
 /**
  * Where a wrapped handler sends its chains instead of running them in this
@@ -55,7 +56,9 @@ export interface TaskBackend {
   /**
    * Checks a task as it is added; throws a `TypeError` to refuse it. Only
    * tasks made by `defineTask` reach it: the wrapper refuses plain functions
-   * itself when a backend is set.
+   * itself when a backend is set. A keyed task (its `key` set) must be
+   * kept as its `onDuplicate` and `delay` say, or refused: best when the
+   * backend is created, with {@linkcode assertKeyedTasksKept}.
    *
    * @param task The task being added.
    * @param chain The chain it joins: its `id`, made when its first task was
@@ -370,8 +373,103 @@ export interface BackendTask {
   readonly timeout: number | undefined;
   /** The retry policy, if the task has one. */
   readonly retry: RetryPolicy | undefined;
+  /**
+   * A keyed task's key, worked out when it was added (see `key` in
+   * {@linkcode DefineTaskOptions}); `undefined` for a task without one. Two
+   * tasks of the same name and the same key are duplicates: a backend that
+   * stores keyed tasks keeps their `onDuplicate` and `delay`, or refuses
+   * their definitions when it is created, with
+   * {@linkcode assertKeyedTasksKept}.
+   */
+  readonly key?: string | undefined;
+  /** What a keyed task does with a waiting duplicate; `undefined` unless keyed. */
+  readonly onDuplicate?: OnDuplicate | undefined;
+  /** Milliseconds a keyed task waits, from when it was added, before it may start; `undefined` unless keyed. */
+  readonly delay?: number | undefined;
   /** The defined task itself, for a backend that runs in this process. */
   readonly task: DefinedTask;
+}
+
+/**
+ * What a backend keeps of keyed tasks (those defined with a `key`), for
+ * {@linkcode assertKeyedTasksKept}: never a mode silently weakened.
+ *
+ * @example A backend that keeps no keyed task yet
+ * ```ts
+ * import type { KeyedTasksKept } from "@afterward/background-tasks/backend";
+ * import assert from "node:assert/strict";
+ *
+ * const kept: KeyedTasksKept = {
+ *   onDuplicate: [],
+ *   delay: false,
+ *   reason: "keyed tasks are not supported on this backend yet",
+ * };
+ * assert.equal(kept.onDuplicate.length, 0);
+ * ```
+ */
+export interface KeyedTasksKept {
+  /**
+   * The `onDuplicate` modes the backend keeps; a keyed task with another is
+   * refused. None: every keyed task is refused.
+   */
+  readonly onDuplicate: readonly OnDuplicate[];
+  /** Whether it keeps `delay`: a keyed task with a delay above 0 is refused otherwise. */
+  readonly delay: boolean;
+  /** Why it does not keep the rest: the end of the refusal's message. */
+  readonly reason: string;
+}
+
+/**
+ * Refuses, as a backend is created, a task of its `tasks` whose key modes
+ * the backend cannot keep (`onDuplicate`, `delay`): the program fails at
+ * its start, with a message that says why, rather than running the task
+ * with a weaker guarantee than its definition promises. Tasks without a
+ * key pass.
+ *
+ * @example Refuse keyed tasks at creation
+ * ```ts
+ * import { defineTask } from "@afterward/background-tasks";
+ * import { assertKeyedTasksKept } from "@afterward/background-tasks/backend";
+ * import assert from "node:assert/strict";
+ *
+ * const reindex = defineTask((_context, userId: string) => {}, {
+ *   name: "reindex",
+ *   key: (userId) => userId,
+ *   onDuplicate: "replace",
+ * });
+ * const kept = { onDuplicate: ["queue"] as const, delay: false, reason: "it has no way to replace a stored task" };
+ * assert.throws(() => assertKeyedTasksKept([reindex], kept, "Cannot create my backend"), {
+ *   name: "TypeError",
+ *   message: `Cannot create my backend as task "reindex" is keyed with onDuplicate "replace", which this backend cannot keep: it has no way to replace a stored task`,
+ * });
+ * assertKeyedTasksKept([defineTask(() => {}, { name: "ping" })], kept, "Cannot create my backend");
+ * ```
+ *
+ * @param tasks The tasks the backend is created with.
+ * @param kept What it keeps of keyed tasks, and why not the rest.
+ * @param action The start of the message: `"Cannot create my backend"`.
+ * @throws {TypeError} If a task's `onDuplicate` or `delay` is not kept.
+ */
+export function assertKeyedTasksKept(
+  tasks: readonly DefinedTask<never[]>[],
+  kept: KeyedTasksKept,
+  action: string,
+): void {
+  for (const task of tasks) {
+    const { onDuplicate, delay } = task;
+    if (task.key === undefined || onDuplicate === undefined) continue;
+    const name = escapeControls(task.name);
+    if (!kept.onDuplicate.includes(onDuplicate)) {
+      throw new TypeError(
+        `${action} as task "${name}" is keyed with onDuplicate "${onDuplicate}", which this backend cannot keep: ${kept.reason}`,
+      );
+    }
+    if (!kept.delay && delay !== undefined && delay > 0) {
+      throw new TypeError(
+        `${action} as task "${name}" has a 'delay' of ${delay} ms, which this backend cannot keep: ${kept.reason}`,
+      );
+    }
+  }
 }
 
 /**

@@ -29,7 +29,11 @@ import type { DrainOptions } from "./options.ts";
 export interface TaskStats {
   /** Tasks accepted and not finished: `queued + running + storing`. */
   readonly pending: number;
-  /** Tasks waiting: for their response, for a free slot, or behind earlier tasks of their chain. */
+  /**
+   * Tasks waiting: for their response, for a free slot, behind earlier
+   * tasks of their chain, or, keyed, for their turn in their key's lane or
+   * their delay.
+   */
   readonly queued: number;
   /** Tasks running now, a retry delay included. */
   readonly running: number;
@@ -51,6 +55,11 @@ export interface TaskStats {
   readonly discarded: number;
   /** Tasks dropped with `skipUndelivered` because their response was not delivered. */
   readonly skipped: number;
+  /**
+   * Keyed tasks that did not run because a duplicate took their place
+   * (`onDuplicate: "skip"` or `"replace"`).
+   */
+  readonly deduplicated: number;
   /** Tasks given up on at a drain deadline. */
   readonly abandoned: number;
   /** Tasks handed over to a backend, to run elsewhere. */

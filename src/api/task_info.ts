@@ -55,7 +55,10 @@ export interface RequestSummary {
 export interface TaskInfo {
   /** The task's name: its function's `name`, else `"anonymous"`. */
   readonly name: string;
-  /** The task's position in its chain, from 0. */
+  /**
+   * The task's position in its chain, from 0. A keyed task is alone in a
+   * chain of its own, in its key's lane: 0.
+   */
   readonly index: number;
   /**
    * The attempt, from 1: above 1 only for a task defined with a `retry`
@@ -112,7 +115,9 @@ export type TaskErrorHandler = (
 /**
  * How an attempt ended: `"succeeded"`, `"failed"`, `"timedOut"` (it failed by
  * its timeout), or `"abandoned"` (a drain's deadline gave up on it while it
- * ran or waited to retry).
+ * ran or waited to retry); or how a keyed task ended without an attempt,
+ * `"deduplicated"`: a duplicate took its place (see `onDuplicate` in
+ * {@linkcode DefineTaskOptions}), which is never an error.
  *
  * @example Count the attempts by outcome
  * ```ts
@@ -128,7 +133,12 @@ export type TaskErrorHandler = (
  * assert.deepEqual(counts, { succeeded: 1 });
  * ```
  */
-export type TaskOutcome = "succeeded" | "failed" | "timedOut" | "abandoned";
+export type TaskOutcome =
+  | "succeeded"
+  | "failed"
+  | "timedOut"
+  | "abandoned"
+  | "deduplicated";
 
 /**
  * What `onTaskEnd` is told when an attempt is over.
@@ -149,11 +159,13 @@ export type TaskOutcome = "succeeded" | "failed" | "timedOut" | "abandoned";
  * ```
  */
 export interface TaskEndEvent extends TaskInfo {
-  /** Milliseconds the attempt took. */
+  /** Milliseconds the attempt took: 0 for a task deduplicated. */
   readonly duration: number;
   /**
    * How the attempt ended: `"abandoned"` when a drain deadline gave up on the
-   * task while it ran or waited to retry.
+   * task while it ran or waited to retry; `"deduplicated"`, told once with
+   * `attempt` 0, when a keyed task will not run because a duplicate took
+   * its place.
    */
   readonly outcome: TaskOutcome;
   /** What the attempt threw or rejected with; `undefined` when it succeeded. */

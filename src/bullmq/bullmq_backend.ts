@@ -28,14 +28,16 @@ import {
   optionKeys,
 } from "../util/_assert.ts";
 import { workerConfig } from "../durable/_worker.ts";
-import type {
-  BackendChain,
-  BackendStatus,
-  BackendTask,
-  DurableBackend,
-  EnqueueOptions,
-  FailedTask,
-  WorkerOptions,
+import {
+  assertKeyedTasksKept,
+  type BackendChain,
+  type BackendStatus,
+  type BackendTask,
+  type DurableBackend,
+  type EnqueueOptions,
+  type FailedTask,
+  type KeyedTasksKept,
+  type WorkerOptions,
 } from "../api/task_backend.ts";
 
 /**
@@ -230,6 +232,14 @@ const BULLMQ_BACKEND_OPTIONS = optionKeys<BullmqBackendOptions>({
   onStatusChange: true,
 });
 
+/** Keyed tasks, not yet kept by this backend: refused at its creation. */
+const KEYED_TASKS_KEPT: KeyedTasksKept = {
+  onDuplicate: [],
+  delay: false,
+  reason:
+    "keyed tasks are not supported on the BullMQ backend yet: leave the task out of 'tasks' and add it to tasks.inProcess, whose lanes keep it in this process",
+};
+
 /**
  * A backend on Redis or PostgreSQL through BullMQ, for work that should
  * outgrow one process: web processes enqueue each request's chain before its
@@ -299,7 +309,8 @@ const BULLMQ_BACKEND_OPTIONS = optionKeys<BullmqBackendOptions>({
  * know.
  * @returns The backend, for the `backend` option of a wrapped handler.
  * @throws {TypeError} If an option has the wrong type, or means nothing on
- * PostgreSQL (`prefix`, `shards`).
+ * PostgreSQL (`prefix`, `shards`), or a task of `tasks` is keyed (defined
+ * with a `key`), which this backend does not support yet.
  */
 export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
   const action = "Cannot create BullMQ backend";
@@ -323,6 +334,7 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
     );
   }
   const { registry } = workerConfig({ tasks: options.tasks }, action);
+  assertKeyedTasksKept(options.tasks, KEYED_TASKS_KEPT, action);
   let closed = false;
   const watch = new ConnectionWatch((status, previous) => {
     if (closed) return;

@@ -6,7 +6,12 @@
 // failure; in this process, the attempts that follow, each after its
 // backoff.
 
-import { call, type CallOptions, type Runnable } from "./_call.ts";
+import {
+  type AttemptOutcome,
+  call,
+  type CallOptions,
+  type Runnable,
+} from "./_call.ts";
 import { hook, report } from "./_report.ts";
 import { backoff, delay, isRetriable } from "./_retry.ts";
 import type { ExecutionConfig } from "./_config.ts";
@@ -15,7 +20,7 @@ import type { TaskInfo, TaskOutcome } from "../api/task_info.ts";
 
 /** How an attempt ended, and what follows it. */
 export interface AttemptResult {
-  readonly outcome: TaskOutcome;
+  readonly outcome: AttemptOutcome;
   /** What the task returned, or what it threw. */
   readonly value: unknown;
   /** Whether another attempt follows, after `delay` milliseconds. */
@@ -67,7 +72,7 @@ export async function runAttempt(
       tell(info, startedAt, config, "abandoned", reason, false);
     };
   const { signal: given } = options;
-  let outcome: TaskOutcome;
+  let outcome: AttemptOutcome;
   let value: unknown;
   if (given?.aborted) {
     // The hook gave up on the task (a drain it ended): it does not run.

@@ -28,8 +28,11 @@ export interface Runnable {
   readonly defined: DefinedTask | undefined;
 }
 
-/** How a task that was not given up on ended: every outcome but abandoned. */
-export type Settled = Exclude<TaskOutcome, "abandoned">;
+/** How an attempt ends: every outcome but deduplicated, which has none. */
+export type AttemptOutcome = Exclude<TaskOutcome, "deduplicated">;
+
+/** How a task that was not given up on ended. */
+export type Settled = Exclude<AttemptOutcome, "abandoned">;
 
 /** What a call needs besides the task. */
 export interface CallOptions {
@@ -48,7 +51,7 @@ export interface CallOptions {
 
 /** How a call ended. */
 export interface Called {
-  outcome: TaskOutcome;
+  outcome: AttemptOutcome;
   value: unknown;
 }
 

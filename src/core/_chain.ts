@@ -6,124 +6,9 @@
 
 import type { Settled } from "./_call.ts";
 import type { ExecutionConfig } from "./_config.ts";
-import type { DefinedTask } from "../api/define_task.ts";
 import type { RequestSummary, TaskResult } from "../api/task_info.ts";
 import type { OtelContext } from "./_telemetry.ts";
-import { functionName } from "../util/_promise.ts";
-
-/** What a task without arguments keeps: one array for them all. */
-const NO_ARGS: readonly unknown[] = Object.freeze([]);
-
-/**
- * One added task: the function, its arguments, and its definition if any.
- * Made by {@linkcode taskOf}.
- */
-export interface Task {
-  readonly fn: (...args: unknown[]) => unknown;
-  /** Set for a task made by `defineTask`: `fn` then takes a context first. */
-  readonly defined: DefinedTask | undefined;
-  /** The task added after this one. */
-  next: Task | undefined;
-  /** The arguments, in an array that must not be changed. */
-  readonly args: readonly unknown[];
-  /** The index of the first argument `test` holds for, or -1; `args` would make an array. */
-  findArgument(test: (argument: unknown) => boolean): number;
-  /** Calls the function with the arguments, as a plain function. */
-  call(): unknown;
-}
-
-// Two classes of their own rather than subclasses of one: a derived class
-// costs its constructor a super() call (measured: 42 against 24 ns).
-
-/** A task of one argument, kept as it is: the common task costs one object. */
-class OneArgument implements Task {
-  readonly fn: (...args: unknown[]) => unknown;
-  readonly defined: DefinedTask | undefined;
-  next: Task | undefined = undefined;
-  #argument: unknown;
-
-  constructor(
-    fn: (...args: unknown[]) => unknown,
-    argument: unknown,
-    defined: DefinedTask | undefined,
-  ) {
-    this.fn = fn;
-    this.defined = defined;
-    this.#argument = argument;
-  }
-
-  get args(): readonly unknown[] {
-    return [this.#argument];
-  }
-
-  findArgument(test: (argument: unknown) => boolean): number {
-    return test(this.#argument) ? 0 : -1;
-  }
-
-  call(): unknown {
-    const { fn } = this;
-    return fn(this.#argument);
-  }
-}
-
-/** A task of none or several arguments, kept in an array. */
-class Arguments implements Task {
-  readonly fn: (...args: unknown[]) => unknown;
-  readonly defined: DefinedTask | undefined;
-  next: Task | undefined = undefined;
-  #args: readonly unknown[];
-
-  constructor(
-    fn: (...args: unknown[]) => unknown,
-    args: readonly unknown[],
-    defined: DefinedTask | undefined,
-  ) {
-    this.fn = fn;
-    this.defined = defined;
-    this.#args = args.length === 0 ? NO_ARGS : args;
-  }
-
-  get args(): readonly unknown[] {
-    return this.#args;
-  }
-
-  findArgument(test: (argument: unknown) => boolean): number {
-    return this.#args.findIndex(test);
-  }
-
-  call(): unknown {
-    const { fn } = this;
-    return fn(...this.#args);
-  }
-}
-
-/** Makes the task that calls `fn` with `args` (which it keeps, unchanged). */
-export function taskOf(
-  fn: (...args: unknown[]) => unknown,
-  args: readonly unknown[],
-  defined?: DefinedTask,
-): Task {
-  return args.length === 1
-    ? new OneArgument(fn, args[0], defined)
-    : new Arguments(fn, args, defined);
-}
-
-/**
- * The task `waitUntil()` adds: it settles as the promise it tracks does.
- * Named so, and known to the runner: it adds no work, only a wait.
- */
-export function waitUntil(promise: Promise<unknown>): Promise<unknown> {
-  return promise;
-}
-
-/**
- * The name a task is reported by: its definition's, else its function's
- * `name`, else `"anonymous"`. Worked out when asked, since most tasks are
- * never reported.
- */
-export function nameOf(task: Task): string {
-  return task.defined?.name ?? functionName(task.fn);
-}
+import { nameOf, type Task } from "./_task.ts";
 
 /**
  * Where a chain is in its life:
@@ -131,16 +16,19 @@ export function nameOf(task: Task): string {
  * - `open`: its handler runs, and tasks join it;
  * - `returned`: its handler returned without adding a task; the first task
  *   added later (while the response is sent, or after) schedules it;
- * - `waiting`: live, waiting for its response to be sent and for the timer
- *   shared by the chains that became ready in the same turn;
- * - `queued`: live, waiting for a free slot under `concurrency`;
+ * - `waiting`: live, waiting for its response to be sent (a keyed task's
+ *   chain, also for its turn in its key's lane and for its delay);
+ * - `queued`: live, its response sent, waiting for the timer shared by the
+ *   chains that became ready in the same turn, then for a free slot under
+ *   `concurrency`;
  * - `running`: live, its tasks run one after another;
  * - `storing`: live, a backend is storing it;
- * - and the end states: `finished` (every task ran, or a backend failed to
- *   store it after its response), `handedOver` (a backend stored it),
- *   `discarded` (its handler failed, or it could not be stored before its
- *   response), `skipped` (its response was not delivered) and `abandoned`
- *   (given up at a deadline).
+ * - and the end states: `finished` (every task ran, or left for its key's
+ *   lane, or a backend failed to store it after its response), `handedOver`
+ *   (a backend stored it), `discarded` (its handler failed, or it could not
+ *   be stored before its response), `skipped` (its response was not
+ *   delivered), `deduplicated` (a keyed task's chain whose place a
+ *   duplicate took) and `abandoned` (given up at a deadline).
  */
 export type ChainState =
   | "open"
@@ -153,6 +41,7 @@ export type ChainState =
   | "handedOver"
   | "discarded"
   | "skipped"
+  | "deduplicated"
   | "abandoned";
 
 /**
@@ -162,7 +51,12 @@ export type ChainState =
  */
 export type EndState = Extract<
   ChainState,
-  "finished" | "handedOver" | "discarded" | "skipped" | "abandoned"
+  | "finished"
+  | "handedOver"
+  | "discarded"
+  | "skipped"
+  | "deduplicated"
+  | "abandoned"
 >;
 
 /** The moves a chain may make from each state; any other is a bug of ours. */
@@ -170,14 +64,15 @@ const MOVES: { readonly [S in ChainState]: readonly ChainState[] } = {
   // A chain of `new BackgroundTasks()` runs straight from open with run().
   open: ["returned", "waiting", "storing", "running", "discarded", "abandoned"],
   returned: ["waiting"],
-  waiting: ["queued", "running", "storing", "skipped", "abandoned"],
-  queued: ["running", "storing", "abandoned"],
+  waiting: ["queued", "finished", "skipped", "deduplicated", "abandoned"],
+  queued: ["running", "storing", "deduplicated", "abandoned"],
   running: ["finished", "abandoned"],
   storing: ["handedOver", "finished", "discarded", "abandoned"],
   finished: [],
   handedOver: [],
   discarded: [],
   skipped: [],
+  deduplicated: [],
   abandoned: [],
 };
 
@@ -265,6 +160,12 @@ export class Chain {
    * that thousands of chains waiting on long tasks hold less memory.
    */
   #rare: ChainExtras | undefined = undefined;
+  /**
+   * On a keyed task's chain (_lanes.ts), its lane: the chains of its
+   * duplicates not over, in the order they were added. Absent from any
+   * other chain, which holds no field for it.
+   */
+  declare readonly lane?: readonly Chain[];
 
   /**
    * Sets a rare field; clearing one of a chain without any makes nothing.
@@ -367,6 +268,18 @@ export class Chain {
     Chain.#write(this, "current", chain);
   }
 
+  /**
+   * With keyed tasks (_lanes.ts): on the chain they were added to, those
+   * that wait for it to be handed over and sent; on the request's
+   * `facade`, how many were added.
+   */
+  get keyed(): KeyedTasks | undefined {
+    return this.#rare?.keyed;
+  }
+  set keyed(keyed: KeyedTasks | undefined) {
+    Chain.#write(this, "keyed", keyed);
+  }
+
   /** The promise of `run()`, which runs the tasks once. */
   get running(): Promise<TaskResult[]> | undefined {
     return this.#rare?.running;
@@ -467,6 +380,15 @@ class ChainExtras {
   facade: Chain | undefined = undefined;
   current: Chain | undefined = undefined;
   running: Promise<TaskResult[]> | undefined = undefined;
+  keyed: KeyedTasks | undefined = undefined;
+}
+
+/** A request's keyed tasks, as a chain holds them (see `Chain.keyed`). */
+export class KeyedTasks {
+  /** How many were added to the request, on its `facade`. */
+  added = 0;
+  /** The chains of those that wait for this chain to be handed over and sent. */
+  waiting: Chain[] = [];
 }
 
 /** Hooks into the making of chains. */

@@ -7,7 +7,8 @@
 // scheduled by its first task, which tells a request closed meanwhile by
 // its info (tests/suites/deno_behaviours_test.ts pins both behaviours).
 
-import { nameOf, type Task } from "./_chain.ts";
+import type { Chain } from "./_chain.ts";
+import { nameOf, type Task } from "./_task.ts";
 import { escapeControls } from "../api/_describe_task.ts";
 
 /**
@@ -46,4 +47,27 @@ export function isClosed(info: Deno.ServeHandlerInfo | undefined): boolean {
   } catch {
     return true;
   }
+}
+
+/**
+ * Takes what a `returned` chain kept of its request for its first task: its
+ * method and URL are read now, if they still can be, and its info is
+ * returned, unless the request is closed. Deno never settles an
+ * `info.completed` first asked for after its response completed: a chain
+ * whose request is closed by then goes on without waiting for it.
+ */
+export function takeReturned(
+  chain: Chain,
+): Deno.ServeHandlerInfo | undefined {
+  const { pendingRequest, serveInfo } = chain;
+  chain.pendingRequest = chain.serveInfo = undefined;
+  if (chain.url === undefined && pendingRequest !== undefined) {
+    try {
+      chain.method = pendingRequest.method;
+      chain.url = pendingRequest.url;
+    } catch {
+      // Closed: its response has completed. Reports go without the request.
+    }
+  }
+  return isClosed(serveInfo) ? undefined : serveInfo;
 }

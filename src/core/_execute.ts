@@ -7,7 +7,8 @@
 // others go through the attempt engine.
 
 import type { Settled } from "./_call.ts";
-import { type Chain, nameOf, type Task } from "./_chain.ts";
+import type { Chain } from "./_chain.ts";
+import { nameOf, type Task } from "./_task.ts";
 import { runAttempts } from "./_attempt.ts";
 import type { ExecutionConfig } from "./_config.ts";
 import { report } from "./_report.ts";

@@ -8,7 +8,8 @@
 // holds the slots freed until then, so that no queued chain starts before
 // the deadline has given up on all it had to.
 
-import { type Chain, nameOf } from "./_chain.ts";
+import type { Chain } from "./_chain.ts";
+import { nameOf } from "./_task.ts";
 import type { ChainList } from "./_chain_list.ts";
 import { abortTask } from "./_report.ts";
 import type { DrainResult } from "../api/task_controls.ts";

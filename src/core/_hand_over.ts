@@ -8,7 +8,9 @@
 // a chain that could not be stored is reported as failed. How the store
 // ended goes to the runner, which ends the chain and counts.
 
-import type { Chain, Task } from "./_chain.ts";
+import type { Chain } from "./_chain.ts";
+import type { Task } from "./_task.ts";
+import { isKeyed } from "./_keyed_task.ts";
 import type { BackendTask, TaskBackend } from "../api/task_backend.ts";
 import { report } from "./_report.ts";
 import type { Telemetry } from "./_telemetry.ts";
@@ -18,11 +20,21 @@ import type { TaskErrorHandler } from "../api/task_info.ts";
 /** A task as a backend receives it; it must have been made by `defineTask`. */
 export function backendTask(task: Task): BackendTask {
   const defined = task.defined!;
+  const { name, timeout, retry } = defined;
+  // A task without a key has none of a keyed task's fields.
+  if (!isKeyed(task)) {
+    return { name, args: task.args, timeout, retry, task: defined };
+  }
+  const { key } = task;
+  const { onDuplicate, delay } = defined;
   return {
-    name: defined.name,
+    name,
     args: task.args,
-    timeout: defined.timeout,
-    retry: defined.retry,
+    timeout,
+    retry,
+    key,
+    onDuplicate,
+    delay,
     task: defined,
   };
 }

@@ -76,7 +76,7 @@ export class Metrics {
     });
     meter.createObservableCounter("background_task.outcomes", {
       description:
-        "Background tasks of the wrapped handlers, by how they ended: succeeded, failed (a timeout aside), timedOut, or never run here: refused, discarded, skipped, abandoned, handedOver (handed to a backend)",
+        "Background tasks of the wrapped handlers, by how they ended: succeeded, failed (a timeout aside), timedOut, or never run here: refused, discarded, skipped, deduplicated (a duplicate took its place), abandoned, handedOver (handed to a backend)",
       unit: "{task}",
     }).addCallback((result) => {
       const totals = noOutcomes();
@@ -131,6 +131,7 @@ interface Outcomes {
   refused: number;
   discarded: number;
   skipped: number;
+  deduplicated: number;
   abandoned: number;
   handedOver: number;
 }
@@ -143,6 +144,7 @@ function noOutcomes(): Outcomes {
     refused: 0,
     discarded: 0,
     skipped: 0,
+    deduplicated: 0,
     abandoned: 0,
     handedOver: 0,
   };
@@ -156,6 +158,7 @@ function addOutcomes(totals: Outcomes, stats: TaskStats): void {
   totals.refused += stats.refused;
   totals.discarded += stats.discarded;
   totals.skipped += stats.skipped;
+  totals.deduplicated += stats.deduplicated;
   totals.abandoned += stats.abandoned;
   totals.handedOver += stats.handedOver;
 }

@@ -7,31 +7,27 @@
 // invariant (pending = queued + running + storing), so they stay together:
 // every chain ends in `#close()`, and the counts are written here only. When
 // a chain starts is the scheduler's business, drains are the drains', a
-// backend's hand-over is the hand-over's, and giving up is the give-up's:
-// each tells the runner how a chain ended.
+// backend's hand-over is the hand-over's, giving up is the give-up's, and
+// keyed tasks are the lanes' (each in a chain of its own): each tells the
+// runner how a chain ended.
 
 import type { Settled } from "./_call.ts";
-import {
-  Chain,
-  type ChainOwner,
-  type EndState,
-  internals,
-  nameOf,
-  type Task,
-  waitUntil,
-} from "./_chain.ts";
+import { Chain, type ChainOwner, type EndState, internals } from "./_chain.ts";
+import { nameOf, type Task, waitUntil } from "./_task.ts";
 import { ChainList } from "./_chain_list.ts";
 import {
   closesAfter,
-  isClosed,
   requestArgumentError,
+  takeReturned,
 } from "./_closed_request.ts";
 import { Drains } from "./_drain.ts";
 import { startChain } from "./_execute.ts";
 import { backendTask, handOver, type HandOverRunner } from "./_hand_over.ts";
 import type { RunnerConfig } from "./_config.ts";
 import { giveUpLive, giveUpOpen } from "./_give_up.ts";
-import { openInProcess } from "./_in_process.ts";
+import { checkKey, isKeyed } from "./_keyed_task.ts";
+import { openInProcess, successorOf } from "./_in_process.ts";
+import { Lanes } from "./_lanes.ts";
 import { escapeControls } from "../api/_describe_task.ts";
 import { report } from "./_report.ts";
 import { Scheduler } from "./_scheduler.ts";
@@ -56,6 +52,7 @@ export class Runner implements ChainOwner {
   #sequence = 0;
   readonly #tally = new Tally();
   readonly #handOver: HandOverRunner;
+  readonly #lanes: Lanes;
 
   constructor(config: RunnerConfig) {
     this.#config = config;
@@ -70,6 +67,14 @@ export class Runner implements ChainOwner {
       telemetry: config.telemetry,
       ended: (chain, to) => this.#close(chain, to),
     };
+    this.#lanes = new Lanes({
+      ...config,
+      open: this.#open,
+      live: (chain) => this.#makeLive(chain),
+      ready: (chain) => this.#scheduler.ready(chain),
+      close: (chain, to) => this.#close(chain, to),
+      scheduleReturned: (chain) => this.scheduleReturned(chain),
+    });
   }
 
   get config(): RunnerConfig {
@@ -101,6 +106,8 @@ export class Runner implements ChainOwner {
     if (closing !== -1) {
       return this.#refuse(chain, task, requestArgumentError(task, closing));
     }
+    const keyError = isKeyed(task) ? checkKey(task) : undefined;
+    if (keyError !== undefined) return this.#refuse(chain, task, keyError);
     // Never a fallback: a task the backend cannot take is refused, and only
     // the request's in-process chain (tasks.inProcess) runs here.
     const durable = backend !== undefined && !chain.runsHere;
@@ -134,6 +141,8 @@ export class Runner implements ChainOwner {
       chain.trace = telemetry.active();
     }
     this.#tally.added();
+    // In this process, a keyed task joins its key's lane, not the chain.
+    if (!durable && isKeyed(task)) return this.#lanes.join(chain, task);
     // The open list holds the chains with tasks only.
     if (chain.state === "open" && chain.remaining === 0) this.#open.push(chain);
     return true;
@@ -157,36 +166,11 @@ export class Runner implements ChainOwner {
   }
 
   successor(ended: Chain): Chain {
-    const chain = new Chain();
-    chain.owner = this;
-    chain.facade = ended.facade;
-    chain.method = ended.method;
-    chain.url = ended.url;
-    chain.delivered = ended.delivered;
-    if (ended.trace !== undefined) chain.trace = ended.trace;
-    chain.runsHere = ended.runsHere;
-    chain.inProcessChain = ended.inProcessChain;
-    // Its tasks are numbered after the request's earlier ones.
-    chain.added = chain.position = ended.added;
-    chain.moveTo("returned");
-    return chain;
+    return successorOf(ended, this);
   }
 
   scheduleReturned(chain: Chain): void {
-    const { pendingRequest, serveInfo } = chain;
-    chain.pendingRequest = chain.serveInfo = undefined;
-    if (chain.url === undefined && pendingRequest !== undefined) {
-      try {
-        chain.method = pendingRequest.method;
-        chain.url = pendingRequest.url;
-      } catch {
-        // Closed: its response has completed. Reports go without the request.
-      }
-    }
-    // Deno never settles an info.completed first asked for after its
-    // response completed: a chain whose request is closed by then goes on
-    // without waiting for it.
-    this.#takeOver(chain, isClosed(serveInfo) ? undefined : serveInfo);
+    this.#takeOver(chain, takeReturned(chain));
   }
 
   inProcess(chain: Chain): object | undefined {
@@ -235,7 +219,7 @@ export class Runner implements ChainOwner {
     info: Deno.ServeHandlerInfo | undefined,
   ): void {
     if (chain.state !== "open") return;
-    if (chain.remaining === 0) {
+    if (chain.remaining === 0 && chain.keyed === undefined) {
       // No task yet: one added while the response is sent, or after, will
       // schedule the chain then.
       chain.moveTo("returned");
@@ -243,7 +227,7 @@ export class Runner implements ChainOwner {
       chain.serveInfo = info;
       return;
     }
-    this.#open.remove(chain);
+    if (chain.remaining > 0) this.#open.remove(chain);
     this.#capture(chain, request);
     this.#takeOver(chain, info);
   }
@@ -310,6 +294,7 @@ export class Runner implements ChainOwner {
   #takeOver(chain: Chain, info: Deno.ServeHandlerInfo | undefined): void {
     chain.moveTo("waiting");
     this.#makeLive(chain);
+    if (chain.keyed !== undefined) this.#lanes.takeOver(chain);
     // `completed` is created lazily by Deno, so it is only touched for
     // requests that have tasks. Both outcomes are handled at once: a
     // rejection (HTTP/2 client gone) left unhandled would end the process.
@@ -332,11 +317,13 @@ export class Runner implements ChainOwner {
     // Given up on at a deadline meanwhile.
     if (chain.state !== "waiting") return;
     chain.delivered = delivered;
+    if (chain.keyed !== undefined) this.#lanes.sent(chain);
     if (delivered === false && this.#config.skipUndelivered) {
       this.#close(chain, "skipped");
-      return;
-    }
-    this.#scheduler.ready(chain);
+    } else if (chain.remaining === 0) {
+      // Its tasks all left for their keys' lanes.
+      this.#close(chain, "finished");
+    } else this.#scheduler.ready(chain);
   }
 
   /** Starts a chain in the slot the scheduler gave it. */
@@ -379,6 +366,9 @@ export class Runner implements ChainOwner {
     const n = chain.remaining;
     chain.moveTo(to);
     this.#tally.closed(from, to, n);
+    if (chain.lane !== undefined || chain.keyed !== undefined) {
+      this.#lanes.closed(chain, to);
+    }
     if (from === "open") {
       if (n > 0) this.#open.remove(chain);
       return;

@@ -26,15 +26,19 @@ export class Scheduler {
   /**
    * @param concurrency How many chains may hold a slot at once.
    * @param start Starts a chain in its slot; a chain given up on while it
-   * waited (no longer `waiting` or `queued`) is not given one.
+   * waited (no longer `queued`) is not given one.
    */
   constructor(concurrency: number, start: (chain: Chain) => void) {
     this.#concurrency = concurrency;
     this.#start = start;
   }
 
-  /** A chain's response has been sent: it starts on the next shared timer. */
+  /**
+   * A chain's response has been sent: it is queued, and starts on the next
+   * shared timer, or once a slot is free.
+   */
   ready(chain: Chain): void {
+    chain.moveTo("queued");
     this.#ready.push(chain);
     this.#timer ??= setTimeout(this.#startReady, 0);
   }
@@ -111,14 +115,13 @@ export class Scheduler {
   /** Puts a ready chain in the queue for a slot. */
   #wait(chain: Chain): void {
     // Given up on at a deadline since it became ready: it waits for nothing.
-    if (chain.state !== "waiting") return;
-    chain.moveTo("queued");
+    if (chain.state !== "queued") return;
     this.#queue.push(chain);
   }
 
   #take(chain: Chain): void {
     // Given up on while it waited (abandoned): no slot for it.
-    if (chain.state !== "waiting" && chain.state !== "queued") return;
+    if (chain.state !== "queued") return;
     this.#active++;
     this.#start(chain);
   }

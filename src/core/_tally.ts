@@ -19,6 +19,7 @@ interface Counts {
   refused: number;
   discarded: number;
   skipped: number;
+  deduplicated: number;
   abandoned: number;
   handedOver: number;
 }
@@ -34,6 +35,7 @@ const ENDED_AS: { readonly [S in EndState]: keyof Counts } = {
   handedOver: "handedOver",
   discarded: "discarded",
   skipped: "skipped",
+  deduplicated: "deduplicated",
   abandoned: "abandoned",
 };
 
@@ -52,6 +54,7 @@ export class Tally {
     refused: 0,
     discarded: 0,
     skipped: 0,
+    deduplicated: 0,
     abandoned: 0,
     handedOver: 0,
   };

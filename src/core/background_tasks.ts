@@ -1,7 +1,10 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import { Chain, type Task, taskOf, waitUntil } from "./_chain.ts";
+import { Chain } from "./_chain.ts";
+import { type Task, taskOf, waitUntil } from "./_task.ts";
 import { runChain } from "./_execute.ts";
+import { KeyedTask } from "./_keyed_task.ts";
+import { escapeControls } from "../api/_describe_task.ts";
 import { EXECUTION_OPTIONS, executionConfig } from "./_config.ts";
 import { assertOptions, describe } from "../util/_assert.ts";
 import { isInstance, isThenable, toPromise } from "../util/_promise.ts";
@@ -156,7 +159,12 @@ export class BackgroundTasks {
     ...args: unknown[]
   ): void {
     if (isInstance(fn, DefinedTask)) {
-      addTo(this, taskOf(fn.fn as (...args: unknown[]) => unknown, args, fn));
+      addTo(
+        this,
+        fn.key === undefined
+          ? taskOf(fn.fn as (...args: unknown[]) => unknown, args, fn)
+          : keyedTask(this, fn, args),
+      );
       return;
     }
     if (typeof fn !== "function") {
@@ -296,7 +304,8 @@ export class BackgroundTasks {
   }
 
   /**
-   * How many tasks have been added, including those that have already run.
+   * How many tasks have been added, including those that have already run,
+   * and keyed tasks, which left for their keys' lanes.
    *
    * @example Usage
    * ```ts
@@ -311,7 +320,8 @@ export class BackgroundTasks {
    * @returns The number of tasks added.
    */
   get size(): number {
-    return chainOf(this).current.added;
+    const chain = chainOf(this);
+    return chain.current.added + (chain.keyed?.added ?? 0);
   }
 
   /**
@@ -405,6 +415,25 @@ function addTo(tasks: BackgroundTasks, task: Task): void {
     chain = first.current = chain.owner.successor(chain);
   }
   chain.add(task);
+}
+
+/**
+ * A keyed task for `tasks`, which must be a handler's: keyed tasks join
+ * their key's lane, which its runner keeps.
+ */
+function keyedTask(
+  tasks: BackgroundTasks,
+  defined: DefinedTask,
+  args: readonly unknown[],
+): KeyedTask {
+  if (chainOf(tasks).owner === undefined) {
+    throw new TypeError(
+      `Cannot add task "${
+        escapeControls(defined.name)
+      }" as a keyed task needs a handler's runner, which keeps the lanes of its keys (withBackgroundTasks(), serve(), the Hono middleware; callHandler() in a test): new BackgroundTasks() has none`,
+    );
+  }
+  return new KeyedTask(defined, args);
 }
 
 /**

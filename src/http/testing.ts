@@ -1,6 +1,7 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import { type Chain, internals, nameOf } from "../core/_chain.ts";
+import { type Chain, internals } from "../core/_chain.ts";
+import { nameOf } from "../core/_task.ts";
 import { describeTask } from "../api/_describe_task.ts";
 import type { TaskResult } from "../api/task_info.ts";
 import {
@@ -209,9 +210,10 @@ export interface HandlerCall {
   response: Response;
   /**
    * Resolves with one settled result per task of this request, once they have
-   * all run; with none when it added no task. With a backend, those of the
-   * tasks it ran in this process (`tasks.inProcess`), once the backend has
-   * taken the others. It never rejects.
+   * all run; with none when it added no task. Its keyed tasks' come in the
+   * order they settled, and one deduplicated has none. With a backend, those
+   * of the tasks it ran in this process (`tasks.inProcess`), once the
+   * backend has taken the others. It never rejects.
    */
   tasks: Promise<TaskResult[]>;
 }

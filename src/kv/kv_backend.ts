@@ -33,13 +33,15 @@ import { abortIsolated } from "../util/_promise.ts";
 import { NAMES_REFRESH } from "../durable/_unknown_tasks.ts";
 import { combineExecutionOptions, workerConfig } from "../durable/_worker.ts";
 import type { ExecutionOptions, RequestSummary } from "../api/task_info.ts";
-import type {
-  BackendChain,
-  BackendCloseOptions,
-  BackendCloseResult,
-  BackendTask,
-  DurableBackend,
-  WorkerOptions,
+import {
+  assertKeyedTasksKept,
+  type BackendChain,
+  type BackendCloseOptions,
+  type BackendCloseResult,
+  type BackendTask,
+  type DurableBackend,
+  type KeyedTasksKept,
+  type WorkerOptions,
 } from "../api/task_backend.ts";
 import type { KvFailedTask } from "./kv_failed_task.ts";
 
@@ -204,6 +206,14 @@ const KV_BACKEND_OPTIONS = optionKeys<KvBackendOptions>({
   redelivery: true,
 });
 
+/** Keyed tasks, not yet kept by this backend: refused at its creation. */
+const KEYED_TASKS_KEPT: KeyedTasksKept = {
+  onDuplicate: [],
+  delay: false,
+  reason:
+    "keyed tasks are not supported on the KV backend yet: leave the task out of 'tasks' and add it to tasks.inProcess, whose lanes keep it in this process",
+};
+
 /**
  * A durable backend on Deno KV, the embedded database of Deno (a local file,
  * no server): each request's chain is enqueued atomically before its response
@@ -275,7 +285,9 @@ const KV_BACKEND_OPTIONS = optionKeys<KvBackendOptions>({
  *
  * @param options The database and the tasks this process can run.
  * @returns The backend, for the `backend` option of a wrapped handler.
- * @throws {TypeError} If an option is unknown or has the wrong type.
+ * @throws {TypeError} If an option is unknown or has the wrong type, or a
+ * task of `tasks` is keyed (defined with a `key`), which this backend does
+ * not support yet.
  * @throws {RangeError} If `redelivery` has more than five steps, or a
  * negative or fractional one.
  */
@@ -319,6 +331,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     assertInteger(delay, `redelivery[${index}]`, action, 0)
   );
   const config = workerConfig(options, action);
+  assertKeyedTasksKept(options.tasks, KEYED_TASKS_KEPT, action);
   // Its own task options, then those of each handler attached (attach()).
   const owners = [givenExecutionOptions(options)];
   const keys = kvKeys(prefix);

@@ -448,3 +448,112 @@ Deno.test("backoff() grows by the multiplier up to maxDelay, less the jitter's r
   assert.equal(backoff(jittered, 1, 0.5), 75);
   assert.equal(backoff({ ...policy, jitter: 1 }, 2, 0.999), 300 * (1 - 0.999));
 });
+
+Deno.test("defineTask() keeps a key, its onDuplicate and delay, with their defaults", () => {
+  const reindex = defineTask((_context, userId: string) => userId, {
+    name: "reindex",
+    key: (userId) => `user:${userId}`,
+  });
+  assert.equal(reindex.key?.("u42"), "user:u42");
+  assert.deepEqual([reindex.onDuplicate, reindex.delay], ["queue", 0]);
+  const debounced = defineTask((_context, _userId: string) => {}, {
+    key: (userId) => userId,
+    onDuplicate: "replace",
+    delay: 2_000,
+  });
+  assert.deepEqual([debounced.onDuplicate, debounced.delay], [
+    "replace",
+    2_000,
+  ]);
+  const plain = defineTask(() => {});
+  assert.deepEqual([plain.key, plain.onDuplicate, plain.delay], [
+    undefined,
+    undefined,
+    undefined,
+  ]);
+  assert.equal(
+    defineTask(() => {}, { key: () => "k", delay: 2 ** 31 - 1 }).delay,
+    2 ** 31 - 1,
+  );
+});
+
+Deno.test("defineTask() refuses a key, onDuplicate or delay it cannot keep", async (t) => {
+  const fn = (_context: unknown, _id: string) => {};
+  const key = (id: string) => id;
+  const table: [string, () => unknown, string, string][] = [
+    [
+      "onDuplicate without key",
+      () => defineTask(fn, { onDuplicate: "skip" }),
+      "TypeError",
+      "Cannot define task as 'onDuplicate' needs a 'key': without one, a task has no duplicate and starts once its response is sent",
+    ],
+    [
+      "delay without key",
+      () => defineTask(fn, { delay: 100 }),
+      "TypeError",
+      "Cannot define task as 'delay' needs a 'key': without one, a task has no duplicate and starts once its response is sent",
+    ],
+    [
+      "a key that is not a function",
+      () => defineTask(fn, { key: "id" as unknown as typeof key }),
+      "TypeError",
+      `Cannot define task as 'key' must be a function: current value is "id"`,
+    ],
+    [
+      "an unknown onDuplicate",
+      () =>
+        defineTask(fn, {
+          key,
+          onDuplicate: "drop" as unknown as "skip",
+        }),
+      "TypeError",
+      `Cannot define task as 'onDuplicate' must be "queue", "skip" or "replace": current value is "drop"`,
+    ],
+    [
+      "a negative delay",
+      () => defineTask(fn, { key, delay: -1 }),
+      "RangeError",
+      "Cannot define task as 'delay' must be an integer >= 0: current value is -1",
+    ],
+    [
+      "a fractional delay",
+      () => defineTask(fn, { key, delay: 1.5 }),
+      "RangeError",
+      "Cannot define task as 'delay' must be an integer >= 0: current value is 1.5",
+    ],
+    [
+      "a delay of the wrong type",
+      () => defineTask(fn, { key, delay: "2s" as unknown as number }),
+      "TypeError",
+      `Cannot define task as 'delay' must be a number: current value is "2s"`,
+    ],
+    [
+      "a delay beyond the longest timer",
+      () => defineTask(fn, { key, delay: 2 ** 31 }),
+      "RangeError",
+      "Cannot define task as 'delay' must be <= 2147483647, the longest timer: current value is 2147483648",
+    ],
+  ];
+  for (const [name, call, errorName, message] of table) {
+    await t.step(name, () => {
+      assert.throws(call, { name: errorName, message });
+    });
+  }
+});
+
+Deno.test("a key function is typed by the task's arguments", () => {
+  const task = defineTask((_context, a: number, b: string) => `${a}${b}`, {
+    key: (a, b) => `${b}:${a.toFixed(0)}`,
+  });
+  assert.equal(task.key?.(1, "x"), "x:1");
+  const byId = (id: string) => `user:${id}`;
+  const reindex = defineTask(({ signal }, id: string) => {
+    signal.throwIfAborted();
+    return id;
+  }, { key: byId });
+  assert.equal(reindex.key?.("u42"), "user:u42");
+  // @ts-expect-error: a key is a string
+  defineTask((_context, a: number) => a, { key: (a) => a });
+  // @ts-expect-error: the task's first argument is a number
+  defineTask((_context, _a: number) => {}, { key: (a: string) => a });
+});

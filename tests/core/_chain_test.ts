@@ -1,7 +1,8 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 import assert from "node:assert/strict";
-import { Chain, type ChainState, taskOf } from "../../src/core/_chain.ts";
+import { Chain, type ChainState } from "../../src/core/_chain.ts";
+import { taskOf } from "../../src/core/_task.ts";
 
 /** A chain moved along `path` from its first state. */
 function chainAt(...path: ChainState[]): Chain {
@@ -13,7 +14,6 @@ function chainAt(...path: ChainState[]): Chain {
 Deno.test("a chain moves through its life as the runner takes it", async (t) => {
   const lives: [string, ChainState[]][] = [
     ["run in process", ["waiting", "queued", "running", "finished"]],
-    ["started at once", ["waiting", "running", "finished"]],
     ["stored before its response", ["storing", "handedOver"]],
     ["stored after its response", [
       "waiting",
@@ -26,6 +26,13 @@ Deno.test("a chain moves through its life as the runner takes it", async (t) => 
     ["its response was not delivered", ["waiting", "skipped"]],
     ["given up on while it ran", ["waiting", "queued", "running", "abandoned"]],
     ["run with run()", ["running", "finished"]],
+    ["its tasks all keyed, sent", ["waiting", "finished"]],
+    ["a keyed task replaced while it waited", ["waiting", "deduplicated"]],
+    ["a keyed task replaced while it waited for a slot", [
+      "waiting",
+      "queued",
+      "deduplicated",
+    ]],
   ];
   for (const [name, path] of lives) {
     await t.step(name, () => {
@@ -42,6 +49,8 @@ Deno.test("a chain refuses a move its life does not allow", async (t) => {
     [["waiting", "queued", "running"], "storing"],
     [["storing"], "running"],
     [["discarded"], "open"],
+    [["waiting"], "running"],
+    [["running"], "deduplicated"],
   ];
   for (const [path, to] of illegal) {
     const from = path.at(-1) ?? "open";

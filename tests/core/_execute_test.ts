@@ -5,7 +5,8 @@
 
 import assert from "node:assert/strict";
 import { mock } from "node:test";
-import { Chain, type ChainOwner, taskOf } from "../../src/core/_chain.ts";
+import { Chain, type ChainOwner } from "../../src/core/_chain.ts";
+import { taskOf } from "../../src/core/_task.ts";
 import { runChain } from "../../src/core/_execute.ts";
 import { logTaskError } from "../../mod.ts";
 import { guardedTest } from "../_helpers/common.ts";

@@ -10,7 +10,8 @@
 import assert from "node:assert/strict";
 import { mock } from "node:test";
 import { defineTask, withBackgroundTasks } from "../../mod.ts";
-import { Chain, type ChainState, taskOf } from "../../src/core/_chain.ts";
+import { Chain, type ChainState } from "../../src/core/_chain.ts";
+import { taskOf } from "../../src/core/_task.ts";
 import { ChainList } from "../../src/core/_chain_list.ts";
 import { Drains } from "../../src/core/_drain.ts";
 import { giveUpLive, giveUpOpen } from "../../src/core/_give_up.ts";
@@ -83,11 +84,11 @@ const noDeadline = () => assert.fail("no deadline in this test");
 guardedTest(
   "giveUpLive() abandons the live chains up to `last`, counts them, and frees the slots they held",
   async () => {
-    const running = chainOf(["a1", "a2"], ["waiting", "running"], 1);
+    const running = chainOf(["a1", "a2"], ["waiting", "queued", "running"], 1);
     const queued = chainOf(["b"], ["waiting", "queued"], 2);
     const storing = chainOf(["c"], ["waiting", "queued", "storing"], 3);
     const waiting = chainOf(["d"], ["waiting"], 4);
-    const later = chainOf(["e"], ["waiting", "running"], 5);
+    const later = chainOf(["e"], ["waiting", "queued", "running"], 5);
     const drains = new Drains();
     const books = booksOf([running, queued, storing, waiting, later], drains);
     const { list, tally } = books;
@@ -132,8 +133,8 @@ guardedTest(
 );
 
 Deno.test("giveUpLive() does the books of every chain before it aborts a signal", () => {
-  const first = chainOf(["a"], ["waiting", "running"], 1);
-  const second = chainOf(["b"], ["waiting", "running"], 2);
+  const first = chainOf(["a"], ["waiting", "queued", "running"], 1);
+  const second = chainOf(["b"], ["waiting", "queued", "running"], 2);
   const { list, tally, close } = booksOf([first, second]);
   const seen: unknown[] = [];
   // An abort listener is user code: it sees the books done.
@@ -148,9 +149,9 @@ Deno.test("giveUpLive() does the books of every chain before it aborts a signal"
 Deno.test("giveUpLive() reports an abort listener that throws, naming its task, and aborts the next chain", () => {
   const consoleError = mock.method(console, "error", () => {});
   try {
-    const first = chainOf(["x", "charge"], ["waiting", "running"], 1);
+    const first = chainOf(["x", "charge"], ["waiting", "queued", "running"], 1);
     first.advance();
-    const second = chainOf(["b"], ["waiting", "running"], 2);
+    const second = chainOf(["b"], ["waiting", "queued", "running"], 2);
     const { list, close } = booksOf([first, second]);
     const failure = new Error("listener failed");
     first.signal.addEventListener("abort", () => {

@@ -335,3 +335,41 @@ guardedTest(
     });
   },
 );
+
+guardedTest(
+  "a keyed task added once its request's chain has ended runs in its lane, and leaves the open list as it was: a shutdown deadline still gives up on the handlers running",
+  async () => {
+    const runner = runnerWith();
+    const ran: string[] = [];
+    const reindex = defineTask(
+      (_context, user: string) => void ran.push(user),
+      {
+        name: "reindex",
+        key: (user) => user,
+      },
+    );
+    // A request whose chain has run and ended.
+    const done = open(runner);
+    done.tasks.addTask(function first() {});
+    runner.schedule(done.chain, done.request, sentInfo());
+    await runner.drain();
+    assert.equal(done.chain.state, "finished");
+    // Two handlers still running, with tasks.
+    const running = [open(runner), open(runner)];
+    running[0]!.tasks.addTask(function second() {});
+    running[1]!.tasks.addTask(function third() {});
+    // A late keyed task: a successor of the ended chain, and a lane.
+    done.tasks.addTask(reindex, "u42");
+    await runner.drain();
+    assert.deepEqual(ran, ["u42"]);
+    const result = await runner.drain({
+      open: true,
+      signal: AbortSignal.abort(),
+    });
+    assert.deepEqual(result.abandonedTasks, { second: 1, third: 1 });
+    assert.deepEqual(
+      [runner.stats.abandoned, runner.stats.pending],
+      [2, 0],
+    );
+  },
+);

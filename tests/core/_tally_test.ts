@@ -28,6 +28,7 @@ Deno.test("Tally keeps pending equal to queued plus running, and counts the rest
     refused: 1,
     discarded: 0,
     skipped: 1,
+    deduplicated: 0,
     abandoned: 0,
     handedOver: 1,
     storing: 0,
@@ -52,6 +53,11 @@ Deno.test("Tally counts what a chain held when it ended by the state it ended in
       skipped: 2,
     }],
     ["abandoned while queued", ["queued", "abandoned", 2], { abandoned: 2 }],
+    ["keyed tasks whose place a duplicate took", [
+      "waiting",
+      "deduplicated",
+      2,
+    ], { deduplicated: 2 }],
     ["finished running", ["running", "finished", 0], { running: 0 }],
     ["abandoned running", ["running", "abandoned", 2], {
       running: 0,

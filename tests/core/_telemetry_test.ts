@@ -39,7 +39,7 @@ function observe() {
 }
 const stats = (succeeded) => ({
   succeeded, failed: 0, timedOut: 0, refused: 0, discarded: 0, skipped: 0,
-  abandoned: 0, handedOver: 0, queued: 0, running: 0, storing: 0,
+  deduplicated: 0, abandoned: 0, handedOver: 0, queued: 0, running: 0, storing: 0,
 });
 const kept = { stats: stats(2) };
 telemetry.watch(kept);

@@ -141,6 +141,7 @@ guardedTest("stats counts what happened to every task", async () => {
       refused: 9,
       discarded: 1,
       skipped: 1,
+      deduplicated: 0,
       abandoned: 0,
       handedOver: 0,
     });

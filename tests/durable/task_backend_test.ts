@@ -9,7 +9,11 @@ import {
   type TaskBackend,
   withBackgroundTasks,
 } from "../../mod.ts";
-import type { BackendChain } from "../../backend.ts";
+import {
+  assertKeyedTasksKept,
+  type BackendChain,
+  type KeyedTasksKept,
+} from "../../backend.ts";
 import { callHandler, fakeServeHandlerInfo } from "../../testing.ts";
 import { addTaskError, guardedTest, sentInfo } from "../_helpers/common.ts";
 
@@ -372,3 +376,65 @@ guardedTest(
     );
   },
 );
+
+Deno.test("assertKeyedTasksKept() refuses a keyed task whose onDuplicate or delay a backend cannot keep, and passes the rest", async (t) => {
+  const action = "Cannot create test backend";
+  const keyed = (
+    name: string,
+    onDuplicate: "queue" | "skip" | "replace",
+    delay = 0,
+  ) =>
+    defineTask((_context, _id: string) => {}, {
+      name,
+      key: (id) => id,
+      onDuplicate,
+      delay,
+    }) as unknown as ReturnType<typeof defineTask<never[]>>;
+  const plain = defineTask(() => {}, { name: "plain" });
+  const kept: KeyedTasksKept = {
+    onDuplicate: ["queue", "skip"],
+    delay: false,
+    reason: "it stores no timers",
+  };
+  await t.step("modes it keeps pass, tasks without a key too", () => {
+    assertKeyedTasksKept(
+      [plain, keyed("a", "queue"), keyed("b", "skip")],
+      kept,
+      action,
+    );
+  });
+  await t.step("a mode it does not keep", () => {
+    assert.throws(
+      () => assertKeyedTasksKept([plain, keyed("c", "replace")], kept, action),
+      {
+        name: "TypeError",
+        message:
+          `Cannot create test backend as task "c" is keyed with onDuplicate "replace", which this backend cannot keep: it stores no timers`,
+      },
+    );
+  });
+  await t.step("a delay it does not keep", () => {
+    assert.throws(
+      () => assertKeyedTasksKept([keyed("d\n", "queue", 500)], kept, action),
+      {
+        name: "TypeError",
+        message:
+          `Cannot create test backend as task "d\\n" has a 'delay' of 500 ms, which this backend cannot keep: it stores no timers`,
+      },
+    );
+  });
+  await t.step("no mode at all: every keyed task is refused", () => {
+    assert.throws(
+      () =>
+        assertKeyedTasksKept([keyed("e", "queue")], {
+          onDuplicate: [],
+          delay: true,
+          reason: "not yet",
+        }, action),
+      {
+        name: "TypeError",
+        message: /task "e" is keyed with onDuplicate "queue"/,
+      },
+    );
+  });
+});

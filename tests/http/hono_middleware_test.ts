@@ -334,3 +334,40 @@ guardedTest(
     await cancelled.promise;
   },
 );
+
+guardedTest(
+  "backgroundTasks() runs keyed tasks in their lanes: a burst of replacements through the middleware runs once",
+  async () => {
+    const runs: number[] = [];
+    const reindex = defineTask((_context, _user: string, n: number) => {
+      runs.push(n);
+    }, {
+      name: "reindex",
+      key: (user) => user,
+      onDuplicate: "replace",
+      delay: 10,
+    });
+    const middleware = backgroundTasks();
+    const app = new Hono<{ Variables: BackgroundTasksVariables }>();
+    app.use(middleware);
+    app.put("/users/:id/:n", (c) => {
+      c.var.backgroundTasks.addTask(
+        reindex,
+        c.req.param("id"),
+        Number(c.req.param("n")),
+      );
+      return c.text("saved");
+    });
+    await Promise.all(
+      [1, 2, 3, 4, 5].map(async (n) => {
+        const response = await app.request(`/users/u42/${n}`, {
+          method: "PUT",
+        });
+        await response.text();
+      }),
+    );
+    await middleware.drain();
+    assert.deepEqual(runs, [5]);
+    assert.equal(middleware.stats.deduplicated, 4);
+  },
+);

@@ -456,3 +456,35 @@ guardedTest(
     await nested.drain();
   },
 );
+
+guardedTest(
+  "with a backend, a keyed task added to tasks.inProcess runs in its lane in this process",
+  async () => {
+    const backend = storingBackend();
+    const runs: string[] = [];
+    const reindex = defineTask((_context, user: string, n: number) => {
+      runs.push(`${user}${n}`);
+    }, { name: "reindex", key: (user) => user, onDuplicate: "replace" });
+    const handler = withBackgroundTasks((request, _info, tasks) => {
+      tasks.addTask(saveOrder, "42");
+      const n = Number(new URL(request.url).searchParams.get("n"));
+      tasks.inProcess.addTask(reindex, "u42", n);
+      return new Response("Accepted", { status: 202 });
+    }, { backend });
+    const info = fakeServeHandlerInfo();
+    await callHandler(handler, "/?n=1", { info });
+    await callHandler(handler, "/?n=2", { info });
+    info.complete();
+    await handler.drain();
+    assert.deepEqual(runs, ["u422"]);
+    assert.equal(backend.stored.length, 2);
+    assert.deepEqual(
+      [
+        handler.stats.succeeded,
+        handler.stats.deduplicated,
+        handler.stats.handedOver,
+      ],
+      [1, 1, 2],
+    );
+  },
+);

@@ -363,3 +363,44 @@ guardedTest(
     );
   },
 );
+
+guardedTest(
+  "serve() abandons at its deadline the keyed tasks still waiting, behind a running duplicate or for their delay, and names them",
+  async () => {
+    const started = Promise.withResolvers<void>();
+    const reindex = defineTask(({ signal }, _user: string, n: number) => {
+      if (n > 0) return;
+      started.resolve();
+      return new Promise((_resolve, reject) => {
+        signal.addEventListener("abort", () => reject(signal.reason));
+      });
+    }, { name: "reindex", key: (user) => user });
+    const digest = defineTask((_context, _user: string) => {}, {
+      name: "digest",
+      key: (user) => user,
+      delay: 60_000,
+    });
+    const server = serve(
+      { ...local, shutdownTimeout: 50 },
+      (request, _info, tasks) => {
+        const n = Number(new URL(request.url).searchParams.get("n"));
+        tasks.addTask(reindex, "u42", n);
+        if (n === 1) tasks.addTask(digest, "u42");
+        return new Response("ok");
+      },
+    );
+    const url = `http://127.0.0.1:${server.addr.port}/`;
+    await (await fetch(`${url}?n=0`)).text();
+    await started.promise;
+    await (await fetch(`${url}?n=1`)).text();
+    const result = await server.shutdown();
+    assert.deepEqual(
+      [result.abandoned, result.abandonedTasks],
+      [3, { reindex: 2, digest: 1 }],
+    );
+    assert.deepEqual(
+      [server.handler.stats.abandoned, server.handler.stats.pending],
+      [3, 0],
+    );
+  },
+);

@@ -1,7 +1,7 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 import assert from "node:assert/strict";
-import { withBackgroundTasks } from "../../mod.ts";
+import { defineTask, withBackgroundTasks } from "../../mod.ts";
 import {
   callHandler,
   fakeServeHandlerInfo,
@@ -317,3 +317,25 @@ guardedTest("trackTasks() sees the chains of the Hono middleware", async () => {
   await middleware.drain();
   tracker[Symbol.dispose]();
 });
+
+guardedTest(
+  "trackTasks() names a keyed task still waiting in its lane, and callHandler()'s tasks wait for it",
+  async () => {
+    const reindex = defineTask((_context, _user: string) => {}, {
+      name: "reindex",
+      key: (user) => user,
+      delay: 5,
+    });
+    const app = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(reindex, "u42");
+      return new Response("ok");
+    });
+    using tracker = trackTasks();
+    const { tasks } = await callHandler(app, "/profile", { method: "PUT" });
+    assert.deepEqual(tracker.pending, ['"reindex" at index 0 of PUT /profile']);
+    assert.deepEqual(await tasks, [
+      { status: "fulfilled", name: "reindex", index: 0, value: undefined },
+    ]);
+    assert.deepEqual(tracker.pending, []);
+  },
+);

@@ -417,6 +417,7 @@ Deno.test("examples/observability.ts logs one line per attempt and serves the st
     refused: 0,
     discarded: 0,
     skipped: 0,
+    deduplicated: 0,
     abandoned: 0,
     handedOver: 0,
   });
@@ -667,4 +668,29 @@ Deno.test("what the examples write in a clone is ignored by git", async () => {
         : file === pattern
     );
   assert.deepEqual([...written].filter((file) => !ignored(file)), []);
+});
+
+Deno.test("examples/keyed_burst.ts collapses a burst of 20 updates of one user into one reindex, with the last version", async () => {
+  await using example = await Example.start("keyed_burst.ts", [
+    "--allow-net=127.0.0.1",
+    "--allow-env=PORT",
+  ]);
+  for (let version = 1; version <= 20; version++) {
+    const response = await fetch(`${example.url}/users/u42`, { method: "PUT" });
+    assert.deepEqual(await response.json(), { userId: "u42", version });
+  }
+  const other = await fetch(`${example.url}/users/u7`, { method: "PUT" });
+  await other.body?.cancel();
+  const lines = [await example.nextLine(), await example.nextLine()];
+  assert.deepEqual(lines.toSorted(), [
+    "reindexed u42 at version 20",
+    "reindexed u7 at version 1",
+  ]);
+  const stats = await fetch(`${example.url}/stats`);
+  assert.deepEqual(await stats.json(), {
+    succeeded: 2,
+    deduplicated: 19,
+    pending: 0,
+  });
+  assert.deepEqual(await example.stop(), drained(0));
 });

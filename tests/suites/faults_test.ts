@@ -238,6 +238,7 @@ guardedTest("fault: a request with zero tasks", async () => {
     refused: 0,
     discarded: 0,
     skipped: 0,
+    deduplicated: 0,
     abandoned: 0,
     handedOver: 0,
   });

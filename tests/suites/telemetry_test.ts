@@ -48,6 +48,11 @@ function throwsOdd(): void {
   });
 }
 function afterOdd(): void {}
+const synced = defineTask((_context, _id: string) => {}, {
+  name: "synced",
+  key: (id) => id,
+  onDuplicate: "skip",
+});
 let ended = 0;
 const traced = withBackgroundTasks((request, _info, tasks) => {
   const path = new URL(request.url).pathname;
@@ -58,6 +63,10 @@ const traced = withBackgroundTasks((request, _info, tasks) => {
   }
   if (path === "/fail") tasks.addTask(fails, "secret-argument");
   if (path === "/retry") tasks.addTask(retried);
+  if (path === "/keyed") {
+    tasks.addTask(synced, "u42");
+    tasks.addTask(synced, "u42");
+  }
   if (path === "/odd") {
     tasks.addTask(throwsOdd);
     tasks.addTask(afterOdd);
@@ -262,7 +271,7 @@ Deno.test("telemetry: attempts are measured by task and outcome, and the runners
     receiver.env,
   );
   const base = `http://127.0.0.1:${await script.nextLine()}`;
-  for (const path of ["/ok", "/fail", "/retry"]) {
+  for (const path of ["/ok", "/fail", "/retry", "/keyed"]) {
     const response = await fetch(`${base}${path}`);
     await response.body?.cancel();
   }
@@ -274,7 +283,7 @@ Deno.test("telemetry: attempts are measured by task and outcome, and the runners
     ) && points.some((point) =>
       point.name === "background_task.outcomes" &&
       point.attributes["background_task.outcome"] === "succeeded" &&
-      point.value === 3
+      point.value === 4
     )
   );
   // Each export repeats the cumulative points: the last of each counts.
@@ -305,6 +314,7 @@ Deno.test("telemetry: attempts are measured by task and outcome, and the runners
     ["retried", "failed", "TypeError", 1],
     ["retried", "succeeded", undefined, 1],
     ["saves", "succeeded", undefined, 1],
+    ["synced", "succeeded", undefined, 1],
   ]);
 
   // Tasks, from the runners' stats: by outcome, and now by state.
@@ -316,12 +326,13 @@ Deno.test("telemetry: attempts are measured by task and outcome, and the runners
     }),
   );
   assert.deepEqual(outcomes, {
-    succeeded: 3,
+    succeeded: 4,
     failed: 1,
     timedOut: 0,
     refused: 0,
     discarded: 0,
     skipped: 0,
+    deduplicated: 1,
     abandoned: 0,
     handedOver: 0,
   });
@@ -332,7 +343,7 @@ Deno.test("telemetry: attempts are measured by task and outcome, and the runners
 
   const stop = await fetch(`${base}/stop`);
   await stop.body?.cancel();
-  assert.equal(await script.nextLine(), "drained, onTaskEnd told 5 times");
+  assert.equal(await script.nextLine(), "drained, onTaskEnd told 7 times");
 });
 
 Deno.test("telemetry: off, nothing is exported and the request path never asks Deno's telemetry", async () => {
