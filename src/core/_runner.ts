@@ -68,8 +68,10 @@ export class Runner implements ChainOwner {
     );
     this.#handOver = {
       onTaskError: config.onTaskError,
+      onTaskEnd: config.onTaskEnd,
       telemetry: config.telemetry,
       ended: (chain, to) => this.#close(chain, to),
+      deduplicated: (n) => this.#tally.deduplicatedAtStore(n),
     };
   }
 
