@@ -16,6 +16,8 @@ import {
   type Step,
 } from "./_step.ts";
 import { listFailed, retryFailed } from "./_failed.ts";
+import { Lanes } from "./_keyed.ts";
+import { isLaneMessage, runLaneMessage } from "./_lane.ts";
 import { closeWithin, type Running, startListener } from "./_listener.ts";
 import { MessageBudget } from "./_message_budget.ts";
 import { cannotStore, refusesQueue } from "./_queue_support.ts";
@@ -33,15 +35,14 @@ import { abortIsolated } from "../util/_promise.ts";
 import { NAMES_REFRESH } from "../durable/_unknown_tasks.ts";
 import { combineExecutionOptions, workerConfig } from "../durable/_worker.ts";
 import type { ExecutionOptions, RequestSummary } from "../api/task_info.ts";
-import {
-  assertKeyedTasksKept,
-  type BackendChain,
-  type BackendCloseOptions,
-  type BackendCloseResult,
-  type BackendTask,
-  type DurableBackend,
-  type KeyedTasksKept,
-  type WorkerOptions,
+import type {
+  BackendChain,
+  BackendCloseOptions,
+  BackendCloseResult,
+  BackendTask,
+  DurableBackend,
+  EnqueueResult,
+  WorkerOptions,
 } from "../api/task_backend.ts";
 import type { KvFailedTask } from "./kv_failed_task.ts";
 
@@ -206,14 +207,6 @@ const KV_BACKEND_OPTIONS = optionKeys<KvBackendOptions>({
   redelivery: true,
 });
 
-/** Keyed tasks, not yet kept by this backend: refused at its creation. */
-const KEYED_TASKS_KEPT: KeyedTasksKept = {
-  onDuplicate: [],
-  delay: false,
-  reason:
-    "keyed tasks are not supported on the KV backend yet: leave the task out of 'tasks' and add it to tasks.inProcess, whose lanes keep it in this process",
-};
-
 /**
  * A durable backend on Deno KV, the embedded database of Deno (a local file,
  * no server): each request's chain is enqueued atomically before its response
@@ -331,7 +324,6 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     assertInteger(delay, `redelivery[${index}]`, action, 0)
   );
   const config = workerConfig(options, action);
-  assertKeyedTasksKept(options.tasks, KEYED_TASKS_KEPT, action);
   // Its own task options, then those of each handler attached (attach()).
   const owners = [givenExecutionOptions(options)];
   const keys = kvKeys(prefix);
@@ -348,6 +340,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     lease: LEASE,
     claimed: new Map(),
   };
+  const lanes = new Lanes(consumer);
   // The deliveries under way, each settling with how its attempt ended
   // once that is written: what a close waits for.
   const running = new Set<Running>();
@@ -435,9 +428,13 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
         budgets.set(chain, budget);
       }
       budget.add(task, chain.request);
+      if (task.key !== undefined) lanes.accept(task, chain);
     },
 
-    enqueue(chain: BackendChain): Promise<void> {
+    enqueue(chain: BackendChain): Promise<void | EnqueueResult> {
+      if (chain.tasks.some(({ key }) => key !== undefined)) {
+        return lanes.enqueue(chain);
+      }
       const step: Step = {
         afterwardStep: 1,
         chain: chain.id,
@@ -477,6 +474,10 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     },
 
     async handle(message: unknown): Promise<boolean> {
+      if (isLaneMessage(message)) {
+        await runLaneMessage(message, consumer);
+        return true;
+      }
       if (!isStep(message)) return false;
       const watch: StepWatch = {};
       const run = runStep(message, consumer, watch);
@@ -498,7 +499,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     },
 
     retry(id: string): Promise<boolean> {
-      return retryFailed(consumer, id);
+      return retryFailed(consumer, id, lanes);
     },
 
     close(options: BackendCloseOptions = {}): Promise<BackendCloseResult> {
