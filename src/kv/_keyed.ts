@@ -66,6 +66,11 @@ export class Lanes {
   /** Per lane, the last store of this process into it. */
   readonly #turns = new Map<string, Promise<unknown>>();
   readonly #rooms = new WeakMap<object, Room>();
+  /**
+   * The heads this process watches, having put tasks behind them: one
+   * watch each, which comes back as long as the head lives.
+   */
+  readonly #watched = new Set<string>();
   /** When this process last wrote the names of its tasks (kv_backend.ts). */
   #announced = -Infinity;
 
@@ -233,10 +238,13 @@ export class Lanes {
         const plans: Plan[] = [];
         for (const laneItems of lanes.values()) {
           const plan = await planLane(this.#consumer, laneItems, now);
-          operation = plan.write(operation);
+          const watch = plan.behind !== undefined &&
+            !this.#watched.has(plan.behind.chain);
+          operation = plan.write(operation, watch);
           plans.push(plan);
         }
         if ((await this.#commit(operation)).ok) {
+          this.#watch(plans);
           for (const { replaced } of plans) {
             replaced.forEach(this.#tellReplaced);
           }
@@ -250,6 +258,15 @@ export class Lanes {
       }
     } finally {
       turn.done();
+    }
+  }
+
+  /** Notes the heads the plans committed watch, forgetting all past 1,000. */
+  #watch(plans: readonly Plan[]): void {
+    for (const { behind } of plans) {
+      if (behind === undefined) continue;
+      if (this.#watched.size >= 1_000) this.#watched.clear();
+      this.#watched.add(behind.chain);
     }
   }
 

@@ -4,7 +4,15 @@
 // what it writes, checked against what it read, so that the decisions each
 // `onDuplicate` makes hold in the commit or are made again (_keyed.ts).
 
-import { activate, type LaneEntry, type LaneRecord, started } from "./_lane.ts";
+import {
+  activate,
+  enqueueLane,
+  type Head,
+  type LaneEntry,
+  type LaneRecord,
+  started,
+  watchDelay,
+} from "./_lane.ts";
 import type { Claimant } from "./_claim.ts";
 import type { Progress, Step } from "./_step.ts";
 import type { OnDuplicate } from "../api/define_task.ts";
@@ -23,7 +31,14 @@ export interface Plan {
   /** Its positions deduplicated, and the tasks of earlier stores it replaced. */
   deduplicated: number[];
   replaced: LaneEntry[];
-  write(operation: Deno.AtomicOperation): Deno.AtomicOperation;
+  /**
+   * The head of an earlier store that this one put tasks behind, which the
+   * process may watch too: Deno KV tells a process of the messages another
+   * queued (the head's own watch) only about once a minute.
+   */
+  behind: Head | undefined;
+  /** Adds the plan to `operation`, with a watch of `behind` if `watch`. */
+  write(operation: Deno.AtomicOperation, watch: boolean): Deno.AtomicOperation;
 }
 
 /**
@@ -52,8 +67,10 @@ export async function planLane(
   let lane = record.value ?? undefined;
   let head: "ended" | "waiting" | "started" | undefined;
   let activated: LaneEntry | undefined;
+  let progress: Deno.KvEntryMaybe<Progress> | undefined;
+  let addedBehind = false;
   if (lane !== undefined) {
-    const progress = await kv.get<Progress>(keys.progress(lane.active));
+    progress = await kv.get<Progress>(keys.progress(lane.active));
     checks.push(progress);
     head = progress.value === null
       ? "ended"
@@ -97,18 +114,25 @@ export async function planLane(
       if (seq === lane.seq) {
         lane = { ...lane, active: item.step.chain };
         activated = entry;
-      }
+      } else addedBehind = true;
       continue;
     }
+    addedBehind = true;
     entries.set(lane.tail, entry);
     ours.set(lane.tail, item.position);
     lane = { ...lane, tail: lane.tail + 1 };
   }
   const final = lane!;
+  // Behind the head it read, which lives: not one this store made.
+  const watched = addedBehind && record.value?.active === final.active &&
+      progress?.value
+    ? { name, key, chain: final.active }
+    : undefined;
   return {
     deduplicated,
     replaced,
-    write: (operation) => {
+    behind: watched,
+    write: (operation, watch) => {
       for (const check of checks) operation = operation.check(check);
       if (final !== record.value) {
         operation = operation.set(record.key, final);
@@ -117,6 +141,10 @@ export async function planLane(
         operation = operation.set(keys.lane(name, key, seq), entry);
       }
       for (const deleted of deletes) operation = operation.delete(deleted);
+      if (watch && watched !== undefined) {
+        const delay = watchDelay(progress!.value!, now, consumer.lease);
+        operation = enqueueLane(operation, consumer, watched, "watch", delay);
+      }
       return activated === undefined
         ? operation
         : activate(operation, consumer, activated, now);

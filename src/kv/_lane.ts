@@ -63,21 +63,23 @@ export function started(progress: Progress): boolean {
   return progress.lease !== undefined || progress.attempt > 1;
 }
 
-/** Adds to `operation` a message about the lane of `step`. */
-function enqueueLane(
+/** A lane's head: its lane, and the chain of its step. */
+export type Head = Pick<LaneMessage, "name" | "key" | "chain">;
+
+/** The head whose step `step` is. */
+function headOf(step: Step): Head {
+  return { name: step.tasks[0]!.name, key: step.key!, chain: step.chain };
+}
+
+/** Adds to `operation` a message about the head `head`. */
+export function enqueueLane(
   operation: Deno.AtomicOperation,
   queue: Pick<StepQueue, "redelivery">,
-  step: Step,
+  head: Head,
   event: LaneMessage["event"],
   delay: number,
 ): Deno.AtomicOperation {
-  const message: LaneMessage = {
-    afterwardLane: 1,
-    name: step.tasks[0]!.name,
-    key: step.key!,
-    chain: step.chain,
-    event,
-  };
+  const message: LaneMessage = { afterwardLane: 1, ...head, event };
   return operation.enqueue(message, {
     delay,
     backoffSchedule: queue.redelivery,
@@ -99,7 +101,7 @@ export function activate(
   return enqueueLane(
     enqueueStep(operation, queue, entry.step, delay),
     queue,
-    entry.step,
+    headOf(entry.step),
     "watch",
     delay + queue.lease,
   );
@@ -115,7 +117,7 @@ export function laneEnded(
   queue: Pick<StepQueue, "redelivery">,
   step: Step,
 ): Deno.AtomicOperation {
-  return enqueueLane(operation, queue, step, "ended", 0);
+  return enqueueLane(operation, queue, headOf(step), "ended", 0);
 }
 
 /**
@@ -195,43 +197,52 @@ async function watch(message: LaneMessage, consumer: Claimant): Promise<void> {
     if (progress.value === null) return;
     const now = Date.now();
     const claim = progress.value.lease;
-    const entry = await kv.get<LaneEntry>(
-      keys.lane(name, key, record.value.seq),
-    );
-    if (entry.value === null) return;
-    const { step } = entry.value;
     let operation = kv.atomic().check(record).check(progress);
-    if (claim !== undefined && claim.until > now) {
-      operation = enqueueLane(
-        operation,
-        consumer,
-        step,
-        "watch",
-        claim.until - now,
+    if (claim !== undefined && claim.until <= now) {
+      const entry = await kv.get<LaneEntry>(
+        keys.lane(name, key, record.value.seq),
       );
-    } else if (claim !== undefined) {
+      if (entry.value === null) return;
+      const again = { ...entry.value.step, attempt: progress.value.attempt };
       operation = enqueueLane(
-        enqueueStep(operation, consumer, {
-          ...step,
-          attempt: progress.value.attempt,
-        }),
+        enqueueStep(operation.check(entry), consumer, again),
         consumer,
-        step,
+        message,
         "watch",
         lease,
       );
     } else {
-      const undelivered = await kv.get(
-        keys.undelivered(chain, progress.value.index, progress.value.attempt),
-      );
-      operation = undelivered.versionstamp === null
-        ? enqueueLane(operation, consumer, step, "watch", lease)
-        : laneEnded(
+      const { index, attempt } = progress.value;
+      const undelivered = claim === undefined
+        ? await kv.get(keys.undelivered(chain, index, attempt))
+        : undefined;
+      operation = undelivered?.value
+        ? laneEnded(
           operation.check(undelivered).delete(progress.key),
           consumer,
-          step,
+          undelivered.value as Step,
+        )
+        : enqueueLane(
+          operation,
+          consumer,
+          message,
+          "watch",
+          watchDelay(progress.value, now, lease),
         );
     }
     if ((await commitRetrying(operation)).ok) return;
   }
+}
+
+/**
+ * When a watch of a head whose progress is `progress` should come back:
+ * when its claim would lapse, or a lease from `now` when it has none.
+ */
+export function watchDelay(
+  progress: Progress,
+  now: number,
+  lease: number,
+): number {
+  const until = progress.lease?.until;
+  return until !== undefined && until > now ? until - now : lease;
 }

@@ -238,6 +238,15 @@ const KV_BACKEND_OPTIONS = optionKeys<KvBackendOptions>({
  * the handler's (handlers with different ones need the backend's own);
  * telemetry is on unless the backend or a handler turned it off.
  *
+ * Keyed tasks (`defineTask()`'s `key`) keep their `onDuplicate` and
+ * `delay` across the processes on one database: each task name and key has
+ * a lane, of which only the head runs, the others waiting behind it in the
+ * order they were stored; a chain with keyed tasks is stored in one atomic
+ * operation checked against their lanes. A process killed while it runs a
+ * keyed task holds its key until its claim lapses (30 s): the task then runs
+ * again, before the tasks behind it. A request may add at most 32 keyed
+ * tasks. See docs/durable.md, "Keyed tasks on Deno KV".
+ *
  * Only tasks made by `defineTask` and listed in `tasks` can be added, with
  * arguments Deno KV can store (structured clone) as they are, and at most
  * 64 KiB per chain: anything else fails at `addTask()` with a `TypeError`
@@ -278,9 +287,7 @@ const KV_BACKEND_OPTIONS = optionKeys<KvBackendOptions>({
  *
  * @param options The database and the tasks this process can run.
  * @returns The backend, for the `backend` option of a wrapped handler.
- * @throws {TypeError} If an option is unknown or has the wrong type, or a
- * task of `tasks` is keyed (defined with a `key`), which this backend does
- * not support yet.
+ * @throws {TypeError} If an option is unknown or has the wrong type.
  * @throws {RangeError} If `redelivery` has more than five steps, or a
  * negative or fractional one.
  */
@@ -427,8 +434,9 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
         budget = new MessageBudget(KV_MAX_PAYLOAD);
         budgets.set(chain, budget);
       }
-      budget.add(task, chain.request);
+      // The keyed checks first: a task they refuse is counted nowhere.
       if (task.key !== undefined) lanes.accept(task, chain);
+      budget.add(task, chain.request);
     },
 
     enqueue(chain: BackendChain): Promise<void | EnqueueResult> {

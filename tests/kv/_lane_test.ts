@@ -331,3 +331,32 @@ guardedTest(
     );
   },
 );
+
+guardedTest(
+  "a process that puts a task behind another's head watches that head too, once",
+  async () => {
+    await using kv = await openKv();
+    const first = new Lanes(consumerOf(kv));
+    const second = new Lanes(consumerOf(kv));
+    await first.enqueue(chainOf("c1", "queue", ["u", "a"]));
+    const until = Date.now() + 600;
+    await kv.set(
+      keys.progress("c1:0"),
+      {
+        index: 0,
+        attempt: 1,
+        lease: { holder: "first", until },
+      } satisfies Progress,
+    );
+    const [watch, ...rest] = await queuedBy(() =>
+      second.enqueue(chainOf("c2", "queue", ["u", "b"]))
+    );
+    assert.deepEqual(rest, []);
+    assert.match(describeMessage(watch!), /^watch c1:0 after \d+$/);
+    assert.ok(watch![1] > 0 && watch![1] <= 600, `after ${watch![1]}`);
+    assert.deepEqual(
+      await queuedBy(() => second.enqueue(chainOf("c3", "queue", ["u", "c"]))),
+      [],
+    );
+  },
+);

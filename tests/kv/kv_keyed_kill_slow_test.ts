@@ -1,7 +1,7 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 // A server killed with SIGKILL while it runs a keyed task, a duplicate
-// waiting behind it in a second server on the same Deno KV file: the
+// waiting behind it stored by a second server on the same Deno KV file: the
 // second runs the killed task again once its claim lapses (30 s), without
 // waiting for Deno KV's own redelivery (about a minute), then the
 // duplicate; and when Deno KV delivers the killed message again, it does
@@ -82,13 +82,16 @@ Deno.test("a server killed while it runs a keyed task holds its key no longer th
   const dir = await Deno.makeTempDir({ prefix: "background_tasks_kill_" });
   try {
     const path = `${dir}/tasks.sqlite3`;
+    // Both servers are up before the task is stored: the second learns of
+    // the messages the first queues only when it next looks (Deno KV looks
+    // once a minute), not at its start.
     await using a = await start(path, "A");
+    await using b = await start(path, "B");
     await add(a.port, "killed");
     const seenA: string[] = [];
     const [, , , id] = await until(a, /^start u killed /, seenA);
     const chain = id!;
-    await using b = await start(path, "B");
-    // Behind the running one, in the other server.
+    // Behind the running one, in the other server, which then watches it.
     await add(b.port, "next");
     a.child.kill("SIGKILL");
     await a.child.status;
