@@ -172,7 +172,6 @@ export class Lanes {
       keyed,
       ...envelope,
     };
-    await this.#announce();
     const deduplicated = await this.#store(
       items,
       (operation) =>
@@ -232,6 +231,7 @@ export class Lanes {
     const turn = this.#take([...lanes.keys()]);
     try {
       await turn.ready;
+      await this.#announce();
       for (let pause = 1;; pause = Math.min(pause * 2, 50)) {
         const now = Date.now();
         let operation = extra(this.#consumer.kv.atomic());

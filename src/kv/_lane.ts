@@ -179,7 +179,9 @@ async function moveOn(message: LaneMessage, consumer: Claimant): Promise<void> {
 }
 
 /**
- * Follows a lane's head until its chain ends: while its claim is renewed,
+ * Follows a lane's head until its chain ends, then moves the lane on as
+ * its "ended" message does (which this leaves nothing to do, or finds done):
+ * while its claim is renewed,
  * the watch comes back when the claim would lapse; once it has lapsed (its
  * process died, or stalled for a whole lease), the head's step is queued
  * again, to run at once wherever a backend listens; a step Deno KV gave up
@@ -193,8 +195,9 @@ async function watch(message: LaneMessage, consumer: Claimant): Promise<void> {
     const record = await kv.get<LaneRecord>(keys.lane(name, key));
     if (record.value?.active !== chain) return;
     const progress = await kv.get<Progress>(keys.progress(chain));
-    // Ended: its "ended" message moves the lane on.
-    if (progress.value === null) return;
+    // Ended: its "ended" message moves the lane on, or this one, should
+    // Deno KV have given up delivering that one.
+    if (progress.value === null) return await moveOn(message, consumer);
     const now = Date.now();
     const claim = progress.value.lease;
     let operation = kv.atomic().check(record).check(progress);

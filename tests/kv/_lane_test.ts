@@ -360,3 +360,31 @@ guardedTest(
     );
   },
 );
+
+guardedTest(
+  'a watch that finds its head\'s chain ended moves the lane on, as its "ended" message would',
+  async () => {
+    await using kv = await openKv();
+    const consumer = consumerOf(kv);
+    await new Lanes(consumer).enqueue(
+      chainOf("c1", "queue", ["u", "a"], ["u", "b"]),
+    );
+    await kv.delete(keys.progress("c1:0"));
+    const watch: LaneMessage = {
+      afterwardLane: 1,
+      name: "reindex",
+      key: "u",
+      chain: "c1:0",
+      event: "watch",
+    };
+    const queued = await queuedBy(() => runLaneMessage(watch, consumer));
+    assert.deepEqual(queued.map(describeMessage), [
+      "step c1:1 attempt 1 after 0",
+      `watch c1:1 after ${LEASE}`,
+    ]);
+    assert.deepEqual(await laneOf(kv, "u"), {
+      record: { active: "c1:1", seq: 1, tail: 2 },
+      entries: { 1: "b" },
+    });
+  },
+);

@@ -133,6 +133,28 @@ guardedTest(
 );
 
 guardedTest(
+  'kvBackend() keeps the order of "queue" duplicates handed over at once, a process\'s first stores included',
+  async () => {
+    const log = journal();
+    const reindex = log.task("reindex", "queue");
+    await using db = await openBackend({ tasks: [reindex] });
+    const handler = keyedHandler(reindex, db.backend);
+    await Promise.all(
+      ["a:1", "a:2", "a:3"].map((pair) => add(handler, pair)),
+    );
+    await log.seen("end 3");
+    assert.deepEqual(log.events, [
+      "start 1",
+      "end 1",
+      "start 2",
+      "end 2",
+      "start 3",
+      "end 3",
+    ]);
+  },
+);
+
+guardedTest(
   'kvBackend() does not add a "skip" task while a duplicate waits: the handler counts it deduplicated and tells onTaskEnd',
   async () => {
     const log = journal();
