@@ -153,7 +153,7 @@ async function kv(): Promise<number> {
 
 /** Chains per second `enqueue` stores, given `total` chains at once. */
 async function kvEnqueue(
-  enqueue: (db: Deno.Kv) => (handed: Handed) => Promise<void>,
+  enqueue: (db: Deno.Kv) => (handed: Handed) => Promise<unknown>,
 ): Promise<number> {
   const path = await Deno.makeTempFile({ suffix: ".sqlite3" });
   try {

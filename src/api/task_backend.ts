@@ -77,13 +77,18 @@ export interface TaskBackend {
    * safe (stored, or running), and rejects if it could not be taken over.
    * A backend should keep trying through passing faults (a lost
    * connection) until the chain is stored or `options.signal` aborts, when
-   * the wrapper has given up on the chain (a shutdown deadline).
+   * the wrapper has given up on the chain (a shutdown deadline). A backend
+   * that keeps keyed tasks resolves with an {@linkcode EnqueueResult} that
+   * names those it did not store because a duplicate was waiting.
    *
    * @param chain The request's tasks.
    * @param options The signal that says when to stop trying.
    * @returns A promise that settles once the chain is safe or lost.
    */
-  enqueue(chain: BackendChain, options?: EnqueueOptions): Promise<void>;
+  enqueue(
+    chain: BackendChain,
+    options?: EnqueueOptions,
+  ): Promise<void | EnqueueResult>;
   /**
    * Whether the backend can store chains now, for the wrapper's
    * `stats.backend` (a health check can answer 503 while it is down) and
@@ -561,6 +566,58 @@ export interface EnqueueOptions {
    * signal aborted may still have been stored.
    */
   signal?: AbortSignal;
+}
+
+/**
+ * What {@linkcode TaskBackend.enqueue} may resolve with, when it stored
+ * fewer tasks than the chain held: the keyed tasks it deduplicated as it
+ * stored them. Resolving with nothing means every task was stored.
+ *
+ * @example A backend that keeps one waiting task per key ("skip")
+ * ```ts
+ * import { defineTask, withBackgroundTasks } from "@afterward/background-tasks";
+ * import type { BackendChain, EnqueueResult, TaskBackend } from "@afterward/background-tasks/backend";
+ * import { callHandler } from "@afterward/background-tasks/testing";
+ * import assert from "node:assert/strict";
+ *
+ * const waiting = new Set<string>();
+ * const backend: TaskBackend = {
+ *   accept() {},
+ *   enqueue(chain: BackendChain): Promise<EnqueueResult> {
+ *     const deduplicated: number[] = [];
+ *     chain.tasks.forEach((task, index) => {
+ *       if (task.key === undefined) return;
+ *       if (waiting.has(task.key)) deduplicated.push(index);
+ *       else waiting.add(task.key);
+ *     });
+ *     return Promise.resolve({ deduplicated });
+ *   },
+ * };
+ * const warm = defineTask((_context, _page: string) => {}, {
+ *   name: "warm",
+ *   key: (page) => page,
+ *   onDuplicate: "skip",
+ * });
+ * const ends: string[] = [];
+ * const handler = withBackgroundTasks((_request, _info, tasks) => {
+ *   tasks.addTask(warm, "/home");
+ *   tasks.addTask(warm, "/home");
+ *   return new Response("ok");
+ * }, { backend, onTaskEnd: (event) => void ends.push(`${event.index} ${event.outcome}`) });
+ * await (await callHandler(handler, "/")).tasks;
+ * assert.deepEqual(ends, ["1 deduplicated"]);
+ * assert.deepEqual([handler.stats.handedOver, handler.stats.deduplicated], [1, 1]);
+ * ```
+ */
+export interface EnqueueResult {
+  /**
+   * The positions in the chain's `tasks` of the keyed tasks the backend did
+   * not store because a duplicate was waiting (`onDuplicate: "skip"`, or
+   * `"replace"` by a later task of the same chain). Each ends as
+   * `"deduplicated"`: it counts in `stats.deduplicated`, not in
+   * `handedOver`, and `onTaskEnd` is told once (attempt 0, duration 0).
+   */
+  readonly deduplicated?: readonly number[];
 }
 
 /**

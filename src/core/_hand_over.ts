@@ -11,11 +11,15 @@
 import type { Chain } from "./_chain.ts";
 import type { Task } from "./_task.ts";
 import { isKeyed } from "./_keyed_task.ts";
-import type { BackendTask, TaskBackend } from "../api/task_backend.ts";
-import { report } from "./_report.ts";
+import type {
+  BackendTask,
+  EnqueueResult,
+  TaskBackend,
+} from "../api/task_backend.ts";
+import { hook, report } from "./_report.ts";
 import type { Telemetry } from "./_telemetry.ts";
 import { toPromise } from "../util/_promise.ts";
-import type { TaskErrorHandler } from "../api/task_info.ts";
+import type { TaskEndEvent, TaskErrorHandler } from "../api/task_info.ts";
 
 /** A task as a backend receives it; it must have been made by `defineTask`. */
 export function backendTask(task: Task): BackendTask {
@@ -42,6 +46,7 @@ export function backendTask(task: Task): BackendTask {
 /** What a hand-over needs of its runner. */
 export interface HandOverRunner {
   readonly onTaskError: TaskErrorHandler;
+  readonly onTaskEnd: ((event: TaskEndEvent) => unknown) | undefined;
   /** Deno's telemetry, when on: the chain then carries its trace. */
   readonly telemetry: Telemetry | undefined;
   /**
@@ -50,6 +55,8 @@ export interface HandOverRunner {
    * failed).
    */
   ended(chain: Chain, to: "handedOver" | "discarded" | "finished"): void;
+  /** Counts `n` tasks of a chain being stored that the store deduplicated. */
+  deduplicated(n: number): void;
 }
 
 /**
@@ -70,7 +77,7 @@ export function handOver(
     tasks.push(backendTask(task));
   }
   const { signal } = chain;
-  let storing: Promise<void>;
+  let storing: Promise<void | EnqueueResult>;
   try {
     storing = backend.enqueue({
       // Made at its first task's accept().
@@ -83,9 +90,9 @@ export function handOver(
   } catch (error) {
     storing = Promise.reject(error);
   }
-  const settled = toPromise(storing).then(() => {
+  const settled = toPromise(storing).then((result) => {
     // Given up on at a deadline: counted then.
-    if (chain.state === "storing") stored(chain, runner);
+    if (chain.state === "storing") stored(chain, tasks, first, result, runner);
   }, (error) => {
     if (chain.state === "storing") {
       lost(chain, tasks, first, error, beforeResponse, runner);
@@ -107,10 +114,54 @@ export function handOver(
   });
 }
 
-/** The chain is stored: its tasks are the backend's now. */
-function stored(chain: Chain, runner: HandOverRunner): void {
+/**
+ * The chain is stored: its tasks are the backend's now, but for the keyed
+ * ones it deduplicated, which end here, each told to `onTaskEnd`.
+ */
+function stored(
+  chain: Chain,
+  tasks: readonly BackendTask[],
+  first: number,
+  result: unknown,
+  runner: HandOverRunner,
+): void {
+  const deduplicated = deduplicatedOf(result, tasks.length);
+  if (deduplicated.length > 0) {
+    // They leave the chain's remaining tasks, which count as handed over.
+    chain.position += deduplicated.length;
+    runner.deduplicated(deduplicated.length);
+  }
   runner.ended(chain, "handedOver");
   chain.release();
+  for (const index of deduplicated) {
+    hook("onTaskEnd", runner.onTaskEnd, {
+      name: tasks[index]?.name ?? "anonymous",
+      index: first + index,
+      attempt: 0,
+      request: chain.request,
+      delivered: chain.delivered,
+      duration: 0,
+      outcome: "deduplicated",
+      error: undefined,
+      willRetry: false,
+    });
+  }
+}
+
+/**
+ * The positions an {@linkcode EnqueueResult} names, each once, in order;
+ * what a backend resolved with is not trusted to be one.
+ */
+function deduplicatedOf(result: unknown, length: number): number[] {
+  try {
+    const named = (result as EnqueueResult | undefined)?.deduplicated;
+    if (!Array.isArray(named)) return [];
+    return [...new Set(named)].filter((index): index is number =>
+      Number.isInteger(index) && index >= 0 && index < length
+    ).sort((a, b) => a - b);
+  } catch {
+    return [];
+  }
 }
 
 /**

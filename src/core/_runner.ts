@@ -64,8 +64,10 @@ export class Runner implements ChainOwner {
     );
     this.#handOver = {
       onTaskError: config.onTaskError,
+      onTaskEnd: config.onTaskEnd,
       telemetry: config.telemetry,
       ended: (chain, to) => this.#close(chain, to),
+      deduplicated: (n) => this.#tally.deduplicatedAtStore(n),
     };
     this.#lanes = new Lanes({
       ...config,

@@ -12,6 +12,7 @@ import { structuredSize } from "../durable/_structured_size.ts";
 import { reportUnknownTask } from "../durable/_unknown_tasks.ts";
 import { runQueued, type WorkerConfig } from "../durable/_worker.ts";
 import { claim, type Claimant, putBack, renewLease } from "./_claim.ts";
+import { laneEnded } from "./_lane.ts";
 import {
   commitRetrying,
   enqueueStep,
@@ -171,6 +172,9 @@ async function actOn(
     });
   } else {
     operation = operation.delete(progressKey);
+    if (step.key !== undefined) {
+      operation = laneEnded(operation, consumer, step);
+    }
   }
   // A failed check means another delivery took the step over, its claim
   // having lapsed (this process stalled for a whole lease): it writes it.
@@ -214,6 +218,7 @@ function failedTask(step: Step, error: string): KvFailedTask {
     error,
     request: step.request,
     at: new Date(),
+    ...(step.key === undefined ? {} : { key: step.key }),
   };
   for (
     let excess = structuredSize(kept) - KV_MAX_VALUE;

@@ -13,6 +13,7 @@ import {
   type StepQueue,
 } from "./_step.ts";
 import { describe } from "../util/_assert.ts";
+import type { Lanes } from "./_keyed.ts";
 import type { KvFailedTask } from "./kv_failed_task.ts";
 
 /**
@@ -38,6 +39,7 @@ export async function listFailed(
       error: "Deno KV gave up delivering the task",
       request: step.request,
       at: new Date(),
+      ...(step.key === undefined ? {} : { key: step.key }),
     };
     await commitRetrying(
       kv.atomic().check(entry).delete(entry.key).set(
@@ -73,6 +75,7 @@ export async function listFailed(
 export async function retryFailed(
   store: StepQueue,
   id: unknown,
+  lanes?: Lanes,
 ): Promise<boolean> {
   if (typeof id !== "string") {
     throw new TypeError(
@@ -83,7 +86,7 @@ export async function retryFailed(
   }
   const entry = (await listFailed(store)).find(({ value }) => value.id === id);
   if (entry === undefined) return false;
-  const { name, args, index, request } = entry.value;
+  const { name, args, index, request, key } = entry.value;
   const step: Step = {
     afterwardStep: 1,
     chain: crypto.randomUUID(),
@@ -92,6 +95,10 @@ export async function retryFailed(
     tasks: [{ name, args: [...args], id, index }],
     ...(request === undefined ? {} : { request }),
   };
+  // A keyed task goes back in its lane: never beside a duplicate running.
+  if (key !== undefined && lanes !== undefined) {
+    return lanes.retry(entry, { ...step, key });
+  }
   const operation = enqueueStep(store.kv.atomic().check(entry), store, step)
     .delete(entry.key);
   return (await commitRetrying(operation)).ok;

@@ -33,6 +33,17 @@ export interface Step {
   delivered?: boolean;
   /** The `traceparent` of the request's span, when telemetry was on. */
   trace?: string;
+  /**
+   * A keyed task's key: its step is one of its lane's (_keyed.ts), a chain
+   * of its one task.
+   */
+  key?: string;
+  /**
+   * The positions, ascending, of the request's keyed tasks, which their
+   * lanes hold: the chain's other tasks keep the positions they were
+   * added at, in their ids (see `identity()`).
+   */
+  keyed?: number[];
 }
 
 /** Where a chain stands: the task and attempt its next message carries. */
@@ -80,6 +91,11 @@ export interface Keys {
   ): Deno.KvKey;
   /** A key never written: what asking whether the database can queue checks. */
   neverWritten(): Deno.KvKey;
+  /**
+   * A keyed task's lane: its record, or with `seq`, one of its entries
+   * (_keyed.ts).
+   */
+  lane(name: string, key: string, ...seq: [] | [number]): Deno.KvKey;
 }
 
 /** The key schema under `prefix`. */
@@ -90,6 +106,7 @@ export function kvKeys(prefix: Deno.KvKey): Keys {
     tasks: (...parts) => [...prefix, "tasks", ...parts],
     undelivered: (...parts) => [...prefix, "undelivered", ...parts],
     neverWritten: () => [...prefix, "never-written"],
+    lane: (name, key, ...seq) => [...prefix, "lanes", name, key, ...seq],
   };
 }
 
@@ -148,10 +165,12 @@ function isLocked(error: unknown): boolean {
  */
 export function identity(step: Step): { id: string; index: number } {
   const { id, index } = step.tasks[step.index]!;
-  return {
-    id: id ?? `${step.chain}:${step.index}`,
-    index: index ?? step.index,
-  };
+  let position = index ?? step.index;
+  // Counted past the keyed tasks, which their lanes hold.
+  if (index === undefined && step.keyed !== undefined) {
+    for (const keyed of step.keyed) if (keyed <= position) position++;
+  }
+  return { id: id ?? `${step.chain}:${position}`, index: position };
 }
 
 /** A step's key among those a backend runs: its chain, index and attempt. */

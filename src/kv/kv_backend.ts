@@ -16,6 +16,8 @@ import {
   type Step,
 } from "./_step.ts";
 import { listFailed, retryFailed } from "./_failed.ts";
+import { Lanes } from "./_keyed.ts";
+import { isLaneMessage, runLaneMessage } from "./_lane.ts";
 import { closeWithin, type Running, startListener } from "./_listener.ts";
 import { MessageBudget } from "./_message_budget.ts";
 import { cannotStore, refusesQueue } from "./_queue_support.ts";
@@ -33,15 +35,14 @@ import { abortIsolated } from "../util/_promise.ts";
 import { NAMES_REFRESH } from "../durable/_unknown_tasks.ts";
 import { combineExecutionOptions, workerConfig } from "../durable/_worker.ts";
 import type { ExecutionOptions, RequestSummary } from "../api/task_info.ts";
-import {
-  assertKeyedTasksKept,
-  type BackendChain,
-  type BackendCloseOptions,
-  type BackendCloseResult,
-  type BackendTask,
-  type DurableBackend,
-  type KeyedTasksKept,
-  type WorkerOptions,
+import type {
+  BackendChain,
+  BackendCloseOptions,
+  BackendCloseResult,
+  BackendTask,
+  DurableBackend,
+  EnqueueResult,
+  WorkerOptions,
 } from "../api/task_backend.ts";
 import type { KvFailedTask } from "./kv_failed_task.ts";
 
@@ -206,14 +207,6 @@ const KV_BACKEND_OPTIONS = optionKeys<KvBackendOptions>({
   redelivery: true,
 });
 
-/** Keyed tasks, not yet kept by this backend: refused at its creation. */
-const KEYED_TASKS_KEPT: KeyedTasksKept = {
-  onDuplicate: [],
-  delay: false,
-  reason:
-    "keyed tasks are not supported on the KV backend yet: leave the task out of 'tasks' and add it to tasks.inProcess, whose lanes keep it in this process",
-};
-
 /**
  * A durable backend on Deno KV, the embedded database of Deno (a local file,
  * no server): each request's chain is enqueued atomically before its response
@@ -244,6 +237,15 @@ const KEYED_TASKS_KEPT: KeyedTasksKept = {
  * twice by default. A task's own `timeout` applies, else the backend's, else
  * the handler's (handlers with different ones need the backend's own);
  * telemetry is on unless the backend or a handler turned it off.
+ *
+ * Keyed tasks (`defineTask()`'s `key`) keep their `onDuplicate` and
+ * `delay` across the processes on one database: each task name and key has
+ * a lane, of which only the head runs, the others waiting behind it in the
+ * order they were stored; a chain with keyed tasks is stored in one atomic
+ * operation checked against their lanes. A process killed while it runs a
+ * keyed task holds its key until its claim lapses (30 s): the task then runs
+ * again, before the tasks behind it. A request may add at most 32 keyed
+ * tasks. See docs/durable.md, "Keyed tasks on Deno KV".
  *
  * Only tasks made by `defineTask` and listed in `tasks` can be added, with
  * arguments Deno KV can store (structured clone) as they are, and at most
@@ -285,9 +287,7 @@ const KEYED_TASKS_KEPT: KeyedTasksKept = {
  *
  * @param options The database and the tasks this process can run.
  * @returns The backend, for the `backend` option of a wrapped handler.
- * @throws {TypeError} If an option is unknown or has the wrong type, or a
- * task of `tasks` is keyed (defined with a `key`), which this backend does
- * not support yet.
+ * @throws {TypeError} If an option is unknown or has the wrong type.
  * @throws {RangeError} If `redelivery` has more than five steps, or a
  * negative or fractional one.
  */
@@ -331,7 +331,6 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     assertInteger(delay, `redelivery[${index}]`, action, 0)
   );
   const config = workerConfig(options, action);
-  assertKeyedTasksKept(options.tasks, KEYED_TASKS_KEPT, action);
   // Its own task options, then those of each handler attached (attach()).
   const owners = [givenExecutionOptions(options)];
   const keys = kvKeys(prefix);
@@ -348,6 +347,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     lease: LEASE,
     claimed: new Map(),
   };
+  const lanes = new Lanes(consumer);
   // The deliveries under way, each settling with how its attempt ended
   // once that is written: what a close waits for.
   const running = new Set<Running>();
@@ -434,10 +434,15 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
         budget = new MessageBudget(KV_MAX_PAYLOAD);
         budgets.set(chain, budget);
       }
+      // The keyed checks first: a task they refuse is counted nowhere.
+      if (task.key !== undefined) lanes.accept(task, chain);
       budget.add(task, chain.request);
     },
 
-    enqueue(chain: BackendChain): Promise<void> {
+    enqueue(chain: BackendChain): Promise<void | EnqueueResult> {
+      if (chain.tasks.some(({ key }) => key !== undefined)) {
+        return lanes.enqueue(chain);
+      }
       const step: Step = {
         afterwardStep: 1,
         chain: chain.id,
@@ -477,6 +482,10 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     },
 
     async handle(message: unknown): Promise<boolean> {
+      if (isLaneMessage(message)) {
+        await runLaneMessage(message, consumer);
+        return true;
+      }
       if (!isStep(message)) return false;
       const watch: StepWatch = {};
       const run = runStep(message, consumer, watch);
@@ -498,7 +507,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     },
 
     retry(id: string): Promise<boolean> {
-      return retryFailed(consumer, id);
+      return retryFailed(consumer, id, lanes);
     },
 
     close(options: BackendCloseOptions = {}): Promise<BackendCloseResult> {

@@ -37,4 +37,10 @@ export interface KvFailedTask extends FailedTask {
    * `retry()` call.
    */
   readonly reason: "failed" | "undelivered";
+  /**
+   * A keyed task's key (see `key` in `defineTask()`'s options), absent for
+   * a task without one: `backend.retry()` puts the task back in its lane,
+   * behind the duplicates waiting there, whatever its `onDuplicate`.
+   */
+  readonly key?: string;
 }

@@ -1151,7 +1151,7 @@ Deno.test({
   const ids = Array.from({ length: 300 }, (_, index) => `chain-${index}`);
   const queue = new Queue(queueName, { connection, prefix: PREFIX });
   try {
-    let stored: Promise<void>[];
+    let stored: Promise<unknown>[];
     {
       using monitor = await monitorRedis(redis.port, "evalsha");
       const crashed = monitor.seen.then(() => redis.kill());

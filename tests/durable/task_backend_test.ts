@@ -438,3 +438,100 @@ Deno.test("assertKeyedTasksKept() refuses a keyed task whose onDuplicate or dela
     );
   });
 });
+
+guardedTest(
+  "the keyed tasks a backend's enqueue() names as deduplicated end so, each told to onTaskEnd once, the others handed over",
+  async () => {
+    const warm = defineTask((_context, _page: string) => {}, {
+      name: "warm",
+      key: (page) => page,
+      onDuplicate: "skip",
+    });
+    const plain = defineTask(() => {}, { name: "plain" });
+    const backend: TaskBackend = {
+      accept() {},
+      // Positions out of range, repeated or not integers are ignored.
+      enqueue: () =>
+        Promise.resolve({ deduplicated: [3, 1, 1, 7, -1, 0.5, "2"] as never }),
+    };
+    const ends: unknown[] = [];
+    const errors: unknown[] = [];
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(warm, "/a");
+      tasks.addTask(warm, "/a");
+      tasks.addTask(plain);
+      tasks.addTask(warm, "/b");
+      return new Response("ok");
+    }, {
+      backend,
+      onTaskEnd: (event) => void ends.push(event),
+      onTaskError: (error) => void errors.push(error),
+    });
+    const { tasks } = await callHandler(
+      handler,
+      new Request("http://localhost/save", { method: "POST" }),
+    );
+    await tasks;
+    const told = {
+      attempt: 0,
+      request: { method: "POST", url: "http://localhost/save" },
+      delivered: undefined,
+      duration: 0,
+      outcome: "deduplicated",
+      error: undefined,
+      willRetry: false,
+    };
+    assert.deepEqual(ends, [
+      { name: "warm", index: 1, ...told },
+      { name: "warm", index: 3, ...told },
+    ]);
+    assert.deepEqual(errors, []);
+    const { pending, storing, handedOver, deduplicated } = handler.stats;
+    assert.deepEqual({ pending, storing, handedOver, deduplicated }, {
+      pending: 0,
+      storing: 0,
+      handedOver: 2,
+      deduplicated: 2,
+    });
+    const drained = await handler.drain();
+    assert.equal(drained.handedOver, 0);
+  },
+);
+
+guardedTest(
+  "a backend whose enqueue() resolves with something else hands every task over",
+  async () => {
+    const warm = defineTask((_context, _page: string) => {}, {
+      name: "warm",
+      key: (page) => page,
+    });
+    for (
+      const result of [
+        undefined,
+        null,
+        42,
+        { deduplicated: "0" },
+        {
+          get deduplicated() {
+            throw new Error("hostile");
+          },
+        },
+      ]
+    ) {
+      const handler = withBackgroundTasks((_request, _info, tasks) => {
+        tasks.addTask(warm, "/a");
+        return new Response("ok");
+      }, {
+        backend: {
+          accept() {},
+          enqueue: () => Promise.resolve(result as never),
+        },
+      });
+      await (await callHandler(handler, "/")).tasks;
+      assert.deepEqual(
+        [handler.stats.handedOver, handler.stats.deduplicated],
+        [1, 0],
+      );
+    }
+  },
+);

@@ -624,23 +624,6 @@ Deno.test("kvBackend() rejects options of the wrong type", async (t) => {
         "Cannot create KV backend as 'tasks[0]' must be made by defineTask: current value is a function",
       ],
       [
-        "a keyed task, not supported yet",
-        () =>
-          kvBackend({
-            kv,
-            tasks: [
-              task,
-              defineTask((_context, _id: string) => {}, {
-                name: "reindex",
-                key: (id) => id,
-              }),
-            ],
-            listen: false,
-          }),
-        "TypeError",
-        `Cannot create KV backend as task "reindex" is keyed with onDuplicate "queue", which this backend cannot keep: keyed tasks are not supported on the KV backend yet: leave the task out of 'tasks' and add it to tasks.inProcess, whose lanes keep it in this process`,
-      ],
-      [
         "duplicate names",
         () => kvBackend({ kv, tasks: [task, task], listen: false }),
         "TypeError",
