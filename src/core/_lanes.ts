@@ -14,7 +14,10 @@
 // handler answered. Delays share one timer of the lanes' own (the
 // scheduler's shared timer fires on the next turn; a delay is due later):
 // tasks of one delay are due in the order they were added, so that the
-// timer finds the next due at the head of each delay's list.
+// timer finds the next due at the head of each delay's list. A chain that
+// ends before it is due (replaced, say) stays in its list until the lists
+// are swept, once they hold more such chains than others: a burst of
+// replacements under a long delay holds the one waiting, not the burst.
 
 import { Chain, type EndState, internals, KeyedTasks } from "./_chain.ts";
 import { nameOf } from "./_task.ts";
@@ -72,6 +75,8 @@ export class Lanes {
   readonly #delayed = new Map<number, KeyedChain[]>();
   /** How many of those are neither over nor woken. */
   #timed = 0;
+  /** How many of those are over: swept out once they outnumber the others. */
+  #over = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #wakeAt = Infinity;
 
@@ -225,6 +230,7 @@ export class Lanes {
     if (keyed.timed) {
       keyed.timed = false;
       if (--this.#timed === 0) this.#stopTimer();
+      else if (++this.#over > this.#timed) this.#sweep();
     }
     if (lane.length === 0) this.#lanes.delete(keyed.laneKey);
     else if (index === 0) this.#pump(lane);
@@ -255,6 +261,17 @@ export class Lanes {
     this.#timer = undefined;
     this.#wakeAt = Infinity;
     this.#delayed.clear();
+    this.#over = 0;
+  }
+
+  /** Takes the chains that are over out of the delays' lists, in order. */
+  #sweep(): void {
+    this.#over = 0;
+    for (const [delay, due] of this.#delayed) {
+      const left = due.filter((keyed) => keyed.timed);
+      if (left.length === 0) this.#delayed.delete(delay);
+      else this.#delayed.set(delay, left);
+    }
   }
 
   /** The timer: the chains due now may start; it is set again for the next. */
@@ -270,7 +287,10 @@ export class Lanes {
       if (due.length === 0) this.#delayed.delete(delay);
       else next = Math.min(next, due[0]!.due);
       for (const keyed of ready) {
-        if (!keyed.timed) continue;
+        if (!keyed.timed) {
+          this.#over--;
+          continue;
+        }
         keyed.timed = false;
         this.#timed--;
         this.#pump(keyed.lane);

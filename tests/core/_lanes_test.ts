@@ -583,3 +583,71 @@ guardedTest(
     // The test's sanitizer fails it if a timer is left for the discarded one.
   },
 );
+
+/**
+ * A burst of 1,000 `"replace"` adds with a delay of a minute, for one key:
+ * how many of the burst's arguments are still reachable once it is over, in
+ * a process of its own, started with --expose-gc.
+ */
+const replacedBurst = `
+import { defineTask, withBackgroundTasks } from ${
+  JSON.stringify(new URL("../../mod.ts", import.meta.url).href)
+};
+import { fakeServeHandlerInfo } from ${
+  JSON.stringify(new URL("../../testing.ts", import.meta.url).href)
+};
+
+const reindex = defineTask((_context, _user, _profile) => {}, {
+  name: "reindex",
+  key: (user) => user,
+  onDuplicate: "replace",
+  delay: 60_000,
+});
+const profiles = [];
+const handler = withBackgroundTasks((_request, _info, tasks) => {
+  const profile = { bytes: new Uint8Array(1_000) };
+  profiles.push(new WeakRef(profile));
+  tasks.addTask(reindex, "u42", profile);
+  return new Response("saved");
+});
+for (let turn = 0; turn < 10; turn++) {
+  for (let n = 0; n < 100; n++) {
+    const info = fakeServeHandlerInfo();
+    info.complete();
+    handler(new Request("http://localhost/profile"), info);
+  }
+  await new Promise((resolve) => setTimeout(resolve, 0));
+}
+// A WeakRef's target lives to the end of the job that saw it.
+await new Promise((resolve) => setTimeout(resolve, 0));
+globalThis.gc();
+const { pending, deduplicated } = handler.stats;
+const reachable = profiles.filter((profile) => profile.deref() !== undefined).length;
+const last = profiles.at(-1).deref() !== undefined;
+await handler.drain({ signal: AbortSignal.abort() });
+console.log(JSON.stringify({ pending, deduplicated, reachable, last }));
+`;
+
+Deno.test("a keyed task replaced while it waits for its delay lets go of its arguments: the delay holds only the one waiting", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".js" });
+  try {
+    await Deno.writeTextFile(path, replacedBurst);
+    const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--v8-flags=--expose-gc", "--allow-read", path],
+    }).output();
+    assert.equal(new TextDecoder().decode(stderr), "");
+    assert.equal(code, 0);
+    const result = JSON.parse(new TextDecoder().decode(stdout));
+    assert.deepEqual(
+      [result.pending, result.deduplicated, result.last],
+      [1, 999, true],
+    );
+    // The one waiting, and those the lanes let go of since they last looked.
+    assert.ok(
+      result.reachable <= 10,
+      `${result.reachable} of the burst's 1,000 arguments still reachable`,
+    );
+  } finally {
+    await Deno.remove(path);
+  }
+});
