@@ -651,3 +651,37 @@ Deno.test("a keyed task replaced while it waits for its delay lets go of its arg
     await Deno.remove(path);
   }
 });
+
+guardedTest(
+  'tasks of different names are never duplicates, whatever their keys: "a" keyed "bc" and "ab" keyed "c" both run under "skip"',
+  async () => {
+    const ran: string[] = [];
+    const define = (name: string) =>
+      defineTask((_context, key: string) => void ran.push(`${name}/${key}`), {
+        name,
+        key: (key) => key,
+        onDuplicate: "skip",
+      });
+    const a = define("a");
+    const ab = define("ab");
+    const { handler } = keyedHandler((tasks) => {
+      tasks.addTask(a, "bc");
+      tasks.addTask(ab, "c");
+      tasks.addTask(a, "é");
+      tasks.addTask(a, "e\u0301");
+      tasks.addTask(a, "😀".repeat(128));
+    });
+    await (await callHandler(handler, "/")).tasks;
+    assert.deepEqual(
+      ran.toSorted(),
+      [
+        "a/bc",
+        "a/e\u0301",
+        "a/é",
+        `a/${"😀".repeat(128)}`,
+        "ab/c",
+      ].toSorted(),
+    );
+    assert.equal(handler.stats.deduplicated, 0);
+  },
+);
