@@ -685,3 +685,63 @@ guardedTest(
     assert.equal(handler.stats.deduplicated, 0);
   },
 );
+
+guardedTest(
+  "a drain under way waits for the keyed tasks that its chains' tasks add, as for the plain ones they add: from a plain task, and from a keyed task",
+  async () => {
+    const ran: string[] = [];
+    const reindex = defineTask(
+      async (_context, user: string, next: string | undefined) => {
+        // Each waits a turn: the drain has begun before it adds the next.
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        ran.push(`reindex ${user}`);
+        if (next !== undefined) tasks!.addTask(reindex, next, undefined);
+      },
+      { name: "reindex", key: (user) => user },
+    );
+    let tasks: Parameters<Parameters<typeof keyedHandler>[0]>[0] | undefined;
+    const { handler, errors, request } = keyedHandler((given) => {
+      tasks = given;
+      given.addTask(async function save() {
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        ran.push("save");
+        given.addTask(reindex, "u1", "u2");
+        given.addTask(function audit() {
+          ran.push("audit");
+        });
+      });
+    });
+    request("");
+    const result = await handler.drain();
+    assert.deepEqual(ran, ["save", "audit", "reindex u1", "reindex u2"]);
+    assert.deepEqual([result.succeeded, handler.stats.pending], [4, 0]);
+    assert.deepEqual(errors, []);
+  },
+);
+
+guardedTest(
+  "a drain's deadline abandons, and names, a keyed task that a running task added after the drain began",
+  async () => {
+    const digest = defineTask((_context, _user: string) => {}, {
+      name: "digest",
+      key: (user) => user,
+      delay: 60_000,
+    });
+    const { handler } = keyedHandler((tasks) => {
+      tasks.addTask(async function save() {
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        tasks.addTask(digest, "u42");
+      });
+    });
+    handler(new Request("http://localhost/"), sentInfo());
+    const result = await handler.drain({ timeout: 50 });
+    assert.deepEqual(
+      [result.succeeded, result.abandoned, result.abandonedTasks],
+      [1, 1, { digest: 1 }],
+    );
+    assert.deepEqual(
+      [handler.stats.abandoned, handler.stats.pending],
+      [1, 0],
+    );
+  },
+);
