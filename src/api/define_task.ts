@@ -237,6 +237,7 @@ export interface DefineTaskOptions<A extends unknown[] = unknown[]> {
    * {@linkcode OnDuplicate}. Needs `key`. The decision is taken once the
    * task's handler has answered (a task added later, at once): a task whose
    * handler fails is discarded without having taken a duplicate's place.
+   * Until then, the task counts as pending, under `maxPending` too.
    *
    * @default {"queue"}
    *

@@ -745,3 +745,34 @@ guardedTest(
     );
   },
 );
+
+guardedTest(
+  'a "skip" duplicate counts under maxPending until its handler has answered: a handler adding one key 50 times under maxPending: 10 has 40 refused, 9 deduplicated',
+  async () => {
+    const { task, runs } = recorder({ name: "warm", onDuplicate: "skip" });
+    let refused = 0;
+    const { handler, errors, request } = keyedHandler((tasks) => {
+      for (let n = 0; n < 50; n++) {
+        try {
+          tasks.addTask(task, "/home", n);
+        } catch (error) {
+          assert.ok(error instanceof QueueFullError);
+          refused++;
+        }
+      }
+    }, { maxPending: 10 });
+    request("");
+    assert.equal(refused, 40);
+    await handler.drain();
+    assert.deepEqual(runs, ["/home0"]);
+    assert.deepEqual(
+      [
+        handler.stats.refused,
+        handler.stats.deduplicated,
+        handler.stats.succeeded,
+      ],
+      [40, 9, 1],
+    );
+    assert.deepEqual(errors, []);
+  },
+);
