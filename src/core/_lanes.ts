@@ -35,8 +35,11 @@ export interface LaneRunner {
   readonly open: ChainList;
   /** Makes a chain live: drains wait for it. */
   live(chain: Chain): void;
-  /** Gives a chain to the scheduler, which starts it in a slot. */
-  ready(chain: Chain): void;
+  /**
+   * Gives a chain to the scheduler, which starts it in a slot: in the place
+   * in line of `place`, a duplicate it replaced, if that still waits there.
+   */
+  ready(chain: Chain, place: Chain | undefined): void;
   /** Ends a chain. */
   close(chain: Chain, to: EndState): void;
   /** Schedules a request's chain whose handler returned without a task. */
@@ -55,6 +58,11 @@ class KeyedChain extends Chain {
   released = false;
   /** Among the delayed chains the timer wakes. */
   timed = false;
+  /**
+   * Under "replace", without a delay: the duplicate it replaced while that
+   * waited in line for a slot, whose place it takes once it may start.
+   */
+  place: KeyedChain | undefined = undefined;
 
   constructor(lane: KeyedChain[], laneKey: string, task: KeyedTask) {
     super();
@@ -186,7 +194,13 @@ export class Lanes {
     );
     if (waiting.length === 1) return;
     if (keyed.mode === "skip") return this.#deduplicate(keyed);
-    for (const other of waiting.slice(0, -1)) this.#deduplicate(other);
+    for (const other of waiting.slice(0, -1)) {
+      // A delay starts the wait again: no place in line to keep.
+      if (keyed.due === 0) {
+        keyed.place = other.state === "queued" ? other : other.place;
+      }
+      this.#deduplicate(other);
+    }
   }
 
   /** Its response has been sent: it may start in its turn. */
@@ -202,7 +216,9 @@ export class Lanes {
     if (first?.state !== "waiting" || !first.released) return;
     // Its delay's timer wakes the lane.
     if (first.due !== 0 && first.due > performance.now()) return;
-    this.#runner.ready(first);
+    const { place } = first;
+    first.place = undefined;
+    this.#runner.ready(first, place);
   }
 
   #deduplicate(keyed: KeyedChain): void {

@@ -75,7 +75,7 @@ export class Runner implements ChainOwner {
       ...config,
       open: this.#open,
       live: (chain) => this.#makeLive(chain, chain.facade),
-      ready: (chain) => this.#scheduler.ready(chain),
+      ready: (chain, place) => this.#scheduler.ready(chain, place),
       close: (chain, to) => this.#close(chain, to),
       scheduleReturned: (chain) => this.scheduleReturned(chain),
     });

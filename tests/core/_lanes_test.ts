@@ -776,3 +776,32 @@ guardedTest(
     assert.deepEqual(errors, []);
   },
 );
+
+guardedTest(
+  '"replace" takes the place in line of a duplicate waiting for a slot, rather than going to the back, where a key replaced more often than the line moved never ran',
+  async () => {
+    const log: string[] = [];
+    const blocker = Promise.withResolvers<void>();
+    const sync = defineTask((_context, key: string, n: number) => {
+      log.push(`${key}${n}`);
+    }, { name: "sync", key: (key) => key, onDuplicate: "replace" });
+    const { handler, request } = keyedHandler((tasks, query) => {
+      const n = Number(query.get("n"));
+      if (query.has("key")) tasks.addTask(sync, query.get("key")!, n);
+      else if (n === 0) tasks.addTask(() => blocker.promise);
+      else tasks.addTask((line: string) => log.push(line), `plain${n}`);
+    }, { concurrency: 1 });
+    request("n=0");
+    request("key=hot&n=1");
+    request("n=2");
+    // Past the shared timer: the two wait in line for the only slot.
+    await macrotasks(3);
+    assert.deepEqual([handler.stats.running, handler.stats.queued], [1, 2]);
+    request("key=hot&n=3");
+    await macrotasks(3);
+    blocker.resolve();
+    await handler.drain();
+    assert.deepEqual(log, ["hot3", "plain2"]);
+    assert.equal(handler.stats.deduplicated, 1);
+  },
+);
