@@ -110,8 +110,9 @@ export class Lanes {
     keyed.runsHere = chain.runsHere;
     keyed.delivered = chain.delivered;
     keyed.trace = chain.trace;
-    // callHandler() asked for the request's results: its keyed tasks' too.
-    keyed.results = chain.results;
+    // callHandler() asked for the request's results: its keyed tasks' too,
+    // those added to a successor (by a keyed task, say) included.
+    keyed.results = chain.results ?? chain.facade.results;
     lane.push(keyed);
     if (keyed.due !== 0) this.#time(keyed, task.defined.delay!);
     (chain.facade.keyed ??= new KeyedTasks()).added++;

@@ -805,3 +805,25 @@ guardedTest(
     assert.equal(handler.stats.deduplicated, 1);
   },
 );
+
+guardedTest(
+  "callHandler() resolves with the results of the keyed tasks that the request's keyed tasks add, once they have run",
+  async () => {
+    const poll = defineTask((_context, key: string, n: number) => {
+      if (n < 2) tasks!.addTask(poll, key, n + 1);
+      return `${key}${n}`;
+    }, { name: "poll", key: (key) => key });
+    let tasks: Parameters<Parameters<typeof keyedHandler>[0]>[0] | undefined;
+    const { handler } = keyedHandler((given) => {
+      tasks = given;
+      given.addTask(poll, "x", 0);
+    });
+    const { tasks: results } = await callHandler(handler, "/");
+    assert.deepEqual(
+      (await results).map((result) =>
+        result.status === "fulfilled" ? result.value : result.reason
+      ),
+      ["x0", "x1", "x2"],
+    );
+  },
+);
