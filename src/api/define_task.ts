@@ -203,7 +203,9 @@ export interface DefineTaskOptions<A extends unknown[] = unknown[]> {
    * its request's response has been sent.
    *
    * It must return a non-empty string of at most 256 characters: otherwise,
-   * or if it throws, `addTask()` throws a `TypeError` that names `key`.
+   * or if it throws, `addTask()` throws a `TypeError` that names `key`. A
+   * keyed task needs a `name` (or a named function): without one, it would
+   * be `"anonymous"`, a duplicate of every other such task of the same key.
    *
    * @default {none: the task runs in its request's chain}
    *
@@ -235,6 +237,7 @@ export interface DefineTaskOptions<A extends unknown[] = unknown[]> {
    * {@linkcode OnDuplicate}. Needs `key`. The decision is taken once the
    * task's handler has answered (a task added later, at once): a task whose
    * handler fails is discarded without having taken a duplicate's place.
+   * Until then, the task counts as pending, under `maxPending` too.
    *
    * @default {"queue"}
    *
@@ -369,6 +372,7 @@ export class DefinedTask<A extends unknown[] = unknown[]> {
     this.key = key;
     ({ onDuplicate: this.onDuplicate, delay: this.delay } = keying(
       options,
+      name,
       action,
     ));
   }
@@ -377,6 +381,7 @@ export class DefinedTask<A extends unknown[] = unknown[]> {
 /** The options of a keyed task, checked; both `undefined` for a task without `key`. */
 function keying<A extends unknown[]>(
   options: DefineTaskOptions<A>,
+  name: string,
   action: string,
 ): { onDuplicate: OnDuplicate | undefined; delay: number | undefined } {
   const { key, onDuplicate, delay } = options;
@@ -392,6 +397,13 @@ function keying<A extends unknown[]>(
     return { onDuplicate: undefined, delay: undefined };
   }
   assertFunction(key, "key", action);
+  // A name made up for it would make it a duplicate of every other such
+  // task of the same key: a "skip" would drop a task of another function.
+  if (options.name === undefined && name === "anonymous") {
+    throw new TypeError(
+      `${action} as a keyed task needs a 'name' (or a named function): its duplicates are the tasks of the same name and key, and a function without a name would be "anonymous", as every other`,
+    );
+  }
   if (onDuplicate !== undefined && !DUPLICATE_MODES.includes(onDuplicate)) {
     throw new TypeError(
       `${action} as 'onDuplicate' must be "queue", "skip" or "replace": current value is ${
@@ -447,7 +459,8 @@ const DUPLICATE_MODES: readonly unknown[] = ["queue", "skip", "replace"];
  * @param options The task's name, timeout, retry policy and key.
  * @returns A task to pass to `addTask`.
  * @throws {TypeError} If `fn` is not a function, an option has the wrong
- * type, or `onDuplicate` or `delay` is given without `key`.
+ * type, `onDuplicate` or `delay` is given without `key`, or `key` without
+ * a name (neither `name` nor a named function).
  * @throws {RangeError} If a number is out of range.
  */
 export function defineTask<A extends unknown[]>(

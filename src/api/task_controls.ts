@@ -145,7 +145,9 @@ export interface DrainResult {
 export interface TaskControls {
   /**
    * Resolves once every chain scheduled so far has finished, with what
-   * happened to their tasks meanwhile. Chains scheduled after the call are not
+   * happened to their tasks meanwhile, those their running tasks add
+   * included: a plain task joins its chain, a keyed task (defined with a
+   * `key`) its request's. Other chains scheduled after the call are not
    * waited for. Call it after `server.shutdown()`, or in a test after the
    * response has been read.
    *

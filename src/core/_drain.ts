@@ -109,6 +109,17 @@ export class Drains {
     }
   }
 
+  /**
+   * A chain made live with the sequence of a chain live before it: the
+   * drains waiting for that one wait for it too.
+   */
+  joined(sequence: number): void {
+    if (this.#waiters.size === 0) return;
+    for (const waiter of this.#waiters) {
+      if (sequence <= waiter.last) waiter.remaining++;
+    }
+  }
+
   /** The chain `sequence` is no longer live: drains waiting only for it end. */
   ended(sequence: number): void {
     if (this.#waiters.size === 0) return;

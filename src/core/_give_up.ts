@@ -8,11 +8,19 @@
 // holds the slots freed until then, so that no queued chain starts before
 // the deadline has given up on all it had to.
 
-import type { Chain } from "./_chain.ts";
+import type { Chain, ChainState } from "./_chain.ts";
 import { nameOf } from "./_task.ts";
 import type { ChainList } from "./_chain_list.ts";
 import { abortTask } from "./_report.ts";
 import type { DrainResult } from "../api/task_controls.ts";
+
+/** The states of a chain in the runner's live list. */
+const LIVE: ReadonlySet<ChainState> = new Set<ChainState>([
+  "waiting",
+  "queued",
+  "running",
+  "storing",
+]);
 
 /**
  * Abandons the live chains up to sequence `last`: `close` ends each (and
@@ -24,11 +32,17 @@ export function giveUpLive(
   reason: unknown,
   close: (chain: Chain) => void,
 ): void {
+  // Not in sequence order (a keyed task's chain takes its request's), so
+  // the whole list is looked at, before any chain leaves it.
+  const due: Chain[] = [];
+  for (let chain = live.first; chain !== undefined; chain = chain.next) {
+    if (chain.sequence <= last) due.push(chain);
+  }
   const given: Chain[] = [];
-  // The live list is in sequence order: those up to `last` come first.
-  while (live.first !== undefined && live.first.sequence <= last) {
-    const chain = live.first;
+  for (const chain of due) {
     const { state } = chain;
+    // Ended meanwhile: a keyed task's, with the request it waited for.
+    if (!LIVE.has(state)) continue;
     // One that may be in an attempt gets a signal, to tell it to stop.
     if (state === "running" || state === "storing") void chain.signal;
     close(chain);

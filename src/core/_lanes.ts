@@ -14,7 +14,10 @@
 // handler answered. Delays share one timer of the lanes' own (the
 // scheduler's shared timer fires on the next turn; a delay is due later):
 // tasks of one delay are due in the order they were added, so that the
-// timer finds the next due at the head of each delay's list.
+// timer finds the next due at the head of each delay's list. A chain that
+// ends before it is due (replaced, say) stays in its list until the lists
+// are swept, once they hold more such chains than others: a burst of
+// replacements under a long delay holds the one waiting, not the burst.
 
 import { Chain, type EndState, internals, KeyedTasks } from "./_chain.ts";
 import { nameOf } from "./_task.ts";
@@ -32,8 +35,11 @@ export interface LaneRunner {
   readonly open: ChainList;
   /** Makes a chain live: drains wait for it. */
   live(chain: Chain): void;
-  /** Gives a chain to the scheduler, which starts it in a slot. */
-  ready(chain: Chain): void;
+  /**
+   * Gives a chain to the scheduler, which starts it in a slot: in the place
+   * in line of `place`, a duplicate it replaced, if that still waits there.
+   */
+  ready(chain: Chain, place: Chain | undefined): void;
   /** Ends a chain. */
   close(chain: Chain, to: EndState): void;
   /** Schedules a request's chain whose handler returned without a task. */
@@ -52,6 +58,11 @@ class KeyedChain extends Chain {
   released = false;
   /** Among the delayed chains the timer wakes. */
   timed = false;
+  /**
+   * Under "replace", without a delay: the duplicate it replaced while that
+   * waited in line for a slot, whose place it takes once it may start.
+   */
+  place: KeyedChain | undefined = undefined;
 
   constructor(lane: KeyedChain[], laneKey: string, task: KeyedTask) {
     super();
@@ -72,6 +83,8 @@ export class Lanes {
   readonly #delayed = new Map<number, KeyedChain[]>();
   /** How many of those are neither over nor woken. */
   #timed = 0;
+  /** How many of those are over: swept out once they outnumber the others. */
+  #over = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #wakeAt = Infinity;
 
@@ -97,8 +110,9 @@ export class Lanes {
     keyed.runsHere = chain.runsHere;
     keyed.delivered = chain.delivered;
     keyed.trace = chain.trace;
-    // callHandler() asked for the request's results: its keyed tasks' too.
-    keyed.results = chain.results;
+    // callHandler() asked for the request's results: its keyed tasks' too,
+    // those added to a successor (by a keyed task, say) included.
+    keyed.results = chain.results ?? chain.facade.results;
     lane.push(keyed);
     if (keyed.due !== 0) this.#time(keyed, task.defined.delay!);
     (chain.facade.keyed ??= new KeyedTasks()).added++;
@@ -181,7 +195,13 @@ export class Lanes {
     );
     if (waiting.length === 1) return;
     if (keyed.mode === "skip") return this.#deduplicate(keyed);
-    for (const other of waiting.slice(0, -1)) this.#deduplicate(other);
+    for (const other of waiting.slice(0, -1)) {
+      // A delay starts the wait again: no place in line to keep.
+      if (keyed.due === 0) {
+        keyed.place = other.state === "queued" ? other : other.place;
+      }
+      this.#deduplicate(other);
+    }
   }
 
   /** Its response has been sent: it may start in its turn. */
@@ -197,7 +217,9 @@ export class Lanes {
     if (first?.state !== "waiting" || !first.released) return;
     // Its delay's timer wakes the lane.
     if (first.due !== 0 && first.due > performance.now()) return;
-    this.#runner.ready(first);
+    const { place } = first;
+    first.place = undefined;
+    this.#runner.ready(first, place);
   }
 
   #deduplicate(keyed: KeyedChain): void {
@@ -225,6 +247,7 @@ export class Lanes {
     if (keyed.timed) {
       keyed.timed = false;
       if (--this.#timed === 0) this.#stopTimer();
+      else if (++this.#over > this.#timed) this.#sweep();
     }
     if (lane.length === 0) this.#lanes.delete(keyed.laneKey);
     else if (index === 0) this.#pump(lane);
@@ -255,6 +278,17 @@ export class Lanes {
     this.#timer = undefined;
     this.#wakeAt = Infinity;
     this.#delayed.clear();
+    this.#over = 0;
+  }
+
+  /** Takes the chains that are over out of the delays' lists, in order. */
+  #sweep(): void {
+    this.#over = 0;
+    for (const [delay, due] of this.#delayed) {
+      const left = due.filter((keyed) => keyed.timed);
+      if (left.length === 0) this.#delayed.delete(delay);
+      else this.#delayed.set(delay, left);
+    }
   }
 
   /** The timer: the chains due now may start; it is set again for the next. */
@@ -270,7 +304,10 @@ export class Lanes {
       if (due.length === 0) this.#delayed.delete(delay);
       else next = Math.min(next, due[0]!.due);
       for (const keyed of ready) {
-        if (!keyed.timed) continue;
+        if (!keyed.timed) {
+          this.#over--;
+          continue;
+        }
         keyed.timed = false;
         this.#timed--;
         this.#pump(keyed.lane);

@@ -47,7 +47,11 @@ export class Runner implements ChainOwner {
   readonly #drains: Drains;
   /** Chains with tasks whose handler runs: a shutdown deadline abandons them. */
   readonly #open = new ChainList();
-  /** Chains scheduled and not over, in `sequence` order: what drains wait for. */
+  /**
+   * Chains scheduled and not over: what drains wait for. In the order they
+   * were made live, which is `sequence` order but for keyed tasks' chains,
+   * which take their request's.
+   */
   readonly #live = new ChainList();
   #sequence = 0;
   readonly #tally = new Tally();
@@ -72,8 +76,8 @@ export class Runner implements ChainOwner {
     this.#lanes = new Lanes({
       ...config,
       open: this.#open,
-      live: (chain) => this.#makeLive(chain),
-      ready: (chain) => this.#scheduler.ready(chain),
+      live: (chain) => this.#makeLive(chain, chain.facade),
+      ready: (chain, place) => this.#scheduler.ready(chain, place),
       close: (chain, to) => this.#close(chain, to),
       scheduleReturned: (chain) => this.scheduleReturned(chain),
     });
@@ -287,8 +291,19 @@ export class Runner implements ChainOwner {
     chain.url = request.url;
   }
 
-  #makeLive(chain: Chain): void {
-    chain.sequence = ++this.#sequence;
+  /**
+   * Makes a chain live. A keyed task's chain takes the sequence of its
+   * request's first chain, once that has been live: a drain under way that
+   * waits for the request waits for the keyed tasks its tasks add, as it
+   * waits for the plain tasks they add to their chain.
+   */
+  #makeLive(chain: Chain, request?: Chain): void {
+    const sequence = request?.sequence ?? 0;
+    if (sequence === 0) chain.sequence = ++this.#sequence;
+    else {
+      chain.sequence = sequence;
+      this.#drains.joined(sequence);
+    }
     this.#live.push(chain);
   }
 

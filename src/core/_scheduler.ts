@@ -15,6 +15,8 @@ export class Scheduler {
   readonly #start: (chain: Chain) => void;
   /** Chains whose response has been sent, waiting for the shared timer. */
   #ready: Chain[] = [];
+  /** Of those, keyed tasks' that take the place in line of a duplicate they replaced. */
+  #places: Map<Chain, Chain> | undefined = undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
   /** Chains past the timer, waiting for a slot; `#head` is the next. */
   #queue: (Chain | undefined)[] = [];
@@ -35,11 +37,13 @@ export class Scheduler {
 
   /**
    * A chain's response has been sent: it is queued, and starts on the next
-   * shared timer, or once a slot is free.
+   * shared timer, or once a slot is free; in the place in line of `place`
+   * (a keyed task's duplicate it replaced), if that still waits there.
    */
-  ready(chain: Chain): void {
+  ready(chain: Chain, place?: Chain): void {
     chain.moveTo("queued");
     this.#ready.push(chain);
+    if (place !== undefined) (this.#places ??= new Map()).set(chain, place);
     this.#timer ??= setTimeout(this.#startReady, 0);
   }
 
@@ -74,7 +78,9 @@ export class Scheduler {
   #startReady = (): void => {
     this.#timer = undefined;
     const ready = this.#ready;
+    const places = this.#places;
     this.#ready = [];
+    this.#places = undefined;
     let index = 0;
     // Nothing is waiting for a slot: skip the queue while slots are free.
     if (this.#head === this.#queue.length) {
@@ -82,7 +88,10 @@ export class Scheduler {
         this.#take(ready[index++]!);
       }
     }
-    for (; index < ready.length; index++) this.#wait(ready[index]!);
+    for (; index < ready.length; index++) {
+      const chain = ready[index]!;
+      this.#wait(chain, places?.get(chain));
+    }
     this.#startQueued();
   };
 
@@ -112,11 +121,16 @@ export class Scheduler {
     }
   }
 
-  /** Puts a ready chain in the queue for a slot. */
-  #wait(chain: Chain): void {
+  /** Puts a ready chain in the queue for a slot, or in `place`'s. */
+  #wait(chain: Chain, place: Chain | undefined): void {
     // Given up on at a deadline since it became ready: it waits for nothing.
     if (chain.state !== "queued") return;
-    this.#queue.push(chain);
+    // Ended (replaced), `place` is passed over when its turn comes.
+    const at = place === undefined
+      ? -1
+      : this.#queue.indexOf(place, this.#head);
+    if (at === -1) this.#queue.push(chain);
+    else this.#queue[at] = chain;
   }
 
   #take(chain: Chain): void {

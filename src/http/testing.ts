@@ -1,6 +1,6 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
-import { type Chain, internals } from "../core/_chain.ts";
+import { type Chain, type EndState, internals } from "../core/_chain.ts";
 import { nameOf } from "../core/_task.ts";
 import { describeTask } from "../api/_describe_task.ts";
 import type { TaskResult } from "../api/task_info.ts";
@@ -322,14 +322,20 @@ export async function callHandler(
   return { response, tasks };
 }
 
-/** The states in which a chain has no task left to run here. */
-const ENDED: ReadonlySet<string> = new Set([
-  "finished",
-  "handedOver",
-  "discarded",
-  "skipped",
-  "abandoned",
-]);
+/**
+ * The states in which a chain has no task left to run here: every end
+ * state, listed from its type so that a new one cannot be missed.
+ */
+const ENDED: ReadonlySet<string> = new Set(Object.keys(
+  {
+    finished: true,
+    handedOver: true,
+    discarded: true,
+    skipped: true,
+    deduplicated: true,
+    abandoned: true,
+  } satisfies Record<EndState, true>,
+));
 
 /**
  * What {@linkcode trackTasks} returns: the tasks of the requests handled

@@ -457,6 +457,7 @@ Deno.test("defineTask() keeps a key, its onDuplicate and delay, with their defau
   assert.equal(reindex.key?.("u42"), "user:u42");
   assert.deepEqual([reindex.onDuplicate, reindex.delay], ["queue", 0]);
   const debounced = defineTask((_context, _userId: string) => {}, {
+    name: "debounced",
     key: (userId) => userId,
     onDuplicate: "replace",
     delay: 2_000,
@@ -472,7 +473,8 @@ Deno.test("defineTask() keeps a key, its onDuplicate and delay, with their defau
     undefined,
   ]);
   assert.equal(
-    defineTask(() => {}, { key: () => "k", delay: 2 ** 31 - 1 }).delay,
+    defineTask(function longest() {}, { key: () => "k", delay: 2 ** 31 - 1 })
+      .delay,
     2 ** 31 - 1,
   );
 });
@@ -492,6 +494,12 @@ Deno.test("defineTask() refuses a key, onDuplicate or delay it cannot keep", asy
       () => defineTask(fn, { delay: 100 }),
       "TypeError",
       "Cannot define task as 'delay' needs a 'key': without one, a task has no duplicate and starts once its response is sent",
+    ],
+    [
+      'a key without a name: every such task would be "anonymous", and a duplicate of the others',
+      () => defineTask((_context, _id: string) => {}, { key }),
+      "TypeError",
+      `Cannot define task as a keyed task needs a 'name' (or a named function): its duplicates are the tasks of the same name and key, and a function without a name would be "anonymous", as every other`,
     ],
     [
       "a key that is not a function",
@@ -543,6 +551,7 @@ Deno.test("defineTask() refuses a key, onDuplicate or delay it cannot keep", asy
 
 Deno.test("a key function is typed by the task's arguments", () => {
   const task = defineTask((_context, a: number, b: string) => `${a}${b}`, {
+    name: "pair",
     key: (a, b) => `${b}:${a.toFixed(0)}`,
   });
   assert.equal(task.key?.(1, "x"), "x:1");
@@ -550,10 +559,13 @@ Deno.test("a key function is typed by the task's arguments", () => {
   const reindex = defineTask(({ signal }, id: string) => {
     signal.throwIfAborted();
     return id;
-  }, { key: byId });
+  }, { name: "reindex", key: byId });
   assert.equal(reindex.key?.("u42"), "user:u42");
   // @ts-expect-error: a key is a string
-  defineTask((_context, a: number) => a, { key: (a) => a });
+  defineTask((_context, a: number) => a, { name: "n", key: (a) => a });
   // @ts-expect-error: the task's first argument is a number
-  defineTask((_context, _a: number) => {}, { key: (a: string) => a });
+  defineTask((_context, _a: number) => {}, {
+    name: "n",
+    key: (a: string) => a,
+  });
 });

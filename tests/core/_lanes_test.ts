@@ -583,3 +583,247 @@ guardedTest(
     // The test's sanitizer fails it if a timer is left for the discarded one.
   },
 );
+
+/**
+ * A burst of 1,000 `"replace"` adds with a delay of a minute, for one key:
+ * how many of the burst's arguments are still reachable once it is over, in
+ * a process of its own, started with --expose-gc.
+ */
+const replacedBurst = `
+import { defineTask, withBackgroundTasks } from ${
+  JSON.stringify(new URL("../../mod.ts", import.meta.url).href)
+};
+import { fakeServeHandlerInfo } from ${
+  JSON.stringify(new URL("../../testing.ts", import.meta.url).href)
+};
+
+const reindex = defineTask((_context, _user, _profile) => {}, {
+  name: "reindex",
+  key: (user) => user,
+  onDuplicate: "replace",
+  delay: 60_000,
+});
+const profiles = [];
+const handler = withBackgroundTasks((_request, _info, tasks) => {
+  const profile = { bytes: new Uint8Array(1_000) };
+  profiles.push(new WeakRef(profile));
+  tasks.addTask(reindex, "u42", profile);
+  return new Response("saved");
+});
+for (let turn = 0; turn < 10; turn++) {
+  for (let n = 0; n < 100; n++) {
+    const info = fakeServeHandlerInfo();
+    info.complete();
+    handler(new Request("http://localhost/profile"), info);
+  }
+  await new Promise((resolve) => setTimeout(resolve, 0));
+}
+// A WeakRef's target lives to the end of the job that saw it.
+await new Promise((resolve) => setTimeout(resolve, 0));
+globalThis.gc();
+const { pending, deduplicated } = handler.stats;
+const reachable = profiles.filter((profile) => profile.deref() !== undefined).length;
+const last = profiles.at(-1).deref() !== undefined;
+await handler.drain({ signal: AbortSignal.abort() });
+console.log(JSON.stringify({ pending, deduplicated, reachable, last }));
+`;
+
+Deno.test("a keyed task replaced while it waits for its delay lets go of its arguments: the delay holds only the one waiting", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".js" });
+  try {
+    await Deno.writeTextFile(path, replacedBurst);
+    const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--v8-flags=--expose-gc", "--allow-read", path],
+    }).output();
+    assert.equal(new TextDecoder().decode(stderr), "");
+    assert.equal(code, 0);
+    const result = JSON.parse(new TextDecoder().decode(stdout));
+    assert.deepEqual(
+      [result.pending, result.deduplicated, result.last],
+      [1, 999, true],
+    );
+    // The one waiting, and those the lanes let go of since they last looked.
+    assert.ok(
+      result.reachable <= 10,
+      `${result.reachable} of the burst's 1,000 arguments still reachable`,
+    );
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+guardedTest(
+  'tasks of different names are never duplicates, whatever their keys: "a" keyed "bc" and "ab" keyed "c" both run under "skip"',
+  async () => {
+    const ran: string[] = [];
+    const define = (name: string) =>
+      defineTask((_context, key: string) => void ran.push(`${name}/${key}`), {
+        name,
+        key: (key) => key,
+        onDuplicate: "skip",
+      });
+    const a = define("a");
+    const ab = define("ab");
+    const { handler } = keyedHandler((tasks) => {
+      tasks.addTask(a, "bc");
+      tasks.addTask(ab, "c");
+      tasks.addTask(a, "é");
+      tasks.addTask(a, "e\u0301");
+      tasks.addTask(a, "😀".repeat(128));
+    });
+    await (await callHandler(handler, "/")).tasks;
+    assert.deepEqual(
+      ran.toSorted(),
+      [
+        "a/bc",
+        "a/e\u0301",
+        "a/é",
+        `a/${"😀".repeat(128)}`,
+        "ab/c",
+      ].toSorted(),
+    );
+    assert.equal(handler.stats.deduplicated, 0);
+  },
+);
+
+guardedTest(
+  "a drain under way waits for the keyed tasks that its chains' tasks add, as for the plain ones they add: from a plain task, and from a keyed task",
+  async () => {
+    const ran: string[] = [];
+    const reindex = defineTask(
+      async (_context, user: string, next: string | undefined) => {
+        // Each waits a turn: the drain has begun before it adds the next.
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        ran.push(`reindex ${user}`);
+        if (next !== undefined) tasks!.addTask(reindex, next, undefined);
+      },
+      { name: "reindex", key: (user) => user },
+    );
+    let tasks: Parameters<Parameters<typeof keyedHandler>[0]>[0] | undefined;
+    const { handler, errors, request } = keyedHandler((given) => {
+      tasks = given;
+      given.addTask(async function save() {
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        ran.push("save");
+        given.addTask(reindex, "u1", "u2");
+        given.addTask(function audit() {
+          ran.push("audit");
+        });
+      });
+    });
+    request("");
+    const result = await handler.drain();
+    assert.deepEqual(ran, ["save", "audit", "reindex u1", "reindex u2"]);
+    assert.deepEqual([result.succeeded, handler.stats.pending], [4, 0]);
+    assert.deepEqual(errors, []);
+  },
+);
+
+guardedTest(
+  "a drain's deadline abandons, and names, a keyed task that a running task added after the drain began",
+  async () => {
+    const digest = defineTask((_context, _user: string) => {}, {
+      name: "digest",
+      key: (user) => user,
+      delay: 60_000,
+    });
+    const { handler } = keyedHandler((tasks) => {
+      tasks.addTask(async function save() {
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        tasks.addTask(digest, "u42");
+      });
+    });
+    handler(new Request("http://localhost/"), sentInfo());
+    const result = await handler.drain({ timeout: 50 });
+    assert.deepEqual(
+      [result.succeeded, result.abandoned, result.abandonedTasks],
+      [1, 1, { digest: 1 }],
+    );
+    assert.deepEqual(
+      [handler.stats.abandoned, handler.stats.pending],
+      [1, 0],
+    );
+  },
+);
+
+guardedTest(
+  'a "skip" duplicate counts under maxPending until its handler has answered: a handler adding one key 50 times under maxPending: 10 has 40 refused, 9 deduplicated',
+  async () => {
+    const { task, runs } = recorder({ name: "warm", onDuplicate: "skip" });
+    let refused = 0;
+    const { handler, errors, request } = keyedHandler((tasks) => {
+      for (let n = 0; n < 50; n++) {
+        try {
+          tasks.addTask(task, "/home", n);
+        } catch (error) {
+          assert.ok(error instanceof QueueFullError);
+          refused++;
+        }
+      }
+    }, { maxPending: 10 });
+    request("");
+    assert.equal(refused, 40);
+    await handler.drain();
+    assert.deepEqual(runs, ["/home0"]);
+    assert.deepEqual(
+      [
+        handler.stats.refused,
+        handler.stats.deduplicated,
+        handler.stats.succeeded,
+      ],
+      [40, 9, 1],
+    );
+    assert.deepEqual(errors, []);
+  },
+);
+
+guardedTest(
+  '"replace" takes the place in line of a duplicate waiting for a slot, rather than going to the back, where a key replaced more often than the line moved never ran',
+  async () => {
+    const log: string[] = [];
+    const blocker = Promise.withResolvers<void>();
+    const sync = defineTask((_context, key: string, n: number) => {
+      log.push(`${key}${n}`);
+    }, { name: "sync", key: (key) => key, onDuplicate: "replace" });
+    const { handler, request } = keyedHandler((tasks, query) => {
+      const n = Number(query.get("n"));
+      if (query.has("key")) tasks.addTask(sync, query.get("key")!, n);
+      else if (n === 0) tasks.addTask(() => blocker.promise);
+      else tasks.addTask((line: string) => log.push(line), `plain${n}`);
+    }, { concurrency: 1 });
+    request("n=0");
+    request("key=hot&n=1");
+    request("n=2");
+    // Past the shared timer: the two wait in line for the only slot.
+    await macrotasks(3);
+    assert.deepEqual([handler.stats.running, handler.stats.queued], [1, 2]);
+    request("key=hot&n=3");
+    await macrotasks(3);
+    blocker.resolve();
+    await handler.drain();
+    assert.deepEqual(log, ["hot3", "plain2"]);
+    assert.equal(handler.stats.deduplicated, 1);
+  },
+);
+
+guardedTest(
+  "callHandler() resolves with the results of the keyed tasks that the request's keyed tasks add, once they have run",
+  async () => {
+    const poll = defineTask((_context, key: string, n: number) => {
+      if (n < 2) tasks!.addTask(poll, key, n + 1);
+      return `${key}${n}`;
+    }, { name: "poll", key: (key) => key });
+    let tasks: Parameters<Parameters<typeof keyedHandler>[0]>[0] | undefined;
+    const { handler } = keyedHandler((given) => {
+      tasks = given;
+      given.addTask(poll, "x", 0);
+    });
+    const { tasks: results } = await callHandler(handler, "/");
+    assert.deepEqual(
+      (await results).map((result) =>
+        result.status === "fulfilled" ? result.value : result.reason
+      ),
+      ["x0", "x1", "x2"],
+    );
+  },
+);

@@ -339,3 +339,25 @@ guardedTest(
     assert.deepEqual(tracker.pending, []);
   },
 );
+
+guardedTest(
+  "trackTasks() no longer names a keyed task once it has been deduplicated",
+  async () => {
+    const warm = defineTask((_context, _page: string) => {}, {
+      name: "warm",
+      key: (page) => page,
+      onDuplicate: "skip",
+    });
+    const app = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(warm, "/home");
+      tasks.addTask(warm, "/home");
+      return new Response("ok");
+    });
+    const tracker = trackTasks();
+    const { tasks } = await callHandler(app, "/");
+    assert.equal((await tasks).length, 1);
+    assert.equal(app.stats.deduplicated, 1);
+    assert.deepEqual(tracker.pending, []);
+    tracker[Symbol.dispose]();
+  },
+);
