@@ -5,7 +5,11 @@
 // that run them take, and the admin shape every durable backend shares. What
 // `@afterward/background-tasks/backend` exports.
 
-import type { ExecutionOptions, RequestSummary } from "./task_info.ts";
+import type {
+  ExecutionOptions,
+  RequestSummary,
+  TaskInfo,
+} from "./task_info.ts";
 import type { DefinedTask, OnDuplicate, RetryPolicy } from "./define_task.ts";
 import { escapeControls } from "./_describe_task.ts";
 
@@ -79,11 +83,19 @@ export interface TaskBackend {
    * connection) until the chain is stored or `options.signal` aborts, when
    * the wrapper has given up on the chain (a shutdown deadline).
    *
+   * A backend that keeps keyed tasks may resolve with what its store
+   * deduplicated (see {@linkcode EnqueueResult}), which the runner counts
+   * in `stats.deduplicated` and tells `onTaskEnd`; resolving with nothing
+   * says that every task was stored.
+   *
    * @param chain The request's tasks.
    * @param options The signal that says when to stop trying.
    * @returns A promise that settles once the chain is safe or lost.
    */
-  enqueue(chain: BackendChain, options?: EnqueueOptions): Promise<void>;
+  enqueue(
+    chain: BackendChain,
+    options?: EnqueueOptions,
+  ): Promise<void | EnqueueResult>;
   /**
    * Whether the backend can store chains now, for the wrapper's
    * `stats.backend` (a health check can answer 503 while it is down) and
@@ -514,6 +526,53 @@ export interface BackendChain {
    * after a crash.
    */
   readonly traceparent?: string | undefined;
+}
+
+/**
+ * What a backend's store of a chain deduplicated, for a backend that keeps
+ * keyed tasks (see `onDuplicate` in {@linkcode DefineTaskOptions}) and
+ * decides it as it stores them: {@linkcode TaskBackend.enqueue} resolves with
+ * it. The runner tells `onTaskEnd` of each task named here (outcome
+ * `"deduplicated"`, attempt 0, duration 0) and counts it in
+ * `stats.deduplicated`; the chain's own tasks named in `deduplicated` are
+ * not counted as handed over. A backend whose workers decide it tells their
+ * own hooks instead.
+ *
+ * @example A store that found a duplicate waiting
+ * ```ts
+ * import type { EnqueueResult } from "@afterward/background-tasks/backend";
+ * import assert from "node:assert/strict";
+ *
+ * // The chain's task at index 1 was not stored ("skip"), and it replaced a
+ * // task another request had stored ("replace").
+ * const result: EnqueueResult = {
+ *   deduplicated: [1],
+ *   replaced: [{
+ *     name: "reindex",
+ *     index: 0,
+ *     attempt: 0,
+ *     id: "c0:0",
+ *     request: { method: "POST", url: "http://localhost/profile" },
+ *     delivered: undefined,
+ *   }],
+ * };
+ * assert.equal(result.replaced?.length, 1);
+ * ```
+ */
+export interface EnqueueResult {
+  /**
+   * The indexes, in the chain's `tasks`, of its keyed tasks that the store
+   * did not add because a duplicate was waiting (`onDuplicate: "skip"`).
+   */
+  readonly deduplicated?: readonly number[];
+  /**
+   * Tasks stored earlier, by this process or another, that a keyed task of
+   * the chain took the place of while they waited (`onDuplicate:
+   * "replace"`): they will not run. Each as `onTaskEnd` is told it (its
+   * `attempt` 0). Such a task was counted as handed over where it was
+   * stored, and counts as deduplicated here.
+   */
+  readonly replaced?: readonly TaskInfo[];
 }
 
 /**

@@ -10,6 +10,7 @@ import {
   shardPrefixes,
 } from "./_shared.ts";
 import { openShard } from "./_shard.ts";
+import { keyedIndexes, KeyedStore } from "./_keyed.ts";
 import {
   assertRedisOnly,
   type Connection,
@@ -28,14 +29,13 @@ import {
 } from "../util/_assert.ts";
 import { workerConfig } from "../durable/_worker.ts";
 import {
-  assertKeyedTasksKept,
   type BackendChain,
   type BackendStatus,
   type BackendTask,
   type DurableBackend,
   type EnqueueOptions,
+  type EnqueueResult,
   type FailedTask,
-  type KeyedTasksKept,
   type WorkerOptions,
 } from "../api/task_backend.ts";
 
@@ -231,14 +231,6 @@ const BULLMQ_BACKEND_OPTIONS = optionKeys<BullmqBackendOptions>({
   onStatusChange: true,
 });
 
-/** Keyed tasks, not yet kept by this backend: refused at its creation. */
-const KEYED_TASKS_KEPT: KeyedTasksKept = {
-  onDuplicate: [],
-  delay: false,
-  reason:
-    "keyed tasks are not supported on the BullMQ backend yet: leave the task out of 'tasks' and add it to tasks.inProcess, whose lanes keep it in this process",
-};
-
 /**
  * A backend on Redis or PostgreSQL through BullMQ, for work that should
  * outgrow one process: web processes enqueue each request's chain before its
@@ -333,7 +325,6 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
     );
   }
   const { registry } = workerConfig({ tasks: options.tasks }, action);
-  assertKeyedTasksKept(options.tasks, KEYED_TASKS_KEPT, action);
   let closed = false;
   const watch = new ConnectionWatch((status, previous) => {
     if (closed) return;
@@ -366,6 +357,7 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
   };
   announce();
   let next = 0;
+  let keyed: KeyedStore | undefined;
 
   return {
     get status(): BackendStatus {
@@ -384,7 +376,10 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
       );
     },
 
-    enqueue(chain: BackendChain, options: EnqueueOptions = {}): Promise<void> {
+    enqueue(
+      chain: BackendChain,
+      options: EnqueueOptions = {},
+    ): Promise<void | EnqueueResult> {
       const { signal } = options;
       if (signal !== undefined && !(signal instanceof AbortSignal)) {
         return Promise.reject(
@@ -400,13 +395,29 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
           new Error("Cannot enqueue chain as the BullMQ backend is closed"),
         );
       }
-      const flow = chainFlow(chain, queueName);
-      if (flow === undefined) return Promise.resolve();
+      const keyedAt = keyedIndexes(chain);
+      const flow = chainFlow(chain, queueName, keyedAt);
+      if (flow === undefined && keyedAt === undefined) return Promise.resolve();
       if (Date.now() - announced >= NAMES_REFRESH) announce();
-      // Round robin: a chain is whole in one shard.
-      const shard = shards[next]!;
-      next = (next + 1) % shards.length;
-      return shard.store(flow, signal);
+      let stored: Promise<void> | undefined;
+      if (flow !== undefined) {
+        // Round robin: a chain is whole in one shard.
+        const shard = shards[next]!;
+        next = (next + 1) % shards.length;
+        stored = shard.store(flow, signal);
+      }
+      if (keyedAt === undefined) return stored!;
+      // Its keyed tasks go to their lanes, apart from the rest.
+      keyed ??= new KeyedStore(
+        datastore,
+        shards.map((shard) => shard.queue),
+        queueName,
+        watch,
+      );
+      const lanes = keyed.store(chain, keyedAt, signal);
+      return stored === undefined
+        ? lanes
+        : Promise.all([stored, lanes]).then(([, result]) => result);
     },
 
     async failed(): Promise<BullmqFailedTask[]> {
@@ -453,7 +464,10 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
       // The chains handed over so far are stored (or given up by their
       // signal) first; later ones fail.
       closed = true;
-      await Promise.all(shards.map((shard) => shard.store.idle()));
+      await Promise.all([
+        ...shards.map((shard) => shard.store.idle()),
+        keyed?.idle(),
+      ]);
       await Promise.all(
         shards.flatMap((
           shard,
@@ -464,13 +478,19 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
   };
 }
 
-/** A chain as a BullMQ flow: each job the child of the next task's. */
+/**
+ * A chain as a BullMQ flow: each job the child of the next task's. Its keyed
+ * tasks, at `keyed`, are left out: each goes to its lane.
+ */
 function chainFlow(
   chain: BackendChain,
   queueName: string,
+  keyed: readonly number[] | undefined,
 ): FlowJob | undefined {
   let flow: FlowJob | undefined;
+  const jobs = chain.tasks.length - (keyed?.length ?? 0);
   chain.tasks.forEach((task, index) => {
+    if (keyed !== undefined && task.key !== undefined) return;
     const data: JobData = {
       chain: chain.id,
       index,
@@ -490,9 +510,7 @@ function chainFlow(
         // A flow's jobs stay a while once done, so that a store of it sent
         // again finds them (see KEEP_COMPLETED); a chain of one task is
         // deduplicated instead (see openShard()).
-        removeOnComplete: chain.tasks.length === 1
-          ? true
-          : { age: KEEP_COMPLETED },
+        removeOnComplete: jobs === 1 ? true : { age: KEEP_COMPLETED },
         removeOnFail: false,
         // The next task runs even when this one failed.
         ignoreDependencyOnFailure: true,

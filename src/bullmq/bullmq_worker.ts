@@ -38,6 +38,7 @@ import {
   WatchedWorker,
 } from "./_watched_worker.ts";
 import type { WorkerOptions } from "../api/task_backend.ts";
+import { LaneGate } from "./_lane_gate.ts";
 
 /**
  * Options for {@linkcode bullmqWorker}.
@@ -252,11 +253,12 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
     watch,
   );
   const closing = new AbortController();
+  const gate = new LaneGate(datastore, queueName, lockDuration, closing.signal);
   const start = (): WatchedWorker[] => {
     const workers = shardPrefixes(prefix, shards).map((shardPrefix) => {
-      const worker = new WatchedWorker(
+      const worker: WatchedWorker = new WatchedWorker(
         queueName,
-        (job) => run(job, config),
+        (job, token) => run(job, config, gate, worker, token),
         {
           ...datastore.workerOptions,
           connection: datastore.connection,
@@ -287,6 +289,9 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
         else console.error("The BullMQ worker failed:", errorText(error));
       });
       worker.on("ready", () => watch.up(worker));
+      // A keyed task's end lets the next of its lane start.
+      worker.on("completed", (job) => gate.left(worker, job));
+      worker.on("failed", (job) => gate.left(worker, job));
       datastore.watch(worker, () => closed);
       return worker;
     });
@@ -310,10 +315,19 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
   };
 }
 
-/** Runs one job: one attempt of one task. */
-async function run(job: Job, config: WorkerConfig): Promise<null> {
+/**
+ * Runs one job: one attempt of one task; a keyed task's once it is its
+ * lane's turn.
+ */
+async function run(
+  job: Job,
+  config: WorkerConfig,
+  gate: LaneGate,
+  worker: WatchedWorker,
+  token: string | undefined,
+): Promise<null> {
   const task = config.registry.get(job.name);
-  const data = job.data as JobData;
+  let data = job.data as JobData;
   if (task === undefined) {
     // Failed for good, and kept where backend.failed() finds it.
     const missing = `No task named "${job.name}" in this worker's 'tasks'`;
@@ -334,6 +348,7 @@ async function run(job: Job, config: WorkerConfig): Promise<null> {
     error.stack = missing;
     throw error;
   }
+  if (data.lane !== undefined) data = await gate.enter(worker, job, token);
   const result = await runQueued({
     task,
     args: data.args,

@@ -10,11 +10,15 @@
 
 import type { Chain, Task } from "./_chain.ts";
 import { isKeyed } from "./_keyed_task.ts";
-import type { BackendTask, TaskBackend } from "../api/task_backend.ts";
+import type {
+  BackendTask,
+  EnqueueResult,
+  TaskBackend,
+} from "../api/task_backend.ts";
 import { report } from "./_report.ts";
 import type { Telemetry } from "./_telemetry.ts";
 import { toPromise } from "../util/_promise.ts";
-import type { TaskErrorHandler } from "../api/task_info.ts";
+import type { TaskErrorHandler, TaskInfo } from "../api/task_info.ts";
 
 /** A task as a backend receives it; it must have been made by `defineTask`. */
 export function backendTask(task: Task): BackendTask {
@@ -46,9 +50,19 @@ export interface HandOverRunner {
   /**
    * Ends the chain, once the store is over: stored (`handedOver`), or lost
    * before its response (`discarded`) or after (`finished`, its tasks
-   * failed).
+   * failed). Of a chain handed over, `deduplicated` of its tasks were not
+   * stored, a duplicate taking their place.
    */
-  ended(chain: Chain, to: "handedOver" | "discarded" | "finished"): void;
+  ended(
+    chain: Chain,
+    to: "handedOver" | "discarded" | "finished",
+    deduplicated?: number,
+  ): void;
+  /**
+   * A keyed task will not run: a duplicate took its place as it was stored.
+   * One of the chain's own tasks was counted as the chain ended.
+   */
+  deduplicated(info: TaskInfo, own: boolean): void;
 }
 
 /**
@@ -69,7 +83,7 @@ export function handOver(
     tasks.push(backendTask(task));
   }
   const { signal } = chain;
-  let storing: Promise<void>;
+  let storing: Promise<void | EnqueueResult>;
   try {
     storing = backend.enqueue({
       // Made at its first task's accept().
@@ -82,9 +96,9 @@ export function handOver(
   } catch (error) {
     storing = Promise.reject(error);
   }
-  const settled = toPromise(storing).then(() => {
+  const settled = toPromise(storing).then((result) => {
     // Given up on at a deadline: counted then.
-    if (chain.state === "storing") stored(chain, runner);
+    if (chain.state === "storing") stored(chain, tasks, first, result, runner);
   }, (error) => {
     if (chain.state === "storing") {
       lost(chain, tasks, first, error, beforeResponse, runner);
@@ -106,10 +120,40 @@ export function handOver(
   });
 }
 
-/** The chain is stored: its tasks are the backend's now. */
-function stored(chain: Chain, runner: HandOverRunner): void {
-  runner.ended(chain, "handedOver");
+/**
+ * The chain is stored: its tasks are the backend's now, but for those its
+ * store deduplicated (see EnqueueResult), which the runner is told of.
+ */
+function stored(
+  chain: Chain,
+  tasks: readonly BackendTask[],
+  first: number,
+  result: unknown,
+  runner: HandOverRunner,
+): void {
+  if (typeof result !== "object" || result === null) {
+    runner.ended(chain, "handedOver");
+    chain.release();
+    return;
+  }
+  const { deduplicated, replaced } = result as EnqueueResult;
+  // Each of the chain's keyed tasks once, whatever the backend said.
+  const own = [...new Set(deduplicated ?? [])].filter((index) =>
+    tasks[index]?.key !== undefined
+  );
+  const { request, delivered } = chain;
+  runner.ended(chain, "handedOver", own.length);
   chain.release();
+  for (const index of own) {
+    runner.deduplicated({
+      name: tasks[index]!.name,
+      index: first + index,
+      attempt: 0,
+      request,
+      delivered,
+    }, true);
+  }
+  for (const info of replaced ?? []) runner.deduplicated(info, false);
 }
 
 /**

@@ -34,7 +34,7 @@ import { giveUpLive, giveUpOpen } from "./_give_up.ts";
 import { checkKey, isKeyed } from "./_keyed_task.ts";
 import { openInProcess } from "./_in_process.ts";
 import { escapeControls } from "../api/_describe_task.ts";
-import { report } from "./_report.ts";
+import { hook, report } from "./_report.ts";
 import { Scheduler } from "./_scheduler.ts";
 import { Tally } from "./_tally.ts";
 import { isThenable } from "../util/_promise.ts";
@@ -69,7 +69,17 @@ export class Runner implements ChainOwner {
     this.#handOver = {
       onTaskError: config.onTaskError,
       telemetry: config.telemetry,
-      ended: (chain, to) => this.#close(chain, to),
+      ended: (chain, to, deduplicated) => this.#close(chain, to, deduplicated),
+      deduplicated: (info, own) => {
+        if (!own) this.#tally.deduplicated();
+        hook("onTaskEnd", config.onTaskEnd, {
+          ...info,
+          duration: 0,
+          outcome: "deduplicated",
+          error: undefined,
+          willRetry: false,
+        });
+      },
     };
   }
 
@@ -375,13 +385,14 @@ export class Runner implements ChainOwner {
    * over leave the pending count (each task that is over left it as it
    * settled, in `taskSettled()`), counted as the tally's table says; the
    * drains waiting for it count them and, if it was live, stop waiting for
-   * it; it leaves its list; and the slot it held, if any, is freed.
+   * it; it leaves its list; and the slot it held, if any, is freed. Of a
+   * chain handed over, `deduplicated` tasks count as deduplicated instead.
    */
-  #close(chain: Chain, to: EndState): void {
+  #close(chain: Chain, to: EndState, deduplicated = 0): void {
     const from = chain.state;
     const n = chain.remaining;
     chain.moveTo(to);
-    this.#tally.closed(from, to, n);
+    this.#tally.closed(from, to, n, deduplicated);
     if (from === "open") {
       if (n > 0) this.#open.remove(chain);
       return;
@@ -390,7 +401,7 @@ export class Runner implements ChainOwner {
     if (to === "abandoned") {
       this.#drains.abandoned(sequence, chain.unfinished(), from === "storing");
     } else if (to === "handedOver") {
-      this.#drains.count(sequence, "handedOver", n);
+      this.#drains.count(sequence, "handedOver", n - deduplicated);
     } else if (to === "finished") this.#drains.count(sequence, "failed", n);
     this.#live.remove(chain);
     this.#drains.ended(sequence);

@@ -93,13 +93,20 @@ export class Tally {
 
   /**
    * A chain moved from `from` to the end state `to`, holding `n` tasks that
-   * were not over: they leave the pending count, as `ENDED_AS` says.
+   * were not over: they leave the pending count, as `ENDED_AS` says, but
+   * for `deduplicated` of them, which a backend's store deduplicated.
    */
-  closed(from: ChainState, to: EndState, n: number): void {
+  closed(from: ChainState, to: EndState, n: number, deduplicated = 0): void {
     this.#pending -= n;
     if (from === "running") this.#running--;
     else if (from === "storing") this.#storing -= n;
-    this.#counts[ENDED_AS[to]] += n;
+    this.#counts[ENDED_AS[to]] += n - deduplicated;
+    this.#counts.deduplicated += deduplicated;
+  }
+
+  /** A task stored earlier was deduplicated as a duplicate was stored. */
+  deduplicated(): void {
+    this.#counts.deduplicated++;
   }
 
   snapshot(backend?: BackendStatus): TaskStats {
