@@ -83,19 +83,15 @@ export interface TaskBackend {
    * connection) until the chain is stored or `options.signal` aborts, when
    * the wrapper has given up on the chain (a shutdown deadline).
    *
-   * A backend that keeps keyed tasks may resolve with what its store
-   * deduplicated (see {@linkcode EnqueueResult}), which the runner counts
-   * in `stats.deduplicated` and tells `onTaskEnd`; resolving with nothing
-   * says that every task was stored.
+   * A backend that keeps keyed tasks tells `options.onDeduplicated` what
+   * its store deduplicated, before the promise resolves.
    *
    * @param chain The request's tasks.
-   * @param options The signal that says when to stop trying.
+   * @param options The signal that says when to stop trying, and who to
+   * tell what the store deduplicated.
    * @returns A promise that settles once the chain is safe or lost.
    */
-  enqueue(
-    chain: BackendChain,
-    options?: EnqueueOptions,
-  ): Promise<void | EnqueueResult>;
+  enqueue(chain: BackendChain, options?: EnqueueOptions): Promise<void>;
   /**
    * Whether the backend can store chains now, for the wrapper's
    * `stats.backend` (a health check can answer 503 while it is down) and
@@ -531,22 +527,22 @@ export interface BackendChain {
 /**
  * What a backend's store of a chain deduplicated, for a backend that keeps
  * keyed tasks (see `onDuplicate` in {@linkcode DefineTaskOptions}) and
- * decides it as it stores them: {@linkcode TaskBackend.enqueue} resolves with
- * it. The runner tells `onTaskEnd` of each task named here (outcome
- * `"deduplicated"`, attempt 0, duration 0) and counts it in
- * `stats.deduplicated`; the chain's own tasks named in `deduplicated` are
- * not counted as handed over. A backend whose workers decide it tells their
- * own hooks instead.
+ * decides it as it stores them: it tells
+ * {@linkcode EnqueueOptions.onDeduplicated}. The runner tells `onTaskEnd`
+ * of each task named here (outcome `"deduplicated"`, attempt 0, duration 0)
+ * and counts it in `stats.deduplicated`; the chain's own tasks named in
+ * `indexes` are not counted as handed over. A backend whose workers decide
+ * it tells their own hooks instead.
  *
  * @example A store that found a duplicate waiting
  * ```ts
- * import type { EnqueueResult } from "@afterward/background-tasks/backend";
+ * import type { Deduplicated } from "@afterward/background-tasks/backend";
  * import assert from "node:assert/strict";
  *
- * // The chain's task at index 1 was not stored ("skip"), and it replaced a
- * // task another request had stored ("replace").
- * const result: EnqueueResult = {
- *   deduplicated: [1],
+ * // The chain's task at index 1 was not stored ("skip"), and another took
+ * // the place of a task an earlier request had stored ("replace").
+ * const deduplicated: Deduplicated = {
+ *   indexes: [1],
  *   replaced: [{
  *     name: "reindex",
  *     index: 0,
@@ -556,21 +552,21 @@ export interface BackendChain {
  *     delivered: undefined,
  *   }],
  * };
- * assert.equal(result.replaced?.length, 1);
+ * assert.equal(deduplicated.replaced?.length, 1);
  * ```
  */
-export interface EnqueueResult {
+export interface Deduplicated {
   /**
    * The indexes, in the chain's `tasks`, of its keyed tasks that the store
    * did not add because a duplicate was waiting (`onDuplicate: "skip"`).
    */
-  readonly deduplicated?: readonly number[];
+  readonly indexes?: readonly number[];
   /**
    * Tasks stored earlier, by this process or another, that a keyed task of
    * the chain took the place of while they waited (`onDuplicate:
    * "replace"`): they will not run. Each as `onTaskEnd` is told it (its
    * `attempt` 0). Such a task was counted as handed over where it was
-   * stored, and counts as deduplicated here.
+   * stored, and counts as deduplicated where it was replaced.
    */
   readonly replaced?: readonly TaskInfo[];
 }
@@ -620,6 +616,12 @@ export interface EnqueueOptions {
    * signal aborted may still have been stored.
    */
   signal?: AbortSignal;
+  /**
+   * Told what the store deduplicated, if anything, before `enqueue()`
+   * resolves (see {@linkcode Deduplicated}); the runner gives it for a chain
+   * with keyed tasks. A backend that keeps no keyed task never calls it.
+   */
+  onDeduplicated?: (deduplicated: Deduplicated) => void;
 }
 
 /**

@@ -20,7 +20,7 @@ import type { GroupCommit } from "../durable/_group_commit.ts";
 import type {
   BackendChain,
   BackendTask,
-  EnqueueResult,
+  Deduplicated,
 } from "../api/task_backend.ts";
 import type { TaskInfo } from "../api/task_info.ts";
 import { type KeyedJob, laneOf, openLanes } from "./_lanes.ts";
@@ -61,13 +61,13 @@ export class KeyedStore {
 
   /**
    * Stores the tasks of `chain` at `indexes` (its keyed tasks), and says
-   * which the stores deduplicated.
+   * which the stores deduplicated, if any.
    */
   async store(
     chain: BackendChain,
     indexes: readonly number[],
     signal: AbortSignal | undefined,
-  ): Promise<EnqueueResult> {
+  ): Promise<Deduplicated | undefined> {
     const jobs = indexes.map((index) =>
       keyedJob(chain, chain.tasks[index]!, index, this.#queueName)
     );
@@ -79,14 +79,13 @@ export class KeyedStore {
     const deduplicated: number[] = [];
     const replaced: TaskInfo[] = [];
     jobs.forEach((job, at) => {
-      const { skipped, replaced: waiting } = job.outcome!;
+      // None: a store sent again found it stored by the one before.
+      const { skipped, replaced: waiting } = job.outcome ?? { skipped: false };
       if (skipped) deduplicated.push(indexes[at]!);
       if (waiting !== undefined) replaced.push(infoOf(job.name, waiting));
     });
-    return {
-      ...(deduplicated.length > 0 ? { deduplicated } : {}),
-      ...(replaced.length > 0 ? { replaced } : {}),
-    };
+    if (deduplicated.length === 0 && replaced.length === 0) return undefined;
+    return { indexes: deduplicated, replaced };
   }
 
   /** Resolves once every keyed task handed over is stored or given up. */

@@ -34,7 +34,6 @@ import {
   type BackendTask,
   type DurableBackend,
   type EnqueueOptions,
-  type EnqueueResult,
   type FailedTask,
   type WorkerOptions,
 } from "../api/task_backend.ts";
@@ -376,11 +375,8 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
       );
     },
 
-    enqueue(
-      chain: BackendChain,
-      options: EnqueueOptions = {},
-    ): Promise<void | EnqueueResult> {
-      const { signal } = options;
+    enqueue(chain: BackendChain, options: EnqueueOptions = {}): Promise<void> {
+      const { signal, onDeduplicated } = options;
       if (signal !== undefined && !(signal instanceof AbortSignal)) {
         return Promise.reject(
           new TypeError(
@@ -415,9 +411,9 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
         watch,
       );
       const lanes = keyed.store(chain, keyedAt, signal);
-      return stored === undefined
-        ? lanes
-        : Promise.all([stored, lanes]).then(([, result]) => result);
+      return Promise.all([stored, lanes]).then(([, deduplicated]) => {
+        if (deduplicated !== undefined) onDeduplicated?.(deduplicated);
+      });
     },
 
     async failed(): Promise<BullmqFailedTask[]> {
@@ -445,17 +441,15 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
       await datastore.prepare();
       for (const { queue } of shards) {
         const job = await queue.getJob(jobId);
-        if (job === undefined) continue;
-        if (!(await job.isFailed())) return false;
-        try {
-          await job.retry("failed", { resetAttemptsMade: true });
-        } catch (error) {
-          // Retried by another call meanwhile: BullMQ's script refuses a
-          // job no longer failed.
-          if (!(await job.isFailed())) return false;
-          throw error;
-        }
-        return true;
+        if (job !== undefined) return await retryFailed(job);
+      }
+      // A keyed task that took the place of a waiting duplicate runs in its
+      // job (see _lanes.ts), under that job's id.
+      for (const { queue } of shards) {
+        const job = (await queue.getFailed()).find((job) =>
+          failedTask(job).id === id
+        );
+        if (job !== undefined) return await retryFailed(job);
       }
       return false;
     },
@@ -520,6 +514,20 @@ function chainFlow(
     };
   });
   return flow;
+}
+
+/** Runs a failed job again; false if it is not failed. */
+async function retryFailed(job: Job): Promise<boolean> {
+  if (!(await job.isFailed())) return false;
+  try {
+    await job.retry("failed", { resetAttemptsMade: true });
+  } catch (error) {
+    // Retried by another call meanwhile: BullMQ's script refuses a job no
+    // longer failed.
+    if (!(await job.isFailed())) return false;
+    throw error;
+  }
+  return true;
 }
 
 /**

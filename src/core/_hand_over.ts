@@ -12,13 +12,17 @@ import type { Chain, Task } from "./_chain.ts";
 import { isKeyed } from "./_keyed_task.ts";
 import type {
   BackendTask,
-  EnqueueResult,
+  Deduplicated,
   TaskBackend,
 } from "../api/task_backend.ts";
-import { report } from "./_report.ts";
+import { hook, report } from "./_report.ts";
 import type { Telemetry } from "./_telemetry.ts";
 import { toPromise } from "../util/_promise.ts";
-import type { TaskErrorHandler, TaskInfo } from "../api/task_info.ts";
+import type {
+  TaskEndEvent,
+  TaskErrorHandler,
+  TaskInfo,
+} from "../api/task_info.ts";
 
 /** A task as a backend receives it; it must have been made by `defineTask`. */
 export function backendTask(task: Task): BackendTask {
@@ -58,11 +62,13 @@ export interface HandOverRunner {
     to: "handedOver" | "discarded" | "finished",
     deduplicated?: number,
   ): void;
+  /** Told of the tasks the store deduplicated. */
+  readonly onTaskEnd: ((event: TaskEndEvent) => unknown) | undefined;
   /**
-   * A keyed task will not run: a duplicate took its place as it was stored.
-   * One of the chain's own tasks was counted as the chain ended.
+   * A task stored earlier will not run: the chain's duplicate took its place
+   * as it was stored (the chain's own such tasks count as it ends).
    */
-  deduplicated(info: TaskInfo, own: boolean): void;
+  replaced(): void;
 }
 
 /**
@@ -79,26 +85,37 @@ export function handOver(
 ): Promise<void> {
   const first = chain.position;
   const tasks: BackendTask[] = [];
+  let keyed = false;
   for (let task = chain.head; task !== undefined; task = task.next) {
-    tasks.push(backendTask(task));
+    const given = backendTask(task);
+    keyed ||= given.key !== undefined;
+    tasks.push(given);
   }
   const { signal } = chain;
-  let storing: Promise<void | EnqueueResult>;
+  // What the store deduplicated, if it keeps keyed tasks and the chain has.
+  let deduplicated: Deduplicated | undefined;
+  let storing: Promise<void>;
   try {
-    storing = backend.enqueue({
-      // Made at its first task's accept().
-      id: chain.id ??= crypto.randomUUID(),
-      tasks,
-      request: chain.request,
-      delivered: chain.delivered,
-      traceparent: runner.telemetry?.traceparent(chain.trace),
-    }, { signal });
+    storing = backend.enqueue(
+      {
+        // Made at its first task's accept().
+        id: chain.id ??= crypto.randomUUID(),
+        tasks,
+        request: chain.request,
+        delivered: chain.delivered,
+        traceparent: runner.telemetry?.traceparent(chain.trace),
+      },
+      keyed ? { signal, onDeduplicated: (told) => deduplicated = told } : {
+        signal,
+      },
+    );
   } catch (error) {
     storing = Promise.reject(error);
   }
-  const settled = toPromise(storing).then((result) => {
+  const settled = toPromise(storing).then(() => {
     // Given up on at a deadline: counted then.
-    if (chain.state === "storing") stored(chain, tasks, first, result, runner);
+    if (chain.state !== "storing") return;
+    stored(chain, tasks, first, deduplicated, runner);
   }, (error) => {
     if (chain.state === "storing") {
       lost(chain, tasks, first, error, beforeResponse, runner);
@@ -122,38 +139,52 @@ export function handOver(
 
 /**
  * The chain is stored: its tasks are the backend's now, but for those its
- * store deduplicated (see EnqueueResult), which the runner is told of.
+ * store deduplicated, which the runner is told of.
  */
 function stored(
   chain: Chain,
   tasks: readonly BackendTask[],
   first: number,
-  result: unknown,
+  deduplicated: Deduplicated | undefined,
   runner: HandOverRunner,
 ): void {
-  if (typeof result !== "object" || result === null) {
+  if (typeof deduplicated !== "object" || deduplicated === null) {
     runner.ended(chain, "handedOver");
     chain.release();
     return;
   }
-  const { deduplicated, replaced } = result as EnqueueResult;
+  const { indexes, replaced } = deduplicated;
   // Each of the chain's keyed tasks once, whatever the backend said.
-  const own = [...new Set(deduplicated ?? [])].filter((index) =>
+  const own = [...new Set(indexes ?? [])].filter((index) =>
     tasks[index]?.key !== undefined
   );
   const { request, delivered } = chain;
   runner.ended(chain, "handedOver", own.length);
   chain.release();
   for (const index of own) {
-    runner.deduplicated({
+    tellDeduplicated(runner, {
       name: tasks[index]!.name,
       index: first + index,
       attempt: 0,
       request,
       delivered,
-    }, true);
+    });
   }
-  for (const info of replaced ?? []) runner.deduplicated(info, false);
+  for (const info of replaced ?? []) {
+    runner.replaced();
+    tellDeduplicated(runner, info);
+  }
+}
+
+/** Tells `onTaskEnd` that a keyed task will not run: a duplicate took its place. */
+function tellDeduplicated(runner: HandOverRunner, info: TaskInfo): void {
+  hook("onTaskEnd", runner.onTaskEnd, {
+    ...info,
+    duration: 0,
+    outcome: "deduplicated",
+    error: undefined,
+    willRetry: false,
+  });
 }
 
 /**

@@ -34,7 +34,7 @@ import { giveUpLive, giveUpOpen } from "./_give_up.ts";
 import { checkKey, isKeyed } from "./_keyed_task.ts";
 import { openInProcess } from "./_in_process.ts";
 import { escapeControls } from "../api/_describe_task.ts";
-import { hook, report } from "./_report.ts";
+import { report } from "./_report.ts";
 import { Scheduler } from "./_scheduler.ts";
 import { Tally } from "./_tally.ts";
 import { isThenable } from "../util/_promise.ts";
@@ -69,17 +69,9 @@ export class Runner implements ChainOwner {
     this.#handOver = {
       onTaskError: config.onTaskError,
       telemetry: config.telemetry,
-      ended: (chain, to, deduplicated) => this.#close(chain, to, deduplicated),
-      deduplicated: (info, own) => {
-        if (!own) this.#tally.deduplicated();
-        hook("onTaskEnd", config.onTaskEnd, {
-          ...info,
-          duration: 0,
-          outcome: "deduplicated",
-          error: undefined,
-          willRetry: false,
-        });
-      },
+      onTaskEnd: config.onTaskEnd,
+      ended: (chain, to, own) => this.#close(chain, to, own),
+      replaced: () => this.#tally.deduplicated(),
     };
   }
 

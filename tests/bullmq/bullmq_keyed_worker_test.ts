@@ -1,0 +1,183 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+// Keyed tasks on a BullMQ worker in this process, on Redis and on
+// PostgreSQL: a keyed task holds back neither its request's other tasks nor
+// other keys; a retry keeps its place in its lane; a task that fails for
+// good lets the next of its lane run; a replacement that took the place of a
+// duplicate waiting to be fetched runs with its own arguments and id, and
+// retry() finds it once failed. The two-process tests are in
+// bullmq_keyed_test.ts.
+
+import assert from "node:assert/strict";
+import {
+  defineTask,
+  type TaskEndEvent,
+  withBackgroundTasks,
+} from "../../mod.ts";
+import { bullmqBackend, bullmqWorker } from "../../bullmq.ts";
+import { callHandler } from "../../testing.ts";
+import { redisTest, startRedis } from "../_helpers/redis.ts";
+import { postgresTest, startPostgres } from "../_helpers/postgres.ts";
+import { within } from "../_helpers/common.ts";
+
+Deno.test({
+  ...redisTest,
+  name:
+    "keyed tasks on a BullMQ worker on Redis: lanes apart, retries in place, failures, replacements",
+}, async (t) => {
+  await using redis = await startRedis();
+  await keyedDetails(t, `redis://127.0.0.1:${redis.port}`);
+});
+
+Deno.test({
+  ...postgresTest,
+  name:
+    "keyed tasks on a BullMQ worker on PostgreSQL: lanes apart, retries in place, failures, replacements",
+}, async (t) => {
+  await using server = await startPostgres();
+  await keyedDetails(t, server.url);
+});
+
+const BOUND = 30_000;
+
+async function keyedDetails(t: Deno.TestContext, url: string): Promise<void> {
+  const queue = `test-${crypto.randomUUID()}`;
+  const ran: string[] = [];
+  const bStarted = Promise.withResolvers<void>();
+  const plainRan = Promise.withResolvers<void>();
+  const aDone = Promise.withResolvers<void>();
+  const apart = defineTask(async (_context, key: string) => {
+    if (key === "b") return bStarted.resolve();
+    // Ends only once the request's other task and the other key ran.
+    await Promise.all([bStarted.promise, plainRan.promise]);
+    aDone.resolve();
+  }, { name: "apart", key: (key) => key });
+  const plain = defineTask(() => plainRan.resolve(), { name: "plain" });
+  const flakyDone = Promise.withResolvers<void>();
+  const flaky = defineTask(({ attempt }, _key: string, seq: number) => {
+    ran.push(`flaky ${seq} attempt ${attempt}`);
+    if (seq === 0 && attempt === 1) throw new Error("once");
+    if (seq === 1) flakyDone.resolve();
+  }, {
+    name: "flaky",
+    key: (key) => key,
+    retry: { maxAttempts: 2, minDelay: 300, maxDelay: 300 },
+  });
+  const doomedDone = Promise.withResolvers<void>();
+  const doomed = defineTask((_context, _key: string, seq: number) => {
+    ran.push(`doomed ${seq}`);
+    if (seq === 0) throw new Error("declined");
+    doomedDone.resolve();
+  }, { name: "doomed", key: (key) => key });
+  let healthy = false;
+  const replacedRan = Promise.withResolvers<string>();
+  const nextRan = Promise.withResolvers<void>();
+  const replacing = defineTask(({ id }, _key: string, seq: number) => {
+    ran.push(`replacing ${seq}`);
+    if (seq === 2) return nextRan.resolve();
+    if (!healthy) throw new Error("not yet");
+    replacedRan.resolve(id);
+  }, { name: "replacing", key: (key) => key, onDuplicate: "replace" });
+  const reported = Promise.withResolvers<string | undefined>();
+  const tasks = [apart, plain, flaky, doomed, replacing];
+
+  const backend = bullmqBackend({ connection: url, queue, tasks });
+  const told: TaskEndEvent[] = [];
+  const handler = withBackgroundTasks((request, _info, background) => {
+    const step = new URL(request.url).pathname;
+    if (step === "/apart") {
+      background.addTask(apart, "a");
+      background.addTask(plain);
+      background.addTask(apart, "b");
+    } else if (step === "/flaky") {
+      background.addTask(flaky, "f", 0);
+      background.addTask(flaky, "f", 1);
+    } else if (step === "/doomed") {
+      background.addTask(doomed, "d", 0);
+      background.addTask(doomed, "d", 1);
+    } else {
+      background.addTask(replacing, "r", Number(step.slice(1)));
+    }
+    return new Response("ok", { status: 202 });
+  }, { backend, onTaskEnd: (event) => void told.push(event) });
+  let worker: ReturnType<typeof bullmqWorker> | undefined;
+  try {
+    // Before the worker starts: the first waits to be fetched.
+    await callHandler(handler, "/0");
+    await callHandler(handler, "/1");
+    assert.deepEqual(
+      told.map(({ name, outcome, attempt }) => [name, outcome, attempt]),
+      [["replacing", "deduplicated", 0]],
+    );
+    const replacedId = told[0]!.id;
+    assert.equal(handler.stats.deduplicated, 1);
+
+    worker = bullmqWorker({
+      connection: url,
+      queue,
+      tasks,
+      concurrency: 4,
+      lockDuration: 2_000,
+      onTaskError: (_error, info) => reported.resolve(info.id),
+    });
+
+    await t.step(
+      "a replacement that took the place of a duplicate waiting to be fetched runs with its arguments and its id, and retry() finds it once failed",
+      async () => {
+        const failedId = await within(reported.promise, BOUND, "the failure");
+        // The next of the lane starts once the failed one is failed for good.
+        await callHandler(handler, "/2");
+        await within(nextRan.promise, BOUND, "the next task");
+        assert.deepEqual(ran, ["replacing 1", "replacing 2"]);
+        const failed = await backend.failed();
+        assert.deepEqual(failed.map((task) => [task.id, task.args]), [
+          [failedId, ["r", 1]],
+        ]);
+        // Its own id, in the job of the one it replaced.
+        assert.notEqual(failedId, replacedId);
+        assert.equal(
+          failed[0]!.jobId,
+          `${replacedId!.slice(0, replacedId!.lastIndexOf(":"))}.0`,
+        );
+        healthy = true;
+        assert.equal(await backend.retry(failedId!), true);
+        assert.equal(
+          await within(replacedRan.promise, BOUND, "the retry"),
+          failedId,
+        );
+      },
+    );
+
+    await t.step(
+      "a keyed task holds back neither its request's other tasks nor other keys",
+      async () => {
+        await callHandler(handler, "/apart");
+        await within(aDone.promise, BOUND, "the keyed task of key a");
+      },
+    );
+
+    await t.step("a retry keeps its place in its lane", async () => {
+      ran.length = 0;
+      await callHandler(handler, "/flaky");
+      await within(flakyDone.promise, BOUND, "the lane");
+      assert.deepEqual(ran, [
+        "flaky 0 attempt 1",
+        "flaky 0 attempt 2",
+        "flaky 1 attempt 1",
+      ]);
+    });
+
+    await t.step(
+      "a task that fails for good lets the next of its lane run",
+      async () => {
+        ran.length = 0;
+        await callHandler(handler, "/doomed");
+        await within(doomedDone.promise, BOUND, "the next task");
+        assert.deepEqual(ran, ["doomed 0", "doomed 1"]);
+      },
+    );
+  } finally {
+    await worker?.close();
+    await backend.close();
+  }
+}
