@@ -20,6 +20,8 @@ export class LaneGate {
   readonly #lanes: Lanes;
   readonly #park: number;
   readonly #closing: AbortSignal;
+  /** The `leave()`s under way, which `idle()` waits for. */
+  readonly #leaving = new Set<Promise<void>>();
 
   /**
    * @param park Milliseconds a job behind its lane's head waits before it
@@ -75,6 +77,13 @@ export class LaneGate {
     const lane = (job?.data as JobData | undefined)?.lane;
     if (lane === undefined) return;
     // Lost: the next job asks again within `park` milliseconds.
-    this.#lanes.leave(owner, lane, Date.now()).catch(() => {});
+    const leaving = this.#lanes.leave(owner, lane, Date.now()).catch(() => {});
+    this.#leaving.add(leaving);
+    void leaving.then(() => this.#leaving.delete(leaving));
+  }
+
+  /** Resolves once the `left()`s so far are done, before the datastore closes. */
+  async idle(): Promise<void> {
+    await Promise.all(this.#leaving);
   }
 }

@@ -195,6 +195,9 @@ function live(head: Head): boolean {
 /**
  * Takes the advisory locks of `lanes`, in one order (that of their keys),
  * so that two transactions that share lanes cannot wait for each other.
+ * Two-part keys, whose first part is this package's: none is one of
+ * BullMQ's (its one-part keys are another space; its two-part ones start
+ * with the hash of another name).
  */
 async function lock(
   client: PgPoolClient,
@@ -202,8 +205,8 @@ async function lock(
   lanes: readonly string[],
 ): Promise<void> {
   await client.query(
-    `SELECT pg_advisory_xact_lock(k) FROM (
-      SELECT DISTINCT hashtext('background-tasks:lane:' || $1 || ':' || lane) AS k
+    `SELECT pg_advisory_xact_lock(hashtext('background-tasks:lane'), k) FROM (
+      SELECT DISTINCT hashtext($1 || ':' || lane) AS k
         FROM unnest($2::text[]) AS lane ORDER BY k
     ) AS keys`,
     [queueName, lanes],
@@ -240,7 +243,7 @@ async function makeTable(pool: PgPool): Promise<void> {
   if (rows[0]?.made) return;
   await transaction(pool, async (client) => {
     await client.query(
-      "SELECT pg_advisory_xact_lock(hashtext('background-tasks:lanes'))",
+      "SELECT pg_advisory_xact_lock(hashtext('background-tasks:lane'), 0)",
     );
     await client.query(TABLE);
   });

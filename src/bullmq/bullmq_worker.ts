@@ -310,6 +310,7 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
       closing.abort();
       const workers = await started;
       await Promise.all(workers.map((worker) => worker.close()));
+      await gate.idle();
       await datastore.close();
     },
   };

@@ -9,6 +9,8 @@
 // bullmq_keyed_test.ts.
 
 import assert from "node:assert/strict";
+import { Redis } from "npm:ioredis@^5";
+import pg from "npm:pg@^8";
 import {
   defineTask,
   type TaskEndEvent,
@@ -26,7 +28,17 @@ Deno.test({
     "keyed tasks on a BullMQ worker on Redis: lanes apart, retries in place, failures, replacements",
 }, async (t) => {
   await using redis = await startRedis();
-  await keyedDetails(t, `redis://127.0.0.1:${redis.port}`);
+  await keyedDetails(t, `redis://127.0.0.1:${redis.port}`, async (queue) => {
+    const client = new Redis(redis.port, "127.0.0.1");
+    try {
+      // The lanes' counter stays; no lane, and no deduplication key.
+      return (await client.keys(`*:${queue}:*`)).filter((key) =>
+        key.includes(":lane") || key.includes(":de:")
+      ).sort();
+    } finally {
+      client.disconnect();
+    }
+  }, [`{bull:0:0}:QUEUE:lane-counter`]);
 });
 
 Deno.test({
@@ -35,12 +47,30 @@ Deno.test({
     "keyed tasks on a BullMQ worker on PostgreSQL: lanes apart, retries in place, failures, replacements",
 }, async (t) => {
   await using server = await startPostgres();
-  await keyedDetails(t, server.url);
+  await keyedDetails(t, server.url, async (queue) => {
+    const client = new pg.Client({ connectionString: server.url });
+    await client.connect();
+    try {
+      const { rows } = await client.query(
+        `SELECT 'lane ' || job_id AS row FROM bullmq.background_tasks_lane WHERE queue = $1
+          UNION ALL SELECT 'dedup ' || dedup_id FROM bullmq.dedup WHERE queue = $1`,
+        [queue],
+      );
+      return rows.map((row: { row: string }) => row.row);
+    } finally {
+      await client.end();
+    }
+  }, []);
 });
 
 const BOUND = 30_000;
 
-async function keyedDetails(t: Deno.TestContext, url: string): Promise<void> {
+async function keyedDetails(
+  t: Deno.TestContext,
+  url: string,
+  leftOf: (queue: string) => Promise<string[]>,
+  expected: string[],
+): Promise<void> {
   const queue = `test-${crypto.randomUUID()}`;
   const ran: string[] = [];
   const bStarted = Promise.withResolvers<void>();
@@ -174,6 +204,18 @@ async function keyedDetails(t: Deno.TestContext, url: string): Promise<void> {
         await callHandler(handler, "/doomed");
         await within(doomedDone.promise, BOUND, "the next task");
         assert.deepEqual(ran, ["doomed 0", "doomed 1"]);
+      },
+    );
+
+    await t.step(
+      "nothing of the lanes is left once their tasks ran",
+      async () => {
+        await worker!.close();
+        await backend.close();
+        assert.deepEqual(
+          await leftOf(queue),
+          expected.map((line) => line.replace("QUEUE", queue)),
+        );
       },
     );
   } finally {
