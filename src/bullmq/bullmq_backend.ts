@@ -269,6 +269,13 @@ const BULLMQ_BACKEND_OPTIONS = optionKeys<BullmqBackendOptions>({
  * after the chain's first task finished may run the finished tasks again.
  * Delivery is at least once only for a worker that dies mid-task.
  *
+ * A keyed task (defined with a `key`) leaves its request's chain: it is a
+ * job of its own, in its key's lane, which the workers run one at a time, in
+ * the order stored, whatever their number; its `onDuplicate` is BullMQ's
+ * deduplication by its lane, and its `delay` BullMQ's (see docs/durable.md,
+ * "Keyed tasks on BullMQ"). What the store deduplicates is counted in the
+ * handler's `stats.deduplicated` and told to its `onTaskEnd`.
+ *
  * Only tasks made by `defineTask` and listed in `tasks` can be added, with
  * arguments that survive JSON: anything else fails at `addTask()` with a
  * `TypeError`.
@@ -299,8 +306,7 @@ const BULLMQ_BACKEND_OPTIONS = optionKeys<BullmqBackendOptions>({
  * know.
  * @returns The backend, for the `backend` option of a wrapped handler.
  * @throws {TypeError} If an option has the wrong type, or means nothing on
- * PostgreSQL (`prefix`, `shards`), or a task of `tasks` is keyed (defined
- * with a `key`), which this backend does not support yet.
+ * PostgreSQL (`prefix`, `shards`).
  */
 export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
   const action = "Cannot create BullMQ backend";

@@ -98,7 +98,8 @@ export interface BullmqWorkerOptions extends WorkerOptions {
   /**
    * Milliseconds a worker holds a task before others may take it back: a
    * worker that died is noticed after at most this long, plus
-   * `stalledInterval`.
+   * `stalledInterval`. A keyed task fetched while a duplicate runs waits at
+   * most this long before it asks again, should nobody wake it.
    *
    * @default {30000}
    */
@@ -177,7 +178,10 @@ const BULLMQ_WORKER_OPTIONS = optionKeys<BullmqWorkerOptions>({
  * not know; such a task, should one arrive, fails and is reported through
  * `onTaskError`. On PostgreSQL, it first makes BullMQ's tables if no web
  * process or worker made them yet, and waits for PostgreSQL while it cannot
- * be reached.
+ * be reached. A keyed task runs only at the head of its key's lane, one at
+ * a time across all workers, in the order stored; a keyed task fetched out
+ * of turn goes back to BullMQ's delayed set, with no attempt counted, until
+ * its turn comes.
  *
  * @example Run tasks until SIGTERM
  * ```ts ignore

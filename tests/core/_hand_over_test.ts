@@ -157,3 +157,30 @@ guardedTest(
     assert.equal(result.handedOver, 1);
   },
 );
+
+guardedTest(
+  "a chain without keyed tasks is handed over with its signal alone, one with keyed tasks with onDeduplicated too",
+  async () => {
+    const reindex = defineTask((_context, _id: string) => {}, {
+      name: "reindex",
+      key: (id) => id,
+    });
+    const given: string[][] = [];
+    const backend: TaskBackend = {
+      accept() {},
+      enqueue(_chain, options) {
+        given.push(Object.keys(options ?? {}));
+        return Promise.resolve();
+      },
+    };
+    const handler = withBackgroundTasks((request, _info, tasks) => {
+      tasks.addTask(job);
+      if (request.url.endsWith("/keyed")) tasks.addTask(reindex, "u1");
+      return new Response("ok");
+    }, { backend });
+    await callHandler(handler, "/plain");
+    await callHandler(handler, "/keyed");
+    assert.deepEqual(given, [["signal"], ["signal", "onDeduplicated"]]);
+    assert.equal(handler.stats.handedOver, 3);
+  },
+);
