@@ -557,13 +557,15 @@ export interface BackendChain {
  */
 export interface Deduplicated {
   /**
-   * The indexes, in the chain's `tasks`, of its keyed tasks that the store
-   * did not add because a duplicate was waiting (`onDuplicate: "skip"`).
+   * The indexes, in the chain's `tasks`, of its keyed tasks that will not
+   * run: the store did not add them because a duplicate was waiting
+   * (`onDuplicate: "skip"`), or a later task of the chain took their place
+   * (`"replace"`).
    */
   readonly indexes?: readonly number[];
   /**
-   * Tasks stored earlier, by this process or another, that a keyed task of
-   * the chain took the place of while they waited (`onDuplicate:
+   * Tasks of other chains, stored earlier by this process or another, that
+   * a keyed task of the chain took the place of while they waited (`onDuplicate:
    * "replace"`): they will not run. Each as `onTaskEnd` is told it (its
    * `attempt` 0). Such a task was counted as handed over where it was
    * stored, and counts as deduplicated where it was replaced.

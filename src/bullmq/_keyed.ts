@@ -82,7 +82,12 @@ export class KeyedStore {
       // None: a store sent again found it stored by the one before.
       const { skipped, replaced: waiting } = job.outcome ?? { skipped: false };
       if (skipped) deduplicated.push(indexes[at]!);
-      if (waiting !== undefined) replaced.push(infoOf(job.name, waiting));
+      // One of the chain's own, replaced by a later one of the same store:
+      // it was never the backend's.
+      if (waiting?.chain === chain.id) deduplicated.push(waiting.index);
+      else if (waiting !== undefined) {
+        replaced.push(infoOf(job.name, waiting));
+      }
     });
     if (deduplicated.length === 0 && replaced.length === 0) return undefined;
     return { indexes: deduplicated, replaced };

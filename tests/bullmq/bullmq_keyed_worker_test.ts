@@ -9,7 +9,7 @@
 // bullmq_keyed_test.ts.
 
 import assert from "node:assert/strict";
-import { Redis } from "npm:ioredis@^5";
+import { Cluster, Redis } from "npm:ioredis@^5";
 import pg from "npm:pg@^8";
 import {
   defineTask,
@@ -20,7 +20,12 @@ import { bullmqBackend, bullmqWorker } from "../../bullmq.ts";
 import { callHandler } from "../../testing.ts";
 import { redisTest, startRedis } from "../_helpers/redis.ts";
 import { postgresTest, startPostgres } from "../_helpers/postgres.ts";
-import { within } from "../_helpers/common.ts";
+import { counter, within } from "../_helpers/common.ts";
+import { shardPrefixes } from "../../src/bullmq/_shared.ts";
+import {
+  deploymentsAvailable,
+  startRedisCluster,
+} from "../_helpers/redis_deployments.ts";
 
 Deno.test({
   ...redisTest,
@@ -223,3 +228,74 @@ async function keyedDetails(
     await backend.close();
   }
 }
+
+Deno.test({
+  ...redisTest,
+  ignore: !deploymentsAvailable,
+  name:
+    "keyed tasks on a three-node Redis Cluster, over three shards: each lane whole in one shard, in order, and a replacement's arguments win",
+}, async () => {
+  await using cluster = await startRedisCluster(3);
+  const nodes = [{ host: "127.0.0.1", port: cluster.ports[0]! }];
+  const connect = () =>
+    new Cluster(nodes, { redisOptions: { maxRetriesPerRequest: null } });
+  const web = connect();
+  const workers = connect();
+  const queue = `test-${crypto.randomUUID()}`;
+  const keys = ["k0", "k1", "k2", "k3", "k4", "k5"];
+  const ran = new Map<string, number[]>();
+  const latest = new Map<string, number[]>();
+  const finished = counter(keys.length * 6);
+  const step = defineTask((_context, key: string, seq: number) => {
+    ran.set(key, [...ran.get(key) ?? [], seq]);
+    finished.tick();
+  }, { name: "step", key: (key) => key });
+  const last = defineTask((_context, key: string, seq: number) => {
+    latest.set(key, [...latest.get(key) ?? [], seq]);
+    finished.tick();
+  }, { name: "last", key: (key) => key, onDuplicate: "replace" });
+  const tasks = [step, last];
+  const backend = bullmqBackend({ connection: web, queue, shards: 3, tasks });
+  let worker: ReturnType<typeof bullmqWorker> | undefined;
+  try {
+    const handler = withBackgroundTasks((request, _info, background) => {
+      const key = new URL(request.url).pathname.slice(1);
+      for (let seq = 0; seq < 5; seq++) background.addTask(step, key, seq);
+      for (let seq = 0; seq < 3; seq++) background.addTask(last, key, seq);
+      return new Response("ok");
+    }, { backend });
+    await Promise.all(keys.map((key) => callHandler(handler, `/${key}`)));
+    // Before any worker: the first of each "replace" waits to be fetched,
+    // and the two after it take its place.
+    assert.equal(handler.stats.deduplicated, keys.length * 2);
+    assert.equal(handler.stats.handedOver, keys.length * 6);
+    // Each lane is whole in one shard (a sorted set under its hash tag).
+    for (const key of keys) {
+      for (const [name, stored] of [["step", 5], ["last", 1]] as const) {
+        const sizes = await Promise.all(
+          shardPrefixes("bull", 3).map((prefix) =>
+            web.zcard(`${prefix}:${queue}:lane:${JSON.stringify([name, key])}`)
+          ),
+        );
+        assert.deepEqual(sizes.sort(), [0, 0, stored], `${name} ${key}`);
+      }
+    }
+    worker = bullmqWorker({
+      connection: workers,
+      queue,
+      shards: 3,
+      tasks,
+      concurrency: 8,
+    });
+    await within(finished.done, BOUND, "the keyed tasks");
+    for (const key of keys) {
+      assert.deepEqual(ran.get(key), [0, 1, 2, 3, 4], key);
+      assert.deepEqual(latest.get(key), [2], key);
+    }
+  } finally {
+    await worker?.close();
+    await backend.close();
+    web.disconnect();
+    workers.disconnect();
+  }
+});
