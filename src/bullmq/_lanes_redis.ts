@@ -91,6 +91,7 @@ while true do
   redis.call('ZREM', lane, head)
 end
 local data = redis.call('HGET', prefix .. id, 'data')
+if not data then return {0} end
 local due = tonumber(cjson.decode(data)['due'])
 if due and due > now then return {2, tostring(due)} end
 if redis.call('GET', dedup) == id then redis.call('DEL', dedup) end

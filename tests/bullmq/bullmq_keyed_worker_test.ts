@@ -5,7 +5,10 @@
 // other keys; a retry keeps its place in its lane; a task that fails for
 // good lets the next of its lane run; a replacement that took the place of a
 // duplicate waiting to be fetched runs with its own arguments and id, and
-// retry() finds it once failed. The two-process tests are in
+// retry() finds it once failed; "skip" stores a task added while its
+// duplicate runs, and not one added while that one waits; nothing of the
+// lanes is left once their tasks ran; and on a Redis Cluster over three
+// shards, each lane is whole in one. The two-process tests are in
 // bullmq_keyed_test.ts.
 
 import assert from "node:assert/strict";
@@ -114,7 +117,17 @@ async function keyedDetails(
     replacedRan.resolve(id);
   }, { name: "replacing", key: (key) => key, onDuplicate: "replace" });
   const reported = Promise.withResolvers<string | undefined>();
-  const tasks = [apart, plain, flaky, doomed, replacing];
+  const skipStarted = Promise.withResolvers<void>();
+  const skipGo = Promise.withResolvers<void>();
+  const skipDone = Promise.withResolvers<void>();
+  const skipping = defineTask(async (_context, _key: string, seq: number) => {
+    ran.push(`skipping ${seq}`);
+    if (seq === 0) {
+      skipStarted.resolve();
+      await skipGo.promise;
+    } else skipDone.resolve();
+  }, { name: "skipping", key: (key) => key, onDuplicate: "skip" });
+  const tasks = [apart, plain, flaky, doomed, replacing, skipping];
 
   const backend = bullmqBackend({ connection: url, queue, tasks });
   const told: TaskEndEvent[] = [];
@@ -130,6 +143,8 @@ async function keyedDetails(
     } else if (step === "/doomed") {
       background.addTask(doomed, "d", 0);
       background.addTask(doomed, "d", 1);
+    } else if (step.startsWith("/skip")) {
+      background.addTask(skipping, "s", Number(step.slice(5)));
     } else {
       background.addTask(replacing, "r", Number(step.slice(1)));
     }
@@ -209,6 +224,23 @@ async function keyedDetails(
         await callHandler(handler, "/doomed");
         await within(doomedDone.promise, BOUND, "the next task");
         assert.deepEqual(ran, ["doomed 0", "doomed 1"]);
+      },
+    );
+
+    await t.step(
+      "skip: a task added while its duplicate runs is stored, and one added while that one waits is not",
+      async () => {
+        ran.length = 0;
+        const { handedOver, deduplicated } = handler.stats;
+        await callHandler(handler, "/skip0");
+        await within(skipStarted.promise, BOUND, "the first task");
+        await callHandler(handler, "/skip1");
+        await callHandler(handler, "/skip2");
+        assert.equal(handler.stats.handedOver - handedOver, 2);
+        assert.equal(handler.stats.deduplicated - deduplicated, 1);
+        skipGo.resolve();
+        await within(skipDone.promise, BOUND, "the second task");
+        assert.deepEqual(ran, ["skipping 0", "skipping 1"]);
       },
     );
 
