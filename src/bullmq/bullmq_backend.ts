@@ -28,14 +28,14 @@ import {
   optionKeys,
 } from "../util/_assert.ts";
 import { workerConfig } from "../durable/_worker.ts";
-import {
-  type BackendChain,
-  type BackendStatus,
-  type BackendTask,
-  type DurableBackend,
-  type EnqueueOptions,
-  type FailedTask,
-  type WorkerOptions,
+import type {
+  BackendChain,
+  BackendStatus,
+  BackendTask,
+  DurableBackend,
+  EnqueueOptions,
+  FailedTask,
+  WorkerOptions,
 } from "../api/task_backend.ts";
 
 /**
