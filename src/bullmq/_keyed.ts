@@ -23,7 +23,8 @@ import type {
   Deduplicated,
 } from "../api/task_backend.ts";
 import type { TaskInfo } from "../api/task_info.ts";
-import { type KeyedJob, laneOf, openLanes } from "./_lanes.ts";
+import { type KeyedJob, laneOf } from "./_lanes.ts";
+import { openLanes } from "./_open_lanes.ts";
 
 /** The indexes of a chain's keyed tasks, or undefined if it has none. */
 export function keyedIndexes(chain: BackendChain): number[] | undefined {

@@ -11,7 +11,8 @@
 
 import { DelayedError, type Job } from "npm:bullmq@^6";
 import type { Datastore, JobData, Owner } from "./_shared.ts";
-import { type Lanes, openLanes, type Turn } from "./_lanes.ts";
+import type { Lanes, Turn } from "./_lanes.ts";
+import { openLanes } from "./_open_lanes.ts";
 import { reconnectDelay } from "./_connection_watch.ts";
 import { delay } from "../core/_retry.ts";
 

@@ -5,8 +5,8 @@
 // key, in the order they were stored. What each datastore keeps of a lane
 // (a sorted set beside BullMQ's keys on Redis, rows of a table beside
 // BullMQ's on PostgreSQL) is behind `Lanes`, in _lanes_redis.ts and
-// _lanes_postgres.ts; the web side's store is in _keyed.ts, the worker's
-// turn in _lane_gate.ts.
+// _lanes_postgres.ts (_open_lanes.ts picks one); the web side's store is in
+// _keyed.ts, the worker's turn in _lane_gate.ts.
 //
 // How the modes hold: a job is stored with BullMQ's deduplication by its
 // lane ("skip": simple mode; "replace": its replace mode, which takes the
@@ -18,11 +18,8 @@
 
 import { Job, type JobJson, type JobsOptions } from "npm:bullmq@^6";
 import type { OnDuplicate } from "../api/define_task.ts";
-import type { Datastore, JobData, Owner } from "./_shared.ts";
+import type { JobData, Owner } from "./_shared.ts";
 import type { Jobs } from "./_shard.ts";
-import { redisLanes } from "./_lanes_redis.ts";
-import { postgresLanes } from "./_lanes_postgres.ts";
-import type { PgPool } from "npm:bullmq@^6";
 
 /**
  * A keyed task's job, as the backend stores it (a flow's job of one, as the
@@ -80,13 +77,6 @@ export interface Lanes {
    * it waits in BullMQ's delayed set for its turn.
    */
   leave(owner: Owner, lane: string, now: number): Promise<void>;
-}
-
-/** The lanes of `datastore`, for queue `queueName`. */
-export function openLanes(datastore: Datastore, queueName: string): Lanes {
-  return datastore.name === "Redis"
-    ? redisLanes()
-    : postgresLanes(datastore.connection as PgPool, queueName);
 }
 
 /**
