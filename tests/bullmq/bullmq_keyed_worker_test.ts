@@ -6,7 +6,9 @@
 // good lets the next of its lane run; a replacement that took the place of a
 // duplicate waiting to be fetched runs with its own arguments and id, and
 // retry() finds it once failed; "skip" stores a task added while its
-// duplicate runs, and not one added while that one waits; nothing of the
+// duplicate runs, and not one added while that one waits; "replace" tasks
+// added while a duplicate runs wait behind it, each taking the place of the
+// one before; nothing of the
 // lanes is left once their tasks ran; and on a Redis Cluster over three
 // shards, each lane is whole in one. The two-process tests are in
 // bullmq_keyed_test.ts.
@@ -127,7 +129,17 @@ async function keyedDetails(
       await skipGo.promise;
     } else skipDone.resolve();
   }, { name: "skipping", key: (key) => key, onDuplicate: "skip" });
-  const tasks = [apart, plain, flaky, doomed, replacing, skipping];
+  const behindStarted = Promise.withResolvers<void>();
+  const behindGo = Promise.withResolvers<void>();
+  const behindDone = Promise.withResolvers<void>();
+  const behind = defineTask(async (_context, _key: string, seq: number) => {
+    ran.push(`behind ${seq}`);
+    if (seq === 0) {
+      behindStarted.resolve();
+      await behindGo.promise;
+    } else behindDone.resolve();
+  }, { name: "behind", key: (key) => key, onDuplicate: "replace" });
+  const tasks = [apart, plain, flaky, doomed, replacing, skipping, behind];
 
   const backend = bullmqBackend({ connection: url, queue, tasks });
   const told: TaskEndEvent[] = [];
@@ -143,6 +155,8 @@ async function keyedDetails(
     } else if (step === "/doomed") {
       background.addTask(doomed, "d", 0);
       background.addTask(doomed, "d", 1);
+    } else if (step.startsWith("/behind")) {
+      background.addTask(behind, "b", Number(step.slice(7)));
     } else if (step.startsWith("/skip")) {
       background.addTask(skipping, "s", Number(step.slice(5)));
     } else {
@@ -241,6 +255,34 @@ async function keyedDetails(
         skipGo.resolve();
         await within(skipDone.promise, BOUND, "the second task");
         assert.deepEqual(ran, ["skipping 0", "skipping 1"]);
+      },
+    );
+
+    await t.step(
+      "replace: tasks added while a duplicate runs wait behind it, each taking the place of the one before",
+      async () => {
+        ran.length = 0;
+        const before = told.length;
+        await callHandler(handler, "/behind0");
+        await within(behindStarted.promise, BOUND, "the first task");
+        for (let seq = 1; seq <= 5; seq++) {
+          await callHandler(handler, `/behind${seq}`);
+        }
+        assert.deepEqual(
+          told.slice(before).map(({ name, outcome, request }) => [
+            name,
+            outcome,
+            request?.url,
+          ]),
+          [1, 2, 3, 4].map((seq) => [
+            "behind",
+            "deduplicated",
+            `http://localhost/behind${seq}`,
+          ]),
+        );
+        behindGo.resolve();
+        await within(behindDone.promise, BOUND, "the last task");
+        assert.deepEqual(ran, ["behind 0", "behind 5"]);
       },
     );
 
