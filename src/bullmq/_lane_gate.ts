@@ -16,6 +16,9 @@ import { openLanes } from "./_open_lanes.ts";
 import { reconnectDelay } from "./_connection_watch.ts";
 import { delay } from "../core/_retry.ts";
 
+/** A worker, whose errors its own listener says. */
+type Worker = Owner & { emit(event: "error", error: unknown): unknown };
+
 /** Lets keyed jobs run one at a time per lane, in order. */
 export class LaneGate {
   readonly #lanes: Lanes;
@@ -45,7 +48,7 @@ export class LaneGate {
    * given it new data while it waited). Otherwise throws BullMQ's
    * `DelayedError`, once the job is back in the delayed set.
    */
-  async enter(owner: Owner, job: Job, token?: string): Promise<JobData> {
+  async enter(owner: Worker, job: Job, token?: string): Promise<JobData> {
     const { lane } = job.data as JobData;
     let turn: Turn | undefined;
     // Until the datastore answers: the job is locked meanwhile, and a
@@ -54,6 +57,9 @@ export class LaneGate {
       try {
         turn = await this.#lanes.enter(owner, lane!, job.id!, Date.now());
       } catch (error) {
+        // Said as the worker's other errors are: once per outage for a
+        // lost connection, a line each time for anything else.
+        owner.emit("error", error);
         // Closing: left to stall, and to run again elsewhere.
         if (!await delay(reconnectDelay(attempt), this.#closing)) {
           throw new DelayedError(String(error));
@@ -74,11 +80,13 @@ export class LaneGate {
    * A keyed job finished an attempt (or failed without one): the next of
    * its lane may start if it was its last.
    */
-  left(owner: Owner, job: Job | undefined): void {
+  left(owner: Worker, job: Job | undefined): void {
     const lane = (job?.data as JobData | undefined)?.lane;
     if (lane === undefined) return;
     // Lost: the next job asks again within `park` milliseconds.
-    const leaving = this.#lanes.leave(owner, lane, Date.now()).catch(() => {});
+    const leaving = this.#lanes.leave(owner, lane, Date.now()).catch((error) =>
+      void owner.emit("error", error)
+    );
     this.#leaving.add(leaving);
     void leaving.then(() => this.#leaving.delete(leaving));
   }

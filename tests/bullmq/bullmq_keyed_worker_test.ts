@@ -25,7 +25,7 @@ import { bullmqBackend, bullmqWorker } from "../../bullmq.ts";
 import { callHandler } from "../../testing.ts";
 import { redisTest, startRedis } from "../_helpers/redis.ts";
 import { postgresTest, startPostgres } from "../_helpers/postgres.ts";
-import { counter, within } from "../_helpers/common.ts";
+import { consoleLines, counter, within } from "../_helpers/common.ts";
 import { shardPrefixes } from "../../src/bullmq/_shared.ts";
 import {
   deploymentsAvailable,
@@ -371,5 +371,47 @@ Deno.test({
     await backend.close();
     web.disconnect();
     workers.disconnect();
+  }
+});
+
+Deno.test({
+  ...redisTest,
+  name:
+    "a keyed task whose lane cannot be read waits, said in a line, with no attempt counted, and runs once it can be",
+}, async () => {
+  await using redis = await startRedis();
+  const url = `redis://127.0.0.1:${redis.port}`;
+  const queue = `test-${crypto.randomUUID()}`;
+  const ran = Promise.withResolvers<number>();
+  const task = defineTask(({ attempt }, _key: string) => ran.resolve(attempt), {
+    name: "task",
+    key: (key) => key,
+  });
+  const backend = bullmqBackend({ connection: url, queue, tasks: [task] });
+  const client = new Redis(redis.port, "127.0.0.1");
+  using output = consoleLines();
+  let worker: ReturnType<typeof bullmqWorker> | undefined;
+  try {
+    const handler = withBackgroundTasks((_request, _info, background) => {
+      background.addTask(task, "k");
+      return new Response("ok");
+    }, { backend });
+    await callHandler(handler, "/");
+    // A key of another type where the lane is: the worker's script fails.
+    const lane = `{bull:0:0}:${queue}:lane:${JSON.stringify(["task", "k"])}`;
+    assert.equal(await client.zcard(lane), 1);
+    await client.set(lane, "not a sorted set");
+    worker = bullmqWorker({ connection: url, queue, tasks: [task] });
+    await within(
+      output.seen(/^The BullMQ worker failed: .*WRONGTYPE/),
+      BOUND,
+      "the line",
+    );
+    await client.del(lane);
+    assert.equal(await within(ran.promise, BOUND, "the task"), 1);
+  } finally {
+    await worker?.close();
+    await backend.close();
+    client.disconnect();
   }
 });
