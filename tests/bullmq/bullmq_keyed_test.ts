@@ -172,20 +172,19 @@ async function keyedModes(t: Deno.TestContext, url: string): Promise<void> {
           "the queued tasks",
         );
         const events = workers.flatMap((worker) => worker.events);
+        const pids = workers.map((worker) => worker.child.pid);
+        const spread: string[] = [];
         for (const key of keys) {
           const runs = runsOf(events, "laneQueue", key);
-          assert.deepEqual(runs.map((run) => run.seq), [
-            0,
-            1,
-            2,
-            3,
-            4,
-            5,
-            6,
-            7,
-          ]);
+          const order = Array.from({ length: 8 }, (_, seq) => seq);
+          assert.deepEqual(runs.map((run) => run.seq), order);
           assertOneAtATime(runs, key);
+          const counts = pids.map((pid) =>
+            runs.filter((run) => run.pid === pid).length
+          );
+          spread.push(`${key} ${counts.join("+")}`);
         }
+        console.log(`runs per worker: ${spread.join(", ")}`);
       },
     );
 
