@@ -5,7 +5,11 @@
 // that run them take, and the admin shape every durable backend shares. What
 // `@afterward/background-tasks/backend` exports.
 
-import type { ExecutionOptions, RequestSummary } from "./task_info.ts";
+import type {
+  ExecutionOptions,
+  RequestSummary,
+  TaskInfo,
+} from "./task_info.ts";
 import type { DefinedTask, OnDuplicate, RetryPolicy } from "./define_task.ts";
 import { escapeControls } from "./_describe_task.ts";
 
@@ -79,7 +83,8 @@ export interface TaskBackend {
    * connection) until the chain is stored or `options.signal` aborts, when
    * the wrapper has given up on the chain (a shutdown deadline). A backend
    * that keeps keyed tasks resolves with an {@linkcode EnqueueResult} that
-   * names those it did not store because a duplicate was waiting.
+   * names those it did not store because a duplicate was waiting, and the
+   * tasks stored earlier that a task of the chain replaced.
    *
    * @param chain The request's tasks.
    * @param options The signal that says when to stop trying.
@@ -618,6 +623,14 @@ export interface EnqueueResult {
    * `handedOver`, and `onTaskEnd` is told once (attempt 0, duration 0).
    */
   readonly deduplicated?: readonly number[];
+  /**
+   * Tasks of other chains, stored earlier by this process or another, that
+   * a keyed task of the chain took the place of while they waited
+   * (`onDuplicate: "replace"`): they will not run. `onTaskEnd` is told each
+   * once, as `"deduplicated"` (its `attempt` 0); `stats` do not count them
+   * again, as they were counted as handed over where they were stored.
+   */
+  readonly replaced?: readonly TaskInfo[];
 }
 
 /**

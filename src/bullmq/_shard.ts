@@ -100,7 +100,7 @@ export function openShard(
 }
 
 /** How one kind of chain is stored. */
-interface StoreKind {
+export interface StoreKind {
   /** Stores a group of chains of this kind. */
   add(group: FlowJob[]): Promise<void>;
   /**
@@ -120,7 +120,7 @@ function chainOf(flow: Pick<FlowJob, "data">): string {
  * cut connections. Once a group is stored, the guards of its chains are
  * forgotten: nothing stores them again.
  */
-function storeGroups(
+export function storeGroups(
   datastore: Datastore,
   queue: Jobs,
   watch: ConnectionWatch,

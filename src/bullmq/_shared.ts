@@ -25,6 +25,10 @@ export interface JobData {
   delivered?: boolean;
   /** The `traceparent` of the request's span, when telemetry was on. */
   trace?: string;
+  /** A keyed task's lane: its name and key (see _lanes.ts). */
+  lane?: string;
+  /** When a keyed task with a `delay` may start, in epoch milliseconds. */
+  due?: number;
 }
 
 /** A Queue, FlowProducer or Worker, whose connection a datastore watches. */

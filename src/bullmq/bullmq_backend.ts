@@ -10,6 +10,7 @@ import {
   shardPrefixes,
 } from "./_shared.ts";
 import { openShard } from "./_shard.ts";
+import { keyedIndexes, KeyedStore } from "./_keyed.ts";
 import {
   assertRedisOnly,
   type Connection,
@@ -28,16 +29,15 @@ import {
   optionKeys,
 } from "../util/_assert.ts";
 import { workerConfig } from "../durable/_worker.ts";
-import {
-  assertKeyedTasksKept,
-  type BackendChain,
-  type BackendStatus,
-  type BackendTask,
-  type DurableBackend,
-  type EnqueueOptions,
-  type FailedTask,
-  type KeyedTasksKept,
-  type WorkerOptions,
+import type {
+  BackendChain,
+  BackendStatus,
+  BackendTask,
+  DurableBackend,
+  EnqueueOptions,
+  EnqueueResult,
+  FailedTask,
+  WorkerOptions,
 } from "../api/task_backend.ts";
 
 /**
@@ -232,14 +232,6 @@ const BULLMQ_BACKEND_OPTIONS = optionKeys<BullmqBackendOptions>({
   onStatusChange: true,
 });
 
-/** Keyed tasks, not yet kept by this backend: refused at its creation. */
-const KEYED_TASKS_KEPT: KeyedTasksKept = {
-  onDuplicate: [],
-  delay: false,
-  reason:
-    "keyed tasks are not supported on the BullMQ backend yet: leave the task out of 'tasks' and add it to tasks.inProcess, whose lanes keep it in this process",
-};
-
 /**
  * A backend on Redis or PostgreSQL through BullMQ, for work that should
  * outgrow one process: web processes enqueue each request's chain before its
@@ -279,6 +271,13 @@ const KEYED_TASKS_KEPT: KeyedTasksKept = {
  * after the chain's first task finished may run the finished tasks again.
  * Delivery is at least once only for a worker that dies mid-task.
  *
+ * A keyed task (defined with a `key`) leaves its request's chain: it is a
+ * job of its own, in its key's lane, which the workers run one at a time, in
+ * the order stored, whatever their number; its `onDuplicate` is BullMQ's
+ * deduplication by its lane, and its `delay` BullMQ's (see docs/durable.md,
+ * "Keyed tasks on BullMQ"). What the store deduplicates is counted in the
+ * handler's `stats.deduplicated` and told to its `onTaskEnd`.
+ *
  * Only tasks made by `defineTask` and listed in `tasks` can be added, with
  * arguments that survive JSON: anything else fails at `addTask()` with a
  * `TypeError`.
@@ -309,8 +308,7 @@ const KEYED_TASKS_KEPT: KeyedTasksKept = {
  * know.
  * @returns The backend, for the `backend` option of a wrapped handler.
  * @throws {TypeError} If an option has the wrong type, or means nothing on
- * PostgreSQL (`prefix`, `shards`), or a task of `tasks` is keyed (defined
- * with a `key`), which this backend does not support yet.
+ * PostgreSQL (`prefix`, `shards`).
  */
 export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
   const action = "Cannot create BullMQ backend";
@@ -334,7 +332,6 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
     );
   }
   const { registry } = workerConfig({ tasks: options.tasks }, action);
-  assertKeyedTasksKept(options.tasks, KEYED_TASKS_KEPT, action);
   let closed = false;
   const watch = new ConnectionWatch((status, previous) => {
     if (closed) return;
@@ -374,6 +371,7 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
     if (ready) announce();
   });
   let next = 0;
+  let keyed: KeyedStore | undefined;
 
   return {
     get status(): BackendStatus {
@@ -392,7 +390,10 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
       );
     },
 
-    enqueue(chain: BackendChain, options: EnqueueOptions = {}): Promise<void> {
+    enqueue(
+      chain: BackendChain,
+      options: EnqueueOptions = {},
+    ): Promise<void | EnqueueResult> {
       const { signal } = options;
       if (signal !== undefined && !(signal instanceof AbortSignal)) {
         return Promise.reject(
@@ -408,13 +409,27 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
           new Error("Cannot enqueue chain as the BullMQ backend is closed"),
         );
       }
-      const flow = chainFlow(chain, queueName);
-      if (flow === undefined) return Promise.resolve();
+      const keyedAt = keyedIndexes(chain);
+      const flow = chainFlow(chain, queueName, keyedAt);
+      if (flow === undefined && keyedAt === undefined) return Promise.resolve();
       if (Date.now() - announced >= NAMES_REFRESH) announce();
-      // Round robin: a chain is whole in one shard.
-      const shard = shards[next]!;
-      next = (next + 1) % shards.length;
-      return shard.store(flow, signal);
+      let stored: Promise<void> | undefined;
+      if (flow !== undefined) {
+        // Round robin: a chain is whole in one shard.
+        const shard = shards[next]!;
+        next = (next + 1) % shards.length;
+        stored = shard.store(flow, signal);
+      }
+      if (keyedAt === undefined) return stored!;
+      // Its keyed tasks go to their lanes, apart from the rest.
+      keyed ??= new KeyedStore(
+        datastore,
+        shards.map((shard) => shard.queue),
+        queueName,
+        watch,
+      );
+      const lanes = keyed.store(chain, keyedAt, signal);
+      return Promise.all([stored, lanes]).then(([, result]) => result);
     },
 
     async failed(): Promise<BullmqFailedTask[]> {
@@ -442,17 +457,15 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
       await datastore.prepare();
       for (const { queue } of shards) {
         const job = await queue.getJob(jobId);
-        if (job === undefined) continue;
-        if (!(await job.isFailed())) return false;
-        try {
-          await job.retry("failed", { resetAttemptsMade: true });
-        } catch (error) {
-          // Retried by another call meanwhile: BullMQ's script refuses a
-          // job no longer failed.
-          if (!(await job.isFailed())) return false;
-          throw error;
-        }
-        return true;
+        if (job !== undefined) return await retryFailed(job);
+      }
+      // A keyed task that took the place of a waiting duplicate runs in its
+      // job (see _lanes.ts), under that job's id.
+      for (const { queue } of shards) {
+        const job = (await queue.getFailed()).find((job) =>
+          failedTask(job).id === id
+        );
+        if (job !== undefined) return await retryFailed(job);
       }
       return false;
     },
@@ -462,7 +475,10 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
       // signal) first; later ones fail.
       closed = true;
       closing.abort();
-      await Promise.all(shards.map((shard) => shard.store.idle()));
+      await Promise.all([
+        ...shards.map((shard) => shard.store.idle()),
+        keyed?.idle(),
+      ]);
       await Promise.all(
         shards.flatMap((
           shard,
@@ -473,13 +489,19 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
   };
 }
 
-/** A chain as a BullMQ flow: each job the child of the next task's. */
+/**
+ * A chain as a BullMQ flow: each job the child of the next task's. Its keyed
+ * tasks, at `keyed`, are left out: each goes to its lane.
+ */
 function chainFlow(
   chain: BackendChain,
   queueName: string,
+  keyed: readonly number[] | undefined,
 ): FlowJob | undefined {
   let flow: FlowJob | undefined;
+  const jobs = chain.tasks.length - (keyed?.length ?? 0);
   chain.tasks.forEach((task, index) => {
+    if (keyed !== undefined && task.key !== undefined) return;
     const data: JobData = {
       chain: chain.id,
       index,
@@ -499,9 +521,7 @@ function chainFlow(
         // A flow's jobs stay a while once done, so that a store of it sent
         // again finds them (see KEEP_COMPLETED); a chain of one task is
         // deduplicated instead (see openShard()).
-        removeOnComplete: chain.tasks.length === 1
-          ? true
-          : { age: KEEP_COMPLETED },
+        removeOnComplete: jobs === 1 ? true : { age: KEEP_COMPLETED },
         removeOnFail: false,
         // The next task runs even when this one failed.
         ignoreDependencyOnFailure: true,
@@ -511,6 +531,20 @@ function chainFlow(
     };
   });
   return flow;
+}
+
+/** Runs a failed job again; false if it is not failed. */
+async function retryFailed(job: Job): Promise<boolean> {
+  if (!(await job.isFailed())) return false;
+  try {
+    await job.retry("failed", { resetAttemptsMade: true });
+  } catch (error) {
+    // Retried by another call meanwhile: BullMQ's script refuses a job no
+    // longer failed.
+    if (!(await job.isFailed())) return false;
+    throw error;
+  }
+  return true;
 }
 
 /**

@@ -38,6 +38,7 @@ import {
   WatchedWorker,
 } from "./_watched_worker.ts";
 import type { WorkerOptions } from "../api/task_backend.ts";
+import { LaneGate } from "./_lane_gate.ts";
 
 /**
  * Options for {@linkcode bullmqWorker}.
@@ -97,7 +98,8 @@ export interface BullmqWorkerOptions extends WorkerOptions {
   /**
    * Milliseconds a worker holds a task before others may take it back: a
    * worker that died is noticed after at most this long, plus
-   * `stalledInterval`.
+   * `stalledInterval`. A keyed task fetched while a duplicate runs waits at
+   * most this long before it asks again, should nobody wake it.
    *
    * @default {30000}
    */
@@ -176,7 +178,10 @@ const BULLMQ_WORKER_OPTIONS = optionKeys<BullmqWorkerOptions>({
  * not know; such a task, should one arrive, fails and is reported through
  * `onTaskError`. On PostgreSQL, it first makes BullMQ's tables if no web
  * process or worker made them yet, and waits for PostgreSQL while it cannot
- * be reached.
+ * be reached. A keyed task runs only at the head of its key's lane, one at
+ * a time across all workers, in the order stored; a keyed task fetched out
+ * of turn goes back to BullMQ's delayed set, with no attempt counted, until
+ * its turn comes.
  *
  * @example Run tasks until SIGTERM
  * ```ts ignore
@@ -253,11 +258,12 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
     watch,
   );
   const closing = new AbortController();
+  const gate = new LaneGate(datastore, queueName, lockDuration, closing.signal);
   const start = (): WatchedWorker[] => {
     const workers = shardPrefixes(prefix, shards).map((shardPrefix) => {
-      const worker = new WatchedWorker(
+      const worker: WatchedWorker = new WatchedWorker(
         queueName,
-        (job) => run(job, config),
+        (job, token) => run(job, config, gate, worker, token),
         {
           ...datastore.workerOptions,
           connection: datastore.connection,
@@ -288,6 +294,9 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
         else console.error("The BullMQ worker failed:", errorText(error));
       });
       worker.on("ready", () => watch.up(worker));
+      // A keyed task's end lets the next of its lane start.
+      worker.on("completed", (job) => gate.left(worker, job));
+      worker.on("failed", (job) => gate.left(worker, job));
       datastore.watch(worker, () => closed);
       return worker;
     });
@@ -306,15 +315,25 @@ export function bullmqWorker(options: BullmqWorkerOptions): BullmqWorker {
       closing.abort();
       const workers = await started;
       await Promise.all(workers.map((worker) => worker.close()));
+      await gate.idle();
       await datastore.close();
     },
   };
 }
 
-/** Runs one job: one attempt of one task. */
-async function run(job: Job, config: WorkerConfig): Promise<null> {
+/**
+ * Runs one job: one attempt of one task; a keyed task's once it is its
+ * lane's turn.
+ */
+async function run(
+  job: Job,
+  config: WorkerConfig,
+  gate: LaneGate,
+  worker: WatchedWorker,
+  token: string | undefined,
+): Promise<null> {
   const task = config.registry.get(job.name);
-  const data = job.data as JobData;
+  let data = job.data as JobData;
   if (task === undefined) {
     // Failed for good, and kept where backend.failed() finds it.
     const missing = `No task named "${job.name}" in this worker's 'tasks'`;
@@ -335,6 +354,7 @@ async function run(job: Job, config: WorkerConfig): Promise<null> {
     error.stack = missing;
     throw error;
   }
+  if (data.lane !== undefined) data = await gate.enter(worker, job, token);
   const result = await runQueued({
     task,
     args: data.args,

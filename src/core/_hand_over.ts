@@ -19,7 +19,11 @@ import type {
 import { hook, report } from "./_report.ts";
 import type { Telemetry } from "./_telemetry.ts";
 import { toPromise } from "../util/_promise.ts";
-import type { TaskEndEvent, TaskErrorHandler } from "../api/task_info.ts";
+import type {
+  TaskEndEvent,
+  TaskErrorHandler,
+  TaskInfo,
+} from "../api/task_info.ts";
 
 /** A task as a backend receives it; it must have been made by `defineTask`. */
 export function backendTask(task: Task): BackendTask {
@@ -125,7 +129,7 @@ function stored(
   result: unknown,
   runner: HandOverRunner,
 ): void {
-  const deduplicated = deduplicatedOf(result, tasks.length);
+  const deduplicated = deduplicatedOf(result, tasks);
   if (deduplicated.length > 0) {
     // They leave the chain's remaining tasks, which count as handed over.
     chain.position += deduplicated.length;
@@ -146,18 +150,46 @@ function stored(
       willRetry: false,
     });
   }
+  // Stored earlier, and counted as handed over there: told, not counted.
+  for (const info of replacedOf(result)) {
+    hook("onTaskEnd", runner.onTaskEnd, {
+      ...info,
+      attempt: 0,
+      duration: 0,
+      outcome: "deduplicated",
+      error: undefined,
+      willRetry: false,
+    });
+  }
+}
+
+/** The replaced tasks an {@linkcode EnqueueResult} names, those that are tasks. */
+function replacedOf(result: unknown): TaskInfo[] {
+  try {
+    const named = (result as EnqueueResult | undefined)?.replaced;
+    if (!Array.isArray(named)) return [];
+    return named.filter((info): info is TaskInfo =>
+      typeof info === "object" && info !== null &&
+      typeof info.name === "string"
+    );
+  } catch {
+    return [];
+  }
 }
 
 /**
- * The positions an {@linkcode EnqueueResult} names, each once, in order;
- * what a backend resolved with is not trusted to be one.
+ * The positions of keyed tasks an {@linkcode EnqueueResult} names, each
+ * once, in order; what a backend resolved with is not trusted to be one.
  */
-function deduplicatedOf(result: unknown, length: number): number[] {
+function deduplicatedOf(
+  result: unknown,
+  tasks: readonly BackendTask[],
+): number[] {
   try {
     const named = (result as EnqueueResult | undefined)?.deduplicated;
     if (!Array.isArray(named)) return [];
     return [...new Set(named)].filter((index): index is number =>
-      Number.isInteger(index) && index >= 0 && index < length
+      Number.isInteger(index) && tasks[index]?.key !== undefined
     ).sort((a, b) => a - b);
   } catch {
     return [];

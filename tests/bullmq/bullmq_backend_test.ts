@@ -351,23 +351,6 @@ Deno.test("bullmqBackend() rejects options of the wrong type", async (t) => {
       `Cannot create BullMQ backend as 'tasks' must be an array of defined tasks: current value is "all"`,
     ],
     [
-      "a keyed task, not supported yet",
-      () =>
-        bullmqBackend({
-          connection: {},
-          tasks: [
-            defineTask((_context, _id: string) => {}, {
-              name: "reindex",
-              key: (id) => id,
-              onDuplicate: "replace",
-              delay: 1_000,
-            }),
-          ],
-        }),
-      "TypeError",
-      `Cannot create BullMQ backend as task "reindex" is keyed with onDuplicate "replace", which this backend cannot keep: keyed tasks are not supported on the BullMQ backend yet: leave the task out of 'tasks' and add it to tasks.inProcess, whose lanes keep it in this process`,
-    ],
-    [
       "a misspelt backend option",
       () =>
         bullmqBackend({

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import {
   defineTask,
   type TaskBackend,
+  type TaskEndEvent,
   withBackgroundTasks,
 } from "../../mod.ts";
 import { callHandler } from "../../testing.ts";
@@ -74,5 +75,86 @@ guardedTest(
     });
     assert.equal(handler.stats.abandoned, 1);
     assert.equal(handler.stats.handedOver, 0);
+  },
+);
+
+guardedTest(
+  "what a backend's store deduplicated is counted and told onTaskEnd: the chain's own tasks instead of handed over; the tasks they replaced told, not counted again",
+  async () => {
+    const reindex = defineTask((_context, _id: string) => {}, {
+      name: "reindex",
+      key: (id) => id,
+      onDuplicate: "skip",
+    });
+    const entered = Promise.withResolvers<void>();
+    const store = Promise.withResolvers<void>();
+    const backend: TaskBackend = {
+      accept() {},
+      async enqueue() {
+        entered.resolve();
+        await store.promise;
+        return {
+          // An index twice, an unkeyed task's, one past the end: told once,
+          // and only for the keyed task.
+          deduplicated: [1, 1, 0, 7],
+          replaced: [{
+            name: "reindex",
+            index: 3,
+            attempt: 0,
+            id: "earlier:3",
+            request: { method: "POST", url: "http://localhost/earlier" },
+            delivered: true,
+          }],
+        };
+      },
+    };
+    const ends: TaskEndEvent[] = [];
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(job);
+      tasks.addTask(reindex, "u1");
+      return new Response("ok");
+    }, { backend, onTaskEnd: (event) => void ends.push(event) });
+    const called = callHandler(handler, new Request("http://localhost/now"));
+    await entered.promise;
+    const drained = handler.drain();
+    store.resolve();
+    await called;
+    const result = await drained;
+    assert.deepEqual(
+      ends.map(({ name, index, attempt, id, request, outcome, duration }) => ({
+        name,
+        index,
+        attempt,
+        id,
+        url: request?.url,
+        outcome,
+        duration,
+      })),
+      [
+        {
+          name: "reindex",
+          index: 1,
+          attempt: 0,
+          id: undefined,
+          url: "http://localhost/now",
+          outcome: "deduplicated",
+          duration: 0,
+        },
+        {
+          name: "reindex",
+          index: 3,
+          attempt: 0,
+          id: "earlier:3",
+          url: "http://localhost/earlier",
+          outcome: "deduplicated",
+          duration: 0,
+        },
+      ],
+    );
+    assert.equal(handler.stats.handedOver, 1);
+    // The replaced task was counted as handed over where it was stored.
+    assert.equal(handler.stats.deduplicated, 1);
+    assert.equal(handler.stats.pending, 0);
+    assert.equal(result.handedOver, 1);
   },
 );
