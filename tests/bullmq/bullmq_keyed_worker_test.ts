@@ -174,7 +174,8 @@ async function keyedDetails(
       [["replacing", "deduplicated", 0]],
     );
     const replacedId = told[0]!.id;
-    assert.equal(handler.stats.deduplicated, 1);
+    // Told, not counted again: it was counted as handed over when stored.
+    assert.equal(handler.stats.deduplicated, 0);
 
     worker = bullmqWorker({
       connection: url,
