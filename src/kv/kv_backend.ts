@@ -245,7 +245,7 @@ const KV_BACKEND_OPTIONS = optionKeys<KvBackendOptions>({
  * operation checked against their lanes. A process killed while it runs a
  * keyed task holds its key until its claim lapses (30 s): the task then runs
  * again, before the tasks behind it. A request may add at most 32 keyed
- * tasks. See docs/durable.md, "Keyed tasks on Deno KV".
+ * tasks, fewer with long keys. See docs/durable.md, "Keyed tasks on Deno KV".
  *
  * Only tasks made by `defineTask` and listed in `tasks` can be added, with
  * arguments Deno KV can store (structured clone) as they are, and at most
