@@ -83,12 +83,14 @@ export class Lanes {
    * 64 KiB, its lane's key Deno KV's 2 KiB, and its request's keyed tasks
    * one atomic operation.
    *
+   * @returns What takes its room, once the task is accepted: a task refused
+   * by a later check takes none.
    * @throws {TypeError} If it does not fit.
    */
   accept(
     task: BackendTask,
     chain: { readonly request?: RequestSummary | undefined },
-  ): void {
+  ): () => void {
     const action = `Cannot add task "${escapeControls(task.name)}"`;
     const message = {
       tasks: [{ name: task.name, args: task.args, id: ID, index: 0 }],
@@ -129,7 +131,7 @@ export class Lanes {
         `${fit}: their lanes' keys would weigh ${after.keyBytes} bytes (${KEYS_PER_TASK} keys a task, each about as long as its lane's, this one's ${keyBytes} bytes), more than the ${MAX_KEYS_BYTES} allowed`,
       );
     }
-    this.#rooms.set(chain, after);
+    return () => this.#rooms.set(chain, after);
   }
 
   /**

@@ -434,9 +434,13 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
         budget = new MessageBudget(KV_MAX_PAYLOAD);
         budgets.set(chain, budget);
       }
-      // The keyed checks first: a task they refuse is counted nowhere.
-      if (task.key !== undefined) lanes.accept(task, chain);
+      // The keyed checks first: a task they refuse is counted nowhere; one
+      // the chain's message refuses takes no keyed room either.
+      const keep = task.key === undefined
+        ? undefined
+        : lanes.accept(task, chain);
       budget.add(task, chain.request);
+      keep?.();
     },
 
     enqueue(chain: BackendChain): Promise<void | EnqueueResult> {
