@@ -80,6 +80,15 @@ export interface Lanes {
 }
 
 /**
+ * Whether the waiting duplicate whose data a store read was this very task:
+ * a store sent again after a lost answer, which had written the task's data
+ * into that job (see `LaneOutcome.replaced`). It replaced nothing then.
+ */
+export function isItself(waiting: JobData, job: KeyedJob): boolean {
+  return waiting.chain === job.data.chain && waiting.index === job.data.index;
+}
+
+/**
  * The lane of a task: its name and key, as one string (a BullMQ
  * deduplication id), which no other pair gives.
  */

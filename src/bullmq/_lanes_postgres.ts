@@ -11,6 +11,7 @@ import type { JobJson, PgPool, PgPoolClient } from "npm:bullmq@^6";
 import type { JobData } from "./_shared.ts";
 import type { Jobs } from "./_shard.ts";
 import {
+  isItself,
   type KeyedJob,
   LaneJob,
   type LaneOutcome,
@@ -113,6 +114,8 @@ export function postgresLanes(pool: PgPool, queueName: string): Lanes {
       );
     }
     if (job.mode === "replace" && waiting?.job_id === added) {
+      // Written by a try whose answer was lost: this task, not a duplicate.
+      if (isItself(waiting.data, job)) return { skipped: false };
       // The waiting job runs with this one's data: its arguments win.
       await client.query(
         "UPDATE job SET data = $3::jsonb WHERE queue = $1 AND id = $2",

@@ -14,7 +14,13 @@ import type {
   RedisQueueBackend,
 } from "npm:bullmq@^6";
 import type { JobData } from "./_shared.ts";
-import { LaneJob, type LaneOutcome, type Lanes } from "./_lanes.ts";
+import {
+  isItself,
+  type KeyedJob,
+  LaneJob,
+  type LaneOutcome,
+  type Lanes,
+} from "./_lanes.ts";
 
 /** Whether `job` (an id) is stored and not finished: completed or failed. */
 const LIVE = `
@@ -194,7 +200,7 @@ export function redisLanes(): Lanes {
         const waiting = before === undefined
           ? undefined
           : results[before]![1] as string | null;
-        job.outcome = outcome(results[after]![1] as string, waiting);
+        job.outcome = outcome(results[after]![1] as string, waiting, job);
       });
     },
 
@@ -230,6 +236,7 @@ export function redisLanes(): Lanes {
 function outcome(
   after: string,
   waiting: string | null | undefined,
+  job: KeyedJob,
 ): LaneOutcome {
   const replaced = waiting ? JSON.parse(waiting) as JobData : undefined;
   switch (after) {
@@ -237,7 +244,9 @@ function outcome(
       return { skipped: true };
     case "replaced":
     case "overwritten":
-      return { skipped: false, replaced };
+      return replaced !== undefined && isItself(replaced, job)
+        ? { skipped: false }
+        : { skipped: false, replaced };
     default:
       return { skipped: false };
   }

@@ -83,12 +83,14 @@ export class Lanes {
    * 64 KiB, its lane's key Deno KV's 2 KiB, and its request's keyed tasks
    * one atomic operation.
    *
+   * @returns What takes its room, once the task is accepted: a task refused
+   * by a later check takes none.
    * @throws {TypeError} If it does not fit.
    */
   accept(
     task: BackendTask,
     chain: { readonly request?: RequestSummary | undefined },
-  ): void {
+  ): () => void {
     const action = `Cannot add task "${escapeControls(task.name)}"`;
     const message = {
       tasks: [{ name: task.name, args: task.args, id: ID, index: 0 }],
@@ -116,15 +118,20 @@ export class Lanes {
       bytes: room.bytes + bytes,
       keyBytes: room.keyBytes + KEYS_PER_TASK * keyBytes,
     };
-    if (
-      after.tasks > MAX_KEYED || after.bytes > MAX_KEYED_BYTES ||
-      after.keyBytes > MAX_KEYS_BYTES
-    ) {
+    const fit =
+      `${action} as its request's keyed tasks would not fit in the one Deno KV atomic operation that stores them`;
+    if (after.tasks > MAX_KEYED || after.bytes > MAX_KEYED_BYTES) {
       throw new TypeError(
-        `${action} as its request's keyed tasks would not fit in the one Deno KV atomic operation that stores them: at most ${MAX_KEYED} keyed tasks, of ${MAX_KEYED_BYTES} bytes in all`,
+        `${fit}: at most ${MAX_KEYED} keyed tasks, of ${MAX_KEYED_BYTES} bytes in all`,
       );
     }
-    this.#rooms.set(chain, after);
+    // Long keys run out of room before 32 tasks do: say so.
+    if (after.keyBytes > MAX_KEYS_BYTES) {
+      throw new TypeError(
+        `${fit}: their lanes' keys would weigh ${after.keyBytes} bytes (${KEYS_PER_TASK} keys a task, each about as long as its lane's, this one's ${keyBytes} bytes), more than the ${MAX_KEYS_BYTES} allowed`,
+      );
+    }
+    return () => this.#rooms.set(chain, after);
   }
 
   /**

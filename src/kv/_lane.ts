@@ -60,7 +60,8 @@ export function isLaneMessage(value: unknown): value is LaneMessage {
 
 /** Whether the task of a lane's head has begun an attempt. */
 export function started(progress: Progress): boolean {
-  return progress.lease !== undefined || progress.attempt > 1;
+  return progress.lease !== undefined || progress.attempt > 1 ||
+    progress.begun === true;
 }
 
 /** A lane's head: its lane, and the chain of its step. */
@@ -207,8 +208,10 @@ async function watch(message: LaneMessage, consumer: Claimant): Promise<void> {
       );
       if (entry.value === null) return;
       const again = { ...entry.value.step, attempt: progress.value.attempt };
+      // Its attempt began: a "replace" or "skip" stored now treats it as
+      // running, and it runs again, once, before the tasks behind it.
       operation = enqueueLane(
-        enqueueStep(operation.check(entry), consumer, again),
+        enqueueStep(operation.check(entry), consumer, again, 0, true),
         consumer,
         message,
         "watch",

@@ -52,6 +52,11 @@ export interface Progress {
   attempt: number;
   /** Who runs that step now, if anyone, and until when unless renewed. */
   lease?: Lease;
+  /**
+   * For a keyed task's step queued again once its claim lapsed (its process
+   * died in the attempt, _lane.ts): it began, and counts as running.
+   */
+  begun?: true;
 }
 
 /** A claim on a step, renewed while its attempt runs. */
@@ -179,20 +184,20 @@ export function stepKey(step: Step): string {
 }
 
 /**
- * Adds to `operation` what queues a step: the chain's progress, and the
- * message, delayed by `delay` milliseconds.
+ * Adds to `operation` what queues a step: the chain's progress (marked
+ * `begun` if so), and the message, delayed by `delay` milliseconds.
  */
 export function enqueueStep(
   operation: Deno.AtomicOperation,
   queue: Pick<StepQueue, "keys" | "redelivery">,
   step: Step,
   delay = 0,
+  begun?: true,
 ): Deno.AtomicOperation {
+  const progress: Progress = { index: step.index, attempt: step.attempt };
+  if (begun) progress.begun = true;
   return enqueueMessage(
-    operation.set(
-      queue.keys.progress(step.chain),
-      { index: step.index, attempt: step.attempt } satisfies Progress,
-    ),
+    operation.set(queue.keys.progress(step.chain), progress),
     queue,
     step,
     delay,

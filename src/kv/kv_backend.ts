@@ -245,7 +245,7 @@ const KV_BACKEND_OPTIONS = optionKeys<KvBackendOptions>({
  * operation checked against their lanes. A process killed while it runs a
  * keyed task holds its key until its claim lapses (30 s): the task then runs
  * again, before the tasks behind it. A request may add at most 32 keyed
- * tasks. See docs/durable.md, "Keyed tasks on Deno KV".
+ * tasks, fewer with long keys. See docs/durable.md, "Keyed tasks on Deno KV".
  *
  * Only tasks made by `defineTask` and listed in `tasks` can be added, with
  * arguments Deno KV can store (structured clone) as they are, and at most
@@ -434,9 +434,13 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
         budget = new MessageBudget(KV_MAX_PAYLOAD);
         budgets.set(chain, budget);
       }
-      // The keyed checks first: a task they refuse is counted nowhere.
-      if (task.key !== undefined) lanes.accept(task, chain);
+      // The keyed checks first: a task they refuse is counted nowhere; one
+      // the chain's message refuses takes no keyed room either.
+      const keep = task.key === undefined
+        ? undefined
+        : lanes.accept(task, chain);
       budget.add(task, chain.request);
+      keep?.();
     },
 
     enqueue(chain: BackendChain): Promise<void | EnqueueResult> {

@@ -253,6 +253,7 @@ guardedTest(
     assert.deepEqual((await kv.get(keys.progress("c1:0"))).value, {
       index: 0,
       attempt: 2,
+      begun: true,
     });
     // Not claimed since: it comes back a lease later.
     const waiting = await queuedBy(() => runLaneMessage(watch, consumer));
@@ -266,6 +267,42 @@ guardedTest(
       ),
       [],
     );
+  },
+);
+
+guardedTest(
+  'a head whose process died in its first attempt, queued again by its watch, still counts as running: a "replace" waits behind it, it runs again',
+  async () => {
+    await using kv = await openKv();
+    const consumer = consumerOf(kv);
+    const lanes = new Lanes(consumer);
+    await lanes.enqueue(chainOf("c1", "replace", ["u", "a"]));
+    await kv.set(
+      keys.progress("c1:0"),
+      {
+        index: 0,
+        attempt: 1,
+        lease: { holder: "gone", until: Date.now() - 1 },
+      } satisfies Progress,
+    );
+    const watch: LaneMessage = {
+      afterwardLane: 1,
+      name: "reindex",
+      key: "u",
+      chain: "c1:0",
+      event: "watch",
+    };
+    const lapsed = await queuedBy(() => runLaneMessage(watch, consumer));
+    assert.deepEqual(lapsed.map(describeMessage), [
+      "step c1:0 attempt 1 after 0",
+      `watch c1:0 after ${LEASE}`,
+    ]);
+    const result = await lanes.enqueue(chainOf("c2", "replace", ["u", "b"]));
+    assert.deepEqual(result, { deduplicated: [] });
+    const lane = await laneOf(kv, "u");
+    assert.equal(lane.record?.active, "c1:0");
+    assert.deepEqual(lane.entries, { 0: "a", 1: "b" });
+    assert.notEqual((await kv.get(keys.progress("c1:0"))).value, null);
   },
 );
 

@@ -454,6 +454,47 @@ guardedTest(
         `Cannot add task "many" as its request's keyed tasks would not fit in the one Deno KV atomic operation that stores them: at most 32 keyed tasks, of 327680 bytes in all`,
       );
     });
+    await t.step("not a task the chain's own 64 KiB refused", async () => {
+      const errors: unknown[] = [];
+      await addTaskError(backend, (tasks) => {
+        tasks.addTask(big, "a", "x".repeat(60_000));
+        // Refused by the chain's message, then 31 more: 32 keyed tasks.
+        assert.throws(
+          () => tasks.addTask(big, "b", "x".repeat(10_000)),
+          /the chain would weigh/,
+        );
+        for (let i = 0; i < 31; i++) {
+          try {
+            tasks.addTask(many, `k${i}`);
+          } catch (error) {
+            errors.push(error);
+          }
+        }
+      });
+      assert.deepEqual(errors, []);
+    });
+    await t.step("its request's keys, long ones before the 33rd", async () => {
+      const errors: unknown[] = [];
+      let added = 0;
+      await addTaskError(backend, (tasks) => {
+        for (let i = 0; i < 32; i++) {
+          try {
+            tasks.addTask(many, `${i}`.padStart(256, "✓"));
+            added++;
+          } catch (error) {
+            errors.push(error);
+          }
+        }
+      });
+      // Each lane's key weighs about 800 bytes: 8 such keys a task, within
+      // the 65536 bytes of keys an operation is given.
+      assert.equal(added, 10);
+      assert.ok(errors[0] instanceof TypeError);
+      assert.match(
+        errors[0].message,
+        /^Cannot add task "many" as its request's keyed tasks would not fit in the one Deno KV atomic operation that stores them: their lanes' keys would weigh \d+ bytes \(8 keys a task, each about as long as its lane's, this one's \d+ bytes\), more than the 65536 allowed$/,
+      );
+    });
     await backend.close();
   },
 );
