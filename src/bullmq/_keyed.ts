@@ -11,6 +11,7 @@ import {
   BACKOFF,
   type Datastore,
   type JobData,
+  jobData,
   KEEP_COMPLETED,
   keySlot,
 } from "./_shared.ts";
@@ -111,12 +112,7 @@ function keyedJob(
   const mode = task.onDuplicate ?? "queue";
   const delay = task.delay ?? 0;
   const data: JobData & { lane: string } = {
-    chain: chain.id,
-    index,
-    args: [...task.args],
-    ...(chain.request === undefined ? {} : { request: chain.request }),
-    ...(chain.delivered === undefined ? {} : { delivered: chain.delivered }),
-    ...(chain.traceparent === undefined ? {} : { trace: chain.traceparent }),
+    ...jobData(chain, task, index),
     lane,
     // The worker waits for it too, for a job that takes the place of another
     // (see _lanes.ts): a replacement starts the delay again.

@@ -15,6 +15,7 @@ import type {
 } from "npm:bullmq@^6";
 import { describe } from "../util/_assert.ts";
 import type { RequestSummary } from "../api/task_info.ts";
+import type { BackendChain, BackendTask } from "../api/task_backend.ts";
 
 /** What a job carries. */
 export interface JobData {
@@ -29,6 +30,22 @@ export interface JobData {
   lane?: string;
   /** When a keyed task with a `delay` may start, in epoch milliseconds. */
   due?: number;
+}
+
+/** The data of the job that keeps `task`, the `index`th of `chain`. */
+export function jobData(
+  chain: BackendChain,
+  task: BackendTask,
+  index: number,
+): JobData {
+  return {
+    chain: chain.id,
+    index,
+    args: [...task.args],
+    ...(chain.request === undefined ? {} : { request: chain.request }),
+    ...(chain.delivered === undefined ? {} : { delivered: chain.delivered }),
+    ...(chain.traceparent === undefined ? {} : { trace: chain.traceparent }),
+  };
 }
 
 /** A Queue, FlowProducer or Worker, whose connection a datastore watches. */

@@ -6,6 +6,7 @@ import {
   assertQueueName,
   BACKOFF,
   type JobData,
+  jobData,
   KEEP_COMPLETED,
   shardPrefixes,
 } from "./_shared.ts";
@@ -502,14 +503,7 @@ function chainFlow(
   const jobs = chain.tasks.length - (keyed?.length ?? 0);
   chain.tasks.forEach((task, index) => {
     if (keyed !== undefined && task.key !== undefined) return;
-    const data: JobData = {
-      chain: chain.id,
-      index,
-      args: [...task.args],
-      ...(chain.request === undefined ? {} : { request: chain.request }),
-      ...(chain.delivered === undefined ? {} : { delivered: chain.delivered }),
-      ...(chain.traceparent === undefined ? {} : { trace: chain.traceparent }),
-    };
+    const data = jobData(chain, task, index);
     flow = {
       name: task.name,
       queueName,
