@@ -137,21 +137,19 @@ function stored(
   }
   runner.ended(chain, "handedOver");
   chain.release();
-  for (const index of deduplicated) {
-    hook("onTaskEnd", runner.onTaskEnd, {
-      name: tasks[index]?.name ?? "anonymous",
+  const { request, delivered } = chain;
+  const told: TaskInfo[] = [
+    ...deduplicated.map((index) => ({
+      name: tasks[index]!.name,
       index: first + index,
       attempt: 0,
-      request: chain.request,
-      delivered: chain.delivered,
-      duration: 0,
-      outcome: "deduplicated",
-      error: undefined,
-      willRetry: false,
-    });
-  }
-  // Stored earlier, and counted as handed over there: told, not counted.
-  for (const info of replacedOf(result)) {
+      request,
+      delivered,
+    })),
+    // Stored earlier, and counted as handed over there: told, not counted.
+    ...replacedOf(result),
+  ];
+  for (const info of told) {
     hook("onTaskEnd", runner.onTaskEnd, {
       ...info,
       attempt: 0,
