@@ -31,6 +31,8 @@ export interface TcpProxy extends AsyncDisposable {
   readonly port: number;
   /** How many transactions (or stores) it cut. */
   readonly cuts: number;
+  /** Resolves once a cut is ready and waits for `hold`. */
+  readonly holding: Promise<void>;
 }
 
 const encoder = new TextEncoder();
@@ -133,18 +135,25 @@ export interface TcpProxyOptions {
   answers?: number;
   /** Resolves when the cut may happen: until then, the connection hangs. */
   hold?: Promise<void>;
+  /**
+   * Resolves when the proxy starts looking for what to cut: what is sent
+   * before goes through as it is.
+   */
+  arm?: Promise<void>;
 }
 
 /** Starts a proxy on a free port of 127.0.0.1 that forwards to `target`. */
 export function startTcpProxy(
   target: number,
-  { cut = "before-exec", hold = Promise.resolve(), answers = 0 }:
+  { cut = "before-exec", hold = Promise.resolve(), answers = 0, arm }:
     TcpProxyOptions = {},
 ): TcpProxy {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const sockets = new Set<Deno.Conn>();
   const pumps: Promise<void>[] = [];
-  let armed = true;
+  let armed = arm === undefined;
+  arm?.then(() => armed = true);
+  const holding = Promise.withResolvers<void>();
   let cuts = 0;
 
   function closeQuietly(conn: Deno.Conn): void {
@@ -188,6 +197,7 @@ export function startTcpProxy(
       if (cut === "exec-reply" && !cutting.answered) return false;
       if (cutting.done) return true;
       cutting.done = true;
+      holding.resolve();
       await hold;
       cuts++;
       closeBoth();
@@ -348,6 +358,7 @@ export function startTcpProxy(
         pending = joined.slice(position);
         if (held) {
           // Redis answered the store: it ran.
+          holding.resolve();
           await hold;
           cuts++;
           closeBoth();
@@ -380,6 +391,7 @@ export function startTcpProxy(
     get cuts() {
       return cuts;
     },
+    holding: holding.promise,
     async [Symbol.asyncDispose]() {
       listener.close();
       await accepting;
@@ -421,6 +433,7 @@ export function startPostgresProxy(
   const sockets = new Set<Deno.Conn>();
   const pumps: Promise<void>[] = [];
   let armed = true;
+  const holding = Promise.withResolvers<void>();
   let cuts = 0;
 
   function closeQuietly(conn: Deno.Conn): void {
@@ -451,6 +464,7 @@ export function startPostgresProxy(
     async function cutNow(): Promise<void> {
       if (cutDone) return;
       cutDone = true;
+      holding.resolve();
       await hold;
       cuts++;
       closeBoth();
@@ -570,6 +584,7 @@ export function startPostgresProxy(
     get cuts() {
       return cuts;
     },
+    holding: holding.promise,
     async [Symbol.asyncDispose]() {
       listener.close();
       await accepting;

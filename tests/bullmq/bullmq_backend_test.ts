@@ -775,12 +775,20 @@ Deno.test({
   // Durable, so that what Redis acknowledged before the crash is counted.
   await using redis = await startRedisServer({ durable: true });
   const connection = { host: "127.0.0.1", port: redis.port };
+  // The crash comes while Redis holds a transaction of the backend's, queued
+  // and not yet run: the proxy keeps back its EXEC until Redis is dead.
+  const armed = Promise.withResolvers<void>();
+  const crashed = Promise.withResolvers<void>();
+  await using proxy = startTcpProxy(redis.port, {
+    arm: armed.promise,
+    hold: crashed.promise,
+  });
   const queueName = `test-${crypto.randomUUID()}`;
   const step = defineTask((_context, _index: number, _padding: string) => {}, {
     name: "step",
   });
   const backend = bullmqBackend({
-    connection,
+    connection: { host: "127.0.0.1", port: proxy.port },
     queue: queueName,
     tasks: [step],
   });
@@ -796,8 +804,6 @@ Deno.test({
       return backend.enqueue(chain, options);
     },
   };
-  // About 3 MB a transaction of 100 chains: Redis reads it in many turns,
-  // and the crash comes in the middle.
   const padding = "p".repeat(10_000);
   const errors: unknown[] = [];
   const handler = withBackgroundTasks((_request, _info, tasks) => {
@@ -812,12 +818,11 @@ Deno.test({
     // The responses wait for their chains to be stored, so they are awaited
     // only once Redis is back.
     const calls: Promise<unknown>[] = [];
-    {
-      using monitor = await monitorRedis(redis.port, "multi");
-      const crashed = monitor.seen.then(() => redis.kill());
-      for (let i = 0; i < 100; i++) calls.push(callHandler(handler, `/${i}`));
-      await crashed;
-    }
+    armed.resolve();
+    for (let i = 0; i < 100; i++) calls.push(callHandler(handler, `/${i}`));
+    await proxy.holding;
+    await redis.kill();
+    crashed.resolve();
     const down = Promise.withResolvers<void>();
     onHandedOver = () => {
       if (handedOver.length === 121) down.resolve();
@@ -830,6 +835,7 @@ Deno.test({
     await Promise.all(calls);
     await handler.drain();
 
+    assert.equal(proxy.cuts, 1);
     assert.ok(
       cut.some((error) => (error as Error).name === "AbortError"),
       `the crash cut no transaction: ${cut.map(String)}`,
@@ -1117,39 +1123,47 @@ Deno.test({
   // Durable, so that what Redis acknowledged before the crash is counted.
   await using redis = await startRedisServer({ durable: true });
   const connection = { host: "127.0.0.1", port: redis.port };
+  // The crash comes once Redis has answered part of a store: the proxy keeps
+  // back the rest of the answers until Redis is dead.
+  const armed = Promise.withResolvers<void>();
+  const crashed = Promise.withResolvers<void>();
+  await using proxy = startTcpProxy(redis.port, {
+    cut: "store-reply",
+    answers: 10,
+    arm: armed.promise,
+    hold: crashed.promise,
+  });
   const queueName = `test-${crypto.randomUUID()}`;
   const step = defineTask((_context, _padding: string) => {}, {
     name: "step",
   });
   const backend = bullmqBackend({
-    connection,
+    connection: { host: "127.0.0.1", port: proxy.port },
     queue: queueName,
     tasks: [step],
   });
   // Which pipelines the crash cut: the test means nothing without one.
   const { cut, restore } = recordCuts(Queue);
-  // About 1 MB a pipeline of 100 chains: Redis reads it in many turns, and
-  // the crash comes in the middle.
   const padding = "p".repeat(10_000);
   const ids = Array.from({ length: 300 }, (_, index) => `chain-${index}`);
   const queue = new Queue(queueName, { connection, prefix: PREFIX });
   try {
-    let stored: Promise<unknown>[];
-    {
-      using monitor = await monitorRedis(redis.port, "evalsha");
-      const crashed = monitor.seen.then(() => redis.kill());
-      stored = ids.map((id) => backend.enqueue(chainOf(id, step, padding)));
-      await crashed;
-    }
+    await backend.enqueue(chainOf("before", step, padding));
+    armed.resolve();
+    const stored = ids.map((id) => backend.enqueue(chainOf(id, step, padding)));
+    await proxy.holding;
+    await redis.kill();
+    crashed.resolve();
     await redis.restart();
     await within(Promise.all(stored), 30_000, "the chains");
+    assert.equal(proxy.cuts, 1);
     assert.ok(cut.length > 0, "the crash cut no pipeline");
     const jobs = await queue.getJobs(["wait"]);
     assert.deepEqual(
       jobs.map((job) => job.id).sort(),
-      ids.map((id) => `${id}.0`).sort(),
+      ["before", ...ids].map((id) => `${id}.0`).sort(),
     );
-    assert.equal(await queue.count(), ids.length);
+    assert.equal(await queue.count(), ids.length + 1);
   } finally {
     restore();
     await queue.close();
