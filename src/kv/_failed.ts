@@ -14,6 +14,7 @@ import {
 } from "./_step.ts";
 import { describe } from "../util/_assert.ts";
 import type { Lanes } from "./_keyed.ts";
+import { uuidV7 } from "../util/_uuid_v7.ts";
 import type { KvFailedTask } from "./kv_failed_task.ts";
 
 /**
@@ -89,7 +90,7 @@ export async function retryFailed(
   const { name, args, index, request, key } = entry.value;
   const step: Step = {
     afterwardStep: 1,
-    chain: crypto.randomUUID(),
+    chain: uuidV7(),
     index: 0,
     attempt: 1,
     tasks: [{ name, args: [...args], id, index }],
