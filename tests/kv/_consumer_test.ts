@@ -109,6 +109,23 @@ async function deliver(
   }
 }
 
+/**
+ * The number a message's undelivered key ends with, given the options it
+ * was queued with: a random integer, under `keys.undelivered()`.
+ */
+function undeliveredNumber(options: unknown): number {
+  const { keysIfUndelivered } = options as { keysIfUndelivered?: Deno.KvKey[] };
+  assert.equal(keysIfUndelivered?.length, 1);
+  const key = keysIfUndelivered[0]!;
+  assert.deepEqual(key.slice(0, -1), keys.undelivered());
+  const drawn = key.at(-1);
+  assert.ok(
+    typeof drawn === "number" && Number.isSafeInteger(drawn) && drawn >= 0,
+    Deno.inspect(drawn),
+  );
+  return drawn;
+}
+
 const ok = defineTask((_context, ..._args: unknown[]) => {}, {
   name: "ok",
 }) as DefinedTask;
@@ -121,21 +138,7 @@ Deno.test("kvKeys() puts each kind of key under the prefix", () => {
   assert.deepEqual(keys.tasks(), ["app", 1, "tasks"]);
   assert.deepEqual(keys.tasks("send"), ["app", 1, "tasks", "send"]);
   assert.deepEqual(keys.undelivered(), ["app", 1, "undelivered"]);
-  assert.deepEqual(keys.undelivered("c1", 2), [
-    "app",
-    1,
-    "undelivered",
-    "c1",
-    2,
-  ]);
-  assert.deepEqual(keys.undelivered("c1", 2, 3), [
-    "app",
-    1,
-    "undelivered",
-    "c1",
-    2,
-    3,
-  ]);
+  assert.deepEqual(keys.undelivered(7), ["app", 1, "undelivered", 7]);
 });
 
 Deno.test("isStep() knows the backend's messages from others", () => {
@@ -173,17 +176,20 @@ Deno.test("enqueueStep() writes the chain's progress and queues the step, to lan
     enqueueStep(operation, { keys, redelivery }, step, 250),
     operation,
   );
+  const drawn = undeliveredNumber(calls[1]![1][1]);
   assert.deepEqual(calls, [
     ["set", [keys.progress("c1"), { index: 1, attempt: 3 }]],
     ["enqueue", [step, {
       delay: 250,
-      keysIfUndelivered: [keys.undelivered("c1", 1, 3)],
+      keysIfUndelivered: [keys.undelivered(drawn)],
       backoffSchedule: redelivery,
     }]],
   ]);
   calls.length = 0;
   enqueueStep(operation, { keys, redelivery }, step);
   assert.equal((calls[1]![1][1] as { delay: number }).delay, 0);
+  // Each message draws its own.
+  assert.notEqual(undeliveredNumber(calls[1]![1][1]), drawn);
 });
 
 guardedTest(
@@ -199,7 +205,9 @@ guardedTest(
     assert.deepEqual(first.progress, { index: 1, attempt: 1 });
     assert.deepEqual(first.queued, [[{ ...step, index: 1, attempt: 1 }, {
       delay: 0,
-      keysIfUndelivered: [keys.undelivered("c1", 1, 1)],
+      keysIfUndelivered: [
+        keys.undelivered(undeliveredNumber(first.queued[0]?.[1])),
+      ],
       backoffSchedule: [1_000, 5_000],
     }]]);
     assert.equal(first.failed, null);
