@@ -86,10 +86,16 @@ export interface Keys {
   tasks(...parts: [] | [name: string]): Deno.KvKey;
   /**
    * Where Deno KV puts a message it gave up delivering, under a number drawn
-   * for it (the message says which step it is); with no part, where they all
-   * are.
+   * for it (the message says which step it is), or for a keyed task's step,
+   * under its chain, index and attempt, where its lane's watch looks
+   * (_lane.ts); with no part, where they all are.
    */
-  undelivered(...parts: [] | [id: number]): Deno.KvKey;
+  undelivered(
+    ...parts:
+      | []
+      | [id: number]
+      | [chain: string, index: number, attempt: number]
+  ): Deno.KvKey;
   /** A key never written: what asking whether the database can queue checks. */
   neverWritten(): Deno.KvKey;
   /**
@@ -212,7 +218,8 @@ export function enqueueStep(
  * chain, index and attempt (the message holds them): 145 bytes of JSON
  * rather than 276 under the default prefix. A backlog of 5,000 one-task
  * chains then weighs 1.9 MB rather than 2.6, and fits the 2 MB that
- * SQLite caches by default.
+ * SQLite caches by default. A keyed task's step keeps the longer key, which
+ * its lane's watch reads to learn that Deno KV gave up on its head.
  */
 export function enqueueMessage(
   operation: Deno.AtomicOperation,
@@ -223,7 +230,9 @@ export function enqueueMessage(
   return operation.enqueue(step, {
     delay,
     keysIfUndelivered: [
-      queue.keys.undelivered(Math.floor(Math.random() * 2 ** 53)),
+      step.key === undefined
+        ? queue.keys.undelivered(Math.floor(Math.random() * 2 ** 53))
+        : queue.keys.undelivered(step.chain, step.index, step.attempt),
     ],
     backoffSchedule: queue.redelivery,
   });

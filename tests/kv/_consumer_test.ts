@@ -192,6 +192,26 @@ Deno.test("enqueueStep() writes the chain's progress and queues the step, to lan
   assert.notEqual(undeliveredNumber(calls[1]![1][1]), drawn);
 });
 
+Deno.test("enqueueStep() keeps a keyed task's step, undelivered, under its chain, index and attempt, where its lane's watch looks", () => {
+  const queued: unknown[] = [];
+  const operation = {
+    set() {
+      return this;
+    },
+    enqueue(_message: unknown, options: unknown) {
+      queued.push(options);
+      return this;
+    },
+  } as unknown as Deno.AtomicOperation;
+  const step = { ...stepOf([["ok"]], 0, 2), chain: "c1:3", key: "u" };
+  enqueueStep(operation, { keys, redelivery: [10] }, step);
+  assert.deepEqual(queued, [{
+    delay: 0,
+    keysIfUndelivered: [keys.undelivered("c1:3", 0, 2)],
+    backoffSchedule: [10],
+  }]);
+});
+
 guardedTest(
   "runStep() runs the task and queues the next step, or ends the chain after its last",
   async () => {
