@@ -7,6 +7,7 @@
 // the wait at a close are _listener.ts's, failed() and retry() _failed.ts's.
 
 import { LEASE } from "./_claim.ts";
+import { batchWrites } from "./_batch_writes.ts";
 import { type Consumer, runStep, type StepWatch } from "./_consumer.ts";
 import {
   commitRetrying,
@@ -62,6 +63,13 @@ export type { KvFailedTask } from "./kv_failed_task.ts";
 export const KV_MAX_PAYLOAD = 64 * 1024;
 /** Chains per commit: Deno KV allows 100 checks in an atomic operation. */
 const GROUP_SIZE = 100;
+/** The claims and outcomes of deliveries per commit (one check each). */
+const BATCH_LIMIT = 50;
+/**
+ * Milliseconds the claims and outcomes wait for more before they commit:
+ * Deno KV delivers the next message meanwhile, in well under a millisecond.
+ */
+const BATCH_IDLE = 5;
 
 /**
  * Options for {@linkcode kvBackend}.
@@ -346,6 +354,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     holder: crypto.randomUUID(),
     lease: LEASE,
     claimed: new Map(),
+    batch: batchWrites(kv, { limit: BATCH_LIMIT, idle: BATCH_IDLE }),
   };
   const lanes = new Lanes(consumer);
   // The deliveries under way, each settling with how its attempt ended
@@ -524,6 +533,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
         );
       }
       consumer.closing = true;
+      consumer.batch.close();
       closed ??= closeWithin([...running], signal);
       if (signal === undefined || signal.aborted) {
         giveUp(

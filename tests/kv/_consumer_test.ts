@@ -16,6 +16,7 @@ import {
 import { kvBackend, type KvFailedTask } from "../../kv.ts";
 import { callHandler } from "../../testing.ts";
 import { LEASE } from "../../src/kv/_claim.ts";
+import { batchWrites } from "../../src/kv/_batch_writes.ts";
 import { type Consumer, runStep } from "../../src/kv/_consumer.ts";
 import {
   commitRetrying,
@@ -51,6 +52,7 @@ function consumerOf(
     holder: crypto.randomUUID(),
     lease: LEASE,
     claimed: new Map(),
+    batch: batchWrites(kv, { limit: 50, idle: 5 }),
     reported,
   };
 }
@@ -528,6 +530,41 @@ guardedTest(
       assert.deepEqual(enqueue.mock.calls, []);
     } finally {
       enqueue.mock.restore();
+    }
+  },
+);
+
+guardedTest(
+  "runStep() commits the claims and the outcomes of steps delivered together in one operation each, and runs each once",
+  async () => {
+    const runs = new Map<string, number>();
+    const counted = defineTask(({ id }) => {
+      runs.set(id, (runs.get(id) ?? 0) + 1);
+    }, { name: "counted" }) as DefinedTask;
+    await using kv = await openKv();
+    // Long enough for all 20 claims to come in on a loaded machine.
+    const consumer = {
+      ...consumerOf(kv, [counted]),
+      batch: batchWrites(kv, { limit: 50, idle: 200 }),
+    };
+    const steps = Array.from(
+      { length: 20 },
+      (_, i): Step => ({ ...stepOf([["counted"]]), chain: `c${i}` }),
+    );
+    for (const { chain } of steps) {
+      await kv.set(keys.progress(chain), { index: 0, attempt: 1 });
+    }
+    const commit = mock.method(Deno.AtomicOperation.prototype, "commit");
+    try {
+      await Promise.all(steps.map((step) => runStep(step, consumer)));
+      // The claims, then the outcomes: 40 commits, one at a time, before.
+      assert.equal(commit.mock.callCount(), 2);
+    } finally {
+      commit.mock.restore();
+    }
+    assert.deepEqual([...runs.values()], Array(20).fill(1));
+    for (const { chain } of steps) {
+      assert.equal((await kv.get(keys.progress(chain))).value, null);
     }
   },
 );

@@ -23,6 +23,7 @@ import { listFailed } from "../../src/kv/_failed.ts";
 import { workerConfig } from "../../src/durable/_worker.ts";
 import { guardedTest } from "../_helpers/common.ts";
 import { openKv } from "../_helpers/kv.ts";
+import { batchWrites } from "../../src/kv/_batch_writes.ts";
 
 const keys = kvKeys(["test"]);
 const LEASE = 1_000;
@@ -53,6 +54,7 @@ function consumerOf(kv: Deno.Kv): Consumer {
     holder: "this",
     lease: LEASE,
     claimed: new Map(),
+    batch: batchWrites(kv, { limit: 50, idle: 5 }),
   };
 }
 
