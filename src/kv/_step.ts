@@ -1,12 +1,14 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 // A KV backend's chains as the database holds them: each step of a chain
-// is one queue message, and the chain's progress, under a key of the
-// backend's, says which message is the live one. The two are written
-// together, in one atomic operation checked against what was read, through
-// commitRetrying(), since Deno KV does not wait for another process's lock.
-// The producing side (kv_backend.ts), the consuming side (_consumer.ts and
-// its claims, _claim.ts) and the failed tasks (_failed.ts) build on it.
+// travels in a queue message (the first steps of chains stored together
+// share one), and the chain's progress, under a key of the backend's, says
+// which step is the live one. The two are written together, in one atomic
+// operation checked against what was read, through commitRetrying(), since
+// Deno KV does not wait for another process's lock. The producing side
+// (_store.ts), the consuming side (_consumer.ts, its claims, _claim.ts, and
+// its write batch, _batch_writes.ts) and the failed tasks (_failed.ts)
+// build on it.
 
 import type { RequestSummary } from "../api/task_info.ts";
 
@@ -67,10 +69,26 @@ interface Lease {
   until: number;
 }
 
-/** Whether a queue message is one of the backend's. */
+/**
+ * A queue message of several steps, each of its own chain: the first steps
+ * of chains stored together (_store.ts).
+ */
+export interface StepGroup {
+  afterwardSteps: 1;
+  steps: Step[];
+}
+
+/** Whether a queue message is a step of the backend's. */
 export function isStep(value: unknown): value is Step {
   return typeof value === "object" && value !== null &&
     (value as Step).afterwardStep === 1;
+}
+
+/** Whether a queue message is a group of the backend's steps. */
+export function isStepGroup(value: unknown): value is StepGroup {
+  return typeof value === "object" && value !== null &&
+    (value as StepGroup).afterwardSteps === 1 &&
+    Array.isArray((value as StepGroup).steps);
 }
 
 /** The keys the backend writes, each under its prefix. */
@@ -207,7 +225,31 @@ export function enqueueStep(
 }
 
 /**
- * Adds to `operation` a step's message alone, its progress left as it is.
+ * Adds to `operation` what queues several steps, each of its own chain, in
+ * one message: each chain's progress, and the message.
+ */
+export function enqueueSteps(
+  operation: Deno.AtomicOperation,
+  queue: Pick<StepQueue, "keys" | "redelivery">,
+  steps: Step[],
+): Deno.AtomicOperation {
+  for (const step of steps) {
+    operation = operation.set(
+      queue.keys.progress(step.chain),
+      { index: step.index, attempt: step.attempt } satisfies Progress,
+    );
+  }
+  return enqueueMessage(
+    operation,
+    queue,
+    { afterwardSteps: 1, steps } satisfies StepGroup,
+    0,
+  );
+}
+
+/**
+ * Adds to `operation` a message, a step alone or a group, progress left as
+ * it is.
  *
  * Each delivery makes Deno KV read its whole queue (it removes the message
  * by an id it has no index on: `delete from queue where id = ?`, in
@@ -224,15 +266,15 @@ export function enqueueStep(
 export function enqueueMessage(
   operation: Deno.AtomicOperation,
   queue: Pick<StepQueue, "keys" | "redelivery">,
-  step: Step,
+  message: Step | StepGroup,
   delay: number,
 ): Deno.AtomicOperation {
-  return operation.enqueue(step, {
+  return operation.enqueue(message, {
     delay,
     keysIfUndelivered: [
-      step.key === undefined
-        ? queue.keys.undelivered(Math.floor(Math.random() * 2 ** 53))
-        : queue.keys.undelivered(step.chain, step.index, step.attempt),
+      isStep(message) && message.key !== undefined
+        ? queue.keys.undelivered(message.chain, message.index, message.attempt)
+        : queue.keys.undelivered(Math.floor(Math.random() * 2 ** 53)),
     ],
     backoffSchedule: queue.redelivery,
   });
