@@ -7,11 +7,18 @@
 // Deno KV runs the handlers of the messages it delivers concurrently, so
 // the claims and outcomes of the deliveries under way are committed together
 // instead, as one atomic operation (claims of 25 steps in one commit took
-// 97 µs each, against 855 µs for a claim alone, here). A commit waits until
-// the writes stop coming for a moment, since Deno KV delivers the next
-// messages only while its thread has nothing else to do.
+// 97 µs each, against 855 µs for a claim alone, here), and the next tasks
+// they queue share messages, as the first steps of chains stored together
+// do (_store.ts). A commit waits until the writes stop coming for a moment,
+// since Deno KV delivers the next messages only while its thread has
+// nothing else to do.
 
-import { commitRetrying } from "./_step.ts";
+import {
+  commitRetrying,
+  queueSteps,
+  type Step,
+  type StepQueue,
+} from "./_step.ts";
 
 /** A delivery's write: what it adds to the operation it shares. */
 export interface Write {
@@ -22,6 +29,11 @@ export interface Write {
   readonly key: string;
   /** Adds its check and its mutations to `operation`. */
   add(operation: Deno.AtomicOperation): Deno.AtomicOperation;
+  /**
+   * A step of its chain to queue at once (its next task), its progress
+   * written with it: the steps of an operation share messages.
+   */
+  readonly queue?: Step;
 }
 
 /** Commits the writes of deliveries, those of several together. */
@@ -41,6 +53,8 @@ export interface WriteBatchOptions {
   limit: number;
   /** Milliseconds without a new write after which the writes waiting commit. */
   idle: number;
+  /** The most bytes of steps in a message, as their bound tells. */
+  bytes: number;
 }
 
 /** A write waiting for its commit. */
@@ -62,10 +76,11 @@ interface Waiting {
  * rejects the writes of the operation.
  */
 export function batchWrites(
-  kv: Deno.Kv,
+  queue: StepQueue,
   options: WriteBatchOptions,
 ): WriteBatch {
-  const { limit, idle } = options;
+  const { kv } = queue;
+  const { limit, idle, bytes } = options;
   let closed = false;
   let waiting: Waiting[] = [];
   let committing = false;
@@ -75,11 +90,13 @@ export function batchWrites(
   async function commitGroup(group: Waiting[]): Promise<void> {
     let result: Deno.KvCommitResult | Deno.KvCommitError;
     try {
+      const operation = group.reduce(
+        (operation, { write }) => write.add(operation),
+        kv.atomic(),
+      );
+      const steps = group.flatMap(({ write }) => write.queue ?? []);
       result = await commitRetrying(
-        group.reduce(
-          (operation, { write }) => write.add(operation),
-          kv.atomic(),
-        ),
+        queueSteps(operation, queue, steps, bytes),
       );
     } catch (error) {
       // Deno KV refuses an operation over its limits with a TypeError,

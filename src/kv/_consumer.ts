@@ -161,6 +161,10 @@ async function actOn(
   const delay = Math.round(retryDelay ?? 0);
   // A failed check means another delivery took the step over, its claim
   // having lapsed (this process stalled for a whole lease): it writes it.
+  // The next task is queued with those of the other steps in the batch; a
+  // retry, delayed, in a message of its own, as is a keyed task's step: its
+  // lane's watch finds it under its own undelivered key (_lane.ts).
+  const alone = delay > 0 || step.key !== undefined;
   const { ok } = await consumer.batch.commit({
     key: step.chain,
     add(operation) {
@@ -169,13 +173,16 @@ async function actOn(
         operation = operation.set(keys.failed(step.chain, step.index), failed);
       }
       if (next !== undefined) {
-        return enqueueStep(operation, consumer, next, delay);
+        return alone
+          ? enqueueStep(operation, consumer, next, delay)
+          : operation;
       }
       operation = operation.delete(progressKey);
       return step.key === undefined
         ? operation
         : laneEnded(operation, consumer, step);
     },
+    ...(next === undefined || alone ? {} : { queue: next }),
   });
   if (ok && missing !== undefined) {
     await reportUnknownTask(

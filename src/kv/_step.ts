@@ -10,6 +10,7 @@
 // its write batch, _batch_writes.ts) and the failed tasks (_failed.ts)
 // build on it.
 
+import { structuredSizeBound } from "../durable/_structured_size.ts";
 import type { RequestSummary } from "../api/task_info.ts";
 
 /** A task as its chain's message holds it. */
@@ -71,7 +72,8 @@ interface Lease {
 
 /**
  * A queue message of several steps, each of its own chain: the first steps
- * of chains stored together (_store.ts).
+ * of chains stored together (_store.ts), or the next steps of steps run
+ * together (_batch_writes.ts).
  */
 export interface StepGroup {
   afterwardSteps: 1;
@@ -245,6 +247,51 @@ export function enqueueSteps(
     { afterwardSteps: 1, steps } satisfies StepGroup,
     0,
   );
+}
+
+/**
+ * Adds to `operation` what queues `steps` at once, each of its own chain:
+ * each chain's progress, and the steps in as few messages as fit in
+ * `bytes` as far as a cheap upper bound of their weight tells (a message
+ * the bound misjudged is refused, and the operation split). A step the
+ * bound does not fit (a large chain) goes alone, in a message its message
+ * budget sized for Deno KV.
+ */
+export function queueSteps(
+  operation: Deno.AtomicOperation,
+  queue: Pick<StepQueue, "keys" | "redelivery">,
+  steps: readonly Step[],
+  bytes: number,
+): Deno.AtomicOperation {
+  for (const message of pack(steps, bytes)) {
+    operation = message.length === 1
+      ? enqueueStep(operation, queue, message[0]!)
+      : enqueueSteps(operation, queue, message);
+  }
+  return operation;
+}
+
+/** `steps` in messages of at most `bytes` by their bound, in order. */
+function pack(steps: readonly Step[], bytes: number): Step[][] {
+  const packed: Step[][] = [];
+  let current: Step[] = [];
+  let weight = 0;
+  for (const step of steps) {
+    const bound = structuredSizeBound(step);
+    if (bound > bytes) {
+      packed.push([step]);
+      continue;
+    }
+    if (weight + bound > bytes) {
+      packed.push(current);
+      current = [];
+      weight = 0;
+    }
+    current.push(step);
+    weight += bound;
+  }
+  if (current.length > 0) packed.push(current);
+  return packed;
 }
 
 /**

@@ -11,15 +11,13 @@
 
 import {
   commitRetrying,
-  enqueueStep,
-  enqueueSteps,
+  queueSteps,
   type Step,
   type StepQueue,
 } from "./_step.ts";
 import { ENVELOPE_BYTES } from "./_message_budget.ts";
 import { cannotStore, refusesQueue } from "./_queue_support.ts";
 import { type GroupCommit, groupCommit } from "../durable/_group_commit.ts";
-import { structuredSizeBound } from "../durable/_structured_size.ts";
 import { NAMES_REFRESH } from "../durable/_unknown_tasks.ts";
 
 /** Chains per commit: Deno KV allows 100 checks in an atomic operation. */
@@ -63,11 +61,7 @@ export function storeSteps(
           versionstamp: null,
         });
       }
-      for (const message of messages(steps, limit - ENVELOPE_BYTES)) {
-        operation = message.length === 1
-          ? enqueueStep(operation, queue, message[0]!)
-          : enqueueSteps(operation, queue, message);
-      }
+      operation = queueSteps(operation, queue, steps, limit - ENVELOPE_BYTES);
       let committed: Deno.KvCommitResult | Deno.KvCommitError;
       try {
         committed = await commitRetrying(operation);
@@ -88,32 +82,4 @@ export function storeSteps(
     // No chain is at fault when the database cannot queue: no split.
     { split: () => refusal === undefined },
   );
-}
-
-/**
- * `steps` in messages of at most `bytes` as far as a cheap upper bound of
- * their weight tells, in order. A step the bound does not fit (a large
- * chain) goes alone, as a message of its own, which its message budget
- * sized for Deno KV.
- */
-function messages(steps: Step[], bytes: number): Step[][] {
-  const packed: Step[][] = [];
-  let current: Step[] = [];
-  let weight = 0;
-  for (const step of steps) {
-    const bound = structuredSizeBound(step);
-    if (bound > bytes) {
-      packed.push([step]);
-      continue;
-    }
-    if (weight + bound > bytes) {
-      packed.push(current);
-      current = [];
-      weight = 0;
-    }
-    current.push(step);
-    weight += bound;
-  }
-  if (current.length > 0) packed.push(current);
-  return packed;
 }

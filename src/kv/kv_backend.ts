@@ -15,7 +15,7 @@ import { listFailed, retryFailed } from "./_failed.ts";
 import { Lanes } from "./_keyed.ts";
 import { isLaneMessage, runLaneMessage } from "./_lane.ts";
 import { closeWithin, type Running, startListener } from "./_listener.ts";
-import { MessageBudget } from "./_message_budget.ts";
+import { ENVELOPE_BYTES, MessageBudget } from "./_message_budget.ts";
 import { assertSerializable } from "../durable/_serializable.ts";
 import { executionConfig, givenExecutionOptions } from "../core/_config.ts";
 import {
@@ -216,7 +216,7 @@ const KV_BACKEND_OPTIONS = optionKeys<KvBackendOptions>({
  * next one (up to 100 per commit), and their first steps share a message,
  * so that under load a commit and a message cost a fraction of a request;
  * a listener commits the claims and outcomes of the steps it runs at once
- * together too.
+ * together too, and queues their next tasks together.
  *
  * Several processes may use one database file (a rolling restart's
  * overlap): they share its queue and chains, each step runs once while they
@@ -347,7 +347,11 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     holder: crypto.randomUUID(),
     lease: LEASE,
     claimed: new Map(),
-    batch: batchWrites(kv, { limit: BATCH_LIMIT, idle: BATCH_IDLE }),
+    batch: batchWrites({ kv, keys, redelivery }, {
+      limit: BATCH_LIMIT,
+      idle: BATCH_IDLE,
+      bytes: KV_MAX_PAYLOAD - ENVELOPE_BYTES,
+    }),
   };
   const lanes = new Lanes(consumer);
   // The deliveries under way, each settling with how its attempt ended

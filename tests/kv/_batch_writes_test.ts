@@ -5,8 +5,21 @@
 
 import assert from "node:assert/strict";
 import { mock } from "node:test";
-import { batchWrites, type Write } from "../../src/kv/_batch_writes.ts";
+import {
+  batchWrites,
+  type Write,
+  type WriteBatch,
+} from "../../src/kv/_batch_writes.ts";
+import { isStepGroup, kvKeys, type Step } from "../../src/kv/_step.ts";
 import { openKv } from "../_helpers/kv.ts";
+
+/** A batch on `kv`, its steps queued under the prefix "test". */
+function batchOn(kv: Deno.Kv, limit: number, idle: number): WriteBatch {
+  return batchWrites(
+    { kv, keys: kvKeys(["test"]), redelivery: [1_000] },
+    { limit, idle, bytes: 60_000 },
+  );
+}
 
 /** A write that sets `key` to `value` if `key` is at `versionstamp`. */
 function setIf(
@@ -34,7 +47,7 @@ function countCommits(): { readonly count: number } & Disposable {
 
 Deno.test("batchWrites() commits the writes handed in together as one operation", async () => {
   await using kv = await openKv();
-  const batch = batchWrites(kv, { limit: 50, idle: 5 });
+  const batch = batchOn(kv, 50, 5);
   using commits = countCommits();
   const results = await Promise.all(
     ["a", "b", "c"].map((key) => batch.commit(setIf(key, key))),
@@ -49,7 +62,7 @@ Deno.test("batchWrites() commits the writes handed in together as one operation"
 Deno.test("batchWrites() fails a write whose check fails, alone, as its own commit would", async () => {
   await using kv = await openKv();
   await kv.set(["b"], "before");
-  const batch = batchWrites(kv, { limit: 50, idle: 5 });
+  const batch = batchOn(kv, 50, 5);
   const results = await Promise.all([
     batch.commit(setIf("a", "a")),
     batch.commit(setIf("b", "b")),
@@ -62,7 +75,7 @@ Deno.test("batchWrites() fails a write whose check fails, alone, as its own comm
 
 Deno.test("batchWrites() never puts two writes on one key in one operation", async () => {
   await using kv = await openKv();
-  const batch = batchWrites(kv, { limit: 50, idle: 5 });
+  const batch = batchOn(kv, 50, 5);
   using commits = countCommits();
   // In one operation both checks would pass, and both writes apply.
   const results = await Promise.all([
@@ -76,7 +89,7 @@ Deno.test("batchWrites() never puts two writes on one key in one operation", asy
 
 Deno.test("batchWrites() splits an operation over Deno KV's 800 KiB", async () => {
   await using kv = await openKv();
-  const batch = batchWrites(kv, { limit: 50, idle: 5 });
+  const batch = batchOn(kv, 50, 5);
   using commits = countCommits();
   const big = "x".repeat(60_000);
   const results = await Promise.all(
@@ -91,7 +104,7 @@ Deno.test("batchWrites() waits for the writes to stop coming, or for its limit",
   await using kv = await openKv();
   mock.timers.enable({ apis: ["setTimeout", "Date"] });
   try {
-    const batch = batchWrites(kv, { limit: 3, idle: 10 });
+    const batch = batchOn(kv, 3, 10);
     using commits = countCommits();
     const first = batch.commit(setIf("a", 1));
     mock.timers.tick(9);
@@ -103,7 +116,7 @@ Deno.test("batchWrites() waits for the writes to stop coming, or for its limit",
     assert.equal(commits.count, 1);
     assert.ok((await first).ok && (await second).ok);
     // The limit commits at once.
-    const fresh = batchWrites(kv, { limit: 3, idle: 10 });
+    const fresh = batchOn(kv, 3, 10);
     const writes = ["c", "d", "e"].map((key) => fresh.commit(setIf(key, key)));
     assert.equal(commits.count, 2);
     for (const result of await Promise.all(writes)) assert.ok(result.ok);
@@ -116,7 +129,7 @@ Deno.test("batchWrites() commits what waits at its close, and each write after i
   await using kv = await openKv();
   mock.timers.enable({ apis: ["setTimeout", "Date"] });
   try {
-    const batch = batchWrites(kv, { limit: 50, idle: 10 });
+    const batch = batchOn(kv, 50, 10);
     using commits = countCommits();
     const waiting = batch.commit(setIf("a", 1));
     assert.equal(commits.count, 0);
@@ -133,7 +146,7 @@ Deno.test("batchWrites() commits what waits at its close, and each write after i
 
 Deno.test("batchWrites() rejects the writes of an operation that fails for another reason", async () => {
   const kv = await Deno.openKv(":memory:");
-  const batch = batchWrites(kv, { limit: 50, idle: 5 });
+  const batch = batchOn(kv, 50, 5);
   const results = Promise.allSettled([
     batch.commit(setIf("a", 1)),
     batch.commit(setIf("b", 2)),
@@ -146,4 +159,39 @@ Deno.test("batchWrites() rejects the writes of an operation that fails for anoth
   ]);
   const { reason } = settled[0] as PromiseRejectedResult;
   assert.ok(reason instanceof Deno.errors.BadResource, Deno.inspect(reason));
+});
+
+Deno.test("batchWrites() queues the steps its writes queue in one message, with each chain's progress", async () => {
+  await using kv = await openKv();
+  const batch = batchOn(kv, 50, 5);
+  const step = (chain: string): Step => ({
+    afterwardStep: 1,
+    chain,
+    index: 1,
+    attempt: 1,
+    tasks: [{ name: "a", args: [] }, { name: "b", args: [chain] }],
+  });
+  const enqueue = mock.method(Deno.AtomicOperation.prototype, "enqueue");
+  try {
+    const results = await Promise.all(
+      ["c1", "c2", "c3"].map((chain) =>
+        batch.commit({ key: chain, add: (op) => op, queue: step(chain) })
+      ),
+    );
+    assert.ok(results.every((result) => result.ok));
+    assert.equal(enqueue.mock.callCount(), 1);
+    const [message] = enqueue.mock.calls[0]!.arguments;
+    assert.ok(isStepGroup(message), Deno.inspect(message));
+    assert.deepEqual(message.steps, [step("c1"), step("c2"), step("c3")]);
+  } finally {
+    enqueue.mock.restore();
+  }
+  const keys = kvKeys(["test"]);
+  const progress = await kv.getMany(
+    ["c1", "c2", "c3"].map((chain) => keys.progress(chain)),
+  );
+  assert.deepEqual(
+    progress.map(({ value }) => value),
+    Array(3).fill({ index: 1, attempt: 1 }),
+  );
 });

@@ -24,6 +24,7 @@ import {
   isStep,
   kvKeys,
   type Step,
+  type StepGroup,
 } from "../../src/kv/_step.ts";
 import { workerConfig } from "../../src/durable/_worker.ts";
 import { counter, guardedTest, within } from "../_helpers/common.ts";
@@ -52,7 +53,11 @@ function consumerOf(
     holder: crypto.randomUUID(),
     lease: LEASE,
     claimed: new Map(),
-    batch: batchWrites(kv, { limit: 50, idle: 5 }),
+    batch: batchWrites({ kv, keys, redelivery: [1_000, 5_000] }, {
+      limit: 50,
+      idle: 5,
+      bytes: 60_000,
+    }),
     reported,
   };
 }
@@ -545,7 +550,11 @@ guardedTest(
     // Long enough for all 20 claims to come in on a loaded machine.
     const consumer = {
       ...consumerOf(kv, [counted]),
-      batch: batchWrites(kv, { limit: 50, idle: 200 }),
+      batch: batchWrites({ kv, keys, redelivery: [1_000, 5_000] }, {
+        limit: 50,
+        idle: 200,
+        bytes: 60_000,
+      }),
     };
     const steps = Array.from(
       { length: 20 },
@@ -565,6 +574,85 @@ guardedTest(
     assert.deepEqual([...runs.values()], Array(20).fill(1));
     for (const { chain } of steps) {
       assert.equal((await kv.get(keys.progress(chain))).value, null);
+    }
+  },
+);
+
+guardedTest(
+  "runStep() queues the next tasks of steps run together in one message",
+  async () => {
+    await using kv = await openKv();
+    const consumer = {
+      ...consumerOf(kv, [ok]),
+      batch: batchWrites({ kv, keys, redelivery: [1_000, 5_000] }, {
+        limit: 50,
+        idle: 200,
+        bytes: 60_000,
+      }),
+    };
+    const steps = Array.from(
+      { length: 5 },
+      (_, i): Step => ({ ...stepOf([["ok"], ["ok", i]]), chain: `c${i}` }),
+    );
+    for (const { chain } of steps) {
+      await kv.set(keys.progress(chain), { index: 0, attempt: 1 });
+    }
+    const enqueue = mock.method(Deno.AtomicOperation.prototype, "enqueue");
+    try {
+      await Promise.all(steps.map((step) => runStep(step, consumer)));
+      // A message per step before.
+      assert.equal(enqueue.mock.callCount(), 1);
+      const [message] = enqueue.mock.calls[0]!.arguments as [StepGroup];
+      // In the order their outcomes came in.
+      assert.deepEqual(
+        message.steps.toSorted((a, b) => a.chain.localeCompare(b.chain)),
+        steps.map((step) => ({ ...step, index: 1, attempt: 1 })),
+      );
+    } finally {
+      enqueue.mock.restore();
+    }
+  },
+);
+
+guardedTest(
+  "runStep() queues a keyed task's retry in a message of its own, under its own undelivered key, even without a delay",
+  async () => {
+    let failures = 1;
+    const flaky = defineTask(() => {
+      if (failures-- > 0) throw new Error("down");
+    }, {
+      name: "flaky",
+      retry: { maxAttempts: 2, minDelay: 0, maxDelay: 0 },
+    }) as DefinedTask;
+    await using kv = await openKv();
+    const consumer = {
+      ...consumerOf(kv, [ok, flaky]),
+      batch: batchWrites({ kv, keys, redelivery: [1_000, 5_000] }, {
+        limit: 50,
+        idle: 200,
+        bytes: 60_000,
+      }),
+    };
+    const plain: Step = { ...stepOf([["ok"], ["ok"]]), chain: "c1" };
+    const keyed: Step = { ...stepOf([["flaky"]]), chain: "c2:0", key: "u" };
+    for (const { chain } of [plain, keyed]) {
+      await kv.set(keys.progress(chain), { index: 0, attempt: 1 });
+    }
+    const enqueue = mock.method(Deno.AtomicOperation.prototype, "enqueue");
+    try {
+      await Promise.all([plain, keyed].map((step) => runStep(step, consumer)));
+      const retry = enqueue.mock.calls.map((
+        { arguments: [message, options] },
+      ) => [message, options])
+        .find(([message]) => (message as Step).chain === "c2:0");
+      assert.deepEqual(retry, [{ ...keyed, attempt: 2 }, {
+        delay: 0,
+        keysIfUndelivered: [keys.undelivered("c2:0", 0, 2)],
+        backoffSchedule: [1_000, 5_000],
+      }]);
+      assert.equal(enqueue.mock.callCount(), 2);
+    } finally {
+      enqueue.mock.restore();
     }
   },
 );

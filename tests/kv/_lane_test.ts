@@ -54,7 +54,11 @@ function consumerOf(kv: Deno.Kv): Consumer {
     holder: "this",
     lease: LEASE,
     claimed: new Map(),
-    batch: batchWrites(kv, { limit: 50, idle: 5 }),
+    batch: batchWrites({ kv, keys, redelivery: [1_000] }, {
+      limit: 50,
+      idle: 5,
+      bytes: 60_000,
+    }),
   };
 }
 
