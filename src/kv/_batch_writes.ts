@@ -119,27 +119,28 @@ export function batchWrites(
   /** Commits the writes waiting, once they stop coming, then those after. */
   async function commitWaiting(): Promise<void> {
     timer = undefined;
-    const quiet = lastWrite + idle - Date.now();
-    if (waiting.length < limit && quiet > 0 && !closed) {
-      timer = setTimeout(commitWaiting, quiet);
-      return;
-    }
-    committing = true;
-    const group: Waiting[] = [];
-    const keys = new Set<string>();
-    const later: Waiting[] = [];
-    for (const waiter of waiting) {
-      if (group.length === limit || keys.has(waiter.write.key)) {
-        later.push(waiter);
-      } else {
-        keys.add(waiter.write.key);
-        group.push(waiter);
+    while (waiting.length > 0) {
+      const quiet = lastWrite + idle - Date.now();
+      if (waiting.length < limit && quiet > 0 && !closed) {
+        timer = setTimeout(commitWaiting, quiet);
+        return;
       }
+      committing = true;
+      const group: Waiting[] = [];
+      const keys = new Set<string>();
+      const later: Waiting[] = [];
+      for (const waiter of waiting) {
+        if (group.length === limit || keys.has(waiter.write.key)) {
+          later.push(waiter);
+        } else {
+          keys.add(waiter.write.key);
+          group.push(waiter);
+        }
+      }
+      waiting = later;
+      await commitGroup(group);
+      committing = false;
     }
-    waiting = later;
-    await commitGroup(group);
-    committing = false;
-    if (waiting.length > 0) await commitWaiting();
   }
 
   /** Commits what waits now, rather than at its timer. */
