@@ -407,6 +407,30 @@ guardedTest(
 );
 
 guardedTest(
+  "kvBackend() keeps as failed, undelivered, a step queued by an earlier version, under its key of then",
+  async () => {
+    const task = defineTask((_context, _n: number) => {}, { name: "task" });
+    await using db = await openBackend({ tasks: [task], listen: false });
+    // Its chain, index and attempt, where a random number is now.
+    await db.kv.set(
+      ["background-tasks", "undelivered", "c1", 0, 1],
+      {
+        afterwardStep: 1,
+        chain: "c1",
+        index: 0,
+        attempt: 1,
+        tasks: [{ name: "task", args: [1] }],
+      } satisfies Step,
+    );
+    const failed = await db.backend.failed();
+    assert.deepEqual(
+      failed.map(({ id, reason, args }) => [id, reason, args]),
+      [["c1:0", "undelivered", [1]]],
+    );
+  },
+);
+
+guardedTest(
   "kvBackend() refuses at addTask what it could not run later",
   async (t) => {
     const registered = defineTask((_context, _value: unknown) => {}, {
