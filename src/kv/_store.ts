@@ -15,7 +15,6 @@ import {
   type Step,
   type StepQueue,
 } from "./_step.ts";
-import { ENVELOPE_BYTES } from "./_message_budget.ts";
 import { cannotStore, refusesQueue } from "./_queue_support.ts";
 import { type GroupCommit, groupCommit } from "../durable/_group_commit.ts";
 import { NAMES_REFRESH } from "../durable/_unknown_tasks.ts";
@@ -26,8 +25,8 @@ const GROUP_SIZE = 100;
 /**
  * Stores the first step of each chain handed to it: chains handed over
  * together share a commit (one costs about as much as one chain, a hundred
- * in one cost a few) and their steps share messages of at most `limit`
- * bytes. A group fails as a whole when a chain is already queued, or when
+ * in one cost a few) and their steps share messages of at most `bytes`
+ * (by a bound of their weight). A group fails as a whole when a chain is already queued, or when
  * it is over Deno KV's 800 KiB per operation; it is then split down to the
  * chain at fault. Before the first, and once a day after, the names of the
  * tasks are written, with the time, for listeners that lack one to say so
@@ -38,7 +37,7 @@ const GROUP_SIZE = 100;
 export function storeSteps(
   queue: StepQueue,
   registry: ReadonlyMap<string, unknown>,
-  limit: number,
+  bytes: number,
 ): GroupCommit<Step> {
   const { kv, keys } = queue;
   let announced = -Infinity;
@@ -61,7 +60,7 @@ export function storeSteps(
           versionstamp: null,
         });
       }
-      operation = queueSteps(operation, queue, steps, limit - ENVELOPE_BYTES);
+      operation = queueSteps(operation, queue, steps, bytes);
       let committed: Deno.KvCommitResult | Deno.KvCommitError;
       try {
         committed = await commitRetrying(operation);
