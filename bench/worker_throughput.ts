@@ -22,6 +22,7 @@ import { defineTask } from "../mod.ts";
 import { bullmqBackend } from "../bullmq.ts";
 import { shardPrefixes } from "../src/bullmq/_shared.ts";
 import { kvBackend } from "../kv.ts";
+import { uuidV7 } from "../src/util/_uuid_v7.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -38,9 +39,10 @@ export const trivial = defineTask((_context, _n: number) => {}, {
   name: "trivial",
 });
 
+/** A chain as the wrapper hands it over, with an id made as it makes them. */
 function chain(index: number) {
   return {
-    id: crypto.randomUUID(),
+    id: uuidV7(),
     tasks: [{
       name: trivial.name,
       args: [index],
@@ -143,7 +145,7 @@ async function kv(): Promise<number> {
     });
     await done.promise;
     const seconds = (performance.now() - startedAt) / 1000;
-    backend.close();
+    await backend.close();
     reopened.close();
     return total / seconds;
   } finally {
@@ -186,7 +188,11 @@ const perChain = (db: Deno.Kv) => async (handed: Handed) => {
       attempt: 1,
       tasks: handed.tasks.map(({ name, args }) => ({ name, args })),
     }, {
-      keysIfUndelivered: [["background-tasks", "undelivered", handed.id, 0, 1]],
+      keysIfUndelivered: [[
+        "background-tasks",
+        "undelivered",
+        Math.floor(Math.random() * 2 ** 53),
+      ]],
       backoffSchedule: [1000, 5000, 10_000, 30_000, 60_000],
     })
     .commit();

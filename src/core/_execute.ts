@@ -14,6 +14,7 @@ import type { ExecutionConfig } from "./_config.ts";
 import { report } from "./_report.ts";
 import { isThenable, toPromise } from "../util/_promise.ts";
 import type { TaskInfo, TaskResult } from "../api/task_info.ts";
+import { uuidV7 } from "../util/_uuid_v7.ts";
 
 /**
  * How many tasks a chain runs in a row before it lets the event loop turn:
@@ -186,7 +187,7 @@ async function execute(
           {
             id: task.defined === undefined
               ? ""
-              : `${chain.id ??= crypto.randomUUID()}:${index}`,
+              : `${chain.id ??= uuidV7()}:${index}`,
             signal: chain.signal,
             timeout: task.defined?.timeout ?? config.timeout,
             maxAttempts: task.defined?.retry?.maxAttempts ?? 1,

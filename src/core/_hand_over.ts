@@ -24,6 +24,7 @@ import type {
   TaskErrorHandler,
   TaskInfo,
 } from "../api/task_info.ts";
+import { uuidV7 } from "../util/_uuid_v7.ts";
 
 /** A task as a backend receives it; it must have been made by `defineTask`. */
 export function backendTask(task: Task): BackendTask {
@@ -85,7 +86,7 @@ export function handOver(
   try {
     storing = backend.enqueue({
       // Made at its first task's accept().
-      id: chain.id ??= crypto.randomUUID(),
+      id: chain.id ??= uuidV7(),
       tasks,
       request: chain.request,
       delivered: chain.delivered,

@@ -39,6 +39,7 @@ import "./background_tasks.ts";
 import type { DrainResult, TaskStats } from "../api/task_controls.ts";
 import type { DrainOptions } from "../api/options.ts";
 import type { BackendChain } from "../api/task_backend.ts";
+import { uuidV7 } from "../util/_uuid_v7.ts";
 
 /** Executes the chains of one wrapped handler, and counts their tasks. */
 export class Runner implements ChainOwner {
@@ -135,7 +136,7 @@ export class Runner implements ChainOwner {
     }
     if (durable) {
       // Made at the chain's first task: the id its hand-over carries.
-      chain.id ??= crypto.randomUUID();
+      chain.id ??= uuidV7();
       backend.accept(
         backendTask(task),
         chain as Pick<BackendChain, "id" | "request">,

@@ -3,8 +3,9 @@
 // A step runs once while the processes on one database live, though Deno
 // KV may deliver its message twice at once (to two processes on one file,
 // or again to one whose task runs long). Before running a step, a backend
-// claims it in its chain's progress with an atomic check, for a lease it
-// renews while the attempt runs; a copy delivered meanwhile is put back, to
+// claims it in its chain's progress with an atomic check (in its write
+// batch, with the claims of other deliveries), for a lease it renews while
+// the attempt runs; a copy delivered meanwhile is put back, to
 // come back once the claim would have lapsed, in case its holder died.
 // Running the step and writing its outcome is _consumer.ts's.
 
@@ -17,6 +18,7 @@ import {
   stepKey,
   type StepQueue,
 } from "./_step.ts";
+import type { WriteBatch } from "./_batch_writes.ts";
 
 /**
  * A backend as it claims steps: where its steps are queued, and who it is
@@ -34,6 +36,8 @@ export interface Claimant extends StepQueue {
   readonly lease: number;
   /** The steps this backend runs now, by `stepKey()`, each until it is written. */
   readonly claimed: Map<string, Promise<unknown>>;
+  /** Commits its claims and outcomes, those of concurrent deliveries together. */
+  readonly batch: WriteBatch;
 }
 
 /** How long a claim on a step lasts unless renewed. */
@@ -83,9 +87,10 @@ export async function claim(
       attempt: step.attempt,
       lease: { holder: consumer.holder, until: Date.now() + consumer.lease },
     };
-    const claimed = await commitRetrying(
-      kv.atomic().check(progress).set(progressKey, value),
-    );
+    const claimed = await consumer.batch.commit({
+      key: step.chain,
+      add: (operation) => operation.check(progress).set(progressKey, value),
+    });
     if (claimed.ok) {
       return { key: progressKey, value, versionstamp: claimed.versionstamp };
     }

@@ -2,10 +2,12 @@
 
 // The consuming side of the KV backend: what one delivery of a message
 // does. A step's outcome (the next step, its retry, or a failed task) is
-// written in one atomic operation checked against its chain's progress
-// (_step.ts), so that a message delivered twice acts once; the step is
-// claimed first (_claim.ts), so that a message delivered twice at once (to
-// two processes on one file) runs once.
+// written atomically, checked against its chain's progress (_step.ts), so
+// that a message delivered twice acts once; the step is claimed first
+// (_claim.ts), so that a message delivered twice at once (to two processes
+// on one file) runs once. Claims and outcomes go through the backend's
+// write batch (_batch_writes.ts): those of the deliveries under way share
+// an atomic operation, each checked on its own.
 
 import { errorText } from "../util/_error_text.ts";
 import { structuredSize } from "../durable/_structured_size.ts";
@@ -14,7 +16,6 @@ import { runQueued, type WorkerConfig } from "../durable/_worker.ts";
 import { claim, type Claimant, putBack, renewLease } from "./_claim.ts";
 import { laneEnded } from "./_lane.ts";
 import {
-  commitRetrying,
   enqueueStep,
   identity,
   type Progress,
@@ -93,22 +94,20 @@ async function actOn(
   consumer: Consumer,
   watch: StepWatch,
 ): Promise<StepEnd | undefined> {
-  const { kv, keys, config, shutdown } = consumer;
+  const { keys, config, shutdown } = consumer;
   const progressKey = keys.progress(step.chain);
   const queued = step.tasks[step.index]!;
   const task = config.registry.get(queued.name);
   const { id, index } = identity(step);
-  let operation = kv.atomic().check(progress);
+  let checked = progress;
+  let failed: KvFailedTask | undefined;
   let retryDelay: number | undefined;
   let outcome: StepEnd["outcome"] | undefined;
   // A deploy that renamed or dropped the task: a failed task, reported.
   let missing: string | undefined;
   if (task === undefined) {
     missing = `No task named "${queued.name}" in this process's 'tasks'`;
-    operation = operation.set(
-      keys.failed(step.chain, step.index),
-      failedTask(step, missing),
-    );
+    failed = failedTask(step, missing);
   } else {
     const renewal = renewLease(step, progress, consumer);
     const ended = Promise.withResolvers<StepEnd>();
@@ -145,40 +144,46 @@ async function actOn(
       await putBack(step, claimed, consumer);
       return { name: queued.name, outcome };
     }
-    operation = kv.atomic().check(claimed);
+    checked = claimed;
     if (result.willRetry) retryDelay = result.delay;
     else if (result.outcome !== "succeeded") {
-      operation = operation.set(
-        keys.failed(step.chain, step.index),
-        failedTask(step, errorText(result.value)),
-      );
+      failed = failedTask(step, errorText(result.value));
     }
   }
   // The next message is the delivered one, changed in two numbers: it
   // weighs more than the first (its arrays came back holey), and the
   // message budget measured that weight (see messageSize()), so it fits.
-  if (retryDelay !== undefined) {
-    operation = enqueueStep(
-      operation,
-      consumer,
-      { ...step, attempt: step.attempt + 1 },
-      Math.round(retryDelay),
-    );
-  } else if (step.index + 1 < step.tasks.length) {
-    operation = enqueueStep(operation, consumer, {
-      ...step,
-      index: step.index + 1,
-      attempt: 1,
-    });
-  } else {
-    operation = operation.delete(progressKey);
-    if (step.key !== undefined) {
-      operation = laneEnded(operation, consumer, step);
-    }
-  }
+  const next: Step | undefined = retryDelay !== undefined
+    ? { ...step, attempt: step.attempt + 1 }
+    : step.index + 1 < step.tasks.length
+    ? { ...step, index: step.index + 1, attempt: 1 }
+    : undefined;
+  const delay = Math.round(retryDelay ?? 0);
   // A failed check means another delivery took the step over, its claim
   // having lapsed (this process stalled for a whole lease): it writes it.
-  const { ok } = await commitRetrying(operation);
+  // The next task is queued with those of the other steps in the batch; a
+  // retry, delayed, in a message of its own, as is a keyed task's step: its
+  // lane's watch finds it under its own undelivered key (_lane.ts).
+  const alone = delay > 0 || step.key !== undefined;
+  const { ok } = await consumer.batch.commit({
+    key: step.chain,
+    add(operation) {
+      operation = operation.check(checked);
+      if (failed !== undefined) {
+        operation = operation.set(keys.failed(step.chain, step.index), failed);
+      }
+      if (next !== undefined) {
+        return alone
+          ? enqueueStep(operation, consumer, next, delay)
+          : operation;
+      }
+      operation = operation.delete(progressKey);
+      return step.key === undefined
+        ? operation
+        : laneEnded(operation, consumer, step);
+    },
+    ...(next === undefined || alone ? {} : { queue: next }),
+  });
   if (ok && missing !== undefined) {
     await reportUnknownTask(
       {

@@ -9,11 +9,15 @@ import {
   commitRetrying,
   enqueueStep,
   identity,
+  isStepGroup,
+  type Progress,
   type Step,
+  type StepGroup,
   type StepQueue,
 } from "./_step.ts";
 import { describe } from "../util/_assert.ts";
 import type { Lanes } from "./_keyed.ts";
+import { uuidV7 } from "../util/_uuid_v7.ts";
 import type { KvFailedTask } from "./kv_failed_task.ts";
 
 /**
@@ -21,32 +25,38 @@ import type { KvFailedTask } from "./kv_failed_task.ts";
  * gave up delivering are filed among them first. Deno KV keeps such a
  * message under its `keysIfUndelivered` key and says nothing, not even
  * when: each is filed in one atomic operation checked against it (so that
- * two processes file it once), dated when it was found.
+ * two processes file it once), dated when it was found. Of a message of
+ * several steps, only those still where their chain stands are filed: a
+ * delivery may have run some before the others failed it.
  */
 export async function listFailed(
   store: StepQueue,
 ): Promise<Deno.KvEntry<KvFailedTask>[]> {
   const { kv, keys } = store;
-  for await (const entry of kv.list<Step>({ prefix: keys.undelivered() })) {
-    const step = entry.value;
-    const { name, args } = step.tasks[step.index]!;
-    const task: KvFailedTask = {
-      ...identity(step),
-      reason: "undelivered",
-      name,
-      args,
-      attempts: step.attempt,
-      error: "Deno KV gave up delivering the task",
-      request: step.request,
-      at: new Date(),
-      ...(step.key === undefined ? {} : { key: step.key }),
-    };
-    await commitRetrying(
-      kv.atomic().check(entry).delete(entry.key).set(
+  for await (
+    const entry of kv.list<Step | StepGroup>({ prefix: keys.undelivered() })
+  ) {
+    let operation = kv.atomic().check(entry).delete(entry.key);
+    const at = new Date();
+    if (isStepGroup(entry.value)) {
+      for (const step of entry.value.steps) {
+        const { value } = await kv.get<Progress>(keys.progress(step.chain));
+        if (value?.index !== step.index || value.attempt !== step.attempt) {
+          continue;
+        }
+        operation = operation.set(
+          keys.failed(step.chain, step.index),
+          undelivered(step, at),
+        );
+      }
+    } else {
+      const step = entry.value;
+      operation = operation.set(
         keys.failed(step.chain, step.index),
-        task,
-      ),
-    );
+        undelivered(step, at),
+      );
+    }
+    await commitRetrying(operation);
   }
   const entries: Deno.KvEntry<KvFailedTask>[] = [];
   for await (const entry of kv.list<KvFailedTask>({ prefix: keys.failed() })) {
@@ -61,6 +71,22 @@ export async function listFailed(
       ? -1
       : 0)
   );
+}
+
+/** The failed task of a step Deno KV gave up delivering, found `at`. */
+function undelivered(step: Step, at: Date): KvFailedTask {
+  const { name, args } = step.tasks[step.index]!;
+  return {
+    ...identity(step),
+    reason: "undelivered",
+    name,
+    args,
+    attempts: step.attempt,
+    error: "Deno KV gave up delivering the task",
+    request: step.request,
+    at,
+    ...(step.key === undefined ? {} : { key: step.key }),
+  };
 }
 
 /**
@@ -89,7 +115,7 @@ export async function retryFailed(
   const { name, args, index, request, key } = entry.value;
   const step: Step = {
     afterwardStep: 1,
-    chain: crypto.randomUUID(),
+    chain: uuidV7(),
     index: 0,
     attempt: 1,
     tasks: [{ name, args: [...args], id, index }],

@@ -1,13 +1,16 @@
 // Copyright 2026 the @afterward/background-tasks authors. MIT license.
 
 // A KV backend's chains as the database holds them: each step of a chain
-// is one queue message, and the chain's progress, under a key of the
-// backend's, says which message is the live one. The two are written
-// together, in one atomic operation checked against what was read, through
-// commitRetrying(), since Deno KV does not wait for another process's lock.
-// The producing side (kv_backend.ts), the consuming side (_consumer.ts and
-// its claims, _claim.ts) and the failed tasks (_failed.ts) build on it.
+// travels in a queue message (the first steps of chains stored together
+// share one), and the chain's progress, under a key of the backend's, says
+// which step is the live one. The two are written together, in one atomic
+// operation checked against what was read, through commitRetrying(), since
+// Deno KV does not wait for another process's lock. The producing side
+// (_store.ts), the consuming side (_consumer.ts, its claims, _claim.ts, and
+// its write batch, _batch_writes.ts) and the failed tasks (_failed.ts)
+// build on it.
 
+import { structuredSizeBound } from "../durable/_structured_size.ts";
 import type { RequestSummary } from "../api/task_info.ts";
 
 /** A task as its chain's message holds it. */
@@ -67,10 +70,27 @@ interface Lease {
   until: number;
 }
 
-/** Whether a queue message is one of the backend's. */
+/**
+ * A queue message of several steps, each of its own chain: the first steps
+ * of chains stored together (_store.ts), or the next steps of steps run
+ * together (_batch_writes.ts).
+ */
+export interface StepGroup {
+  afterwardSteps: 1;
+  steps: Step[];
+}
+
+/** Whether a queue message is a step of the backend's. */
 export function isStep(value: unknown): value is Step {
   return typeof value === "object" && value !== null &&
     (value as Step).afterwardStep === 1;
+}
+
+/** Whether a queue message is a group of the backend's steps. */
+export function isStepGroup(value: unknown): value is StepGroup {
+  return typeof value === "object" && value !== null &&
+    (value as StepGroup).afterwardSteps === 1 &&
+    Array.isArray((value as StepGroup).steps);
 }
 
 /** The keys the backend writes, each under its prefix. */
@@ -85,13 +105,15 @@ export interface Keys {
    */
   tasks(...parts: [] | [name: string]): Deno.KvKey;
   /**
-   * Where Deno KV puts a step it gave up delivering; with fewer parts,
-   * where a task's or all of them are.
+   * Where Deno KV puts a message it gave up delivering, under a number drawn
+   * for it (the message says which step it is), or for a keyed task's step,
+   * under its chain, index and attempt, where its lane's watch looks
+   * (_lane.ts); with no part, where they all are.
    */
   undelivered(
     ...parts:
       | []
-      | [chain: string, index: number]
+      | [id: number]
       | [chain: string, index: number, attempt: number]
   ): Deno.KvKey;
   /** A key never written: what asking whether the database can queue checks. */
@@ -204,17 +226,102 @@ export function enqueueStep(
   );
 }
 
-/** Adds to `operation` a step's message alone, its progress left as it is. */
+/**
+ * Adds to `operation` what queues several steps, each of its own chain, in
+ * one message: each chain's progress, and the message.
+ */
+export function enqueueSteps(
+  operation: Deno.AtomicOperation,
+  queue: Pick<StepQueue, "keys" | "redelivery">,
+  steps: Step[],
+): Deno.AtomicOperation {
+  for (const step of steps) {
+    operation = operation.set(
+      queue.keys.progress(step.chain),
+      { index: step.index, attempt: step.attempt } satisfies Progress,
+    );
+  }
+  return enqueueMessage(
+    operation,
+    queue,
+    { afterwardSteps: 1, steps } satisfies StepGroup,
+    0,
+  );
+}
+
+/**
+ * Adds to `operation` what queues `steps` at once, each of its own chain:
+ * each chain's progress, and the steps in as few messages as fit in
+ * `bytes` as far as a cheap upper bound of their weight tells (a message
+ * the bound misjudged is refused, and the operation split). A step the
+ * bound does not fit (a large chain) goes alone, in a message its message
+ * budget sized for Deno KV.
+ */
+export function queueSteps(
+  operation: Deno.AtomicOperation,
+  queue: Pick<StepQueue, "keys" | "redelivery">,
+  steps: readonly Step[],
+  bytes: number,
+): Deno.AtomicOperation {
+  for (const message of pack(steps, bytes)) {
+    operation = message.length === 1
+      ? enqueueStep(operation, queue, message[0]!)
+      : enqueueSteps(operation, queue, message);
+  }
+  return operation;
+}
+
+/** `steps` in messages of at most `bytes` by their bound, in order. */
+function pack(steps: readonly Step[], bytes: number): Step[][] {
+  const packed: Step[][] = [];
+  let current: Step[] = [];
+  let weight = 0;
+  for (const step of steps) {
+    const bound = structuredSizeBound(step);
+    if (bound > bytes) {
+      packed.push([step]);
+      continue;
+    }
+    if (weight + bound > bytes) {
+      packed.push(current);
+      current = [];
+      weight = 0;
+    }
+    current.push(step);
+    weight += bound;
+  }
+  if (current.length > 0) packed.push(current);
+  return packed;
+}
+
+/**
+ * Adds to `operation` a message, a step alone or a group, progress left as
+ * it is.
+ *
+ * Each delivery makes Deno KV read its whole queue (it removes the message
+ * by an id it has no index on: `delete from queue where id = ?`, in
+ * denoland/denokv's sqlite/backend.rs), so the weight of a queued message
+ * sets how fast a backlog drains: the message itself, its redelivery steps,
+ * and the key it would be kept under if undelivered, as JSON text of the
+ * key's bytes. That key is a random number under the prefix, not the step's
+ * chain, index and attempt (the message holds them): 145 bytes of JSON
+ * rather than 276 under the default prefix. A backlog of 5,000 one-task
+ * chains then weighs 1.9 MB rather than 2.6, and fits the 2 MB that
+ * SQLite caches by default. A keyed task's step keeps the longer key, which
+ * its lane's watch reads to learn that Deno KV gave up on its head.
+ */
 export function enqueueMessage(
   operation: Deno.AtomicOperation,
   queue: Pick<StepQueue, "keys" | "redelivery">,
-  step: Step,
+  message: Step | StepGroup,
   delay: number,
 ): Deno.AtomicOperation {
-  return operation.enqueue(step, {
+  return operation.enqueue(message, {
     delay,
     keysIfUndelivered: [
-      queue.keys.undelivered(step.chain, step.index, step.attempt),
+      isStep(message) && message.key !== undefined
+        ? queue.keys.undelivered(message.chain, message.index, message.attempt)
+        : queue.keys.undelivered(Math.floor(Math.random() * 2 ** 53)),
     ],
     backoffSchedule: queue.redelivery,
   });

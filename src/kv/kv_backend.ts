@@ -7,22 +7,16 @@
 // the wait at a close are _listener.ts's, failed() and retry() _failed.ts's.
 
 import { LEASE } from "./_claim.ts";
+import { batchWrites } from "./_batch_writes.ts";
 import { type Consumer, runStep, type StepWatch } from "./_consumer.ts";
-import {
-  commitRetrying,
-  enqueueStep,
-  isStep,
-  kvKeys,
-  type Step,
-} from "./_step.ts";
+import { isStep, isStepGroup, kvKeys, type Step } from "./_step.ts";
+import { storeSteps } from "./_store.ts";
 import { listFailed, retryFailed } from "./_failed.ts";
 import { Lanes } from "./_keyed.ts";
 import { isLaneMessage, runLaneMessage } from "./_lane.ts";
 import { closeWithin, type Running, startListener } from "./_listener.ts";
-import { MessageBudget } from "./_message_budget.ts";
-import { cannotStore, refusesQueue } from "./_queue_support.ts";
+import { ENVELOPE_BYTES, MessageBudget } from "./_message_budget.ts";
 import { assertSerializable } from "../durable/_serializable.ts";
-import { groupCommit } from "../durable/_group_commit.ts";
 import { executionConfig, givenExecutionOptions } from "../core/_config.ts";
 import {
   assertBoolean,
@@ -32,7 +26,6 @@ import {
   optionKeys,
 } from "../util/_assert.ts";
 import { abortIsolated } from "../util/_promise.ts";
-import { NAMES_REFRESH } from "../durable/_unknown_tasks.ts";
 import { combineExecutionOptions, workerConfig } from "../durable/_worker.ts";
 import type { ExecutionOptions, RequestSummary } from "../api/task_info.ts";
 import type {
@@ -60,8 +53,14 @@ export type { KvFailedTask } from "./kv_failed_task.ts";
  * ```
  */
 export const KV_MAX_PAYLOAD = 64 * 1024;
-/** Chains per commit: Deno KV allows 100 checks in an atomic operation. */
-const GROUP_SIZE = 100;
+/** The claims and outcomes of deliveries per commit (one check each). */
+const BATCH_LIMIT = 50;
+/**
+ * Milliseconds the claims and outcomes wait for more before they commit:
+ * Deno KV delivers the next message meanwhile (a bare listener here took
+ * half a millisecond a message, its acknowledgement included).
+ */
+const BATCH_IDLE = 5;
 
 /**
  * Options for {@linkcode kvBackend}.
@@ -141,8 +140,8 @@ export interface KvBackendOptions extends WorkerOptions {
  */
 export interface KvBackend extends DurableBackend {
   /**
-   * Runs one queue message, for a program that listens to the queue itself
-   * (`listen: false`).
+   * Runs one queue message (a step, or the steps of several chains), for a
+   * program that listens to the queue itself (`listen: false`).
    *
    * @param message A value from `kv.listenQueue()`.
    * @returns Whether the message was one of this backend's.
@@ -210,12 +209,15 @@ const KV_BACKEND_OPTIONS = optionKeys<KvBackendOptions>({
 /**
  * A durable backend on Deno KV, the embedded database of Deno (a local file,
  * no server): each request's chain is enqueued atomically before its response
- * is sent (see the wrapper's `handOver`), and its tasks run in order, one queue message per attempt,
- * in this process (or whichever listens to the same database). A crash loses
- * nothing: a message whose handler did not finish is delivered again (after
- * about a minute), and the chain goes on where it stood. Chains handed over
- * while a commit is in flight share the next one (up to 100 per commit), so
- * that under load a commit costs a fraction of a request.
+ * is sent (see the wrapper's `handOver`), and its tasks run in order, a
+ * queue message per attempt, in this process (or whichever listens to the
+ * same database). A crash loses nothing: a message whose handler did not
+ * finish is delivered again (after about a minute), and the chain goes on
+ * where it stood. Chains handed over while a commit is in flight share the
+ * next one (up to 100 per commit), and their first steps share a message,
+ * so that under load a commit and a message cost a fraction of a request;
+ * a listener commits the claims and outcomes of the steps it runs at once
+ * together too, and queues their next tasks together.
  *
  * Several processes may use one database file (a rolling restart's
  * overlap): they share its queue and chains, each step runs once while they
@@ -346,6 +348,11 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     holder: crypto.randomUUID(),
     lease: LEASE,
     claimed: new Map(),
+    batch: batchWrites({ kv, keys, redelivery }, {
+      limit: BATCH_LIMIT,
+      idle: BATCH_IDLE,
+      bytes: KV_MAX_PAYLOAD - ENVELOPE_BYTES,
+    }),
   };
   const lanes = new Lanes(consumer);
   // The deliveries under way, each settling with how its attempt ended
@@ -362,57 +369,10 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     );
   const budgets = new WeakMap<object, MessageBudget>();
 
-  // Chains handed over together share a commit: one costs about as much as
-  // one chain, a hundred in one cost a few. A group fails as a whole when a
-  // chain is already queued, or when it is over Deno KV's 800 KiB per
-  // operation; it is then split down to the chain at fault. Before the
-  // first, and once a day after, the names of the tasks are written, with
-  // the time, for listeners that lack one to say so (_listener.ts).
-  let announced = -Infinity;
-  // Set once a commit showed that the database cannot queue messages (KV
-  // Connect, Deno Deploy): every store fails then, saying why, at once.
-  let refusal: Error | undefined;
-  const store = groupCommit<Step>(
-    async (steps) => {
-      if (refusal !== undefined) throw cannotStore(refusal);
-      if (Date.now() - announced >= NAMES_REFRESH) {
-        const now = announced = Date.now();
-        await Promise.all(
-          [...config.registry.keys()].map((name) =>
-            kv.set(keys.tasks(name), now).catch(() => {})
-          ),
-        );
-      }
-      let operation = kv.atomic();
-      for (const step of steps) {
-        operation = enqueueStep(
-          operation.check({
-            key: keys.progress(step.chain),
-            versionstamp: null,
-          }),
-          consumer,
-          step,
-        );
-      }
-      let committed: Deno.KvCommitResult | Deno.KvCommitError;
-      try {
-        committed = await commitRetrying(operation);
-      } catch (error) {
-        if (!refusesQueue(error)) throw error;
-        refusal = error as Error;
-        throw cannotStore(error);
-      }
-      if (!committed.ok) {
-        throw new Error(
-          steps.length === 1
-            ? `Chain ${steps[0]!.chain} is already queued`
-            : "A chain of the group is already queued",
-        );
-      }
-      // No chain is at fault when the database cannot queue: no split.
-    },
-    GROUP_SIZE,
-    { split: () => refusal === undefined },
+  const store = storeSteps(
+    consumer,
+    config.registry,
+    KV_MAX_PAYLOAD - ENVELOPE_BYTES,
   );
 
   const backend: KvBackend = {
@@ -490,6 +450,17 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
         await runLaneMessage(message, consumer);
         return true;
       }
+      if (isStepGroup(message)) {
+        // Each step as if it had come alone; the message is done once they
+        // all are, and delivered again if any failed to be written.
+        const settled = await Promise.allSettled(
+          message.steps.map((step) => backend.handle(step)),
+        );
+        for (const result of settled) {
+          if (result.status === "rejected") throw result.reason;
+        }
+        return true;
+      }
       if (!isStep(message)) return false;
       const watch: StepWatch = {};
       const run = runStep(message, consumer, watch);
@@ -524,6 +495,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
         );
       }
       consumer.closing = true;
+      consumer.batch.close();
       closed ??= closeWithin([...running], signal);
       if (signal === undefined || signal.aborted) {
         giveUp(

@@ -16,6 +16,7 @@ import {
 import { kvBackend, type KvFailedTask } from "../../kv.ts";
 import { callHandler } from "../../testing.ts";
 import { LEASE } from "../../src/kv/_claim.ts";
+import { batchWrites } from "../../src/kv/_batch_writes.ts";
 import { type Consumer, runStep } from "../../src/kv/_consumer.ts";
 import {
   commitRetrying,
@@ -23,6 +24,7 @@ import {
   isStep,
   kvKeys,
   type Step,
+  type StepGroup,
 } from "../../src/kv/_step.ts";
 import { workerConfig } from "../../src/durable/_worker.ts";
 import { counter, guardedTest, within } from "../_helpers/common.ts";
@@ -51,6 +53,11 @@ function consumerOf(
     holder: crypto.randomUUID(),
     lease: LEASE,
     claimed: new Map(),
+    batch: batchWrites({ kv, keys, redelivery: [1_000, 5_000] }, {
+      limit: 50,
+      idle: 5,
+      bytes: 60_000,
+    }),
     reported,
   };
 }
@@ -109,6 +116,23 @@ async function deliver(
   }
 }
 
+/**
+ * The number a message's undelivered key ends with, given the options it
+ * was queued with: a random integer, under `keys.undelivered()`.
+ */
+function undeliveredNumber(options: unknown): number {
+  const { keysIfUndelivered } = options as { keysIfUndelivered?: Deno.KvKey[] };
+  assert.equal(keysIfUndelivered?.length, 1);
+  const key = keysIfUndelivered[0]!;
+  assert.deepEqual(key.slice(0, -1), keys.undelivered());
+  const drawn = key.at(-1);
+  assert.ok(
+    typeof drawn === "number" && Number.isSafeInteger(drawn) && drawn >= 0,
+    Deno.inspect(drawn),
+  );
+  return drawn;
+}
+
 const ok = defineTask((_context, ..._args: unknown[]) => {}, {
   name: "ok",
 }) as DefinedTask;
@@ -121,21 +145,7 @@ Deno.test("kvKeys() puts each kind of key under the prefix", () => {
   assert.deepEqual(keys.tasks(), ["app", 1, "tasks"]);
   assert.deepEqual(keys.tasks("send"), ["app", 1, "tasks", "send"]);
   assert.deepEqual(keys.undelivered(), ["app", 1, "undelivered"]);
-  assert.deepEqual(keys.undelivered("c1", 2), [
-    "app",
-    1,
-    "undelivered",
-    "c1",
-    2,
-  ]);
-  assert.deepEqual(keys.undelivered("c1", 2, 3), [
-    "app",
-    1,
-    "undelivered",
-    "c1",
-    2,
-    3,
-  ]);
+  assert.deepEqual(keys.undelivered(7), ["app", 1, "undelivered", 7]);
 });
 
 Deno.test("isStep() knows the backend's messages from others", () => {
@@ -173,17 +183,40 @@ Deno.test("enqueueStep() writes the chain's progress and queues the step, to lan
     enqueueStep(operation, { keys, redelivery }, step, 250),
     operation,
   );
+  const drawn = undeliveredNumber(calls[1]![1][1]);
   assert.deepEqual(calls, [
     ["set", [keys.progress("c1"), { index: 1, attempt: 3 }]],
     ["enqueue", [step, {
       delay: 250,
-      keysIfUndelivered: [keys.undelivered("c1", 1, 3)],
+      keysIfUndelivered: [keys.undelivered(drawn)],
       backoffSchedule: redelivery,
     }]],
   ]);
   calls.length = 0;
   enqueueStep(operation, { keys, redelivery }, step);
   assert.equal((calls[1]![1][1] as { delay: number }).delay, 0);
+  // Each message draws its own.
+  assert.notEqual(undeliveredNumber(calls[1]![1][1]), drawn);
+});
+
+Deno.test("enqueueStep() keeps a keyed task's step, undelivered, under its chain, index and attempt, where its lane's watch looks", () => {
+  const queued: unknown[] = [];
+  const operation = {
+    set() {
+      return this;
+    },
+    enqueue(_message: unknown, options: unknown) {
+      queued.push(options);
+      return this;
+    },
+  } as unknown as Deno.AtomicOperation;
+  const step = { ...stepOf([["ok"]], 0, 2), chain: "c1:3", key: "u" };
+  enqueueStep(operation, { keys, redelivery: [10] }, step);
+  assert.deepEqual(queued, [{
+    delay: 0,
+    keysIfUndelivered: [keys.undelivered("c1:3", 0, 2)],
+    backoffSchedule: [10],
+  }]);
 });
 
 guardedTest(
@@ -199,7 +232,9 @@ guardedTest(
     assert.deepEqual(first.progress, { index: 1, attempt: 1 });
     assert.deepEqual(first.queued, [[{ ...step, index: 1, attempt: 1 }, {
       delay: 0,
-      keysIfUndelivered: [keys.undelivered("c1", 1, 1)],
+      keysIfUndelivered: [
+        keys.undelivered(undeliveredNumber(first.queued[0]?.[1])),
+      ],
       backoffSchedule: [1_000, 5_000],
     }]]);
     assert.equal(first.failed, null);
@@ -498,6 +533,124 @@ guardedTest(
       await Promise.all([running, delivered]);
       assert.equal(runs, 1);
       assert.deepEqual(enqueue.mock.calls, []);
+    } finally {
+      enqueue.mock.restore();
+    }
+  },
+);
+
+guardedTest(
+  "runStep() commits the claims and the outcomes of steps delivered together in one operation each, and runs each once",
+  async () => {
+    const runs = new Map<string, number>();
+    const counted = defineTask(({ id }) => {
+      runs.set(id, (runs.get(id) ?? 0) + 1);
+    }, { name: "counted" }) as DefinedTask;
+    await using kv = await openKv();
+    // Long enough for all 20 claims to come in on a loaded machine.
+    const consumer = {
+      ...consumerOf(kv, [counted]),
+      batch: batchWrites({ kv, keys, redelivery: [1_000, 5_000] }, {
+        limit: 50,
+        idle: 200,
+        bytes: 60_000,
+      }),
+    };
+    const steps = Array.from(
+      { length: 20 },
+      (_, i): Step => ({ ...stepOf([["counted"]]), chain: `c${i}` }),
+    );
+    for (const { chain } of steps) {
+      await kv.set(keys.progress(chain), { index: 0, attempt: 1 });
+    }
+    const commit = mock.method(Deno.AtomicOperation.prototype, "commit");
+    try {
+      await Promise.all(steps.map((step) => runStep(step, consumer)));
+      // The claims, then the outcomes: 40 commits, one at a time, before.
+      assert.equal(commit.mock.callCount(), 2);
+    } finally {
+      commit.mock.restore();
+    }
+    assert.deepEqual([...runs.values()], Array(20).fill(1));
+    for (const { chain } of steps) {
+      assert.equal((await kv.get(keys.progress(chain))).value, null);
+    }
+  },
+);
+
+guardedTest(
+  "runStep() queues the next tasks of steps run together in one message",
+  async () => {
+    await using kv = await openKv();
+    const consumer = {
+      ...consumerOf(kv, [ok]),
+      batch: batchWrites({ kv, keys, redelivery: [1_000, 5_000] }, {
+        limit: 50,
+        idle: 200,
+        bytes: 60_000,
+      }),
+    };
+    const steps = Array.from(
+      { length: 5 },
+      (_, i): Step => ({ ...stepOf([["ok"], ["ok", i]]), chain: `c${i}` }),
+    );
+    for (const { chain } of steps) {
+      await kv.set(keys.progress(chain), { index: 0, attempt: 1 });
+    }
+    const enqueue = mock.method(Deno.AtomicOperation.prototype, "enqueue");
+    try {
+      await Promise.all(steps.map((step) => runStep(step, consumer)));
+      // A message per step before.
+      assert.equal(enqueue.mock.callCount(), 1);
+      const [message] = enqueue.mock.calls[0]!.arguments as [StepGroup];
+      // In the order their outcomes came in.
+      assert.deepEqual(
+        message.steps.toSorted((a, b) => a.chain.localeCompare(b.chain)),
+        steps.map((step) => ({ ...step, index: 1, attempt: 1 })),
+      );
+    } finally {
+      enqueue.mock.restore();
+    }
+  },
+);
+
+guardedTest(
+  "runStep() queues a keyed task's retry in a message of its own, under its own undelivered key, even without a delay",
+  async () => {
+    let failures = 1;
+    const flaky = defineTask(() => {
+      if (failures-- > 0) throw new Error("down");
+    }, {
+      name: "flaky",
+      retry: { maxAttempts: 2, minDelay: 0, maxDelay: 0 },
+    }) as DefinedTask;
+    await using kv = await openKv();
+    const consumer = {
+      ...consumerOf(kv, [ok, flaky]),
+      batch: batchWrites({ kv, keys, redelivery: [1_000, 5_000] }, {
+        limit: 50,
+        idle: 200,
+        bytes: 60_000,
+      }),
+    };
+    const plain: Step = { ...stepOf([["ok"], ["ok"]]), chain: "c1" };
+    const keyed: Step = { ...stepOf([["flaky"]]), chain: "c2:0", key: "u" };
+    for (const { chain } of [plain, keyed]) {
+      await kv.set(keys.progress(chain), { index: 0, attempt: 1 });
+    }
+    const enqueue = mock.method(Deno.AtomicOperation.prototype, "enqueue");
+    try {
+      await Promise.all([plain, keyed].map((step) => runStep(step, consumer)));
+      const retry = enqueue.mock.calls.map((
+        { arguments: [message, options] },
+      ) => [message, options])
+        .find(([message]) => (message as Step).chain === "c2:0");
+      assert.deepEqual(retry, [{ ...keyed, attempt: 2 }, {
+        delay: 0,
+        keysIfUndelivered: [keys.undelivered("c2:0", 0, 2)],
+        backoffSchedule: [1_000, 5_000],
+      }]);
+      assert.equal(enqueue.mock.callCount(), 2);
     } finally {
       enqueue.mock.restore();
     }

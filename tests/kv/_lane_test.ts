@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { mock } from "node:test";
 import { type DefinedTask, defineTask, type OnDuplicate } from "../../mod.ts";
 import type { BackendChain } from "../../backend.ts";
-import type { Consumer } from "../../src/kv/_consumer.ts";
+import { type Consumer, runStep } from "../../src/kv/_consumer.ts";
 import { Lanes } from "../../src/kv/_keyed.ts";
 import {
   isLaneMessage,
@@ -21,8 +21,9 @@ import {
 import { kvKeys, type Progress, type Step } from "../../src/kv/_step.ts";
 import { listFailed } from "../../src/kv/_failed.ts";
 import { workerConfig } from "../../src/durable/_worker.ts";
-import { guardedTest } from "../_helpers/common.ts";
+import { counter, guardedTest } from "../_helpers/common.ts";
 import { openKv } from "../_helpers/kv.ts";
+import { batchWrites } from "../../src/kv/_batch_writes.ts";
 
 const keys = kvKeys(["test"]);
 const LEASE = 1_000;
@@ -53,6 +54,11 @@ function consumerOf(kv: Deno.Kv): Consumer {
     holder: "this",
     lease: LEASE,
     claimed: new Map(),
+    batch: batchWrites({ kv, keys, redelivery: [1_000] }, {
+      limit: 50,
+      idle: 5,
+      bytes: 60_000,
+    }),
   };
 }
 
@@ -422,6 +428,67 @@ guardedTest(
     assert.deepEqual(await laneOf(kv, "u"), {
       record: { active: "c1:1", seq: 1, tail: 2 },
       entries: { 1: "b" },
+    });
+  },
+);
+
+guardedTest(
+  "heads of lanes run together share the listener's commits, each checked on its own: a head taken over meanwhile writes nothing, and its lane stays",
+  async () => {
+    await using kv = await openKv();
+    const started = counter(3);
+    const gate = Promise.withResolvers<void>();
+    const gated = defineTask(async (_context, _key: string, _label: string) => {
+      started.tick();
+      await gate.promise;
+    }, { name: "reindex", key: (key) => key }) as unknown as DefinedTask;
+    const consumer: Consumer = {
+      ...consumerOf(kv),
+      config: workerConfig({ tasks: [gated] }, "Cannot create consumer"),
+      // Long enough for the three outcomes to come in on a loaded machine.
+      batch: batchWrites({ kv, keys, redelivery: [1_000] }, {
+        limit: 50,
+        idle: 200,
+        bytes: 60_000,
+      }),
+    };
+    const lanes = new Lanes(consumer);
+    await lanes.enqueue(chainOf("c1", "queue", ["u", "a"], ["u", "b"]));
+    await lanes.enqueue(chainOf("c2", "queue", ["v", "x"]));
+    await lanes.enqueue(chainOf("c3", "queue", ["w", "p"]));
+    const heads: Step[] = [];
+    for (const key of ["u", "v", "w"]) {
+      const entry = await kv.get<LaneEntry>(keys.lane("reindex", key, 0));
+      heads.push(entry.value!.step);
+    }
+    const commit = mock.method(Deno.AtomicOperation.prototype, "commit");
+    let claims: number;
+    const other: Progress = {
+      index: 0,
+      attempt: 1,
+      lease: { holder: "other", until: Date.now() + LEASE },
+    };
+    try {
+      const runs = Promise.all(heads.map((step) => runStep(step, consumer)));
+      await started.done;
+      claims = commit.mock.callCount();
+      // Another process took c3:0 over, its claim having lapsed.
+      await kv.set(keys.progress("c3:0"), other);
+      gate.resolve();
+      await runs;
+    } finally {
+      commit.mock.restore();
+    }
+    // The three claims in one commit.
+    assert.equal(claims, 1);
+    // Each outcome ends its chain and queues its "ended" message in one
+    // operation: c3:0's, its check failed, did neither.
+    assert.equal((await kv.get(keys.progress("c1:0"))).value, null);
+    assert.equal((await kv.get(keys.progress("c2:0"))).value, null);
+    assert.deepEqual((await kv.get(keys.progress("c3:0"))).value, other);
+    assert.deepEqual(await laneOf(kv, "w"), {
+      record: { active: "c3:0", seq: 0, tail: 1 },
+      entries: { 0: "p" },
     });
   },
 );

@@ -26,6 +26,7 @@ import {
   within,
 } from "../_helpers/common.ts";
 import { openBackend } from "../_helpers/kv.ts";
+import { kvKeys, type Step } from "../../src/kv/_step.ts";
 
 guardedTest(
   "kvBackend() runs a chain's tasks in order, each with a stable id",
@@ -377,6 +378,59 @@ guardedTest(
 );
 
 guardedTest(
+  "kvBackend() keeps as failed, undelivered, the steps of a message of several that Deno KV gave up delivering, but not those that ran",
+  async () => {
+    const task = defineTask((_context, _n: number) => {}, { name: "task" });
+    await using db = await openBackend({ tasks: [task], listen: false });
+    const keys = kvKeys(["background-tasks"]);
+    const step = (chain: string, n: number): Step => ({
+      afterwardStep: 1,
+      chain,
+      index: 0,
+      attempt: 1,
+      tasks: [{ name: "task", args: [n] }],
+    });
+    // The step of c1 ran (its chain is over); that of c2 did not.
+    await db.kv.set(keys.progress("c2"), { index: 0, attempt: 1 });
+    await db.kv.set(keys.undelivered(7), {
+      afterwardSteps: 1,
+      steps: [step("c1", 1), step("c2", 2)],
+    });
+    const failed = await db.backend.failed();
+    assert.deepEqual(
+      failed.map(({ id, reason, args }) => [id, reason, args]),
+      [["c2:0", "undelivered", [2]]],
+    );
+    // Filed once.
+    assert.deepEqual(await db.backend.failed(), failed);
+  },
+);
+
+guardedTest(
+  "kvBackend() keeps as failed, undelivered, a step queued by an earlier version, under its key of then",
+  async () => {
+    const task = defineTask((_context, _n: number) => {}, { name: "task" });
+    await using db = await openBackend({ tasks: [task], listen: false });
+    // Its chain, index and attempt, where a random number is now.
+    await db.kv.set(
+      ["background-tasks", "undelivered", "c1", 0, 1],
+      {
+        afterwardStep: 1,
+        chain: "c1",
+        index: 0,
+        attempt: 1,
+        tasks: [{ name: "task", args: [1] }],
+      } satisfies Step,
+    );
+    const failed = await db.backend.failed();
+    assert.deepEqual(
+      failed.map(({ id, reason, args }) => [id, reason, args]),
+      [["c1:0", "undelivered", [1]]],
+    );
+  },
+);
+
+guardedTest(
   "kvBackend() refuses at addTask what it could not run later",
   async (t) => {
     const registered = defineTask((_context, _value: unknown) => {}, {
@@ -686,6 +740,91 @@ guardedTest(
       const _ of db.kv.list({ prefix: ["background-tasks", "chains"] })
     ) stored++;
     assert.equal(stored, 250);
+  },
+);
+
+guardedTest(
+  "kvBackend() queues the first steps of the chains handed over together in one message, and a listener runs each",
+  async () => {
+    const ran = new Set<string>();
+    const done = counter(3);
+    const keep = defineTask((_context, value: string) => {
+      ran.add(value);
+      done.tick();
+    }, { name: "keep" });
+    await using db = await openBackend({ tasks: [keep], listen: false });
+    const enqueue = mock.method(Deno.AtomicOperation.prototype, "enqueue");
+    try {
+      await Promise.all(
+        ["a", "b", "c"].map((value) =>
+          db.backend.enqueue(handedChain(keep, value))
+        ),
+      );
+      // One message per chain before: a delivery and an acknowledgement
+      // each, every one a write of Deno KV's.
+      assert.equal(enqueue.mock.callCount(), 1);
+    } finally {
+      enqueue.mock.restore();
+    }
+    const listener = kvBackend({ kv: db.kv, tasks: [keep] });
+    try {
+      await within(done.done, 10_000, "the three tasks");
+      assert.deepEqual([...ran].sort(), ["a", "b", "c"]);
+    } finally {
+      await listener.close();
+    }
+  },
+);
+
+guardedTest(
+  "kvBackend().handle() runs each step of a message of several as if it had come alone, none twice",
+  async () => {
+    const ran: string[] = [];
+    const keep = defineTask((_context, value: string) => void ran.push(value), {
+      name: "keep",
+    });
+    await using db = await openBackend({ tasks: [keep], listen: false });
+    const enqueue = mock.method(Deno.AtomicOperation.prototype, "enqueue");
+    let message: { steps: unknown[] };
+    try {
+      await Promise.all(
+        ["a", "b"].map((value) => db.backend.enqueue(handedChain(keep, value))),
+      );
+      message = enqueue.mock.calls[0]!.arguments[0] as { steps: unknown[] };
+    } finally {
+      enqueue.mock.restore();
+    }
+    // The first step ran, then a crash lost the message's acknowledgement.
+    assert.equal(await db.backend.handle(message.steps[0]), true);
+    assert.deepEqual(ran, ["a"]);
+    assert.equal(await db.backend.handle(message), true);
+    assert.deepEqual(ran, ["a", "b"]);
+    assert.equal(await db.backend.handle(message), true);
+    assert.deepEqual(ran, ["a", "b"]);
+  },
+);
+
+guardedTest(
+  "kvBackend() sends a chain too large to share a message in one of its own",
+  async () => {
+    const keep = defineTask((_context, _value: string) => {}, {
+      name: "keep",
+    });
+    await using db = await openBackend({ tasks: [keep], listen: false });
+    const enqueue = mock.method(Deno.AtomicOperation.prototype, "enqueue");
+    try {
+      await Promise.all([
+        db.backend.enqueue(handedChain(keep, "small")),
+        db.backend.enqueue(handedChain(keep, "x".repeat(40_000))),
+        db.backend.enqueue(handedChain(keep, "small too")),
+      ]);
+      const sent = enqueue.mock.calls.map(({ arguments: [message] }) =>
+        (message as { steps?: unknown[] }).steps?.length ?? 1
+      );
+      assert.deepEqual(sent.sort(), [1, 2]);
+    } finally {
+      enqueue.mock.restore();
+    }
   },
 );
 

@@ -18,6 +18,7 @@ import { kvBackend } from "../../kv.ts";
 import { callHandler } from "../../testing.ts";
 import { addTaskError, guardedTest } from "../_helpers/common.ts";
 import { openBackend, openKv } from "../_helpers/kv.ts";
+import { kvKeys } from "../../src/kv/_step.ts";
 
 /**
  * What keyed tasks did, in order: `start <label>`, `end <label>`; a task
@@ -351,14 +352,22 @@ guardedTest(
       },
       { name: "reindex", key: (key) => key },
     );
-    const failed = Promise.withResolvers<void>();
+    const failed = Promise.withResolvers<string>();
     await using db = await openBackend({
       tasks: [reindex],
-      onTaskError: () => failed.resolve(),
+      onTaskError: (_error, info) => failed.resolve(info.id!),
     });
     const handler = keyedHandler(reindex, db.backend);
     await add(handler, "u:flaky");
-    await failed.promise;
+    // Its failed task is written after onTaskError, with the step's
+    // outcome (in the listener's write batch): under the step's chain, the
+    // task's id.
+    const written = [
+      kvKeys(["background-tasks"]).failed(await failed.promise, 0),
+    ];
+    for await (const [entry] of db.kv.watch(written)) {
+      if (entry?.value != null) break;
+    }
     const [kept] = await db.backend.failed();
     assert.deepEqual(
       { name: kept?.name, key: kept?.key, args: kept?.args },
