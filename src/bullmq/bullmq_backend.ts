@@ -244,14 +244,16 @@ const BULLMQ_BACKEND_OPTIONS = optionKeys<BullmqBackendOptions>({
  *
  * A chain becomes a BullMQ flow, added atomically (the chains handed over
  * together share one transaction), whose jobs depend on one another so that
- * they run in order; a task that fails at its last attempt
- * leaves the next one running. A chain of one task is a plain job, which
- * BullMQ adds atomically by itself: on Redis, each is sent the moment it is
- * handed over, by a `queue.add()` of its own, whatever is in flight (ioredis
- * pipelines them on its connection); on PostgreSQL, the one-task chains
- * handed over together go in one statement. Retries and backoff are BullMQ's, computed as
- * the task's retry policy says. If a worker dies mid-task, BullMQ gives the
- * task to another once its lock expires (stalled-job recovery): delivery is
+ * they run in order; a task that fails at its last attempt leaves the next
+ * one running. A chain of one task is a plain job, which BullMQ adds
+ * atomically by itself: on Redis, each is sent the moment it is handed over,
+ * by a `queue.add()` of its own, whatever is in flight (ioredis pipelines
+ * them on its connection); on PostgreSQL, the one-task chains handed over
+ * together go in one statement. The one job left of a chain whose other
+ * tasks are keyed (see below) goes with the others handed over together, in
+ * one pipeline on Redis. Retries and backoff are BullMQ's, computed as the
+ * task's retry policy says. If a worker dies mid-task, BullMQ gives the task
+ * to another once its lock expires (stalled-job recovery): delivery is
  * at least once, and the context's `id` is the same on every delivery.
  *
  * A chain handed over is never failed for a connection error. While Redis
