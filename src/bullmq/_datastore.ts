@@ -123,6 +123,7 @@ function openRedis(
 ): Datastore {
   return {
     name: "Redis",
+    addsEach: true,
     connection: options,
     factory: createRedisBackend as BackendFactory<IQueueBackend, unknown>,
     workerOptions: {},

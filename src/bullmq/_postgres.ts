@@ -163,6 +163,7 @@ export function openPostgres(
 
   return {
     name: "PostgreSQL",
+    addsEach: false,
     connection: pool,
     factory: postgresBackend as BackendFactory<IQueueBackend, unknown>,
     // BullMQ's worker waits this long before it asks again for a job when

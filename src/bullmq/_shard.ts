@@ -16,13 +16,9 @@ import {
   Queue,
   type QueueOptions,
 } from "npm:bullmq@^6";
-import {
-  type Datastore,
-  DEDUPLICATION_TTL,
-  type JobData,
-  type Owner,
-} from "./_shared.ts";
+import type { Datastore, JobData, Owner } from "./_shared.ts";
 import { type GroupCommit, groupCommit } from "../durable/_group_commit.ts";
+import { jobStore, STALL } from "./_job_store.ts";
 import {
   type ConnectionWatch,
   isConnectionError,
@@ -35,7 +31,14 @@ const GROUP_SIZE = 100;
 export interface Shard {
   readonly queue: Jobs;
   readonly flows: Flows;
+  /** Stores a chain's jobs: a group commit for each kind of chain. */
   readonly store: GroupCommit<FlowJob>;
+  /**
+   * Stores a chain of one task, none of them keyed: on Redis, by a
+   * `queue.add()` of its own, sent at once (see _job_store.ts); on
+   * PostgreSQL, as `store` does.
+   */
+  readonly storeJob: GroupCommit<FlowJob>;
 }
 
 /** Opens a shard's connections; `watch` hears whether they are up. */
@@ -53,33 +56,35 @@ export function openShard(
   watchOwner(flows, datastore);
   watchOwner(queue, datastore);
   // A chain of one task is one job, which BullMQ adds atomically on its
-  // own (a script on Redis, a statement on PostgreSQL): the queue adds many
-  // in one pipeline, without the MULTI a flow needs and the QUEUED answer
-  // per job that comes with it (10 to 30 % less CPU per chain in
-  // bench/bullmq_store.ts, ~10 % per request in the HTTP benchmark). A chain
-  // of more tasks is a flow, its jobs added in one transaction. Each kind
-  // has a group commit of its own, so that a group is always stored by one
+  // own (a script on Redis, a statement on PostgreSQL), without the MULTI a
+  // flow needs and the QUEUED answer per job that comes with it. It carries
+  // BullMQ's deduplication, by the chain's id (see chainFlow()): what adds
+  // the job writes the key too, and keeps it when the job completes (a key
+  // with a ttl outlives its job), so a store sent again, by this backend or
+  // by ioredis on its own, adds nothing. Deleted once answered. A chain of
+  // more tasks is a flow, its jobs added in one transaction. Each kind has
+  // a group commit of its own, so that a group is always stored by one
   // call, whose failure the group commit can reason about.
   const storeJobs = storeGroups(datastore, queue, watch, {
-    // BullMQ's deduplication, by the chain's id: what adds the job writes
-    // the key too, and keeps it when the job completes (a key with a ttl
-    // outlives its job), so a store sent again, by this backend or by
-    // ioredis on its own, adds nothing. Deleted once answered.
     guard: (flow) => chainOf(flow),
     async add(group) {
       // A closing queue would wait for a connection that never comes.
       if (queue.closing !== undefined) throw new ClosingError();
-      const added = await queue.addBulk(group.map(({ name, data, opts }) => ({
-        name,
-        data,
-        opts: {
-          ...opts,
-          deduplication: { id: chainOf({ data }), ttl: DEDUPLICATION_TTL },
-        },
-      })));
+      const added = await queue.addBulk(
+        group.map(({ name, data, opts }) => ({ name, data, opts: opts! })),
+      );
       if (added.length !== group.length) throw new ClosingError();
     },
   });
+  // On Redis, a chain of one task is added at once by a call of its own
+  // (see _job_store.ts), and only what fails is left to the group commit.
+  // On PostgreSQL, the one-task chains handed over together are one
+  // statement. A chain whose tasks but one are keyed keeps the group commit
+  // for that one's job, as before: the direct add was measured for chains
+  // without keys (bench/README.md).
+  const storeJob = datastore.addsEach
+    ? jobStore(queue, datastore, watch, storeJobs, splits)
+    : storeJobs;
   // A flow's jobs stay KEEP_COMPLETED seconds once done (see chainFlow()).
   const storeFlows = storeGroups(datastore, queue, watch, {
     guard: () => undefined,
@@ -94,9 +99,10 @@ export function openShard(
       ? storeJobs(flow, signal)
       : storeFlows(flow, signal);
   store.idle = async (): Promise<void> => {
-    await Promise.all([storeJobs.idle(), storeFlows.idle()]);
+    // The job store's idle waits for the group commit it falls back on.
+    await Promise.all([storeJob.idle(), storeFlows.idle()]);
   };
-  return { queue, flows, store };
+  return { queue, flows, store, storeJob };
 }
 
 /** How one kind of chain is stored. */
@@ -200,9 +206,6 @@ export function storeGroups(
 function splits(error: unknown): boolean {
   return error instanceof TypeError || error instanceof RangeError;
 }
-
-/** Milliseconds a store may go unanswered before the datastore counts as down. */
-const STALL = 5_000;
 
 /**
  * The chains of `group` that were not stored. A store whose answer was

@@ -58,6 +58,13 @@ export interface Owner {
 export interface Datastore {
   /** As messages name it: "Redis" or "PostgreSQL". */
   readonly name: "Redis" | "PostgreSQL";
+  /**
+   * Whether a chain of one task is stored by a `queue.add()` of its own, at
+   * once, whatever is in flight (Redis: ioredis pipelines the commands on
+   * its connection), rather than by one `queue.addBulk()` per group, one
+   * group at a time (PostgreSQL: one statement, one commit per group).
+   */
+  readonly addsEach: boolean;
   /** The `connection` BullMQ's classes are made with. */
   readonly connection: unknown;
   /** The factory of their backends. */

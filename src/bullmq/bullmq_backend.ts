@@ -5,6 +5,7 @@ import {
   assertPrefix,
   assertQueueName,
   BACKOFF,
+  DEDUPLICATION_TTL,
   type JobData,
   jobData,
   KEEP_COMPLETED,
@@ -243,17 +244,20 @@ const BULLMQ_BACKEND_OPTIONS = optionKeys<BullmqBackendOptions>({
  *
  * A chain becomes a BullMQ flow, added atomically (the chains handed over
  * together share one transaction), whose jobs depend on one another so that
- * they run in order; a task that fails at its last attempt
- * leaves the next one running. A chain of one task is a plain job, which
- * BullMQ adds atomically by itself: the one-task chains handed over
- * together go in one pipeline (one statement on PostgreSQL), without a
- * transaction of their own. Retries and backoff are BullMQ's, computed as
- * the task's retry policy says. If a worker dies mid-task, BullMQ gives the
- * task to another once its lock expires (stalled-job recovery): delivery is
+ * they run in order; a task that fails at its last attempt leaves the next
+ * one running. A chain of one task is a plain job, which BullMQ adds
+ * atomically by itself: on Redis, each is sent the moment it is handed over,
+ * by a `queue.add()` of its own, whatever is in flight (ioredis pipelines
+ * them on its connection); on PostgreSQL, the one-task chains handed over
+ * together go in one statement. The one job left of a chain whose other
+ * tasks are keyed (see below) goes with the others handed over together, in
+ * one pipeline on Redis. Retries and backoff are BullMQ's, computed as the
+ * task's retry policy says. If a worker dies mid-task, BullMQ gives the task
+ * to another once its lock expires (stalled-job recovery): delivery is
  * at least once, and the context's `id` is the same on every delivery.
  *
  * A chain handed over is never failed for a connection error. While Redis
- * is unreachable, ioredis holds the transaction (or pipeline) until it
+ * is unreachable, ioredis holds the transaction (or add) until it
  * reconnects; if the connection drops in the middle of one, or PostgreSQL
  * cannot be reached, the backend stores its chains again, 100 ms later,
  * doubling up to 5 s between tries, until they are stored or the signal
@@ -419,7 +423,10 @@ export function bullmqBackend(options: BullmqBackendOptions): BullmqBackend {
         // Round robin: a chain is whole in one shard.
         const shard = shards[next]!;
         next = (next + 1) % shards.length;
-        stored = shard.store(flow, signal);
+        // A chain without keyed tasks that is one job is added on its own.
+        stored = keyedAt === undefined && flow.children === undefined
+          ? shard.storeJob(flow, signal)
+          : shard.store(flow, signal);
       }
       if (keyedAt === undefined) return stored!;
       // Its keyed tasks go to their lanes, apart from the rest.
@@ -513,12 +520,16 @@ function chainFlow(
         attempts: task.retry?.maxAttempts ?? 1,
         backoff: { type: BACKOFF },
         // A flow's jobs stay a while once done, so that a store of it sent
-        // again finds them (see KEEP_COMPLETED); a chain of one task is
-        // deduplicated instead (see openShard()).
+        // again finds them (see KEEP_COMPLETED); a chain of one job carries
+        // BullMQ's deduplication by its id instead (see openShard()), which
+        // BullMQ refuses on a flow's jobs.
         removeOnComplete: jobs === 1 ? true : { age: KEEP_COMPLETED },
         removeOnFail: false,
         // The next task runs even when this one failed.
         ignoreDependencyOnFailure: true,
+        ...(jobs === 1
+          ? { deduplication: { id: chain.id, ttl: DEDUPLICATION_TTL } }
+          : {}),
       },
       // The task added before this one runs first.
       ...(flow === undefined ? {} : { children: [flow] }),

@@ -63,11 +63,11 @@ function chainOf<A extends unknown[]>(
 }
 
 /**
- * The errors of every `addBulk()` of `Queue` (one-task chains) or
- * `FlowProducer` (longer ones) until restored: which stores a crash cut.
+ * The errors of every `addBulk()` of `FlowProducer` (chains of more than
+ * one task) until restored: which stores a crash cut.
  */
 function recordCuts(
-  owner: typeof Queue | typeof FlowProducer,
+  owner: typeof FlowProducer,
 ): { cut: unknown[]; restore(): void } {
   const cut: unknown[] = [];
   const prototype = owner.prototype as unknown as {
@@ -953,7 +953,7 @@ Deno.test({
 Deno.test({
   ...redisTest,
   name:
-    "bullmqBackend() stores one-task chains as plain jobs outside a transaction, and longer ones as flows",
+    "bullmqBackend() stores each one-task chain as a plain job of its own outside a transaction, and longer ones as flows",
 }, async () => {
   await using redis = await startRedis();
   const connection = { host: "127.0.0.1", port: redis.port };
@@ -964,6 +964,7 @@ Deno.test({
     ran.push(context.id);
     if (ran.length === 7) allRan.resolve();
   }, { name: "step", retry: { maxAttempts: 3 } });
+  const jobAdds = mock.method(Queue.prototype, "add");
   const jobBulks = mock.method(Queue.prototype, "addBulk");
   const flowBulks = mock.method(FlowProducer.prototype, "addBulk");
   const backend = bullmqBackend({
@@ -985,7 +986,8 @@ Deno.test({
     delivered: undefined,
   });
   try {
-    // Handed over together: one group of each kind.
+    // Handed over together: a job each, sent at once, and one group of
+    // flows.
     await Promise.all([
       backend.enqueue(chain("one-a", 1)),
       backend.enqueue(chain("two-a", 2)),
@@ -994,11 +996,10 @@ Deno.test({
       backend.enqueue(chain("one-c", 1)),
     ]);
     assert.deepEqual(
-      jobBulks.mock.calls.map((call) =>
-        call.arguments[0].map((job) => job.opts?.jobId)
-      ),
-      [["one-a.0", "one-b.0", "one-c.0"]],
+      jobAdds.mock.calls.map((call) => call.arguments[2]?.jobId),
+      ["one-a.0", "one-b.0", "one-c.0"],
     );
+    assert.equal(jobBulks.mock.callCount(), 0);
     assert.deepEqual(
       flowBulks.mock.calls.map((call) =>
         call.arguments[0].map((flow) => flow.opts?.jobId)
@@ -1048,10 +1049,183 @@ Deno.test({
       "two-b:1",
     ]);
   } finally {
+    jobAdds.mock.restore();
     jobBulks.mock.restore();
     flowBulks.mock.restore();
     await queue.obliterate({ force: true });
     await queue.close();
+    await backend.close();
+  }
+});
+
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqBackend() stores the job of a chain with keyed tasks in a group, deduplicated by the chain's id, as a one-task chain was",
+}, async () => {
+  await using redis = await startRedis();
+  const connection = { host: "127.0.0.1", port: redis.port };
+  const queueName = `test-${crypto.randomUUID()}`;
+  const step = defineTask(() => {}, { name: "step" });
+  const lane = defineTask((_context, _key: string) => {}, {
+    name: "lane",
+    key: (key) => key,
+    onDuplicate: "skip",
+  });
+  const jobAdds = mock.method(Queue.prototype, "add");
+  const jobBulks = mock.method(Queue.prototype, "addBulk");
+  const backend = bullmqBackend({
+    connection,
+    queue: queueName,
+    tasks: [step, lane],
+  });
+  const queue = new Queue(queueName, { connection, prefix: PREFIX });
+  const task = (defined: DefinedTask, args: unknown[], key?: string) => ({
+    name: defined.name,
+    args,
+    timeout: undefined,
+    retry: undefined,
+    task: defined,
+    ...(key === undefined ? {} : { key, onDuplicate: "skip" as const }),
+  });
+  try {
+    await Promise.all([
+      backend.enqueue({
+        id: "mixed",
+        tasks: [
+          task(step as DefinedTask, []),
+          task(lane as DefinedTask, ["k"], "k"),
+        ],
+        request: undefined,
+        delivered: undefined,
+      }),
+      backend.enqueue(chainOf("plain", step)),
+    ]);
+    // Only the chain without keys is added on its own.
+    assert.deepEqual(
+      jobAdds.mock.calls.map((call) => call.arguments[2]?.jobId),
+      ["plain.0"],
+    );
+    assert.deepEqual(
+      jobBulks.mock.calls.map((call) =>
+        call.arguments[0].map((
+          job,
+        ) => [job.opts?.jobId, job.opts?.deduplication])
+      ),
+      [[["mixed.0", { id: "mixed", ttl: 86_400_000 }]]],
+    );
+    assert.deepEqual(
+      (await queue.getJobs(["wait"])).map((job) => job.id).sort(),
+      ["mixed.0", "mixed.1", "plain.0"],
+    );
+  } finally {
+    jobAdds.mock.restore();
+    jobBulks.mock.restore();
+    await queue.obliterate({ force: true });
+    await queue.close();
+    await backend.close();
+  }
+});
+
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqBackend() sends a one-task chain to Redis at once while the store before it waits for its answer",
+}, async () => {
+  await using redis = await startRedis();
+  const connection = { host: "127.0.0.1", port: redis.port };
+  const queueName = `test-${crypto.randomUUID()}`;
+  // Redis runs the first store; the proxy keeps its answer back, and then
+  // every answer on that connection, until told, then cuts the connection
+  // (ioredis sends again what got no answer, which adds nothing).
+  const answer = Promise.withResolvers<void>();
+  await using proxy = startTcpProxy(redis.port, {
+    cut: "store-reply",
+    hold: answer.promise,
+  });
+  const events = new QueueEvents(queueName, {
+    connection,
+    prefix: PREFIX,
+    lastEventId: "0-0",
+  });
+  const added = new Map<string, PromiseWithResolvers<void>>();
+  const addedJob = (id: string) => {
+    if (!added.has(id)) added.set(id, Promise.withResolvers());
+    return added.get(id)!;
+  };
+  events.on("added", ({ jobId }) => addedJob(jobId).resolve());
+  const step = defineTask(() => {}, { name: "step" });
+  const backend = bullmqBackend({
+    connection: { host: "127.0.0.1", port: proxy.port },
+    queue: queueName,
+    tasks: [step],
+  });
+  const queue = new Queue(queueName, { connection, prefix: PREFIX });
+  try {
+    const first = backend.enqueue(chainOf("first", step));
+    await within(addedJob("first.0").promise, 20_000, "the first job");
+    const second = backend.enqueue(chainOf("second", step));
+    // A store in flight holds back none of the chains after it.
+    await within(
+      addedJob("second.0").promise,
+      20_000,
+      "the second job, while the first store waits for its answer",
+    );
+    answer.resolve();
+    await within(Promise.all([first, second]), 30_000, "enqueue()");
+    assert.equal(proxy.cuts, 1);
+    assert.equal(await queue.count(), 2);
+  } finally {
+    answer.resolve();
+    await backend.close();
+    await events.close();
+    await queue.obliterate({ force: true });
+    await queue.close();
+  }
+});
+
+Deno.test({
+  ...redisTest,
+  name:
+    "bullmqBackend() tells Redis down while a store goes unanswered for 5 s, and up once it is answered",
+}, async () => {
+  await using redis = await startRedis();
+  const queueName = `test-${crypto.randomUUID()}`;
+  // Redis runs the store; the proxy keeps its answer back until told, then
+  // cuts the connection, and ioredis sends it again, which adds nothing.
+  const answer = Promise.withResolvers<void>();
+  await using proxy = startTcpProxy(redis.port, {
+    cut: "store-reply",
+    hold: answer.promise,
+  });
+  const statuses: BackendStatus[] = [];
+  const down = Promise.withResolvers<void>();
+  const up = Promise.withResolvers<void>();
+  const step = defineTask(() => {}, { name: "step" });
+  const backend = bullmqBackend({
+    connection: { host: "127.0.0.1", port: proxy.port },
+    queue: queueName,
+    tasks: [step],
+    onStatusChange(status) {
+      statuses.push(status);
+      if (status.state === "down") down.resolve();
+      else up.resolve();
+    },
+  });
+  try {
+    const started = performance.now();
+    const stored = backend.enqueue(chainOf("slow", step));
+    await within(down.promise, 20_000, "the status down");
+    assert.ok(performance.now() - started >= 4_900);
+    assert.deepEqual(statuses.map(({ state, error }) => [state, error]), [
+      ["down", "Redis left a store unanswered for 5 s"],
+    ]);
+    answer.resolve();
+    await within(stored, 30_000, "enqueue()");
+    await within(up.promise, 20_000, "the status up");
+    assert.equal(backend.status.state, "up");
+  } finally {
+    answer.resolve();
     await backend.close();
   }
 });
@@ -1118,7 +1292,7 @@ Deno.test({
 Deno.test({
   ...ownRedisTest,
   name:
-    "bullmqBackend() stores the one-task chains a Redis crash cut off in the middle of their pipeline, once it is back",
+    "bullmqBackend() stores the one-task chains a Redis crash cut off in the middle of their adds, once it is back",
 }, async () => {
   // Durable, so that what Redis acknowledged before the crash is counted.
   await using redis = await startRedisServer({ durable: true });
@@ -1142,22 +1316,26 @@ Deno.test({
     queue: queueName,
     tasks: [step],
   });
-  // Which pipelines the crash cut: the test means nothing without one.
-  const { cut, restore } = recordCuts(Queue);
   const padding = "p".repeat(10_000);
   const ids = Array.from({ length: 300 }, (_, index) => `chain-${index}`);
   const queue = new Queue(queueName, { connection, prefix: PREFIX });
   try {
     await backend.enqueue(chainOf("before", step, padding));
     armed.resolve();
-    const stored = ids.map((id) => backend.enqueue(chainOf(id, step, padding)));
+    // The chains whose stores the crash cut off: the test means nothing
+    // without one.
+    let answered = 0;
+    const stored = ids.map((id) =>
+      backend.enqueue(chainOf(id, step, padding)).finally(() => answered++)
+    );
     await proxy.holding;
     await redis.kill();
+    const cut = ids.length - answered;
     crashed.resolve();
     await redis.restart();
     await within(Promise.all(stored), 30_000, "the chains");
     assert.equal(proxy.cuts, 1);
-    assert.ok(cut.length > 0, "the crash cut no pipeline");
+    assert.ok(cut > 0, "the crash cut no store");
     const jobs = await queue.getJobs(["wait"]);
     assert.deepEqual(
       jobs.map((job) => job.id).sort(),
@@ -1165,7 +1343,6 @@ Deno.test({
     );
     assert.equal(await queue.count(), ids.length + 1);
   } finally {
-    restore();
     await queue.close();
     await backend.close();
   }
