@@ -33,7 +33,8 @@ export interface JobQueue extends Owner {
  * which retries it until it is stored or its signal aborts. A chain whose
  * signal aborts leaves at once, rejected with the reason, though its add
  * may still store it. An add left unanswered for STALL ms tells `watch`
- * that the datastore is down, until an add is answered.
+ * that the datastore is down, until an add is answered, or, answered with
+ * an error, until the group commit has stored or given up its chain.
  */
 export function jobStore(
   queue: JobQueue,
@@ -93,7 +94,12 @@ export function jobStore(
   function heard(): void {
     unanswered--;
     answeredAt = performance.now();
+  }
+
+  /** The stall is over, unless another add has waited STALL ms since. */
+  function recovered(): void {
     if (!stalled) return;
+    if (unanswered > 0 && performance.now() - answeredAt >= STALL) return;
     stalled = false;
     watch.up(store);
   }
@@ -125,13 +131,26 @@ export function jobStore(
     sent();
     queue.add(flow.name, flow.data, flow.opts).then(() => {
       heard();
+      recovered();
       if (answered.push(chain) === 1) forgetting = setTimeout(forget, 0);
       if (leave()) stored.resolve();
     }, (error) => {
       heard();
-      if (!leave()) return;
-      if (splits(error)) stored.reject(error);
-      else again(flow, signal).then(stored.resolve, stored.reject);
+      if (!leave()) return recovered();
+      if (splits(error)) {
+        recovered();
+        return stored.reject(error);
+      }
+      // A refusal (BUSY, READONLY, OOM) or a lost connection says nothing
+      // of whether Redis is back: the stall ends once the group commit,
+      // which tells its own outage, has stored the chain or given it up.
+      again(flow, signal).then(() => {
+        recovered();
+        stored.resolve();
+      }, (error) => {
+        recovered();
+        stored.reject(error);
+      });
     });
     return stored.promise;
   }
