@@ -106,12 +106,13 @@ Deno.test("jobStore() keeps Redis down while another store has waited 5 s, when 
   const store = jobStore(queue, datastore, watch, again, () => false);
 
   const first = store(flow("first"));
-  clock.tick(STALL);
+  clock.tick(1_000);
+  const second = store(flow("second"));
+  clock.tick(STALL - 1_000);
   answers[0]!.reject(new Error("BUSY Redis is busy running a script"));
   await Promise.resolve();
   await Promise.resolve();
-  // Answered: the next store that waits 5 s is a stall of its own.
-  const second = store(flow("second"));
+  // The second store has waited 5 s since the first's answer.
   clock.tick(STALL);
   handed[0]!.resolve();
   await first;
