@@ -8,7 +8,7 @@
 // request until the group before its own was answered, and a store of its
 // own cost more than a job (see bench/README.md). What fails for nobody's
 // fault is handed to the shard's group commit, which stores it again
-// through the outage.
+// through the outage, and so is what is handed over during one.
 
 import type { FlowJob } from "npm:bullmq@^6";
 import type { GroupCommit } from "../durable/_group_commit.ts";
@@ -30,10 +30,13 @@ export interface JobQueue extends Owner {
  * deleted once the add is answered, in one command per turn of the event
  * loop. An add that fails for what its chain holds (see `splits`) rejects;
  * any other failure hands the chain to `again`, the shard's group commit,
- * which retries it until it is stored or its signal aborts. A chain whose
- * signal aborts leaves at once, rejected with the reason, though its add
- * may still store it. An add left unanswered for STALL ms tells `watch`
- * that the datastore is down, until an add is answered.
+ * which retries it until it is stored or its signal aborts. A chain handed
+ * in while `watch` says the datastore is down goes to `again` at once. A
+ * chain whose signal aborts leaves at once, rejected with the reason,
+ * though its add may still store it. An add left unanswered for STALL ms
+ * tells `watch` that the datastore is down, until an add is answered, or,
+ * answered with an error, until the group commit has stored or given up its
+ * chain.
  */
 export function jobStore(
   queue: JobQueue,
@@ -93,7 +96,12 @@ export function jobStore(
   function heard(): void {
     unanswered--;
     answeredAt = performance.now();
+  }
+
+  /** The stall is over, unless another add has waited STALL ms since. */
+  function recovered(): void {
     if (!stalled) return;
+    if (unanswered > 0 && performance.now() - answeredAt >= STALL) return;
     stalled = false;
     watch.up(store);
   }
@@ -101,8 +109,13 @@ export function jobStore(
   function store(flow: FlowJob, signal?: AbortSignal): Promise<void> {
     if (signal?.aborted) return Promise.reject(signal.reason);
     // A closing queue would wait for a connection that never comes: the
-    // group commit refuses the chain.
-    if (queue.closing !== undefined) return again(flow, signal);
+    // group commit refuses the chain. While the datastore is down, an add
+    // would wait in ioredis's queue, holding the command, and be sent once
+    // Redis is back, though its chain was given up meanwhile: the group
+    // commit holds one group in flight, and lets the others go unsent.
+    if (queue.closing !== undefined || watch.status.state === "down") {
+      return again(flow, signal);
+    }
     const chain = (flow.data as JobData).chain;
     const stored = Promise.withResolvers<void>();
     let open = true;
@@ -125,13 +138,26 @@ export function jobStore(
     sent();
     queue.add(flow.name, flow.data, flow.opts).then(() => {
       heard();
+      recovered();
       if (answered.push(chain) === 1) forgetting = setTimeout(forget, 0);
       if (leave()) stored.resolve();
     }, (error) => {
       heard();
-      if (!leave()) return;
-      if (splits(error)) stored.reject(error);
-      else again(flow, signal).then(stored.resolve, stored.reject);
+      if (!leave()) return recovered();
+      if (splits(error)) {
+        recovered();
+        return stored.reject(error);
+      }
+      // A refusal (BUSY, READONLY, OOM) or a lost connection says nothing
+      // of whether Redis is back: the stall ends once the group commit,
+      // which tells its own outage, has stored the chain or given it up.
+      again(flow, signal).then(() => {
+        recovered();
+        stored.resolve();
+      }, (error) => {
+        recovered();
+        stored.reject(error);
+      });
     });
     return stored.promise;
   }

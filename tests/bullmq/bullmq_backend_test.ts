@@ -1349,6 +1349,74 @@ Deno.test({
 });
 
 Deno.test({
+  ...ownRedisTest,
+  name:
+    "bullmqBackend() does not send a one-task chain handed over while Redis is down, so that one given up meanwhile is never stored",
+}, async () => {
+  await using redis = await startRedisServer({ durable: true });
+  const connection = { host: "127.0.0.1", port: redis.port };
+  const queueName = `test-${crypto.randomUUID()}`;
+  const step = defineTask(() => {}, { name: "step" });
+  const down = Promise.withResolvers<void>();
+  const backend = bullmqBackend({
+    connection,
+    queue: queueName,
+    tasks: [step],
+    onStatusChange(status) {
+      if (status.state === "down") down.resolve();
+    },
+  });
+  // When the first chain's store has been handed to ioredis, which holds
+  // it until Redis is back.
+  const sent = Promise.withResolvers<void>();
+  const add = Queue.prototype.add;
+  const addBulk = Queue.prototype.addBulk;
+  const adds = mock.method(
+    Queue.prototype,
+    "add",
+    function (this: Queue, ...args: Parameters<Queue["add"]>) {
+      sent.resolve();
+      return add.apply(this, args);
+    },
+  );
+  const bulks = mock.method(
+    Queue.prototype,
+    "addBulk",
+    function (this: Queue, ...args: Parameters<Queue["addBulk"]>) {
+      sent.resolve();
+      return addBulk.apply(this, args);
+    },
+  );
+  const queue = new Queue(queueName, { connection, prefix: PREFIX });
+  try {
+    await backend.enqueue(chainOf("before", step));
+    await redis.kill();
+    await within(down.promise, 20_000, "the status down");
+    const first = backend.enqueue(chainOf("first", step));
+    await within(sent.promise, 20_000, "the first chain's store");
+    const giving = new AbortController();
+    const given = backend.enqueue(chainOf("given-up", step), {
+      signal: giving.signal,
+    });
+    giving.abort(new Error("Abandoned at the drain deadline"));
+    await assert.rejects(given, { message: "Abandoned at the drain deadline" });
+    await redis.restart();
+    await within(first, 30_000, "the first chain");
+    // Sent after any store held back on the connection, and answered after.
+    await backend.enqueue(chainOf("after", step));
+    assert.deepEqual(
+      (await queue.getJobs(["wait"])).map((job) => job.id).sort(),
+      ["after.0", "before.0", "first.0"],
+    );
+  } finally {
+    adds.mock.restore();
+    bulks.mock.restore();
+    await queue.close();
+    await backend.close();
+  }
+});
+
+Deno.test({
   ...redisTest,
   name:
     "bullmqBackend() writes its task names again each day it stores chains, so that a web process running for weeks does not look gone",
