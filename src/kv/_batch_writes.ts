@@ -86,6 +86,16 @@ export function batchWrites(
   let committing = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let lastWrite = 0;
+  // The writes handed in so far, and when the timer was set: a timer that
+  // saw none come waited long enough, whatever the clock says (stopped by a
+  // program's mock timers, or set back).
+  let written = 0;
+  let writtenAtTimer = 0;
+
+  function wait(delay: number): void {
+    writtenAtTimer = written;
+    timer = setTimeout(commitWaiting, delay);
+  }
 
   async function commitGroup(group: Waiting[]): Promise<void> {
     let result: Deno.KvCommitResult | Deno.KvCommitError;
@@ -120,9 +130,14 @@ export function batchWrites(
   async function commitWaiting(): Promise<void> {
     timer = undefined;
     while (waiting.length > 0) {
-      const quiet = lastWrite + idle - Date.now();
-      if (waiting.length < limit && quiet > 0 && !closed) {
-        timer = setTimeout(commitWaiting, quiet);
+      // At most `idle`: a clock set back would otherwise hold the writes
+      // for as long as it went back.
+      const quiet = Math.min(lastWrite + idle - Date.now(), idle);
+      if (
+        waiting.length < limit && quiet > 0 && !closed &&
+        written !== writtenAtTimer
+      ) {
+        wait(quiet);
         return;
       }
       committing = true;
@@ -156,9 +171,10 @@ export function batchWrites(
       >();
       waiting.push({ write, resolve, reject });
       lastWrite = Date.now();
+      written++;
       if (!committing) {
         if (waiting.length >= limit || closed) commitNow();
-        else timer ??= setTimeout(commitWaiting, idle);
+        else if (timer === undefined) wait(idle);
       }
       return promise;
     },

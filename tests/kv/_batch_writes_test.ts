@@ -12,6 +12,7 @@ import {
 } from "../../src/kv/_batch_writes.ts";
 import { isStepGroup, kvKeys, type Step } from "../../src/kv/_step.ts";
 import { openKv } from "../_helpers/kv.ts";
+import { within } from "../_helpers/common.ts";
 
 /** A batch on `kv`, its steps queued under the prefix "test". */
 function batchOn(kv: Deno.Kv, limit: number, idle: number): WriteBatch {
@@ -194,4 +195,43 @@ Deno.test("batchWrites() queues the steps its writes queue in one message, with 
     progress.map(({ value }) => value),
     Array(3).fill({ index: 1, attempt: 1 }),
   );
+});
+
+Deno.test("batchWrites() commits once the writes stop coming, though the clock stands still", async () => {
+  // Date.now() stopped, as under mock.timers.enable({ apis: ["Date"] }) in a
+  // program's tests: the batch's timer still runs.
+  await using kv = await openKv();
+  using clock = mock.timers;
+  clock.enable({ apis: ["Date"], now: 1_700_000_000_000 });
+  const batch = batchOn(kv, 50, 5);
+  try {
+    const result = await within(
+      batch.commit(setIf("a", 1)),
+      2_000,
+      "a write with the clock stopped",
+    );
+    assert.ok(result.ok);
+  } finally {
+    batch.close();
+  }
+});
+
+Deno.test("batchWrites() waits no longer than its idle time when the clock is set back", async () => {
+  await using kv = await openKv();
+  using clock = mock.timers;
+  clock.enable({ apis: ["Date"], now: 1_700_000_000_000 });
+  const batch = batchOn(kv, 50, 5);
+  try {
+    const write = batch.commit(setIf("a", 1));
+    // An hour back, as a clock corrected by NTP may step.
+    clock.setTime(1_700_000_000_000 - 3_600_000);
+    const result = await within(
+      write,
+      2_000,
+      "a write after the clock went back",
+    );
+    assert.ok(result.ok);
+  } finally {
+    batch.close();
+  }
 });
