@@ -15,6 +15,7 @@
 
 import {
   commitRetrying,
+  isLocked,
   queueSteps,
   type Step,
   type StepQueue,
@@ -72,7 +73,8 @@ interface Waiting {
  * half is committed on its own, down to the write at fault, which alone
  * resolves with `{ ok: false }`, as its own commit would have. Deno KV's
  * limits on an operation (800 KiB of mutations: a write that queues a step
- * may weigh 64 KiB) split it too. Any other error (the database closed)
+ * may weigh 64 KiB) split it too. Any other error (the database closed,
+ * or locked by another program for longer than commitRetrying() waits)
  * rejects the writes of the operation.
  */
 export function batchWrites(
@@ -110,8 +112,12 @@ export function batchWrites(
       );
     } catch (error) {
       // Deno KV refuses an operation over its limits with a TypeError,
-      // before writing anything.
-      if (group.length === 1 || !(error instanceof TypeError)) {
+      // before writing anything; a lock that outlasted commitRetrying()'s
+      // patience is one too, but nobody's fault: split, each half would
+      // wait as long again.
+      if (
+        group.length === 1 || !(error instanceof TypeError) || isLocked(error)
+      ) {
         for (const waiter of group) waiter.reject(error);
         return;
       }

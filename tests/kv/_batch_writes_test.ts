@@ -235,3 +235,41 @@ Deno.test("batchWrites() waits no longer than its idle time when the clock is se
     batch.close();
   }
 });
+
+Deno.test("batchWrites() rejects the writes of an operation the database stayed locked for, without splitting it", async () => {
+  // Another program holds the file's lock: each commit waits 5 s, then
+  // fails with Deno KV's TypeError, and commitRetrying() gives up after
+  // 30 s. Split, each half would wait its 30 s again.
+  await using kv = await openKv();
+  using clock = mock.timers;
+  clock.enable({ apis: ["Date"], now: 0 });
+  const commit = mock.method(
+    Deno.AtomicOperation.prototype,
+    "commit",
+    () => {
+      clock.tick(5_000);
+      return Promise.reject(new TypeError("database is locked"));
+    },
+  );
+  const batch = batchOn(kv, 50, 5);
+  try {
+    const settled = await within(
+      Promise.allSettled(
+        ["a", "b", "c", "d"].map((key) => batch.commit(setIf(key, key))),
+      ),
+      10_000,
+      "the writes",
+    );
+    for (const result of settled) {
+      assert.equal(result.status, "rejected");
+      const { reason } = result as PromiseRejectedResult;
+      assert.ok(reason instanceof TypeError, Deno.inspect(reason));
+      assert.equal(reason.message, "database is locked");
+    }
+    // The 30 s of one operation, not of each of its halves.
+    assert.equal(commit.mock.callCount(), 6);
+  } finally {
+    commit.mock.restore();
+    batch.close();
+  }
+});
