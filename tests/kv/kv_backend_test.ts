@@ -1083,3 +1083,49 @@ guardedTest(
     }
   },
 );
+
+guardedTest(
+  "kvBackend() rejects the chains of a commit the database stayed locked for, without splitting it",
+  async () => {
+    // Another program holds the file's lock: each commit waits 5 s, then
+    // fails with Deno KV's TypeError, and the backend gives up after 30 s.
+    // Split, each half of the group would wait its 30 s again.
+    const noop = defineTask(() => {}, { name: "noop" });
+    await using db = await openBackend({ tasks: [noop], listen: false });
+    using clock = mock.timers;
+    clock.enable({ apis: ["Date"], now: 0 });
+    const commit = mock.method(
+      Deno.AtomicOperation.prototype,
+      "commit",
+      () => {
+        clock.tick(5_000);
+        return Promise.reject(new TypeError("database is locked"));
+      },
+    );
+    try {
+      const chain = (i: number) => ({
+        id: `c${i}`,
+        tasks: [{ name: "noop", args: [], task: noop }],
+      });
+      // Handed over together: one commit.
+      const stores = [0, 1, 2, 3].map((i) =>
+        db.backend.enqueue(chain(i) as never)
+      );
+      const settled = await within(
+        Promise.allSettled(stores),
+        10_000,
+        "the stores",
+      );
+      for (const result of settled) {
+        assert.equal(result.status, "rejected");
+        const { reason } = result as PromiseRejectedResult;
+        assert.ok(reason instanceof TypeError, Deno.inspect(reason));
+        assert.equal(reason.message, "database is locked");
+      }
+      // The group's 30 s, not also those of its halves.
+      assert.equal(commit.mock.callCount(), 6);
+    } finally {
+      commit.mock.restore();
+    }
+  },
+);
