@@ -1129,3 +1129,26 @@ guardedTest(
     }
   },
 );
+
+guardedTest(
+  "kvBackend() runs its chains while a program's tests stop Date.now()",
+  async () => {
+    // mock.timers on Date only: the listener's write batch still commits.
+    using clock = mock.timers;
+    clock.enable({ apis: ["Date"], now: 1_700_000_000_000 });
+    const ran = Promise.withResolvers<string>();
+    const send = defineTask((_context, to: string) => ran.resolve(to), {
+      name: "send",
+    });
+    await using db = await openBackend({ tasks: [send] });
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(send, "a@example.com");
+      return new Response("ok");
+    }, { backend: db.backend });
+    await (await callHandler(handler, "/")).tasks;
+    assert.equal(
+      await within(ran.promise, 5_000, "the task, with Date stopped"),
+      "a@example.com",
+    );
+  },
+);
