@@ -273,3 +273,19 @@ Deno.test("batchWrites() rejects the writes of an operation the database stayed 
     batch.close();
   }
 });
+
+Deno.test("batchWrites() commits at its timer's tick when only setTimeout is mocked", async () => {
+  await using kv = await openKv();
+  using clock = mock.timers;
+  clock.enable({ apis: ["setTimeout"] });
+  const batch = batchOn(kv, 50, 5);
+  using commits = countCommits();
+  const write = batch.commit(setIf("a", 1));
+  clock.tick(4);
+  assert.equal(commits.count, 0);
+  // No write came while the timer ran: the real clock, which did not move
+  // 5 ms meanwhile, does not hold it.
+  clock.tick(1);
+  assert.equal(commits.count, 1);
+  assert.ok((await write).ok);
+});
