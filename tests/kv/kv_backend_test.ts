@@ -805,6 +805,50 @@ guardedTest(
 );
 
 guardedTest(
+  "kvBackend().handle() runs the other steps of a message of several one of which has a task it does not know",
+  async () => {
+    const ran: string[] = [];
+    const keep = defineTask((_context, value: string) => void ran.push(value), {
+      name: "keep",
+    });
+    const ghost = defineTask((_context, _value: string) => {}, {
+      name: "ghost",
+    });
+    await using db = await openBackend({ tasks: [keep, ghost], listen: false });
+    const listener = kvBackend({ kv: db.kv, tasks: [keep], listen: false });
+    const enqueue = mock.method(Deno.AtomicOperation.prototype, "enqueue");
+    let message: { steps: unknown[] };
+    try {
+      await Promise.all([
+        db.backend.enqueue(handedChain(keep, "a")),
+        db.backend.enqueue(handedChain(ghost, "lost", "c-ghost")),
+        db.backend.enqueue(handedChain(keep, "b")),
+      ]);
+      message = enqueue.mock.calls[0]!.arguments[0] as { steps: unknown[] };
+    } finally {
+      enqueue.mock.restore();
+    }
+    assert.equal(message.steps.length, 3);
+    using output = consoleLines();
+    try {
+      assert.equal(await listener.handle(message), true);
+      assert.deepEqual(ran.toSorted(), ["a", "b"]);
+      assert.deepEqual(
+        (await listener.failed()).map(({ id, reason }) => [id, reason]),
+        [["c-ghost:0", "failed"]],
+      );
+      assert.equal(output.lines.length, 1, output.lines.join("\n"));
+      // Delivered again: nothing runs twice, nothing is filed twice.
+      assert.equal(await listener.handle(message), true);
+      assert.deepEqual(ran.toSorted(), ["a", "b"]);
+      assert.equal((await listener.failed()).length, 1);
+    } finally {
+      await listener.close();
+    }
+  },
+);
+
+guardedTest(
   "kvBackend() sends a chain too large to share a message in one of its own",
   async () => {
     const keep = defineTask((_context, _value: string) => {}, {
