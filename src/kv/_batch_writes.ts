@@ -15,6 +15,7 @@
 
 import {
   commitRetrying,
+  isLocked,
   queueSteps,
   type Step,
   type StepQueue,
@@ -72,7 +73,8 @@ interface Waiting {
  * half is committed on its own, down to the write at fault, which alone
  * resolves with `{ ok: false }`, as its own commit would have. Deno KV's
  * limits on an operation (800 KiB of mutations: a write that queues a step
- * may weigh 64 KiB) split it too. Any other error (the database closed)
+ * may weigh 64 KiB) split it too. Any other error (the database closed,
+ * or locked by another program for longer than commitRetrying() waits)
  * rejects the writes of the operation.
  */
 export function batchWrites(
@@ -86,6 +88,16 @@ export function batchWrites(
   let committing = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let lastWrite = 0;
+  // The writes handed in so far, and when the timer was set: a timer that
+  // saw none come waited long enough, whatever the clock says (stopped by a
+  // program's mock timers, or set back).
+  let written = 0;
+  let writtenAtTimer = 0;
+
+  function wait(delay: number): void {
+    writtenAtTimer = written;
+    timer = setTimeout(commitWaiting, delay);
+  }
 
   async function commitGroup(group: Waiting[]): Promise<void> {
     let result: Deno.KvCommitResult | Deno.KvCommitError;
@@ -100,8 +112,12 @@ export function batchWrites(
       );
     } catch (error) {
       // Deno KV refuses an operation over its limits with a TypeError,
-      // before writing anything.
-      if (group.length === 1 || !(error instanceof TypeError)) {
+      // before writing anything; a lock that outlasted commitRetrying()'s
+      // patience is one too, but nobody's fault: split, each half would
+      // wait as long again.
+      if (
+        group.length === 1 || !(error instanceof TypeError) || isLocked(error)
+      ) {
         for (const waiter of group) waiter.reject(error);
         return;
       }
@@ -120,9 +136,14 @@ export function batchWrites(
   async function commitWaiting(): Promise<void> {
     timer = undefined;
     while (waiting.length > 0) {
-      const quiet = lastWrite + idle - Date.now();
-      if (waiting.length < limit && quiet > 0 && !closed) {
-        timer = setTimeout(commitWaiting, quiet);
+      // At most `idle`: a clock set back would otherwise hold the writes
+      // for as long as it went back.
+      const quiet = Math.min(lastWrite + idle - Date.now(), idle);
+      if (
+        waiting.length < limit && quiet > 0 && !closed &&
+        written !== writtenAtTimer
+      ) {
+        wait(quiet);
         return;
       }
       committing = true;
@@ -156,9 +177,10 @@ export function batchWrites(
       >();
       waiting.push({ write, resolve, reject });
       lastWrite = Date.now();
+      written++;
       if (!committing) {
         if (waiting.length >= limit || closed) commitNow();
-        else timer ??= setTimeout(commitWaiting, idle);
+        else if (timer === undefined) wait(idle);
       }
       return promise;
     },

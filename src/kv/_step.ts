@@ -180,8 +180,11 @@ export async function commitRetrying(
   }
 }
 
-/** Whether Deno KV refused a write because another process held the file. */
-function isLocked(error: unknown): boolean {
+/**
+ * Whether Deno KV refused a write because another process held the file (a
+ * `TypeError`, like its refusal of an operation over its limits).
+ */
+export function isLocked(error: unknown): boolean {
   return error instanceof Error && error.message === "database is locked";
 }
 

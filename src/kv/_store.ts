@@ -11,6 +11,7 @@
 
 import {
   commitRetrying,
+  isLocked,
   queueSteps,
   type Step,
   type StepQueue,
@@ -78,7 +79,8 @@ export function storeSteps(
       }
     },
     GROUP_SIZE,
-    // No chain is at fault when the database cannot queue: no split.
-    { split: () => refusal === undefined },
+    // No chain is at fault when the database cannot queue, nor when it
+    // stayed locked (split, each half would wait as long again): no split.
+    { split: (error) => refusal === undefined && !isLocked(error) },
   );
 }

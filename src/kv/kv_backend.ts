@@ -209,13 +209,14 @@ const KV_BACKEND_OPTIONS = optionKeys<KvBackendOptions>({
 /**
  * A durable backend on Deno KV, the embedded database of Deno (a local file,
  * no server): each request's chain is enqueued atomically before its response
- * is sent (see the wrapper's `handOver`), and its tasks run in order, a
- * queue message per attempt, in this process (or whichever listens to the
- * same database). A crash loses nothing: a message whose handler did not
- * finish is delivered again (after about a minute), and the chain goes on
- * where it stood. Chains handed over while a commit is in flight share the
- * next one (up to 100 per commit), and their first steps share a message,
- * so that under load a commit and a message cost a fraction of a request;
+ * is sent (see the wrapper's `handOver`), and its tasks run in order, each
+ * attempt a step in a queue message (the steps of several chains may share
+ * one), in this process (or whichever listens to the same database). A
+ * crash loses nothing: a message whose handler did not finish is delivered
+ * again (after about a minute), and the chain goes on where it stood.
+ * Chains handed over while a commit is in flight share the next one (up to
+ * 100 per commit), and their first steps share a message, so that under
+ * load a commit and a message cost a fraction of a request;
  * a listener commits the claims and outcomes of the steps it runs at once
  * together too, and queues their next tasks together.
  *

@@ -7,7 +7,8 @@ let timePrefix = "";
 /**
  * A UUID of version 7 (RFC 9562): the milliseconds since the epoch in its
  * first 48 bits, then version, variant and random bits, so that ids sort by
- * when they were made. A chain's id is one: a durable backend keys a chain's
+ * the millisecond they were made in (within one, in no order: nothing relies
+ * on it). A chain's id is one: a durable backend keys a chain's
  * state by it (Deno KV's progress), and ids made together then land side by
  * side in the database's pages, where random ones land on a page each
  * (measured on Deno KV: 4.9 KB written per stored chain rather than 16.3 to

@@ -12,6 +12,7 @@ import {
 } from "../../src/kv/_batch_writes.ts";
 import { isStepGroup, kvKeys, type Step } from "../../src/kv/_step.ts";
 import { openKv } from "../_helpers/kv.ts";
+import { within } from "../_helpers/common.ts";
 
 /** A batch on `kv`, its steps queued under the prefix "test". */
 function batchOn(kv: Deno.Kv, limit: number, idle: number): WriteBatch {
@@ -194,4 +195,97 @@ Deno.test("batchWrites() queues the steps its writes queue in one message, with 
     progress.map(({ value }) => value),
     Array(3).fill({ index: 1, attempt: 1 }),
   );
+});
+
+Deno.test("batchWrites() commits once the writes stop coming, though the clock stands still", async () => {
+  // Date.now() stopped, as under mock.timers.enable({ apis: ["Date"] }) in a
+  // program's tests: the batch's timer still runs.
+  await using kv = await openKv();
+  using clock = mock.timers;
+  clock.enable({ apis: ["Date"], now: 1_700_000_000_000 });
+  const batch = batchOn(kv, 50, 5);
+  try {
+    const result = await within(
+      batch.commit(setIf("a", 1)),
+      2_000,
+      "a write with the clock stopped",
+    );
+    assert.ok(result.ok);
+  } finally {
+    batch.close();
+  }
+});
+
+Deno.test("batchWrites() waits no longer than its idle time when the clock is set back", async () => {
+  await using kv = await openKv();
+  using clock = mock.timers;
+  clock.enable({ apis: ["Date"], now: 1_700_000_000_000 });
+  const batch = batchOn(kv, 50, 5);
+  try {
+    const write = batch.commit(setIf("a", 1));
+    // An hour back, as a clock corrected by NTP may step.
+    clock.setTime(1_700_000_000_000 - 3_600_000);
+    const result = await within(
+      write,
+      2_000,
+      "a write after the clock went back",
+    );
+    assert.ok(result.ok);
+  } finally {
+    batch.close();
+  }
+});
+
+Deno.test("batchWrites() rejects the writes of an operation the database stayed locked for, without splitting it", async () => {
+  // Another program holds the file's lock: each commit waits 5 s, then
+  // fails with Deno KV's TypeError, and commitRetrying() gives up after
+  // 30 s. Split, each half would wait its 30 s again.
+  await using kv = await openKv();
+  using clock = mock.timers;
+  clock.enable({ apis: ["Date"], now: 0 });
+  const commit = mock.method(
+    Deno.AtomicOperation.prototype,
+    "commit",
+    () => {
+      clock.tick(5_000);
+      return Promise.reject(new TypeError("database is locked"));
+    },
+  );
+  const batch = batchOn(kv, 50, 5);
+  try {
+    const settled = await within(
+      Promise.allSettled(
+        ["a", "b", "c", "d"].map((key) => batch.commit(setIf(key, key))),
+      ),
+      10_000,
+      "the writes",
+    );
+    for (const result of settled) {
+      assert.equal(result.status, "rejected");
+      const { reason } = result as PromiseRejectedResult;
+      assert.ok(reason instanceof TypeError, Deno.inspect(reason));
+      assert.equal(reason.message, "database is locked");
+    }
+    // The 30 s of one operation, not of each of its halves.
+    assert.equal(commit.mock.callCount(), 6);
+  } finally {
+    commit.mock.restore();
+    batch.close();
+  }
+});
+
+Deno.test("batchWrites() commits at its timer's tick when only setTimeout is mocked", async () => {
+  await using kv = await openKv();
+  using clock = mock.timers;
+  clock.enable({ apis: ["setTimeout"] });
+  const batch = batchOn(kv, 50, 5);
+  using commits = countCommits();
+  const write = batch.commit(setIf("a", 1));
+  clock.tick(4);
+  assert.equal(commits.count, 0);
+  // No write came while the timer ran: the real clock, which did not move
+  // 5 ms meanwhile, does not hold it.
+  clock.tick(1);
+  assert.equal(commits.count, 1);
+  assert.ok((await write).ok);
 });

@@ -22,6 +22,7 @@ import {
   commitRetrying,
   enqueueStep,
   isStep,
+  isStepGroup,
   kvKeys,
   type Step,
   type StepGroup,
@@ -651,6 +652,72 @@ guardedTest(
         backoffSchedule: [1_000, 5_000],
       }]);
       assert.equal(enqueue.mock.callCount(), 2);
+    } finally {
+      enqueue.mock.restore();
+    }
+  },
+);
+
+guardedTest(
+  "runStep() queues a retry without a delay with the next tasks, and one with a delay in a message of its own",
+  async () => {
+    const failures = new Map([["c1", 1], ["c2", 1]]);
+    const options = (minDelay: number) => ({
+      retry: { maxAttempts: 2, minDelay, maxDelay: minDelay, jitter: 0 },
+    });
+    const flaky = defineTask(({ id }) => {
+      const chain = id.split(":")[0]!;
+      const left = failures.get(chain) ?? 0;
+      failures.set(chain, left - 1);
+      if (left > 0) throw new Error("down");
+    }, { name: "flaky", ...options(0) }) as DefinedTask;
+    const slow = defineTask(({ id }) => {
+      const chain = id.split(":")[0]!;
+      const left = failures.get(chain) ?? 0;
+      failures.set(chain, left - 1);
+      if (left > 0) throw new Error("down");
+    }, { name: "slow", ...options(60_000) }) as DefinedTask;
+    await using kv = await openKv();
+    const consumer = {
+      ...consumerOf(kv, [ok, flaky, slow]),
+      batch: batchWrites({ kv, keys, redelivery: [1_000, 5_000] }, {
+        limit: 50,
+        idle: 200,
+        bytes: 60_000,
+      }),
+    };
+    const steps: Step[] = [
+      { ...stepOf([["flaky"]]), chain: "c1" },
+      { ...stepOf([["slow"]]), chain: "c2" },
+      { ...stepOf([["ok"], ["ok"]]), chain: "c3" },
+    ];
+    for (const { chain } of steps) {
+      await kv.set(keys.progress(chain), { index: 0, attempt: 1 });
+    }
+    const enqueue = mock.method(Deno.AtomicOperation.prototype, "enqueue");
+    try {
+      await Promise.all(steps.map((step) => runStep(step, consumer)));
+      const messages = enqueue.mock.calls.map((
+        { arguments: [message, queued] },
+      ) => ({
+        message,
+        delay: (queued as { delay: number }).delay,
+      }));
+      assert.equal(messages.length, 2, Deno.inspect(messages));
+      const group = messages.find(({ message }) => isStepGroup(message));
+      assert.ok(group !== undefined, Deno.inspect(messages));
+      assert.deepEqual(
+        (group.message as StepGroup).steps.map(({ chain, index, attempt }) =>
+          `${chain}:${index}:${attempt}`
+        ).sort(),
+        ["c1:0:2", "c3:1:1"],
+      );
+      assert.equal(group.delay, 0);
+      const alone = messages.find(({ message }) => isStep(message));
+      assert.deepEqual(alone, {
+        message: { ...steps[1], attempt: 2 },
+        delay: 60_000,
+      });
     } finally {
       enqueue.mock.restore();
     }

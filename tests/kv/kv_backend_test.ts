@@ -805,6 +805,50 @@ guardedTest(
 );
 
 guardedTest(
+  "kvBackend().handle() runs the other steps of a message of several one of which has a task it does not know",
+  async () => {
+    const ran: string[] = [];
+    const keep = defineTask((_context, value: string) => void ran.push(value), {
+      name: "keep",
+    });
+    const ghost = defineTask((_context, _value: string) => {}, {
+      name: "ghost",
+    });
+    await using db = await openBackend({ tasks: [keep, ghost], listen: false });
+    const listener = kvBackend({ kv: db.kv, tasks: [keep], listen: false });
+    const enqueue = mock.method(Deno.AtomicOperation.prototype, "enqueue");
+    let message: { steps: unknown[] };
+    try {
+      await Promise.all([
+        db.backend.enqueue(handedChain(keep, "a")),
+        db.backend.enqueue(handedChain(ghost, "lost", "c-ghost")),
+        db.backend.enqueue(handedChain(keep, "b")),
+      ]);
+      message = enqueue.mock.calls[0]!.arguments[0] as { steps: unknown[] };
+    } finally {
+      enqueue.mock.restore();
+    }
+    assert.equal(message.steps.length, 3);
+    using output = consoleLines();
+    try {
+      assert.equal(await listener.handle(message), true);
+      assert.deepEqual(ran.toSorted(), ["a", "b"]);
+      assert.deepEqual(
+        (await listener.failed()).map(({ id, reason }) => [id, reason]),
+        [["c-ghost:0", "failed"]],
+      );
+      assert.equal(output.lines.length, 1, output.lines.join("\n"));
+      // Delivered again: nothing runs twice, nothing is filed twice.
+      assert.equal(await listener.handle(message), true);
+      assert.deepEqual(ran.toSorted(), ["a", "b"]);
+      assert.equal((await listener.failed()).length, 1);
+    } finally {
+      await listener.close();
+    }
+  },
+);
+
+guardedTest(
   "kvBackend() sends a chain too large to share a message in one of its own",
   async () => {
     const keep = defineTask((_context, _value: string) => {}, {
@@ -1081,5 +1125,74 @@ guardedTest(
     } finally {
       consoleError.mock.restore();
     }
+  },
+);
+
+guardedTest(
+  "kvBackend() rejects the chains of a commit the database stayed locked for, without splitting it",
+  async () => {
+    // Another program holds the file's lock: each commit waits 5 s, then
+    // fails with Deno KV's TypeError, and the backend gives up after 30 s.
+    // Split, each half of the group would wait its 30 s again.
+    const noop = defineTask(() => {}, { name: "noop" });
+    await using db = await openBackend({ tasks: [noop], listen: false });
+    using clock = mock.timers;
+    clock.enable({ apis: ["Date"], now: 0 });
+    const commit = mock.method(
+      Deno.AtomicOperation.prototype,
+      "commit",
+      () => {
+        clock.tick(5_000);
+        return Promise.reject(new TypeError("database is locked"));
+      },
+    );
+    try {
+      const chain = (i: number) => ({
+        id: `c${i}`,
+        tasks: [{ name: "noop", args: [], task: noop }],
+      });
+      // Handed over together: one commit.
+      const stores = [0, 1, 2, 3].map((i) =>
+        db.backend.enqueue(chain(i) as never)
+      );
+      const settled = await within(
+        Promise.allSettled(stores),
+        10_000,
+        "the stores",
+      );
+      for (const result of settled) {
+        assert.equal(result.status, "rejected");
+        const { reason } = result as PromiseRejectedResult;
+        assert.ok(reason instanceof TypeError, Deno.inspect(reason));
+        assert.equal(reason.message, "database is locked");
+      }
+      // The group's 30 s, not also those of its halves.
+      assert.equal(commit.mock.callCount(), 6);
+    } finally {
+      commit.mock.restore();
+    }
+  },
+);
+
+guardedTest(
+  "kvBackend() runs its chains while a program's tests stop Date.now()",
+  async () => {
+    // mock.timers on Date only: the listener's write batch still commits.
+    using clock = mock.timers;
+    clock.enable({ apis: ["Date"], now: 1_700_000_000_000 });
+    const ran = Promise.withResolvers<string>();
+    const send = defineTask((_context, to: string) => ran.resolve(to), {
+      name: "send",
+    });
+    await using db = await openBackend({ tasks: [send] });
+    const handler = withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(send, "a@example.com");
+      return new Response("ok");
+    }, { backend: db.backend });
+    await (await callHandler(handler, "/")).tasks;
+    assert.equal(
+      await within(ran.promise, 5_000, "the task, with Date stopped"),
+      "a@example.com",
+    );
   },
 );
