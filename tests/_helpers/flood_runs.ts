@@ -1,0 +1,77 @@
+// Copyright 2026 the @afterward/background-tasks authors. MIT license.
+
+// What the tasks of a flood across a database outage did. Delivery is at
+// least once: a task that ended while the database went away could not be
+// recorded as done, and BullMQ's stalled-job check gives it back, so it runs
+// again, right after itself in its chain (the next task waits for it). Only
+// a task running when the database went down may run twice, and at most as
+// many as the worker runs at once; every other task runs once, in order.
+
+import assert from "node:assert/strict";
+
+/** The runs of a flood's tasks, by chain and by task id. */
+export class FloodRuns {
+  readonly #byChain = new Map<string, number[]>();
+  readonly #byId = new Map<string, number>();
+  /** Tasks first run before the outage began. */
+  readonly #beforeOutage = new Set<string>();
+  #outage = false;
+  #distinct = 0;
+  #expected = Infinity;
+  readonly #all = Promise.withResolvers<void>();
+
+  /** Records a run of task `index` of `chain`, whose context's id is `id`. */
+  ran(id: string, chain: string, index: number): void {
+    this.#byChain.set(chain, [...this.#byChain.get(chain) ?? [], index]);
+    const count = (this.#byId.get(id) ?? 0) + 1;
+    this.#byId.set(id, count);
+    if (count > 1) return;
+    if (!this.#outage) this.#beforeOutage.add(id);
+    if (++this.#distinct === this.#expected) this.#all.resolve();
+  }
+
+  /** The database is about to go away. */
+  outage(): void {
+    this.#outage = true;
+  }
+
+  /** How many tasks ran, each counted once. */
+  get distinct(): number {
+    return this.#distinct;
+  }
+
+  /** Resolves once `expected` tasks have run, each counted once. */
+  all(expected: number): Promise<void> {
+    this.#expected = expected;
+    if (this.#distinct === expected) this.#all.resolve();
+    return this.#all.promise;
+  }
+
+  /** How many tasks ran twice. */
+  get twice(): number {
+    return [...this.#byId.values()].filter((count) => count > 1).length;
+  }
+
+  /**
+   * Asserts that each chain ran the tasks `accepted` says it had, in order,
+   * and that a task ran twice only as the outage allows.
+   */
+  check(accepted: ReadonlyMap<string, number>, concurrency: number): void {
+    for (const [chain, n] of accepted) {
+      const indexes = this.#byChain.get(chain) ?? [];
+      const again = indexes.filter((index, i) => indexes[i - 1] === index);
+      assert.deepEqual(
+        indexes.filter((index, i) => indexes[i - 1] !== index),
+        [...Array(n).keys()],
+        `${chain} ran ${indexes}`,
+      );
+      assert.ok(again.length <= 1, `${chain} ran ${indexes}`);
+    }
+    const twice = [...this.#byId].filter(([, count]) => count !== 1);
+    assert.ok(
+      twice.every(([id, count]) => count === 2 && this.#beforeOutage.has(id)),
+      `ran more than once, not as the outage allows: ${twice}`,
+    );
+    assert.ok(twice.length <= concurrency, `ran twice: ${twice}`);
+  }
+}
