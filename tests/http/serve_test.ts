@@ -25,12 +25,14 @@ guardedTest(
   async () => {
     const log: string[] = [];
     const reports: DrainResult[] = [];
+    // The tasks end only once the shutdown has begun: they are its to drain.
+    const release = Promise.withResolvers<void>();
     const server = serve(
       { ...local, onShutdown: (result) => void reports.push(result) },
       (request, info, tasks) => {
         assert.ok(info.remoteAddr);
         tasks.addTask(async (path: string) => {
-          await new Promise((resolve) => setTimeout(resolve, 20));
+          await release.promise;
           log.push(path);
         }, new URL(request.url).pathname);
         return new Response("ok");
@@ -41,9 +43,11 @@ guardedTest(
       const response = await fetch(url + path);
       assert.equal(await response.text(), "ok");
     }
-    assert.equal(server.handler.stats.pending > 0, true);
+    assert.equal(server.handler.stats.pending, 2);
 
-    const result = await server.shutdown();
+    const shuttingDown = server.shutdown();
+    release.resolve();
+    const result = await shuttingDown;
 
     assert.deepEqual(log.sort(), ["/a", "/b"]);
     const drained = {
