@@ -9,6 +9,11 @@
  * (a single round is thrown off now and then by what the collector left).
  * Then with one keyed task each (a key per request, so a lane each): what a
  * keyed task costs more than a plain one is the difference with the first.
+ * Last, while the task runs: 10,000 requests whose responses were sent and
+ * whose one task awaits a promise not yet settled (as a 100 ms task does),
+ * against the same task fired with `queueMicrotask()` from a bare handler:
+ * what a chain holds for as long as its task runs, which is what the
+ * collector copies under a steady rate of long tasks.
  * Counted: everything the wrapper
  * keeps for a request, including the `completed` promise Deno creates only
  * because the wrapper asks for it.
@@ -99,18 +104,69 @@ function median(values: number[]): number {
   return values.toSorted((a, b) => a - b)[values.length >> 1]!;
 }
 
+/** Tasks waiting on a promise not yet settled: their resolvers. */
+let waiting: (() => void)[] = [];
+function waitingTask(): Promise<void> {
+  return new Promise<void>((resolve) => waiting.push(resolve));
+}
+async function longTask(): Promise<void> {
+  await waitingTask();
+  sink++;
+}
+
+/**
+ * Bytes per request while its one task runs, wrapped or fired from a bare
+ * handler with `queueMicrotask()`: the task's own frames are in both.
+ */
+async function runningHeap(wrapped: boolean): Promise<number> {
+  const handler = wrapped
+    ? withBackgroundTasks((_request, _info, tasks) => {
+      tasks.addTask(longTask);
+      return new Response(null);
+    })
+    : () => {
+      queueMicrotask(() => void longTask());
+      return new Response(null);
+    };
+  const calls = Array.from({ length: requests }, (_, i) => ({
+    request: routed(new Request(`http://localhost/orders/${i}?page=1`)),
+    info: {
+      remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 40_000 },
+      completed: Promise.resolve(),
+    } as unknown as Deno.ServeHandlerInfo,
+  }));
+  waiting = [];
+  const before = heapUsed();
+  for (const { request, info } of calls) handler(request, info);
+  // Every task started: each waits on its promise.
+  while (waiting.length < requests) {
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+  const held = heapUsed() - before;
+  for (const resolve of waiting) resolve();
+  waiting = [];
+  if ("drain" in handler) await handler.drain();
+  return held;
+}
+
 // Warm up, so that compiled code and inline caches are not counted.
 await pendingHeap(1);
 await pendingHeap(10);
 await pendingHeap(1, true);
+await runningHeap(true);
+await runningHeap(false);
 
 const ones: number[] = [];
 const tens: number[] = [];
 const keyeds: number[] = [];
+const runnings: number[] = [];
+const fireds: number[] = [];
 for (let round = 0; round < 5; round++) {
   ones.push(await pendingHeap(1));
   tens.push(await pendingHeap(10));
   keyeds.push(await pendingHeap(1, true));
+  runnings.push(await runningHeap(true));
+  fireds.push(await runningHeap(false));
 }
 const oneTask = median(ones);
 const tenTasks = median(tens);
@@ -119,6 +175,8 @@ const result = {
   bytesPerPendingRequest: Math.round(oneTask / requests),
   bytesPerPendingTask: Math.round((tenTasks - oneTask) / (requests * 9)),
   bytesMorePerKeyedTask: Math.round((median(keyeds) - oneTask) / requests),
+  bytesPerRunningRequest: Math.round(median(runnings) / requests),
+  bytesPerFiredTask: Math.round(median(fireds) / requests),
 };
 if (Deno.args.includes("--json")) {
   console.log(JSON.stringify(result));
@@ -129,6 +187,9 @@ if (Deno.args.includes("--json")) {
   console.log(`${result.bytesPerPendingTask} bytes per further pending task`);
   console.log(
     `${result.bytesMorePerKeyedTask} bytes more when the first task is keyed (a lane of its own)`,
+  );
+  console.log(
+    `${result.bytesPerRunningRequest} bytes per request while its one task runs (the same task fired with queueMicrotask(): ${result.bytesPerFiredTask})`,
   );
 }
 globalThis.addEventListener("unload", () => void sink);
