@@ -68,3 +68,13 @@ Deno.test("FloodRuns refuses tasks out of order, missing, or run three times", (
   thrice.ran("b:0", "b", 0);
   assert.throws(() => thrice.check(accepted, 4), /a ran 0,0,0,1/);
 });
+
+Deno.test("FloodRuns refuses a task run again under another id", () => {
+  const runs = new FloodRuns();
+  runs.ran("a:0", "a", 0);
+  runs.outage();
+  runs.ran("a-again:0", "a", 0);
+  runs.ran("a:1", "a", 1);
+  runs.ran("b:0", "b", 0);
+  assert.throws(() => runs.check(accepted, 4), /a ran 0,0,1/);
+});
