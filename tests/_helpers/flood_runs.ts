@@ -3,9 +3,13 @@
 // What the tasks of a flood across a database outage did. Delivery is at
 // least once: a task that ended while the database went away could not be
 // recorded as done, and BullMQ's stalled-job check gives it back, so it runs
-// again, right after itself in its chain (the next task waits for it). Only
-// a task running when the database went down may run twice, and at most as
-// many as the worker runs at once; every other task runs once, in order.
+// again, right after itself in its chain (the next task waits for it). Only a
+// task the worker had in hands when the database went down may run twice,
+// and at most as many as the worker runs at once; every other task runs
+// once, in order. Those are the tasks first run before the database came
+// back: none is fetched while it is down, but the worker goes on running, and
+// fetching, while it is being stopped (pg_ctl takes a while), and begins a job
+// whose answer came in just before.
 
 import assert from "node:assert/strict";
 
@@ -14,9 +18,9 @@ export class FloodRuns {
   /** Each chain's runs, in the order they began: their task ids and indexes. */
   readonly #byChain = new Map<string, { id: string; index: number }[]>();
   readonly #byId = new Map<string, number>();
-  /** Tasks first run before the outage began. */
-  readonly #beforeOutage = new Set<string>();
-  #outage = false;
+  /** Tasks first run before the database came back. */
+  readonly #beforeBack = new Set<string>();
+  #back = false;
   #distinct = 0;
   #expected = Infinity;
   readonly #all = Promise.withResolvers<void>();
@@ -30,13 +34,13 @@ export class FloodRuns {
     const count = (this.#byId.get(id) ?? 0) + 1;
     this.#byId.set(id, count);
     if (count > 1) return;
-    if (!this.#outage) this.#beforeOutage.add(id);
+    if (!this.#back) this.#beforeBack.add(id);
     if (++this.#distinct === this.#expected) this.#all.resolve();
   }
 
-  /** The database is about to go away. */
-  outage(): void {
-    this.#outage = true;
+  /** The database is about to come back. */
+  back(): void {
+    this.#back = true;
   }
 
   /** How many tasks ran, each counted once. */
@@ -76,7 +80,7 @@ export class FloodRuns {
     }
     const twice = [...this.#byId].filter(([, count]) => count !== 1);
     assert.ok(
-      twice.every(([id, count]) => count === 2 && this.#beforeOutage.has(id)),
+      twice.every(([id, count]) => count === 2 && this.#beforeBack.has(id)),
       `ran more than once, not as the outage allows: ${twice}`,
     );
     assert.ok(twice.length <= concurrency, `ran twice: ${twice}`);
