@@ -210,10 +210,9 @@ export function startTcpProxy(
       while (true) {
         const read = await client.read(chunk);
         if (read === null) break;
-        if (!armed && cutting === undefined) {
-          await server.write(chunk.subarray(0, read));
-          continue;
-        }
+        // Read as commands even while nothing is to be cut, so that what is
+        // kept back is always a command's start: the proxy may be armed, or
+        // another connection cut, in the middle of one.
         const joined = new Uint8Array(pending.length + read);
         joined.set(pending);
         joined.set(chunk.subarray(0, read), pending.length);
@@ -312,22 +311,26 @@ export function startTcpProxy(
         joined.set(pending);
         joined.set(chunk.subarray(0, read), pending.length);
         let position = 0;
-        // Another connection's store disarmed the proxy: this one is not cut.
-        if (!armed && store === undefined) position = joined.length;
-        while (position < joined.length && store === undefined) {
+        // Counted from the connection's start, armed or not, as its answers
+        // are: an answer to a command sent before the proxy was armed is not
+        // one of the store's.
+        while (position < joined.length) {
           const command = parseCommand(joined, position);
           if (command === undefined) break;
-          if (["MULTI", "EVALSHA", "EVAL"].includes(command.name)) {
+          // Another connection's store disarmed the proxy: this one is not
+          // cut.
+          if (
+            armed && store === undefined &&
+            ["MULTI", "EVALSHA", "EVAL"].includes(command.name)
+          ) {
             armed = false;
             store = sent;
           }
           sent++;
           position = command.end;
         }
-        // Once the store is found, the rest goes as it is.
-        const forward = store === undefined && armed ? position : joined.length;
-        await server.write(joined.subarray(0, forward));
-        pending = joined.slice(forward);
+        await server.write(joined.subarray(0, position));
+        pending = joined.slice(position);
       }
       closeBoth();
     }
@@ -342,8 +345,6 @@ export function startTcpProxy(
         joined.set(chunk.subarray(0, read), pending.length);
         let position = 0;
         let held = false;
-        // Another connection's store disarmed the proxy: this one is not cut.
-        if (!armed && store === undefined) position = joined.length;
         while (position < joined.length) {
           if (store !== undefined && answered >= store + answers) {
             held = true;

@@ -820,7 +820,7 @@ Deno.test({
     const calls: Promise<unknown>[] = [];
     armed.resolve();
     for (let i = 0; i < 100; i++) calls.push(callHandler(handler, `/${i}`));
-    await proxy.holding;
+    await within(proxy.holding, 30_000, "a store for the proxy to cut");
     await redis.kill();
     crashed.resolve();
     const down = Promise.withResolvers<void>();
@@ -1328,7 +1328,7 @@ Deno.test({
     const stored = ids.map((id) =>
       backend.enqueue(chainOf(id, step, padding)).finally(() => answered++)
     );
-    await proxy.holding;
+    await within(proxy.holding, 30_000, "a store for the proxy to cut");
     await redis.kill();
     const cut = ids.length - answered;
     crashed.resolve();

@@ -101,7 +101,6 @@ Deno.test({
   });
   try {
     await answers(202, 300);
-    runs.outage();
     await redis.kill();
     await within(
       Promise.all([
@@ -118,6 +117,7 @@ Deno.test({
     assert.ok(handler.stats.storing > 0);
     assert.ok(handler.stats.pending <= MAX_PENDING);
     assert.equal(handler.stats.backend?.state, "down");
+    runs.back();
     await redis.restart();
     await within(
       Promise.all([

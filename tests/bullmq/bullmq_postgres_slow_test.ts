@@ -97,7 +97,6 @@ Deno.test({
   });
   try {
     await answers(202, 300);
-    runs.outage();
     await postgres.kill();
     await within(
       Promise.all([
@@ -114,6 +113,7 @@ Deno.test({
     assert.ok(handler.stats.storing > 0);
     assert.ok(handler.stats.pending <= MAX_PENDING);
     assert.equal(handler.stats.backend?.state, "down");
+    runs.back();
     await postgres.restart();
     await within(
       Promise.all([
