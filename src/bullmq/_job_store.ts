@@ -65,6 +65,12 @@ export function jobStore(
     if (chains.length > 0) datastore.forget(queue, chains);
   }
 
+  /** Looks again in `ms`; a store waits for nothing at exit: this only watches. */
+  function watchIn(ms: number): void {
+    watchdog = setTimeout(check, ms);
+    Deno.unrefTimer(watchdog);
+  }
+
   function check(): void {
     watchdog = undefined;
     if (unanswered === 0) return;
@@ -78,19 +84,12 @@ export function jobStore(
         ),
       );
     }
-    const next = setTimeout(check, waited >= STALL ? STALL : STALL - waited);
-    // A store waits for nothing at exit: this only watches.
-    Deno.unrefTimer(next);
-    watchdog = next;
+    watchIn(waited >= STALL ? STALL : STALL - waited);
   }
 
   function sent(): void {
     if (unanswered++ === 0) answeredAt = performance.now();
-    if (watchdog === undefined) {
-      const next = setTimeout(check, STALL);
-      Deno.unrefTimer(next);
-      watchdog = next;
-    }
+    if (watchdog === undefined) watchIn(STALL);
   }
 
   function heard(): void {
