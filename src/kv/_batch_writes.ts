@@ -88,14 +88,13 @@ export function batchWrites(
   let committing = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let lastWrite = 0;
-  // The writes handed in so far, and when the timer was set: a timer that
-  // saw none come waited long enough, whatever the clock says (stopped by a
-  // program's mock timers, or set back).
-  let written = 0;
-  let writtenAtTimer = 0;
+  // Whether a write came since the timer was set: a timer that saw none come
+  // waited long enough, whatever the clock says (stopped by a program's mock
+  // timers, or set back).
+  let arrived = false;
 
   function wait(delay: number): void {
-    writtenAtTimer = written;
+    arrived = false;
     timer = setTimeout(commitWaiting, delay);
   }
 
@@ -141,7 +140,7 @@ export function batchWrites(
       const quiet = Math.min(lastWrite + idle - Date.now(), idle);
       if (
         waiting.length < limit && quiet > 0 && !closed &&
-        written !== writtenAtTimer
+        arrived
       ) {
         wait(quiet);
         return;
@@ -177,7 +176,7 @@ export function batchWrites(
       >();
       waiting.push({ write, resolve, reject });
       lastWrite = Date.now();
-      written++;
+      arrived = true;
       if (!committing) {
         if (waiting.length >= limit || closed) commitNow();
         else if (timer === undefined) wait(idle);

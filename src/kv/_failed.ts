@@ -101,7 +101,7 @@ function undelivered(step: Step, at: Date): KvFailedTask {
 export async function retryFailed(
   store: StepQueue,
   id: unknown,
-  lanes?: Lanes,
+  lanes: Lanes,
 ): Promise<boolean> {
   if (typeof id !== "string") {
     throw new TypeError(
@@ -122,7 +122,7 @@ export async function retryFailed(
     ...(request === undefined ? {} : { request }),
   };
   // A keyed task goes back in its lane: never beside a duplicate running.
-  if (key !== undefined && lanes !== undefined) {
+  if (key !== undefined) {
     return lanes.retry(entry, { ...step, key });
   }
   const operation = enqueueStep(store.kv.atomic().check(entry), store, step)

@@ -233,7 +233,7 @@ export function enqueueStep(
  * Adds to `operation` what queues several steps, each of its own chain, in
  * one message: each chain's progress, and the message.
  */
-export function enqueueSteps(
+function enqueueSteps(
   operation: Deno.AtomicOperation,
   queue: Pick<StepQueue, "keys" | "redelivery">,
   steps: Step[],
