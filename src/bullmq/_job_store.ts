@@ -18,6 +18,13 @@ import type { Datastore, JobData, Owner } from "./_shared.ts";
 /** Milliseconds a store may go unanswered before the datastore counts as down. */
 export const STALL = 5_000;
 
+/** What a store unanswered for STALL ms tells the connection's watch. */
+export function stallError(datastore: Datastore): Error {
+  return new Error(
+    `${datastore.name} left a store unanswered for ${STALL / 1000} s`,
+  );
+}
+
 /** What the job store needs of its shard's queue. */
 export interface JobQueue extends Owner {
   add(name: string, data: unknown, opts: FlowJob["opts"]): Promise<unknown>;
@@ -77,12 +84,7 @@ export function jobStore(
     const waited = performance.now() - answeredAt;
     if (waited >= STALL && !stalled) {
       stalled = true;
-      watch.down(
-        store,
-        new Error(
-          `${datastore.name} left a store unanswered for ${STALL / 1000} s`,
-        ),
-      );
+      watch.down(store, stallError(datastore));
     }
     watchIn(waited >= STALL ? STALL : STALL - waited);
   }

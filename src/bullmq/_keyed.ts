@@ -8,10 +8,10 @@
 
 import type { FlowJob } from "npm:bullmq@^6";
 import {
-  BACKOFF,
   type Datastore,
   type JobData,
   jobData,
+  jobOptions,
   KEEP_COMPLETED,
   keySlot,
 } from "./_shared.ts";
@@ -39,8 +39,6 @@ export function keyedIndexes(chain: BackendChain): number[] | undefined {
 
 /** Stores keyed tasks, each in its lane's shard. */
 export class KeyedStore {
-  readonly #queues: readonly Jobs[];
-  readonly #queueName: string;
   readonly #stores: GroupCommit<FlowJob>[];
 
   constructor(
@@ -49,8 +47,6 @@ export class KeyedStore {
     queueName: string,
     watch: ConnectionWatch,
   ) {
-    this.#queues = queues;
-    this.#queueName = queueName;
     const lanes = openLanes(datastore, queueName);
     // A group commit per shard, retried through outages as chains are.
     this.#stores = queues.map((queue) =>
@@ -71,10 +67,10 @@ export class KeyedStore {
     signal: AbortSignal | undefined,
   ): Promise<EnqueueResult | undefined> {
     const jobs = indexes.map((index) =>
-      keyedJob(chain, chain.tasks[index]!, index, this.#queueName)
+      keyedJob(chain, chain.tasks[index]!, index)
     );
     await Promise.all(jobs.map((job) => {
-      const shard = keySlot(job.data.lane) % this.#queues.length;
+      const shard = keySlot(job.data.lane) % this.#stores.length;
       // A job of one, which the group commit sees as a flow without children.
       return this.#stores[shard]!(job as unknown as FlowJob, signal);
     }));
@@ -106,7 +102,6 @@ function keyedJob(
   chain: BackendChain,
   task: BackendTask,
   index: number,
-  queueName: string,
 ): KeyedJob {
   const lane = laneOf(task.name, task.key!);
   const mode = task.onDuplicate ?? "queue";
@@ -120,16 +115,12 @@ function keyedJob(
   };
   return {
     name: task.name,
-    queueName,
     data,
     mode,
     opts: {
-      jobId: `${chain.id}.${index}`,
-      attempts: task.retry?.maxAttempts ?? 1,
-      backoff: { type: BACKOFF },
+      ...jobOptions(chain, task, index),
       // Kept a while once done, so that a store sent again finds it.
       removeOnComplete: { age: KEEP_COMPLETED },
-      removeOnFail: false,
       ...(delay > 0 ? { delay } : {}),
       // While it waits, a duplicate is not added ("skip"), or takes its
       // place ("replace", which starts the delay again): BullMQ's

@@ -27,7 +27,6 @@ import type { Jobs } from "./_shard.ts";
  */
 export interface KeyedJob {
   readonly name: string;
-  readonly queueName: string;
   readonly data: JobData & { readonly lane: string };
   readonly opts: JobsOptions & { readonly jobId: string };
   /** Its task's `onDuplicate`. */

@@ -18,7 +18,7 @@ import {
 } from "npm:bullmq@^6";
 import type { Datastore, JobData, Owner } from "./_shared.ts";
 import { type GroupCommit, groupCommit } from "../durable/_group_commit.ts";
-import { jobStore, STALL } from "./_job_store.ts";
+import { jobStore, STALL, stallError } from "./_job_store.ts";
 import {
   type ConnectionWatch,
   isConnectionError,
@@ -168,13 +168,7 @@ export function storeGroups(
     // A store the datastore leaves unanswered (a server that hangs, a
     // network that drops packets) is an outage too, though no error comes.
     const stall = setTimeout(
-      () =>
-        watch.down(
-          store,
-          new Error(
-            `${datastore.name} left a store unanswered for ${STALL / 1000} s`,
-          ),
-        ),
+      () => watch.down(store, stallError(datastore)),
       STALL,
     );
     try {

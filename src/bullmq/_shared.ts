@@ -48,6 +48,30 @@ export function jobData(
   };
 }
 
+/**
+ * The options every job that keeps a task carries, whatever else its store
+ * adds: its id (`<chain>.<index>`, which `retry()` parses), the attempts
+ * its retry policy allows, the backoff strategy that computes their delays,
+ * and a failed job kept.
+ */
+export function jobOptions(
+  chain: BackendChain,
+  task: BackendTask,
+  index: number,
+): {
+  jobId: string;
+  attempts: number;
+  backoff: { type: string };
+  removeOnFail: boolean;
+} {
+  return {
+    jobId: `${chain.id}.${index}`,
+    attempts: task.retry?.maxAttempts ?? 1,
+    backoff: { type: BACKOFF },
+    removeOnFail: false,
+  };
+}
+
 /** A Queue, FlowProducer or Worker, whose connection a datastore watches. */
 export interface Owner {
   readonly backend: IQueueBackend;

@@ -4,10 +4,10 @@ import type { FlowJob, Job } from "npm:bullmq@^6";
 import {
   assertPrefix,
   assertQueueName,
-  BACKOFF,
   DEDUPLICATION_TTL,
   type JobData,
   jobData,
+  jobOptions,
   KEEP_COMPLETED,
   shardPrefixes,
 } from "./_shared.ts";
@@ -509,22 +509,20 @@ function chainFlow(
   let flow: FlowJob | undefined;
   const jobs = chain.tasks.length - (keyed?.length ?? 0);
   chain.tasks.forEach((task, index) => {
-    if (keyed !== undefined && task.key !== undefined) return;
+    // Only a chain with keyed tasks has tasks with a key.
+    if (task.key !== undefined) return;
     const data = jobData(chain, task, index);
     flow = {
       name: task.name,
       queueName,
       data,
       opts: {
-        jobId: `${chain.id}.${index}`,
-        attempts: task.retry?.maxAttempts ?? 1,
-        backoff: { type: BACKOFF },
+        ...jobOptions(chain, task, index),
         // A flow's jobs stay a while once done, so that a store of it sent
         // again finds them (see KEEP_COMPLETED); a chain of one job carries
         // BullMQ's deduplication by its id instead (see openShard()), which
         // BullMQ refuses on a flow's jobs.
         removeOnComplete: jobs === 1 ? true : { age: KEEP_COMPLETED },
-        removeOnFail: false,
         // The next task runs even when this one failed.
         ignoreDependencyOnFailure: true,
         ...(jobs === 1

@@ -24,7 +24,6 @@ function replacing(chain: string, args: unknown[]): KeyedJob {
   const lane = laneOf("reindex", "u42");
   return {
     name: "reindex",
-    queueName: "lanes",
     data: { chain, index: 0, args, lane },
     mode: "replace",
     opts: {
