@@ -16,7 +16,7 @@ import type {
   EnqueueResult,
   TaskBackend,
 } from "../api/task_backend.ts";
-import { hook, report } from "./_report.ts";
+import { report, tellDeduplicated } from "./_report.ts";
 import type { Telemetry } from "./_telemetry.ts";
 import { toPromise } from "../util/_promise.ts";
 import type {
@@ -150,16 +150,7 @@ function stored(
     // Stored earlier, and counted as handed over there: told, not counted.
     ...replacedOf(result),
   ];
-  for (const info of told) {
-    hook("onTaskEnd", runner.onTaskEnd, {
-      ...info,
-      attempt: 0,
-      duration: 0,
-      outcome: "deduplicated",
-      error: undefined,
-      willRetry: false,
-    });
-  }
+  for (const info of told) tellDeduplicated(runner.onTaskEnd, info);
 }
 
 /** The replaced tasks an {@linkcode EnqueueResult} names, those that are tasks. */

@@ -23,7 +23,7 @@ import { Chain, type EndState, internals, KeyedTasks } from "./_chain.ts";
 import { nameOf } from "./_task.ts";
 import type { ChainList } from "./_chain_list.ts";
 import type { KeyedTask } from "./_keyed_task.ts";
-import { hook } from "./_report.ts";
+import { tellDeduplicated } from "./_report.ts";
 import type { OnDuplicate } from "../api/define_task.ts";
 import type { TaskEndEvent } from "../api/task_info.ts";
 
@@ -225,16 +225,12 @@ export class Lanes {
   #deduplicate(keyed: KeyedChain): void {
     // Ended first: the hook may add tasks, which must not find it waiting.
     this.#runner.close(keyed, "deduplicated");
-    hook("onTaskEnd", this.#runner.onTaskEnd, {
+    tellDeduplicated(this.#runner.onTaskEnd, {
       name: nameOf(keyed.head!),
       index: 0,
       attempt: 0,
       request: keyed.request,
       delivered: keyed.delivered,
-      duration: 0,
-      outcome: "deduplicated",
-      error: undefined,
-      willRetry: false,
     });
   }
 

@@ -8,7 +8,11 @@
 import { describeTask } from "../api/_describe_task.ts";
 import { abortIsolated, isThenable, toPromise } from "../util/_promise.ts";
 import { logTaskError } from "../api/log_task_error.ts";
-import type { TaskErrorHandler, TaskInfo } from "../api/task_info.ts";
+import type {
+  TaskEndEvent,
+  TaskErrorHandler,
+  TaskInfo,
+} from "../api/task_info.ts";
 
 /**
  * Calls an observer hook without letting it disturb the chain: it is not
@@ -32,6 +36,24 @@ export function hook<E extends TaskInfo>(
   } catch (hookError) {
     reportHookFailure(name, event, hookError);
   }
+}
+
+/**
+ * Tells `onTaskEnd` that the task `info` names ended deduplicated: a
+ * duplicate took its place, or it took none, and it never ran.
+ */
+export function tellDeduplicated(
+  onTaskEnd: ((event: TaskEndEvent) => unknown) | undefined,
+  info: TaskInfo,
+): void {
+  hook("onTaskEnd", onTaskEnd, {
+    ...info,
+    attempt: 0,
+    duration: 0,
+    outcome: "deduplicated",
+    error: undefined,
+    willRetry: false,
+  });
 }
 
 /**

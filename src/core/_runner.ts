@@ -72,7 +72,9 @@ export class Runner implements ChainOwner {
       onTaskEnd: config.onTaskEnd,
       telemetry: config.telemetry,
       ended: (chain, to) => this.#close(chain, to),
-      deduplicated: (n) => this.#tally.deduplicatedAtStore(n),
+      // Keyed tasks the store found a duplicate of: they leave a chain
+      // being stored, not stored.
+      deduplicated: (n) => this.#tally.closed("storing", "deduplicated", n),
     };
     this.#lanes = new Lanes({
       ...config,
@@ -113,7 +115,8 @@ export class Runner implements ChainOwner {
     if (closing !== -1) {
       return this.#refuse(chain, task, requestArgumentError(task, closing));
     }
-    const keyError = isKeyed(task) ? checkKey(task) : undefined;
+    const keyed = isKeyed(task);
+    const keyError = keyed ? checkKey(task) : undefined;
     if (keyError !== undefined) return this.#refuse(chain, task, keyError);
     // Never a fallback: a task the backend cannot take is refused, and only
     // the request's in-process chain (tasks.inProcess) runs here.
@@ -149,7 +152,7 @@ export class Runner implements ChainOwner {
     }
     this.#tally.added();
     // In this process, a keyed task joins its key's lane, not the chain.
-    if (!durable && isKeyed(task)) return this.#lanes.join(chain, task);
+    if (!durable && keyed) return this.#lanes.join(chain, task);
     // The open list holds the chains with tasks only.
     if (chain.state === "open" && chain.remaining === 0) this.#open.push(chain);
     return true;

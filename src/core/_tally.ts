@@ -93,16 +93,6 @@ export class Tally {
   }
 
   /**
-   * `n` tasks of a chain being stored were deduplicated by the backend: a
-   * duplicate was waiting. They leave the pending count, not stored.
-   */
-  deduplicatedAtStore(n: number): void {
-    this.#pending -= n;
-    this.#storing -= n;
-    this.#counts.deduplicated += n;
-  }
-
-  /**
    * A chain moved from `from` to the end state `to`, holding `n` tasks that
    * were not over: they leave the pending count, as `ENDED_AS` says.
    */

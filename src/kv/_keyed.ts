@@ -20,7 +20,7 @@ import {
   structuredSizeBound,
 } from "../durable/_structured_size.ts";
 import { NAMES_REFRESH } from "../durable/_unknown_tasks.ts";
-import { hook } from "../core/_report.ts";
+import { tellDeduplicated } from "../core/_report.ts";
 import { escapeControls } from "../api/_describe_task.ts";
 import type {
   BackendChain,
@@ -311,17 +311,13 @@ export class Lanes {
    */
   #tellReplaced = ({ step }: LaneEntry): void => {
     const { name, id, index } = step.tasks[0]!;
-    hook("onTaskEnd", this.#consumer.config.onTaskEnd, {
+    tellDeduplicated(this.#consumer.config.onTaskEnd, {
       name,
       index: index!,
       attempt: 0,
       id: id!,
       request: step.request,
       delivered: step.delivered,
-      duration: 0,
-      outcome: "deduplicated",
-      error: undefined,
-      willRetry: false,
     });
   };
 
