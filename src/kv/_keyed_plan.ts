@@ -59,9 +59,11 @@ export async function planLane(
   const record = await kv.get<LaneRecord>(keys.lane(name, key));
   const checks: Deno.AtomicCheck[] = [record];
   const deletes: Deno.KvKey[] = [];
-  const entries = new Map<number, LaneEntry>();
-  /** The entries this store wrote, with their positions. */
-  const ours = new Map<number, number | undefined>();
+  /** The entries this store writes, with their tasks' positions. */
+  const entries = new Map<
+    number,
+    { entry: LaneEntry; position: number | undefined }
+  >();
   const deduplicated: number[] = [];
   const replaced: LaneEntry[] = [];
   let lane = record.value ?? undefined;
@@ -88,8 +90,7 @@ export async function planLane(
       const seq = lane?.tail ?? 0;
       lane = { active: item.step.chain, seq, tail: seq + 1 };
       head = "waiting";
-      entries.set(seq, activated = entry);
-      ours.set(seq, item.position);
+      entries.set(seq, { entry: activated = entry, position: item.position });
       continue;
     }
     const waits = head === "waiting" || behind > 0;
@@ -99,9 +100,9 @@ export async function planLane(
     }
     if (item.onDuplicate === "replace" && waits) {
       const seq = behind > 0 ? lane.tail - 1 : lane.seq;
-      if (ours.has(seq)) {
-        const position = ours.get(seq);
-        if (position !== undefined) deduplicated.push(position);
+      const ours = entries.get(seq);
+      if (ours !== undefined) {
+        if (ours.position !== undefined) deduplicated.push(ours.position);
       } else {
         const old = await kv.get<LaneEntry>(keys.lane(name, key, seq));
         checks.push(old);
@@ -109,8 +110,7 @@ export async function planLane(
         // A stored head loses its step: its messages find nothing to do.
         if (seq === lane.seq) deletes.push(keys.progress(lane.active));
       }
-      entries.set(seq, entry);
-      ours.set(seq, item.position);
+      entries.set(seq, { entry, position: item.position });
       if (seq === lane.seq) {
         lane = { ...lane, active: item.step.chain };
         activated = entry;
@@ -118,8 +118,7 @@ export async function planLane(
       continue;
     }
     addedBehind = true;
-    entries.set(lane.tail, entry);
-    ours.set(lane.tail, item.position);
+    entries.set(lane.tail, { entry, position: item.position });
     lane = { ...lane, tail: lane.tail + 1 };
   }
   const final = lane!;
@@ -137,7 +136,7 @@ export async function planLane(
       if (final !== record.value) {
         operation = operation.set(record.key, final);
       }
-      for (const [seq, entry] of entries) {
+      for (const [seq, { entry }] of entries) {
         operation = operation.set(keys.lane(name, key, seq), entry);
       }
       for (const deleted of deletes) operation = operation.delete(deleted);
