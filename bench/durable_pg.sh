@@ -4,7 +4,9 @@
 # answered req/s, drain after the run, stored chains/s over run + drain; server on core 0, wrk -c32 on core 1,
 # a private PostgreSQL with its default durability (fsync, synchronous_commit: what an application's server
 # has; PG_OPTIONS adds settings, such as "-c synchronous_commit=off") and a private redis-server.
-# Usage, from the project's root: bench/durable_pg.sh ROUNDS SECONDS
+# Usage, from the project's root: bench/durable_pg.sh ROUNDS SECONDS [VARIANT...]
+# (the variants: the four below, and "raw queue.add awaited, stored once", what a user writes on Redis for the
+# backend's guarantee that a store sent again after a lost answer adds nothing; by default the four).
 set -u
 command -v wrk >/dev/null || apt-get install -y wrk >/dev/null 2>&1 || { echo "no wrk (apt-get install wrk)"; exit 1; }
 command -v redis-server >/dev/null || apt-get install -y redis-server >/dev/null 2>&1 || { echo "no redis-server (apt-get install redis-server)"; exit 1; }
@@ -27,6 +29,7 @@ as_pg "$pgbin/pg_ctl" -D "$pd/data" -l "$pd/log" -w -o "-p $pp -k $pd -c listen_
 trap 'kill $(cat $rd/pid) 2>/dev/null; as_pg "$pgbin/pg_ctl" -D "$pd/data" -m fast -w stop >/dev/null; rm -rf $rd $pd' EXIT
 export REDIS_PORT=$rp DATABASE_URL="postgres://postgres@127.0.0.1:$pp/postgres"
 variants=("bullmq backend on postgres" "raw queue.add awaited on postgres" "bullmq backend" "raw queue.add awaited")
+[ $# -gt 2 ] && variants=("${@:3}")
 for r in $(seq 1 $rounds); do
   for v in "${variants[@]}"; do
     port=$((20000 + RANDOM % 20000)); cport=$((port + 1))
