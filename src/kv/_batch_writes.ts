@@ -11,7 +11,8 @@
 // they queue share messages, as the first steps of chains stored together
 // do (_store.ts). A commit waits until the writes stop coming for a moment,
 // since Deno KV delivers the next messages only while its thread has
-// nothing else to do.
+// nothing else to do, but no longer than a bound: a steady trickle of
+// writes would otherwise hold each until the limit's worth had come.
 
 import {
   commitRetrying,
@@ -54,6 +55,11 @@ export interface WriteBatchOptions {
   limit: number;
   /** Milliseconds without a new write after which the writes waiting commit. */
   idle: number;
+  /**
+   * The most milliseconds a write waits for others: the writes waiting
+   * commit once the first of them has waited this long, quiet or not.
+   */
+  maxWait: number;
   /** The most bytes of steps in a message, as their bound tells. */
   bytes: number;
 }
@@ -68,7 +74,8 @@ interface Waiting {
 /**
  * A batch that commits a delivery's write along with the writes of others,
  * one operation at a time: the writes handed in commit once
- * `options.limit` wait, or `options.idle` ms after the last came. An
+ * `options.limit` wait, `options.idle` ms after the last came, or
+ * `options.maxWait` ms after the first of them came, whichever is first. An
  * operation applies all of its writes or none: when a check fails, each
  * half is committed on its own, down to the write at fault, which alone
  * resolves with `{ ok: false }`, as its own commit would have. Deno KV's
@@ -82,7 +89,7 @@ export function batchWrites(
   options: WriteBatchOptions,
 ): WriteBatch {
   const { kv } = queue;
-  const { limit, idle, bytes } = options;
+  const { limit, idle, maxWait, bytes } = options;
   let closed = false;
   let waiting: Waiting[] = [];
   let committing = false;
@@ -92,10 +99,30 @@ export function batchWrites(
   // waited long enough, whatever the clock says (stopped by a program's mock
   // timers, or set back).
   let arrived = false;
+  // Armed when a write finds none waiting: once it fires, the writes
+  // waiting have waited their most, and commit without more quiet.
+  let holding: ReturnType<typeof setTimeout> | undefined;
+  let overdue = false;
 
   function wait(delay: number): void {
     arrived = false;
     timer = setTimeout(commitWaiting, delay);
+  }
+
+  /** Bounds how long the writes waiting now wait (see `holding`). */
+  function hold(): void {
+    holding ??= setTimeout(() => {
+      holding = undefined;
+      overdue = true;
+      if (!committing) commitNow();
+    }, maxWait);
+  }
+
+  /** The writes waiting are taken for a commit: their bound goes. */
+  function release(): void {
+    clearTimeout(holding);
+    holding = undefined;
+    overdue = false;
   }
 
   async function commitGroup(group: Waiting[]): Promise<void> {
@@ -140,11 +167,13 @@ export function batchWrites(
       const quiet = Math.min(lastWrite + idle - Date.now(), idle);
       if (
         waiting.length < limit && quiet > 0 && !closed &&
-        arrived
+        arrived && !overdue
       ) {
+        hold();
         wait(quiet);
         return;
       }
+      release();
       committing = true;
       const group: Waiting[] = [];
       const keys = new Set<string>();
@@ -179,7 +208,10 @@ export function batchWrites(
       arrived = true;
       if (!committing) {
         if (waiting.length >= limit || closed) commitNow();
-        else if (timer === undefined) wait(idle);
+        else if (timer === undefined) {
+          hold();
+          wait(idle);
+        }
       }
       return promise;
     },

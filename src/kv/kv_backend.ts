@@ -61,6 +61,12 @@ const BATCH_LIMIT = 50;
  * half a millisecond a message, its acknowledgement included).
  */
 const BATCH_IDLE = 5;
+/**
+ * The most milliseconds a claim or outcome waits for others: writes that
+ * keep coming less than `BATCH_IDLE` apart would otherwise hold each until
+ * `BATCH_LIMIT` had come (at 250 a second, 200 ms before a task starts).
+ */
+const BATCH_MAX_WAIT = 20;
 
 /**
  * Options for {@linkcode kvBackend}.
@@ -352,6 +358,7 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
     batch: batchWrites({ kv, keys, redelivery }, {
       limit: BATCH_LIMIT,
       idle: BATCH_IDLE,
+      maxWait: BATCH_MAX_WAIT,
       bytes: KV_MAX_PAYLOAD - ENVELOPE_BYTES,
     }),
   };

@@ -15,10 +15,15 @@ import { openKv } from "../_helpers/kv.ts";
 import { within } from "../_helpers/common.ts";
 
 /** A batch on `kv`, its steps queued under the prefix "test". */
-function batchOn(kv: Deno.Kv, limit: number, idle: number): WriteBatch {
+function batchOn(
+  kv: Deno.Kv,
+  limit: number,
+  idle: number,
+  maxWait = 1_000,
+): WriteBatch {
   return batchWrites(
     { kv, keys: kvKeys(["test"]), redelivery: [1_000] },
-    { limit, idle, bytes: 60_000 },
+    { limit, idle, maxWait, bytes: 60_000 },
   );
 }
 
@@ -121,6 +126,43 @@ Deno.test("batchWrites() waits for the writes to stop coming, or for its limit",
     const writes = ["c", "d", "e"].map((key) => fresh.commit(setIf(key, key)));
     assert.equal(commits.count, 2);
     for (const result of await Promise.all(writes)) assert.ok(result.ok);
+  } finally {
+    mock.timers.reset();
+  }
+});
+
+Deno.test("batchWrites() commits the writes of a steady trickle once the first has waited its most", async () => {
+  // Writes 4 ms apart never leave 5 ms of quiet: without a bound, each
+  // would wait for the limit's 50th write (196 ms for the first).
+  await using kv = await openKv();
+  mock.timers.enable({ apis: ["setTimeout", "Date"] });
+  try {
+    const batch = batchOn(kv, 50, 5, 20);
+    using commits = countCommits();
+    const writes = [batch.commit(setIf("k0", 0))];
+    for (let i = 1; i <= 4; i++) {
+      mock.timers.tick(4);
+      writes.push(batch.commit(setIf(`k${i}`, i)));
+    }
+    // 16 ms after the first write, 0 after the last.
+    mock.timers.tick(3);
+    assert.equal(commits.count, 0);
+    mock.timers.tick(1);
+    assert.equal(commits.count, 1);
+    for (const result of await Promise.all(writes)) assert.ok(result.ok);
+    // The next write waits its own most, from its arrival, not the first's.
+    mock.timers.tick(4);
+    const next = batch.commit(setIf("k5", 5));
+    for (let i = 0; i < 4; i++) {
+      mock.timers.tick(4);
+      void batch.commit(setIf(`k${6 + i}`, i));
+    }
+    mock.timers.tick(3);
+    assert.equal(commits.count, 1);
+    mock.timers.tick(1);
+    assert.equal(commits.count, 2);
+    assert.ok((await next).ok);
+    batch.close();
   } finally {
     mock.timers.reset();
   }

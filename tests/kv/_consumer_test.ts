@@ -57,6 +57,7 @@ function consumerOf(
     batch: batchWrites({ kv, keys, redelivery: [1_000, 5_000] }, {
       limit: 50,
       idle: 5,
+      maxWait: 20,
       bytes: 60_000,
     }),
     reported,
@@ -554,6 +555,7 @@ guardedTest(
       batch: batchWrites({ kv, keys, redelivery: [1_000, 5_000] }, {
         limit: 50,
         idle: 200,
+        maxWait: 60_000,
         bytes: 60_000,
       }),
     };
@@ -588,6 +590,7 @@ guardedTest(
       batch: batchWrites({ kv, keys, redelivery: [1_000, 5_000] }, {
         limit: 50,
         idle: 200,
+        maxWait: 60_000,
         bytes: 60_000,
       }),
     };
@@ -631,6 +634,7 @@ guardedTest(
       batch: batchWrites({ kv, keys, redelivery: [1_000, 5_000] }, {
         limit: 50,
         idle: 200,
+        maxWait: 60_000,
         bytes: 60_000,
       }),
     };
@@ -683,6 +687,7 @@ guardedTest(
       batch: batchWrites({ kv, keys, redelivery: [1_000, 5_000] }, {
         limit: 50,
         idle: 200,
+        maxWait: 60_000,
         bytes: 60_000,
       }),
     };

@@ -57,6 +57,7 @@ function consumerOf(kv: Deno.Kv): Consumer {
     batch: batchWrites({ kv, keys, redelivery: [1_000] }, {
       limit: 50,
       idle: 5,
+      maxWait: 20,
       bytes: 60_000,
     }),
   };
@@ -449,6 +450,7 @@ guardedTest(
       batch: batchWrites({ kv, keys, redelivery: [1_000] }, {
         limit: 50,
         idle: 200,
+        maxWait: 60_000,
         bytes: 60_000,
       }),
     };
