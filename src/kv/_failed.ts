@@ -8,6 +8,7 @@
 import {
   commitRetrying,
   enqueueStep,
+  firstStep,
   identity,
   isStepGroup,
   type Progress,
@@ -113,14 +114,9 @@ export async function retryFailed(
   const entry = (await listFailed(store)).find(({ value }) => value.id === id);
   if (entry === undefined) return false;
   const { name, args, index, request, key } = entry.value;
-  const step: Step = {
-    afterwardStep: 1,
-    chain: uuidV7(),
-    index: 0,
-    attempt: 1,
-    tasks: [{ name, args: [...args], id, index }],
+  const step = firstStep(uuidV7(), [{ name, args: [...args], id, index }], {
     ...(request === undefined ? {} : { request }),
-  };
+  });
   // A keyed task goes back in its lane: never beside a duplicate running.
   if (key !== undefined) {
     return lanes.retry(entry, { ...step, key });

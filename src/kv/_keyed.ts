@@ -12,7 +12,13 @@
 import type { LaneEntry } from "./_lane.ts";
 import { type KeyedItem, type Plan, planLane } from "./_keyed_plan.ts";
 import type { Consumer } from "./_consumer.ts";
-import { commitRetrying, enqueueStep, type Step } from "./_step.ts";
+import {
+  commitRetrying,
+  enqueueStep,
+  envelope,
+  firstStep,
+  type Step,
+} from "./_step.ts";
 import { ENVELOPE_BYTES } from "./_message_budget.ts";
 import { cannotStore, refusesQueue } from "./_queue_support.ts";
 import {
@@ -143,11 +149,7 @@ export class Lanes {
    */
   async enqueue(chain: BackendChain): Promise<EnqueueResult> {
     const { kv, keys } = this.#consumer;
-    const envelope = {
-      ...(chain.request === undefined ? {} : { request: chain.request }),
-      ...(chain.delivered === undefined ? {} : { delivered: chain.delivered }),
-      ...(chain.traceparent === undefined ? {} : { trace: chain.traceparent }),
-    };
+    const request = envelope(chain);
     const items: KeyedItem[] = [];
     const keyed: number[] = [];
     const others: Step["tasks"] = [];
@@ -156,29 +158,18 @@ export class Lanes {
       const id = `${chain.id}:${position}`;
       keyed.push(position);
       items.push({
-        step: {
-          afterwardStep: 1,
-          chain: id,
-          index: 0,
-          attempt: 1,
-          tasks: [{ name, args: [...args], id, index: position }],
+        step: firstStep(id, [{ name, args: [...args], id, index: position }], {
           key,
-          ...envelope,
-        },
+          ...request,
+        }),
         onDuplicate: onDuplicate ?? "queue",
         delay: delay ?? 0,
         position,
       });
     });
-    const step: Step | undefined = others.length === 0 ? undefined : {
-      afterwardStep: 1,
-      chain: chain.id,
-      index: 0,
-      attempt: 1,
-      tasks: others,
-      keyed,
-      ...envelope,
-    };
+    const step = others.length === 0
+      ? undefined
+      : firstStep(chain.id, others, { keyed, ...request });
     const deduplicated = await this.#store(
       items,
       (operation) =>

@@ -12,6 +12,7 @@
 
 import { structuredSizeBound } from "../durable/_structured_size.ts";
 import type { RequestSummary } from "../api/task_info.ts";
+import type { BackendChain } from "../api/task_backend.ts";
 
 /** A task as its chain's message holds it. */
 interface QueuedTask {
@@ -47,6 +48,30 @@ export interface Step {
    * added at, in their ids (see `identity()`).
    */
   keyed?: number[];
+}
+
+/**
+ * The first step of a chain: the first attempt of the first of `tasks`,
+ * with what the chain carries of its request (`envelope()`) and any more
+ * fields its kind of chain has (a keyed task's `key`, a chain's `keyed`).
+ */
+export function firstStep(
+  chain: string,
+  tasks: QueuedTask[],
+  more: Pick<Step, "request" | "delivered" | "trace" | "key" | "keyed"> = {},
+): Step {
+  return { afterwardStep: 1, chain, index: 0, attempt: 1, tasks, ...more };
+}
+
+/** What a chain's steps carry of its request, its fields left out when unset. */
+export function envelope(
+  chain: Pick<BackendChain, "request" | "delivered" | "traceparent">,
+): Pick<Step, "request" | "delivered" | "trace"> {
+  return {
+    ...(chain.request === undefined ? {} : { request: chain.request }),
+    ...(chain.delivered === undefined ? {} : { delivered: chain.delivered }),
+    ...(chain.traceparent === undefined ? {} : { trace: chain.traceparent }),
+  };
 }
 
 /** Where a chain stands: the task and attempt its next message carries. */

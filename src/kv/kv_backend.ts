@@ -9,7 +9,7 @@
 import { LEASE } from "./_claim.ts";
 import { batchWrites } from "./_batch_writes.ts";
 import { type Consumer, runStep, type StepWatch } from "./_consumer.ts";
-import { isStep, isStepGroup, kvKeys, type Step } from "./_step.ts";
+import { envelope, firstStep, isStep, isStepGroup, kvKeys } from "./_step.ts";
 import { storeSteps } from "./_store.ts";
 import { listFailed, retryFailed } from "./_failed.ts";
 import { Lanes } from "./_keyed.ts";
@@ -415,21 +415,11 @@ export function kvBackend(options: KvBackendOptions): KvBackend {
       if (chain.tasks.some(({ key }) => key !== undefined)) {
         return lanes.enqueue(chain);
       }
-      const step: Step = {
-        afterwardStep: 1,
-        chain: chain.id,
-        index: 0,
-        attempt: 1,
-        tasks: chain.tasks.map(({ name, args }) => ({ name, args: [...args] })),
-        ...(chain.request === undefined ? {} : { request: chain.request }),
-        ...(chain.delivered === undefined
-          ? {}
-          : { delivered: chain.delivered }),
-        ...(chain.traceparent === undefined
-          ? {}
-          : { trace: chain.traceparent }),
-      };
-      return store(step);
+      return store(firstStep(
+        chain.id,
+        chain.tasks.map(({ name, args }) => ({ name, args: [...args] })),
+        envelope(chain),
+      ));
     },
 
     attach(handlerOptions: ExecutionOptions): void {
