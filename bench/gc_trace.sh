@@ -1,6 +1,6 @@
 #!/bin/bash
 # The collector's pauses behind latency.sh's tail: each VARIANT of ../shared/bench/server.ts (or of
-# bench/completed_server.ts for fire100-completed) at a steady RATE req/s (h2load --h1, 50 clients, server on
+# bench/completed_server.ts for fire100-parameters and fire100-completed) at a steady RATE req/s (h2load --h1, 50 clients, server on
 # core 0, h2load on core 1, as latency.sh runs them) with V8's --trace-gc, and, over the 5 s from 3 s after the
 # server started, the young-generation collections (scavenges: how many, their pauses in all, median, largest)
 # and the full ones (mark-compact, with their incremental steps).
@@ -13,7 +13,7 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 clients=50; per=$((rate / clients))
 for v in "$@"; do
   server="$here/../../shared/bench/server.ts"
-  [ "$v" = fire100-completed ] && server="$here/completed_server.ts"
+  case $v in fire100-*) server="$here/completed_server.ts";; esac
   port=$(deno eval 'const l = Deno.listen({ hostname: "127.0.0.1", port: 0 }); console.log(l.addr.port); l.close()')
   taskset -c 0 deno run -A --v8-flags=--trace-gc "$server" "$v" "$port" > "$tmp/$v.log" 2>&1 &
   pid=$!
