@@ -99,8 +99,9 @@ export function batchWrites(
   // waited long enough, whatever the clock says (stopped by a program's mock
   // timers, or set back).
   let arrived = false;
-  // Armed when a write finds none waiting: once it fires, the writes
-  // waiting have waited their most, and commit without more quiet.
+  // Armed when a write finds none waiting, or none but those a commit
+  // took: once it fires, the writes waiting have waited their most, and
+  // commit without more quiet (after the commit under way, if any).
   let holding: ReturnType<typeof setTimeout> | undefined;
   let overdue = false;
 
@@ -206,12 +207,13 @@ export function batchWrites(
       waiting.push({ write, resolve, reject });
       lastWrite = Date.now();
       arrived = true;
-      if (!committing) {
-        if (waiting.length >= limit || closed) commitNow();
-        else if (timer === undefined) {
-          hold();
-          wait(idle);
-        }
+      // During a commit too: waiting for it is waiting, and the writes that
+      // come meanwhile commit next, at once if it outlasted their bound.
+      if (committing) hold();
+      else if (waiting.length >= limit || closed) commitNow();
+      else if (timer === undefined) {
+        hold();
+        wait(idle);
       }
       return promise;
     },
