@@ -119,7 +119,7 @@ export function batchWrites(
     }, maxWait);
   }
 
-  /** The writes waiting are taken for a commit: their bound goes. */
+  /** All the writes waiting are taken for a commit: their bound goes. */
   function release(): void {
     clearTimeout(holding);
     holding = undefined;
@@ -174,7 +174,6 @@ export function batchWrites(
         wait(quiet);
         return;
       }
-      release();
       committing = true;
       const group: Waiting[] = [];
       const keys = new Set<string>();
@@ -188,6 +187,9 @@ export function batchWrites(
         }
       }
       waiting = later;
+      // Those left (on a key taken, or over the limit) came while the bound
+      // ran: they keep it, and commit after this one at once if it is over.
+      if (later.length === 0) release();
       await commitGroup(group);
       committing = false;
     }
