@@ -9,10 +9,16 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 rate=$1; shift
 command -v h2load >/dev/null || apt-get install -y nghttp2-client >/dev/null 2>&1 || { echo "no h2load (apt-get install nghttp2-client)"; exit 1; }
+# ../shared/bench beside the project's checkout (or beside its worktrees' folder), or SHARED_BENCH.
+shared=""
+for d in "${SHARED_BENCH:-}" "$here/../../shared/bench" "$here/../../../shared/bench"; do
+  [ -n "$d" ] && [ -f "$d/server.ts" ] && { shared="$d"; break; }
+done
+[ -n "$shared" ] || { echo "no server.ts: set SHARED_BENCH to ../shared/bench"; exit 1; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 clients=50; per=$((rate / clients))
 for v in "$@"; do
-  server="$here/../../shared/bench/server.ts"
+  server="$shared/server.ts"
   case $v in fire100-*) server="$here/completed_server.ts";; esac
   port=$(deno eval 'const l = Deno.listen({ hostname: "127.0.0.1", port: 0 }); console.log(l.addr.port); l.close()')
   taskset -c 0 deno run -A --v8-flags=--trace-gc "$server" "$v" "$port" > "$tmp/$v.log" 2>&1 &

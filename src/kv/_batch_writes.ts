@@ -99,8 +99,9 @@ export function batchWrites(
   // waited long enough, whatever the clock says (stopped by a program's mock
   // timers, or set back).
   let arrived = false;
-  // Armed when a write finds none waiting: once it fires, the writes
-  // waiting have waited their most, and commit without more quiet.
+  // Armed when a write finds none waiting, or none but those a commit
+  // took: once it fires, the writes waiting have waited their most, and
+  // commit without more quiet (after the commit under way, if any).
   let holding: ReturnType<typeof setTimeout> | undefined;
   let overdue = false;
 
@@ -118,7 +119,7 @@ export function batchWrites(
     }, maxWait);
   }
 
-  /** The writes waiting are taken for a commit: their bound goes. */
+  /** All the writes waiting are taken for a commit: their bound goes. */
   function release(): void {
     clearTimeout(holding);
     holding = undefined;
@@ -173,7 +174,6 @@ export function batchWrites(
         wait(quiet);
         return;
       }
-      release();
       committing = true;
       const group: Waiting[] = [];
       const keys = new Set<string>();
@@ -187,6 +187,9 @@ export function batchWrites(
         }
       }
       waiting = later;
+      // Those left (on a key taken, or over the limit) came while the bound
+      // ran: they keep it, and commit after this one at once if it is over.
+      if (later.length === 0) release();
       await commitGroup(group);
       committing = false;
     }
@@ -206,12 +209,13 @@ export function batchWrites(
       waiting.push({ write, resolve, reject });
       lastWrite = Date.now();
       arrived = true;
-      if (!committing) {
-        if (waiting.length >= limit || closed) commitNow();
-        else if (timer === undefined) {
-          hold();
-          wait(idle);
-        }
+      // During a commit too: waiting for it is waiting, and the writes that
+      // come meanwhile commit next, at once if it outlasted their bound.
+      if (committing) hold();
+      else if (waiting.length >= limit || closed) commitNow();
+      else if (timer === undefined) {
+        hold();
+        wait(idle);
       }
       return promise;
     },

@@ -168,6 +168,68 @@ Deno.test("batchWrites() commits the writes of a steady trickle once the first h
   }
 });
 
+Deno.test("batchWrites() bounds a write that comes during a commit from its arrival", async () => {
+  await using kv = await openKv();
+  mock.timers.enable({ apis: ["setTimeout", "Date"] });
+  try {
+    const batch = batchOn(kv, 50, 5, 20);
+    using commits = countCommits();
+    const first = batch.commit(setIf("k0", 0));
+    mock.timers.tick(5);
+    assert.equal(commits.count, 1);
+    // A commit Deno KV takes 24 ms over, a trickle 4 ms apart meanwhile:
+    // the first of it has waited its 20 ms when the commit ends.
+    const writes = [];
+    for (let i = 1; i <= 6; i++) {
+      mock.timers.tick(4);
+      writes.push(batch.commit(setIf(`k${i}`, i)));
+    }
+    assert.ok((await first).ok);
+    // A round trip to the database: the batch has done what it does next.
+    await kv.get(["unrelated"]);
+    assert.equal(commits.count, 2);
+    for (const result of await Promise.all(writes)) assert.ok(result.ok);
+    batch.close();
+  } finally {
+    mock.timers.reset();
+  }
+});
+
+Deno.test("batchWrites() commits a write a commit left for a key it had, within the bound it waited under", async () => {
+  await using kv = await openKv();
+  mock.timers.enable({ apis: ["setTimeout", "Date"] });
+  try {
+    const batch = batchOn(kv, 50, 5, 20);
+    using commits = countCommits();
+    const a = (name: string): Write => ({
+      key: "a",
+      add: (operation) => operation.set([name], name),
+    });
+    const writes = [batch.commit(a("a1"))];
+    mock.timers.tick(4);
+    // On the first's key: it waits for the next operation.
+    const second = batch.commit(a("a2"));
+    for (let i = 1; i <= 3; i++) {
+      mock.timers.tick(4);
+      writes.push(batch.commit(setIf(`k${i}`, i)));
+    }
+    mock.timers.tick(4);
+    // 20 ms after the first: all but the second commit.
+    assert.equal(commits.count, 1);
+    // One more comes while they commit.
+    const last = batch.commit(setIf("k4", 4));
+    for (const result of await Promise.all(writes)) assert.ok(result.ok);
+    await kv.get(["unrelated"]);
+    // The second has waited 16 ms, and the 20 ms of the wait it was part
+    // of are over: no wait of its own begins.
+    assert.equal(commits.count, 2);
+    assert.ok((await second).ok && (await last).ok);
+    batch.close();
+  } finally {
+    mock.timers.reset();
+  }
+});
+
 Deno.test("batchWrites() commits what waits at its close, and each write after it at once", async () => {
   await using kv = await openKv();
   mock.timers.enable({ apis: ["setTimeout", "Date"] });
