@@ -14,18 +14,14 @@ import type {
   IQueueBackend,
 } from "npm:bullmq@^6";
 import { describe } from "../util/_assert.ts";
-import type { RequestSummary } from "../api/task_info.ts";
+import { type Envelope, envelope } from "../durable/_envelope.ts";
 import type { BackendChain, BackendTask } from "../api/task_backend.ts";
 
 /** What a job carries. */
-export interface JobData {
+export interface JobData extends Envelope {
   chain: string;
   index: number;
   args: unknown[];
-  request?: RequestSummary;
-  delivered?: boolean;
-  /** The `traceparent` of the request's span, when telemetry was on. */
-  trace?: string;
   /** A keyed task's lane: its name and key (see _lanes.ts). */
   lane?: string;
   /** When a keyed task with a `delay` may start, in epoch milliseconds. */
@@ -42,9 +38,7 @@ export function jobData(
     chain: chain.id,
     index,
     args: [...task.args],
-    ...(chain.request === undefined ? {} : { request: chain.request }),
-    ...(chain.delivered === undefined ? {} : { delivered: chain.delivered }),
-    ...(chain.traceparent === undefined ? {} : { trace: chain.traceparent }),
+    ...envelope(chain),
   };
 }
 

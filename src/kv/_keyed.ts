@@ -12,13 +12,7 @@
 import type { LaneEntry } from "./_lane.ts";
 import { type KeyedItem, type Plan, planLane } from "./_keyed_plan.ts";
 import type { Consumer } from "./_consumer.ts";
-import {
-  commitRetrying,
-  enqueueStep,
-  envelope,
-  firstStep,
-  type Step,
-} from "./_step.ts";
+import { commitRetrying, enqueueStep, firstStep, type Step } from "./_step.ts";
 import { ENVELOPE_BYTES } from "./_message_budget.ts";
 import { cannotStore, refusesQueue } from "./_queue_support.ts";
 import {
@@ -26,6 +20,7 @@ import {
   structuredSizeBound,
 } from "../durable/_structured_size.ts";
 import { NAMES_REFRESH } from "../durable/_unknown_tasks.ts";
+import { envelope } from "../durable/_envelope.ts";
 import { tellDeduplicated } from "../core/_report.ts";
 import { escapeControls } from "../api/_describe_task.ts";
 import type {

@@ -11,8 +11,7 @@
 // build on it.
 
 import { structuredSizeBound } from "../durable/_structured_size.ts";
-import type { RequestSummary } from "../api/task_info.ts";
-import type { BackendChain } from "../api/task_backend.ts";
+import type { Envelope } from "../durable/_envelope.ts";
 
 /** A task as its chain's message holds it. */
 interface QueuedTask {
@@ -27,16 +26,12 @@ interface QueuedTask {
 }
 
 /** A queue message: one step of a chain. */
-export interface Step {
+export interface Step extends Envelope {
   afterwardStep: 1;
   chain: string;
   index: number;
   attempt: number;
   tasks: QueuedTask[];
-  request?: RequestSummary;
-  delivered?: boolean;
-  /** The `traceparent` of the request's span, when telemetry was on. */
-  trace?: string;
   /**
    * A keyed task's key: its step is one of its lane's (_keyed.ts), a chain
    * of its one task.
@@ -61,17 +56,6 @@ export function firstStep(
   more: Pick<Step, "request" | "delivered" | "trace" | "key" | "keyed"> = {},
 ): Step {
   return { afterwardStep: 1, chain, index: 0, attempt: 1, tasks, ...more };
-}
-
-/** What a chain's steps carry of its request, its fields left out when unset. */
-export function envelope(
-  chain: Pick<BackendChain, "request" | "delivered" | "traceparent">,
-): Pick<Step, "request" | "delivered" | "trace"> {
-  return {
-    ...(chain.request === undefined ? {} : { request: chain.request }),
-    ...(chain.delivered === undefined ? {} : { delivered: chain.delivered }),
-    ...(chain.traceparent === undefined ? {} : { trace: chain.traceparent }),
-  };
 }
 
 /** Where a chain stands: the task and attempt its next message carries. */

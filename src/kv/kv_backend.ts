@@ -9,7 +9,7 @@
 import { LEASE } from "./_claim.ts";
 import { batchWrites } from "./_batch_writes.ts";
 import { type Consumer, runStep, type StepWatch } from "./_consumer.ts";
-import { envelope, firstStep, isStep, isStepGroup, kvKeys } from "./_step.ts";
+import { firstStep, isStep, isStepGroup, kvKeys } from "./_step.ts";
 import { storeSteps } from "./_store.ts";
 import { listFailed, retryFailed } from "./_failed.ts";
 import { Lanes } from "./_keyed.ts";
@@ -17,6 +17,7 @@ import { isLaneMessage, runLaneMessage } from "./_lane.ts";
 import { closeWithin, type Running, startListener } from "./_listener.ts";
 import { ENVELOPE_BYTES, MessageBudget } from "./_message_budget.ts";
 import { assertSerializable } from "../durable/_serializable.ts";
+import { envelope } from "../durable/_envelope.ts";
 import { executionConfig, givenExecutionOptions } from "../core/_config.ts";
 import {
   assertBoolean,
